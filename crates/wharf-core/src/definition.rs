@@ -1,0 +1,374 @@
+//! Loading a definition: YAML -> marked tree -> structural check -> raw types -> semantic
+//! validation -> [`Definition`]. Every stage collects all of its problems before failing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::diagnostic::DefinitionErrors;
+use crate::model::*;
+use crate::raw::*;
+use crate::suggest::hint_for;
+use crate::template;
+use crate::yaml::{self, Node as YamlNode, PathSegment, YamlProblem};
+
+/// What validation needs to know about the files around the definition. The real
+/// implementation looks at the disk; tests pass a fake.
+pub trait FolderCheck {
+    /// Whether `relative` (to the definition file's folder) is an existing folder.
+    fn is_folder(&self, relative: &str) -> bool;
+}
+
+/// Accepts every folder; for callers that validate a definition away from its files.
+pub struct AnyFolder;
+
+impl FolderCheck for AnyFolder {
+    fn is_folder(&self, _: &str) -> bool {
+        true
+    }
+}
+
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses and validates a definition file's text.
+pub fn load(text: &str, file: &str, folders: &dyn FolderCheck) -> Result<Definition, DefinitionErrors> {
+    let fail = |problems| DefinitionErrors {
+        file: file.to_owned(),
+        source_text: text.to_owned(),
+        problems,
+    };
+    let tree = yaml::parse(text).map_err(|p| fail(vec![p]))?;
+    let json = crate::structure::check(&tree, &json_schema()).map_err(fail)?;
+    let raw: RawDefinition = serde_json::from_value(json).map_err(|e| {
+        fail(vec![YamlProblem {
+            location: tree.location,
+            message: format!("unreadable definition: {e}"),
+            hint: None,
+        }])
+    })?;
+    let mut checker = Checker { tree: &tree, problems: Vec::new() };
+    let definition = checker.resolve(&raw, folders);
+    if checker.problems.is_empty() {
+        Ok(definition)
+    } else {
+        Err(fail(checker.problems))
+    }
+}
+
+struct Checker<'t> {
+    tree: &'t YamlNode,
+    problems: Vec<YamlProblem>,
+}
+
+fn key(k: &str) -> PathSegment {
+    PathSegment::Key(k.to_owned())
+}
+
+impl Checker<'_> {
+    fn report(&mut self, path: &[PathSegment], message: String, hint: Option<String>) {
+        self.problems.push(YamlProblem {
+            location: self.tree.locate(path),
+            message,
+            hint,
+        });
+    }
+
+    fn duration(&mut self, text: Option<&String>, default: Duration, path: &[PathSegment]) -> Duration {
+        match text.map(|t| crate::duration::parse(t)) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.report(path, e, Some("write a number with a unit, such as `5s` or `200ms`".into()));
+                default
+            }
+        }
+    }
+
+    fn resolve(&mut self, raw: &RawDefinition, folders: &dyn FolderCheck) -> Definition {
+        let services: BTreeMap<String, Service> = raw
+            .services
+            .iter()
+            .map(|(name, s)| (name.clone(), self.service(name, s, folders)))
+            .collect();
+        let service_names: Vec<&str> = services.keys().map(String::as_str).collect();
+        let environments: BTreeMap<String, Environment> = raw
+            .environments
+            .iter()
+            .map(|(name, e)| (name.clone(), self.environment(name, e, &service_names)))
+            .collect();
+        let pipeline = self.pipeline(&raw.environments);
+        let definition = Definition { services, environments, pipeline };
+        self.templates(&definition);
+        definition
+    }
+
+    fn service(&mut self, name: &str, raw: &RawService, folders: &dyn FolderCheck) -> Service {
+        let at = |rest: &[&str]| {
+            let mut path = vec![key("services"), key(name)];
+            path.extend(rest.iter().map(|k| key(k)));
+            path
+        };
+        check_name(self, name, "service", &at(&[]));
+        let build = match &raw.build {
+            RawBuild::Folder(folder) => Build { context: folder.clone(), command: None, output: folder.clone() },
+            RawBuild::Step(step) => Build {
+                context: step.context.clone(),
+                command: step.command.clone(),
+                output: match &step.output {
+                    Some(out) => join(&step.context, out),
+                    None => step.context.clone(),
+                },
+            },
+        };
+        if !folders.is_folder(&build.context) {
+            let place = match &raw.build {
+                RawBuild::Folder(_) => at(&["build"]),
+                RawBuild::Step(_) => at(&["build", "context"]),
+            };
+            let mut path = place;
+            path.push(PathSegment::Value);
+            self.report(
+                &path,
+                format!("build folder `{}` of service `{name}` does not exist", build.context),
+                Some("paths are relative to the folder that holds wharf.yaml".into()),
+            );
+        }
+        if build.command.as_ref().is_some_and(Vec::is_empty) {
+            self.report(&at(&["build", "command"]), "build command is empty".into(), None);
+        }
+        if raw.run.is_empty() || raw.run[0].trim().is_empty() {
+            self.report(
+                &at(&["run"]),
+                format!("service `{name}` has an empty `run` command"),
+                Some("give the program and its arguments, e.g. `run: [\"python3\", \"app.py\"]`".into()),
+            );
+        }
+        let port = raw.port.as_ref().map(|p| match p {
+            RawPort::Fixed(n) => PortSpec::Fixed(*n),
+            RawPort::Named(n) => PortSpec::Named(n.clone()),
+        });
+        if port == Some(PortSpec::Fixed(0)) {
+            self.report(&at(&["port"]), "port 0 is not a usable port".into(), Some("use a name such as `http` to let wharf pick free ports".into()));
+        }
+        let health = raw.health.as_ref().map(|h| self.health(name, h, port.is_some()));
+        if raw.max_parallel == Some(0) {
+            self.report(&at(&["max_parallel"]), "`max_parallel` must be at least 1".into(), None);
+        }
+        Service {
+            name: name.to_owned(),
+            build,
+            run: raw.run.clone(),
+            port,
+            health,
+            config: raw.config.clone(),
+            driver: DriverKind::Process,
+            stop_timeout: self.duration(raw.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT, &at(&["stop_timeout"])),
+            max_parallel: raw.max_parallel.unwrap_or(1).max(1),
+        }
+    }
+
+    fn health(&mut self, service: &str, raw: &RawHealth, has_port: bool) -> HealthCheck {
+        let path = vec![key("services"), key(service), key("health")];
+        let mut probes = Vec::new();
+        if let Some(p) = &raw.http {
+            let path = if p.starts_with('/') { p.clone() } else { format!("/{p}") };
+            probes.push(Probe::Http { path });
+        }
+        if raw.tcp == Some(true) {
+            probes.push(Probe::Tcp);
+        }
+        if let Some(argv) = &raw.command {
+            if argv.is_empty() {
+                let mut p = path.clone();
+                p.push(key("command"));
+                self.report(&p, "health command is empty".into(), None);
+            }
+            probes.push(Probe::Command { argv: argv.clone() });
+        }
+        if probes.len() != 1 {
+            self.report(
+                &path,
+                format!("health check of service `{service}` needs exactly one of `http`, `tcp` or `command`, found {}", probes.len()),
+                Some("for example `health: { http: /health }`".into()),
+            );
+        }
+        let probe = probes.pop().unwrap_or(Probe::Tcp);
+        if matches!(probe, Probe::Http { .. } | Probe::Tcp) && !has_port {
+            self.report(
+                &path,
+                format!("service `{service}` has an http or tcp health check but no `port`"),
+                Some("add `port: http` so wharf gives each instance a port to check".into()),
+            );
+        }
+        let at = |k: &str| {
+            let mut p = path.clone();
+            p.push(key(k));
+            p
+        };
+        let (timeout_path, interval_path) = (at("timeout"), at("interval"));
+        HealthCheck {
+            probe,
+            timeout: self.duration(raw.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT, &timeout_path),
+            interval: self.duration(raw.interval.as_ref(), DEFAULT_HEALTH_INTERVAL, &interval_path),
+        }
+    }
+
+    fn environment(&mut self, name: &str, raw: &RawEnvironment, services: &[&str]) -> Environment {
+        let base = vec![key("environments"), key(name)];
+        check_name(self, name, "environment", &base);
+        for service in raw.config.keys() {
+            if !services.contains(&service.as_str()) {
+                let mut p = base.clone();
+                p.extend([key("config"), key(service)]);
+                self.report(&p, format!("environment `{name}` configures unknown service `{service}`"), Some(hint_for(service, "service", services)));
+            }
+        }
+        let nodes = match &raw.nodes {
+            None => vec![Node {
+                name: "local".into(),
+                services: services.iter().map(|s| (s.to_string(), 1)).collect(),
+                config: BTreeMap::new(),
+                driver: None,
+            }],
+            Some(nodes) => self.nodes(name, nodes, services, &base),
+        };
+        Environment { name: name.to_owned(), after: raw.after.clone(), config: raw.config.clone(), nodes }
+    }
+
+    fn nodes(&mut self, env: &str, raw: &[RawNode], services: &[&str], base: &[PathSegment]) -> Vec<Node> {
+        let mut seen = BTreeSet::new();
+        let mut nodes = Vec::new();
+        for (i, node) in raw.iter().enumerate() {
+            let mut at = base.to_vec();
+            at.extend([key("nodes"), PathSegment::Index(i)]);
+            let sub = |k: &str| {
+                let mut p = at.clone();
+                p.push(key(k));
+                p
+            };
+            check_name(self, &node.name, "node", &sub("name"));
+            if !seen.insert(node.name.clone()) {
+                self.report(&sub("name"), format!("node `{}` is defined twice in environment `{env}`", node.name), Some("node names must be unique within an environment".into()));
+            }
+            let mut placed = Vec::new();
+            for (j, placement) in node.services.iter().enumerate() {
+                let (service, instances) = match placement {
+                    RawPlacement::Name(s) => (s.clone(), 1),
+                    RawPlacement::Counted(c) => (c.name.clone(), c.instances),
+                };
+                let mut p = sub("services");
+                p.push(PathSegment::Index(j));
+                if !services.contains(&service.as_str()) {
+                    self.report(&p, format!("node `{}` of environment `{env}` runs unknown service `{service}`", node.name), Some(hint_for(&service, "service", services)));
+                } else if placed.iter().any(|(s, _): &(String, u32)| *s == service) {
+                    self.report(&p, format!("service `{service}` is listed twice on node `{}`", node.name), Some("use `{ name: SERVICE, instances: N }` for several instances".into()));
+                } else if instances == 0 {
+                    self.report(&p, format!("service `{service}` on node `{}` has 0 instances", node.name), Some("remove it from the node instead".into()));
+                } else {
+                    placed.push((service, instances));
+                }
+            }
+            for service in node.config.keys() {
+                if !placed.iter().any(|(s, _)| s == service) {
+                    let mut p = sub("config");
+                    p.push(key(service));
+                    self.report(&p, format!("node `{}` configures service `{service}`, which it does not run", node.name), Some(hint_for(service, "service", &placed.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())));
+                }
+            }
+            let count = node.count.unwrap_or(1);
+            if count == 0 {
+                self.report(&sub("count"), format!("node `{}` has count 0", node.name), Some("remove the node instead".into()));
+            }
+            let driver = node.driver.map(|_| DriverKind::Process);
+            for k in 1..=count {
+                let name = if count == 1 && node.count.is_none() { node.name.clone() } else { format!("{}-{k}", node.name) };
+                nodes.push(Node { name, services: placed.clone(), config: node.config.clone(), driver });
+            }
+        }
+        nodes
+    }
+
+    /// Orders environments so each follows its `after`; reports unknown names and cycles.
+    fn pipeline(&mut self, envs: &BTreeMap<String, RawEnvironment>) -> Vec<String> {
+        let names: Vec<&str> = envs.keys().map(String::as_str).collect();
+        for (name, env) in envs {
+            if let Some(after) = &env.after {
+                if !envs.contains_key(after) {
+                    self.report(
+                        &[key("environments"), key(name), key("after"), PathSegment::Value],
+                        format!("environment `{name}` comes after unknown environment `{after}`"),
+                        Some(hint_for(after, "environment", &names)),
+                    );
+                }
+            }
+        }
+        let mut order: Vec<String> = Vec::new();
+        let mut remaining: Vec<&String> = envs.keys().collect();
+        while !remaining.is_empty() {
+            let ready: Vec<&String> = remaining
+                .iter()
+                .copied()
+                .filter(|n| match &envs[*n].after {
+                    Some(a) if envs.contains_key(a) => order.contains(a),
+                    _ => true,
+                })
+                .collect();
+            if ready.is_empty() {
+                let cycle: Vec<&str> = remaining.iter().map(|s| s.as_str()).collect();
+                self.report(
+                    &[key("environments"), key(cycle[0]), key("after")],
+                    format!("the `after` order has a cycle among {}", cycle.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")),
+                    Some("the pipeline must start somewhere: remove `after` from the first environment".into()),
+                );
+                break;
+            }
+            remaining.retain(|n| !ready.contains(n));
+            order.extend(ready.into_iter().cloned());
+        }
+        order
+    }
+
+    /// Every config value must be a valid template using only known names.
+    fn templates(&mut self, def: &Definition) {
+        let service_names: Vec<&str> = def.services.keys().map(String::as_str).collect();
+        for (name, service) in &def.services {
+            for (k, v) in &service.config {
+                if let Err(e) = template::check(v, &service_names) {
+                    self.report(&[key("services"), key(name), key("config"), key(k), PathSegment::Value], format!("config `{k}` of service `{name}`: {e}"), e.hint());
+                }
+            }
+        }
+        for (env_name, env) in &def.environments {
+            for (service, values) in &env.config {
+                for (k, v) in values {
+                    if let Err(e) = template::check(v, &service_names) {
+                        self.report(&[key("environments"), key(env_name), key("config"), key(service), key(k), PathSegment::Value], format!("config `{k}` of service `{service}` in environment `{env_name}`: {e}"), e.hint());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        checker.report(
+            path,
+            format!("`{name}` is not a valid {what} name"),
+            Some("use lowercase letters, digits, `-` and `_`, starting with a letter or digit".into()),
+        );
+    }
+}
+
+fn join(base: &str, rest: &str) -> String {
+    if rest.starts_with('/') || base.is_empty() || base == "." {
+        rest.to_owned()
+    } else {
+        format!("{}/{}", base.trim_end_matches('/'), rest.trim_start_matches("./"))
+    }
+}

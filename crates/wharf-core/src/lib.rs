@@ -1,0 +1,19 @@
+//! wharf's domain core: the definition model and its validation, configuration layering
+//! and templates, and the reconciler. Pure functions only: no I/O, no async, no clock.
+
+pub mod config;
+pub mod definition;
+pub mod diagnostic;
+pub mod duration;
+pub mod model;
+pub mod plan;
+pub mod raw;
+pub mod spec;
+pub mod structure;
+pub mod suggest;
+pub mod template;
+pub mod yaml;
+
+pub use definition::{load, AnyFolder, FolderCheck};
+pub use diagnostic::DefinitionErrors;
+pub use model::Definition;

@@ -1,0 +1,130 @@
+//! The validated, resolved definition. A value of these types has passed every check of
+//! [`crate::definition::load`]: names resolve, durations parse, environments are ordered.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A validated wharf definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub services: BTreeMap<String, Service>,
+    pub environments: BTreeMap<String, Environment>,
+    /// Environment names in pipeline order: every environment comes after its `after`.
+    pub pipeline: Vec<String>,
+}
+
+/// A service: how it is built, run and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub build: Build,
+    pub run: Vec<String>,
+    pub port: Option<PortSpec>,
+    pub health: Option<HealthCheck>,
+    pub config: BTreeMap<String, String>,
+    pub driver: DriverKind,
+    pub stop_timeout: Duration,
+    pub max_parallel: u32,
+}
+
+/// Where an artifact's files come from, relative to the definition file's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Build {
+    /// Folder a build command runs in.
+    pub context: String,
+    pub command: Option<Vec<String>>,
+    /// Folder that is packed, relative to the definition file's folder.
+    pub output: String,
+}
+
+/// An instance's port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortSpec {
+    /// Instance N listens on this number + N.
+    Fixed(u16),
+    /// wharf assigns a free port per instance and keeps it across deploys.
+    Named(String),
+}
+
+/// How wharf decides an instance is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    /// How long a new instance may take to pass.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// Time between checks while waiting.
+    #[serde(with = "millis")]
+    pub interval: Duration,
+}
+
+/// One kind of health probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    Http { path: String },
+    Tcp,
+    Command { argv: Vec<String> },
+}
+
+/// How instances are run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    #[default]
+    Process,
+}
+
+/// An environment of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    pub after: Option<String>,
+    /// Per-service configuration layer of this environment.
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
+    /// Nodes with `count` expanded: `web` with count 3 is `web-1`, `web-2`, `web-3`.
+    pub nodes: Vec<Node>,
+}
+
+/// A node and the services it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    /// Service name and instances of it on this node, in the order written.
+    pub services: Vec<(String, u32)>,
+    /// Per-service configuration layer of this node.
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
+    pub driver: Option<DriverKind>,
+}
+
+impl Environment {
+    /// Names of the services that run somewhere in this environment.
+    pub fn service_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.services.iter().map(|(s, _)| s.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// (De)serializes a `Duration` as whole milliseconds.
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

@@ -1,0 +1,172 @@
+//! The file format of `wharf.yaml`, as serde types mirroring the YAML.
+//!
+//! These types are the single source of truth for the format: the JSON Schema printed by
+//! `wharf schema` is generated from them, and the structural check of a file walks that
+//! same schema. Values here are unvalidated; [`crate::definition`] turns them into the
+//! resolved model.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A wharf definition: the services of a system and the environments they run in.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefinition {
+    /// Services by name. Each becomes one immutable artifact per version.
+    #[serde(default)]
+    pub services: BTreeMap<String, RawService>,
+    /// Environments by name, ordered into a pipeline by `after`.
+    #[serde(default)]
+    pub environments: BTreeMap<String, RawEnvironment>,
+}
+
+/// How to build, run and check one service.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// The folder that becomes the artifact, or a build step that produces it.
+    pub build: RawBuild,
+    /// The command to run, relative to the unpacked artifact: `[program, args...]`.
+    pub run: Vec<String>,
+    /// The instance's port: a number (instance N listens on number + N) or a name,
+    /// in which case wharf assigns a free port per instance and keeps it across deploys.
+    #[serde(default)]
+    pub port: Option<RawPort>,
+    /// How wharf decides an instance is healthy.
+    #[serde(default)]
+    pub health: Option<RawHealth>,
+    /// Configuration defaults, passed to instances as environment variables.
+    /// Values may use templates: `{{ port }}`, `{{ env }}`, `{{ version }}`, `{{ instance }}`,
+    /// `{{ service }}`, `{{ node }}` and `{{ services.NAME.url }}` / `{{ services.NAME.port }}`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// How an instance is run. Only `process` exists so far.
+    #[serde(default)]
+    pub driver: Option<RawDriver>,
+    /// How long a stopping instance gets between SIGTERM and SIGKILL, e.g. `10s`.
+    #[serde(default)]
+    pub stop_timeout: Option<String>,
+    /// How many instances of a rolling upgrade are replaced at once (default 1).
+    #[serde(default)]
+    pub max_parallel: Option<u32>,
+}
+
+/// The build of a service: a folder, or a command that fills a folder.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawBuild {
+    /// A folder, relative to wharf.yaml, packed as it is.
+    Folder(String),
+    /// A build step.
+    Step(RawBuildStep),
+}
+
+/// A build command and the folder it leaves behind.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuildStep {
+    /// Folder the command runs in, relative to wharf.yaml.
+    pub context: String,
+    /// The command, `[program, args...]`. WHARF_VERSION is set while it runs.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Folder to pack after the command, relative to `context` (default: `context` itself).
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+/// A fixed port number or the name of a port wharf assigns.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawPort {
+    Fixed(u16),
+    Named(String),
+}
+
+/// The health check of an instance: exactly one of `http`, `tcp` or `command`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path answered with a 2xx status on the instance's port, e.g. `/health`.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// `true`: healthy once the instance's port accepts connections.
+    #[serde(default)]
+    pub tcp: Option<bool>,
+    /// A command run in the artifact folder with the instance's environment; exit 0 is healthy.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// How long a new instance may take to become healthy, e.g. `5s` (default 30s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Time between checks, e.g. `200ms` (default 50ms while starting, 5s afterwards).
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+/// An instance driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawDriver {
+    /// Plain processes on the host.
+    Process,
+}
+
+/// One environment of the pipeline.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    /// The environment before this one in the pipeline.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Per-service configuration for this environment: `{ service: { KEY: value } }`.
+    #[serde(default)]
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
+    /// The nodes of this environment. When absent, one node `local` runs every service once.
+    #[serde(default)]
+    pub nodes: Option<Vec<RawNode>>,
+}
+
+/// A node (host) shape and the services it runs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    /// The node's name, unique within its environment.
+    pub name: String,
+    /// The services this node runs: a name, or `{ name, instances }`.
+    pub services: Vec<RawPlacement>,
+    /// How many nodes of this shape (default 1); they are named `NAME-1` .. `NAME-N`.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Per-service configuration on this node: `{ service: { KEY: value } }`.
+    #[serde(default)]
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
+    /// The driver for instances on this node, overriding the service's.
+    #[serde(default)]
+    pub driver: Option<RawDriver>,
+}
+
+/// A service placed on a node.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawPlacement {
+    Name(String),
+    Counted(RawCountedPlacement),
+}
+
+/// A service placed on a node with a number of instances.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCountedPlacement {
+    pub name: String,
+    /// Instances of the service on each such node (default 1).
+    pub instances: u32,
+}
+
+/// The JSON Schema of `wharf.yaml`.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(RawDefinition);
+    serde_json::to_value(schema).expect("schemas serialize")
+}

@@ -1,0 +1,121 @@
+//! A deploy spec: everything the controller needs to run one service in one environment,
+//! resolved from the definition on the caller's side and stored with each deployment so a
+//! rollback restores exactly what ran.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, ConfigMap};
+use crate::model::*;
+use crate::suggest::hint_for;
+
+/// One service in one environment, ready to deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub service: String,
+    pub env: String,
+    pub run: Vec<String>,
+    pub port: Option<PortSpec>,
+    pub health: Option<HealthCheck>,
+    #[serde(with = "crate::model::millis")]
+    pub stop_timeout: Duration,
+    pub max_parallel: u32,
+    pub driver: DriverKind,
+    /// Every instance slot, with its layered (not yet rendered) configuration.
+    pub slots: Vec<SlotSpec>,
+    /// Port specs of every service of the environment, for `{{ services.NAME.url }}`.
+    pub peers: BTreeMap<String, Option<PortSpec>>,
+}
+
+/// One instance position: a node and the instance's ordinal within the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotSpec {
+    pub node: String,
+    /// 0-based ordinal of the instance across the environment (`{{ instance }}`).
+    pub instance: u32,
+    pub config: ConfigMap,
+}
+
+/// Why a deploy spec cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("unknown service `{name}`")]
+    UnknownService { name: String, hint: String },
+    #[error("unknown environment `{name}`")]
+    UnknownEnvironment { name: String, hint: String },
+    #[error("service `{service}` does not run in environment `{env}`")]
+    NotPlaced { service: String, env: String, hint: String },
+}
+
+impl SpecError {
+    pub fn hint(&self) -> &str {
+        match self {
+            SpecError::UnknownService { hint, .. }
+            | SpecError::UnknownEnvironment { hint, .. }
+            | SpecError::NotPlaced { hint, .. } => hint,
+        }
+    }
+}
+
+impl Definition {
+    /// Looks an environment up, with a hint when it is unknown.
+    pub fn environment(&self, env: &str) -> Result<&Environment, SpecError> {
+        self.environments.get(env).ok_or_else(|| SpecError::UnknownEnvironment {
+            name: env.to_owned(),
+            hint: hint_for(env, "environment", &self.environments.keys().map(String::as_str).collect::<Vec<_>>()),
+        })
+    }
+
+    /// Looks a service up, with a hint when it is unknown.
+    pub fn service(&self, name: &str) -> Result<&Service, SpecError> {
+        self.services.get(name).ok_or_else(|| SpecError::UnknownService {
+            name: name.to_owned(),
+            hint: hint_for(name, "service", &self.services.keys().map(String::as_str).collect::<Vec<_>>()),
+        })
+    }
+
+    /// Resolves `service` in `env` into a deploy spec.
+    pub fn deploy_spec(&self, service: &str, env: &str) -> Result<DeploySpec, SpecError> {
+        let environment = self.environment(env)?;
+        let svc = self.service(service)?;
+        let empty = ConfigMap::new();
+        let env_layer = environment.config.get(service).unwrap_or(&empty);
+        let mut slots = Vec::new();
+        for node in &environment.nodes {
+            let Some((_, instances)) = node.services.iter().find(|(s, _)| s == service) else { continue };
+            let node_layer = node.config.get(service).unwrap_or(&empty);
+            let merged = config::layered([&svc.config, env_layer, node_layer]);
+            for _ in 0..*instances {
+                let instance = slots.len() as u32;
+                slots.push(SlotSpec { node: node.name.clone(), instance, config: merged.clone() });
+            }
+        }
+        if slots.is_empty() {
+            let placed = environment.service_names();
+            return Err(SpecError::NotPlaced {
+                service: service.to_owned(),
+                env: env.to_owned(),
+                hint: format!("add it to a node of `{env}`; it runs {}", placed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+            });
+        }
+        let peers = environment
+            .service_names()
+            .into_iter()
+            .filter_map(|name| self.services.get(name).map(|s| (name.to_owned(), s.port.clone())))
+            .collect();
+        Ok(DeploySpec {
+            service: service.to_owned(),
+            env: env.to_owned(),
+            run: svc.run.clone(),
+            port: svc.port.clone(),
+            health: svc.health.clone(),
+            stop_timeout: svc.stop_timeout,
+            max_parallel: svc.max_parallel,
+            driver: svc.driver,
+            slots,
+            peers,
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Config values are minijinja templates with a strict, small vocabulary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::suggest;
+
+/// The names a config template may use.
+pub const NAMES: &[&str] = &["port", "env", "version", "instance", "service", "node", "services"];
+
+/// What a template sees when it is rendered for one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateContext {
+    pub port: Option<u16>,
+    pub env: String,
+    pub version: String,
+    pub instance: u32,
+    pub service: String,
+    pub node: String,
+    /// Address of every service of the environment, for `{{ services.NAME.url }}`.
+    pub services: BTreeMap<String, PeerAddress>,
+}
+
+/// Where another service of the same environment answers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub host: String,
+    pub port: Option<u16>,
+    pub url: Option<String>,
+}
+
+/// A template that does not parse or names something undefined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TemplateError {
+    message: String,
+    hint: Option<String>,
+}
+
+impl TemplateError {
+    pub fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+/// Renders `text` for one instance.
+pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateError> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Ok(text.to_owned());
+    }
+    let env = environment();
+    let template = env.template_from_str(text).map_err(syntax_error)?;
+    if let Some(unknown) = template.undeclared_variables(false).into_iter().find(|v| !NAMES.contains(&v.as_str())) {
+        return Err(unknown_name(&unknown));
+    }
+    template.render(context).map_err(|e| TemplateError {
+        message: format!("template `{text}` cannot be rendered: {}", e.detail().unwrap_or("undefined value")),
+        hint: Some(format!("templates may use {}", NAMES.join(", "))),
+    })
+}
+
+/// Checks a template without an instance: syntax, names, and `services.X` references.
+pub fn check(text: &str, services: &[&str]) -> Result<(), TemplateError> {
+    let peers = services
+        .iter()
+        .map(|s| {
+            let address = PeerAddress { host: "127.0.0.1".into(), port: Some(1), url: Some("http://127.0.0.1:1".into()) };
+            (s.to_string(), address)
+        })
+        .collect();
+    let context = TemplateContext {
+        port: Some(1),
+        env: "env".into(),
+        version: "v".into(),
+        instance: 0,
+        service: "s".into(),
+        node: "n".into(),
+        services: peers,
+    };
+    render(text, &context).map(|_| ()).map_err(|e| {
+        // `services.X` with an unknown X is the likely mistake; name the valid ones.
+        if let Some(rest) = text.split("services.").nth(1) {
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+            if !services.contains(&name.as_str()) {
+                return TemplateError {
+                    message: format!("template refers to unknown service `{name}`"),
+                    hint: Some(suggest::hint_for(&name, "service", services)),
+                };
+            }
+        }
+        e
+    })
+}
+
+fn syntax_error(e: minijinja::Error) -> TemplateError {
+    TemplateError {
+        message: format!("invalid template: {}", e.detail().unwrap_or("syntax error")),
+        hint: Some("templates look like `{{ port }}`".into()),
+    }
+}
+
+fn unknown_name(name: &str) -> TemplateError {
+    TemplateError {
+        message: format!("template uses undefined name `{name}`"),
+        hint: Some(match suggest::closest(name, NAMES.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None => format!("templates may use {}", NAMES.join(", ")),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> TemplateContext {
+        TemplateContext {
+            port: Some(8080),
+            env: "uat".into(),
+            version: "build-7".into(),
+            instance: 2,
+            service: "catalog".into(),
+            node: "web-1".into(),
+            services: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn renders_instance_values() {
+        let out = render("{{ service }}@{{ env }}:{{ port }}/{{ version }}#{{ instance }}", &context()).unwrap();
+        assert_eq!(out, "catalog@uat:8080/build-7#2");
+    }
+
+    #[test]
+    fn undefined_names_are_errors_with_a_suggestion() {
+        let err = render("{{ prot }}", &context()).unwrap_err();
+        assert_eq!(err.to_string(), "template uses undefined name `prot`");
+        assert_eq!(err.hint().unwrap(), "did you mean `port`?");
+    }
+
+    #[test]
+    fn unknown_peer_services_are_reported() {
+        let err = check("{{ services.catalgo.url }}", &["catalog", "orders"]).unwrap_err();
+        assert!(err.to_string().contains("`catalgo`"), "{err}");
+        assert_eq!(err.hint().unwrap(), "did you mean `catalog`?");
+        assert!(check("{{ services.catalog.url }}/x", &["catalog"]).is_ok());
+    }
+
+    #[test]
+    fn plain_text_is_untouched() {
+        assert_eq!(render("a {b} c", &context()).unwrap(), "a {b} c");
+    }
+}

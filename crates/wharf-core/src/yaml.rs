@@ -1,0 +1,308 @@
+//! A YAML tree that remembers where every node came from.
+//!
+//! serde alone stops at the first error and forgets positions, but `wharf validate` must
+//! report every problem of a file with its line and column. So the file is first read
+//! into this marked tree; the structural check and the semantic validation both walk it.
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+
+/// A 1-based line and column in the definition file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// One YAML node with the location where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub location: Location,
+    pub value: NodeValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeValue {
+    /// A scalar and whether it was written plain (unquoted), which decides its YAML type.
+    Scalar { text: String, plain: bool },
+    Sequence(Vec<Node>),
+    Mapping(Vec<Entry>),
+}
+
+/// A mapping entry; keys keep their own location so unknown keys can be pointed at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_location: Location,
+    pub value: Node,
+}
+
+/// A YAML syntax problem, or a construct wharf does not accept (duplicate keys, non-string keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlProblem {
+    pub location: Location,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// The scalar type of a plain YAML scalar under the YAML 1.2 core schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarKind {
+    Null,
+    Bool,
+    Integer,
+    Float,
+    String,
+}
+
+impl Node {
+    /// Returns the node's kind in words, for error messages.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.value {
+            NodeValue::Scalar { .. } => match self.scalar_kind() {
+                Some(ScalarKind::Null) => "null",
+                Some(ScalarKind::Bool) => "a boolean",
+                Some(ScalarKind::Integer) => "an integer",
+                Some(ScalarKind::Float) => "a number",
+                _ => "a string",
+            },
+            NodeValue::Sequence(_) => "a list",
+            NodeValue::Mapping(_) => "a mapping",
+        }
+    }
+
+    /// The core-schema type of a scalar node, `None` for collections.
+    pub fn scalar_kind(&self) -> Option<ScalarKind> {
+        let NodeValue::Scalar { text, plain } = &self.value else {
+            return None;
+        };
+        if !plain {
+            return Some(ScalarKind::String);
+        }
+        Some(classify_plain(text))
+    }
+
+    /// Looks a key up in a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        match &self.value {
+            NodeValue::Mapping(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+
+    /// Follows a path of keys and indexes; returns the deepest node found and, when the
+    /// last step is a key, that key's location (errors about a key point at the key).
+    pub fn locate(&self, path: &[PathSegment]) -> Location {
+        let mut node = self;
+        let mut location = self.location;
+        for segment in path {
+            match (segment, &node.value) {
+                (PathSegment::Key(key), NodeValue::Mapping(entries)) => {
+                    match entries.iter().find(|e| &e.key == key) {
+                        Some(entry) => {
+                            location = entry.key_location;
+                            node = &entry.value;
+                        }
+                        None => return location,
+                    }
+                }
+                (PathSegment::Value, _) => location = node.location,
+                (PathSegment::Index(i), NodeValue::Sequence(items)) => match items.get(*i) {
+                    Some(item) => {
+                        node = item;
+                        location = item.location;
+                    }
+                    None => return location,
+                },
+                _ => return location,
+            }
+        }
+        location
+    }
+}
+
+/// A step in a path through the tree, used to point semantic errors at their place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    Key(String),
+    Index(usize),
+    /// Point at the value of the previous key rather than at the key itself.
+    Value,
+}
+
+fn classify_plain(text: &str) -> ScalarKind {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return ScalarKind::Null,
+        "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => return ScalarKind::Bool,
+        _ => {}
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return ScalarKind::Integer;
+    }
+    if text.parse::<f64>().is_ok() && text.bytes().any(|b| b.is_ascii_digit()) {
+        return ScalarKind::Float;
+    }
+    ScalarKind::String
+}
+
+/// Parses one YAML document into a marked tree. An empty document is an empty mapping.
+pub fn parse(text: &str) -> Result<Node, YamlProblem> {
+    let mut builder = TreeBuilder::default();
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| YamlProblem {
+            location: Location {
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+            },
+            message: format!("invalid YAML: {}", e.info()),
+            hint: None,
+        })?;
+        let location = Location {
+            line: span.start.line(),
+            column: span.start.col() + 1,
+        };
+        builder.push(event, location)?;
+    }
+    Ok(builder.root.unwrap_or(Node {
+        location: Location { line: 1, column: 1 },
+        value: NodeValue::Mapping(Vec::new()),
+    }))
+}
+
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Node>,
+    /// Pending key for each open mapping (parallel to `stack` entries that are mappings).
+    keys: Vec<Option<(String, Location)>>,
+    root: Option<Node>,
+    documents: usize,
+}
+
+impl TreeBuilder {
+    fn push(&mut self, event: Event<'_>, location: Location) -> Result<(), YamlProblem> {
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(YamlProblem {
+                        location,
+                        message: "a definition file holds one YAML document, found a second".into(),
+                        hint: Some("remove the `---` separator and merge the documents".into()),
+                    });
+                }
+            }
+            Event::Alias(_) => {
+                return Err(YamlProblem {
+                    location,
+                    message: "YAML aliases (`*name`) are not supported in wharf.yaml".into(),
+                    hint: Some("write the value out in full".into()),
+                });
+            }
+            Event::Scalar(text, style, _, _) => {
+                let node = Node {
+                    location,
+                    value: NodeValue::Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    },
+                };
+                self.finish(node)?;
+            }
+            Event::SequenceStart(..) => {
+                self.stack.push(Node {
+                    location,
+                    value: NodeValue::Sequence(Vec::new()),
+                });
+                self.keys.push(None);
+            }
+            Event::MappingStart(..) => {
+                self.stack.push(Node {
+                    location,
+                    value: NodeValue::Mapping(Vec::new()),
+                });
+                self.keys.push(None);
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let node = self.stack.pop().expect("parser balances collections");
+                self.keys.pop();
+                self.finish(node)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Attaches a completed node to its parent (or makes it the root).
+    fn finish(&mut self, node: Node) -> Result<(), YamlProblem> {
+        let Some(parent) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return Ok(());
+        };
+        match &mut parent.value {
+            NodeValue::Sequence(items) => items.push(node),
+            NodeValue::Mapping(entries) => {
+                let pending = self.keys.last_mut().expect("one key slot per open collection");
+                match pending.take() {
+                    None => {
+                        let NodeValue::Scalar { text, .. } = node.value else {
+                            return Err(YamlProblem {
+                                location: node.location,
+                                message: "mapping keys must be plain strings".into(),
+                                hint: None,
+                            });
+                        };
+                        if let Some(first) = entries.iter().find(|e| e.key == text) {
+                            return Err(YamlProblem {
+                                location: node.location,
+                                message: format!(
+                                    "duplicate key `{text}` (first defined at line {})",
+                                    first.key_location.line
+                                ),
+                                hint: Some("each name may appear once; remove or rename one".into()),
+                            });
+                        }
+                        *pending = Some((text, node.location));
+                    }
+                    Some((key, key_location)) => entries.push(Entry {
+                        key,
+                        key_location,
+                        value: node,
+                    }),
+                }
+            }
+            NodeValue::Scalar { .. } => unreachable!("scalars are never open"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_locations_of_keys_and_values() {
+        let root = parse("a:\n  b: 1\n  c: [x, \"2\"]\n").unwrap();
+        let a = root.get("a").unwrap();
+        assert_eq!(a.key_location, Location { line: 1, column: 1 });
+        let c = a.value.get("c").unwrap();
+        assert_eq!(c.key_location, Location { line: 3, column: 3 });
+        let NodeValue::Sequence(items) = &c.value.value else { panic!() };
+        assert_eq!(items[1].scalar_kind(), Some(ScalarKind::String));
+        assert_eq!(a.value.get("b").unwrap().value.scalar_kind(), Some(ScalarKind::Integer));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_with_both_places() {
+        let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.location.line, 3);
+        assert!(err.message.contains("first defined at line 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_location() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.location.line >= 1);
+        assert!(err.message.starts_with("invalid YAML"));
+    }
+}

@@ -1,0 +1,159 @@
+//! Loading definitions: the accepted format and every kind of error, with locations.
+
+use wharf_core::model::{PortSpec, Probe};
+use wharf_core::{load, FolderCheck};
+
+struct Folders(&'static [&'static str]);
+
+impl FolderCheck for Folders {
+    fn is_folder(&self, relative: &str) -> bool {
+        self.0.contains(&relative.trim_start_matches("./"))
+    }
+}
+
+const FOLDERS: Folders = Folders(&["catalog", "orders", "web"]);
+
+const GOOD: &str = r#"
+services:
+  catalog:
+    build: ./catalog
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    config: { LOG_LEVEL: info, GREETING: hello, RETRIES: 3 }
+  orders:
+    build: { context: ./orders, command: ["make"], output: dist }
+    run: ["./orders"]
+    port: 9000
+    config:
+      CATALOG_URL: "{{ services.catalog.url }}"
+environments:
+  local:
+    nodes:
+      - name: laptop
+        services: [catalog, { name: orders, instances: 2 }]
+  ci:
+    after: local
+  uat:
+    after: ci
+    config:
+      catalog: { LOG_LEVEL: debug }
+  production:
+    after: uat
+    nodes:
+      - name: web
+        services: [catalog]
+        count: 5
+"#;
+
+#[test]
+fn a_good_definition_resolves() {
+    let def = load(GOOD, "wharf.yaml", &FOLDERS).unwrap();
+    assert_eq!(def.pipeline, ["local", "ci", "uat", "production"]);
+    let catalog = &def.services["catalog"];
+    assert_eq!(catalog.port, Some(PortSpec::Named("http".into())));
+    assert_eq!(catalog.config["RETRIES"], "3");
+    assert!(matches!(&catalog.health.as_ref().unwrap().probe, Probe::Http { path } if path == "/health"));
+    assert_eq!(def.services["orders"].build.output, "./orders/dist");
+    let prod = &def.environments["production"];
+    let names: Vec<&str> = prod.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["web-1", "web-2", "web-3", "web-4", "web-5"]);
+    // An environment without nodes runs every service once on one node.
+    assert_eq!(def.environments["ci"].nodes[0].services.len(), 2);
+}
+
+#[test]
+fn deploy_spec_layers_service_environment_and_node_config() {
+    let def = load(GOOD, "wharf.yaml", &FOLDERS).unwrap();
+    let uat = def.deploy_spec("catalog", "uat").unwrap();
+    assert_eq!(uat.slots[0].config["LOG_LEVEL"], "debug");
+    assert_eq!(uat.slots[0].config["GREETING"], "hello");
+    let local = def.deploy_spec("orders", "local").unwrap();
+    assert_eq!(local.slots.len(), 2);
+    assert_eq!(local.slots[1].instance, 1);
+    let prod = def.deploy_spec("catalog", "production").unwrap();
+    assert_eq!(prod.slots.len(), 5);
+    let err = def.deploy_spec("orders", "production").unwrap_err();
+    assert!(err.to_string().contains("does not run in environment `production`"));
+    let err = def.deploy_spec("oders", "local").unwrap_err();
+    assert_eq!(err.hint(), "did you mean `orders`?");
+}
+
+fn errors(text: &str) -> String {
+    load(text, "wharf.yaml", &FOLDERS).unwrap_err().to_string()
+}
+
+#[test]
+fn all_errors_are_reported_at_once_with_locations() {
+    let text = "services:\n  catalog:\n    build: ./catalog\n    run: [python3]\n    helth: {}\n    port: \"x\"\n  orders:\n    build: ./orders\n    run: python3\n";
+    let out = errors(text);
+    assert!(out.contains("unknown key `helth` in `services.catalog`"), "{out}");
+    assert!(out.contains("--> wharf.yaml:5:5"), "{out}");
+    assert!(out.contains("hint: did you mean `health`?"), "{out}");
+    assert!(out.contains("`services.orders.run` expects a list, found `python3`"), "{out}");
+    assert!(out.contains("--> wharf.yaml:9:10"), "{out}");
+    assert!(out.contains("has 2 errors"), "{out}");
+}
+
+#[test]
+fn unknown_service_on_a_node_suggests_the_closest_name() {
+    let text = GOOD.replace("services: [catalog, { name: orders", "services: [catalog, { name: oders");
+    let out = errors(&text);
+    assert!(out.contains("runs unknown service `oders`"), "{out}");
+    assert!(out.contains("did you mean `orders`?"), "{out}");
+    assert!(out.contains("wharf.yaml:19:"), "{out}");
+}
+
+#[test]
+fn wrong_types_and_missing_fields() {
+    let out = errors("services:\n  catalog:\n    build: ./catalog\n    port: 70000\n");
+    assert!(out.contains("missing key `run` in `services.catalog`"), "{out}");
+    assert!(out.contains("`services.catalog.port`"), "{out}");
+}
+
+#[test]
+fn pipeline_cycles_and_unknown_after_are_errors() {
+    let out = errors("environments:\n  a: { after: b }\n  b: { after: a }\n  c: { after: prod }\n");
+    assert!(out.contains("cycle"), "{out}");
+    assert!(out.contains("unknown environment `prod`"), "{out}");
+}
+
+#[test]
+fn duplicate_names_are_errors() {
+    let out = errors("services:\n  catalog: { build: ./catalog, run: [x] }\n  catalog: { build: ./catalog, run: [y] }\n");
+    assert!(out.contains("duplicate key `catalog`") && out.contains("wharf.yaml:3:3"), "{out}");
+    let text = "services:\n  catalog: { build: ./catalog, run: [x] }\nenvironments:\n  local:\n    nodes:\n      - { name: a, services: [catalog] }\n      - { name: a, services: [catalog] }\n";
+    let out = errors(text);
+    assert!(out.contains("node `a` is defined twice"), "{out}");
+}
+
+#[test]
+fn a_missing_build_folder_is_an_error() {
+    let out = errors("services:\n  api: { build: ./nowhere, run: [x] }\n");
+    assert!(out.contains("build folder `./nowhere` of service `api` does not exist"), "{out}");
+    assert!(out.contains("wharf.yaml:2:17"), "{out}");
+}
+
+#[test]
+fn bad_templates_and_durations_are_errors() {
+    let text = "services:\n  catalog:\n    build: ./catalog\n    run: [x]\n    port: http\n    health: { tcp: true, timeout: soon }\n    config: { A: \"{{ prot }}\" }\n";
+    let out = errors(text);
+    assert!(out.contains("template uses undefined name `prot`"), "{out}");
+    assert!(out.contains("did you mean `port`?"), "{out}");
+    assert!(out.contains("`soon` is not a duration"), "{out}");
+}
+
+#[test]
+fn a_yaml_syntax_error_has_a_location() {
+    let out = errors("services:\n  catalog: [unclosed\n");
+    assert!(out.contains("invalid YAML"), "{out}");
+    assert!(out.contains("--> wharf.yaml:"), "{out}");
+}
+
+#[test]
+fn the_schema_is_generated_from_the_parsing_types() {
+    let schema = wharf_core::raw::json_schema();
+    let service = &schema["$defs"]["RawService"];
+    assert_eq!(service["additionalProperties"], false);
+    assert!(service["properties"].get("health").is_some());
+}
