@@ -1,0 +1,60 @@
+//! wharf's durable state. The controller talks to a [`Store`]; [`SqliteStore`] keeps it in
+//! one SQLite file in WAL mode, so a crash at any point leaves the last committed state.
+
+mod migrations;
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+/// Why the store refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("version `{version}` of `{service}` already exists with digest {existing}; a version name never points at two different contents")]
+    VersionConflict { service: String, version: String, existing: String },
+    #[error("`{service}` in `{env}` is being deployed by {holder} (deployment #{id}, started {started})")]
+    Locked { service: String, env: String, holder: String, id: i64, started: String },
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Whether registering an artifact added it or found it already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    AlreadyPresent,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The controller's persistence. Every method is one transaction.
+pub trait Store: Send + Sync {
+    /// Registers an artifact; refuses a known version with a different digest.
+    fn put_artifact(&self, artifact: &ArtifactRecord) -> Result<PutOutcome>;
+    fn artifact(&self, service: &str, version: &str) -> Result<Option<ArtifactRecord>>;
+    fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>>;
+
+    /// Records a new deployment, refusing it while another of the same service and
+    /// environment is in progress (the deploy lock lives in the database).
+    fn begin_deployment(&self, deployment: &NewDeployment) -> Result<i64>;
+    fn finish_deployment(&self, id: i64, state: DeploymentState, message: &str, at: i64) -> Result<()>;
+    fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>>;
+    /// Deployments of a service in an environment, newest first.
+    fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>>;
+    /// Marks every in-progress deployment interrupted (at controller start); returns them.
+    fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>>;
+
+    fn put_instance(&self, instance: &InstanceRecord) -> Result<()>;
+    fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
+    /// Instances, optionally of one environment and service.
+    fn instances(&self, env: Option<&str>, service: Option<&str>) -> Result<Vec<InstanceRecord>>;
+
+    /// The port an instance slot keeps across deploys, if one was assigned.
+    fn assigned_port(&self, env: &str, service: &str, instance: u32) -> Result<Option<u16>>;
+    fn assign_port(&self, env: &str, service: &str, instance: u32, port: u16) -> Result<()>;
+    /// Every assigned port, so a new assignment avoids them.
+    fn assigned_ports(&self) -> Result<Vec<u16>>;
+}

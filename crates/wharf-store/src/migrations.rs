@@ -1,0 +1,55 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the foundation.
+    "CREATE TABLE artifacts (
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (service, version)
+    );
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        service TEXT NOT NULL,
+        env TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        config_digest TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        user TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX deployments_by_service ON deployments (service, env, id);
+    -- At most one deployment in progress per service and environment: the deploy lock.
+    CREATE UNIQUE INDEX one_deploy_at_a_time ON deployments (service, env) WHERE state = 'in_progress';
+    CREATE TABLE instances (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        node TEXT NOT NULL,
+        instance INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        config_digest TEXT NOT NULL,
+        deployment_id INTEGER NOT NULL,
+        pid INTEGER,
+        port INTEGER,
+        state TEXT NOT NULL,
+        health TEXT NOT NULL,
+        restarts INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        PRIMARY KEY (env, service, node, instance)
+    );
+    CREATE TABLE ports (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        instance INTEGER NOT NULL,
+        port INTEGER NOT NULL UNIQUE,
+        PRIMARY KEY (env, service, instance)
+    );",
+];

@@ -1,0 +1,335 @@
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::migrations::MIGRATIONS;
+use crate::*;
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {applied} is newer than this wharf knows ({}); upgrade wharf",
+                MIGRATIONS.len()
+            )));
+        }
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", n + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind
+        // (SQLite rolls it back), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn artifact_row(r: &Row<'_>) -> rusqlite::Result<ArtifactRecord> {
+    Ok(ArtifactRecord {
+        service: r.get(0)?,
+        version: r.get(1)?,
+        digest: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        created_at: r.get(4)?,
+    })
+}
+
+const DEPLOYMENT_COLUMNS: &str =
+    "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message";
+
+fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
+    let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let bad = |i: usize, what: &str| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    Ok(DeploymentRecord {
+        id: r.get(0)?,
+        service: text(1)?,
+        env: text(2)?,
+        kind: DeploymentKind::parse(&text(3)?).ok_or_else(|| bad(3, "deployment kind"))?,
+        version: text(4)?,
+        digest: text(5)?,
+        config_digest: text(6)?,
+        spec: serde_json::from_str(&text(7)?).map_err(|_| bad(7, "deploy spec"))?,
+        user: text(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        state: DeploymentState::parse(&text(11)?).ok_or_else(|| bad(11, "deployment state"))?,
+        message: text(12)?,
+    })
+}
+
+const INSTANCE_COLUMNS: &str =
+    "env, service, node, instance, version, digest, config_digest, deployment_id, pid, port, state, health, restarts, started_at";
+
+fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    let bad = |i: usize, what: &str| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    Ok(InstanceRecord {
+        env: r.get(0)?,
+        service: r.get(1)?,
+        node: r.get(2)?,
+        instance: r.get(3)?,
+        version: r.get(4)?,
+        digest: r.get(5)?,
+        config_digest: r.get(6)?,
+        deployment_id: r.get(7)?,
+        pid: r.get(8)?,
+        port: r.get(9)?,
+        state: InstanceState::parse(&r.get::<_, String>(10)?).ok_or_else(|| bad(10, "instance state"))?,
+        health: Health::parse(&r.get::<_, String>(11)?).ok_or_else(|| bad(11, "health"))?,
+        restarts: r.get(12)?,
+        started_at: r.get(13)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn put_artifact(&self, a: &ArtifactRecord) -> Result<PutOutcome> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> = tx
+            .query_row("SELECT digest FROM artifacts WHERE service = ?1 AND version = ?2", params![a.service, a.version], |r| r.get(0))
+            .optional()?;
+        let outcome = match existing {
+            Some(digest) if digest == a.digest => PutOutcome::AlreadyPresent,
+            Some(existing) => {
+                return Err(StoreError::VersionConflict { service: a.service.clone(), version: a.version.clone(), existing });
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO artifacts (service, version, digest, size, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![a.service, a.version, a.digest, a.size as i64, a.created_at],
+                )?;
+                PutOutcome::Created
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn artifact(&self, service: &str, version: &str) -> Result<Option<ArtifactRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT service, version, digest, size, created_at FROM artifacts WHERE service = ?1 AND version = ?2",
+                params![service, version],
+                artifact_row,
+            )
+            .optional()?)
+    }
+
+    fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT service, version, digest, size, created_at FROM artifacts
+             WHERE ?1 IS NULL OR service = ?1 ORDER BY service, created_at, version",
+        )?;
+        let rows = stmt.query_map(params![service], artifact_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn begin_deployment(&self, d: &NewDeployment) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let holder = tx
+            .query_row(
+                "SELECT id, user, started_at FROM deployments WHERE service = ?1 AND env = ?2 AND state = 'in_progress'",
+                params![d.service, d.env],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()?;
+        if let Some((id, holder, started)) = holder {
+            let ago = (d.started_at - started).max(0) / 1000;
+            return Err(StoreError::Locked {
+                service: d.service.clone(),
+                env: d.env.clone(),
+                holder,
+                id,
+                started: format!("{ago}s ago"),
+            });
+        }
+        tx.execute(
+            "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'in_progress')",
+            params![d.service, d.env, d.kind.as_str(), d.version, d.digest, d.config_digest, d.spec.to_string(), d.user, d.started_at],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn finish_deployment(&self, id: i64, state: DeploymentState, message: &str, at: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE deployments SET state = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, state.as_str(), message, at],
+        )?;
+        Ok(())
+    }
+
+    fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>> {
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
+        Ok(self.conn().query_row(&sql, params![id], deployment_row).optional()?)
+    }
+
+    fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
+        let conn = self.conn();
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![service, env], deployment_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress'");
+        let unfinished: Vec<DeploymentRecord> = {
+            let mut stmt = tx.prepare(&sql)?;
+            let rows = stmt.query_map([], deployment_row)?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute(
+            "UPDATE deployments SET state = 'interrupted', message = ?1, finished_at = ?2 WHERE state = 'in_progress'",
+            params![message, at],
+        )?;
+        tx.commit()?;
+        Ok(unfinished)
+    }
+
+    fn put_instance(&self, i: &InstanceRecord) -> Result<()> {
+        let sql = format!(
+            "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        );
+        self.conn().execute(
+            &sql,
+            params![
+                i.env, i.service, i.node, i.instance, i.version, i.digest, i.config_digest, i.deployment_id, i.pid, i.port,
+                i.state.as_str(), i.health.as_str(), i.restarts, i.started_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM instances WHERE env = ?1 AND service = ?2 AND node = ?3 AND instance = ?4",
+            params![env, service, node, instance],
+        )?;
+        Ok(())
+    }
+
+    fn instances(&self, env: Option<&str>, service: Option<&str>) -> Result<Vec<InstanceRecord>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR service = ?2)
+             ORDER BY env, service, instance, node"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![env, service], instance_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn assigned_port(&self, env: &str, service: &str, instance: u32) -> Result<Option<u16>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT port FROM ports WHERE env = ?1 AND service = ?2 AND instance = ?3",
+                params![env, service, instance],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn assign_port(&self, env: &str, service: &str, instance: u32, port: u16) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO ports (env, service, instance, port) VALUES (?1, ?2, ?3, ?4)",
+            params![env, service, instance, port],
+        )?;
+        Ok(())
+    }
+
+    fn assigned_ports(&self) -> Result<Vec<u16>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT port FROM ports")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(version: &str, digest: &str) -> ArtifactRecord {
+        ArtifactRecord { service: "catalog".into(), version: version.into(), digest: digest.into(), size: 10, created_at: 1 }
+    }
+
+    fn deployment(user: &str) -> NewDeployment {
+        NewDeployment {
+            service: "catalog".into(),
+            env: "ci".into(),
+            kind: DeploymentKind::Deploy,
+            version: "v1".into(),
+            digest: "sha256:a".into(),
+            config_digest: "c".into(),
+            spec: serde_json::json!({}),
+            user: user.into(),
+            started_at: 1000,
+        }
+    }
+
+    #[test]
+    fn a_version_never_points_at_two_contents() {
+        let store = SqliteStore::in_memory().unwrap();
+        assert_eq!(store.put_artifact(&artifact("v1", "sha256:a")).unwrap(), PutOutcome::Created);
+        assert_eq!(store.put_artifact(&artifact("v1", "sha256:a")).unwrap(), PutOutcome::AlreadyPresent);
+        let err = store.put_artifact(&artifact("v1", "sha256:b")).unwrap_err();
+        assert!(matches!(err, StoreError::VersionConflict { .. }));
+        assert_eq!(store.artifact("catalog", "v1").unwrap().unwrap().digest, "sha256:a");
+    }
+
+    #[test]
+    fn one_deployment_at_a_time_per_service_and_environment() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = store.begin_deployment(&deployment("alice")).unwrap();
+        let err = store.begin_deployment(&deployment("bob")).unwrap_err();
+        assert!(err.to_string().contains("being deployed by alice"), "{err}");
+        store.finish_deployment(id, DeploymentState::Succeeded, "", 2000).unwrap();
+        store.begin_deployment(&deployment("bob")).unwrap();
+    }
+
+    #[test]
+    fn unfinished_deployments_are_interrupted_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let id = SqliteStore::open(&path).unwrap().begin_deployment(&deployment("alice")).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let interrupted = store.interrupt_unfinished("controller restarted", 5).unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(store.deployment(id).unwrap().unwrap().state, DeploymentState::Interrupted);
+    }
+}
