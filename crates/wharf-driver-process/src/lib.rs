@@ -1,0 +1,169 @@
+//! The process driver: every instance is a plain process in its own process group, with
+//! its output appended to a log file. Instances do not depend on the agent's process:
+//! if the agent dies they keep running, and a new agent finds them by the `WHARF_TAG`
+//! variable in their environment.
+
+mod proc_scan;
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
+
+/// Variables passed through from the agent's own environment, so programs are found.
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// The variable that tags an instance's process with its identity.
+pub const TAG_VARIABLE: &str = "WHARF_TAG";
+
+/// Runs instances as local processes.
+#[derive(Debug, Default)]
+pub struct ProcessDriver {
+    /// Only processes whose tag starts with this prefix belong to this agent.
+    tag_prefix: String,
+}
+
+impl ProcessDriver {
+    pub fn new(tag_prefix: impl Into<String>) -> Self {
+        Self { tag_prefix: tag_prefix.into() }
+    }
+}
+
+#[async_trait]
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
+        let program = resolve_program(&spec.argv[0], &spec.workdir);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(|source| DriverError::Log { path: spec.log_path.clone(), source })?;
+        let log_err = log.try_clone().map_err(|source| DriverError::Log { path: spec.log_path.clone(), source })?;
+        let mut command = Command::new(&program);
+        command
+            .args(&spec.argv[1..])
+            .current_dir(&spec.workdir)
+            .env_clear()
+            .envs(INHERITED.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
+            .envs(&spec.env)
+            .env(TAG_VARIABLE, &spec.tag)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // Its own group, so stopping it stops its children too and signals sent to
+            // the agent's group never reach it.
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command.spawn().map_err(|e| DriverError::Start {
+            program: spec.argv[0].clone(),
+            reason: e.to_string(),
+        })?;
+        let pid = child.id().ok_or_else(|| DriverError::Other("process exited before it was watched".into()))?;
+        Ok(Box::new(ChildProcess { child, pid }))
+    }
+
+    async fn find_running(&self) -> Vec<Found> {
+        let prefix = self.tag_prefix.clone();
+        tokio::task::spawn_blocking(move || proc_scan::tagged_processes(TAG_VARIABLE, &prefix))
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>> {
+        proc_scan::is_alive(found.handle_id).then(|| Box::new(AdoptedProcess { pid: found.handle_id }) as Box<dyn Running>)
+    }
+}
+
+fn resolve_program(program: &str, workdir: &Path) -> std::path::PathBuf {
+    // `./app` and `bin/app` mean files of the artifact; bare names are looked up on PATH.
+    if program.contains('/') && !program.starts_with('/') {
+        workdir.join(program)
+    } else {
+        program.into()
+    }
+}
+
+/// A process this agent started and can `wait` on.
+struct ChildProcess {
+    child: Child,
+    pid: u32,
+}
+
+#[async_trait]
+impl Running for ChildProcess {
+    fn handle_id(&self) -> u32 {
+        self.pid
+    }
+
+    async fn wait(&mut self) -> Exit {
+        match self.child.wait().await {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(signal)) => Exit::Signal(signal),
+                    _ => Exit::Unknown,
+                }
+            }
+            Err(_) => Exit::Unknown,
+        }
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Exit {
+        terminate_group(self.pid);
+        if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
+            kill_group(self.pid);
+            return exit;
+        }
+        kill_group(self.pid);
+        self.wait().await
+    }
+}
+
+/// A process found running from an earlier agent; not our child, so it is polled.
+struct AdoptedProcess {
+    pid: u32,
+}
+
+#[async_trait]
+impl Running for AdoptedProcess {
+    fn handle_id(&self) -> u32 {
+        self.pid
+    }
+
+    async fn wait(&mut self) -> Exit {
+        while proc_scan::is_alive(self.pid) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Exit::Unknown
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Exit {
+        terminate_group(self.pid);
+        if tokio::time::timeout(grace, self.wait()).await.is_err() {
+            kill_group(self.pid);
+            self.wait().await;
+        }
+        kill_group(self.pid);
+        Exit::Unknown
+    }
+}
+
+fn terminate_group(pid: u32) {
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+}
+
+/// Kills whatever is left of the group (children that ignored SIGTERM).
+fn kill_group(pid: u32) {
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}

@@ -1,0 +1,108 @@
+//! The driver interface. The agent decides *what* runs; a driver knows *how*: plain
+//! processes today, containers and remote hosts later. Nothing here knows about process
+//! ids in particular beyond an opaque handle id a driver can find its instance by again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Identifies an instance: one slot of one service in one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceKey {
+    pub env: String,
+    pub service: String,
+    pub node: String,
+    pub instance: u32,
+}
+
+impl InstanceKey {
+    /// A string that names the instance uniquely on a host; drivers tag what they start
+    /// with it so a restarted agent can find its instances again.
+    pub fn tag(&self) -> String {
+        format!("{}/{}/{}/{}", self.env, self.service, self.node, self.instance)
+    }
+}
+
+impl fmt::Display for InstanceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} #{} in `{}` on `{}`", self.service, self.instance, self.env, self.node)
+    }
+}
+
+/// Everything a driver needs to start an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub key: InstanceKey,
+    /// The unpacked artifact; the command runs here.
+    pub workdir: PathBuf,
+    pub argv: Vec<String>,
+    /// The instance's complete environment (rendered configuration and wharf's variables).
+    pub env: BTreeMap<String, String>,
+    /// Where stdout and stderr go.
+    pub log_path: PathBuf,
+    /// The value of the `WHARF_TAG` marker the driver attaches to the instance.
+    pub tag: String,
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Gone, but the driver could not learn how (an adopted process).
+    Unknown,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exited with status {c}"),
+            Exit::Signal(s) => write!(f, "was killed by signal {s}"),
+            Exit::Unknown => write!(f, "exited"),
+        }
+    }
+}
+
+/// An instance found running, left by an earlier agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub tag: String,
+    pub handle_id: u32,
+}
+
+/// Why a driver could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("cannot start `{program}`: {reason}")]
+    Start { program: String, reason: String },
+    #[error("cannot open log file `{path}`: {source}")]
+    Log { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A started instance the agent can watch and stop.
+#[async_trait]
+pub trait Running: Send + Sync {
+    /// The driver's id for it (a process id for the process driver).
+    fn handle_id(&self) -> u32;
+    /// Resolves when the instance ends. Cancel-safe: dropping the future loses nothing.
+    async fn wait(&mut self) -> Exit;
+    /// Asks the instance to stop, and forces it after `grace`.
+    async fn stop(&mut self, grace: Duration) -> Exit;
+}
+
+/// Runs instances on this host.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError>;
+    /// Instances this driver started earlier and that still run, found by their tags.
+    async fn find_running(&self) -> Vec<Found>;
+    /// Takes an instance found by [`Driver::find_running`] under watch again.
+    async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>>;
+}
