@@ -5,6 +5,7 @@ pub mod config;
 pub mod definition;
 pub mod diagnostic;
 pub mod duration;
+pub mod lifecycle;
 pub mod model;
 pub mod plan;
 pub mod raw;

@@ -1,6 +1,7 @@
 //! The rows wharf keeps, and the lifecycle states they move through.
 
 use serde::{Deserialize, Serialize};
+pub use wharf_core::lifecycle::*;
 
 /// A built, registered artifact version of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,69 +15,7 @@ pub struct ArtifactRecord {
     pub created_at: i64,
 }
 
-/// Where a deployment is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeploymentState {
-    InProgress,
-    Succeeded,
-    /// New instances failed; the previous version was restored.
-    RolledBack,
-    /// Failed and could not be rolled back completely.
-    Failed,
-    /// The controller stopped while it ran.
-    Interrupted,
-}
 
-impl DeploymentState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InProgress => "in_progress",
-            Self::Succeeded => "succeeded",
-            Self::RolledBack => "rolled_back",
-            Self::Failed => "failed",
-            Self::Interrupted => "interrupted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::InProgress, Self::Succeeded, Self::RolledBack, Self::Failed, Self::Interrupted]
-            .into_iter()
-            .find(|state| state.as_str() == s)
-    }
-
-    /// Whether a deploy in this state ran to completion and may be rolled back to.
-    pub fn can_be_rollback_target(self) -> bool {
-        self == Self::Succeeded
-    }
-
-    pub fn is_finished(self) -> bool {
-        self != Self::InProgress
-    }
-}
-
-/// What a deployment did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeploymentKind {
-    Deploy,
-    Rollback,
-    Stop,
-}
-
-impl DeploymentKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deploy => "deploy",
-            Self::Rollback => "rollback",
-            Self::Stop => "stop",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Deploy, Self::Rollback, Self::Stop].into_iter().find(|k| k.as_str() == s)
-    }
-}
 
 /// A deployment, as history shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,54 +51,7 @@ pub struct NewDeployment {
     pub started_at: i64,
 }
 
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceState {
-    Starting,
-    Running,
-    /// Exited on its own; waiting for its backoff before a restart.
-    Restarting,
-    Stopping,
-}
 
-impl InstanceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Restarting => "restarting",
-            Self::Stopping => "stopping",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Starting, Self::Running, Self::Restarting, Self::Stopping].into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// The last health check result of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    Unknown,
-    Healthy,
-    Unhealthy,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Healthy => "healthy",
-            Self::Unhealthy => "unhealthy",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Unknown, Self::Healthy, Self::Unhealthy].into_iter().find(|k| k.as_str() == s)
-    }
-}
 
 /// An instance wharf runs, with what it last observed of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,331 @@
+//! The host agent. The controller tells it which instances to run; it prepares their
+//! artifacts, starts them through a [`Driver`], supervises them (restarts with backoff,
+//! health checks, log rotation) and reports what it observes. It keeps a small state file
+//! per instance so that a restarted agent adopts running instances instead of restarting
+//! them.
+
+pub mod health;
+pub mod logs;
+mod plan;
+mod releases;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use wharf_core::lifecycle::{Health, InstanceState};
+use wharf_driver::{Driver, Exit, Found, InstanceKey, LaunchSpec, Running};
+
+pub use plan::{InstancePlan, InstanceStatus, NoSink, StatusSink};
+pub use releases::{ArtifactSource, FolderSource, Releases};
+use supervisor::{Control, Supervisor};
+
+/// Why the agent could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("artifact: {0}")]
+    Artifact(String),
+    #[error("{key} is already running")]
+    AlreadyRunning { key: InstanceKey },
+    #[error(transparent)]
+    Driver(#[from] wharf_driver::DriverError),
+    #[error("cannot write agent state `{path}`: {source}")]
+    State { path: PathBuf, source: std::io::Error },
+}
+
+/// A new instance that did not become healthy.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct Unhealthy {
+    /// The failed check or how the process ended.
+    pub reason: String,
+    /// The last lines of the instance's log.
+    pub log_tail: String,
+}
+
+/// What [`Agent::recover`] found after a restart.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Instances still running, now watched again.
+    pub adopted: Vec<InstanceKey>,
+    /// Instances that had died meanwhile and were started again.
+    pub restarted: Vec<InstanceKey>,
+    /// Tagged processes with no instance record, stopped.
+    pub orphans_stopped: usize,
+}
+
+struct Handle {
+    plan: InstancePlan,
+    workdir: PathBuf,
+    log_path: PathBuf,
+    status: Arc<watch::Sender<InstanceStatus>>,
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The agent of one host.
+pub struct Agent {
+    id: String,
+    state_dir: PathBuf,
+    logs_dir: PathBuf,
+    driver: Arc<dyn Driver>,
+    releases: Releases,
+    sink: Arc<dyn StatusSink>,
+    instances: Mutex<HashMap<InstanceKey, Handle>>,
+}
+
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Agent {
+    /// An agent keeping its state under `root` (`instances/`, `releases/`, `logs/`).
+    /// `id` distinguishes its instances from other agents' on the same host.
+    pub fn new(id: &str, root: &Path, driver: Arc<dyn Driver>, source: Box<dyn ArtifactSource>, sink: Arc<dyn StatusSink>) -> Result<Self, AgentError> {
+        let state_dir = root.join("instances");
+        let logs_dir = root.join("logs");
+        for dir in [&state_dir, &logs_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::State { path: dir.clone(), source })?;
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            state_dir,
+            logs_dir,
+            driver,
+            releases: Releases::new(root.join("releases"), source),
+            sink,
+            instances: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Handle>> {
+        self.instances.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tag(&self, key: &InstanceKey) -> String {
+        format!("{}:{}", self.id, key.tag())
+    }
+
+    fn state_file(&self, key: &InstanceKey) -> PathBuf {
+        self.state_dir.join(format!("{}.json", key.tag().replace('/', "--")))
+    }
+
+    /// The log file of an instance.
+    pub fn log_path(&self, key: &InstanceKey) -> PathBuf {
+        self.logs_dir.join(&key.env).join(&key.service).join(format!("{}-{}.log", key.node, key.instance))
+    }
+
+    /// Starts an instance and supervises it. Returns once its process runs; use
+    /// [`Agent::wait_healthy`] to wait for its health check.
+    pub async fn start(&self, plan: InstancePlan) -> Result<(), AgentError> {
+        if self.lock().contains_key(&plan.key) {
+            return Err(AgentError::AlreadyRunning { key: plan.key });
+        }
+        let workdir = self.releases.prepare(&plan.digest).await?;
+        self.write_state(&plan)?;
+        let launch = self.launch_spec(&plan, &workdir)?;
+        let running = match self.driver.start(&launch).await {
+            Ok(running) => running,
+            Err(e) => {
+                let _ = std::fs::remove_file(self.state_file(&plan.key));
+                return Err(e.into());
+            }
+        };
+        self.supervise(plan, launch, running, 0);
+        Ok(())
+    }
+
+    fn launch_spec(&self, plan: &InstancePlan, workdir: &Path) -> Result<LaunchSpec, AgentError> {
+        let log_path = self.log_path(&plan.key);
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::State { path: dir.to_owned(), source })?;
+        }
+        Ok(LaunchSpec {
+            key: plan.key.clone(),
+            workdir: workdir.to_owned(),
+            argv: plan.argv.clone(),
+            env: plan.env.clone(),
+            log_path,
+            tag: self.tag(&plan.key),
+        })
+    }
+
+    fn supervise(&self, plan: InstancePlan, launch: LaunchSpec, running: Box<dyn Running>, restarts: u32) {
+        let status = InstanceStatus {
+            plan_version: plan.version.clone(),
+            key: plan.key.clone(),
+            pid: Some(running.handle_id()),
+            state: InstanceState::Running,
+            health: Health::Unknown,
+            restarts,
+            started_at: now_millis(),
+            last_exit: None,
+        };
+        self.sink.instance_changed(&plan, &status);
+        let status = Arc::new(watch::channel(status).0);
+        let (control, control_rx) = mpsc::channel(4);
+        let handle = Handle {
+            plan: plan.clone(),
+            workdir: launch.workdir.clone(),
+            log_path: launch.log_path.clone(),
+            status: status.clone(),
+            control,
+            task: tokio::spawn(async {}),
+        };
+        let supervisor = Supervisor { plan: plan.clone(), launch, driver: self.driver.clone(), sink: self.sink.clone(), status };
+        let task = tokio::spawn(supervisor.run(running, control_rx));
+        self.lock().insert(plan.key, Handle { task, ..handle });
+    }
+
+    /// Waits until the instance passes its health check, fails, or `timeout` passes.
+    /// An instance without a health check is healthy once it has stayed up briefly.
+    pub async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy> {
+        let (plan, workdir, log_path, status) = {
+            let map = self.lock();
+            let Some(h) = map.get(key) else {
+                return Err(Unhealthy { reason: format!("{key} is not running"), log_tail: String::new() });
+            };
+            (h.plan.clone(), h.workdir.clone(), h.log_path.clone(), h.status.clone())
+        };
+        let mut changes = status.subscribe();
+        let first_restarts = status.borrow().restarts;
+        let begun = Instant::now();
+        let interval = plan.health.as_ref().map(|h| h.interval).unwrap_or(Duration::from_millis(50));
+        let mut last_failure = String::from("no health check ran");
+        let fail = |reason: String| Err(Unhealthy { reason, log_tail: logs::tail(&log_path, 20) });
+        loop {
+            {
+                let s = status.borrow();
+                if s.state == InstanceState::Restarting || s.restarts > first_restarts {
+                    let exit = s.last_exit.clone().unwrap_or_else(|| "exited".into());
+                    return fail(format!("the process {exit} before it became healthy"));
+                }
+            }
+            match &plan.health {
+                None if begun.elapsed() >= Duration::from_millis(300) => break,
+                None => {}
+                Some(check) => match health::probe(&check.probe, plan.port, &workdir, &plan.env).await {
+                    Ok(()) => break,
+                    Err(e) => last_failure = e,
+                },
+            }
+            if begun.elapsed() >= timeout {
+                return fail(format!("{last_failure} (not healthy within {})", humanize(timeout)));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = changes.changed() => {}
+            }
+        }
+        status.send_modify(|s| s.health = Health::Healthy);
+        self.sink.instance_changed(&plan, &status.borrow());
+        Ok(())
+    }
+
+    /// Stops an instance and forgets it. Returns how it ended, or `None` if unknown.
+    pub async fn stop(&self, key: &InstanceKey) -> Option<Exit> {
+        let handle = self.lock().remove(key)?;
+        let (done, exited) = oneshot::channel();
+        let grace = handle.plan.stop_timeout;
+        let exit = if handle.control.send(Control::Stop { grace, done }).await.is_ok() { exited.await.ok() } else { None };
+        let _ = std::fs::remove_file(self.state_file(key));
+        exit
+    }
+
+    /// Stops supervising without stopping anything: instances keep running for the next
+    /// agent to adopt. Used when the agent itself shuts down.
+    pub fn detach(&self) {
+        for (_, handle) in self.lock().drain() {
+            handle.task.abort();
+        }
+    }
+
+    /// Every instance this agent supervises and what it last saw of each.
+    pub fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+        let map = self.lock();
+        let mut all: Vec<_> = map.values().map(|h| (h.plan.clone(), h.status.borrow().clone())).collect();
+        all.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+        all
+    }
+
+    /// The plan an instance runs with, if it runs.
+    pub fn plan(&self, key: &InstanceKey) -> Option<InstancePlan> {
+        self.lock().get(key).map(|h| h.plan.clone())
+    }
+
+    fn write_state(&self, plan: &InstancePlan) -> Result<(), AgentError> {
+        let path = self.state_file(&plan.key);
+        let err = |source| AgentError::State { path: path.clone(), source };
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(plan).expect("plans serialize");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+            file.write_all(&body).map_err(err)?;
+            file.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// After a restart: adopts instances that still run, restarts the ones that died,
+    /// and stops tagged processes nobody planned.
+    pub async fn recover(&self) -> Recovery {
+        let mut recovery = Recovery::default();
+        let mut found: Vec<Found> = self.driver.find_running().await;
+        let plans: Vec<InstancePlan> = std::fs::read_dir(&self.state_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect();
+        for plan in plans {
+            if self.lock().contains_key(&plan.key) {
+                continue;
+            }
+            let tag = self.tag(&plan.key);
+            let adopted = match found.iter().position(|f| f.tag == tag) {
+                Some(i) => self.driver.adopt(&found.remove(i)).await,
+                None => None,
+            };
+            let workdir = match self.releases.prepare(&plan.digest).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(instance = %plan.key, "cannot recover: {e}");
+                    continue;
+                }
+            };
+            let Ok(launch) = self.launch_spec(&plan, &workdir) else { continue };
+            let key = plan.key.clone();
+            match adopted {
+                Some(running) => {
+                    self.supervise(plan, launch, running, 0);
+                    recovery.adopted.push(key);
+                }
+                None => match self.driver.start(&launch).await {
+                    Ok(running) => {
+                        self.supervise(plan, launch, running, 1);
+                        recovery.restarted.push(key);
+                    }
+                    Err(e) => tracing::error!(instance = %key, "cannot restart: {e}"),
+                },
+            }
+        }
+        for orphan in found {
+            if let Some(mut running) = self.driver.adopt(&orphan).await {
+                running.stop(Duration::from_secs(5)).await;
+                recovery.orphans_stopped += 1;
+            }
+        }
+        recovery
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}

@@ -1,0 +1,110 @@
+//! One task per instance: waits for its process, restarts it with backoff when it exits
+//! on its own, re-checks its health now and then, and stops it when asked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use wharf_core::lifecycle::{Health, InstanceState};
+use wharf_driver::{Driver, Exit, LaunchSpec, Running};
+
+use crate::plan::{InstancePlan, InstanceStatus, StatusSink};
+use crate::{health, logs, now_millis};
+
+/// How often a running instance's health and log size are re-checked.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// First restart delay; doubles on each quick crash up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// An instance that ran this long is considered stable again: its backoff resets.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+pub(crate) enum Control {
+    Stop { grace: Duration, done: oneshot::Sender<Exit> },
+}
+
+pub(crate) struct Supervisor {
+    pub plan: InstancePlan,
+    pub launch: LaunchSpec,
+    pub driver: Arc<dyn Driver>,
+    pub sink: Arc<dyn StatusSink>,
+    pub status: Arc<watch::Sender<InstanceStatus>>,
+}
+
+impl Supervisor {
+    fn update(&self, change: impl FnOnce(&mut InstanceStatus)) {
+        self.status.send_modify(change);
+        self.sink.instance_changed(&self.plan, &self.status.borrow());
+    }
+
+    pub(crate) async fn run(self, mut running: Box<dyn Running>, mut control: mpsc::Receiver<Control>) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut started = Instant::now();
+        let mut ticker = tokio::time::interval(CHECK_EVERY);
+        ticker.tick().await;
+        loop {
+            let exit = tokio::select! {
+                exit = running.wait() => exit,
+                Some(Control::Stop { grace, done }) = control.recv() => {
+                    self.update(|s| s.state = InstanceState::Stopping);
+                    let exit = running.stop(grace).await;
+                    let _ = done.send(exit);
+                    return;
+                }
+                _ = ticker.tick() => {
+                    self.check().await;
+                    continue;
+                }
+            };
+            // It ended on its own: record it, wait out the backoff, start it again.
+            if started.elapsed() >= STABLE_AFTER {
+                backoff = FIRST_BACKOFF;
+            }
+            tracing::warn!(instance = %self.plan.key, %exit, "instance ended; restarting in {backoff:?}");
+            self.update(|s| {
+                s.state = InstanceState::Restarting;
+                s.health = Health::Unhealthy;
+                s.pid = None;
+                s.last_exit = Some(exit.to_string());
+            });
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    Some(Control::Stop { done, .. }) = control.recv() => {
+                        let _ = done.send(exit);
+                        return;
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                match self.driver.start(&self.launch).await {
+                    Ok(next) => {
+                        running = next;
+                        break;
+                    }
+                    Err(e) => tracing::error!(instance = %self.plan.key, "restart failed: {e}"),
+                }
+            }
+            started = Instant::now();
+            let pid = running.handle_id();
+            self.update(|s| {
+                s.state = InstanceState::Running;
+                s.health = Health::Unknown;
+                s.pid = Some(pid);
+                s.restarts += 1;
+                s.started_at = now_millis();
+            });
+        }
+    }
+
+    async fn check(&self) {
+        let _ = logs::rotate_if_needed(&self.launch.log_path, logs::MAX_LOG_BYTES, logs::KEPT_ROTATIONS);
+        let Some(check) = &self.plan.health else { return };
+        let health = match health::probe(&check.probe, self.plan.port, &self.launch.workdir, &self.plan.env).await {
+            Ok(()) => Health::Healthy,
+            Err(_) => Health::Unhealthy,
+        };
+        if self.status.borrow().health != health && self.status.borrow().state == InstanceState::Running {
+            self.update(|s| s.health = health);
+        }
+    }
+}

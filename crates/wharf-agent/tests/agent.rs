@@ -1,0 +1,108 @@
+//! The agent with the real process driver: start, health, restart with backoff, adoption.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_agent::{Agent, FolderSource, InstancePlan, NoSink};
+use wharf_core::lifecycle::InstanceState;
+use wharf_core::model::{HealthCheck, Probe};
+use wharf_driver::InstanceKey;
+use wharf_driver_process::ProcessDriver;
+
+/// Packs a one-file artifact into `store` and returns its digest.
+fn artifact(store: &Path, script: &str) -> String {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("run.sh"), script).unwrap();
+    let packed = wharf_artifact::pack(src.path(), &[]).unwrap();
+    std::fs::create_dir_all(store).unwrap();
+    std::fs::write(store.join(format!("{}.tar.gz", packed.digest.hex())), &packed.bytes).unwrap();
+    packed.digest.to_string()
+}
+
+fn agent(root: &Path, id: &str) -> Agent {
+    let driver = Arc::new(ProcessDriver::new(format!("{id}:")));
+    Agent::new(id, &root.join("agent"), driver, Box::new(FolderSource(root.join("store"))), Arc::new(NoSink)).unwrap()
+}
+
+fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
+    InstancePlan {
+        key: InstanceKey { env: "test".into(), service: "svc".into(), node: "n".into(), instance: 0 },
+        version: "v1".into(),
+        digest: digest.into(),
+        config_digest: "c".into(),
+        deployment_id: 1,
+        argv: vec!["sh".into(), "run.sh".into()],
+        env: BTreeMap::from([("MARK".to_owned(), "ready".to_owned())]),
+        port: None,
+        health: health.map(|probe| HealthCheck { probe, timeout: Duration::from_secs(3), interval: Duration::from_millis(20) }),
+        stop_timeout: Duration::from_secs(2),
+    }
+}
+
+#[tokio::test]
+async fn a_command_health_check_gates_readiness() {
+    let root = tempfile::tempdir().unwrap();
+    let digest = artifact(&root.path().join("store"), "sleep 0.2; echo $MARK > marker; sleep 30\n");
+    let agent = agent(root.path(), "a1");
+    let probe = Probe::Command { argv: vec!["test".into(), "-f".into(), "marker".into()] };
+    let p = plan(&digest, Some(probe));
+    agent.start(p.clone()).await.unwrap();
+    agent.wait_healthy(&p.key, Duration::from_secs(3)).await.unwrap();
+    agent.stop(&p.key).await.unwrap();
+    assert!(agent.statuses().is_empty());
+}
+
+#[tokio::test]
+async fn a_crashing_instance_fails_its_health_wait_with_its_log() {
+    let root = tempfile::tempdir().unwrap();
+    let digest = artifact(&root.path().join("store"), "echo 'cannot bind port' >&2; exit 4\n");
+    let agent = agent(root.path(), "a2");
+    let p = plan(&digest, Some(Probe::Command { argv: vec!["false".into()] }));
+    agent.start(p.clone()).await.unwrap();
+    let err = agent.wait_healthy(&p.key, Duration::from_secs(3)).await.unwrap_err();
+    assert!(err.reason.contains("exited with status 4"), "{}", err.reason);
+    assert!(err.log_tail.contains("cannot bind port"), "{}", err.log_tail);
+    agent.stop(&p.key).await;
+}
+
+#[tokio::test]
+async fn an_instance_that_exits_is_restarted_and_counted() {
+    let root = tempfile::tempdir().unwrap();
+    let digest = artifact(&root.path().join("store"), "sleep 0.1; exit 1\n");
+    let agent = agent(root.path(), "a3");
+    let p = plan(&digest, None);
+    agent.start(p.clone()).await.unwrap();
+    let mut restarts = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        restarts = agent.statuses()[0].1.restarts;
+        if restarts >= 2 {
+            break;
+        }
+    }
+    assert!(restarts >= 2, "restarts: {restarts}");
+    agent.stop(&p.key).await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_instead_of_restarting() {
+    let root = tempfile::tempdir().unwrap();
+    let digest = artifact(&root.path().join("store"), "sleep 30\n");
+    let first = agent(root.path(), "a4");
+    let p = plan(&digest, None);
+    first.start(p.clone()).await.unwrap();
+    let pid = first.statuses()[0].1.pid.unwrap();
+    first.detach(); // the agent goes away; the instance does not
+
+    let second = agent(root.path(), "a4");
+    let recovery = second.recover().await;
+    assert_eq!(recovery.adopted, vec![p.key.clone()]);
+    let (_, status) = &second.statuses()[0];
+    assert_eq!(status.pid, Some(pid), "same process, not a new one");
+    assert_eq!(status.state, InstanceState::Running);
+    assert_eq!(status.restarts, 0);
+    second.stop(&p.key).await;
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+}
