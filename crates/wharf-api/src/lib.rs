@@ -1,0 +1,107 @@
+//! Types of the controller's HTTP/JSON API (`/v1/...`). The server and every client use
+//! these, so the two sides cannot drift apart.
+//!
+//! Long operations (deploy, rollback, stop) answer with a stream of newline-delimited
+//! JSON [`DeployEvent`]s that ends with [`DeployEvent::Finished`]. The operation runs in
+//! the controller and completes even if the client goes away.
+
+use serde::{Deserialize, Serialize};
+use wharf_core::plan::Step;
+use wharf_core::spec::DeploySpec;
+pub use wharf_store::{ArtifactRecord, DeploymentRecord, DeploymentState, Health, InstanceRecord, InstanceState};
+
+/// The header carrying an uploaded artifact's digest.
+pub const DIGEST_HEADER: &str = "x-wharf-digest";
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControllerInfo {
+    pub version: String,
+    /// The folder holding the controller's state.
+    pub state_dir: String,
+    pub pid: u32,
+}
+
+/// An error answer: what went wrong and, when known, how to fix it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// `POST /v1/artifacts?service=S&version=V` answers this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactUploaded {
+    pub artifact: ArtifactRecord,
+    /// False when the same version with the same content was already registered.
+    pub created: bool,
+}
+
+/// `POST /v1/deployments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub spec: DeploySpec,
+    pub version: String,
+    pub user: String,
+    /// Plan only; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub service: String,
+    pub env: String,
+    /// The version to return to; default: the one before the current.
+    pub to: Option<String>,
+    pub user: String,
+}
+
+/// `POST /v1/stop`: stop one service, or all services of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StopRequest {
+    pub env: String,
+    pub service: Option<String>,
+    pub user: String,
+}
+
+/// Progress of a long operation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DeployEvent {
+    /// The plan; `deployment` is absent for a dry run.
+    Planned { deployment: Option<i64>, service: String, env: String, version: String, steps: Vec<Step>, unchanged: usize },
+    /// An instance is being started, replaced or stopped.
+    Progress { node: String, instance: u32, message: String },
+    /// An instance passed its health check.
+    Healthy { node: String, instance: u32, elapsed_ms: u64 },
+    /// An instance failed; the deploy will roll back.
+    Failed { node: String, instance: u32, reason: String, log_tail: String },
+    /// Rolling back to what ran before.
+    RollingBack { reason: String },
+    /// The end of the operation.
+    Finished { deployment: Option<i64>, state: DeploymentState, message: String },
+    /// The operation could not run at all.
+    Error { error: String, hint: Option<String> },
+}
+
+/// `GET /v1/status`: instances grouped by environment and service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub services: Vec<ServiceStatus>,
+    /// Controller time, for computing uptimes.
+    pub now: i64,
+}
+
+/// One service in one environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub env: String,
+    pub service: String,
+    /// Versions running, usually one.
+    pub versions: Vec<String>,
+    pub digests: Vec<String>,
+    pub instances: Vec<InstanceRecord>,
+}

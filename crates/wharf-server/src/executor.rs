@@ -1,0 +1,304 @@
+//! The deploy executor: plans with the pure reconciler, then carries the plan out through
+//! the agent batch by batch, each batch gated on health. A failed batch rolls everything
+//! this deploy changed back to what ran before.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::mpsc;
+use wharf_agent::InstancePlan;
+use wharf_api::{DeployEvent, DeployRequest, RollbackRequest, StopRequest};
+use wharf_core::lifecycle::{DeploymentKind, DeploymentState, Health, InstanceState};
+use wharf_core::plan::{self, DesiredInstance, ObservedInstance, Plan, Slot, Step};
+use wharf_core::spec::DeploySpec;
+use wharf_driver::InstanceKey;
+use wharf_store::NewDeployment;
+
+use crate::error::ServerError;
+use crate::render::render;
+use crate::{now_millis, Controller};
+
+/// How long an instance without a health check may take to start.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where progress goes; a client that went away does not stop the operation.
+#[derive(Clone)]
+pub struct Events(pub mpsc::UnboundedSender<DeployEvent>);
+
+impl Events {
+    fn send(&self, event: DeployEvent) {
+        let _ = self.0.send(event);
+    }
+
+    fn progress(&self, key: &InstanceKey, message: String) {
+        self.send(DeployEvent::Progress { node: key.node.clone(), instance: key.instance, message });
+    }
+}
+
+/// What a step changed, so a rollback can undo it.
+enum Done {
+    Started(InstanceKey),
+    Replaced { key: InstanceKey, previous: Option<InstancePlan> },
+    Stopped(InstancePlan),
+}
+
+/// The first instance of a batch that failed.
+struct Failure {
+    reason: String,
+}
+
+fn slot_of(key: &InstanceKey) -> Slot {
+    Slot { node: key.node.clone(), instance: key.instance }
+}
+
+impl Controller {
+    /// Deploys `req.spec` at `req.version`, recording it as `kind`.
+    pub async fn deploy(&self, req: DeployRequest, kind: DeploymentKind, events: &Events) -> Result<DeployEvent, ServerError> {
+        let spec = &req.spec;
+        let artifact = self.store.artifact(&spec.service, &req.version)?.ok_or_else(|| {
+            ServerError::not_found(format!("version `{}` of `{}` is not built", req.version, spec.service))
+                .hint(format!("run `wharf build {} --version {}` first", spec.service, req.version))
+        })?;
+        let rendered = render(&*self.store, spec, &req.version, &artifact.digest, 0)?;
+        let desired: Vec<DesiredInstance> = rendered
+            .plans
+            .iter()
+            .map(|p| DesiredInstance { slot: slot_of(&p.key), version: p.version.clone(), digest: p.digest.clone(), config_digest: p.config_digest.clone() })
+            .collect();
+        let plan = plan::plan(&desired, &self.observed(&spec.env, &spec.service), spec.max_parallel);
+        let planned = |deployment| DeployEvent::Planned {
+            deployment,
+            service: spec.service.clone(),
+            env: spec.env.clone(),
+            version: req.version.clone(),
+            steps: plan.steps().cloned().collect(),
+            unchanged: plan.unchanged.len(),
+        };
+        if req.dry_run {
+            events.send(planned(None));
+            return Ok(DeployEvent::Finished { deployment: None, state: DeploymentState::Succeeded, message: "dry run: nothing was changed".into() });
+        }
+        let id = self.store.begin_deployment(&NewDeployment {
+            service: spec.service.clone(),
+            env: spec.env.clone(),
+            kind,
+            version: req.version.clone(),
+            digest: artifact.digest.clone(),
+            config_digest: rendered.config_digest.clone(),
+            spec: serde_json::to_value(spec).expect("specs serialize"),
+            user: req.user.clone(),
+            started_at: now_millis(),
+        })?;
+        events.send(planned(Some(id)));
+        let plans: HashMap<Slot, InstancePlan> = rendered
+            .plans
+            .into_iter()
+            .map(|mut p| {
+                p.deployment_id = id;
+                (slot_of(&p.key), p)
+            })
+            .collect();
+        let (state, message) = match self.execute(&plan, &plans, spec, events).await {
+            Ok(()) if plan.is_empty() => (DeploymentState::Succeeded, "no changes: every instance already runs this version and configuration".to_owned()),
+            Ok(()) => (DeploymentState::Succeeded, format!("{} instance(s) healthy", plans.len())),
+            Err((failure, restored)) => {
+                let state = if restored { DeploymentState::RolledBack } else { DeploymentState::Failed };
+                let outcome = if restored { "rolled back to the previous version" } else { "rollback incomplete; check `wharf status`" };
+                (state, format!("{}; {outcome}", failure.reason))
+            }
+        };
+        self.store.finish_deployment(id, state, &message, now_millis())?;
+        Ok(DeployEvent::Finished { deployment: Some(id), state, message })
+    }
+
+    /// What runs now for one service in one environment, as the reconciler sees it.
+    fn observed(&self, env: &str, service: &str) -> Vec<ObservedInstance> {
+        self.agent
+            .statuses()
+            .into_iter()
+            .filter(|(p, _)| p.key.env == env && p.key.service == service)
+            .map(|(p, s)| ObservedInstance {
+                slot: slot_of(&p.key),
+                version: p.version,
+                digest: p.digest,
+                config_digest: p.config_digest,
+                healthy: s.state == InstanceState::Running && s.health != Health::Unhealthy,
+            })
+            .collect()
+    }
+
+    /// Carries out a plan. On failure returns the reason and whether the rollback
+    /// restored every instance it touched.
+    async fn execute(&self, plan: &Plan, plans: &HashMap<Slot, InstancePlan>, spec: &DeploySpec, events: &Events) -> Result<(), (Failure, bool)> {
+        let timeout = spec.health.as_ref().map(|h| h.timeout).unwrap_or(DEFAULT_START_TIMEOUT);
+        let mut done = Vec::new();
+        for batch in &plan.batches {
+            let mut started = Vec::new();
+            for step in batch {
+                if let Err(reason) = self.apply(step, plans, spec, events, &mut done, &mut started).await {
+                    return Err(self.roll_back(Failure { reason }, done, timeout, events).await);
+                }
+            }
+            let begun = Instant::now();
+            let checks = join_all(started.iter().map(|key| self.agent.wait_healthy(key, timeout))).await;
+            let mut failure = None;
+            for (key, result) in started.iter().zip(checks) {
+                match result {
+                    Ok(()) => events.send(DeployEvent::Healthy { node: key.node.clone(), instance: key.instance, elapsed_ms: begun.elapsed().as_millis() as u64 }),
+                    Err(unhealthy) => {
+                        events.send(DeployEvent::Failed { node: key.node.clone(), instance: key.instance, reason: unhealthy.reason.clone(), log_tail: unhealthy.log_tail.clone() });
+                        failure.get_or_insert_with(|| {
+                            let mut reason = format!("{key} did not become healthy: {}", unhealthy.reason);
+                            if !unhealthy.log_tail.is_empty() {
+                                reason.push_str(&format!("\nlast lines of its log:\n{}", indent(&unhealthy.log_tail)));
+                            }
+                            Failure { reason }
+                        });
+                    }
+                }
+            }
+            if let Some(failure) = failure {
+                return Err(self.roll_back(failure, done, timeout, events).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, step: &Step, plans: &HashMap<Slot, InstancePlan>, spec: &DeploySpec, events: &Events, done: &mut Vec<Done>, started: &mut Vec<InstanceKey>) -> Result<(), String> {
+        match step {
+            Step::Start { to } => {
+                let plan = plans[&to.slot].clone();
+                let key = plan.key.clone();
+                events.progress(&key, format!("starting {}", plan.version));
+                self.agent.start(plan).await.map_err(|e| format!("cannot start {key}: {e}"))?;
+                done.push(Done::Started(key.clone()));
+                started.push(key);
+            }
+            Step::Replace { from, to } => {
+                let plan = plans[&to.slot].clone();
+                let key = plan.key.clone();
+                let previous = self.agent.plan(&key);
+                events.progress(&key, if from.version == to.version { format!("restarting {} with new configuration", to.version) } else { format!("replacing {} with {}", from.version, to.version) });
+                self.agent.stop(&key).await;
+                done.push(Done::Replaced { key: key.clone(), previous });
+                self.agent.start(plan).await.map_err(|e| format!("cannot start {key}: {e}"))?;
+                started.push(key);
+            }
+            Step::Stop { from } => {
+                let key = InstanceKey { env: spec.env.clone(), service: spec.service.clone(), node: from.slot.node.clone(), instance: from.slot.instance };
+                let Some(previous) = self.agent.plan(&key) else { return Ok(()) };
+                let key = previous.key.clone();
+                events.progress(&key, format!("stopping {} (no longer wanted)", from.version));
+                self.agent.stop(&key).await;
+                let _ = self.store.remove_instance(&key.env, &key.service, &key.node, key.instance);
+                done.push(Done::Stopped(previous));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes `done` in reverse; returns the failure and whether everything was restored.
+    async fn roll_back(&self, failure: Failure, done: Vec<Done>, timeout: Duration, events: &Events) -> (Failure, bool) {
+        events.send(DeployEvent::RollingBack { reason: failure.reason.clone() });
+        let mut restored = true;
+        for step in done.into_iter().rev() {
+            let previous = match step {
+                Done::Started(key) => {
+                    self.agent.stop(&key).await;
+                    let _ = self.store.remove_instance(&key.env, &key.service, &key.node, key.instance);
+                    None
+                }
+                Done::Replaced { key, previous } => {
+                    self.agent.stop(&key).await;
+                    if previous.is_none() {
+                        let _ = self.store.remove_instance(&key.env, &key.service, &key.node, key.instance);
+                    }
+                    previous
+                }
+                Done::Stopped(previous) => Some(previous),
+            };
+            if let Some(previous) = previous {
+                let key = previous.key.clone();
+                events.progress(&key, format!("restoring {}", previous.version));
+                let ok = match self.agent.start(previous).await {
+                    Ok(()) => self.agent.wait_healthy(&key, timeout).await.is_ok(),
+                    Err(_) => false,
+                };
+                restored &= ok;
+            }
+        }
+        (failure, restored)
+    }
+
+    /// Rolls a service back to an earlier successful deploy: its artifact and its
+    /// configuration, exactly as they ran.
+    pub async fn rollback(&self, req: RollbackRequest, events: &Events) -> Result<DeployEvent, ServerError> {
+        let history = self.store.history(&req.service, &req.env)?;
+        let succeeded: Vec<_> = history.iter().filter(|d| d.state.can_be_rollback_target() && d.kind != DeploymentKind::Stop).collect();
+        let current = succeeded.first().map(|d| d.version.clone());
+        let target = match &req.to {
+            Some(version) => succeeded.iter().find(|d| &d.version == version).copied().ok_or_else(|| {
+                let known: Vec<String> = succeeded.iter().map(|d| format!("`{}`", d.version)).collect();
+                ServerError::not_found(format!("version `{version}` never ran successfully for `{}` in `{}`", req.service, req.env))
+                    .hint(if known.is_empty() { "nothing has been deployed there yet".to_owned() } else { format!("versions that ran: {}", dedup(known).join(", ")) })
+            })?,
+            None => succeeded.iter().find(|d| Some(&d.version) != current.as_ref()).copied().ok_or_else(|| {
+                ServerError::not_found(format!("no earlier version of `{}` ran successfully in `{}`", req.service, req.env))
+                    .hint("`wharf history` lists what ran")
+            })?,
+        };
+        let spec: DeploySpec = serde_json::from_value(target.spec.clone())
+            .map_err(|e| ServerError::internal(format!("deployment #{} has an unreadable spec: {e}", target.id)))?;
+        let request = DeployRequest { spec, version: target.version.clone(), user: req.user, dry_run: false };
+        self.deploy(request, DeploymentKind::Rollback, events).await
+    }
+
+    /// Stops one service or every service of an environment, recording it in history.
+    pub async fn stop(&self, req: StopRequest, events: &Events) -> Result<DeployEvent, ServerError> {
+        let mut by_service: std::collections::BTreeMap<String, Vec<InstancePlan>> = Default::default();
+        for (plan, _) in self.agent.statuses() {
+            if plan.key.env == req.env && req.service.as_ref().is_none_or(|s| *s == plan.key.service) {
+                by_service.entry(plan.key.service.clone()).or_default().push(plan);
+            }
+        }
+        if by_service.is_empty() {
+            let what = req.service.as_ref().map(|s| format!("`{s}`")).unwrap_or_else(|| "nothing".to_owned());
+            return Ok(DeployEvent::Finished { deployment: None, state: DeploymentState::Succeeded, message: format!("{what} runs in `{}`; nothing to stop", req.env) });
+        }
+        let mut last = None;
+        let mut count = 0;
+        for (service, plans) in by_service {
+            let id = self.store.begin_deployment(&NewDeployment {
+                service: service.clone(),
+                env: req.env.clone(),
+                kind: DeploymentKind::Stop,
+                version: plans[0].version.clone(),
+                digest: plans[0].digest.clone(),
+                config_digest: String::new(),
+                spec: serde_json::Value::Null,
+                user: req.user.clone(),
+                started_at: now_millis(),
+            })?;
+            for plan in &plans {
+                events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
+                self.agent.stop(&plan.key).await;
+                self.store.remove_instance(&plan.key.env, &service, &plan.key.node, plan.key.instance)?;
+                count += 1;
+            }
+            self.store.finish_deployment(id, DeploymentState::Succeeded, &format!("stopped {} instance(s)", plans.len()), now_millis())?;
+            last = Some(id);
+        }
+        Ok(DeployEvent::Finished { deployment: last, state: DeploymentState::Succeeded, message: format!("stopped {count} instance(s) in `{}`", req.env) })
+    }
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn dedup(mut items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|i| seen.insert(i.clone()));
+    items
+}

@@ -1,0 +1,140 @@
+//! The controller. It owns wharf's state (a SQLite store and the artifact files), serves
+//! the HTTP API, and executes deploys through the agents. In `--dev` mode the agent of
+//! the local host runs in the same process; the data still flows CLI -> API -> store ->
+//! agent -> driver, with observations flowing back through the agent's status sink.
+
+mod artifact_store;
+mod error;
+mod executor;
+mod logs;
+mod render;
+mod routes;
+mod sink;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use wharf_agent::{Agent, FolderSource};
+use wharf_driver_process::ProcessDriver;
+use wharf_store::{SqliteStore, Store};
+
+pub use artifact_store::ArtifactStore;
+pub use error::ServerError;
+pub use executor::Events;
+
+/// The controller's shared state.
+pub struct Controller {
+    pub store: Arc<dyn Store>,
+    pub agent: Arc<Agent>,
+    pub artifacts: ArtifactStore,
+    pub state_dir: PathBuf,
+}
+
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Written beside the state so CLIs of the same project find their controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControllerFile {
+    pub url: String,
+    pub pid: u32,
+}
+
+/// The file name of [`ControllerFile`] in a state folder.
+pub const CONTROLLER_FILE: &str = "controller.json";
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("another controller already runs for `{0}`")]
+    AlreadyRunning(PathBuf),
+    #[error("refusing to listen on {0}: only loopback addresses are allowed until agent and user authentication exist")]
+    NotLoopback(SocketAddr),
+    #[error("cannot use state folder `{path}`: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] wharf_store::StoreError),
+    #[error(transparent)]
+    Agent(#[from] wharf_agent::AgentError),
+}
+
+/// Starts a development controller with its local agent on `listen`, keeping state
+/// under `state_dir`, until `shutdown` is cancelled. Instances keep running after it
+/// stops and are adopted by the next controller of the same state folder.
+pub async fn run_dev(state_dir: &Path, listen: SocketAddr, shutdown: CancellationToken) -> Result<(), StartError> {
+    if !listen.ip().is_loopback() {
+        return Err(StartError::NotLoopback(listen));
+    }
+    let io = |source| StartError::StateDir { path: state_dir.to_owned(), source };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    // Held for the controller's life: one controller per state folder.
+    let lock = File::create(state_dir.join("controller.lock")).map_err(io)?;
+    lock.try_lock_exclusive().map_err(|_| StartError::AlreadyRunning(state_dir.to_owned()))?;
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
+    let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;
+    let agent_root = state_dir.join("agent");
+    let agent_id = agent_id(&agent_root).map_err(io)?;
+    let driver = Arc::new(ProcessDriver::new(format!("{agent_id}:")));
+    let source = Box::new(FolderSource(artifacts.dir().to_owned()));
+    let agent = Arc::new(Agent::new(&agent_id, &agent_root, driver, source, Arc::new(sink::StoreSink(store.clone())))?);
+
+    // Recover before serving: interrupted deploys are marked, instances adopted, and
+    // rows of instances that no longer exist are dropped.
+    let interrupted = store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
+    for d in &interrupted {
+        tracing::warn!("deployment #{} of {} in {} was interrupted", d.id, d.service, d.env);
+    }
+    let recovery = agent.recover().await;
+    tracing::info!(adopted = recovery.adopted.len(), restarted = recovery.restarted.len(), orphans = recovery.orphans_stopped, "recovered instances");
+    let live: Vec<_> = agent.statuses().into_iter().map(|(p, _)| p.key).collect();
+    for row in store.instances(None, None)? {
+        let key = wharf_driver::InstanceKey { env: row.env.clone(), service: row.service.clone(), node: row.node.clone(), instance: row.instance };
+        if !live.contains(&key) {
+            store.remove_instance(&row.env, &row.service, &row.node, row.instance)?;
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
+    let controller = Arc::new(Controller { store, agent: agent.clone(), artifacts, state_dir: state_dir.to_owned() });
+    write_controller_file(state_dir, &ControllerFile { url: format!("http://{addr}"), pid: std::process::id() }).map_err(io)?;
+    tracing::info!("controller listening on http://{addr}, state in {}", state_dir.display());
+
+    let app = routes::router(controller);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    agent.detach();
+    let _ = std::fs::remove_file(state_dir.join(CONTROLLER_FILE));
+    drop(lock);
+    served.map_err(|source| StartError::Listen { addr, source })
+}
+
+fn write_controller_file(dir: &Path, file: &ControllerFile) -> std::io::Result<()> {
+    let tmp = dir.join(".controller.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(file).expect("serializes"))?;
+    std::fs::rename(tmp, dir.join(CONTROLLER_FILE))
+}
+
+/// A stable id for this state folder's agent, so its instances are told apart from
+/// other projects' on the same host.
+fn agent_id(root: &Path) -> std::io::Result<String> {
+    std::fs::create_dir_all(root)?;
+    let path = root.join("id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_owned());
+    }
+    let mut bytes = [0u8; 8];
+    use std::io::Read;
+    File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}

@@ -1,0 +1,95 @@
+//! From a deploy spec to concrete instance plans: ports assigned, templates rendered.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+
+use wharf_agent::InstancePlan;
+use wharf_core::config::{config_digest, render_instance};
+use wharf_core::model::PortSpec;
+use wharf_core::spec::DeploySpec;
+use wharf_core::template::{PeerAddress, TemplateContext};
+use wharf_driver::InstanceKey;
+use wharf_store::Store;
+
+use crate::error::ServerError;
+
+/// The instance plans of a deploy and the digest of their rendered configuration.
+pub struct Rendered {
+    pub plans: Vec<InstancePlan>,
+    pub config_digest: String,
+}
+
+/// Renders every slot of `spec` at `version` / `digest`.
+pub fn render(store: &dyn Store, spec: &DeploySpec, version: &str, digest: &str, deployment_id: i64) -> Result<Rendered, ServerError> {
+    let mut peers = BTreeMap::new();
+    for (name, port) in &spec.peers {
+        let port = match port {
+            Some(p) => Some(instance_port(store, &spec.env, name, p, 0)?),
+            None => None,
+        };
+        let address = PeerAddress { host: "127.0.0.1".into(), port, url: port.map(|p| format!("http://127.0.0.1:{p}")) };
+        peers.insert(name.clone(), address);
+    }
+    let mut plans = Vec::new();
+    for slot in &spec.slots {
+        let port = match &spec.port {
+            Some(p) => Some(instance_port(store, &spec.env, &spec.service, p, slot.instance)?),
+            None => None,
+        };
+        let context = TemplateContext {
+            port,
+            env: spec.env.clone(),
+            version: version.to_owned(),
+            instance: slot.instance,
+            service: spec.service.clone(),
+            node: slot.node.clone(),
+            services: peers.clone(),
+        };
+        let env = render_instance(&slot.config, &context).map_err(|(key, e)| {
+            let err = ServerError::bad_request(format!("config `{key}` of `{}` in `{}`: {e}", spec.service, spec.env));
+            match e.hint() {
+                Some(h) => err.hint(h),
+                None => err,
+            }
+        })?;
+        plans.push(InstancePlan {
+            key: InstanceKey { env: spec.env.clone(), service: spec.service.clone(), node: slot.node.clone(), instance: slot.instance },
+            version: version.to_owned(),
+            digest: digest.to_owned(),
+            config_digest: config_digest([&env]),
+            deployment_id,
+            argv: spec.run.clone(),
+            env,
+            port,
+            health: spec.health.clone(),
+            stop_timeout: spec.stop_timeout,
+        });
+    }
+    let config_digest = config_digest(plans.iter().map(|p| &p.env));
+    Ok(Rendered { plans, config_digest })
+}
+
+/// The port of an instance: fixed ports count up from their base; named ports are
+/// assigned once per slot and kept, so a service keeps its address across versions.
+fn instance_port(store: &dyn Store, env: &str, service: &str, spec: &PortSpec, instance: u32) -> Result<u16, ServerError> {
+    match spec {
+        PortSpec::Fixed(base) => base.checked_add(instance as u16).ok_or_else(|| ServerError::bad_request(format!("port {base} + instance {instance} is beyond 65535"))),
+        PortSpec::Named(_) => {
+            if let Some(port) = store.assigned_port(env, service, instance)? {
+                return Ok(port);
+            }
+            let taken = store.assigned_ports()?;
+            for _ in 0..32 {
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| ServerError::internal(format!("cannot find a free port: {e}")))?
+                    .port();
+                if !taken.contains(&port) {
+                    store.assign_port(env, service, instance, port)?;
+                    return Ok(port);
+                }
+            }
+            Err(ServerError::internal("cannot find a free port"))
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The HTTP API (`/v1/...`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use wharf_api::*;
+use wharf_core::lifecycle::DeploymentKind;
+use wharf_driver::InstanceKey;
+
+use crate::error::ServerError;
+use crate::executor::Events;
+use crate::logs::{self, LogSource};
+use crate::{now_millis, Controller};
+
+/// Uploads larger than this are refused.
+const MAX_ARTIFACT_BYTES: usize = 1024 * 1024 * 1024;
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/artifacts", get(list_artifacts).post(upload_artifact))
+        .route("/v1/artifacts/{digest}", get(download_artifact))
+        .route("/v1/deployments", post(deploy))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/stop", post(stop))
+        .route("/v1/status", get(status))
+        .route("/v1/history", get(history))
+        .route("/v1/logs", get(logs))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+        .with_state(controller)
+}
+
+type Ctl = State<Arc<Controller>>;
+
+async fn health(State(c): Ctl) -> Json<ControllerInfo> {
+    Json(ControllerInfo { version: env!("CARGO_PKG_VERSION").into(), state_dir: c.state_dir.display().to_string(), pid: std::process::id() })
+}
+
+#[derive(Deserialize)]
+struct ArtifactQuery {
+    service: Option<String>,
+    version: Option<String>,
+}
+
+async fn list_artifacts(State(c): Ctl, Query(q): Query<ArtifactQuery>) -> Result<Json<Vec<ArtifactRecord>>, ServerError> {
+    Ok(Json(c.store.artifacts(q.service.as_deref())?))
+}
+
+async fn upload_artifact(State(c): Ctl, Query(q): Query<ArtifactQuery>, headers: HeaderMap, body: Bytes) -> Result<Response, ServerError> {
+    let (Some(service), Some(version)) = (q.service, q.version) else {
+        return Err(ServerError::bad_request("an upload needs `service` and `version`"));
+    };
+    let claimed = headers.get(DIGEST_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| ServerError::bad_request(format!("missing `{DIGEST_HEADER}` header")))?;
+    // Check the name first, so a refused version leaves no file behind.
+    if let Some(existing) = c.store.artifact(&service, &version)? {
+        if existing.digest != claimed {
+            return Err(wharf_store::StoreError::VersionConflict { service, version, existing: existing.digest }.into());
+        }
+    }
+    let digest = c.artifacts.put(claimed, &body)?;
+    let record = ArtifactRecord { service, version, digest: digest.to_string(), size: body.len() as u64, created_at: now_millis() };
+    let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;
+    let record = if created { record } else { c.store.artifact(&record.service, &record.version)?.unwrap_or(record) };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ArtifactUploaded { artifact: record, created })).into_response())
+}
+
+async fn download_artifact(State(c): Ctl, axum::extract::Path(digest): axum::extract::Path<String>) -> Result<Response, ServerError> {
+    let bytes = c.artifacts.get(&digest)?;
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+}
+
+/// Runs a long operation in its own task and streams its events as NDJSON.
+fn stream_operation<F, Fut>(c: Arc<Controller>, operation: F) -> Response
+where
+    F: FnOnce(Arc<Controller>, Events) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<DeployEvent, ServerError>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = Events(tx);
+    tokio::spawn(async move {
+        let last = match operation(c, events.clone()).await {
+            Ok(finished) => finished,
+            Err(e) => DeployEvent::Error { error: e.message, hint: e.hint },
+        };
+        let _ = events.0.send(last);
+    });
+    let body = Body::from_stream(stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).expect("events serialize");
+        line.push(b'\n');
+        Some((Ok::<_, std::io::Error>(line), rx))
+    }));
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
+async fn deploy(State(c): Ctl, Json(req): Json<DeployRequest>) -> Response {
+    stream_operation(c, |c, events| async move { c.deploy(req, DeploymentKind::Deploy, &events).await })
+}
+
+async fn rollback(State(c): Ctl, Json(req): Json<RollbackRequest>) -> Response {
+    stream_operation(c, |c, events| async move { c.rollback(req, &events).await })
+}
+
+async fn stop(State(c): Ctl, Json(req): Json<StopRequest>) -> Response {
+    stream_operation(c, |c, events| async move { c.stop(req, &events).await })
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    env: Option<String>,
+    service: Option<String>,
+}
+
+async fn status(State(c): Ctl, Query(q): Query<StatusQuery>) -> Result<Json<StatusReport>, ServerError> {
+    let instances = c.store.instances(q.env.as_deref(), q.service.as_deref())?;
+    let mut grouped: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
+    for i in instances {
+        grouped.entry((i.env.clone(), i.service.clone())).or_default().push(i);
+    }
+    let services = grouped
+        .into_iter()
+        .map(|((env, service), instances)| {
+            let mut versions: Vec<String> = instances.iter().map(|i| i.version.clone()).collect();
+            versions.dedup();
+            let mut digests: Vec<String> = instances.iter().map(|i| i.digest.clone()).collect();
+            digests.dedup();
+            ServiceStatus { env, service, versions, digests, instances }
+        })
+        .collect();
+    Ok(Json(StatusReport { services, now: now_millis() }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    service: String,
+    env: String,
+}
+
+async fn history(State(c): Ctl, Query(q): Query<HistoryQuery>) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
+    Ok(Json(c.store.history(&q.service, &q.env)?))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    env: String,
+    service: String,
+    instance: Option<u32>,
+    #[serde(default)]
+    follow: bool,
+    lines: Option<usize>,
+}
+
+async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, ServerError> {
+    let instances = c.store.instances(Some(&q.env), Some(&q.service))?;
+    let chosen: Vec<_> = instances.iter().filter(|i| q.instance.is_none_or(|n| n == i.instance)).collect();
+    if chosen.is_empty() {
+        let err = match q.instance {
+            Some(n) if !instances.is_empty() => ServerError::not_found(format!("`{}` has no instance {n} in `{}`", q.service, q.env))
+                .hint(format!("instances: {}", instances.iter().map(|i| i.instance.to_string()).collect::<Vec<_>>().join(", "))),
+            _ => ServerError::not_found(format!("`{}` does not run in `{}`", q.service, q.env)).hint(format!("deploy it with `wharf deploy {} --env {}`", q.service, q.env)),
+        };
+        return Err(err);
+    }
+    let several = chosen.len() > 1;
+    let sources: Vec<LogSource> = chosen
+        .iter()
+        .map(|i| {
+            let key = InstanceKey { env: i.env.clone(), service: i.service.clone(), node: i.node.clone(), instance: i.instance };
+            LogSource { prefix: if several { format!("[{} #{}] ", i.service, i.instance) } else { String::new() }, path: c.agent.log_path(&key) }
+        })
+        .collect();
+    let lines = q.lines.unwrap_or(100);
+    let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if q.follow {
+        Ok((content_type, logs::follow(sources, lines)).into_response())
+    } else {
+        Ok((content_type, logs::snapshot(&sources, lines)).into_response())
+    }
+}

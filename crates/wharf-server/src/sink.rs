@@ -1,0 +1,33 @@
+//! Turns what the agent observes into instance rows in the store.
+
+use std::sync::Arc;
+
+use wharf_agent::{InstancePlan, InstanceStatus, StatusSink};
+use wharf_store::{InstanceRecord, Store};
+
+/// Writes every observation of the agent to the store.
+pub struct StoreSink(pub Arc<dyn Store>);
+
+impl StatusSink for StoreSink {
+    fn instance_changed(&self, plan: &InstancePlan, status: &InstanceStatus) {
+        let record = InstanceRecord {
+            env: plan.key.env.clone(),
+            service: plan.key.service.clone(),
+            node: plan.key.node.clone(),
+            instance: plan.key.instance,
+            version: plan.version.clone(),
+            digest: plan.digest.clone(),
+            config_digest: plan.config_digest.clone(),
+            deployment_id: plan.deployment_id,
+            pid: status.pid,
+            port: plan.port,
+            state: status.state,
+            health: status.health,
+            restarts: status.restarts,
+            started_at: status.started_at,
+        };
+        if let Err(e) = self.0.put_instance(&record) {
+            tracing::error!(instance = %plan.key, "cannot record instance status: {e}");
+        }
+    }
+}
