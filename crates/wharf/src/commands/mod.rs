@@ -1,0 +1,48 @@
+//! One module per command.
+
+mod artifacts;
+mod build;
+mod deploy;
+mod events;
+mod history;
+mod logs;
+mod rollback;
+mod server;
+mod status;
+mod stop;
+mod validate;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::printer::Printer;
+
+pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Validate => validate::validate(global, printer),
+        Command::Schema => validate::schema(printer),
+        Command::Build(args) => build::build(global, printer, &args.service, &args.version).await,
+        Command::Artifacts { service } => artifacts::list(global, printer, service.as_deref()).await,
+        Command::Deploy(args) => deploy::deploy(global, printer, args).await,
+        Command::Status { env } => status::status(global, printer, env.as_deref()).await,
+        Command::History { service, env } => history::history(global, printer, &service, &env).await,
+        Command::Rollback { service, env, to } => rollback::rollback(global, printer, &service, &env, to).await,
+        Command::Logs { service, env, follow, instance, lines } => logs::logs(global, printer, &service, &env, follow, instance, lines).await,
+        Command::Stop { service, env } => stop::stop(global, printer, &env, Some(service)).await,
+        Command::Down { env } => stop::stop(global, printer, &env, None).await,
+        Command::Server(args) => server::server(global, args).await,
+    }
+}
+
+/// Who is acting, for history: the OS user.
+pub fn current_user() -> String {
+    if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return user;
+    }
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid {uid}"),
+    }
+}

@@ -1,0 +1,24 @@
+use std::process::ExitCode;
+
+use wharf_api::{DeployEvent, StopRequest};
+
+use crate::cli::Global;
+use crate::commands::current_user;
+use crate::commands::events::EventView;
+use crate::failure::Failure;
+use crate::printer::Printer;
+
+/// `wharf stop SERVICE --env ENV` and `wharf down --env ENV`.
+pub async fn stop(global: &Global, printer: &Printer, env: &str, service: Option<String>) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let request = StopRequest { env: env.to_owned(), service: service.clone(), user: current_user() };
+    let mut view = EventView::new(printer, service.as_deref().unwrap_or(env));
+    let last = client.stop(&request, |e| view.show(e)).await.map_err(Failure::from)?;
+    if let DeployEvent::Finished { message, .. } = &last {
+        printer.info(message);
+    }
+    if printer.json() {
+        printer.json_data(&last);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,78 @@
+//! Reaching the controller: the configured one, else this project's local controller,
+//! started in the background when none answers.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use wharf_client::Client;
+use wharf_server::{ControllerFile, CONTROLLER_FILE};
+
+use crate::cli::Global;
+use crate::failure::Failure;
+use crate::printer::Printer;
+use crate::project;
+
+/// How long a freshly started local controller may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
+    if let Some(url) = &global.controller {
+        let client = Client::new(url);
+        client.health().await.map_err(Failure::from)?;
+        return Ok(client);
+    }
+    let state_dir = project::state_dir(global)?;
+    if let Some(client) = running(&state_dir).await {
+        return Ok(client);
+    }
+    start(&state_dir)?;
+    let begun = Instant::now();
+    while begun.elapsed() < START_TIMEOUT {
+        if let Some(client) = running(&state_dir).await {
+            printer.info(&format!("started a local controller at {} (state in {})", client.url(), project::display_path(&state_dir)));
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = state_dir.join("server.log");
+    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+    let last: Vec<&str> = tail.lines().rev().take(5).collect();
+    Err(Failure::operation(format!("the local controller did not start within {}s", START_TIMEOUT.as_secs()))
+        .hint(format!("its log `{}` ends with:\n{}", log.display(), last.into_iter().rev().collect::<Vec<_>>().join("\n")))
+        .into())
+}
+
+/// The controller recorded in `state_dir`, if it answers.
+async fn running(state_dir: &Path) -> Option<Client> {
+    let text = std::fs::read(state_dir.join(CONTROLLER_FILE)).ok()?;
+    let file: ControllerFile = serde_json::from_slice(&text).ok()?;
+    let client = Client::new(&file.url);
+    client.health().await.ok()?;
+    Some(client)
+}
+
+/// Starts `wharf server --dev` for `state_dir`, detached from this terminal session so
+/// it outlives the command. Two commands racing here are fine: the second controller
+/// finds the state folder locked and exits, and both commands use the first.
+fn start(state_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state_dir).map_err(|e| Failure::operation(format!("cannot create `{}`: {e}", state_dir.display())))?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("server.log"))?;
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("server")
+        .arg("--dev")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    command.spawn().map_err(|e| Failure::operation(format!("cannot start a local controller: {e}")))?;
+    Ok(())
+}
