@@ -47,6 +47,9 @@ pub struct DeployRequest {
     /// Plan only; change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// For a dry run of a version not registered yet: the digest it would have.
+    #[serde(default)]
+    pub unregistered_digest: Option<String>,
 }
 
 /// `POST /v1/rollback`.
@@ -74,11 +77,11 @@ pub enum DeployEvent {
     /// The plan; `deployment` is absent for a dry run.
     Planned { deployment: Option<i64>, service: String, env: String, version: String, steps: Vec<Step>, unchanged: usize },
     /// An instance is being started, replaced or stopped.
-    Progress { node: String, instance: u32, message: String },
+    Progress { service: String, node: String, instance: u32, message: String },
     /// An instance passed its health check.
-    Healthy { node: String, instance: u32, elapsed_ms: u64 },
+    Healthy { service: String, node: String, instance: u32, elapsed_ms: u64 },
     /// An instance failed; the deploy will roll back.
-    Failed { node: String, instance: u32, reason: String, log_tail: String },
+    Failed { service: String, node: String, instance: u32, reason: String, log_tail: String },
     /// Rolling back to what ran before.
     RollingBack { reason: String },
     /// The end of the operation.

@@ -39,21 +39,23 @@ pub fn load(text: &str, file: &str, folders: &dyn FolderCheck) -> Result<Definit
         problems,
     };
     let tree = yaml::parse(text).map_err(|p| fail(vec![p]))?;
-    let json = crate::structure::check(&tree, &json_schema()).map_err(fail)?;
-    let raw: RawDefinition = serde_json::from_value(json).map_err(|e| {
-        fail(vec![YamlProblem {
-            location: tree.location,
-            message: format!("unreadable definition: {e}"),
-            hint: None,
-        }])
-    })?;
+    let (json, mut problems) = crate::structure::check(&tree, &json_schema());
+    let raw: RawDefinition = match serde_json::from_value(json) {
+        Ok(raw) => raw,
+        // Only reachable when the structural check already explained what is wrong.
+        Err(_) if !problems.is_empty() => return Err(fail(problems)),
+        Err(e) => {
+            let location = tree.location;
+            return Err(fail(vec![YamlProblem { location, message: format!("unreadable definition: {e}"), hint: None }]));
+        }
+    };
+    // Structural problems that left the rest readable (an unknown key, say) do not hide
+    // the semantic ones: the user gets every error of the file in one run.
     let mut checker = Checker { tree: &tree, problems: Vec::new() };
     let definition = checker.resolve(&raw, folders);
-    if checker.problems.is_empty() {
-        Ok(definition)
-    } else {
-        Err(fail(checker.problems))
-    }
+    problems.extend(checker.problems);
+    problems.sort_by_key(|p| (p.location.line, p.location.column));
+    if problems.is_empty() { Ok(definition) } else { Err(fail(problems)) }
 }
 
 struct Checker<'t> {

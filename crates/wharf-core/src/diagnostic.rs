@@ -30,7 +30,8 @@ impl fmt::Display for DefinitionErrors {
                 writeln!(f, "{gutter} |")?;
                 writeln!(f, "{line} | {text}")?;
                 let pad = " ".repeat(column.saturating_sub(1));
-                writeln!(f, "{gutter} | {pad}^")?;
+                let marks = "^".repeat(token_width(text, column));
+                writeln!(f, "{gutter} | {pad}{marks}")?;
             }
             if let Some(hint) = &p.hint {
                 writeln!(f, "{gutter} = hint: {hint}")?;
@@ -39,4 +40,17 @@ impl fmt::Display for DefinitionErrors {
         let count = self.problems.len();
         write!(f, "{} has {count} error{}", self.file, if count == 1 { "" } else { "s" })
     }
+}
+
+/// The width of the YAML token starting at `column` (1-based), at least 1.
+fn token_width(line: &str, column: usize) -> usize {
+    let rest: String = line.chars().skip(column.saturating_sub(1)).collect();
+    let quoted = rest.starts_with('"') || rest.starts_with('\'');
+    let width = if quoted {
+        let quote = rest.chars().next().unwrap_or('"');
+        rest.chars().skip(1).position(|c| c == quote).map(|i| i + 2).unwrap_or(rest.chars().count())
+    } else {
+        rest.chars().take_while(|c| !matches!(c, ':' | ',' | ']' | '}' | '#') && !c.is_whitespace()).count()
+    };
+    width.max(1)
 }

@@ -7,12 +7,13 @@ use serde_json::{Map, Value};
 use crate::suggest;
 use crate::yaml::{Location, Node, NodeValue, ScalarKind, YamlProblem};
 
-/// Checks `root` against `schema`; returns the converted value, or every problem found.
-pub fn check(root: &Node, schema: &Value) -> Result<Value, Vec<YamlProblem>> {
+/// Checks `root` against `schema`; returns the converted value (with unknown keys left
+/// out and wrong values as null) and every problem found.
+pub fn check(root: &Node, schema: &Value) -> (Value, Vec<YamlProblem>) {
     let walker = Walker { root: schema };
     let mut problems = Vec::new();
     let value = walker.walk(root, schema, "", &mut problems);
-    if problems.is_empty() { Ok(value) } else { Err(problems) }
+    (value, problems)
 }
 
 struct Walker<'s> {

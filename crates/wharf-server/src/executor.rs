@@ -32,7 +32,7 @@ impl Events {
     }
 
     fn progress(&self, key: &InstanceKey, message: String) {
-        self.send(DeployEvent::Progress { node: key.node.clone(), instance: key.instance, message });
+        self.send(DeployEvent::Progress { service: key.service.clone(), node: key.node.clone(), instance: key.instance, message });
     }
 }
 
@@ -56,11 +56,15 @@ impl Controller {
     /// Deploys `req.spec` at `req.version`, recording it as `kind`.
     pub async fn deploy(&self, req: DeployRequest, kind: DeploymentKind, events: &Events) -> Result<DeployEvent, ServerError> {
         let spec = &req.spec;
-        let artifact = self.store.artifact(&spec.service, &req.version)?.ok_or_else(|| {
-            ServerError::not_found(format!("version `{}` of `{}` is not built", req.version, spec.service))
-                .hint(format!("run `wharf build {} --version {}` first", spec.service, req.version))
-        })?;
-        let rendered = render(&*self.store, spec, &req.version, &artifact.digest, 0)?;
+        let digest = match (self.store.artifact(&spec.service, &req.version)?, &req.unregistered_digest) {
+            (Some(artifact), _) => artifact.digest,
+            (None, Some(digest)) if req.dry_run => digest.clone(),
+            (None, _) => {
+                return Err(ServerError::not_found(format!("version `{}` of `{}` is not built", req.version, spec.service))
+                    .hint(format!("run `wharf build {} --version {}` first", spec.service, req.version)));
+            }
+        };
+        let rendered = render(&*self.store, spec, &req.version, &digest, 0)?;
         let desired: Vec<DesiredInstance> = rendered
             .plans
             .iter()
@@ -84,7 +88,7 @@ impl Controller {
             env: spec.env.clone(),
             kind,
             version: req.version.clone(),
-            digest: artifact.digest.clone(),
+            digest: digest.clone(),
             config_digest: rendered.config_digest.clone(),
             spec: serde_json::to_value(spec).expect("specs serialize"),
             user: req.user.clone(),
@@ -145,9 +149,9 @@ impl Controller {
             let mut failure = None;
             for (key, result) in started.iter().zip(checks) {
                 match result {
-                    Ok(()) => events.send(DeployEvent::Healthy { node: key.node.clone(), instance: key.instance, elapsed_ms: begun.elapsed().as_millis() as u64 }),
+                    Ok(()) => events.send(DeployEvent::Healthy { service: key.service.clone(), node: key.node.clone(), instance: key.instance, elapsed_ms: begun.elapsed().as_millis() as u64 }),
                     Err(unhealthy) => {
-                        events.send(DeployEvent::Failed { node: key.node.clone(), instance: key.instance, reason: unhealthy.reason.clone(), log_tail: unhealthy.log_tail.clone() });
+                        events.send(DeployEvent::Failed { service: key.service.clone(), node: key.node.clone(), instance: key.instance, reason: unhealthy.reason.clone(), log_tail: unhealthy.log_tail.clone() });
                         failure.get_or_insert_with(|| {
                             let mut reason = format!("{key} did not become healthy: {}", unhealthy.reason);
                             if !unhealthy.log_tail.is_empty() {
@@ -250,7 +254,7 @@ impl Controller {
         };
         let spec: DeploySpec = serde_json::from_value(target.spec.clone())
             .map_err(|e| ServerError::internal(format!("deployment #{} has an unreadable spec: {e}", target.id)))?;
-        let request = DeployRequest { spec, version: target.version.clone(), user: req.user, dry_run: false };
+        let request = DeployRequest { spec, version: target.version.clone(), user: req.user, dry_run: false, unregistered_digest: None };
         self.deploy(request, DeploymentKind::Rollback, events).await
     }
 

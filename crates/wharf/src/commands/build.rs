@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
 use wharf_api::ArtifactRecord;
+use wharf_artifact::Packed;
 use wharf_client::Client;
 
 use crate::cli::Global;
@@ -23,6 +24,23 @@ pub async fn build(global: &Global, printer: &Printer, service: &str, version: &
 /// Runs the service's build step, packs its output and registers it with the controller.
 /// Without a version, the artifact is named after its content: `dev-<digest>`.
 pub async fn build_and_register(project: &Project, client: &Client, printer: &Printer, service: &str, version: Option<&str>) -> anyhow::Result<(ArtifactRecord, bool)> {
+    let packed = build_locally(project, printer, service, version).await?;
+    let version = version.map(str::to_owned).unwrap_or_else(|| dev_version(&packed));
+    let size = packed.bytes.len() as u64;
+    let digest = packed.digest.to_string();
+    let uploaded = client.upload_artifact(service, &version, &digest, packed.bytes).await.map_err(Failure::from)?;
+    let what = if uploaded.created { "built" } else { "already built (same content)" };
+    printer.info(&format!("{what} {service} {version} {} ({})", table::short_digest(&digest), table::size(size)));
+    Ok((uploaded.artifact, uploaded.created))
+}
+
+/// The version name of an unnamed build: its content's digest.
+pub fn dev_version(packed: &Packed) -> String {
+    format!("dev-{}", &packed.digest.hex()[..12])
+}
+
+/// Runs the build step and packs the result, without registering it.
+pub async fn build_locally(project: &Project, printer: &Printer, service: &str, version: Option<&str>) -> anyhow::Result<Packed> {
     let svc = project.definition.service(service).map_err(Failure::from)?;
     if let Some(command) = &svc.build.command {
         let context = project.dir.join(&svc.build.context);
@@ -53,12 +71,7 @@ pub async fn build_and_register(project: &Project, client: &Client, printer: &Pr
         .into_iter()
         .collect();
     let packed = tokio::task::spawn_blocking(move || wharf_artifact::pack(&output, &exclude)).await??;
-    let version = version.map(str::to_owned).unwrap_or_else(|| format!("dev-{}", &packed.digest.hex()[..12]));
-    let size = packed.bytes.len() as u64;
-    let uploaded = client.upload_artifact(service, &version, &packed.digest.to_string(), packed.bytes).await.map_err(Failure::from)?;
-    let what = if uploaded.created { "built" } else { "already built (same content)" };
-    printer.info(&format!("{what} {service} {version} {} ({})", table::short_digest(&packed.digest.to_string()), table::size(size)));
-    Ok((uploaded.artifact, uploaded.created))
+    Ok(packed)
 }
 
 use std::os::fd::AsFd;

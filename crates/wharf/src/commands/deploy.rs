@@ -4,7 +4,7 @@ use wharf_api::{DeployEvent, DeployRequest, DeploymentState};
 use wharf_client::Client;
 
 use crate::cli::{DeployArgs, Global};
-use crate::commands::build::build_and_register;
+use crate::commands::build::{build_and_register, build_locally, dev_version};
 use crate::commands::events::{succeeded, EventView};
 use crate::commands::current_user;
 use crate::failure::Failure;
@@ -59,9 +59,9 @@ pub async fn deploy(global: &Global, printer: &Printer, args: DeployArgs) -> any
     let client = crate::connect::controller(global, printer).await?;
     let mut finished = Vec::new();
     for spec in specs {
-        let version = ensure_built(&project, &client, printer, &spec.service, target.version.as_deref()).await?;
-        let request = DeployRequest { spec, version, user: current_user(), dry_run: args.dry_run };
-        let mut view = EventView::new(printer, &request.spec.service);
+        let (version, unregistered_digest) = ensure_built(&project, &client, printer, &spec.service, target.version.as_deref(), args.dry_run).await?;
+        let request = DeployRequest { spec, version, user: current_user(), dry_run: args.dry_run, unregistered_digest };
+        let mut view = EventView::new(printer);
         let last = client.deploy(&request, |e| view.show(e)).await.map_err(Failure::from)?;
         let ok = succeeded(&last);
         report(printer, &request, &last, args.dry_run);
@@ -76,16 +76,23 @@ pub async fn deploy(global: &Global, printer: &Printer, args: DeployArgs) -> any
     Ok(ExitCode::SUCCESS)
 }
 
-/// The version to deploy, built and registered first when needed.
-async fn ensure_built(project: &Project, client: &Client, printer: &Printer, service: &str, version: Option<&str>) -> anyhow::Result<String> {
+/// The version to deploy, built and registered first when needed. A dry run registers
+/// nothing: it only learns the digest the version would have.
+async fn ensure_built(project: &Project, client: &Client, printer: &Printer, service: &str, version: Option<&str>, dry_run: bool) -> anyhow::Result<(String, Option<String>)> {
+    let known = client.artifacts(Some(service)).await.map_err(Failure::from)?;
     if let Some(version) = version {
-        let known = client.artifacts(Some(service)).await.map_err(Failure::from)?;
         if known.iter().any(|a| a.version == version) {
-            return Ok(version.to_owned());
+            return Ok((version.to_owned(), None));
         }
     }
+    if dry_run {
+        let packed = build_locally(project, printer, service, version).await?;
+        let name = version.map(str::to_owned).unwrap_or_else(|| dev_version(&packed));
+        let registered = known.iter().any(|a| a.version == name);
+        return Ok((name, (!registered).then(|| packed.digest.to_string())));
+    }
     let (record, _) = build_and_register(project, client, printer, service, version).await?;
-    Ok(record.version)
+    Ok((record.version, None))
 }
 
 fn report(printer: &Printer, request: &DeployRequest, last: &DeployEvent, dry_run: bool) {

@@ -21,19 +21,17 @@ pub fn describe_step(service: &str, step: &Step) -> String {
 pub struct EventView<'p> {
     printer: &'p Printer,
     progress: Progress,
-    service: String,
 }
 
 impl<'p> EventView<'p> {
-    pub fn new(printer: &'p Printer, service: &str) -> Self {
-        Self { printer, progress: printer.progress(), service: service.to_owned() }
+    pub fn new(printer: &'p Printer) -> Self {
+        Self { printer, progress: printer.progress() }
     }
 
     pub fn show(&mut self, event: &DeployEvent) {
         let p = self.printer;
         match event {
             DeployEvent::Planned { deployment, service, env, version, steps, unchanged } => {
-                self.service = service.clone();
                 let count = |f: fn(&Step) -> bool| steps.iter().filter(|s| f(s)).count();
                 let summary = format!(
                     "{} to start, {} to replace, {} to stop, {unchanged} unchanged",
@@ -55,16 +53,16 @@ impl<'p> EventView<'p> {
                     }
                 }
             }
-            DeployEvent::Progress { node, instance, message } => {
-                let text = format!("  {} #{instance} on {node}: {message}", self.service);
+            DeployEvent::Progress { service, node, instance, message } => {
+                let text = format!("  {service} #{instance} on {node}: {message}");
                 self.progress.status(&text);
                 self.progress.line(&text);
             }
-            DeployEvent::Healthy { node, instance, elapsed_ms } => {
-                self.progress.line(&format!("  {} #{instance} on {node}: {} after {elapsed_ms}ms", self.service, p.paint("healthy", Tone::Good)));
+            DeployEvent::Healthy { service, node, instance, elapsed_ms } => {
+                self.progress.line(&format!("  {service} #{instance} on {node}: {} after {elapsed_ms}ms", p.paint("healthy", Tone::Good)));
             }
-            DeployEvent::Failed { node, instance, reason, .. } => {
-                self.progress.line(&format!("  {} #{instance} on {node}: {} {reason}", self.service, p.paint("failed:", Tone::Bad)));
+            DeployEvent::Failed { service, node, instance, reason, .. } => {
+                self.progress.line(&format!("  {service} #{instance} on {node}: {} {reason}", p.paint("failed:", Tone::Bad)));
             }
             DeployEvent::RollingBack { .. } => self.progress.line(&p.paint("rolling back", Tone::Warn)),
             DeployEvent::Finished { .. } | DeployEvent::Error { .. } => self.progress.finish(),

@@ -11,7 +11,7 @@ use crate::printer::{Printer, Tone};
 pub async fn rollback(global: &Global, printer: &Printer, service: &str, env: &str, to: Option<String>) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let request = RollbackRequest { service: service.to_owned(), env: env.to_owned(), to, user: current_user() };
-    let mut view = EventView::new(printer, service);
+    let mut view = EventView::new(printer);
     let last = client.rollback(&request, |e| view.show(e)).await.map_err(Failure::from)?;
     let DeployEvent::Finished { deployment, message, .. } = &last else { unreachable!("the client returns only finished events") };
     let id = deployment.map(|d| format!(" (deployment #{d})")).unwrap_or_default();

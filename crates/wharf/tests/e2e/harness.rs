@@ -1,0 +1,197 @@
+//! A throwaway wharf project in a temp folder, driven through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+/// A small HTTP service in Python: answers /health, and / with what it was given.
+pub const APP: &str = r#"
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NOTE = open("note.txt").read().strip() if os.path.exists("note.txt") else ""
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/health":
+            body = b"ok"
+        else:
+            body = json.dumps({
+                "note": NOTE,
+                "version": os.environ.get("WHARF_VERSION"),
+                "env": os.environ.get("WHARF_ENV"),
+                "instance": os.environ.get("WHARF_INSTANCE"),
+                "message": os.environ.get("MESSAGE"),
+                "level": os.environ.get("LEVEL"),
+                "peer": os.environ.get("PEER_URL"),
+                "port": os.environ.get("PORT"),
+            }).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("request " + (fmt % args) + "\n")
+
+print("starting on", os.environ["PORT"], flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// A version of the app that fails at start, as a broken build would.
+pub const BROKEN_APP: &str = "import sys\nprint('boom: cannot connect to the database', file=sys.stderr)\nsys.exit(3)\n";
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    envs: Vec<String>,
+}
+
+impl Project {
+    /// A project with `wharf.yaml` and the given service folders, each holding [`APP`].
+    pub fn new(definition: &str, services: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("wharf-e2e-").tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("wharf.yaml"), definition).unwrap();
+        for service in services {
+            let folder = dir.path().join(service);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("app.py"), APP).unwrap();
+        }
+        Self { dir, envs: Vec::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join(".wharf")
+    }
+
+    /// Writes a file of the project.
+    pub fn write(&self, relative: &str, text: &str) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// Runs wharf in the project folder.
+    pub fn wharf(&mut self, args: &[&str]) -> Output {
+        // Remember environments touched, to bring them down at the end.
+        if let Some(i) = args.iter().position(|a| *a == "--env") {
+            let env = args[i + 1].to_owned();
+            if !self.envs.contains(&env) {
+                self.envs.push(env);
+            }
+        }
+        for a in args {
+            if let Some(env) = a.strip_prefix("environment=") {
+                self.envs.push(env.to_owned());
+            }
+        }
+        Command::new(WHARF)
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("WHARF_CONTROLLER")
+            .env_remove("WHARF_HOME")
+            .env_remove("WHARF_FILE")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("wharf runs")
+    }
+
+    /// Runs wharf and insists it succeeds.
+    pub fn ok(&mut self, args: &[&str]) -> Output {
+        let out = self.wharf(args);
+        assert!(out.status.success(), "`wharf {}` failed ({}):\n{}", args.join(" "), out.status, text(&out));
+        out
+    }
+
+    pub fn json(&mut self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.ok(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad json from {args:?}: {e}\n{}", text(&out)))
+    }
+
+    /// Instances of a service in an environment, from `wharf status --output json`.
+    pub fn instances(&mut self, service: &str, env: &str) -> Vec<Value> {
+        let status = self.json(&["status", "--env", env]);
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["service"] == service)
+            .flat_map(|s| s["instances"].as_array().unwrap().clone())
+            .collect()
+    }
+
+    pub fn port(&mut self, service: &str, env: &str, instance: u64) -> u16 {
+        let all = self.instances(service, env);
+        let i = all.iter().find(|i| i["instance"] == instance).unwrap_or_else(|| panic!("no instance {instance} of {service} in {env}: {all:?}"));
+        i["port"].as_u64().unwrap() as u16
+    }
+
+    /// The pid of the project's controller, if it runs.
+    pub fn controller_pid(&self) -> Option<i32> {
+        let text = std::fs::read(self.state_dir().join("controller.json")).ok()?;
+        let v: Value = serde_json::from_slice(&text).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        for env in std::mem::take(&mut self.envs) {
+            let _ = Command::new(WHARF).args(["down", "--env", &env]).current_dir(self.path()).output();
+        }
+        if let Some(pid) = self.controller_pid() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            wait_until(Duration::from_secs(5), || !alive(pid));
+        }
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false)
+}
+
+/// stdout and stderr of a run, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!("--- stdout\n{}--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GET http://127.0.0.1:port/path; the body, or None when nothing answers.
+pub fn get(port: u16, path: &str) -> Option<String> {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let response = client.get(format!("http://127.0.0.1:{port}{path}")).send().ok()?;
+    response.text().ok()
+}
+
+pub fn get_json(port: u16) -> Value {
+    let body = get(port, "/").unwrap_or_else(|| panic!("nothing answers on port {port}"));
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `condition` until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let begun = Instant::now();
+    while begun.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    condition()
+}

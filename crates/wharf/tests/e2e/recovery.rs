@@ -1,0 +1,85 @@
+//! Controller crashes and restarts, and separate projects on one machine.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+const SLOW: &str = r#"
+services:
+  steady:
+    build: ./steady
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health }
+  slow:
+    build: ./slow
+    run: ["sh", "-c", "sleep 2 && exec python3 app.py"]
+    port: http
+    health: { http: /health, timeout: 20s }
+environments:
+  ci: {}
+"#;
+
+#[test]
+fn a_controller_killed_mid_deploy_loses_nothing() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    let steady_pid = p.instances("steady", "ci")[0]["pid"].clone();
+    p.ok(&["build", "slow", "--version", "v1"]);
+
+    let mut deploy = std::process::Command::new(WHARF)
+        .args(["deploy", "slow", "--env", "ci", "--version", "v1"])
+        .current_dir(p.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the controller while the slow instance is still starting.
+    let controller = p.controller_pid().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !p.instances("slow", "ci").is_empty()));
+    kill(Pid::from_raw(controller), Signal::SIGKILL).unwrap();
+    let _ = deploy.wait();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+
+    // The next command starts a new controller on the same state.
+    let history = p.json(&["history", "slow", "--env", "ci"]);
+    assert_ne!(p.controller_pid(), Some(controller));
+    assert_eq!(history[0]["state"], "interrupted", "{history}");
+    // Instances are found again, not restarted.
+    let steady = &p.instances("steady", "ci")[0];
+    assert_eq!(steady["pid"], steady_pid);
+    assert_eq!(steady["restarts"], 0);
+    let port = p.port("steady", "ci", 0);
+    assert!(get(port, "/health").is_some());
+    assert!(!p.instances("slow", "ci").is_empty(), "the slow instance was adopted too");
+    // And the service can be deployed again: the lock did not survive the crash.
+    p.ok(&["deploy", "slow", "--env", "ci", "--version", "v1"]);
+}
+
+#[test]
+fn two_projects_get_their_own_controllers_and_state() {
+    let mut a = Project::new(SLOW, &["steady", "slow"]);
+    let mut b = Project::new(SLOW, &["steady", "slow"]);
+    a.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    b.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    assert_ne!(a.controller_pid(), b.controller_pid());
+    assert_ne!(a.port("steady", "ci", 0), b.port("steady", "ci", 0));
+    a.ok(&["down", "--env", "ci"]);
+    assert_eq!(b.instances("steady", "ci").len(), 1, "b is untouched by a");
+}
+
+#[test]
+fn a_controller_restart_adopts_running_instances() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    let pid = p.instances("steady", "ci")[0]["pid"].clone();
+    let controller = p.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGTERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    let port = p.port("steady", "ci", 0);
+    assert_eq!(p.instances("steady", "ci")[0]["pid"], pid);
+    assert!(get(port, "/health").is_some());
+}
