@@ -23,6 +23,11 @@ pub use plan::{InstancePlan, InstanceStatus, NoSink, StatusSink};
 pub use releases::{ArtifactSource, FolderSource, Releases};
 use supervisor::{Control, Supervisor};
 
+/// Probe interval while an instance is new.
+const FAST_PROBE: Duration = Duration::from_millis(10);
+/// How long a new instance is probed at [`FAST_PROBE`].
+const FAST_PROBING_FOR: Duration = Duration::from_secs(2);
+
 /// Why the agent could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -193,7 +198,11 @@ impl Agent {
         let mut changes = status.subscribe();
         let first_restarts = status.borrow().restarts;
         let begun = Instant::now();
-        let interval = plan.health.as_ref().map(|h| h.interval).unwrap_or(Duration::from_millis(50));
+        // Probe every 10ms for the first two seconds (a deploy should notice readiness
+        // at once, and a loopback probe is cheap), then back off to the configured
+        // interval so a slow starter is not hammered.
+        let max_interval = plan.health.as_ref().map(|h| h.interval).unwrap_or(Duration::from_millis(100));
+        let mut interval = FAST_PROBE.min(max_interval);
         let mut last_failure = String::from("no health check ran");
         let fail = |reason: String| Err(Unhealthy { reason, log_tail: logs::tail(&log_path, 20) });
         loop {
@@ -218,6 +227,9 @@ impl Agent {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = changes.changed() => {}
+            }
+            if begun.elapsed() > FAST_PROBING_FOR {
+                interval = (interval * 2).min(max_interval);
             }
         }
         status.send_modify(|s| s.health = Health::Healthy);

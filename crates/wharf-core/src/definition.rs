@@ -28,7 +28,7 @@ impl FolderCheck for AnyFolder {
 }
 
 const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(50);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses and validates a definition file's text.

@@ -101,7 +101,8 @@ pub struct RawHealth {
     /// How long a new instance may take to become healthy, e.g. `5s` (default 30s).
     #[serde(default)]
     pub timeout: Option<String>,
-    /// Time between checks, e.g. `200ms` (default 50ms while starting, 5s afterwards).
+    /// Longest time between checks while an instance starts, e.g. `200ms` (default 100ms;
+    /// checks run every 10ms for the first 2s, then back off to this). A running instance is re-checked every 2s.
     #[serde(default)]
     pub interval: Option<String>,
 }

@@ -5,3 +5,4 @@ mod harness;
 mod lifecycle;
 mod definition;
 mod recovery;
+mod shop;
