@@ -139,7 +139,7 @@ impl Agent {
                 return Err(e.into());
             }
         };
-        self.supervise(plan, launch, running, 0);
+        self.supervise(plan, launch, running, 0, false);
         Ok(())
     }
 
@@ -158,7 +158,7 @@ impl Agent {
         })
     }
 
-    fn supervise(&self, plan: InstancePlan, launch: LaunchSpec, running: Box<dyn Running>, restarts: u32) {
+    fn supervise(&self, plan: InstancePlan, launch: LaunchSpec, running: Box<dyn Running>, restarts: u32, adopted: bool) {
         let status = InstanceStatus {
             plan_version: plan.version.clone(),
             key: plan.key.clone(),
@@ -166,7 +166,7 @@ impl Agent {
             state: InstanceState::Running,
             health: Health::Unknown,
             restarts,
-            started_at: now_millis(),
+            started_at: running.started_at_millis().unwrap_or_else(now_millis),
             last_exit: None,
         };
         self.sink.instance_changed(&plan, &status);
@@ -180,7 +180,8 @@ impl Agent {
             control,
             task: tokio::spawn(async {}),
         };
-        let supervisor = Supervisor { plan: plan.clone(), launch, driver: self.driver.clone(), sink: self.sink.clone(), status };
+        // An adopted instance's health is unknown until checked; check it at once.
+        let supervisor = Supervisor { plan: plan.clone(), launch, driver: self.driver.clone(), sink: self.sink.clone(), status, check_first: adopted };
         let task = tokio::spawn(supervisor.run(running, control_rx));
         self.lock().insert(plan.key, Handle { task, ..handle });
     }
@@ -316,12 +317,12 @@ impl Agent {
             let key = plan.key.clone();
             match adopted {
                 Some(running) => {
-                    self.supervise(plan, launch, running, 0);
+                    self.supervise(plan, launch, running, 0, true);
                     recovery.adopted.push(key);
                 }
                 None => match self.driver.start(&launch).await {
                     Ok(running) => {
-                        self.supervise(plan, launch, running, 1);
+                        self.supervise(plan, launch, running, 1, false);
                         recovery.restarted.push(key);
                     }
                     Err(e) => tracing::error!(instance = %key, "cannot restart: {e}"),

@@ -29,6 +29,8 @@ pub(crate) struct Supervisor {
     pub driver: Arc<dyn Driver>,
     pub sink: Arc<dyn StatusSink>,
     pub status: Arc<watch::Sender<InstanceStatus>>,
+    /// Run a health check before waiting (for adopted instances).
+    pub check_first: bool,
 }
 
 impl Supervisor {
@@ -42,6 +44,9 @@ impl Supervisor {
         let mut started = Instant::now();
         let mut ticker = tokio::time::interval(CHECK_EVERY);
         ticker.tick().await;
+        if self.check_first {
+            self.check().await;
+        }
         loop {
             let exit = tokio::select! {
                 exit = running.wait() => exit,

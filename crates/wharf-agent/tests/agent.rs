@@ -94,6 +94,8 @@ async fn a_restarted_agent_adopts_instead_of_restarting() {
     let p = plan(&digest, None);
     first.start(p.clone()).await.unwrap();
     let pid = first.statuses()[0].1.pid.unwrap();
+    let started_at = first.statuses()[0].1.started_at;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     first.detach(); // the agent goes away; the instance does not
 
     let second = agent(root.path(), "a4");
@@ -103,6 +105,7 @@ async fn a_restarted_agent_adopts_instead_of_restarting() {
     assert_eq!(status.pid, Some(pid), "same process, not a new one");
     assert_eq!(status.state, InstanceState::Running);
     assert_eq!(status.restarts, 0);
+    assert!((status.started_at - started_at).abs() < 100, "uptime continues: {} vs {started_at}", status.started_at);
     second.stop(&p.key).await;
     assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
 }

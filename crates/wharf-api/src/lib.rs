@@ -20,6 +20,10 @@ pub struct ControllerInfo {
     /// The folder holding the controller's state.
     pub state_dir: String,
     pub pid: u32,
+    /// Identifies the controller's executable, so a CLI can tell when its local
+    /// controller runs an older build of wharf than itself.
+    #[serde(default)]
+    pub build: String,
 }
 
 /// An error answer: what went wrong and, when known, how to fix it.

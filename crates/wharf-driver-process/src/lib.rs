@@ -141,6 +141,10 @@ impl Running for AdoptedProcess {
         self.pid
     }
 
+    fn started_at_millis(&self) -> Option<i64> {
+        proc_scan::start_time_millis(self.pid)
+    }
+
     async fn wait(&mut self) -> Exit {
         while proc_scan::is_alive(self.pid) {
             tokio::time::sleep(Duration::from_millis(200)).await;

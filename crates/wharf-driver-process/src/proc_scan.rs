@@ -43,3 +43,15 @@ fn is_group_leader(pid: u32) -> bool {
     let Some((_, rest)) = stat.rsplit_once(')') else { return false };
     rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pid)
 }
+
+/// When `pid` started, in Unix milliseconds: its start time in clock ticks after boot
+/// (/proc/PID/stat field 22) plus the boot time (/proc/stat `btime`).
+pub fn start_time_millis(pid: u32) -> Option<i64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts at field 3 (state), so field 22 is its 20th item.
+    let ticks: i64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: i64 = fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    Some(boot * 1000 + ticks * 1000 / per_second)
+}

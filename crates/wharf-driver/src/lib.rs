@@ -90,6 +90,11 @@ pub enum DriverError {
 pub trait Running: Send + Sync {
     /// The driver's id for it (a process id for the process driver).
     fn handle_id(&self) -> u32;
+    /// When the instance started, in Unix milliseconds, if the driver can tell (it
+    /// matters for adopted instances, which started before the agent did).
+    fn started_at_millis(&self) -> Option<i64> {
+        None
+    }
     /// Resolves when the instance ends. Cancel-safe: dropping the future loses nothing.
     async fn wait(&mut self) -> Exit;
     /// Asks the instance to stop, and forces it after `grace`.

@@ -117,6 +117,16 @@ pub async fn run_dev(state_dir: &Path, listen: SocketAddr, shutdown: Cancellatio
     served.map_err(|source| StartError::Listen { addr, source })
 }
 
+/// Identifies the running executable: its version, size and modification time. Two
+/// processes of the same wharf build agree on it.
+pub fn build_id() -> String {
+    let identity = std::env::current_exe().and_then(std::fs::metadata).map(|m| {
+        let modified = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        format!("{}-{modified}", m.len())
+    });
+    format!("{}+{}", env!("CARGO_PKG_VERSION"), identity.unwrap_or_default())
+}
+
 fn write_controller_file(dir: &Path, file: &ControllerFile) -> std::io::Result<()> {
     let tmp = dir.join(".controller.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(file).expect("serializes"))?;

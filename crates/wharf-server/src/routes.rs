@@ -42,7 +42,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
 type Ctl = State<Arc<Controller>>;
 
 async fn health(State(c): Ctl) -> Json<ControllerInfo> {
-    Json(ControllerInfo { version: env!("CARGO_PKG_VERSION").into(), state_dir: c.state_dir.display().to_string(), pid: std::process::id() })
+    Json(ControllerInfo { version: env!("CARGO_PKG_VERSION").into(), state_dir: c.state_dir.display().to_string(), pid: std::process::id(), build: crate::build_id() })
 }
 
 #[derive(Deserialize)]

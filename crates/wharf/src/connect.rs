@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use wharf_api::ControllerInfo;
 use wharf_client::Client;
 use wharf_server::{ControllerFile, CONTROLLER_FILE};
 
@@ -23,13 +24,19 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
         return Ok(client);
     }
     let state_dir = project::state_dir(global)?;
-    if let Some(client) = running(&state_dir).await {
-        return Ok(client);
+    if let Some((client, info)) = running(&state_dir).await {
+        if info.build == wharf_server::build_id() {
+            return Ok(client);
+        }
+        // wharf was rebuilt or upgraded since this controller started: replace it.
+        // Instances keep running and the new controller adopts them.
+        printer.info(&format!("restarting the local controller (pid {}): it runs another build of wharf", info.pid));
+        stop(info.pid).await;
     }
     start(&state_dir)?;
     let begun = Instant::now();
     while begun.elapsed() < START_TIMEOUT {
-        if let Some(client) = running(&state_dir).await {
+        if let Some((client, _)) = running(&state_dir).await {
             printer.info(&format!("started a local controller at {} (state in {})", client.url(), project::display_path(&state_dir)));
             return Ok(client);
         }
@@ -44,12 +51,27 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
 }
 
 /// The controller recorded in `state_dir`, if it answers.
-async fn running(state_dir: &Path) -> Option<Client> {
+async fn running(state_dir: &Path) -> Option<(Client, ControllerInfo)> {
     let text = std::fs::read(state_dir.join(CONTROLLER_FILE)).ok()?;
     let file: ControllerFile = serde_json::from_slice(&text).ok()?;
     let client = Client::new(&file.url);
-    client.health().await.ok()?;
-    Some(client)
+    let info = client.health().await.ok()?;
+    Some((client, info))
+}
+
+/// Asks a controller to stop and waits until it has.
+async fn stop(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+        return;
+    }
+    let begun = Instant::now();
+    while begun.elapsed() < Duration::from_secs(10) && nix::sys::signal::kill(pid, None).is_ok() {
+        if std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Starts `wharf server --dev` for `state_dir`, detached from this terminal session so
