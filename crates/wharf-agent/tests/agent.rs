@@ -22,6 +22,8 @@ fn artifact(store: &Path, script: &str) -> String {
 }
 
 fn agent(root: &Path, id: &str) -> Agent {
+    // Unique per test run, so instances left by an aborted earlier run are not adopted.
+    let id = &format!("{id}-{}", std::process::id());
     let driver = Arc::new(ProcessDriver::new(format!("{id}:")));
     Agent::new(id, &root.join("agent"), driver, Box::new(FolderSource(root.join("store"))), Arc::new(NoSink)).unwrap()
 }

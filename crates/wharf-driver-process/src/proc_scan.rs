@@ -44,14 +44,17 @@ fn is_group_leader(pid: u32) -> bool {
     rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pid)
 }
 
-/// When `pid` started, in Unix milliseconds: its start time in clock ticks after boot
-/// (/proc/PID/stat field 22) plus the boot time (/proc/stat `btime`).
+/// When `pid` started, in Unix milliseconds: now minus its age, where the age is the
+/// system uptime (/proc/uptime) minus its start in clock ticks after boot (field 22 of
+/// /proc/PID/stat). Both have 10ms resolution, unlike the boot time in whole seconds.
 pub fn start_time_millis(pid: u32) -> Option<i64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     // `rest` starts at field 3 (state), so field 22 is its 20th item.
-    let ticks: i64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: i64 = fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse().ok()))?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    Some(boot * 1000 + ticks * 1000 / per_second)
+    let ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let age_millis = ((uptime - ticks / per_second) * 1000.0).max(0.0) as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some(now - age_millis)
 }
