@@ -12,10 +12,19 @@ use wharf_core::model::Probe;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one probe; the error says what failed, in words for the user.
-pub async fn probe(probe: &Probe, port: Option<u16>, workdir: &Path, env: &BTreeMap<String, String>) -> Result<(), String> {
+pub async fn probe(
+    probe: &Probe,
+    port: Option<u16>,
+    workdir: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, run(probe, port, workdir, env)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("{} did not answer within {}s", describe(probe, port), PROBE_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "{} did not answer within {}s",
+            describe(probe, port),
+            PROBE_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -29,28 +38,46 @@ pub fn describe(probe: &Probe, port: Option<u16>) -> String {
     }
 }
 
-async fn run(probe: &Probe, port: Option<u16>, workdir: &Path, env: &BTreeMap<String, String>) -> Result<(), String> {
+async fn run(
+    probe: &Probe,
+    port: Option<u16>,
+    workdir: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
     let connect = || async {
         let port = port.ok_or("the service has no port")?;
-        TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| format!("{}: {e}", describe(probe, Some(port))))
+        TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("{}: {e}", describe(probe, Some(port))))
     };
     match probe {
         Probe::Tcp => connect().await.map(|_| ()),
         Probe::Http { path } => {
             let mut stream = connect().await?;
-            let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: wharf-health\r\nConnection: close\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: wharf-health\r\nConnection: close\r\n\r\n"
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             let mut head = [0u8; 64];
             let mut read = 0;
             while read < 12 {
-                let n = stream.read(&mut head[read..]).await.map_err(|e| e.to_string())?;
+                let n = stream
+                    .read(&mut head[read..])
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if n == 0 {
                     break;
                 }
                 read += n;
             }
             let line = String::from_utf8_lossy(&head[..read]);
-            let status = line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
+            let status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u16>().ok());
             match status {
                 Some(code) if (200..300).contains(&code) => Ok(()),
                 Some(code) => Err(format!("{} answered {code}", describe(probe, port))),
@@ -69,7 +96,11 @@ async fn run(probe: &Probe, port: Option<u16>, workdir: &Path, env: &BTreeMap<St
                 .status()
                 .await
                 .map_err(|e| format!("cannot run {}: {e}", describe(probe, port)))?;
-            if status.success() { Ok(()) } else { Err(format!("{} failed ({status})", describe(probe, port))) }
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{} failed ({status})", describe(probe, port)))
+            }
         }
     }
 }

@@ -38,7 +38,10 @@ pub enum AgentError {
     #[error(transparent)]
     Driver(#[from] wharf_driver::DriverError),
     #[error("cannot write agent state `{path}`: {source}")]
-    State { path: PathBuf, source: std::io::Error },
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A new instance that did not become healthy.
@@ -83,17 +86,29 @@ pub struct Agent {
 }
 
 pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Agent {
     /// An agent keeping its state under `root` (`instances/`, `releases/`, `logs/`).
     /// `id` distinguishes its instances from other agents' on the same host.
-    pub fn new(id: &str, root: &Path, driver: Arc<dyn Driver>, source: Box<dyn ArtifactSource>, sink: Arc<dyn StatusSink>) -> Result<Self, AgentError> {
+    pub fn new(
+        id: &str,
+        root: &Path,
+        driver: Arc<dyn Driver>,
+        source: Box<dyn ArtifactSource>,
+        sink: Arc<dyn StatusSink>,
+    ) -> Result<Self, AgentError> {
         let state_dir = root.join("instances");
         let logs_dir = root.join("logs");
         for dir in [&state_dir, &logs_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| AgentError::State { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::State {
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(Self {
             id: id.to_owned(),
@@ -115,12 +130,16 @@ impl Agent {
     }
 
     fn state_file(&self, key: &InstanceKey) -> PathBuf {
-        self.state_dir.join(format!("{}.json", key.tag().replace('/', "--")))
+        self.state_dir
+            .join(format!("{}.json", key.tag().replace('/', "--")))
     }
 
     /// The log file of an instance.
     pub fn log_path(&self, key: &InstanceKey) -> PathBuf {
-        self.logs_dir.join(&key.env).join(&key.service).join(format!("{}-{}.log", key.node, key.instance))
+        self.logs_dir
+            .join(&key.env)
+            .join(&key.service)
+            .join(format!("{}-{}.log", key.node, key.instance))
     }
 
     /// Starts an instance and supervises it. Returns once its process runs; use
@@ -146,7 +165,10 @@ impl Agent {
     fn launch_spec(&self, plan: &InstancePlan, workdir: &Path) -> Result<LaunchSpec, AgentError> {
         let log_path = self.log_path(&plan.key);
         if let Some(dir) = log_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| AgentError::State { path: dir.to_owned(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::State {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
         Ok(LaunchSpec {
             key: plan.key.clone(),
@@ -158,7 +180,14 @@ impl Agent {
         })
     }
 
-    fn supervise(&self, plan: InstancePlan, launch: LaunchSpec, running: Box<dyn Running>, restarts: u32, adopted: bool) {
+    fn supervise(
+        &self,
+        plan: InstancePlan,
+        launch: LaunchSpec,
+        running: Box<dyn Running>,
+        restarts: u32,
+        adopted: bool,
+    ) {
         let status = InstanceStatus {
             plan_version: plan.version.clone(),
             key: plan.key.clone(),
@@ -181,20 +210,39 @@ impl Agent {
             task: tokio::spawn(async {}),
         };
         // An adopted instance's health is unknown until checked; check it at once.
-        let supervisor = Supervisor { plan: plan.clone(), launch, driver: self.driver.clone(), sink: self.sink.clone(), status, check_first: adopted };
+        let supervisor = Supervisor {
+            plan: plan.clone(),
+            launch,
+            driver: self.driver.clone(),
+            sink: self.sink.clone(),
+            status,
+            check_first: adopted,
+        };
         let task = tokio::spawn(supervisor.run(running, control_rx));
         self.lock().insert(plan.key, Handle { task, ..handle });
     }
 
     /// Waits until the instance passes its health check, fails, or `timeout` passes.
     /// An instance without a health check is healthy once it has stayed up briefly.
-    pub async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy> {
+    pub async fn wait_healthy(
+        &self,
+        key: &InstanceKey,
+        timeout: Duration,
+    ) -> Result<(), Unhealthy> {
         let (plan, workdir, log_path, status) = {
             let map = self.lock();
             let Some(h) = map.get(key) else {
-                return Err(Unhealthy { reason: format!("{key} is not running"), log_tail: String::new() });
+                return Err(Unhealthy {
+                    reason: format!("{key} is not running"),
+                    log_tail: String::new(),
+                });
             };
-            (h.plan.clone(), h.workdir.clone(), h.log_path.clone(), h.status.clone())
+            (
+                h.plan.clone(),
+                h.workdir.clone(),
+                h.log_path.clone(),
+                h.status.clone(),
+            )
         };
         let mut changes = status.subscribe();
         let first_restarts = status.borrow().restarts;
@@ -202,10 +250,19 @@ impl Agent {
         // Probe every 10ms for the first two seconds (a deploy should notice readiness
         // at once, and a loopback probe is cheap), then back off to the configured
         // interval so a slow starter is not hammered.
-        let max_interval = plan.health.as_ref().map(|h| h.interval).unwrap_or(Duration::from_millis(100));
+        let max_interval = plan
+            .health
+            .as_ref()
+            .map(|h| h.interval)
+            .unwrap_or(Duration::from_millis(100));
         let mut interval = FAST_PROBE.min(max_interval);
         let mut last_failure = String::from("no health check ran");
-        let fail = |reason: String| Err(Unhealthy { reason, log_tail: logs::tail(&log_path, 20) });
+        let fail = |reason: String| {
+            Err(Unhealthy {
+                reason,
+                log_tail: logs::tail(&log_path, 20),
+            })
+        };
         loop {
             {
                 let s = status.borrow();
@@ -217,13 +274,18 @@ impl Agent {
             match &plan.health {
                 None if begun.elapsed() >= Duration::from_millis(300) => break,
                 None => {}
-                Some(check) => match health::probe(&check.probe, plan.port, &workdir, &plan.env).await {
-                    Ok(()) => break,
-                    Err(e) => last_failure = e,
-                },
+                Some(check) => {
+                    match health::probe(&check.probe, plan.port, &workdir, &plan.env).await {
+                        Ok(()) => break,
+                        Err(e) => last_failure = e,
+                    }
+                }
             }
             if begun.elapsed() >= timeout {
-                return fail(format!("{last_failure} (not healthy within {})", humanize(timeout)));
+                return fail(format!(
+                    "{last_failure} (not healthy within {})",
+                    humanize(timeout)
+                ));
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -243,7 +305,16 @@ impl Agent {
         let handle = self.lock().remove(key)?;
         let (done, exited) = oneshot::channel();
         let grace = handle.plan.stop_timeout;
-        let exit = if handle.control.send(Control::Stop { grace, done }).await.is_ok() { exited.await.ok() } else { None };
+        let exit = if handle
+            .control
+            .send(Control::Stop { grace, done })
+            .await
+            .is_ok()
+        {
+            exited.await.ok()
+        } else {
+            None
+        };
         let _ = std::fs::remove_file(self.state_file(key));
         exit
     }
@@ -259,7 +330,10 @@ impl Agent {
     /// Every instance this agent supervises and what it last saw of each.
     pub fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
         let map = self.lock();
-        let mut all: Vec<_> = map.values().map(|h| (h.plan.clone(), h.status.borrow().clone())).collect();
+        let mut all: Vec<_> = map
+            .values()
+            .map(|h| (h.plan.clone(), h.status.borrow().clone()))
+            .collect();
         all.sort_by(|a, b| a.1.key.cmp(&b.1.key));
         all
     }
@@ -271,13 +345,22 @@ impl Agent {
 
     fn write_state(&self, plan: &InstancePlan) -> Result<(), AgentError> {
         let path = self.state_file(&plan.key);
-        let err = |source| AgentError::State { path: path.clone(), source };
+        let err = |source| AgentError::State {
+            path: path.clone(),
+            source,
+        };
         let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(plan).expect("plans serialize");
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?;
             file.write_all(&body).map_err(err)?;
             file.sync_all().map_err(err)?;
         }
@@ -313,7 +396,9 @@ impl Agent {
                     continue;
                 }
             };
-            let Ok(launch) = self.launch_spec(&plan, &workdir) else { continue };
+            let Ok(launch) = self.launch_spec(&plan, &workdir) else {
+                continue;
+            };
             let key = plan.key.clone();
             match adopted {
                 Some(running) => {
@@ -340,5 +425,9 @@ impl Agent {
 }
 
 fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }

@@ -41,7 +41,9 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> io::Result<bo
 
 /// The last `lines` lines of a log file (empty if it does not exist).
 pub fn tail(path: &Path, lines: usize) -> String {
-    let Ok(mut file) = File::open(path) else { return String::new() };
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(64 * 1024);
     let mut buf = Vec::new();
@@ -66,8 +68,16 @@ mod tests {
             assert!(rotate_if_needed(&log, 50, 3).unwrap());
             assert_eq!(fs::metadata(&log).unwrap().len(), 0);
         }
-        assert!(fs::read_to_string(rotated(&log, 1)).unwrap().starts_with("round 3"));
-        assert!(fs::read_to_string(rotated(&log, 3)).unwrap().starts_with("round 1"));
+        assert!(
+            fs::read_to_string(rotated(&log, 1))
+                .unwrap()
+                .starts_with("round 3")
+        );
+        assert!(
+            fs::read_to_string(rotated(&log, 3))
+                .unwrap()
+                .starts_with("round 1")
+        );
         assert!(!rotated(&log, 4).exists());
     }
 

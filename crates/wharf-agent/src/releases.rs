@@ -21,7 +21,9 @@ pub struct FolderSource(pub PathBuf);
 impl ArtifactSource for FolderSource {
     async fn fetch(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, String> {
         let path = self.0.join(format!("{}.tar.gz", digest.hex()));
-        tokio::fs::read(&path).await.map_err(|e| format!("cannot read artifact `{}`: {e}", path.display()))
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| format!("cannot read artifact `{}`: {e}", path.display()))
     }
 }
 
@@ -34,7 +36,11 @@ pub struct Releases {
 
 impl Releases {
     pub fn new(root: PathBuf, source: Box<dyn ArtifactSource>) -> Self {
-        Self { root, source, unpacking: Mutex::new(()) }
+        Self {
+            root,
+            source,
+            unpacking: Mutex::new(()),
+        }
     }
 
     /// The folder holding the unpacked artifact, unpacking it first if needed.
@@ -48,7 +54,11 @@ impl Releases {
         if dest.is_dir() {
             return Ok(dest);
         }
-        let bytes = self.source.fetch(&digest).await.map_err(AgentError::Artifact)?;
+        let bytes = self
+            .source
+            .fetch(&digest)
+            .await
+            .map_err(AgentError::Artifact)?;
         let target = dest.clone();
         tokio::task::spawn_blocking(move || wharf_artifact::unpack(&bytes, &digest, &target))
             .await

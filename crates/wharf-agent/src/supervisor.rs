@@ -20,7 +20,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 pub(crate) enum Control {
-    Stop { grace: Duration, done: oneshot::Sender<Exit> },
+    Stop {
+        grace: Duration,
+        done: oneshot::Sender<Exit>,
+    },
 }
 
 pub(crate) struct Supervisor {
@@ -36,10 +39,15 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     fn update(&self, change: impl FnOnce(&mut InstanceStatus)) {
         self.status.send_modify(change);
-        self.sink.instance_changed(&self.plan, &self.status.borrow());
+        self.sink
+            .instance_changed(&self.plan, &self.status.borrow());
     }
 
-    pub(crate) async fn run(self, mut running: Box<dyn Running>, mut control: mpsc::Receiver<Control>) {
+    pub(crate) async fn run(
+        self,
+        mut running: Box<dyn Running>,
+        mut control: mpsc::Receiver<Control>,
+    ) {
         let mut backoff = FIRST_BACKOFF;
         let mut started = Instant::now();
         let mut ticker = tokio::time::interval(CHECK_EVERY);
@@ -102,13 +110,28 @@ impl Supervisor {
     }
 
     async fn check(&self) {
-        let _ = logs::rotate_if_needed(&self.launch.log_path, logs::MAX_LOG_BYTES, logs::KEPT_ROTATIONS);
-        let Some(check) = &self.plan.health else { return };
-        let health = match health::probe(&check.probe, self.plan.port, &self.launch.workdir, &self.plan.env).await {
+        let _ = logs::rotate_if_needed(
+            &self.launch.log_path,
+            logs::MAX_LOG_BYTES,
+            logs::KEPT_ROTATIONS,
+        );
+        let Some(check) = &self.plan.health else {
+            return;
+        };
+        let health = match health::probe(
+            &check.probe,
+            self.plan.port,
+            &self.launch.workdir,
+            &self.plan.env,
+        )
+        .await
+        {
             Ok(()) => Health::Healthy,
             Err(_) => Health::Unhealthy,
         };
-        if self.status.borrow().health != health && self.status.borrow().state == InstanceState::Running {
+        if self.status.borrow().health != health
+            && self.status.borrow().state == InstanceState::Running
+        {
             self.update(|s| s.health = health);
         }
     }

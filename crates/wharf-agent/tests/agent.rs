@@ -17,7 +17,11 @@ fn artifact(store: &Path, script: &str) -> String {
     std::fs::write(src.path().join("run.sh"), script).unwrap();
     let packed = wharf_artifact::pack(src.path(), &[]).unwrap();
     std::fs::create_dir_all(store).unwrap();
-    std::fs::write(store.join(format!("{}.tar.gz", packed.digest.hex())), &packed.bytes).unwrap();
+    std::fs::write(
+        store.join(format!("{}.tar.gz", packed.digest.hex())),
+        &packed.bytes,
+    )
+    .unwrap();
     packed.digest.to_string()
 }
 
@@ -25,12 +29,24 @@ fn agent(root: &Path, id: &str) -> Agent {
     // Unique per test run, so instances left by an aborted earlier run are not adopted.
     let id = &format!("{id}-{}", std::process::id());
     let driver = Arc::new(ProcessDriver::new(format!("{id}:")));
-    Agent::new(id, &root.join("agent"), driver, Box::new(FolderSource(root.join("store"))), Arc::new(NoSink)).unwrap()
+    Agent::new(
+        id,
+        &root.join("agent"),
+        driver,
+        Box::new(FolderSource(root.join("store"))),
+        Arc::new(NoSink),
+    )
+    .unwrap()
 }
 
 fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
     InstancePlan {
-        key: InstanceKey { env: "test".into(), service: "svc".into(), node: "n".into(), instance: 0 },
+        key: InstanceKey {
+            env: "test".into(),
+            service: "svc".into(),
+            node: "n".into(),
+            instance: 0,
+        },
         version: "v1".into(),
         digest: digest.into(),
         config_digest: "c".into(),
@@ -38,7 +54,11 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         argv: vec!["sh".into(), "run.sh".into()],
         env: BTreeMap::from([("MARK".to_owned(), "ready".to_owned())]),
         port: None,
-        health: health.map(|probe| HealthCheck { probe, timeout: Duration::from_secs(3), interval: Duration::from_millis(20) }),
+        health: health.map(|probe| HealthCheck {
+            probe,
+            timeout: Duration::from_secs(3),
+            interval: Duration::from_millis(20),
+        }),
         stop_timeout: Duration::from_secs(2),
     }
 }
@@ -46,12 +66,20 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
 #[tokio::test]
 async fn a_command_health_check_gates_readiness() {
     let root = tempfile::tempdir().unwrap();
-    let digest = artifact(&root.path().join("store"), "sleep 0.2; echo $MARK > marker; sleep 30\n");
+    let digest = artifact(
+        &root.path().join("store"),
+        "sleep 0.2; echo $MARK > marker; sleep 30\n",
+    );
     let agent = agent(root.path(), "a1");
-    let probe = Probe::Command { argv: vec!["test".into(), "-f".into(), "marker".into()] };
+    let probe = Probe::Command {
+        argv: vec!["test".into(), "-f".into(), "marker".into()],
+    };
     let p = plan(&digest, Some(probe));
     agent.start(p.clone()).await.unwrap();
-    agent.wait_healthy(&p.key, Duration::from_secs(3)).await.unwrap();
+    agent
+        .wait_healthy(&p.key, Duration::from_secs(3))
+        .await
+        .unwrap();
     agent.stop(&p.key).await.unwrap();
     assert!(agent.statuses().is_empty());
 }
@@ -59,13 +87,32 @@ async fn a_command_health_check_gates_readiness() {
 #[tokio::test]
 async fn a_crashing_instance_fails_its_health_wait_with_its_log() {
     let root = tempfile::tempdir().unwrap();
-    let digest = artifact(&root.path().join("store"), "echo 'cannot bind port' >&2; exit 4\n");
+    let digest = artifact(
+        &root.path().join("store"),
+        "echo 'cannot bind port' >&2; exit 4\n",
+    );
     let agent = agent(root.path(), "a2");
-    let p = plan(&digest, Some(Probe::Command { argv: vec!["false".into()] }));
+    let p = plan(
+        &digest,
+        Some(Probe::Command {
+            argv: vec!["false".into()],
+        }),
+    );
     agent.start(p.clone()).await.unwrap();
-    let err = agent.wait_healthy(&p.key, Duration::from_secs(3)).await.unwrap_err();
-    assert!(err.reason.contains("exited with status 4"), "{}", err.reason);
-    assert!(err.log_tail.contains("cannot bind port"), "{}", err.log_tail);
+    let err = agent
+        .wait_healthy(&p.key, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(
+        err.reason.contains("exited with status 4"),
+        "{}",
+        err.reason
+    );
+    assert!(
+        err.log_tail.contains("cannot bind port"),
+        "{}",
+        err.log_tail
+    );
     agent.stop(&p.key).await;
 }
 
@@ -107,7 +154,16 @@ async fn a_restarted_agent_adopts_instead_of_restarting() {
     assert_eq!(status.pid, Some(pid), "same process, not a new one");
     assert_eq!(status.state, InstanceState::Running);
     assert_eq!(status.restarts, 0);
-    assert!((status.started_at - started_at).abs() < 100, "uptime continues: {} vs {started_at}", status.started_at);
+    assert!(
+        (status.started_at - started_at).abs() < 100,
+        "uptime continues: {} vs {started_at}",
+        status.started_at
+    );
     second.stop(&p.key).await;
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap()
+                .contains(") Z")
+    );
 }

@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 use wharf_core::plan::Step;
 use wharf_core::spec::DeploySpec;
-pub use wharf_store::{ArtifactRecord, DeploymentRecord, DeploymentState, Health, InstanceRecord, InstanceState};
+pub use wharf_store::{
+    ArtifactRecord, DeploymentRecord, DeploymentState, Health, InstanceRecord, InstanceState,
+};
 
 /// The header carrying an uploaded artifact's digest.
 pub const DIGEST_HEADER: &str = "x-wharf-digest";
@@ -79,17 +81,44 @@ pub struct StopRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DeployEvent {
     /// The plan; `deployment` is absent for a dry run.
-    Planned { deployment: Option<i64>, service: String, env: String, version: String, steps: Vec<Step>, unchanged: usize },
+    Planned {
+        deployment: Option<i64>,
+        service: String,
+        env: String,
+        version: String,
+        steps: Vec<Step>,
+        unchanged: usize,
+    },
     /// An instance is being started, replaced or stopped.
-    Progress { service: String, node: String, instance: u32, message: String },
+    Progress {
+        service: String,
+        node: String,
+        instance: u32,
+        message: String,
+    },
     /// An instance passed its health check.
-    Healthy { service: String, node: String, instance: u32, elapsed_ms: u64 },
+    Healthy {
+        service: String,
+        node: String,
+        instance: u32,
+        elapsed_ms: u64,
+    },
     /// An instance failed; the deploy will roll back.
-    Failed { service: String, node: String, instance: u32, reason: String, log_tail: String },
+    Failed {
+        service: String,
+        node: String,
+        instance: u32,
+        reason: String,
+        log_tail: String,
+    },
     /// Rolling back to what ran before.
     RollingBack { reason: String },
     /// The end of the operation.
-    Finished { deployment: Option<i64>, state: DeploymentState, message: String },
+    Finished {
+        deployment: Option<i64>,
+        state: DeploymentState,
+        message: String,
+    },
     /// The operation could not run at all.
     Error { error: String, hint: Option<String> },
 }

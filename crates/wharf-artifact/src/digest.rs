@@ -39,7 +39,11 @@ impl FromStr for ArtifactDigest {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let hex = s.strip_prefix("sha256:").unwrap_or(s);
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             Ok(Self(hex.to_owned()))
         } else {
             Err(format!("`{s}` is not a sha256 digest"))

@@ -11,7 +11,7 @@ mod pack;
 mod unpack;
 
 pub use digest::ArtifactDigest;
-pub use pack::{pack, Packed};
+pub use pack::{Packed, pack};
 pub use unpack::unpack;
 
 use std::path::PathBuf;
@@ -20,9 +20,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     #[error("cannot read `{path}`: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write `{path}`: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not a folder")]
     NotAFolder { path: PathBuf },
     #[error("entry `{entry}` would escape the artifact folder")]
@@ -32,5 +38,8 @@ pub enum ArtifactError {
     #[error("artifact is corrupt: {0}")]
     Corrupt(String),
     #[error("digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch { expected: ArtifactDigest, actual: ArtifactDigest },
+    DigestMismatch {
+        expected: ArtifactDigest,
+        actual: ArtifactDigest,
+    },
 }

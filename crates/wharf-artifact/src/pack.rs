@@ -22,13 +22,18 @@ pub struct Packed {
 /// such as the definition file itself when it lives inside the folder.
 pub fn pack(folder: &Path, exclude: &[PathBuf]) -> Result<Packed, ArtifactError> {
     if !folder.is_dir() {
-        return Err(ArtifactError::NotAFolder { path: folder.to_owned() });
+        return Err(ArtifactError::NotAFolder {
+            path: folder.to_owned(),
+        });
     }
     let mut entries = Vec::new();
     collect(folder, Path::new(""), exclude, &mut entries)?;
     entries.sort();
 
-    let writer = HashingWriter { inner: Vec::new(), hasher: Sha256::new() };
+    let writer = HashingWriter {
+        inner: Vec::new(),
+        hasher: Sha256::new(),
+    };
     // mtime 0 and no file name in the gzip header keep the bytes reproducible.
     let gz = GzBuilder::new().mtime(0).write(writer, Compression::new(6));
     let mut tar = tar::Builder::new(gz);
@@ -37,15 +42,29 @@ pub fn pack(folder: &Path, exclude: &[PathBuf]) -> Result<Packed, ArtifactError>
     for relative in &entries {
         append(&mut tar, folder, relative)?;
     }
-    let write_err = |source| ArtifactError::Write { path: PathBuf::from("<archive>"), source };
+    let write_err = |source| ArtifactError::Write {
+        path: PathBuf::from("<archive>"),
+        source,
+    };
     let gz = tar.into_inner().map_err(write_err)?;
     let writer = gz.finish().map_err(write_err)?;
-    Ok(Packed { bytes: writer.inner, digest: ArtifactDigest::from_hasher(writer.hasher) })
+    Ok(Packed {
+        bytes: writer.inner,
+        digest: ArtifactDigest::from_hasher(writer.hasher),
+    })
 }
 
-fn collect(root: &Path, relative: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<(), ArtifactError> {
+fn collect(
+    root: &Path,
+    relative: &Path,
+    exclude: &[PathBuf],
+    out: &mut Vec<PathBuf>,
+) -> Result<(), ArtifactError> {
     let dir = root.join(relative);
-    let read_err = |source| ArtifactError::Read { path: dir.clone(), source };
+    let read_err = |source| ArtifactError::Read {
+        path: dir.clone(),
+        source,
+    };
     for entry in fs::read_dir(&dir).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let name = entry.file_name();
@@ -62,10 +81,20 @@ fn collect(root: &Path, relative: &Path, exclude: &[PathBuf], out: &mut Vec<Path
     Ok(())
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, root: &Path, relative: &Path) -> Result<(), ArtifactError> {
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    root: &Path,
+    relative: &Path,
+) -> Result<(), ArtifactError> {
     let path = root.join(relative);
-    let read_err = |source| ArtifactError::Read { path: path.clone(), source };
-    let write_err = |source| ArtifactError::Write { path: path.clone(), source };
+    let read_err = |source| ArtifactError::Read {
+        path: path.clone(),
+        source,
+    };
+    let write_err = |source| ArtifactError::Write {
+        path: path.clone(),
+        source,
+    };
     let meta = fs::symlink_metadata(&path).map_err(read_err)?;
     let entry = relative.to_string_lossy().into_owned();
     let mut header = tar::Header::new_gnu();
@@ -75,26 +104,34 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, root: &Path, relative: &Path) -> 
     if meta.file_type().is_symlink() {
         let target = fs::read_link(&path).map_err(read_err)?;
         if !link_stays_inside(relative, &target) {
-            return Err(ArtifactError::Escapes { entry: format!("{entry} -> {}", target.display()) });
+            return Err(ArtifactError::Escapes {
+                entry: format!("{entry} -> {}", target.display()),
+            });
         }
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_mode(0o777);
         header.set_size(0);
-        tar.append_link(&mut header, relative, &target).map_err(write_err)
+        tar.append_link(&mut header, relative, &target)
+            .map_err(write_err)
     } else if meta.is_dir() {
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(0o755);
         header.set_size(0);
-        tar.append_data(&mut header, relative, io::empty()).map_err(write_err)
+        tar.append_data(&mut header, relative, io::empty())
+            .map_err(write_err)
     } else if meta.is_file() {
         let executable = meta.permissions().mode() & 0o111 != 0;
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(if executable { 0o755 } else { 0o644 });
         header.set_size(meta.len());
         let file = fs::File::open(&path).map_err(read_err)?;
-        tar.append_data(&mut header, relative, file).map_err(write_err)
+        tar.append_data(&mut header, relative, file)
+            .map_err(write_err)
     } else {
-        Err(ArtifactError::UnsupportedEntry { entry, kind: "special file".into() })
+        Err(ArtifactError::UnsupportedEntry {
+            entry,
+            kind: "special file".into(),
+        })
     }
 }
 

@@ -13,12 +13,21 @@ use crate::{ArtifactDigest, ArtifactError};
 pub fn unpack(bytes: &[u8], expected: &ArtifactDigest, dest: &Path) -> Result<(), ArtifactError> {
     let actual = ArtifactDigest::of(bytes);
     if &actual != expected {
-        return Err(ArtifactError::DigestMismatch { expected: expected.clone(), actual });
+        return Err(ArtifactError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+        });
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
-    let write_err = |source| ArtifactError::Write { path: dest.to_owned(), source };
+    let write_err = |source| ArtifactError::Write {
+        path: dest.to_owned(),
+        source,
+    };
     fs::create_dir_all(parent).map_err(write_err)?;
-    let staging = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent).map_err(write_err)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(parent)
+        .map_err(write_err)?;
     extract(bytes, staging.path())?;
     let staged = staging.keep();
     if let Err(source) = fs::rename(&staged, dest) {
@@ -27,7 +36,10 @@ pub fn unpack(bytes: &[u8], expected: &ArtifactDigest, dest: &Path) -> Result<()
         if dest.is_dir() {
             return Ok(());
         }
-        return Err(ArtifactError::Write { path: dest.to_owned(), source });
+        return Err(ArtifactError::Write {
+            path: dest.to_owned(),
+            source,
+        });
     }
     Ok(())
 }
@@ -39,11 +51,17 @@ fn extract(bytes: &[u8], into: &Path) -> Result<(), ArtifactError> {
         let mut entry = entry.map_err(corrupt)?;
         let path = entry.path().map_err(corrupt)?.into_owned();
         let name = path.to_string_lossy().into_owned();
-        if path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
             return Err(ArtifactError::Escapes { entry: name });
         }
         let target = into.join(&path);
-        let write_err = |source| ArtifactError::Write { path: target.clone(), source };
+        let write_err = |source| ArtifactError::Write {
+            path: target.clone(),
+            source,
+        };
         match entry.header().entry_type() {
             tar::EntryType::Directory => fs::create_dir_all(&target).map_err(write_err)?,
             tar::EntryType::Regular => {
@@ -55,12 +73,17 @@ fn extract(bytes: &[u8], into: &Path) -> Result<(), ArtifactError> {
                 fs::write(&target, data).map_err(write_err)?;
                 let mode = entry.header().mode().map_err(corrupt)? & 0o755;
                 use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(write_err)?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                    .map_err(write_err)?;
             }
             tar::EntryType::Symlink => {
-                let link = entry.link_name().map_err(corrupt)?.ok_or_else(|| ArtifactError::Corrupt(format!("symlink `{name}` has no target")))?;
+                let link = entry.link_name().map_err(corrupt)?.ok_or_else(|| {
+                    ArtifactError::Corrupt(format!("symlink `{name}` has no target"))
+                })?;
                 if !link_stays_inside(&path, &link) {
-                    return Err(ArtifactError::Escapes { entry: format!("{name} -> {}", link.display()) });
+                    return Err(ArtifactError::Escapes {
+                        entry: format!("{name} -> {}", link.display()),
+                    });
                 }
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent).map_err(write_err)?;
@@ -68,7 +91,10 @@ fn extract(bytes: &[u8], into: &Path) -> Result<(), ArtifactError> {
                 std::os::unix::fs::symlink(&link, &target).map_err(write_err)?;
             }
             other => {
-                return Err(ArtifactError::UnsupportedEntry { entry: name, kind: format!("{other:?}").to_lowercase() });
+                return Err(ArtifactError::UnsupportedEntry {
+                    entry: name,
+                    kind: format!("{other:?}").to_lowercase(),
+                });
             }
         }
     }

@@ -1,11 +1,11 @@
 //! Reproducibility, integrity and path-traversal safety of artifacts.
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use wharf_artifact::{pack, unpack, ArtifactDigest, ArtifactError};
+use wharf_artifact::{ArtifactDigest, ArtifactError, pack, unpack};
 
 fn write(root: &Path, rel: &str, body: &str) {
     let path = root.join(rel);
@@ -17,18 +17,37 @@ fn write(root: &Path, rel: &str, body: &str) {
 fn same_files_give_the_same_digest_whatever_their_mtimes_and_creation_order() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    for (rel, body) in [("app.py", "print(1)"), ("lib/util.py", "x = 1"), ("static/index.html", "<p>")] {
+    for (rel, body) in [
+        ("app.py", "print(1)"),
+        ("lib/util.py", "x = 1"),
+        ("static/index.html", "<p>"),
+    ] {
         write(a.path(), rel, body);
     }
-    for (rel, body) in [("static/index.html", "<p>"), ("lib/util.py", "x = 1"), ("app.py", "print(1)")] {
+    for (rel, body) in [
+        ("static/index.html", "<p>"),
+        ("lib/util.py", "x = 1"),
+        ("app.py", "print(1)"),
+    ] {
         write(b.path(), rel, body);
     }
     let old = SystemTime::now() - Duration::from_secs(86_400 * 400);
-    fs::File::options().write(true).open(b.path().join("app.py")).unwrap().set_modified(old).unwrap();
-    assert_eq!(pack(a.path(), &[]).unwrap().digest, pack(b.path(), &[]).unwrap().digest);
+    fs::File::options()
+        .write(true)
+        .open(b.path().join("app.py"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        pack(a.path(), &[]).unwrap().digest,
+        pack(b.path(), &[]).unwrap().digest
+    );
 
     write(b.path(), "app.py", "print(2)");
-    assert_ne!(pack(a.path(), &[]).unwrap().digest, pack(b.path(), &[]).unwrap().digest);
+    assert_ne!(
+        pack(a.path(), &[]).unwrap().digest,
+        pack(b.path(), &[]).unwrap().digest
+    );
 }
 
 #[test]
@@ -41,7 +60,10 @@ fn the_executable_bit_survives_and_changes_the_digest() {
     assert_ne!(plain.digest, exec.digest);
     let out = tempfile::tempdir().unwrap();
     unpack(&exec.bytes, &exec.digest, &out.path().join("x")).unwrap();
-    let mode = fs::metadata(out.path().join("x/run.sh")).unwrap().permissions().mode();
+    let mode = fs::metadata(out.path().join("x/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111);
 }
 
@@ -57,7 +79,10 @@ fn roundtrip_and_excluded_files() {
     let dest = out.path().join("unpacked");
     unpack(&packed.bytes, &packed.digest, &dest).unwrap();
     assert_eq!(fs::read_to_string(dest.join("main.py")).unwrap(), "hi");
-    assert!(!dest.join("wharf.yaml").exists(), "configuration is never packed");
+    assert!(
+        !dest.join("wharf.yaml").exists(),
+        "configuration is never packed"
+    );
     assert!(!dest.join(".wharf").exists());
 }
 
@@ -66,15 +91,24 @@ fn links_pointing_outside_are_refused_when_packing() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "app.py", "hi");
     symlink("../../etc/passwd", dir.path().join("evil")).unwrap();
-    assert!(matches!(pack(dir.path(), &[]), Err(ArtifactError::Escapes { .. })));
+    assert!(matches!(
+        pack(dir.path(), &[]),
+        Err(ArtifactError::Escapes { .. })
+    ));
     fs::remove_file(dir.path().join("evil")).unwrap();
     symlink("/etc/passwd", dir.path().join("evil")).unwrap();
-    assert!(matches!(pack(dir.path(), &[]), Err(ArtifactError::Escapes { .. })));
+    assert!(matches!(
+        pack(dir.path(), &[]),
+        Err(ArtifactError::Escapes { .. })
+    ));
 }
 
 /// Builds an archive by hand, as an attacker would, with raw header paths.
 fn hostile_archive(path: &str, link: Option<&str>) -> Vec<u8> {
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     let mut header = tar::Header::new_gnu();
     {
         let name = &mut header.as_old_mut().name;
@@ -98,12 +132,21 @@ fn hostile_archive(path: &str, link: Option<&str>) -> Vec<u8> {
 #[test]
 fn archives_escaping_the_folder_are_refused_when_unpacking() {
     let out = tempfile::tempdir().unwrap();
-    for (path, link) in [("../escape.txt", None), ("/tmp/abs.txt", None), ("ok/../../x", None), ("link", Some("../../outside")), ("abs", Some("/etc"))] {
+    for (path, link) in [
+        ("../escape.txt", None),
+        ("/tmp/abs.txt", None),
+        ("ok/../../x", None),
+        ("link", Some("../../outside")),
+        ("abs", Some("/etc")),
+    ] {
         let bytes = hostile_archive(path, link);
         let digest = ArtifactDigest::of(&bytes);
         let dest = out.path().join("dest");
         let err = unpack(&bytes, &digest, &dest).unwrap_err();
-        assert!(matches!(err, ArtifactError::Escapes { .. }), "{path}: {err}");
+        assert!(
+            matches!(err, ArtifactError::Escapes { .. }),
+            "{path}: {err}"
+        );
         assert!(!dest.exists(), "nothing is left behind for {path}");
     }
     assert!(!out.path().join("escape.txt").exists());

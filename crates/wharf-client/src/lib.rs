@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::{Response, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use wharf_api::*;
 
 /// Why a call failed.
@@ -15,7 +15,11 @@ pub enum ClientError {
     Unreachable { url: String, reason: String },
     /// The controller answered with an error.
     #[error("{error}")]
-    Api { status: u16, error: String, hint: Option<String> },
+    Api {
+        status: u16,
+        error: String,
+        hint: Option<String>,
+    },
     #[error("unexpected answer from the controller: {0}")]
     Protocol(String),
 }
@@ -29,7 +33,9 @@ impl ClientError {
     pub fn hint(&self) -> Option<&str> {
         match self {
             ClientError::Api { hint, .. } => hint.as_deref(),
-            ClientError::Unreachable { .. } => Some("is it running? `wharf server --dev` starts one, and every command starts one when none is configured"),
+            ClientError::Unreachable { .. } => Some(
+                "is it running? `wharf server --dev` starts one, and every command starts one when none is configured",
+            ),
             ClientError::Protocol(_) => None,
         }
     }
@@ -51,7 +57,10 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("the HTTP client builds");
-        Self { base: base.trim_end_matches('/').to_owned(), http }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -59,10 +68,16 @@ impl Client {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> ClientError {
-        ClientError::Unreachable { url: self.base.clone(), reason: root_cause(&e) }
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        }
     }
 
-    async fn check(&self, response: std::result::Result<Response, reqwest::Error>) -> Result<Response> {
+    async fn check(
+        &self,
+        response: std::result::Result<Response, reqwest::Error>,
+    ) -> Result<Response> {
         let response = response.map_err(|e| self.unreachable(e))?;
         if response.status().is_success() {
             return Ok(response);
@@ -70,25 +85,65 @@ impl Client {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         match serde_json::from_str::<ApiError>(&text) {
-            Ok(e) => Err(ClientError::Api { status: status.as_u16(), error: e.error, hint: e.hint }),
-            Err(_) => Err(ClientError::Api { status: status.as_u16(), error: format!("{status}: {}", text.trim()), hint: None }),
+            Ok(e) => Err(ClientError::Api {
+                status: status.as_u16(),
+                error: e.error,
+                hint: e.hint,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status: status.as_u16(),
+                error: format!("{status}: {}", text.trim()),
+                hint: None,
+            }),
         }
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, Option<String>)]) -> Result<T> {
-        let query: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect();
-        let response = self.check(self.http.get(format!("{}{path}", self.base)).query(&query).send().await).await?;
-        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+    ) -> Result<T> {
+        let query: Vec<(&str, String)> = query
+            .iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+            .collect();
+        let response = self
+            .check(
+                self.http
+                    .get(format!("{}{path}", self.base))
+                    .query(&query)
+                    .send()
+                    .await,
+            )
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// The controller's identity; also the cheapest way to see whether it answers.
     pub async fn health(&self) -> Result<ControllerInfo> {
-        let response = self.http.get(format!("{}/v1/health", self.base)).timeout(Duration::from_secs(2)).send().await;
+        let response = self
+            .http
+            .get(format!("{}/v1/health", self.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
         let response = self.check(response).await?;
-        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    pub async fn upload_artifact(&self, service: &str, version: &str, digest: &str, bytes: Vec<u8>) -> Result<ArtifactUploaded> {
+    pub async fn upload_artifact(
+        &self,
+        service: &str,
+        version: &str,
+        digest: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ArtifactUploaded> {
         let request = self
             .http
             .post(format!("{}/v1/artifacts", self.base))
@@ -96,24 +151,49 @@ impl Client {
             .header(DIGEST_HEADER, digest)
             .body(bytes);
         let response = self.check(request.send().await).await?;
-        response.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     pub async fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
-        self.get("/v1/artifacts", &[("service", service.map(str::to_owned))]).await
+        self.get("/v1/artifacts", &[("service", service.map(str::to_owned))])
+            .await
     }
 
     pub async fn status(&self, env: Option<&str>) -> Result<StatusReport> {
-        self.get("/v1/status", &[("env", env.map(str::to_owned))]).await
+        self.get("/v1/status", &[("env", env.map(str::to_owned))])
+            .await
     }
 
     pub async fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
-        self.get("/v1/history", &[("service", Some(service.to_owned())), ("env", Some(env.to_owned()))]).await
+        self.get(
+            "/v1/history",
+            &[
+                ("service", Some(service.to_owned())),
+                ("env", Some(env.to_owned())),
+            ],
+        )
+        .await
     }
 
     /// Runs a long operation, handing each event to `on_event`; returns the last one.
-    async fn operation<B: Serialize>(&self, path: &str, body: &B, mut on_event: impl FnMut(&DeployEvent)) -> Result<DeployEvent> {
-        let response = self.check(self.http.post(format!("{}{path}", self.base)).json(body).send().await).await?;
+    async fn operation<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        mut on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        let response = self
+            .check(
+                self.http
+                    .post(format!("{}{path}", self.base))
+                    .json(body)
+                    .send()
+                    .await,
+            )
+            .await?;
         let mut stream = response.bytes_stream();
         let mut buffer = Vec::new();
         let mut last = None;
@@ -122,37 +202,77 @@ impl Client {
             buffer.extend_from_slice(&chunk);
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
-                let event: DeployEvent = serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let event: DeployEvent = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 on_event(&event);
                 last = Some(event);
             }
         }
         match last {
-            Some(DeployEvent::Error { error, hint }) => Err(ClientError::Api { status: StatusCode::BAD_REQUEST.as_u16(), error, hint }),
+            Some(DeployEvent::Error { error, hint }) => Err(ClientError::Api {
+                status: StatusCode::BAD_REQUEST.as_u16(),
+                error,
+                hint,
+            }),
             Some(event @ DeployEvent::Finished { .. }) => Ok(event),
-            _ => Err(ClientError::Protocol("the controller closed the stream before the operation finished".into())),
+            _ => Err(ClientError::Protocol(
+                "the controller closed the stream before the operation finished".into(),
+            )),
         }
     }
 
-    pub async fn deploy(&self, request: &DeployRequest, on_event: impl FnMut(&DeployEvent)) -> Result<DeployEvent> {
+    pub async fn deploy(
+        &self,
+        request: &DeployRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
         self.operation("/v1/deployments", request, on_event).await
     }
 
-    pub async fn rollback(&self, request: &RollbackRequest, on_event: impl FnMut(&DeployEvent)) -> Result<DeployEvent> {
+    pub async fn rollback(
+        &self,
+        request: &RollbackRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
         self.operation("/v1/rollback", request, on_event).await
     }
 
-    pub async fn stop(&self, request: &StopRequest, on_event: impl FnMut(&DeployEvent)) -> Result<DeployEvent> {
+    pub async fn stop(
+        &self,
+        request: &StopRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
         self.operation("/v1/stop", request, on_event).await
     }
 
     /// Streams an instance's log, handing text to `on_text` as it arrives.
-    pub async fn logs(&self, env: &str, service: &str, instance: Option<u32>, follow: bool, lines: usize, mut on_text: impl FnMut(&str)) -> Result<()> {
-        let mut query = vec![("env", env.to_owned()), ("service", service.to_owned()), ("follow", follow.to_string()), ("lines", lines.to_string())];
+    pub async fn logs(
+        &self,
+        env: &str,
+        service: &str,
+        instance: Option<u32>,
+        follow: bool,
+        lines: usize,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<()> {
+        let mut query = vec![
+            ("env", env.to_owned()),
+            ("service", service.to_owned()),
+            ("follow", follow.to_string()),
+            ("lines", lines.to_string()),
+        ];
         if let Some(n) = instance {
             query.push(("instance", n.to_string()));
         }
-        let response = self.check(self.http.get(format!("{}/v1/logs", self.base)).query(&query).send().await).await?;
+        let response = self
+            .check(
+                self.http
+                    .get(format!("{}/v1/logs", self.base))
+                    .query(&query)
+                    .send()
+                    .await,
+            )
+            .await?;
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.unreachable(e))?;

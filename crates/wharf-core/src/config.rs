@@ -19,13 +19,18 @@ pub fn layer(base: &ConfigMap, over: &ConfigMap) -> ConfigMap {
 
 /// Merges layers in order, lowest precedence first.
 pub fn layered<'a>(layers: impl IntoIterator<Item = &'a ConfigMap>) -> ConfigMap {
-    layers.into_iter().fold(ConfigMap::new(), |acc, l| layer(&acc, l))
+    layers
+        .into_iter()
+        .fold(ConfigMap::new(), |acc, l| layer(&acc, l))
 }
 
 /// Renders every value of `config` for one instance and adds the variables wharf always
 /// sets. wharf's own variables win over user keys of the same name, so an instance can
 /// rely on them.
-pub fn render_instance(config: &ConfigMap, context: &TemplateContext) -> Result<ConfigMap, (String, TemplateError)> {
+pub fn render_instance(
+    config: &ConfigMap,
+    context: &TemplateContext,
+) -> Result<ConfigMap, (String, TemplateError)> {
     let mut rendered = ConfigMap::new();
     for (key, value) in config {
         let value = template::render(value, context).map_err(|e| (key.clone(), e))?;
@@ -64,7 +69,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> ConfigMap {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -73,7 +81,10 @@ mod tests {
         let env = map(&[("LOG", "debug"), ("A", "e")]);
         let node = map(&[("A", "n")]);
         let merged = layered([&service, &env, &node]);
-        assert_eq!(merged, map(&[("LOG", "debug"), ("GREETING", "hello"), ("A", "n")]));
+        assert_eq!(
+            merged,
+            map(&[("LOG", "debug"), ("GREETING", "hello"), ("A", "n")])
+        );
     }
 
     fn config_map() -> impl Strategy<Value = ConfigMap> {

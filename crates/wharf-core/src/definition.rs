@@ -32,7 +32,11 @@ const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parses and validates a definition file's text.
-pub fn load(text: &str, file: &str, folders: &dyn FolderCheck) -> Result<Definition, DefinitionErrors> {
+pub fn load(
+    text: &str,
+    file: &str,
+    folders: &dyn FolderCheck,
+) -> Result<Definition, DefinitionErrors> {
     let fail = |problems| DefinitionErrors {
         file: file.to_owned(),
         source_text: text.to_owned(),
@@ -46,16 +50,27 @@ pub fn load(text: &str, file: &str, folders: &dyn FolderCheck) -> Result<Definit
         Err(_) if !problems.is_empty() => return Err(fail(problems)),
         Err(e) => {
             let location = tree.location;
-            return Err(fail(vec![YamlProblem { location, message: format!("unreadable definition: {e}"), hint: None }]));
+            return Err(fail(vec![YamlProblem {
+                location,
+                message: format!("unreadable definition: {e}"),
+                hint: None,
+            }]));
         }
     };
     // Structural problems that left the rest readable (an unknown key, say) do not hide
     // the semantic ones: the user gets every error of the file in one run.
-    let mut checker = Checker { tree: &tree, problems: Vec::new() };
+    let mut checker = Checker {
+        tree: &tree,
+        problems: Vec::new(),
+    };
     let definition = checker.resolve(&raw, folders);
     problems.extend(checker.problems);
     problems.sort_by_key(|p| (p.location.line, p.location.column));
-    if problems.is_empty() { Ok(definition) } else { Err(fail(problems)) }
+    if problems.is_empty() {
+        Ok(definition)
+    } else {
+        Err(fail(problems))
+    }
 }
 
 struct Checker<'t> {
@@ -76,12 +91,21 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(&mut self, text: Option<&String>, default: Duration, path: &[PathSegment]) -> Duration {
+    fn duration(
+        &mut self,
+        text: Option<&String>,
+        default: Duration,
+        path: &[PathSegment],
+    ) -> Duration {
         match text.map(|t| crate::duration::parse(t)) {
             None => default,
             Some(Ok(d)) => d,
             Some(Err(e)) => {
-                self.report(path, e, Some("write a number with a unit, such as `5s` or `200ms`".into()));
+                self.report(
+                    path,
+                    e,
+                    Some("write a number with a unit, such as `5s` or `200ms`".into()),
+                );
                 default
             }
         }
@@ -100,7 +124,11 @@ impl Checker<'_> {
             .map(|(name, e)| (name.clone(), self.environment(name, e, &service_names)))
             .collect();
         let pipeline = self.pipeline(&raw.environments);
-        let definition = Definition { services, environments, pipeline };
+        let definition = Definition {
+            services,
+            environments,
+            pipeline,
+        };
         self.templates(&definition);
         definition
     }
@@ -113,7 +141,11 @@ impl Checker<'_> {
         };
         check_name(self, name, "service", &at(&[]));
         let build = match &raw.build {
-            RawBuild::Folder(folder) => Build { context: folder.clone(), command: None, output: folder.clone() },
+            RawBuild::Folder(folder) => Build {
+                context: folder.clone(),
+                command: None,
+                output: folder.clone(),
+            },
             RawBuild::Step(step) => Build {
                 context: step.context.clone(),
                 command: step.command.clone(),
@@ -132,18 +164,28 @@ impl Checker<'_> {
             path.push(PathSegment::Value);
             self.report(
                 &path,
-                format!("build folder `{}` of service `{name}` does not exist", build.context),
+                format!(
+                    "build folder `{}` of service `{name}` does not exist",
+                    build.context
+                ),
                 Some("paths are relative to the folder that holds wharf.yaml".into()),
             );
         }
         if build.command.as_ref().is_some_and(Vec::is_empty) {
-            self.report(&at(&["build", "command"]), "build command is empty".into(), None);
+            self.report(
+                &at(&["build", "command"]),
+                "build command is empty".into(),
+                None,
+            );
         }
         if raw.run.is_empty() || raw.run[0].trim().is_empty() {
             self.report(
                 &at(&["run"]),
                 format!("service `{name}` has an empty `run` command"),
-                Some("give the program and its arguments, e.g. `run: [\"python3\", \"app.py\"]`".into()),
+                Some(
+                    "give the program and its arguments, e.g. `run: [\"python3\", \"app.py\"]`"
+                        .into(),
+                ),
             );
         }
         let port = raw.port.as_ref().map(|p| match p {
@@ -151,11 +193,22 @@ impl Checker<'_> {
             RawPort::Named(n) => PortSpec::Named(n.clone()),
         });
         if port == Some(PortSpec::Fixed(0)) {
-            self.report(&at(&["port"]), "port 0 is not a usable port".into(), Some("use a name such as `http` to let wharf pick free ports".into()));
+            self.report(
+                &at(&["port"]),
+                "port 0 is not a usable port".into(),
+                Some("use a name such as `http` to let wharf pick free ports".into()),
+            );
         }
-        let health = raw.health.as_ref().map(|h| self.health(name, h, port.is_some()));
+        let health = raw
+            .health
+            .as_ref()
+            .map(|h| self.health(name, h, port.is_some()));
         if raw.max_parallel == Some(0) {
-            self.report(&at(&["max_parallel"]), "`max_parallel` must be at least 1".into(), None);
+            self.report(
+                &at(&["max_parallel"]),
+                "`max_parallel` must be at least 1".into(),
+                None,
+            );
         }
         Service {
             name: name.to_owned(),
@@ -165,7 +218,11 @@ impl Checker<'_> {
             health,
             config: raw.config.clone(),
             driver: DriverKind::Process,
-            stop_timeout: self.duration(raw.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT, &at(&["stop_timeout"])),
+            stop_timeout: self.duration(
+                raw.stop_timeout.as_ref(),
+                DEFAULT_STOP_TIMEOUT,
+                &at(&["stop_timeout"]),
+            ),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
         }
     }
@@ -174,7 +231,11 @@ impl Checker<'_> {
         let path = vec![key("services"), key(service), key("health")];
         let mut probes = Vec::new();
         if let Some(p) = &raw.http {
-            let path = if p.starts_with('/') { p.clone() } else { format!("/{p}") };
+            let path = if p.starts_with('/') {
+                p.clone()
+            } else {
+                format!("/{p}")
+            };
             probes.push(Probe::Http { path });
         }
         if raw.tcp == Some(true) {
@@ -212,7 +273,11 @@ impl Checker<'_> {
         HealthCheck {
             probe,
             timeout: self.duration(raw.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT, &timeout_path),
-            interval: self.duration(raw.interval.as_ref(), DEFAULT_HEALTH_INTERVAL, &interval_path),
+            interval: self.duration(
+                raw.interval.as_ref(),
+                DEFAULT_HEALTH_INTERVAL,
+                &interval_path,
+            ),
         }
     }
 
@@ -223,7 +288,11 @@ impl Checker<'_> {
             if !services.contains(&service.as_str()) {
                 let mut p = base.clone();
                 p.extend([key("config"), key(service)]);
-                self.report(&p, format!("environment `{name}` configures unknown service `{service}`"), Some(hint_for(service, "service", services)));
+                self.report(
+                    &p,
+                    format!("environment `{name}` configures unknown service `{service}`"),
+                    Some(hint_for(service, "service", services)),
+                );
             }
         }
         let nodes = match &raw.nodes {
@@ -235,10 +304,21 @@ impl Checker<'_> {
             }],
             Some(nodes) => self.nodes(name, nodes, services, &base),
         };
-        Environment { name: name.to_owned(), after: raw.after.clone(), config: raw.config.clone(), nodes }
+        Environment {
+            name: name.to_owned(),
+            after: raw.after.clone(),
+            config: raw.config.clone(),
+            nodes,
+        }
     }
 
-    fn nodes(&mut self, env: &str, raw: &[RawNode], services: &[&str], base: &[PathSegment]) -> Vec<Node> {
+    fn nodes(
+        &mut self,
+        env: &str,
+        raw: &[RawNode],
+        services: &[&str],
+        base: &[PathSegment],
+    ) -> Vec<Node> {
         let mut seen = BTreeSet::new();
         let mut nodes = Vec::new();
         for (i, node) in raw.iter().enumerate() {
@@ -251,7 +331,14 @@ impl Checker<'_> {
             };
             check_name(self, &node.name, "node", &sub("name"));
             if !seen.insert(node.name.clone()) {
-                self.report(&sub("name"), format!("node `{}` is defined twice in environment `{env}`", node.name), Some("node names must be unique within an environment".into()));
+                self.report(
+                    &sub("name"),
+                    format!(
+                        "node `{}` is defined twice in environment `{env}`",
+                        node.name
+                    ),
+                    Some("node names must be unique within an environment".into()),
+                );
             }
             let mut placed = Vec::new();
             for (j, placement) in node.services.iter().enumerate() {
@@ -262,11 +349,32 @@ impl Checker<'_> {
                 let mut p = sub("services");
                 p.push(PathSegment::Index(j));
                 if !services.contains(&service.as_str()) {
-                    self.report(&p, format!("node `{}` of environment `{env}` runs unknown service `{service}`", node.name), Some(hint_for(&service, "service", services)));
+                    self.report(
+                        &p,
+                        format!(
+                            "node `{}` of environment `{env}` runs unknown service `{service}`",
+                            node.name
+                        ),
+                        Some(hint_for(&service, "service", services)),
+                    );
                 } else if placed.iter().any(|(s, _): &(String, u32)| *s == service) {
-                    self.report(&p, format!("service `{service}` is listed twice on node `{}`", node.name), Some("use `{ name: SERVICE, instances: N }` for several instances".into()));
+                    self.report(
+                        &p,
+                        format!(
+                            "service `{service}` is listed twice on node `{}`",
+                            node.name
+                        ),
+                        Some("use `{ name: SERVICE, instances: N }` for several instances".into()),
+                    );
                 } else if instances == 0 {
-                    self.report(&p, format!("service `{service}` on node `{}` has 0 instances", node.name), Some("remove it from the node instead".into()));
+                    self.report(
+                        &p,
+                        format!(
+                            "service `{service}` on node `{}` has 0 instances",
+                            node.name
+                        ),
+                        Some("remove it from the node instead".into()),
+                    );
                 } else {
                     placed.push((service, instances));
                 }
@@ -275,17 +383,41 @@ impl Checker<'_> {
                 if !placed.iter().any(|(s, _)| s == service) {
                     let mut p = sub("config");
                     p.push(key(service));
-                    self.report(&p, format!("node `{}` configures service `{service}`, which it does not run", node.name), Some(hint_for(service, "service", &placed.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())));
+                    self.report(
+                        &p,
+                        format!(
+                            "node `{}` configures service `{service}`, which it does not run",
+                            node.name
+                        ),
+                        Some(hint_for(
+                            service,
+                            "service",
+                            &placed.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+                        )),
+                    );
                 }
             }
             let count = node.count.unwrap_or(1);
             if count == 0 {
-                self.report(&sub("count"), format!("node `{}` has count 0", node.name), Some("remove the node instead".into()));
+                self.report(
+                    &sub("count"),
+                    format!("node `{}` has count 0", node.name),
+                    Some("remove the node instead".into()),
+                );
             }
             let driver = node.driver.map(|_| DriverKind::Process);
             for k in 1..=count {
-                let name = if count == 1 && node.count.is_none() { node.name.clone() } else { format!("{}-{k}", node.name) };
-                nodes.push(Node { name, services: placed.clone(), config: node.config.clone(), driver });
+                let name = if count == 1 && node.count.is_none() {
+                    node.name.clone()
+                } else {
+                    format!("{}-{k}", node.name)
+                };
+                nodes.push(Node {
+                    name,
+                    services: placed.clone(),
+                    config: node.config.clone(),
+                    driver,
+                });
             }
         }
         nodes
@@ -295,14 +427,17 @@ impl Checker<'_> {
     fn pipeline(&mut self, envs: &BTreeMap<String, RawEnvironment>) -> Vec<String> {
         let names: Vec<&str> = envs.keys().map(String::as_str).collect();
         for (name, env) in envs {
-            if let Some(after) = &env.after {
-                if !envs.contains_key(after) {
-                    self.report(
-                        &[key("environments"), key(name), key("after"), PathSegment::Value],
-                        format!("environment `{name}` comes after unknown environment `{after}`"),
-                        Some(hint_for(after, "environment", &names)),
-                    );
-                }
+            if let Some(after) = env.after.as_ref().filter(|a| !envs.contains_key(*a)) {
+                self.report(
+                    &[
+                        key("environments"),
+                        key(name),
+                        key("after"),
+                        PathSegment::Value,
+                    ],
+                    format!("environment `{name}` comes after unknown environment `{after}`"),
+                    Some(hint_for(after, "environment", &names)),
+                );
             }
         }
         let mut order: Vec<String> = Vec::new();
@@ -337,7 +472,17 @@ impl Checker<'_> {
         for (name, service) in &def.services {
             for (k, v) in &service.config {
                 if let Err(e) = template::check(v, &service_names) {
-                    self.report(&[key("services"), key(name), key("config"), key(k), PathSegment::Value], format!("config `{k}` of service `{name}`: {e}"), e.hint());
+                    self.report(
+                        &[
+                            key("services"),
+                            key(name),
+                            key("config"),
+                            key(k),
+                            PathSegment::Value,
+                        ],
+                        format!("config `{k}` of service `{name}`: {e}"),
+                        e.hint(),
+                    );
                 }
             }
         }
@@ -356,13 +501,18 @@ impl Checker<'_> {
 fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric());
     if !valid {
         checker.report(
             path,
             format!("`{name}` is not a valid {what} name"),
-            Some("use lowercase letters, digits, `-` and `_`, starting with a letter or digit".into()),
+            Some(
+                "use lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                    .into(),
+            ),
         );
     }
 }
@@ -371,6 +521,10 @@ fn join(base: &str, rest: &str) -> String {
     if rest.starts_with('/') || base.is_empty() || base == "." {
         rest.to_owned()
     } else {
-        format!("{}/{}", base.trim_end_matches('/'), rest.trim_start_matches("./"))
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            rest.trim_start_matches("./")
+        )
     }
 }

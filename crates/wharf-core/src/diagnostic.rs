@@ -38,7 +38,12 @@ impl fmt::Display for DefinitionErrors {
             }
         }
         let count = self.problems.len();
-        write!(f, "{} has {count} error{}", self.file, if count == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{} has {count} error{}",
+            self.file,
+            if count == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -48,9 +53,15 @@ fn token_width(line: &str, column: usize) -> usize {
     let quoted = rest.starts_with('"') || rest.starts_with('\'');
     let width = if quoted {
         let quote = rest.chars().next().unwrap_or('"');
-        rest.chars().skip(1).position(|c| c == quote).map(|i| i + 2).unwrap_or(rest.chars().count())
+        rest.chars()
+            .skip(1)
+            .position(|c| c == quote)
+            .map(|i| i + 2)
+            .unwrap_or(rest.chars().count())
     } else {
-        rest.chars().take_while(|c| !matches!(c, ':' | ',' | ']' | '}' | '#') && !c.is_whitespace()).count()
+        rest.chars()
+            .take_while(|c| !matches!(c, ':' | ',' | ']' | '}' | '#') && !c.is_whitespace())
+            .count()
     };
     width.max(1)
 }

@@ -15,6 +15,6 @@ pub mod suggest;
 pub mod template;
 pub mod yaml;
 
-pub use definition::{load, AnyFolder, FolderCheck};
+pub use definition::{AnyFolder, FolderCheck, load};
 pub use diagnostic::DefinitionErrors;
 pub use model::Definition;

@@ -28,9 +28,15 @@ impl DeploymentState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::InProgress, Self::Succeeded, Self::RolledBack, Self::Failed, Self::Interrupted]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        [
+            Self::InProgress,
+            Self::Succeeded,
+            Self::RolledBack,
+            Self::Failed,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
     }
 
     /// Whether a deploy in this state ran to completion and may be rolled back to.
@@ -62,7 +68,9 @@ impl DeploymentKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Deploy, Self::Rollback, Self::Stop].into_iter().find(|k| k.as_str() == s)
+        [Self::Deploy, Self::Rollback, Self::Stop]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -88,7 +96,14 @@ impl InstanceState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Starting, Self::Running, Self::Restarting, Self::Stopping].into_iter().find(|k| k.as_str() == s)
+        [
+            Self::Starting,
+            Self::Running,
+            Self::Restarting,
+            Self::Stopping,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -111,6 +126,8 @@ impl Health {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Unknown, Self::Healthy, Self::Unhealthy].into_iter().find(|k| k.as_str() == s)
+        [Self::Unknown, Self::Healthy, Self::Unhealthy]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }

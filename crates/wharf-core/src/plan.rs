@@ -44,9 +44,16 @@ impl ObservedInstance {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Step {
-    Start { to: DesiredInstance },
-    Replace { from: ObservedInstance, to: DesiredInstance },
-    Stop { from: ObservedInstance },
+    Start {
+        to: DesiredInstance,
+    },
+    Replace {
+        from: ObservedInstance,
+        to: DesiredInstance,
+    },
+    Stop {
+        from: ObservedInstance,
+    },
 }
 
 impl Step {
@@ -86,7 +93,10 @@ pub fn plan(desired: &[DesiredInstance], observed: &[ObservedInstance], max_para
         match observed.iter().find(|o| o.slot == want.slot) {
             None => starts.push(Step::Start { to: want.clone() }),
             Some(seen) if seen.satisfies(want) => unchanged.push(want.slot.clone()),
-            Some(seen) => replaces.push(Step::Replace { from: seen.clone(), to: want.clone() }),
+            Some(seen) => replaces.push(Step::Replace {
+                from: seen.clone(),
+                to: want.clone(),
+            }),
         }
     }
     let stops: Vec<Step> = observed
@@ -119,15 +129,29 @@ mod tests {
     use super::*;
 
     fn slot(n: u32) -> Slot {
-        Slot { node: "laptop".into(), instance: n }
+        Slot {
+            node: "laptop".into(),
+            instance: n,
+        }
     }
 
     fn want(n: u32, version: &str) -> DesiredInstance {
-        DesiredInstance { slot: slot(n), version: version.into(), digest: format!("d-{version}"), config_digest: "c".into() }
+        DesiredInstance {
+            slot: slot(n),
+            version: version.into(),
+            digest: format!("d-{version}"),
+            config_digest: "c".into(),
+        }
     }
 
     fn seen(n: u32, version: &str, healthy: bool) -> ObservedInstance {
-        ObservedInstance { slot: slot(n), version: version.into(), digest: format!("d-{version}"), config_digest: "c".into(), healthy }
+        ObservedInstance {
+            slot: slot(n),
+            version: version.into(),
+            digest: format!("d-{version}"),
+            config_digest: "c".into(),
+            healthy,
+        }
     }
 
     #[test]
@@ -156,26 +180,39 @@ mod tests {
     #[test]
     fn unhealthy_instances_are_replaced_first() {
         let desired: Vec<_> = (0..3).map(|n| want(n, "v2")).collect();
-        let observed = vec![seen(0, "v1", true), seen(1, "v1", true), seen(2, "v1", false)];
+        let observed = vec![
+            seen(0, "v1", true),
+            seen(1, "v1", true),
+            seen(2, "v1", false),
+        ];
         let plan = plan(&desired, &observed, 1);
         assert_eq!(plan.batches[0][0].slot(), &slot(2));
     }
 
     #[test]
     fn surplus_instances_stop_last() {
-        let plan = plan(&[want(0, "v2")], &[seen(0, "v1", true), seen(1, "v1", true)], 1);
+        let plan = plan(
+            &[want(0, "v2")],
+            &[seen(0, "v1", true), seen(1, "v1", true)],
+            1,
+        );
         let last = plan.batches.last().unwrap();
         assert!(matches!(&last[0], Step::Stop { from } if from.slot == slot(1)));
     }
 
     /// Applies a plan to an observed state the way an executor would if every step worked.
     fn apply(observed: &[ObservedInstance], plan: &Plan) -> BTreeMap<Slot, (String, String)> {
-        let mut state: BTreeMap<Slot, (String, String)> =
-            observed.iter().map(|o| (o.slot.clone(), (o.digest.clone(), o.config_digest.clone()))).collect();
+        let mut state: BTreeMap<Slot, (String, String)> = observed
+            .iter()
+            .map(|o| (o.slot.clone(), (o.digest.clone(), o.config_digest.clone())))
+            .collect();
         for step in plan.steps() {
             match step {
                 Step::Start { to } | Step::Replace { to, .. } => {
-                    state.insert(to.slot.clone(), (to.digest.clone(), to.config_digest.clone()));
+                    state.insert(
+                        to.slot.clone(),
+                        (to.digest.clone(), to.config_digest.clone()),
+                    );
                 }
                 Step::Stop { from } => {
                     state.remove(&from.slot);
@@ -189,8 +226,25 @@ mod tests {
         let desired = prop::collection::btree_map(0u32..8, ("[ab]", "[xy]"), 0..8);
         let observed = prop::collection::btree_map(0u32..8, ("[ab]", "[xy]", any::<bool>()), 0..8);
         (desired, observed, 1u32..4).prop_map(|(d, o, p)| {
-            let d = d.into_iter().map(|(n, (v, c))| DesiredInstance { slot: slot(n), version: v.clone(), digest: v, config_digest: c }).collect();
-            let o = o.into_iter().map(|(n, (v, c, h))| ObservedInstance { slot: slot(n), version: v.clone(), digest: v, config_digest: c, healthy: h }).collect();
+            let d = d
+                .into_iter()
+                .map(|(n, (v, c))| DesiredInstance {
+                    slot: slot(n),
+                    version: v.clone(),
+                    digest: v,
+                    config_digest: c,
+                })
+                .collect();
+            let o = o
+                .into_iter()
+                .map(|(n, (v, c, h))| ObservedInstance {
+                    slot: slot(n),
+                    version: v.clone(),
+                    digest: v,
+                    config_digest: c,
+                    healthy: h,
+                })
+                .collect();
             (d, o, p)
         })
     }

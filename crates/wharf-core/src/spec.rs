@@ -46,7 +46,11 @@ pub enum SpecError {
     #[error("unknown environment `{name}`")]
     UnknownEnvironment { name: String, hint: String },
     #[error("service `{service}` does not run in environment `{env}`")]
-    NotPlaced { service: String, env: String, hint: String },
+    NotPlaced {
+        service: String,
+        env: String,
+        hint: String,
+    },
 }
 
 impl SpecError {
@@ -62,18 +66,34 @@ impl SpecError {
 impl Definition {
     /// Looks an environment up, with a hint when it is unknown.
     pub fn environment(&self, env: &str) -> Result<&Environment, SpecError> {
-        self.environments.get(env).ok_or_else(|| SpecError::UnknownEnvironment {
-            name: env.to_owned(),
-            hint: hint_for(env, "environment", &self.environments.keys().map(String::as_str).collect::<Vec<_>>()),
-        })
+        self.environments
+            .get(env)
+            .ok_or_else(|| SpecError::UnknownEnvironment {
+                name: env.to_owned(),
+                hint: hint_for(
+                    env,
+                    "environment",
+                    &self
+                        .environments
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                ),
+            })
     }
 
     /// Looks a service up, with a hint when it is unknown.
     pub fn service(&self, name: &str) -> Result<&Service, SpecError> {
-        self.services.get(name).ok_or_else(|| SpecError::UnknownService {
-            name: name.to_owned(),
-            hint: hint_for(name, "service", &self.services.keys().map(String::as_str).collect::<Vec<_>>()),
-        })
+        self.services
+            .get(name)
+            .ok_or_else(|| SpecError::UnknownService {
+                name: name.to_owned(),
+                hint: hint_for(
+                    name,
+                    "service",
+                    &self.services.keys().map(String::as_str).collect::<Vec<_>>(),
+                ),
+            })
     }
 
     /// Resolves `service` in `env` into a deploy spec.
@@ -84,12 +104,18 @@ impl Definition {
         let env_layer = environment.config.get(service).unwrap_or(&empty);
         let mut slots = Vec::new();
         for node in &environment.nodes {
-            let Some((_, instances)) = node.services.iter().find(|(s, _)| s == service) else { continue };
+            let Some((_, instances)) = node.services.iter().find(|(s, _)| s == service) else {
+                continue;
+            };
             let node_layer = node.config.get(service).unwrap_or(&empty);
             let merged = config::layered([&svc.config, env_layer, node_layer]);
             for _ in 0..*instances {
                 let instance = slots.len() as u32;
-                slots.push(SlotSpec { node: node.name.clone(), instance, config: merged.clone() });
+                slots.push(SlotSpec {
+                    node: node.name.clone(),
+                    instance,
+                    config: merged.clone(),
+                });
             }
         }
         if slots.is_empty() {
@@ -97,13 +123,24 @@ impl Definition {
             return Err(SpecError::NotPlaced {
                 service: service.to_owned(),
                 env: env.to_owned(),
-                hint: format!("add it to a node of `{env}`; it runs {}", placed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+                hint: format!(
+                    "add it to a node of `{env}`; it runs {}",
+                    placed
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             });
         }
         let peers = environment
             .service_names()
             .into_iter()
-            .filter_map(|name| self.services.get(name).map(|s| (name.to_owned(), s.port.clone())))
+            .filter_map(|name| {
+                self.services
+                    .get(name)
+                    .map(|s| (name.to_owned(), s.port.clone()))
+            })
             .collect();
         Ok(DeploySpec {
             service: service.to_owned(),

@@ -33,9 +33,19 @@ impl<'s> Walker<'s> {
         schema
     }
 
-    fn walk(&self, node: &Node, schema: &'s Value, path: &str, out: &mut Vec<YamlProblem>) -> Value {
+    fn walk(
+        &self,
+        node: &Node,
+        schema: &'s Value,
+        path: &str,
+        out: &mut Vec<YamlProblem>,
+    ) -> Value {
         let schema = self.resolve(schema);
-        if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Value::as_array)
+        {
             return self.walk_alternatives(node, branches, path, out);
         }
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
@@ -46,7 +56,9 @@ impl<'s> Walker<'s> {
             return to_plain_json(node);
         }
         match (&node.value, node.scalar_kind()) {
-            (NodeValue::Mapping(_), _) if types.contains(&"object") => self.walk_object(node, schema, path, out),
+            (NodeValue::Mapping(_), _) if types.contains(&"object") => {
+                self.walk_object(node, schema, path, out)
+            }
             (NodeValue::Sequence(items), _) if types.contains(&"array") => {
                 let item_schema = schema.get("items").unwrap_or(&Value::Bool(true));
                 Value::Array(
@@ -61,7 +73,11 @@ impl<'s> Walker<'s> {
                 match scalar_value(text, kind, &types, schema) {
                     Ok(value) => value,
                     Err(reason) => {
-                        out.push(problem(node.location, format!("{} {reason}", at(path)), None));
+                        out.push(problem(
+                            node.location,
+                            format!("{} {reason}", at(path)),
+                            None,
+                        ));
                         Value::Null
                     }
                 }
@@ -69,7 +85,12 @@ impl<'s> Walker<'s> {
             _ => {
                 out.push(problem(
                     node.location,
-                    format!("{} expects {}, found {}", at(path), describe(schema), node.kind_name()),
+                    format!(
+                        "{} expects {}, found {}",
+                        at(path),
+                        describe(schema),
+                        node.kind_name()
+                    ),
                     None,
                 ));
                 Value::Null
@@ -77,11 +98,19 @@ impl<'s> Walker<'s> {
         }
     }
 
-    fn walk_alternatives(&self, node: &Node, branches: &'s [Value], path: &str, out: &mut Vec<YamlProblem>) -> Value {
+    fn walk_alternatives(
+        &self,
+        node: &Node,
+        branches: &'s [Value],
+        path: &str,
+        out: &mut Vec<YamlProblem>,
+    ) -> Value {
         // A scalar written as a number goes to the number alternative even though any
         // scalar could be read as a string: `port: 70000` is a bad number, not a name.
         if let Some(kind) = node.scalar_kind() {
-            let native = branches.iter().find(|b| natively_typed(kind, &schema_types(self.resolve(b))));
+            let native = branches
+                .iter()
+                .find(|b| natively_typed(kind, &schema_types(self.resolve(b))));
             if let (Some(branch), false) = (native, kind == ScalarKind::String) {
                 return self.walk(node, branch, path, out);
             }
@@ -101,17 +130,29 @@ impl<'s> Walker<'s> {
         if fitting_kind.len() == 1 {
             out.extend(fitting_kind.pop().unwrap_or_default());
         } else {
-            let expected: Vec<String> = branches.iter().map(|b| describe(self.resolve(b))).collect();
+            let expected: Vec<String> =
+                branches.iter().map(|b| describe(self.resolve(b))).collect();
             out.push(problem(
                 node.location,
-                format!("{} expects {}, found {}", at(path), expected.join(" or "), node.kind_name()),
+                format!(
+                    "{} expects {}, found {}",
+                    at(path),
+                    expected.join(" or "),
+                    node.kind_name()
+                ),
                 None,
             ));
         }
         Value::Null
     }
 
-    fn walk_enum(&self, node: &Node, allowed: &[Value], path: &str, out: &mut Vec<YamlProblem>) -> Value {
+    fn walk_enum(
+        &self,
+        node: &Node,
+        allowed: &[Value],
+        path: &str,
+        out: &mut Vec<YamlProblem>,
+    ) -> Value {
         let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
         if let NodeValue::Scalar { text, .. } = &node.value {
             if names.contains(&text.as_str()) {
@@ -125,33 +166,54 @@ impl<'s> Walker<'s> {
         } else {
             out.push(problem(
                 node.location,
-                format!("{} expects one of {}, found {}", at(path), quoted(&names), node.kind_name()),
+                format!(
+                    "{} expects one of {}, found {}",
+                    at(path),
+                    quoted(&names),
+                    node.kind_name()
+                ),
                 None,
             ));
         }
         Value::Null
     }
 
-    fn walk_object(&self, node: &Node, schema: &'s Value, path: &str, out: &mut Vec<YamlProblem>) -> Value {
-        let NodeValue::Mapping(entries) = &node.value else { unreachable!() };
+    fn walk_object(
+        &self,
+        node: &Node,
+        schema: &'s Value,
+        path: &str,
+        out: &mut Vec<YamlProblem>,
+    ) -> Value {
+        let NodeValue::Mapping(entries) = &node.value else {
+            unreachable!()
+        };
         let properties = schema.get("properties").and_then(Value::as_object);
         let additional = schema.get("additionalProperties");
         let mut result = Map::new();
         for entry in entries {
-            let child_path = if path.is_empty() { entry.key.clone() } else { format!("{path}.{}", entry.key) };
-            let child_schema = properties.and_then(|p| p.get(&entry.key)).or(match additional {
-                Some(Value::Bool(false)) => None,
-                Some(other) => Some(other),
-                None if properties.is_some() => None,
-                None => Some(&Value::Bool(true)),
-            });
+            let child_path = if path.is_empty() {
+                entry.key.clone()
+            } else {
+                format!("{path}.{}", entry.key)
+            };
+            let child_schema = properties
+                .and_then(|p| p.get(&entry.key))
+                .or(match additional {
+                    Some(Value::Bool(false)) => None,
+                    Some(other) => Some(other),
+                    None if properties.is_some() => None,
+                    None => Some(&Value::Bool(true)),
+                });
             match child_schema {
                 Some(child_schema) => {
                     let value = self.walk(&entry.value, child_schema, &child_path, out);
                     result.insert(entry.key.clone(), value);
                 }
                 None => {
-                    let known: Vec<&str> = properties.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let known: Vec<&str> = properties
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
                     out.push(problem(
                         entry.key_location,
                         format!("unknown key `{}` {}", entry.key, within(path)),
@@ -160,8 +222,15 @@ impl<'s> Walker<'s> {
                 }
             }
         }
-        for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-            let Some(name) = required.as_str() else { continue };
+        for required in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = required.as_str() else {
+                continue;
+            };
             if !result.contains_key(name) && !entries.iter().any(|e| e.key == name) {
                 out.push(problem(
                     node.location,
@@ -207,12 +276,19 @@ fn kind_fits(node: &Node, types: &[&str]) -> bool {
 
 /// Converts a scalar to the JSON type the schema wants. Any non-null scalar may be a
 /// string (so `LOG_LEVEL: 5` is the string "5"), but a number must be written as one.
-fn scalar_value(text: &str, kind: ScalarKind, types: &[&str], schema: &Value) -> Result<Value, String> {
+fn scalar_value(
+    text: &str,
+    kind: ScalarKind,
+    types: &[&str],
+    schema: &Value,
+) -> Result<Value, String> {
     if kind == ScalarKind::Null && types.contains(&"null") {
         return Ok(Value::Null);
     }
     if kind == ScalarKind::Integer && (types.contains(&"integer") || types.contains(&"number")) {
-        let number: i64 = text.parse().map_err(|_| format!("has `{text}`, which is too large"))?;
+        let number: i64 = text
+            .parse()
+            .map_err(|_| format!("has `{text}`, which is too large"))?;
         let min = schema.get("minimum").and_then(Value::as_i64);
         let max = schema.get("maximum").and_then(Value::as_i64);
         if min.is_some_and(|m| number < m) || max.is_some_and(|m| number > m) {
@@ -221,7 +297,10 @@ fn scalar_value(text: &str, kind: ScalarKind, types: &[&str], schema: &Value) ->
         return Ok(Value::from(number));
     }
     if matches!(kind, ScalarKind::Float | ScalarKind::Integer) && types.contains(&"number") {
-        return text.parse::<f64>().map(Value::from).map_err(|e| e.to_string());
+        return text
+            .parse::<f64>()
+            .map(Value::from)
+            .map_err(|e| e.to_string());
     }
     if kind == ScalarKind::Bool && types.contains(&"boolean") {
         return Ok(Value::Bool(text.eq_ignore_ascii_case("true")));
@@ -241,9 +320,12 @@ fn to_plain_json(node: &Node) -> Value {
     match &node.value {
         NodeValue::Scalar { text, .. } => Value::String(text.clone()),
         NodeValue::Sequence(items) => Value::Array(items.iter().map(to_plain_json).collect()),
-        NodeValue::Mapping(entries) => {
-            Value::Object(entries.iter().map(|e| (e.key.clone(), to_plain_json(&e.value))).collect())
-        }
+        NodeValue::Mapping(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|e| (e.key.clone(), to_plain_json(&e.value)))
+                .collect(),
+        ),
     }
 }
 
@@ -270,25 +352,48 @@ fn describe(schema: &Value) -> String {
             other => other.to_owned(),
         })
         .collect();
-    if words.is_empty() { "a value".to_owned() } else { words.join(" or ") }
+    if words.is_empty() {
+        "a value".to_owned()
+    } else {
+        words.join(" or ")
+    }
 }
 
 fn quoted(names: &[&str]) -> String {
-    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn at(path: &str) -> String {
-    if path.is_empty() { "the file".to_owned() } else { format!("`{path}`") }
+    if path.is_empty() {
+        "the file".to_owned()
+    } else {
+        format!("`{path}`")
+    }
 }
 
 fn within(path: &str) -> String {
-    if path.is_empty() { "at the top level".to_owned() } else { format!("in `{path}`") }
+    if path.is_empty() {
+        "at the top level".to_owned()
+    } else {
+        format!("in `{path}`")
+    }
 }
 
 fn first_sentence(text: &str) -> &str {
-    text.split_once(". ").map(|(s, _)| s).unwrap_or(text).trim_end_matches('.')
+    text.split_once(". ")
+        .map(|(s, _)| s)
+        .unwrap_or(text)
+        .trim_end_matches('.')
 }
 
 fn problem(location: Location, message: String, hint: Option<String>) -> YamlProblem {
-    YamlProblem { location, message, hint }
+    YamlProblem {
+        location,
+        message,
+        hint,
+    }
 }

@@ -11,7 +11,7 @@ pub fn closest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -
 }
 
 /// A hint line for an unknown name: the closest candidate, else the list of valid ones.
-pub fn hint_for<'a>(given: &str, what: &str, candidates: &[&'a str]) -> String {
+pub fn hint_for(given: &str, what: &str, candidates: &[&str]) -> String {
     match closest(given, candidates.iter().copied()) {
         Some(best) => format!("did you mean `{best}`?"),
         None if candidates.is_empty() => format!("no {what} is defined"),

@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::suggest;
 
 /// The names a config template may use.
-pub const NAMES: &[&str] = &["port", "env", "version", "instance", "service", "node", "services"];
+pub const NAMES: &[&str] = &[
+    "port", "env", "version", "instance", "service", "node", "services",
+];
 
 /// What a template sees when it is rendered for one instance.
 #[derive(Debug, Clone, Serialize)]
@@ -64,11 +66,18 @@ pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateE
     }
     let env = environment();
     let template = env.template_from_str(text).map_err(syntax_error)?;
-    if let Some(unknown) = template.undeclared_variables(false).into_iter().find(|v| !NAMES.contains(&v.as_str())) {
+    if let Some(unknown) = template
+        .undeclared_variables(false)
+        .into_iter()
+        .find(|v| !NAMES.contains(&v.as_str()))
+    {
         return Err(unknown_name(&unknown));
     }
     template.render(context).map_err(|e| TemplateError {
-        message: format!("template `{text}` cannot be rendered: {}", e.detail().unwrap_or("undefined value")),
+        message: format!(
+            "template `{text}` cannot be rendered: {}",
+            e.detail().unwrap_or("undefined value")
+        ),
         hint: Some(format!("templates may use {}", NAMES.join(", "))),
     })
 }
@@ -78,7 +87,11 @@ pub fn check(text: &str, services: &[&str]) -> Result<(), TemplateError> {
     let peers = services
         .iter()
         .map(|s| {
-            let address = PeerAddress { host: "127.0.0.1".into(), port: Some(1), url: Some("http://127.0.0.1:1".into()) };
+            let address = PeerAddress {
+                host: "127.0.0.1".into(),
+                port: Some(1),
+                url: Some("http://127.0.0.1:1".into()),
+            };
             (s.to_string(), address)
         })
         .collect();
@@ -94,7 +107,10 @@ pub fn check(text: &str, services: &[&str]) -> Result<(), TemplateError> {
     render(text, &context).map(|_| ()).map_err(|e| {
         // `services.X` with an unknown X is the likely mistake; name the valid ones.
         if let Some(rest) = text.split("services.").nth(1) {
-            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
             if !services.contains(&name.as_str()) {
                 return TemplateError {
                     message: format!("template refers to unknown service `{name}`"),
@@ -141,7 +157,11 @@ mod tests {
 
     #[test]
     fn renders_instance_values() {
-        let out = render("{{ service }}@{{ env }}:{{ port }}/{{ version }}#{{ instance }}", &context()).unwrap();
+        let out = render(
+            "{{ service }}@{{ env }}:{{ port }}/{{ version }}#{{ instance }}",
+            &context(),
+        )
+        .unwrap();
         assert_eq!(out, "catalog@uat:8080/build-7#2");
     }
 

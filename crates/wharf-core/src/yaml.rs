@@ -23,7 +23,10 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeValue {
     /// A scalar and whether it was written plain (unquoted), which decides its YAML type.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Sequence(Vec<Node>),
     Mapping(Vec<Entry>),
 }
@@ -241,7 +244,10 @@ impl TreeBuilder {
         match &mut parent.value {
             NodeValue::Sequence(items) => items.push(node),
             NodeValue::Mapping(entries) => {
-                let pending = self.keys.last_mut().expect("one key slot per open collection");
+                let pending = self
+                    .keys
+                    .last_mut()
+                    .expect("one key slot per open collection");
                 match pending.take() {
                     None => {
                         let NodeValue::Scalar { text, .. } = node.value else {
@@ -258,7 +264,9 @@ impl TreeBuilder {
                                     "duplicate key `{text}` (first defined at line {})",
                                     first.key_location.line
                                 ),
-                                hint: Some("each name may appear once; remove or rename one".into()),
+                                hint: Some(
+                                    "each name may appear once; remove or rename one".into(),
+                                ),
                             });
                         }
                         *pending = Some((text, node.location));
@@ -287,16 +295,25 @@ mod tests {
         assert_eq!(a.key_location, Location { line: 1, column: 1 });
         let c = a.value.get("c").unwrap();
         assert_eq!(c.key_location, Location { line: 3, column: 3 });
-        let NodeValue::Sequence(items) = &c.value.value else { panic!() };
+        let NodeValue::Sequence(items) = &c.value.value else {
+            panic!()
+        };
         assert_eq!(items[1].scalar_kind(), Some(ScalarKind::String));
-        assert_eq!(a.value.get("b").unwrap().value.scalar_kind(), Some(ScalarKind::Integer));
+        assert_eq!(
+            a.value.get("b").unwrap().value.scalar_kind(),
+            Some(ScalarKind::Integer)
+        );
     }
 
     #[test]
     fn duplicate_keys_are_reported_with_both_places() {
         let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(err.location.line, 3);
-        assert!(err.message.contains("first defined at line 1"), "{}", err.message);
+        assert!(
+            err.message.contains("first defined at line 1"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

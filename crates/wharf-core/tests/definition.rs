@@ -1,7 +1,7 @@
 //! Loading definitions: the accepted format and every kind of error, with locations.
 
 use wharf_core::model::{PortSpec, Probe};
-use wharf_core::{load, FolderCheck};
+use wharf_core::{FolderCheck, load};
 
 struct Folders(&'static [&'static str]);
 
@@ -53,7 +53,9 @@ fn a_good_definition_resolves() {
     let catalog = &def.services["catalog"];
     assert_eq!(catalog.port, Some(PortSpec::Named("http".into())));
     assert_eq!(catalog.config["RETRIES"], "3");
-    assert!(matches!(&catalog.health.as_ref().unwrap().probe, Probe::Http { path } if path == "/health"));
+    assert!(
+        matches!(&catalog.health.as_ref().unwrap().probe, Probe::Http { path } if path == "/health")
+    );
     assert_eq!(def.services["orders"].build.output, "./orders/dist");
     let prod = &def.environments["production"];
     let names: Vec<&str> = prod.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -74,7 +76,10 @@ fn deploy_spec_layers_service_environment_and_node_config() {
     let prod = def.deploy_spec("catalog", "production").unwrap();
     assert_eq!(prod.slots.len(), 5);
     let err = def.deploy_spec("orders", "production").unwrap_err();
-    assert!(err.to_string().contains("does not run in environment `production`"));
+    assert!(
+        err.to_string()
+            .contains("does not run in environment `production`")
+    );
     let err = def.deploy_spec("oders", "local").unwrap_err();
     assert_eq!(err.hint(), "did you mean `orders`?");
 }
@@ -87,17 +92,26 @@ fn errors(text: &str) -> String {
 fn all_errors_are_reported_at_once_with_locations() {
     let text = "services:\n  catalog:\n    build: ./catalog\n    run: [python3]\n    helth: {}\n    port: \"x\"\n  orders:\n    build: ./orders\n    run: python3\n";
     let out = errors(text);
-    assert!(out.contains("unknown key `helth` in `services.catalog`"), "{out}");
+    assert!(
+        out.contains("unknown key `helth` in `services.catalog`"),
+        "{out}"
+    );
     assert!(out.contains("--> wharf.yaml:5:5"), "{out}");
     assert!(out.contains("hint: did you mean `health`?"), "{out}");
-    assert!(out.contains("`services.orders.run` expects a list, found `python3`"), "{out}");
+    assert!(
+        out.contains("`services.orders.run` expects a list, found `python3`"),
+        "{out}"
+    );
     assert!(out.contains("--> wharf.yaml:9:10"), "{out}");
     assert!(out.contains("has 2 errors"), "{out}");
 }
 
 #[test]
 fn unknown_service_on_a_node_suggests_the_closest_name() {
-    let text = GOOD.replace("services: [catalog, { name: orders", "services: [catalog, { name: oders");
+    let text = GOOD.replace(
+        "services: [catalog, { name: orders",
+        "services: [catalog, { name: oders",
+    );
     let out = errors(&text);
     assert!(out.contains("runs unknown service `oders`"), "{out}");
     assert!(out.contains("did you mean `orders`?"), "{out}");
@@ -107,7 +121,10 @@ fn unknown_service_on_a_node_suggests_the_closest_name() {
 #[test]
 fn wrong_types_and_missing_fields() {
     let out = errors("services:\n  catalog:\n    build: ./catalog\n    port: 70000\n");
-    assert!(out.contains("missing key `run` in `services.catalog`"), "{out}");
+    assert!(
+        out.contains("missing key `run` in `services.catalog`"),
+        "{out}"
+    );
     assert!(out.contains("`services.catalog.port`"), "{out}");
 }
 
@@ -120,8 +137,13 @@ fn pipeline_cycles_and_unknown_after_are_errors() {
 
 #[test]
 fn duplicate_names_are_errors() {
-    let out = errors("services:\n  catalog: { build: ./catalog, run: [x] }\n  catalog: { build: ./catalog, run: [y] }\n");
-    assert!(out.contains("duplicate key `catalog`") && out.contains("wharf.yaml:3:3"), "{out}");
+    let out = errors(
+        "services:\n  catalog: { build: ./catalog, run: [x] }\n  catalog: { build: ./catalog, run: [y] }\n",
+    );
+    assert!(
+        out.contains("duplicate key `catalog`") && out.contains("wharf.yaml:3:3"),
+        "{out}"
+    );
     let text = "services:\n  catalog: { build: ./catalog, run: [x] }\nenvironments:\n  local:\n    nodes:\n      - { name: a, services: [catalog] }\n      - { name: a, services: [catalog] }\n";
     let out = errors(text);
     assert!(out.contains("node `a` is defined twice"), "{out}");
@@ -130,7 +152,10 @@ fn duplicate_names_are_errors() {
 #[test]
 fn a_missing_build_folder_is_an_error() {
     let out = errors("services:\n  api: { build: ./nowhere, run: [x] }\n");
-    assert!(out.contains("build folder `./nowhere` of service `api` does not exist"), "{out}");
+    assert!(
+        out.contains("build folder `./nowhere` of service `api` does not exist"),
+        "{out}"
+    );
     assert!(out.contains("wharf.yaml:2:17"), "{out}");
 }
 

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
@@ -31,7 +31,9 @@ pub struct ProcessDriver {
 
 impl ProcessDriver {
     pub fn new(tag_prefix: impl Into<String>) -> Self {
-        Self { tag_prefix: tag_prefix.into() }
+        Self {
+            tag_prefix: tag_prefix.into(),
+        }
     }
 }
 
@@ -47,14 +49,24 @@ impl Driver for ProcessDriver {
             .create(true)
             .append(true)
             .open(&spec.log_path)
-            .map_err(|source| DriverError::Log { path: spec.log_path.clone(), source })?;
-        let log_err = log.try_clone().map_err(|source| DriverError::Log { path: spec.log_path.clone(), source })?;
+            .map_err(|source| DriverError::Log {
+                path: spec.log_path.clone(),
+                source,
+            })?;
+        let log_err = log.try_clone().map_err(|source| DriverError::Log {
+            path: spec.log_path.clone(),
+            source,
+        })?;
         let mut command = Command::new(&program);
         command
             .args(&spec.argv[1..])
             .current_dir(&spec.workdir)
             .env_clear()
-            .envs(INHERITED.iter().filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))))
+            .envs(
+                INHERITED
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
             .envs(&spec.env)
             .env(TAG_VARIABLE, &spec.tag)
             .stdin(Stdio::null())
@@ -68,7 +80,9 @@ impl Driver for ProcessDriver {
             program: spec.argv[0].clone(),
             reason: e.to_string(),
         })?;
-        let pid = child.id().ok_or_else(|| DriverError::Other("process exited before it was watched".into()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| DriverError::Other("process exited before it was watched".into()))?;
         Ok(Box::new(ChildProcess { child, pid }))
     }
 
@@ -80,7 +94,11 @@ impl Driver for ProcessDriver {
     }
 
     async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>> {
-        proc_scan::is_alive(found.handle_id).then(|| Box::new(AdoptedProcess { pid: found.handle_id }) as Box<dyn Running>)
+        proc_scan::is_alive(found.handle_id).then(|| {
+            Box::new(AdoptedProcess {
+                pid: found.handle_id,
+            }) as Box<dyn Running>
+        })
     }
 }
 

@@ -8,7 +8,10 @@ use wharf_driver::Found;
 pub fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state letter follows the command name, which is in parentheses.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X'),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|s| s != 'Z' && s != 'X'),
         Err(_) => false,
     }
 }
@@ -16,11 +19,21 @@ pub fn is_alive(pid: u32) -> bool {
 /// Process-group leaders whose environment has `variable` starting with `prefix`.
 pub fn tagged_processes(variable: &str, prefix: &str) -> Vec<Found> {
     let needle = format!("{variable}={prefix}");
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         let Some(tag) = environ
             .split(|b| *b == 0)
             .filter_map(|kv| std::str::from_utf8(kv).ok())
@@ -31,17 +44,27 @@ pub fn tagged_processes(variable: &str, prefix: &str) -> Vec<Found> {
         };
         // Children of an instance inherit its tag; only the group leader is the instance.
         if is_group_leader(pid) && is_alive(pid) {
-            found.push(Found { tag, handle_id: pid });
+            found.push(Found {
+                tag,
+                handle_id: pid,
+            });
         }
     }
     found
 }
 
 fn is_group_leader(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     // Fields after the command: state, ppid, pgrp.
-    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-    rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pid)
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    rest.split_whitespace()
+        .nth(2)
+        .and_then(|g| g.parse::<u32>().ok())
+        == Some(pid)
 }
 
 /// When `pid` started, in Unix milliseconds: now minus its age, where the age is the
@@ -52,9 +75,20 @@ pub fn start_time_millis(pid: u32) -> Option<i64> {
     let (_, rest) = stat.rsplit_once(')')?;
     // `rest` starts at field 3 (state), so field 22 is its 20th item.
     let ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let uptime: f64 = fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     let age_millis = ((uptime - ticks / per_second) * 1000.0).max(0.0) as i64;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as i64;
     Some(now - age_millis)
 }

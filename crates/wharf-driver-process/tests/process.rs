@@ -8,7 +8,12 @@ use wharf_driver_process::ProcessDriver;
 
 fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
     LaunchSpec {
-        key: InstanceKey { env: "test".into(), service: "svc".into(), node: "n".into(), instance: 0 },
+        key: InstanceKey {
+            env: "test".into(),
+            service: "svc".into(),
+            node: "n".into(),
+            instance: 0,
+        },
         workdir: dir.to_owned(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
@@ -21,7 +26,14 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
 async fn output_goes_to_the_log_with_the_rendered_environment() {
     let dir = tempfile::tempdir().unwrap();
     let driver = ProcessDriver::new("t1/");
-    let mut running = driver.start(&spec(dir.path(), "t1/a", "echo $GREETING; echo oops >&2; exit 3")).await.unwrap();
+    let mut running = driver
+        .start(&spec(
+            dir.path(),
+            "t1/a",
+            "echo $GREETING; echo oops >&2; exit 3",
+        ))
+        .await
+        .unwrap();
     assert_eq!(running.wait().await, Exit::Code(3));
     let log = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
     assert_eq!(log, "hello\noops\n");
@@ -32,24 +44,37 @@ async fn stop_ends_the_whole_process_group_even_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let driver = ProcessDriver::new("t2/");
     let script = "trap '' TERM; sleep 60 & echo $! > child.pid; wait";
-    let mut running = driver.start(&spec(dir.path(), "t2/a", script)).await.unwrap();
+    let mut running = driver
+        .start(&spec(dir.path(), "t2/a", script))
+        .await
+        .unwrap();
     let pidfile = dir.path().join("child.pid");
     while !pidfile.exists() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let child: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let child: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let exit = running.stop(Duration::from_millis(200)).await;
     assert_eq!(exit, Exit::Signal(9));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-    assert!(stat.is_empty() || stat.contains(") Z"), "grandchild survived: {stat}");
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "grandchild survived: {stat}"
+    );
 }
 
 #[tokio::test]
 async fn a_new_driver_finds_and_adopts_running_instances() {
     let dir = tempfile::tempdir().unwrap();
     let first = ProcessDriver::new("t3/");
-    let running = first.start(&spec(dir.path(), "t3/env/svc/n/0", "sleep 30")).await.unwrap();
+    let running = first
+        .start(&spec(dir.path(), "t3/env/svc/n/0", "sleep 30"))
+        .await
+        .unwrap();
     let pid = running.handle_id();
     drop(running); // the agent goes away; the process does not
 

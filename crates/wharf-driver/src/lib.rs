@@ -23,13 +23,20 @@ impl InstanceKey {
     /// A string that names the instance uniquely on a host; drivers tag what they start
     /// with it so a restarted agent can find its instances again.
     pub fn tag(&self) -> String {
-        format!("{}/{}/{}/{}", self.env, self.service, self.node, self.instance)
+        format!(
+            "{}/{}/{}/{}",
+            self.env, self.service, self.node, self.instance
+        )
     }
 }
 
 impl fmt::Display for InstanceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} #{} in `{}` on `{}`", self.service, self.instance, self.env, self.node)
+        write!(
+            f,
+            "{} #{} in `{}` on `{}`",
+            self.service, self.instance, self.env, self.node
+        )
     }
 }
 
@@ -80,7 +87,10 @@ pub enum DriverError {
     #[error("cannot start `{program}`: {reason}")]
     Start { program: String, reason: String },
     #[error("cannot open log file `{path}`: {source}")]
-    Log { path: PathBuf, source: std::io::Error },
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -30,7 +30,10 @@ impl ArtifactStore {
         let claimed: ArtifactDigest = claimed.parse().map_err(ServerError::bad_request)?;
         let actual = ArtifactDigest::of(bytes);
         if actual != claimed {
-            return Err(ServerError::bad_request(format!("upload is corrupt: its digest is {actual}, not {claimed}")).hint("build and upload again"));
+            return Err(ServerError::bad_request(format!(
+                "upload is corrupt: its digest is {actual}, not {claimed}"
+            ))
+            .hint("build and upload again"));
         }
         let path = self.path(&actual);
         if path.exists() {
@@ -44,13 +47,16 @@ impl ArtifactStore {
             file.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| ServerError::internal(format!("cannot store artifact `{}`: {e}", path.display())))?;
+        write().map_err(|e| {
+            ServerError::internal(format!("cannot store artifact `{}`: {e}", path.display()))
+        })?;
         Ok(actual)
     }
 
     /// The archive bytes of a digest.
     pub fn get(&self, digest: &str) -> Result<Vec<u8>, ServerError> {
         let digest: ArtifactDigest = digest.parse().map_err(ServerError::bad_request)?;
-        std::fs::read(self.path(&digest)).map_err(|_| ServerError::not_found(format!("no artifact with digest {digest}")))
+        std::fs::read(self.path(&digest))
+            .map_err(|_| ServerError::not_found(format!("no artifact with digest {digest}")))
     }
 }

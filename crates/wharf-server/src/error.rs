@@ -1,8 +1,8 @@
 //! Errors of the controller and how they map to HTTP answers.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use wharf_api::ApiError;
 use wharf_store::StoreError;
 
@@ -17,7 +17,11 @@ pub struct ServerError {
 
 impl ServerError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), hint: None }
+        Self {
+            status,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -38,15 +42,21 @@ impl ServerError {
     }
 
     pub fn body(&self) -> ApiError {
-        ApiError { error: self.message.clone(), hint: self.hint.clone() }
+        ApiError {
+            error: self.message.clone(),
+            hint: self.hint.clone(),
+        }
     }
 }
 
 impl From<StoreError> for ServerError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::VersionConflict { version, .. } => ServerError::new(StatusCode::CONFLICT, e.to_string())
-                .hint(format!("build under a new version name; `{version}` stays what it is")),
+            StoreError::VersionConflict { version, .. } => {
+                ServerError::new(StatusCode::CONFLICT, e.to_string()).hint(format!(
+                    "build under a new version name; `{version}` stays what it is"
+                ))
+            }
             StoreError::Locked { .. } => ServerError::new(StatusCode::CONFLICT, e.to_string())
                 .hint("wait for it to finish; `wharf history` shows its outcome"),
             _ => ServerError::internal(e.to_string()),

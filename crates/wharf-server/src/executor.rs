@@ -17,7 +17,7 @@ use wharf_store::NewDeployment;
 
 use crate::error::ServerError;
 use crate::render::render;
-use crate::{now_millis, Controller};
+use crate::{Controller, now_millis};
 
 /// How long an instance without a health check may take to start.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,14 +32,22 @@ impl Events {
     }
 
     fn progress(&self, key: &InstanceKey, message: String) {
-        self.send(DeployEvent::Progress { service: key.service.clone(), node: key.node.clone(), instance: key.instance, message });
+        self.send(DeployEvent::Progress {
+            service: key.service.clone(),
+            node: key.node.clone(),
+            instance: key.instance,
+            message,
+        });
     }
 }
 
 /// What a step changed, so a rollback can undo it.
 enum Done {
     Started(InstanceKey),
-    Replaced { key: InstanceKey, previous: Option<InstancePlan> },
+    Replaced {
+        key: InstanceKey,
+        previous: Option<InstancePlan>,
+    },
     Stopped(InstancePlan),
 }
 
@@ -49,28 +57,54 @@ struct Failure {
 }
 
 fn slot_of(key: &InstanceKey) -> Slot {
-    Slot { node: key.node.clone(), instance: key.instance }
+    Slot {
+        node: key.node.clone(),
+        instance: key.instance,
+    }
 }
 
 impl Controller {
     /// Deploys `req.spec` at `req.version`, recording it as `kind`.
-    pub async fn deploy(&self, req: DeployRequest, kind: DeploymentKind, events: &Events) -> Result<DeployEvent, ServerError> {
+    pub async fn deploy(
+        &self,
+        req: DeployRequest,
+        kind: DeploymentKind,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
         let spec = &req.spec;
-        let digest = match (self.store.artifact(&spec.service, &req.version)?, &req.unregistered_digest) {
+        let digest = match (
+            self.store.artifact(&spec.service, &req.version)?,
+            &req.unregistered_digest,
+        ) {
             (Some(artifact), _) => artifact.digest,
             (None, Some(digest)) if req.dry_run => digest.clone(),
             (None, _) => {
-                return Err(ServerError::not_found(format!("version `{}` of `{}` is not built", req.version, spec.service))
-                    .hint(format!("run `wharf build {} --version {}` first", spec.service, req.version)));
+                return Err(ServerError::not_found(format!(
+                    "version `{}` of `{}` is not built",
+                    req.version, spec.service
+                ))
+                .hint(format!(
+                    "run `wharf build {} --version {}` first",
+                    spec.service, req.version
+                )));
             }
         };
         let rendered = render(&*self.store, spec, &req.version, &digest, 0)?;
         let desired: Vec<DesiredInstance> = rendered
             .plans
             .iter()
-            .map(|p| DesiredInstance { slot: slot_of(&p.key), version: p.version.clone(), digest: p.digest.clone(), config_digest: p.config_digest.clone() })
+            .map(|p| DesiredInstance {
+                slot: slot_of(&p.key),
+                version: p.version.clone(),
+                digest: p.digest.clone(),
+                config_digest: p.config_digest.clone(),
+            })
             .collect();
-        let plan = plan::plan(&desired, &self.observed(&spec.env, &spec.service), spec.max_parallel);
+        let plan = plan::plan(
+            &desired,
+            &self.observed(&spec.env, &spec.service),
+            spec.max_parallel,
+        );
         let planned = |deployment| DeployEvent::Planned {
             deployment,
             service: spec.service.clone(),
@@ -81,7 +115,11 @@ impl Controller {
         };
         if req.dry_run {
             events.send(planned(None));
-            return Ok(DeployEvent::Finished { deployment: None, state: DeploymentState::Succeeded, message: "dry run: nothing was changed".into() });
+            return Ok(DeployEvent::Finished {
+                deployment: None,
+                state: DeploymentState::Succeeded,
+                message: "dry run: nothing was changed".into(),
+            });
         }
         let id = self.store.begin_deployment(&NewDeployment {
             service: spec.service.clone(),
@@ -104,16 +142,35 @@ impl Controller {
             })
             .collect();
         let (state, message) = match self.execute(&plan, &plans, spec, events).await {
-            Ok(()) if plan.is_empty() => (DeploymentState::Succeeded, "no changes: every instance already runs this version and configuration".to_owned()),
-            Ok(()) => (DeploymentState::Succeeded, format!("{} instance(s) healthy", plans.len())),
+            Ok(()) if plan.is_empty() => (
+                DeploymentState::Succeeded,
+                "no changes: every instance already runs this version and configuration".to_owned(),
+            ),
+            Ok(()) => (
+                DeploymentState::Succeeded,
+                format!("{} instance(s) healthy", plans.len()),
+            ),
             Err((failure, restored)) => {
-                let state = if restored { DeploymentState::RolledBack } else { DeploymentState::Failed };
-                let outcome = if restored { "rolled back to the previous version" } else { "rollback incomplete; check `wharf status`" };
+                let state = if restored {
+                    DeploymentState::RolledBack
+                } else {
+                    DeploymentState::Failed
+                };
+                let outcome = if restored {
+                    "rolled back to the previous version"
+                } else {
+                    "rollback incomplete; check `wharf status`"
+                };
                 (state, format!("{}; {outcome}", failure.reason))
             }
         };
-        self.store.finish_deployment(id, state, &message, now_millis())?;
-        Ok(DeployEvent::Finished { deployment: Some(id), state, message })
+        self.store
+            .finish_deployment(id, state, &message, now_millis())?;
+        Ok(DeployEvent::Finished {
+            deployment: Some(id),
+            state,
+            message,
+        })
     }
 
     /// What runs now for one service in one environment, as the reconciler sees it.
@@ -134,28 +191,63 @@ impl Controller {
 
     /// Carries out a plan. On failure returns the reason and whether the rollback
     /// restored every instance it touched.
-    async fn execute(&self, plan: &Plan, plans: &HashMap<Slot, InstancePlan>, spec: &DeploySpec, events: &Events) -> Result<(), (Failure, bool)> {
-        let timeout = spec.health.as_ref().map(|h| h.timeout).unwrap_or(DEFAULT_START_TIMEOUT);
+    async fn execute(
+        &self,
+        plan: &Plan,
+        plans: &HashMap<Slot, InstancePlan>,
+        spec: &DeploySpec,
+        events: &Events,
+    ) -> Result<(), (Failure, bool)> {
+        let timeout = spec
+            .health
+            .as_ref()
+            .map(|h| h.timeout)
+            .unwrap_or(DEFAULT_START_TIMEOUT);
         let mut done = Vec::new();
         for batch in &plan.batches {
             let mut started = Vec::new();
             for step in batch {
-                if let Err(reason) = self.apply(step, plans, spec, events, &mut done, &mut started).await {
-                    return Err(self.roll_back(Failure { reason }, done, timeout, events).await);
+                if let Err(reason) = self
+                    .apply(step, plans, spec, events, &mut done, &mut started)
+                    .await
+                {
+                    return Err(self
+                        .roll_back(Failure { reason }, done, timeout, events)
+                        .await);
                 }
             }
             let begun = Instant::now();
-            let checks = join_all(started.iter().map(|key| self.agent.wait_healthy(key, timeout))).await;
+            let checks = join_all(
+                started
+                    .iter()
+                    .map(|key| self.agent.wait_healthy(key, timeout)),
+            )
+            .await;
             let mut failure = None;
             for (key, result) in started.iter().zip(checks) {
                 match result {
-                    Ok(()) => events.send(DeployEvent::Healthy { service: key.service.clone(), node: key.node.clone(), instance: key.instance, elapsed_ms: begun.elapsed().as_millis() as u64 }),
+                    Ok(()) => events.send(DeployEvent::Healthy {
+                        service: key.service.clone(),
+                        node: key.node.clone(),
+                        instance: key.instance,
+                        elapsed_ms: begun.elapsed().as_millis() as u64,
+                    }),
                     Err(unhealthy) => {
-                        events.send(DeployEvent::Failed { service: key.service.clone(), node: key.node.clone(), instance: key.instance, reason: unhealthy.reason.clone(), log_tail: unhealthy.log_tail.clone() });
+                        events.send(DeployEvent::Failed {
+                            service: key.service.clone(),
+                            node: key.node.clone(),
+                            instance: key.instance,
+                            reason: unhealthy.reason.clone(),
+                            log_tail: unhealthy.log_tail.clone(),
+                        });
                         failure.get_or_insert_with(|| {
-                            let mut reason = format!("{key} did not become healthy: {}", unhealthy.reason);
+                            let mut reason =
+                                format!("{key} did not become healthy: {}", unhealthy.reason);
                             if !unhealthy.log_tail.is_empty() {
-                                reason.push_str(&format!("\nlast lines of its log:\n{}", indent(&unhealthy.log_tail)));
+                                reason.push_str(&format!(
+                                    "\nlast lines of its log:\n{}",
+                                    indent(&unhealthy.log_tail)
+                                ));
                             }
                             Failure { reason }
                         });
@@ -169,13 +261,24 @@ impl Controller {
         Ok(())
     }
 
-    async fn apply(&self, step: &Step, plans: &HashMap<Slot, InstancePlan>, spec: &DeploySpec, events: &Events, done: &mut Vec<Done>, started: &mut Vec<InstanceKey>) -> Result<(), String> {
+    async fn apply(
+        &self,
+        step: &Step,
+        plans: &HashMap<Slot, InstancePlan>,
+        spec: &DeploySpec,
+        events: &Events,
+        done: &mut Vec<Done>,
+        started: &mut Vec<InstanceKey>,
+    ) -> Result<(), String> {
         match step {
             Step::Start { to } => {
                 let plan = plans[&to.slot].clone();
                 let key = plan.key.clone();
                 events.progress(&key, format!("starting {}", plan.version));
-                self.agent.start(plan).await.map_err(|e| format!("cannot start {key}: {e}"))?;
+                self.agent
+                    .start(plan)
+                    .await
+                    .map_err(|e| format!("cannot start {key}: {e}"))?;
                 done.push(Done::Started(key.clone()));
                 started.push(key);
             }
@@ -183,19 +286,44 @@ impl Controller {
                 let plan = plans[&to.slot].clone();
                 let key = plan.key.clone();
                 let previous = self.agent.plan(&key);
-                events.progress(&key, if from.version == to.version { format!("restarting {} with new configuration", to.version) } else { format!("replacing {} with {}", from.version, to.version) });
+                events.progress(
+                    &key,
+                    if from.version == to.version {
+                        format!("restarting {} with new configuration", to.version)
+                    } else {
+                        format!("replacing {} with {}", from.version, to.version)
+                    },
+                );
                 self.agent.stop(&key).await;
-                done.push(Done::Replaced { key: key.clone(), previous });
-                self.agent.start(plan).await.map_err(|e| format!("cannot start {key}: {e}"))?;
+                done.push(Done::Replaced {
+                    key: key.clone(),
+                    previous,
+                });
+                self.agent
+                    .start(plan)
+                    .await
+                    .map_err(|e| format!("cannot start {key}: {e}"))?;
                 started.push(key);
             }
             Step::Stop { from } => {
-                let key = InstanceKey { env: spec.env.clone(), service: spec.service.clone(), node: from.slot.node.clone(), instance: from.slot.instance };
-                let Some(previous) = self.agent.plan(&key) else { return Ok(()) };
+                let key = InstanceKey {
+                    env: spec.env.clone(),
+                    service: spec.service.clone(),
+                    node: from.slot.node.clone(),
+                    instance: from.slot.instance,
+                };
+                let Some(previous) = self.agent.plan(&key) else {
+                    return Ok(());
+                };
                 let key = previous.key.clone();
-                events.progress(&key, format!("stopping {} (no longer wanted)", from.version));
+                events.progress(
+                    &key,
+                    format!("stopping {} (no longer wanted)", from.version),
+                );
                 self.agent.stop(&key).await;
-                let _ = self.store.remove_instance(&key.env, &key.service, &key.node, key.instance);
+                let _ = self
+                    .store
+                    .remove_instance(&key.env, &key.service, &key.node, key.instance);
                 done.push(Done::Stopped(previous));
             }
         }
@@ -203,20 +331,35 @@ impl Controller {
     }
 
     /// Undoes `done` in reverse; returns the failure and whether everything was restored.
-    async fn roll_back(&self, failure: Failure, done: Vec<Done>, timeout: Duration, events: &Events) -> (Failure, bool) {
-        events.send(DeployEvent::RollingBack { reason: failure.reason.clone() });
+    async fn roll_back(
+        &self,
+        failure: Failure,
+        done: Vec<Done>,
+        timeout: Duration,
+        events: &Events,
+    ) -> (Failure, bool) {
+        events.send(DeployEvent::RollingBack {
+            reason: failure.reason.clone(),
+        });
         let mut restored = true;
         for step in done.into_iter().rev() {
             let previous = match step {
                 Done::Started(key) => {
                     self.agent.stop(&key).await;
-                    let _ = self.store.remove_instance(&key.env, &key.service, &key.node, key.instance);
+                    let _ =
+                        self.store
+                            .remove_instance(&key.env, &key.service, &key.node, key.instance);
                     None
                 }
                 Done::Replaced { key, previous } => {
                     self.agent.stop(&key).await;
                     if previous.is_none() {
-                        let _ = self.store.remove_instance(&key.env, &key.service, &key.node, key.instance);
+                        let _ = self.store.remove_instance(
+                            &key.env,
+                            &key.service,
+                            &key.node,
+                            key.instance,
+                        );
                     }
                     previous
                 }
@@ -237,38 +380,94 @@ impl Controller {
 
     /// Rolls a service back to an earlier successful deploy: its artifact and its
     /// configuration, exactly as they ran.
-    pub async fn rollback(&self, req: RollbackRequest, events: &Events) -> Result<DeployEvent, ServerError> {
+    pub async fn rollback(
+        &self,
+        req: RollbackRequest,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
         let history = self.store.history(&req.service, &req.env)?;
-        let succeeded: Vec<_> = history.iter().filter(|d| d.state.can_be_rollback_target() && d.kind != DeploymentKind::Stop).collect();
+        let succeeded: Vec<_> = history
+            .iter()
+            .filter(|d| d.state.can_be_rollback_target() && d.kind != DeploymentKind::Stop)
+            .collect();
         let current = succeeded.first().map(|d| d.version.clone());
         let target = match &req.to {
-            Some(version) => succeeded.iter().find(|d| &d.version == version).copied().ok_or_else(|| {
-                let known: Vec<String> = succeeded.iter().map(|d| format!("`{}`", d.version)).collect();
-                ServerError::not_found(format!("version `{version}` never ran successfully for `{}` in `{}`", req.service, req.env))
-                    .hint(if known.is_empty() { "nothing has been deployed there yet".to_owned() } else { format!("versions that ran: {}", dedup(known).join(", ")) })
-            })?,
-            None => succeeded.iter().find(|d| Some(&d.version) != current.as_ref()).copied().ok_or_else(|| {
-                ServerError::not_found(format!("no earlier version of `{}` ran successfully in `{}`", req.service, req.env))
+            Some(version) => succeeded
+                .iter()
+                .find(|d| &d.version == version)
+                .copied()
+                .ok_or_else(|| {
+                    let known: Vec<String> = succeeded
+                        .iter()
+                        .map(|d| format!("`{}`", d.version))
+                        .collect();
+                    ServerError::not_found(format!(
+                        "version `{version}` never ran successfully for `{}` in `{}`",
+                        req.service, req.env
+                    ))
+                    .hint(if known.is_empty() {
+                        "nothing has been deployed there yet".to_owned()
+                    } else {
+                        format!("versions that ran: {}", dedup(known).join(", "))
+                    })
+                })?,
+            None => succeeded
+                .iter()
+                .find(|d| Some(&d.version) != current.as_ref())
+                .copied()
+                .ok_or_else(|| {
+                    ServerError::not_found(format!(
+                        "no earlier version of `{}` ran successfully in `{}`",
+                        req.service, req.env
+                    ))
                     .hint("`wharf history` lists what ran")
-            })?,
+                })?,
         };
-        let spec: DeploySpec = serde_json::from_value(target.spec.clone())
-            .map_err(|e| ServerError::internal(format!("deployment #{} has an unreadable spec: {e}", target.id)))?;
-        let request = DeployRequest { spec, version: target.version.clone(), user: req.user, dry_run: false, unregistered_digest: None };
+        let spec: DeploySpec = serde_json::from_value(target.spec.clone()).map_err(|e| {
+            ServerError::internal(format!(
+                "deployment #{} has an unreadable spec: {e}",
+                target.id
+            ))
+        })?;
+        let request = DeployRequest {
+            spec,
+            version: target.version.clone(),
+            user: req.user,
+            dry_run: false,
+            unregistered_digest: None,
+        };
         self.deploy(request, DeploymentKind::Rollback, events).await
     }
 
     /// Stops one service or every service of an environment, recording it in history.
-    pub async fn stop(&self, req: StopRequest, events: &Events) -> Result<DeployEvent, ServerError> {
-        let mut by_service: std::collections::BTreeMap<String, Vec<InstancePlan>> = Default::default();
+    pub async fn stop(
+        &self,
+        req: StopRequest,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let mut by_service: std::collections::BTreeMap<String, Vec<InstancePlan>> =
+            Default::default();
         for (plan, _) in self.agent.statuses() {
-            if plan.key.env == req.env && req.service.as_ref().is_none_or(|s| *s == plan.key.service) {
-                by_service.entry(plan.key.service.clone()).or_default().push(plan);
+            if plan.key.env == req.env
+                && req.service.as_ref().is_none_or(|s| *s == plan.key.service)
+            {
+                by_service
+                    .entry(plan.key.service.clone())
+                    .or_default()
+                    .push(plan);
             }
         }
         if by_service.is_empty() {
-            let what = req.service.as_ref().map(|s| format!("`{s}`")).unwrap_or_else(|| "nothing".to_owned());
-            return Ok(DeployEvent::Finished { deployment: None, state: DeploymentState::Succeeded, message: format!("{what} runs in `{}`; nothing to stop", req.env) });
+            let what = req
+                .service
+                .as_ref()
+                .map(|s| format!("`{s}`"))
+                .unwrap_or_else(|| "nothing".to_owned());
+            return Ok(DeployEvent::Finished {
+                deployment: None,
+                state: DeploymentState::Succeeded,
+                message: format!("{what} runs in `{}`; nothing to stop", req.env),
+            });
         }
         let mut last = None;
         let mut count = 0;
@@ -287,18 +486,35 @@ impl Controller {
             for plan in &plans {
                 events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
                 self.agent.stop(&plan.key).await;
-                self.store.remove_instance(&plan.key.env, &service, &plan.key.node, plan.key.instance)?;
+                self.store.remove_instance(
+                    &plan.key.env,
+                    &service,
+                    &plan.key.node,
+                    plan.key.instance,
+                )?;
                 count += 1;
             }
-            self.store.finish_deployment(id, DeploymentState::Succeeded, &format!("stopped {} instance(s)", plans.len()), now_millis())?;
+            self.store.finish_deployment(
+                id,
+                DeploymentState::Succeeded,
+                &format!("stopped {} instance(s)", plans.len()),
+                now_millis(),
+            )?;
             last = Some(id);
         }
-        Ok(DeployEvent::Finished { deployment: last, state: DeploymentState::Succeeded, message: format!("stopped {count} instance(s) in `{}`", req.env) })
+        Ok(DeployEvent::Finished {
+            deployment: last,
+            state: DeploymentState::Succeeded,
+            message: format!("stopped {count} instance(s) in `{}`", req.env),
+        })
     }
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn dedup(mut items: Vec<String>) -> Vec<String> {

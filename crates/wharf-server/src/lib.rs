@@ -36,7 +36,10 @@ pub struct Controller {
 }
 
 pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Written beside the state so CLIs of the same project find their controller.
@@ -54,12 +57,20 @@ pub const CONTROLLER_FILE: &str = "controller.json";
 pub enum StartError {
     #[error("another controller already runs for `{0}`")]
     AlreadyRunning(PathBuf),
-    #[error("refusing to listen on {0}: only loopback addresses are allowed until agent and user authentication exist")]
+    #[error(
+        "refusing to listen on {0}: only loopback addresses are allowed until agent and user authentication exist"
+    )]
     NotLoopback(SocketAddr),
     #[error("cannot use state folder `{path}`: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] wharf_store::StoreError),
     #[error(transparent)]
@@ -69,15 +80,23 @@ pub enum StartError {
 /// Starts a development controller with its local agent on `listen`, keeping state
 /// under `state_dir`, until `shutdown` is cancelled. Instances keep running after it
 /// stops and are adopted by the next controller of the same state folder.
-pub async fn run_dev(state_dir: &Path, listen: SocketAddr, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run_dev(
+    state_dir: &Path,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     if !listen.ip().is_loopback() {
         return Err(StartError::NotLoopback(listen));
     }
-    let io = |source| StartError::StateDir { path: state_dir.to_owned(), source };
+    let io = |source| StartError::StateDir {
+        path: state_dir.to_owned(),
+        source,
+    };
     std::fs::create_dir_all(state_dir).map_err(io)?;
     // Held for the controller's life: one controller per state folder.
     let lock = File::create(state_dir.join("controller.lock")).map_err(io)?;
-    lock.try_lock_exclusive().map_err(|_| StartError::AlreadyRunning(state_dir.to_owned()))?;
+    lock.try_lock_exclusive()
+        .map_err(|_| StartError::AlreadyRunning(state_dir.to_owned()))?;
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
     let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;
@@ -85,32 +104,79 @@ pub async fn run_dev(state_dir: &Path, listen: SocketAddr, shutdown: Cancellatio
     let agent_id = agent_id(&agent_root).map_err(io)?;
     let driver = Arc::new(ProcessDriver::new(format!("{agent_id}:")));
     let source = Box::new(FolderSource(artifacts.dir().to_owned()));
-    let agent = Arc::new(Agent::new(&agent_id, &agent_root, driver, source, Arc::new(sink::StoreSink(store.clone())))?);
+    let agent = Arc::new(Agent::new(
+        &agent_id,
+        &agent_root,
+        driver,
+        source,
+        Arc::new(sink::StoreSink(store.clone())),
+    )?);
 
     // Recover before serving: interrupted deploys are marked, instances adopted, and
     // rows of instances that no longer exist are dropped.
-    let interrupted = store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
+    let interrupted =
+        store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
     for d in &interrupted {
-        tracing::warn!("deployment #{} of {} in {} was interrupted", d.id, d.service, d.env);
+        tracing::warn!(
+            "deployment #{} of {} in {} was interrupted",
+            d.id,
+            d.service,
+            d.env
+        );
     }
     let recovery = agent.recover().await;
-    tracing::info!(adopted = recovery.adopted.len(), restarted = recovery.restarted.len(), orphans = recovery.orphans_stopped, "recovered instances");
+    tracing::info!(
+        adopted = recovery.adopted.len(),
+        restarted = recovery.restarted.len(),
+        orphans = recovery.orphans_stopped,
+        "recovered instances"
+    );
     let live: Vec<_> = agent.statuses().into_iter().map(|(p, _)| p.key).collect();
     for row in store.instances(None, None)? {
-        let key = wharf_driver::InstanceKey { env: row.env.clone(), service: row.service.clone(), node: row.node.clone(), instance: row.instance };
+        let key = wharf_driver::InstanceKey {
+            env: row.env.clone(),
+            service: row.service.clone(),
+            node: row.node.clone(),
+            instance: row.instance,
+        };
         if !live.contains(&key) {
             store.remove_instance(&row.env, &row.service, &row.node, row.instance)?;
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Listen { addr: listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: listen, source })?;
-    let controller = Arc::new(Controller { store, agent: agent.clone(), artifacts, state_dir: state_dir.to_owned() });
-    write_controller_file(state_dir, &ControllerFile { url: format!("http://{addr}"), pid: std::process::id() }).map_err(io)?;
-    tracing::info!("controller listening on http://{addr}, state in {}", state_dir.display());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let controller = Arc::new(Controller {
+        store,
+        agent: agent.clone(),
+        artifacts,
+        state_dir: state_dir.to_owned(),
+    });
+    write_controller_file(
+        state_dir,
+        &ControllerFile {
+            url: format!("http://{addr}"),
+            pid: std::process::id(),
+        },
+    )
+    .map_err(io)?;
+    tracing::info!(
+        "controller listening on http://{addr}, state in {}",
+        state_dir.display()
+    );
 
     let app = routes::router(controller);
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
     agent.detach();
     let _ = std::fs::remove_file(state_dir.join(CONTROLLER_FILE));
     drop(lock);
@@ -120,11 +186,22 @@ pub async fn run_dev(state_dir: &Path, listen: SocketAddr, shutdown: Cancellatio
 /// Identifies the running executable: its version, size and modification time. Two
 /// processes of the same wharf build agree on it.
 pub fn build_id() -> String {
-    let identity = std::env::current_exe().and_then(std::fs::metadata).map(|m| {
-        let modified = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-        format!("{}-{modified}", m.len())
-    });
-    format!("{}+{}", env!("CARGO_PKG_VERSION"), identity.unwrap_or_default())
+    let identity = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}-{modified}", m.len())
+        });
+    format!(
+        "{}+{}",
+        env!("CARGO_PKG_VERSION"),
+        identity.unwrap_or_default()
+    )
 }
 
 fn write_controller_file(dir: &Path, file: &ControllerFile) -> std::io::Result<()> {

@@ -20,34 +20,45 @@ fn prefixed(prefix: &str, text: &str) -> String {
 
 /// The last `lines` lines of each source.
 pub fn snapshot(sources: &[LogSource], lines: usize) -> String {
-    sources.iter().map(|s| prefixed(&s.prefix, &tail(&s.path, lines))).collect()
+    sources
+        .iter()
+        .map(|s| prefixed(&s.prefix, &tail(&s.path, lines)))
+        .collect()
 }
 
 /// The last lines, then whatever is appended, until the client goes away.
 pub fn follow(sources: Vec<LogSource>, lines: usize) -> Body {
-    let offsets: Vec<u64> = sources.iter().map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0)).collect();
+    let offsets: Vec<u64> = sources
+        .iter()
+        .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
+        .collect();
     let first = snapshot(&sources, lines);
     let state = (sources, offsets, Some(first));
-    Body::from_stream(stream::unfold(state, |(sources, mut offsets, first)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, std::io::Error>(first), (sources, offsets, None)));
-        }
-        loop {
-            let mut out = String::new();
-            for (source, offset) in sources.iter().zip(offsets.iter_mut()) {
-                out.push_str(&read_new(source, offset));
+    Body::from_stream(stream::unfold(
+        state,
+        |(sources, mut offsets, first)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, std::io::Error>(first), (sources, offsets, None)));
             }
-            if !out.is_empty() {
-                return Some((Ok(out), (sources, offsets, None)));
+            loop {
+                let mut out = String::new();
+                for (source, offset) in sources.iter().zip(offsets.iter_mut()) {
+                    out.push_str(&read_new(source, offset));
+                }
+                if !out.is_empty() {
+                    return Some((Ok(out), (sources, offsets, None)));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }))
+        },
+    ))
 }
 
 /// Reads what was appended since `offset`; starts over when the file was rotated.
 fn read_new(source: &LogSource, offset: &mut u64) -> String {
-    let Ok(mut file) = std::fs::File::open(&source.path) else { return String::new() };
+    let Ok(mut file) = std::fs::File::open(&source.path) else {
+        return String::new();
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len < *offset {
         *offset = 0;
@@ -58,7 +69,11 @@ fn read_new(source: &LogSource, offset: &mut u64) -> String {
     let mut buf = Vec::new();
     let _ = file.read_to_end(&mut buf);
     // Only hand out whole lines; the rest waits for its newline.
-    let whole = buf.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let whole = buf
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
     *offset += whole as u64;
     prefixed(&source.prefix, &String::from_utf8_lossy(&buf[..whole]))
 }

@@ -20,20 +20,36 @@ pub struct Rendered {
 }
 
 /// Renders every slot of `spec` at `version` / `digest`.
-pub fn render(store: &dyn Store, spec: &DeploySpec, version: &str, digest: &str, deployment_id: i64) -> Result<Rendered, ServerError> {
+pub fn render(
+    store: &dyn Store,
+    spec: &DeploySpec,
+    version: &str,
+    digest: &str,
+    deployment_id: i64,
+) -> Result<Rendered, ServerError> {
     let mut peers = BTreeMap::new();
     for (name, port) in &spec.peers {
         let port = match port {
             Some(p) => Some(instance_port(store, &spec.env, name, p, 0)?),
             None => None,
         };
-        let address = PeerAddress { host: "127.0.0.1".into(), port, url: port.map(|p| format!("http://127.0.0.1:{p}")) };
+        let address = PeerAddress {
+            host: "127.0.0.1".into(),
+            port,
+            url: port.map(|p| format!("http://127.0.0.1:{p}")),
+        };
         peers.insert(name.clone(), address);
     }
     let mut plans = Vec::new();
     for slot in &spec.slots {
         let port = match &spec.port {
-            Some(p) => Some(instance_port(store, &spec.env, &spec.service, p, slot.instance)?),
+            Some(p) => Some(instance_port(
+                store,
+                &spec.env,
+                &spec.service,
+                p,
+                slot.instance,
+            )?),
             None => None,
         };
         let context = TemplateContext {
@@ -46,14 +62,22 @@ pub fn render(store: &dyn Store, spec: &DeploySpec, version: &str, digest: &str,
             services: peers.clone(),
         };
         let env = render_instance(&slot.config, &context).map_err(|(key, e)| {
-            let err = ServerError::bad_request(format!("config `{key}` of `{}` in `{}`: {e}", spec.service, spec.env));
+            let err = ServerError::bad_request(format!(
+                "config `{key}` of `{}` in `{}`: {e}",
+                spec.service, spec.env
+            ));
             match e.hint() {
                 Some(h) => err.hint(h),
                 None => err,
             }
         })?;
         plans.push(InstancePlan {
-            key: InstanceKey { env: spec.env.clone(), service: spec.service.clone(), node: slot.node.clone(), instance: slot.instance },
+            key: InstanceKey {
+                env: spec.env.clone(),
+                service: spec.service.clone(),
+                node: slot.node.clone(),
+                instance: slot.instance,
+            },
             version: version.to_owned(),
             digest: digest.to_owned(),
             config_digest: config_digest([&env]),
@@ -66,14 +90,25 @@ pub fn render(store: &dyn Store, spec: &DeploySpec, version: &str, digest: &str,
         });
     }
     let config_digest = config_digest(plans.iter().map(|p| &p.env));
-    Ok(Rendered { plans, config_digest })
+    Ok(Rendered {
+        plans,
+        config_digest,
+    })
 }
 
 /// The port of an instance: fixed ports count up from their base; named ports are
 /// assigned once per slot and kept, so a service keeps its address across versions.
-fn instance_port(store: &dyn Store, env: &str, service: &str, spec: &PortSpec, instance: u32) -> Result<u16, ServerError> {
+fn instance_port(
+    store: &dyn Store,
+    env: &str,
+    service: &str,
+    spec: &PortSpec,
+    instance: u32,
+) -> Result<u16, ServerError> {
     match spec {
-        PortSpec::Fixed(base) => base.checked_add(instance as u16).ok_or_else(|| ServerError::bad_request(format!("port {base} + instance {instance} is beyond 65535"))),
+        PortSpec::Fixed(base) => base.checked_add(instance as u16).ok_or_else(|| {
+            ServerError::bad_request(format!("port {base} + instance {instance} is beyond 65535"))
+        }),
         PortSpec::Named(_) => {
             if let Some(port) = store.assigned_port(env, service, instance)? {
                 return Ok(port);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use wharf_driver::InstanceKey;
 use crate::error::ServerError;
 use crate::executor::Events;
 use crate::logs::{self, LogSource};
-use crate::{now_millis, Controller};
+use crate::{Controller, now_millis};
 
 /// Uploads larger than this are refused.
 const MAX_ARTIFACT_BYTES: usize = 1024 * 1024 * 1024;
@@ -42,7 +42,12 @@ pub fn router(controller: Arc<Controller>) -> Router {
 type Ctl = State<Arc<Controller>>;
 
 async fn health(State(c): Ctl) -> Json<ControllerInfo> {
-    Json(ControllerInfo { version: env!("CARGO_PKG_VERSION").into(), state_dir: c.state_dir.display().to_string(), pid: std::process::id(), build: crate::build_id() })
+    Json(ControllerInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        state_dir: c.state_dir.display().to_string(),
+        pid: std::process::id(),
+        build: crate::build_id(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -51,30 +56,77 @@ struct ArtifactQuery {
     version: Option<String>,
 }
 
-async fn list_artifacts(State(c): Ctl, Query(q): Query<ArtifactQuery>) -> Result<Json<Vec<ArtifactRecord>>, ServerError> {
+async fn list_artifacts(
+    State(c): Ctl,
+    Query(q): Query<ArtifactQuery>,
+) -> Result<Json<Vec<ArtifactRecord>>, ServerError> {
     Ok(Json(c.store.artifacts(q.service.as_deref())?))
 }
 
-async fn upload_artifact(State(c): Ctl, Query(q): Query<ArtifactQuery>, headers: HeaderMap, body: Bytes) -> Result<Response, ServerError> {
+async fn upload_artifact(
+    State(c): Ctl,
+    Query(q): Query<ArtifactQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ServerError> {
     let (Some(service), Some(version)) = (q.service, q.version) else {
-        return Err(ServerError::bad_request("an upload needs `service` and `version`"));
+        return Err(ServerError::bad_request(
+            "an upload needs `service` and `version`",
+        ));
     };
-    let claimed = headers.get(DIGEST_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| ServerError::bad_request(format!("missing `{DIGEST_HEADER}` header")))?;
+    let claimed = headers
+        .get(DIGEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ServerError::bad_request(format!("missing `{DIGEST_HEADER}` header")))?;
     // Check the name first, so a refused version leaves no file behind.
-    if let Some(existing) = c.store.artifact(&service, &version)? {
-        if existing.digest != claimed {
-            return Err(wharf_store::StoreError::VersionConflict { service, version, existing: existing.digest }.into());
+    if let Some(existing) = c
+        .store
+        .artifact(&service, &version)?
+        .filter(|a| a.digest != claimed)
+    {
+        let existing = existing.digest;
+        return Err(wharf_store::StoreError::VersionConflict {
+            service,
+            version,
+            existing,
         }
+        .into());
     }
     let digest = c.artifacts.put(claimed, &body)?;
-    let record = ArtifactRecord { service, version, digest: digest.to_string(), size: body.len() as u64, created_at: now_millis() };
+    let record = ArtifactRecord {
+        service,
+        version,
+        digest: digest.to_string(),
+        size: body.len() as u64,
+        created_at: now_millis(),
+    };
     let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;
-    let record = if created { record } else { c.store.artifact(&record.service, &record.version)?.unwrap_or(record) };
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(ArtifactUploaded { artifact: record, created })).into_response())
+    let record = if created {
+        record
+    } else {
+        c.store
+            .artifact(&record.service, &record.version)?
+            .unwrap_or(record)
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(ArtifactUploaded {
+            artifact: record,
+            created,
+        }),
+    )
+        .into_response())
 }
 
-async fn download_artifact(State(c): Ctl, axum::extract::Path(digest): axum::extract::Path<String>) -> Result<Response, ServerError> {
+async fn download_artifact(
+    State(c): Ctl,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> Result<Response, ServerError> {
     let bytes = c.artifacts.get(&digest)?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
 }
@@ -90,7 +142,10 @@ where
     tokio::spawn(async move {
         let last = match operation(c, events.clone()).await {
             Ok(finished) => finished,
-            Err(e) => DeployEvent::Error { error: e.message, hint: e.hint },
+            Err(e) => DeployEvent::Error {
+                error: e.message,
+                hint: e.hint,
+            },
         };
         let _ = events.0.send(last);
     });
@@ -104,7 +159,9 @@ where
 }
 
 async fn deploy(State(c): Ctl, Json(req): Json<DeployRequest>) -> Response {
-    stream_operation(c, |c, events| async move { c.deploy(req, DeploymentKind::Deploy, &events).await })
+    stream_operation(c, |c, events| async move {
+        c.deploy(req, DeploymentKind::Deploy, &events).await
+    })
 }
 
 async fn rollback(State(c): Ctl, Json(req): Json<RollbackRequest>) -> Response {
@@ -121,11 +178,17 @@ struct StatusQuery {
     service: Option<String>,
 }
 
-async fn status(State(c): Ctl, Query(q): Query<StatusQuery>) -> Result<Json<StatusReport>, ServerError> {
+async fn status(
+    State(c): Ctl,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<StatusReport>, ServerError> {
     let instances = c.store.instances(q.env.as_deref(), q.service.as_deref())?;
     let mut grouped: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
     for i in instances {
-        grouped.entry((i.env.clone(), i.service.clone())).or_default().push(i);
+        grouped
+            .entry((i.env.clone(), i.service.clone()))
+            .or_default()
+            .push(i);
     }
     let services = grouped
         .into_iter()
@@ -134,10 +197,19 @@ async fn status(State(c): Ctl, Query(q): Query<StatusQuery>) -> Result<Json<Stat
             versions.dedup();
             let mut digests: Vec<String> = instances.iter().map(|i| i.digest.clone()).collect();
             digests.dedup();
-            ServiceStatus { env, service, versions, digests, instances }
+            ServiceStatus {
+                env,
+                service,
+                versions,
+                digests,
+                instances,
+            }
         })
         .collect();
-    Ok(Json(StatusReport { services, now: now_millis() }))
+    Ok(Json(StatusReport {
+        services,
+        now: now_millis(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -146,7 +218,10 @@ struct HistoryQuery {
     env: String,
 }
 
-async fn history(State(c): Ctl, Query(q): Query<HistoryQuery>) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
+async fn history(
+    State(c): Ctl,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
     Ok(Json(c.store.history(&q.service, &q.env)?))
 }
 
@@ -162,12 +237,29 @@ struct LogsQuery {
 
 async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, ServerError> {
     let instances = c.store.instances(Some(&q.env), Some(&q.service))?;
-    let chosen: Vec<_> = instances.iter().filter(|i| q.instance.is_none_or(|n| n == i.instance)).collect();
+    let chosen: Vec<_> = instances
+        .iter()
+        .filter(|i| q.instance.is_none_or(|n| n == i.instance))
+        .collect();
     if chosen.is_empty() {
         let err = match q.instance {
-            Some(n) if !instances.is_empty() => ServerError::not_found(format!("`{}` has no instance {n} in `{}`", q.service, q.env))
-                .hint(format!("instances: {}", instances.iter().map(|i| i.instance.to_string()).collect::<Vec<_>>().join(", "))),
-            _ => ServerError::not_found(format!("`{}` does not run in `{}`", q.service, q.env)).hint(format!("deploy it with `wharf deploy {} --env {}`", q.service, q.env)),
+            Some(n) if !instances.is_empty() => ServerError::not_found(format!(
+                "`{}` has no instance {n} in `{}`",
+                q.service, q.env
+            ))
+            .hint(format!(
+                "instances: {}",
+                instances
+                    .iter()
+                    .map(|i| i.instance.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => ServerError::not_found(format!("`{}` does not run in `{}`", q.service, q.env))
+                .hint(format!(
+                    "deploy it with `wharf deploy {} --env {}`",
+                    q.service, q.env
+                )),
         };
         return Err(err);
     }
@@ -175,8 +267,20 @@ async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, Ser
     let sources: Vec<LogSource> = chosen
         .iter()
         .map(|i| {
-            let key = InstanceKey { env: i.env.clone(), service: i.service.clone(), node: i.node.clone(), instance: i.instance };
-            LogSource { prefix: if several { format!("[{} #{}] ", i.service, i.instance) } else { String::new() }, path: c.agent.log_path(&key) }
+            let key = InstanceKey {
+                env: i.env.clone(),
+                service: i.service.clone(),
+                node: i.node.clone(),
+                instance: i.instance,
+            };
+            LogSource {
+                prefix: if several {
+                    format!("[{} #{}] ", i.service, i.instance)
+                } else {
+                    String::new()
+                },
+                path: c.agent.log_path(&key),
+            }
         })
         .collect();
     let lines = q.lines.unwrap_or(100);

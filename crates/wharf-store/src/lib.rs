@@ -11,10 +11,24 @@ pub use sqlite::SqliteStore;
 /// Why the store refused or failed an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("version `{version}` of `{service}` already exists with digest {existing}; a version name never points at two different contents")]
-    VersionConflict { service: String, version: String, existing: String },
-    #[error("`{service}` in `{env}` is being deployed by {holder} (deployment #{id}, started {started})")]
-    Locked { service: String, env: String, holder: String, id: i64, started: String },
+    #[error(
+        "version `{version}` of `{service}` already exists with digest {existing}; a version name never points at two different contents"
+    )]
+    VersionConflict {
+        service: String,
+        version: String,
+        existing: String,
+    },
+    #[error(
+        "`{service}` in `{env}` is being deployed by {holder} (deployment #{id}, started {started})"
+    )]
+    Locked {
+        service: String,
+        env: String,
+        holder: String,
+        id: i64,
+        started: String,
+    },
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("stored data is unreadable: {0}")]
@@ -40,7 +54,13 @@ pub trait Store: Send + Sync {
     /// Records a new deployment, refusing it while another of the same service and
     /// environment is in progress (the deploy lock lives in the database).
     fn begin_deployment(&self, deployment: &NewDeployment) -> Result<i64>;
-    fn finish_deployment(&self, id: i64, state: DeploymentState, message: &str, at: i64) -> Result<()>;
+    fn finish_deployment(
+        &self,
+        id: i64,
+        state: DeploymentState,
+        message: &str,
+        at: i64,
+    ) -> Result<()>;
     fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>>;
     /// Deployments of a service in an environment, newest first.
     fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>>;

@@ -15,8 +15,6 @@ pub struct ArtifactRecord {
     pub created_at: i64,
 }
 
-
-
 /// A deployment, as history shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
@@ -50,8 +48,6 @@ pub struct NewDeployment {
     pub user: String,
     pub started_at: i64,
 }
-
-
 
 /// An instance wharf runs, with what it last observed of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

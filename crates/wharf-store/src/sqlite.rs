@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::migrations::MIGRATIONS;
 use crate::*;
@@ -41,7 +41,9 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", n + 1)?;
             tx.commit()?;
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -61,12 +63,13 @@ fn artifact_row(r: &Row<'_>) -> rusqlite::Result<ArtifactRecord> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str =
-    "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message";
+const DEPLOYMENT_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message";
 
 fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
-    let bad = |i: usize, what: &str| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
     Ok(DeploymentRecord {
         id: r.get(0)?,
         service: text(1)?,
@@ -84,11 +87,12 @@ fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     })
 }
 
-const INSTANCE_COLUMNS: &str =
-    "env, service, node, instance, version, digest, config_digest, deployment_id, pid, port, state, health, restarts, started_at";
+const INSTANCE_COLUMNS: &str = "env, service, node, instance, version, digest, config_digest, deployment_id, pid, port, state, health, restarts, started_at";
 
 fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
-    let bad = |i: usize, what: &str| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
     Ok(InstanceRecord {
         env: r.get(0)?,
         service: r.get(1)?,
@@ -100,7 +104,8 @@ fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         deployment_id: r.get(7)?,
         pid: r.get(8)?,
         port: r.get(9)?,
-        state: InstanceState::parse(&r.get::<_, String>(10)?).ok_or_else(|| bad(10, "instance state"))?,
+        state: InstanceState::parse(&r.get::<_, String>(10)?)
+            .ok_or_else(|| bad(10, "instance state"))?,
         health: Health::parse(&r.get::<_, String>(11)?).ok_or_else(|| bad(11, "health"))?,
         restarts: r.get(12)?,
         started_at: r.get(13)?,
@@ -112,12 +117,20 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: Option<String> = tx
-            .query_row("SELECT digest FROM artifacts WHERE service = ?1 AND version = ?2", params![a.service, a.version], |r| r.get(0))
+            .query_row(
+                "SELECT digest FROM artifacts WHERE service = ?1 AND version = ?2",
+                params![a.service, a.version],
+                |r| r.get(0),
+            )
             .optional()?;
         let outcome = match existing {
             Some(digest) if digest == a.digest => PutOutcome::AlreadyPresent,
             Some(existing) => {
-                return Err(StoreError::VersionConflict { service: a.service.clone(), version: a.version.clone(), existing });
+                return Err(StoreError::VersionConflict {
+                    service: a.service.clone(),
+                    version: a.version.clone(),
+                    existing,
+                });
             }
             None => {
                 tx.execute(
@@ -182,7 +195,13 @@ impl Store for SqliteStore {
         Ok(id)
     }
 
-    fn finish_deployment(&self, id: i64, state: DeploymentState, message: &str, at: i64) -> Result<()> {
+    fn finish_deployment(
+        &self,
+        id: i64,
+        state: DeploymentState,
+        message: &str,
+        at: i64,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE deployments SET state = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
             params![id, state.as_str(), message, at],
@@ -192,12 +211,17 @@ impl Store for SqliteStore {
 
     fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>> {
         let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
-        Ok(self.conn().query_row(&sql, params![id], deployment_row).optional()?)
+        Ok(self
+            .conn()
+            .query_row(&sql, params![id], deployment_row)
+            .optional()?)
     }
 
     fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
         let conn = self.conn();
-        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC");
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC"
+        );
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params![service, env], deployment_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -206,7 +230,8 @@ impl Store for SqliteStore {
     fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress'");
+        let sql =
+            format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress'");
         let unfinished: Vec<DeploymentRecord> = {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map([], deployment_row)?;
@@ -227,8 +252,20 @@ impl Store for SqliteStore {
         self.conn().execute(
             &sql,
             params![
-                i.env, i.service, i.node, i.instance, i.version, i.digest, i.config_digest, i.deployment_id, i.pid, i.port,
-                i.state.as_str(), i.health.as_str(), i.restarts, i.started_at
+                i.env,
+                i.service,
+                i.node,
+                i.instance,
+                i.version,
+                i.digest,
+                i.config_digest,
+                i.deployment_id,
+                i.pid,
+                i.port,
+                i.state.as_str(),
+                i.health.as_str(),
+                i.restarts,
+                i.started_at
             ],
         )?;
         Ok(())
@@ -285,7 +322,13 @@ mod tests {
     use super::*;
 
     fn artifact(version: &str, digest: &str) -> ArtifactRecord {
-        ArtifactRecord { service: "catalog".into(), version: version.into(), digest: digest.into(), size: 10, created_at: 1 }
+        ArtifactRecord {
+            service: "catalog".into(),
+            version: version.into(),
+            digest: digest.into(),
+            size: 10,
+            created_at: 1,
+        }
     }
 
     fn deployment(user: &str) -> NewDeployment {
@@ -305,11 +348,20 @@ mod tests {
     #[test]
     fn a_version_never_points_at_two_contents() {
         let store = SqliteStore::in_memory().unwrap();
-        assert_eq!(store.put_artifact(&artifact("v1", "sha256:a")).unwrap(), PutOutcome::Created);
-        assert_eq!(store.put_artifact(&artifact("v1", "sha256:a")).unwrap(), PutOutcome::AlreadyPresent);
+        assert_eq!(
+            store.put_artifact(&artifact("v1", "sha256:a")).unwrap(),
+            PutOutcome::Created
+        );
+        assert_eq!(
+            store.put_artifact(&artifact("v1", "sha256:a")).unwrap(),
+            PutOutcome::AlreadyPresent
+        );
         let err = store.put_artifact(&artifact("v1", "sha256:b")).unwrap_err();
         assert!(matches!(err, StoreError::VersionConflict { .. }));
-        assert_eq!(store.artifact("catalog", "v1").unwrap().unwrap().digest, "sha256:a");
+        assert_eq!(
+            store.artifact("catalog", "v1").unwrap().unwrap().digest,
+            "sha256:a"
+        );
     }
 
     #[test]
@@ -318,7 +370,9 @@ mod tests {
         let id = store.begin_deployment(&deployment("alice")).unwrap();
         let err = store.begin_deployment(&deployment("bob")).unwrap_err();
         assert!(err.to_string().contains("being deployed by alice"), "{err}");
-        store.finish_deployment(id, DeploymentState::Succeeded, "", 2000).unwrap();
+        store
+            .finish_deployment(id, DeploymentState::Succeeded, "", 2000)
+            .unwrap();
         store.begin_deployment(&deployment("bob")).unwrap();
     }
 
@@ -326,10 +380,18 @@ mod tests {
     fn unfinished_deployments_are_interrupted_on_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let id = SqliteStore::open(&path).unwrap().begin_deployment(&deployment("alice")).unwrap();
+        let id = SqliteStore::open(&path)
+            .unwrap()
+            .begin_deployment(&deployment("alice"))
+            .unwrap();
         let store = SqliteStore::open(&path).unwrap();
-        let interrupted = store.interrupt_unfinished("controller restarted", 5).unwrap();
+        let interrupted = store
+            .interrupt_unfinished("controller restarted", 5)
+            .unwrap();
         assert_eq!(interrupted.len(), 1);
-        assert_eq!(store.deployment(id).unwrap().unwrap().state, DeploymentState::Interrupted);
+        assert_eq!(
+            store.deployment(id).unwrap().unwrap().state,
+            DeploymentState::Interrupted
+        );
     }
 }

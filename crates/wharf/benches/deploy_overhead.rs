@@ -25,13 +25,29 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
 fn wharf(dir: &Path, args: &[&str]) {
-    let out = Command::new(WHARF).args(args).current_dir(dir).env("NO_COLOR", "1").env_remove("WHARF_HOME").env_remove("WHARF_CONTROLLER").output().unwrap();
-    assert!(out.status.success(), "wharf {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(WHARF)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("WHARF_HOME")
+        .env_remove("WHARF_CONTROLLER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wharf {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];
@@ -39,7 +55,11 @@ fn answers(port: u16) -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Spawns `n` copies directly and waits until every one answers.
@@ -49,7 +69,14 @@ fn direct(dir: &Path, n: usize) -> Duration {
     let mut children: Vec<Child> = ports
         .iter()
         .map(|port| {
-            Command::new("python3").arg("app.py").current_dir(dir).env("PORT", port.to_string()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+            Command::new("python3")
+                .arg("app.py")
+                .current_dir(dir)
+                .env("PORT", port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for port in &ports {
@@ -77,8 +104,13 @@ fn summary(mut values: Vec<f64>) -> (f64, f64) {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter we do not use.
-    let runs: usize = std::env::var("WHARF_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(50);
-    println!("| instances | runs | wharf p50 | wharf p99 | direct p50 | direct p99 | overhead p50 | overhead p99 |");
+    let runs: usize = std::env::var("WHARF_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50);
+    println!(
+        "| instances | runs | wharf p50 | wharf p99 | direct p50 | direct p99 | overhead p50 | overhead p99 |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for n in [1usize, 20] {
         let project = tempfile::tempdir().unwrap();
@@ -99,7 +131,18 @@ fn main() {
         let (mut with_wharf, mut bare, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let begun = Instant::now();
-            wharf(dir, &["deploy", "svc", "--env", "bench", "--version", "v1", "--quiet"]);
+            wharf(
+                dir,
+                &[
+                    "deploy",
+                    "svc",
+                    "--env",
+                    "bench",
+                    "--version",
+                    "v1",
+                    "--quiet",
+                ],
+            );
             let w = begun.elapsed().as_secs_f64() * 1000.0;
             wharf(dir, &["down", "--env", "bench", "--quiet"]);
             let d = direct(&dir.join("svc"), n).as_secs_f64() * 1000.0;
@@ -110,12 +153,16 @@ fn main() {
         let (w50, w99) = summary(with_wharf);
         let (d50, d99) = summary(bare);
         let (o50, o99) = summary(overhead);
-        println!("| {n} | {runs} | {w50:.1} ms | {w99:.1} ms | {d50:.1} ms | {d99:.1} ms | {o50:.1} ms | {o99:.1} ms |");
+        println!(
+            "| {n} | {runs} | {w50:.1} ms | {w99:.1} ms | {d50:.1} ms | {d99:.1} ms | {o50:.1} ms | {o99:.1} ms |"
+        );
         // Stop this project's controller.
-        if let Ok(text) = std::fs::read_to_string(dir.join(".wharf/controller.json")) {
-            if let Some(pid) = text.split("\"pid\":").nth(1).and_then(|r| r.trim_end_matches('}').trim().parse::<i32>().ok()) {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
+        let file = std::fs::read(dir.join(".wharf/controller.json")).unwrap_or_default();
+        if let Some(pid) = serde_json::from_slice::<serde_json::Value>(&file)
+            .ok()
+            .and_then(|v| v["pid"].as_i64())
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "wharf", version, about = "Deploy any service to any environment with one command")]
+#[command(
+    name = "wharf",
+    version,
+    about = "Deploy any service to any environment with one command"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wharf_api::ControllerInfo;
 use wharf_client::Client;
-use wharf_server::{ControllerFile, CONTROLLER_FILE};
+use wharf_server::{CONTROLLER_FILE, ControllerFile};
 
 use crate::cli::Global;
 use crate::failure::Failure;
@@ -30,14 +30,21 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
         }
         // wharf was rebuilt or upgraded since this controller started: replace it.
         // Instances keep running and the new controller adopts them.
-        printer.info(&format!("restarting the local controller (pid {}): it runs another build of wharf", info.pid));
+        printer.info(&format!(
+            "restarting the local controller (pid {}): it runs another build of wharf",
+            info.pid
+        ));
         stop(info.pid).await;
     }
     start(&state_dir)?;
     let begun = Instant::now();
     while begun.elapsed() < START_TIMEOUT {
         if let Some((client, _)) = running(&state_dir).await {
-            printer.info(&format!("started a local controller at {} (state in {})", client.url(), project::display_path(&state_dir)));
+            printer.info(&format!(
+                "started a local controller at {} (state in {})",
+                client.url(),
+                project::display_path(&state_dir)
+            ));
             return Ok(client);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -45,9 +52,16 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
     let log = state_dir.join("server.log");
     let tail = std::fs::read_to_string(&log).unwrap_or_default();
     let last: Vec<&str> = tail.lines().rev().take(5).collect();
-    Err(Failure::operation(format!("the local controller did not start within {}s", START_TIMEOUT.as_secs()))
-        .hint(format!("its log `{}` ends with:\n{}", log.display(), last.into_iter().rev().collect::<Vec<_>>().join("\n")))
-        .into())
+    Err(Failure::operation(format!(
+        "the local controller did not start within {}s",
+        START_TIMEOUT.as_secs()
+    ))
+    .hint(format!(
+        "its log `{}` ends with:\n{}",
+        log.display(),
+        last.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
+    .into())
 }
 
 /// The controller recorded in `state_dir`, if it answers.
@@ -67,7 +81,10 @@ async fn stop(pid: u32) {
     }
     let begun = Instant::now();
     while begun.elapsed() < Duration::from_secs(10) && nix::sys::signal::kill(pid, None).is_ok() {
-        if std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true) {
+        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z"))
+            .unwrap_or(true)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -78,8 +95,12 @@ async fn stop(pid: u32) {
 /// it outlives the command. Two commands racing here are fine: the second controller
 /// finds the state folder locked and exits, and both commands use the first.
 fn start(state_dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(state_dir).map_err(|e| Failure::operation(format!("cannot create `{}`: {e}", state_dir.display())))?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("server.log"))?;
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| Failure::operation(format!("cannot create `{}`: {e}", state_dir.display())))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("server.log"))?;
     let exe = std::env::current_exe()?;
     let mut command = std::process::Command::new(exe);
     command
@@ -93,8 +114,14 @@ fn start(state_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
-    command.spawn().map_err(|e| Failure::operation(format!("cannot start a local controller: {e}")))?;
+    command
+        .spawn()
+        .map_err(|e| Failure::operation(format!("cannot start a local controller: {e}")))?;
     Ok(())
 }

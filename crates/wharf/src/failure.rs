@@ -14,12 +14,20 @@ pub struct Failure {
 impl Failure {
     /// Bad usage or input: exit code 2.
     pub fn input(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into(), hint: None }
+        Self {
+            code: 2,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// The operation failed: exit code 1.
     pub fn operation(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into(), hint: None }
+        Self {
+            code: 1,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -39,7 +47,11 @@ impl std::error::Error for Failure {}
 impl From<wharf_client::ClientError> for Failure {
     fn from(e: wharf_client::ClientError) -> Self {
         let code = if e.is_input_error() { 2 } else { 1 };
-        Self { code, message: e.to_string(), hint: e.hint().map(str::to_owned) }
+        Self {
+            code,
+            message: e.to_string(),
+            hint: e.hint().map(str::to_owned),
+        }
     }
 }
 
@@ -57,7 +69,10 @@ pub fn report(error: &anyhow::Error) -> (u8, String) {
     let (code, hint) = match error.downcast_ref::<Failure>() {
         Some(f) => (f.code, f.hint.clone()),
         None => match error.downcast_ref::<wharf_client::ClientError>() {
-            Some(c) => (if c.is_input_error() { 2 } else { 1 }, c.hint().map(str::to_owned)),
+            Some(c) => (
+                if c.is_input_error() { 2 } else { 1 },
+                c.hint().map(str::to_owned),
+            ),
             None => (1, None),
         },
     };

@@ -31,7 +31,12 @@ impl Printer {
     pub fn new(global: &Global) -> Self {
         let stderr_tty = std::io::stderr().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { format: global.output, quiet: global.quiet, color: stderr_tty && !no_color, stderr_tty }
+        Self {
+            format: global.output,
+            quiet: global.quiet,
+            color: stderr_tty && !no_color,
+            stderr_tty,
+        }
     }
 
     pub fn json(&self) -> bool {
@@ -68,7 +73,10 @@ impl Printer {
 
     /// Errors are printed even with `--quiet`.
     pub fn error(&self, text: &str) {
-        let text = text.strip_prefix("error:").map(|rest| format!("{}{rest}", self.paint("error:", Tone::Bad))).unwrap_or_else(|| text.to_owned());
+        let text = text
+            .strip_prefix("error:")
+            .map(|rest| format!("{}{rest}", self.paint("error:", Tone::Bad)))
+            .unwrap_or_else(|| text.to_owned());
         eprintln!("{text}");
     }
 
@@ -89,11 +97,17 @@ impl Printer {
     pub fn progress(&self) -> Progress {
         let bar = (self.stderr_tty && !self.quiet).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .expect("valid template"),
+            );
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        Progress { bar, quiet: self.quiet }
+        Progress {
+            bar,
+            quiet: self.quiet,
+        }
     }
 }
 

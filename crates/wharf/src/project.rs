@@ -22,19 +22,26 @@ pub struct Project {
 pub fn find_file(global: &Global) -> Result<PathBuf, Failure> {
     if let Some(file) = &global.file {
         if !file.is_file() {
-            return Err(Failure::input(format!("definition file `{}` does not exist", file.display())));
+            return Err(Failure::input(format!(
+                "definition file `{}` does not exist",
+                file.display()
+            )));
         }
         return Ok(file.clone());
     }
-    let cwd = std::env::current_dir().map_err(|e| Failure::input(format!("cannot read the current folder: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::input(format!("cannot read the current folder: {e}")))?;
     for dir in cwd.ancestors() {
         let candidate = dir.join(DEFINITION_FILE);
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
-    Err(Failure::input(format!("no {DEFINITION_FILE} in `{}` or any parent folder", cwd.display()))
-        .hint("run wharf inside a project, or pass the file with `-f path/to/wharf.yaml`"))
+    Err(Failure::input(format!(
+        "no {DEFINITION_FILE} in `{}` or any parent folder",
+        cwd.display()
+    ))
+    .hint("run wharf inside a project, or pass the file with `-f path/to/wharf.yaml`"))
 }
 
 struct DiskFolders<'a>(&'a Path);
@@ -48,18 +55,30 @@ impl FolderCheck for DiskFolders<'_> {
 /// Finds, reads and validates the definition.
 pub fn load(global: &Global) -> anyhow::Result<Project> {
     let file = find_file(global)?;
-    let text = std::fs::read_to_string(&file).map_err(|e| Failure::input(format!("cannot read `{}`: {e}", file.display())))?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Failure::input(format!("cannot read `{}`: {e}", file.display())))?;
     let dir = file.parent().map(Path::to_owned).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     let shown = display_path(&file);
     let definition = wharf_core::load(&text, &shown, &DiskFolders(&dir))?;
-    Ok(Project { file, dir, definition })
+    Ok(Project {
+        file,
+        dir,
+        definition,
+    })
 }
 
 /// The path as the user should read it: relative to the current folder when inside it.
 pub fn display_path(path: &Path) -> String {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    match std::env::current_dir().ok().and_then(|cwd| absolute.strip_prefix(cwd).ok().map(Path::to_owned)) {
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| absolute.strip_prefix(cwd).ok().map(Path::to_owned))
+    {
         Some(relative) if !relative.as_os_str().is_empty() => relative.display().to_string(),
         _ => path.display().to_string(),
     }

@@ -5,7 +5,11 @@ use crate::failure::Failure;
 use crate::printer::Printer;
 use crate::table;
 
-pub async fn list(global: &Global, printer: &Printer, service: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn list(
+    global: &Global,
+    printer: &Printer,
+    service: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let artifacts = client.artifacts(service).await.map_err(Failure::from)?;
     if printer.json() {
@@ -18,8 +22,19 @@ pub async fn list(global: &Global, printer: &Printer, service: Option<&str>) -> 
     }
     let rows: Vec<Vec<String>> = artifacts
         .iter()
-        .map(|a| vec![a.service.clone(), a.version.clone(), a.digest.clone(), table::size(a.size), table::time(a.created_at)])
+        .map(|a| {
+            vec![
+                a.service.clone(),
+                a.version.clone(),
+                a.digest.clone(),
+                table::size(a.size),
+                table::time(a.created_at),
+            ]
+        })
         .collect();
-    printer.data(&table::render(&["SERVICE", "VERSION", "DIGEST", "SIZE", "CREATED"], &rows));
+    printer.data(&table::render(
+        &["SERVICE", "VERSION", "DIGEST", "SIZE", "CREATED"],
+        &rows,
+    ));
     Ok(ExitCode::SUCCESS)
 }

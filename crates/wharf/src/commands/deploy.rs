@@ -5,8 +5,8 @@ use wharf_client::Client;
 
 use crate::cli::{DeployArgs, Global};
 use crate::commands::build::{build_and_register, build_locally, dev_version};
-use crate::commands::events::{succeeded, EventView};
 use crate::commands::current_user;
+use crate::commands::events::{EventView, succeeded};
 use crate::failure::Failure;
 use crate::printer::{Printer, Tone};
 use crate::project::{self, Project};
@@ -21,7 +21,9 @@ struct Target {
 
 fn set(slot: &mut Option<String>, value: &str, what: &str) -> Result<(), Failure> {
     match slot {
-        Some(existing) if existing != value => Err(Failure::input(format!("{what} given twice: `{existing}` and `{value}`"))),
+        Some(existing) if existing != value => Err(Failure::input(format!(
+            "{what} given twice: `{existing}` and `{value}`"
+        ))),
         _ => {
             *slot = Some(value.to_owned());
             Ok(())
@@ -30,7 +32,11 @@ fn set(slot: &mut Option<String>, value: &str, what: &str) -> Result<(), Failure
 }
 
 fn parse_target(args: &DeployArgs) -> Result<Target, Failure> {
-    let mut target = Target { env: args.env.clone(), version: args.version.clone(), service: None };
+    let mut target = Target {
+        env: args.env.clone(),
+        version: args.version.clone(),
+        service: None,
+    };
     for word in &args.target {
         match word.split_once('=') {
             Some(("artifact" | "service", v)) => set(&mut target.service, v, "the service")?,
@@ -45,24 +51,59 @@ fn parse_target(args: &DeployArgs) -> Result<Target, Failure> {
     Ok(target)
 }
 
-pub async fn deploy(global: &Global, printer: &Printer, args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub async fn deploy(
+    global: &Global,
+    printer: &Printer,
+    args: DeployArgs,
+) -> anyhow::Result<ExitCode> {
     let target = parse_target(&args)?;
-    let env = target.env.clone().ok_or_else(|| Failure::input("which environment? pass `--env ENV`").hint("environments are listed by `wharf validate`"))?;
+    let env = target.env.clone().ok_or_else(|| {
+        Failure::input("which environment? pass `--env ENV`")
+            .hint("environments are listed by `wharf validate`")
+    })?;
     let project = project::load(global)?;
-    let environment = project.definition.environment(&env).map_err(Failure::from)?;
+    let environment = project
+        .definition
+        .environment(&env)
+        .map_err(Failure::from)?;
     let services: Vec<String> = match &target.service {
         Some(service) => vec![service.clone()],
-        None => environment.service_names().into_iter().map(str::to_owned).collect(),
+        None => environment
+            .service_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     };
     // Check every service before touching anything.
-    let specs = services.iter().map(|s| project.definition.deploy_spec(s, &env)).collect::<Result<Vec<_>, _>>().map_err(Failure::from)?;
+    let specs = services
+        .iter()
+        .map(|s| project.definition.deploy_spec(s, &env))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::from)?;
     let client = crate::connect::controller(global, printer).await?;
     let mut finished = Vec::new();
     for spec in specs {
-        let (version, unregistered_digest) = ensure_built(&project, &client, printer, &spec.service, target.version.as_deref(), args.dry_run).await?;
-        let request = DeployRequest { spec, version, user: current_user(), dry_run: args.dry_run, unregistered_digest };
+        let (version, unregistered_digest) = ensure_built(
+            &project,
+            &client,
+            printer,
+            &spec.service,
+            target.version.as_deref(),
+            args.dry_run,
+        )
+        .await?;
+        let request = DeployRequest {
+            spec,
+            version,
+            user: current_user(),
+            dry_run: args.dry_run,
+            unregistered_digest,
+        };
         let mut view = EventView::new(printer);
-        let last = client.deploy(&request, |e| view.show(e)).await.map_err(Failure::from)?;
+        let last = client
+            .deploy(&request, |e| view.show(e))
+            .await
+            .map_err(Failure::from)?;
         let ok = succeeded(&last);
         report(printer, &request, &last, args.dry_run);
         finished.push(last);
@@ -78,16 +119,26 @@ pub async fn deploy(global: &Global, printer: &Printer, args: DeployArgs) -> any
 
 /// The version to deploy, built and registered first when needed. A dry run registers
 /// nothing: it only learns the digest the version would have.
-async fn ensure_built(project: &Project, client: &Client, printer: &Printer, service: &str, version: Option<&str>, dry_run: bool) -> anyhow::Result<(String, Option<String>)> {
-    let known = client.artifacts(Some(service)).await.map_err(Failure::from)?;
-    if let Some(version) = version {
-        if known.iter().any(|a| a.version == version) {
-            return Ok((version.to_owned(), None));
-        }
+async fn ensure_built(
+    project: &Project,
+    client: &Client,
+    printer: &Printer,
+    service: &str,
+    version: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<(String, Option<String>)> {
+    let known = client
+        .artifacts(Some(service))
+        .await
+        .map_err(Failure::from)?;
+    if let Some(version) = version.filter(|v| known.iter().any(|a| a.version == *v)) {
+        return Ok((version.to_owned(), None));
     }
     if dry_run {
         let packed = build_locally(project, printer, service, version).await?;
-        let name = version.map(str::to_owned).unwrap_or_else(|| dev_version(&packed));
+        let name = version
+            .map(str::to_owned)
+            .unwrap_or_else(|| dev_version(&packed));
         let registered = known.iter().any(|a| a.version == name);
         return Ok((name, (!registered).then(|| packed.digest.to_string())));
     }
@@ -96,26 +147,47 @@ async fn ensure_built(project: &Project, client: &Client, printer: &Printer, ser
 }
 
 fn report(printer: &Printer, request: &DeployRequest, last: &DeployEvent, dry_run: bool) {
-    let DeployEvent::Finished { deployment, state, message } = last else { return };
+    let DeployEvent::Finished {
+        deployment,
+        state,
+        message,
+    } = last
+    else {
+        return;
+    };
     let (service, env, version) = (&request.spec.service, &request.spec.env, &request.version);
     if dry_run {
         printer.info(message);
     } else if *state == DeploymentState::Succeeded {
-        let id = deployment.map(|d| format!(" (deployment #{d})")).unwrap_or_default();
-        printer.info(&format!("{} {service} {version} to {env}{id}: {message}", printer.paint("deployed", Tone::Good)));
+        let id = deployment
+            .map(|d| format!(" (deployment #{d})"))
+            .unwrap_or_default();
+        printer.info(&format!(
+            "{} {service} {version} to {env}{id}: {message}",
+            printer.paint("deployed", Tone::Good)
+        ));
     }
 }
 
 fn failure(request: &DeployRequest, last: &DeployEvent) -> Failure {
     let (service, env, version) = (&request.spec.service, &request.spec.env, &request.version);
-    let DeployEvent::Finished { deployment, state, message } = last else {
-        return Failure::operation(format!("deploy of {service} {version} to {env} did not finish"));
+    let DeployEvent::Finished {
+        deployment,
+        state,
+        message,
+    } = last
+    else {
+        return Failure::operation(format!(
+            "deploy of {service} {version} to {env} did not finish"
+        ));
     };
     let what = match state {
         DeploymentState::RolledBack => "failed and was rolled back",
         _ => "failed",
     };
-    let id = deployment.map(|d| format!(" (deployment #{d})")).unwrap_or_default();
+    let id = deployment
+        .map(|d| format!(" (deployment #{d})"))
+        .unwrap_or_default();
     Failure::operation(format!("deploy of {service} {version} to {env}{id} {what}: {message}"))
         .hint(format!("`wharf logs {service} --env {env}` shows the instances' output; `wharf history {service} --env {env}` the outcomes"))
 }
@@ -125,19 +197,38 @@ mod tests {
     use super::*;
 
     fn args(words: &[&str]) -> DeployArgs {
-        DeployArgs { target: words.iter().map(|w| w.to_string()).collect(), env: None, version: None, dry_run: false }
+        DeployArgs {
+            target: words.iter().map(|w| w.to_string()).collect(),
+            env: None,
+            version: None,
+            dry_run: false,
+        }
     }
 
     #[test]
     fn the_books_form_and_flags_mean_the_same() {
-        let book = parse_target(&args(&["artifact=catalog", "environment=ci", "version=build-7"])).unwrap();
-        let flags = parse_target(&DeployArgs { env: Some("ci".into()), version: Some("build-7".into()), ..args(&["catalog"]) }).unwrap();
+        let book = parse_target(&args(&[
+            "artifact=catalog",
+            "environment=ci",
+            "version=build-7",
+        ]))
+        .unwrap();
+        let flags = parse_target(&DeployArgs {
+            env: Some("ci".into()),
+            version: Some("build-7".into()),
+            ..args(&["catalog"])
+        })
+        .unwrap();
         assert_eq!(book, flags);
     }
 
     #[test]
     fn contradictions_and_unknown_keys_are_usage_errors() {
-        let err = parse_target(&DeployArgs { env: Some("uat".into()), ..args(&["environment=ci"]) }).unwrap_err();
+        let err = parse_target(&DeployArgs {
+            env: Some("uat".into()),
+            ..args(&["environment=ci"])
+        })
+        .unwrap_err();
         assert!(err.message.contains("given twice"));
         assert_eq!(err.code, 2);
         assert!(parse_target(&args(&["colour=blue"])).is_err());

@@ -11,7 +11,9 @@ pub fn describe_step(service: &str, step: &Step) -> String {
     let at = format!("{service} #{} on {}", slot.instance, slot.node);
     match step {
         Step::Start { to } => format!("start    {at}: {}", to.version),
-        Step::Replace { from, to } if from.version == to.version => format!("restart  {at}: {} with new configuration", to.version),
+        Step::Replace { from, to } if from.version == to.version => {
+            format!("restart  {at}: {} with new configuration", to.version)
+        }
         Step::Replace { from, to } => format!("replace  {at}: {} -> {}", from.version, to.version),
         Step::Stop { from } => format!("stop     {at}: {}", from.version),
     }
@@ -25,13 +27,23 @@ pub struct EventView<'p> {
 
 impl<'p> EventView<'p> {
     pub fn new(printer: &'p Printer) -> Self {
-        Self { printer, progress: printer.progress() }
+        Self {
+            printer,
+            progress: printer.progress(),
+        }
     }
 
     pub fn show(&mut self, event: &DeployEvent) {
         let p = self.printer;
         match event {
-            DeployEvent::Planned { deployment, service, env, version, steps, unchanged } => {
+            DeployEvent::Planned {
+                deployment,
+                service,
+                env,
+                version,
+                steps,
+                unchanged,
+            } => {
                 let count = |f: fn(&Step) -> bool| steps.iter().filter(|s| f(s)).count();
                 let summary = format!(
                     "{} to start, {} to replace, {} to stop, {unchanged} unchanged",
@@ -40,9 +52,12 @@ impl<'p> EventView<'p> {
                     count(|s| matches!(s, Step::Stop { .. })),
                 );
                 match deployment {
-                    Some(id) => self.progress.line(&format!("deploying {service} {version} to {env} (deployment #{id}): {summary}")),
+                    Some(id) => self.progress.line(&format!(
+                        "deploying {service} {version} to {env} (deployment #{id}): {summary}"
+                    )),
                     None => {
-                        self.progress.line(&format!("plan for {service} {version} in {env}: {summary}"));
+                        self.progress
+                            .line(&format!("plan for {service} {version} in {env}: {summary}"));
                         if p.json() {
                             p.json_data(event);
                         } else {
@@ -53,18 +68,42 @@ impl<'p> EventView<'p> {
                     }
                 }
             }
-            DeployEvent::Progress { service, node, instance, message } => {
+            DeployEvent::Progress {
+                service,
+                node,
+                instance,
+                message,
+            } => {
                 let text = format!("  {service} #{instance} on {node}: {message}");
                 self.progress.status(&text);
                 self.progress.line(&text);
             }
-            DeployEvent::Healthy { service, node, instance, elapsed_ms } => {
-                self.progress.line(&format!("  {service} #{instance} on {node}: {} after {elapsed_ms}ms", p.paint("healthy", Tone::Good)));
+            DeployEvent::Healthy {
+                service,
+                node,
+                instance,
+                elapsed_ms,
+            } => {
+                self.progress.line(&format!(
+                    "  {service} #{instance} on {node}: {} after {elapsed_ms}ms",
+                    p.paint("healthy", Tone::Good)
+                ));
             }
-            DeployEvent::Failed { service, node, instance, reason, .. } => {
-                self.progress.line(&format!("  {service} #{instance} on {node}: {} {reason}", p.paint("failed:", Tone::Bad)));
+            DeployEvent::Failed {
+                service,
+                node,
+                instance,
+                reason,
+                ..
+            } => {
+                self.progress.line(&format!(
+                    "  {service} #{instance} on {node}: {} {reason}",
+                    p.paint("failed:", Tone::Bad)
+                ));
             }
-            DeployEvent::RollingBack { .. } => self.progress.line(&p.paint("rolling back", Tone::Warn)),
+            DeployEvent::RollingBack { .. } => {
+                self.progress.line(&p.paint("rolling back", Tone::Warn))
+            }
             DeployEvent::Finished { .. } | DeployEvent::Error { .. } => self.progress.finish(),
         }
     }
@@ -72,5 +111,11 @@ impl<'p> EventView<'p> {
 
 /// Whether a finished operation succeeded.
 pub fn succeeded(event: &DeployEvent) -> bool {
-    matches!(event, DeployEvent::Finished { state: DeploymentState::Succeeded, .. })
+    matches!(
+        event,
+        DeployEvent::Finished {
+            state: DeploymentState::Succeeded,
+            ..
+        }
+    )
 }

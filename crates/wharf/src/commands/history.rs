@@ -5,7 +5,12 @@ use crate::failure::Failure;
 use crate::printer::Printer;
 use crate::table;
 
-pub async fn history(global: &Global, printer: &Printer, service: &str, env: &str) -> anyhow::Result<ExitCode> {
+pub async fn history(
+    global: &Global,
+    printer: &Printer,
+    service: &str,
+    env: &str,
+) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let deployments = client.history(service, env).await.map_err(Failure::from)?;
     if printer.json() {
@@ -32,6 +37,11 @@ pub async fn history(global: &Global, printer: &Printer, service: &str, env: &st
             ]
         })
         .collect();
-    printer.data(&table::render(&["ID", "WHEN", "WHO", "KIND", "VERSION", "DIGEST", "CONFIG", "OUTCOME", "MESSAGE"], &rows));
+    printer.data(&table::render(
+        &[
+            "ID", "WHEN", "WHO", "KIND", "VERSION", "DIGEST", "CONFIG", "OUTCOME", "MESSAGE",
+        ],
+        &rows,
+    ));
     Ok(ExitCode::SUCCESS)
 }

@@ -23,12 +23,24 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Validate => validate::validate(global, printer),
         Command::Schema => validate::schema(printer),
         Command::Build(args) => build::build(global, printer, &args.service, &args.version).await,
-        Command::Artifacts { service } => artifacts::list(global, printer, service.as_deref()).await,
+        Command::Artifacts { service } => {
+            artifacts::list(global, printer, service.as_deref()).await
+        }
         Command::Deploy(args) => deploy::deploy(global, printer, args).await,
         Command::Status { env } => status::status(global, printer, env.as_deref()).await,
-        Command::History { service, env } => history::history(global, printer, &service, &env).await,
-        Command::Rollback { service, env, to } => rollback::rollback(global, printer, &service, &env, to).await,
-        Command::Logs { service, env, follow, instance, lines } => logs::logs(global, printer, &service, &env, follow, instance, lines).await,
+        Command::History { service, env } => {
+            history::history(global, printer, &service, &env).await
+        }
+        Command::Rollback { service, env, to } => {
+            rollback::rollback(global, printer, &service, &env, to).await
+        }
+        Command::Logs {
+            service,
+            env,
+            follow,
+            instance,
+            lines,
+        } => logs::logs(global, printer, &service, &env, follow, instance, lines).await,
         Command::Stop { service, env } => stop::stop(global, printer, &env, Some(service)).await,
         Command::Down { env } => stop::stop(global, printer, &env, None).await,
         Command::Server(args) => server::server(global, args).await,

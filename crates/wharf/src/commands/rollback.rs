@@ -4,23 +4,52 @@ use wharf_api::{DeployEvent, RollbackRequest};
 
 use crate::cli::Global;
 use crate::commands::current_user;
-use crate::commands::events::{succeeded, EventView};
+use crate::commands::events::{EventView, succeeded};
 use crate::failure::Failure;
 use crate::printer::{Printer, Tone};
 
-pub async fn rollback(global: &Global, printer: &Printer, service: &str, env: &str, to: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn rollback(
+    global: &Global,
+    printer: &Printer,
+    service: &str,
+    env: &str,
+    to: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
-    let request = RollbackRequest { service: service.to_owned(), env: env.to_owned(), to, user: current_user() };
+    let request = RollbackRequest {
+        service: service.to_owned(),
+        env: env.to_owned(),
+        to,
+        user: current_user(),
+    };
     let mut view = EventView::new(printer);
-    let last = client.rollback(&request, |e| view.show(e)).await.map_err(Failure::from)?;
-    let DeployEvent::Finished { deployment, message, .. } = &last else { unreachable!("the client returns only finished events") };
-    let id = deployment.map(|d| format!(" (deployment #{d})")).unwrap_or_default();
+    let last = client
+        .rollback(&request, |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
+    let DeployEvent::Finished {
+        deployment,
+        message,
+        ..
+    } = &last
+    else {
+        unreachable!("the client returns only finished events")
+    };
+    let id = deployment
+        .map(|d| format!(" (deployment #{d})"))
+        .unwrap_or_default();
     if !succeeded(&last) {
-        return Err(Failure::operation(format!("rollback of {service} in {env}{id} failed: {message}")).into());
+        return Err(Failure::operation(format!(
+            "rollback of {service} in {env}{id} failed: {message}"
+        ))
+        .into());
     }
     if printer.json() {
         printer.json_data(&last);
     }
-    printer.info(&format!("{} {service} in {env}{id}: {message}", printer.paint("rolled back", Tone::Good)));
+    printer.info(&format!(
+        "{} {service} in {env}{id}: {message}",
+        printer.paint("rolled back", Tone::Good)
+    ));
     Ok(ExitCode::SUCCESS)
 }

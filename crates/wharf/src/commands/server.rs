@@ -8,10 +8,17 @@ use crate::project;
 
 pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCode> {
     if !args.dev {
-        return Err(Failure::input("only the development controller exists so far").hint("run `wharf server --dev`").into());
+        return Err(
+            Failure::input("only the development controller exists so far")
+                .hint("run `wharf server --dev`")
+                .into(),
+        );
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -23,18 +30,26 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCod
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal as on, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (on(SignalKind::terminate()), on(SignalKind::interrupt())) else { return };
+        use tokio::signal::unix::{SignalKind, signal as on};
+        let (Ok(mut term), Ok(mut int)) =
+            (on(SignalKind::terminate()), on(SignalKind::interrupt()))
+        else {
+            return;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
         signal.cancel();
     });
-    wharf_server::run_dev(&state_dir, args.listen, shutdown).await.map_err(|e| match e {
-        wharf_server::StartError::NotLoopback(_) => Failure::input(e.to_string()),
-        wharf_server::StartError::AlreadyRunning(_) => Failure::operation(e.to_string()).hint("`wharf status` talks to it"),
-        other => Failure::operation(other.to_string()),
-    })?;
+    wharf_server::run_dev(&state_dir, args.listen, shutdown)
+        .await
+        .map_err(|e| match e {
+            wharf_server::StartError::NotLoopback(_) => Failure::input(e.to_string()),
+            wharf_server::StartError::AlreadyRunning(_) => {
+                Failure::operation(e.to_string()).hint("`wharf status` talks to it")
+            }
+            other => Failure::operation(other.to_string()),
+        })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,11 @@ use crate::failure::Failure;
 use crate::printer::Printer;
 use crate::table;
 
-pub async fn status(global: &Global, printer: &Printer, env: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn status(
+    global: &Global,
+    printer: &Printer,
+    env: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let report = client.status(env).await.map_err(Failure::from)?;
     if printer.json() {
@@ -16,7 +20,9 @@ pub async fn status(global: &Global, printer: &Printer, env: Option<&str>) -> an
     }
     if report.services.is_empty() {
         let place = env.map(|e| format!(" in `{e}`")).unwrap_or_default();
-        printer.info(&format!("nothing runs{place}; `wharf deploy --env ENV` starts it"));
+        printer.info(&format!(
+            "nothing runs{place}; `wharf deploy --env ENV` starts it"
+        ));
         return Ok(ExitCode::SUCCESS);
     }
     printer.data(&render(&report));
@@ -41,14 +47,24 @@ pub fn render(report: &StatusReport) -> String {
                 i.state.as_str().to_owned(),
                 i.health.as_str().to_owned(),
                 i.restarts.to_string(),
-                if i.pid.is_some() { table::age(report.now - i.started_at) } else { "-".into() },
+                if i.pid.is_some() {
+                    table::age(report.now - i.started_at)
+                } else {
+                    "-".into()
+                },
             ]);
             if let Some(port) = i.port {
-                urls.push(format!("  {} ({} #{}): http://127.0.0.1:{port}/", i.service, i.env, i.instance));
+                urls.push(format!(
+                    "  {} ({} #{}): http://127.0.0.1:{port}/",
+                    i.service, i.env, i.instance
+                ));
             }
         }
     }
-    let header = ["ENV", "SERVICE", "VERSION", "DIGEST", "#", "NODE", "PID", "PORT", "STATE", "HEALTH", "RESTARTS", "UPTIME"];
+    let header = [
+        "ENV", "SERVICE", "VERSION", "DIGEST", "#", "NODE", "PID", "PORT", "STATE", "HEALTH",
+        "RESTARTS", "UPTIME",
+    ];
     let mut out = table::render(&header, &rows);
     if !urls.is_empty() {
         out.push_str("\nopen:\n");

@@ -9,11 +9,23 @@ use crate::failure::Failure;
 use crate::printer::Printer;
 
 /// `wharf stop SERVICE --env ENV` and `wharf down --env ENV`.
-pub async fn stop(global: &Global, printer: &Printer, env: &str, service: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn stop(
+    global: &Global,
+    printer: &Printer,
+    env: &str,
+    service: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
-    let request = StopRequest { env: env.to_owned(), service: service.clone(), user: current_user() };
+    let request = StopRequest {
+        env: env.to_owned(),
+        service: service.clone(),
+        user: current_user(),
+    };
     let mut view = EventView::new(printer);
-    let last = client.stop(&request, |e| view.show(e)).await.map_err(Failure::from)?;
+    let last = client
+        .stop(&request, |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
     if let DeployEvent::Finished { message, .. } = &last {
         printer.info(message);
     }

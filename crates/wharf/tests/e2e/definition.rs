@@ -4,7 +4,10 @@ use crate::harness::*;
 
 #[test]
 fn a_malformed_definition_gives_exact_locations_and_exit_code_2() {
-    let mut p = Project::new("services:\n  catalog:\n    build: ./catalog\n    run: [python3, app.py]\n    helth: { http: /health }\nenvironments:\n  ci:\n    nodes:\n      - name: a\n        services: [catalgo]\n", &["catalog"]);
+    let mut p = Project::new(
+        "services:\n  catalog:\n    build: ./catalog\n    run: [python3, app.py]\n    helth: { http: /health }\nenvironments:\n  ci:\n    nodes:\n      - name: a\n        services: [catalgo]\n",
+        &["catalog"],
+    );
     let out = p.wharf(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = stderr(&out);
@@ -21,7 +24,10 @@ fn a_malformed_definition_gives_exact_locations_and_exit_code_2() {
 
 #[test]
 fn validate_and_schema_succeed_on_a_good_file() {
-    let mut p = Project::new("services:\n  a: { build: ./a, run: [python3, app.py] }\nenvironments:\n  ci: {}\n  prod: { after: ci }\n", &["a"]);
+    let mut p = Project::new(
+        "services:\n  a: { build: ./a, run: [python3, app.py] }\nenvironments:\n  ci: {}\n  prod: { after: ci }\n",
+        &["a"],
+    );
     let out = p.ok(&["validate"]);
     assert!(stderr(&out).contains("ci -> prod"), "{}", text(&out));
     let schema: serde_json::Value = serde_json::from_slice(&p.ok(&["schema"]).stdout).unwrap();
@@ -30,13 +36,24 @@ fn validate_and_schema_succeed_on_a_good_file() {
 
 #[test]
 fn unknown_names_on_the_command_line_are_input_errors_with_hints() {
-    let mut p = Project::new("services:\n  catalog: { build: ./catalog, run: [python3, app.py] }\nenvironments:\n  ci: {}\n", &["catalog"]);
+    let mut p = Project::new(
+        "services:\n  catalog: { build: ./catalog, run: [python3, app.py] }\nenvironments:\n  ci: {}\n",
+        &["catalog"],
+    );
     let out = p.wharf(&["deploy", "catalog", "--env", "cii"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("did you mean `ci`?"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("did you mean `ci`?"),
+        "{}",
+        text(&out)
+    );
     let out = p.wharf(&["deploy", "catalgo", "--env", "ci"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("did you mean `catalog`?"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("did you mean `catalog`?"),
+        "{}",
+        text(&out)
+    );
     let out = p.wharf(&["deploy", "catalog", "environment=ci", "--env", "uat"]);
     assert_eq!(out.status.code(), Some(2));
     let out = p.wharf(&["frobnicate"]);

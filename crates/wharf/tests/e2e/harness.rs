@@ -43,7 +43,8 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 "#;
 
 /// A version of the app that fails at start, as a broken build would.
-pub const BROKEN_APP: &str = "import sys\nprint('boom: cannot connect to the database', file=sys.stderr)\nsys.exit(3)\n";
+pub const BROKEN_APP: &str =
+    "import sys\nprint('boom: cannot connect to the database', file=sys.stderr)\nsys.exit(3)\n";
 
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -53,14 +54,20 @@ pub struct Project {
 impl Project {
     /// A project with `wharf.yaml` and the given service folders, each holding [`APP`].
     pub fn new(definition: &str, services: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("wharf-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("wharf-e2e-")
+            .tempdir()
+            .expect("temp dir");
         std::fs::write(dir.path().join("wharf.yaml"), definition).unwrap();
         for service in services {
             let folder = dir.path().join(service);
             std::fs::create_dir_all(&folder).unwrap();
             std::fs::write(folder.join("app.py"), APP).unwrap();
         }
-        Self { dir, envs: Vec::new() }
+        Self {
+            dir,
+            envs: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -106,7 +113,13 @@ impl Project {
     /// Runs wharf and insists it succeeds.
     pub fn ok(&mut self, args: &[&str]) -> Output {
         let out = self.wharf(args);
-        assert!(out.status.success(), "`wharf {}` failed ({}):\n{}", args.join(" "), out.status, text(&out));
+        assert!(
+            out.status.success(),
+            "`wharf {}` failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            text(&out)
+        );
         out
     }
 
@@ -114,7 +127,8 @@ impl Project {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
         let out = self.ok(&all);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad json from {args:?}: {e}\n{}", text(&out)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("bad json from {args:?}: {e}\n{}", text(&out)))
     }
 
     /// Instances of a service in an environment, from `wharf status --output json`.
@@ -131,7 +145,10 @@ impl Project {
 
     pub fn port(&mut self, service: &str, env: &str, instance: u64) -> u16 {
         let all = self.instances(service, env);
-        let i = all.iter().find(|i| i["instance"] == instance).unwrap_or_else(|| panic!("no instance {instance} of {service} in {env}: {all:?}"));
+        let i = all
+            .iter()
+            .find(|i| i["instance"] == instance)
+            .unwrap_or_else(|| panic!("no instance {instance} of {service} in {env}: {all:?}"));
         i["port"].as_u64().unwrap() as u16
     }
 
@@ -146,22 +163,34 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         for env in std::mem::take(&mut self.envs) {
-            let _ = Command::new(WHARF).args(["down", "--env", &env]).current_dir(self.path()).output();
+            let _ = Command::new(WHARF)
+                .args(["down", "--env", &env])
+                .current_dir(self.path())
+                .output();
         }
         if let Some(pid) = self.controller_pid() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             wait_until(Duration::from_secs(5), || !alive(pid));
         }
     }
 }
 
 pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false)
 }
 
 /// stdout and stderr of a run, for assertion messages.
 pub fn text(out: &Output) -> String {
-    format!("--- stdout\n{}--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -174,8 +203,14 @@ pub fn stdout(out: &Output) -> String {
 
 /// GET http://127.0.0.1:port/path; the body, or None when nothing answers.
 pub fn get(port: u16, path: &str) -> Option<String> {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
-    let response = client.get(format!("http://127.0.0.1:{port}{path}")).send().ok()?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .ok()?;
     response.text().ok()
 }
 

@@ -44,13 +44,20 @@ fn build_deploy_upgrade_fail_rollback_and_stop() {
     let mut p = project();
     p.write("catalog/note.txt", "first");
     let out = p.ok(&["build", "catalog", "--version", "v1"]);
-    assert!(stderr(&out).contains("started a local controller"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("started a local controller"),
+        "{}",
+        text(&out)
+    );
     assert!(stderr(&out).contains("built catalog v1"), "{}", text(&out));
 
     p.ok(&["deploy", "catalog", "--env", "ci", "--version", "v1"]);
     let port = p.port("catalog", "ci", 0);
     let answer = get_json(port);
-    assert_eq!(answer["message"], "from ci", "environment config wins over the service default");
+    assert_eq!(
+        answer["message"], "from ci",
+        "environment config wins over the service default"
+    );
     assert_eq!(answer["level"], "info");
     assert_eq!(answer["note"], "first");
     assert_eq!(answer["version"], "v1");
@@ -59,7 +66,11 @@ fn build_deploy_upgrade_fail_rollback_and_stop() {
     p.write("catalog/note.txt", "second");
     let out = p.ok(&["deploy", "catalog", "--env", "ci", "--version", "v2"]);
     assert!(stderr(&out).contains("built catalog v2"), "{}", text(&out));
-    assert_eq!(p.port("catalog", "ci", 0), port, "a named port stays with its instance across versions");
+    assert_eq!(
+        p.port("catalog", "ci", 0),
+        port,
+        "a named port stays with its instance across versions"
+    );
     assert_eq!(get_json(port)["note"], "second");
 
     // A broken v3 fails its health check and is rolled back by itself.
@@ -68,15 +79,41 @@ fn build_deploy_upgrade_fail_rollback_and_stop() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
     assert!(err.contains("rolled back"), "{err}");
-    assert!(err.contains("exited with status 3"), "the failed check is named: {err}");
-    assert!(err.contains("boom: cannot connect to the database"), "the instance's last log lines are shown: {err}");
+    assert!(
+        err.contains("exited with status 3"),
+        "the failed check is named: {err}"
+    );
+    assert!(
+        err.contains("boom: cannot connect to the database"),
+        "the instance's last log lines are shown: {err}"
+    );
     assert_eq!(get_json(port)["note"], "second", "v2 still answers");
 
     let history = p.json(&["history", "catalog", "--env", "ci"]);
-    let rows: Vec<(String, String)> = history.as_array().unwrap().iter().map(|d| (d["version"].as_str().unwrap().to_owned(), d["state"].as_str().unwrap().to_owned())).collect();
-    assert_eq!(rows, [("v3".into(), "rolled_back".into()), ("v2".into(), "succeeded".into()), ("v1".into(), "succeeded".into())]);
+    let rows: Vec<(String, String)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["version"].as_str().unwrap().to_owned(),
+                d["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("v3".into(), "rolled_back".into()),
+            ("v2".into(), "succeeded".into()),
+            ("v1".into(), "succeeded".into())
+        ]
+    );
     for d in history.as_array().unwrap() {
-        assert_eq!(d["user"].as_str().unwrap().is_empty(), false);
+        assert!(
+            !d["user"].as_str().unwrap().is_empty(),
+            "who deployed is recorded"
+        );
         assert!(d["digest"].as_str().unwrap().starts_with("sha256:"));
         assert!(d["config_digest"].as_str().unwrap().starts_with("sha256:"));
     }
@@ -90,10 +127,17 @@ fn build_deploy_upgrade_fail_rollback_and_stop() {
     assert_eq!(get_json(port)["note"], "second");
     let out = p.wharf(&["rollback", "catalog", "--env", "ci", "--to", "v9"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr(&out).contains("never ran successfully"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("never ran successfully"),
+        "{}",
+        text(&out)
+    );
 
     p.ok(&["stop", "catalog", "--env", "ci"]);
-    assert!(wait_until(Duration::from_secs(3), || get(port, "/health").is_none()), "the instance is gone");
+    assert!(
+        wait_until(Duration::from_secs(3), || get(port, "/health").is_none()),
+        "the instance is gone"
+    );
     assert!(p.instances("catalog", "ci").is_empty());
 }
 
@@ -106,17 +150,32 @@ fn layered_config_instances_and_peers_in_a_multi_instance_environment() {
     let first = get_json(p.port("catalog", "uat", 0));
     let second = get_json(p.port("catalog", "uat", 1));
     assert_eq!(first["message"], "from uat");
-    assert_eq!(first["level"], "debug", "node config wins over the environment's");
-    assert_eq!((first["instance"].as_str(), second["instance"].as_str()), (Some("0"), Some("1")));
+    assert_eq!(
+        first["level"], "debug",
+        "node config wins over the environment's"
+    );
+    assert_eq!(
+        (first["instance"].as_str(), second["instance"].as_str()),
+        (Some("0"), Some("1"))
+    );
     let orders = get_json(p.port("orders", "uat", 0));
-    assert_eq!(orders["peer"], format!("http://127.0.0.1:{}", p.port("catalog", "uat", 0)), "peers are found through config");
+    assert_eq!(
+        orders["peer"],
+        format!("http://127.0.0.1:{}", p.port("catalog", "uat", 0)),
+        "peers are found through config"
+    );
 }
 
 #[test]
 fn the_books_form_deploys_the_same_way() {
     let mut p = project();
     p.ok(&["build", "catalog", "--version", "build-7"]);
-    p.ok(&["deploy", "artifact=catalog", "environment=ci", "version=build-7"]);
+    p.ok(&[
+        "deploy",
+        "artifact=catalog",
+        "environment=ci",
+        "version=build-7",
+    ]);
     assert_eq!(get_json(p.port("catalog", "ci", 0))["version"], "build-7");
 }
 
@@ -134,13 +193,40 @@ fn deploying_one_service_never_restarts_another() {
 #[test]
 fn a_dry_run_prints_the_plan_and_changes_nothing() {
     let mut p = project();
-    let out = p.ok(&["deploy", "catalog", "--env", "uat", "--version", "v1", "--dry-run"]);
+    let out = p.ok(&[
+        "deploy",
+        "catalog",
+        "--env",
+        "uat",
+        "--version",
+        "v1",
+        "--dry-run",
+    ]);
     let plan = stdout(&out);
-    assert!(plan.contains("start    catalog #0 on box: v1"), "{}", text(&out));
-    assert!(plan.contains("start    catalog #1 on box: v1"), "{}", text(&out));
-    assert!(p.json(&["artifacts"]).as_array().unwrap().is_empty(), "nothing was registered");
-    assert!(p.instances("catalog", "uat").is_empty(), "nothing was started");
-    assert!(p.json(&["history", "catalog", "--env", "uat"]).as_array().unwrap().is_empty());
+    assert!(
+        plan.contains("start    catalog #0 on box: v1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        plan.contains("start    catalog #1 on box: v1"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        p.json(&["artifacts"]).as_array().unwrap().is_empty(),
+        "nothing was registered"
+    );
+    assert!(
+        p.instances("catalog", "uat").is_empty(),
+        "nothing was started"
+    );
+    assert!(
+        p.json(&["history", "catalog", "--env", "uat"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -148,11 +234,19 @@ fn a_version_never_points_at_two_contents() {
     let mut p = project();
     p.ok(&["build", "catalog", "--version", "v1"]);
     let out = p.ok(&["build", "catalog", "--version", "v1"]);
-    assert!(stderr(&out).contains("already built (same content)"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("already built (same content)"),
+        "{}",
+        text(&out)
+    );
     p.write("catalog/note.txt", "different");
     let out = p.wharf(&["build", "catalog", "--version", "v1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr(&out).contains("already exists with digest"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("already exists with digest"),
+        "{}",
+        text(&out)
+    );
     assert!(stderr(&out).contains("hint:"), "{}", text(&out));
     let artifacts = p.json(&["artifacts", "catalog"]);
     assert_eq!(artifacts.as_array().unwrap().len(), 1);
@@ -163,7 +257,11 @@ fn an_instance_that_dies_is_restarted_and_the_restart_shows() {
     let mut p = project();
     p.ok(&["deploy", "catalog", "--env", "ci", "--version", "v1"]);
     let pid = p.instances("catalog", "ci")[0]["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let restarted = wait_until(Duration::from_secs(10), || {
         let i = &p.instances("catalog", "ci")[0];
         i["restarts"] == 1 && i["state"] == "running" && i["pid"].as_i64() != Some(pid as i64)
@@ -184,9 +282,20 @@ fn logs_show_each_instances_output() {
     let out = p.ok(&["logs", "catalog", "--env", "uat", "--instance", "1"]);
     let log = stdout(&out);
     assert!(log.contains("starting on"), "{log}");
-    assert!(wait_until(Duration::from_secs(3), || stdout(&p.ok(&["logs", "catalog", "--env", "uat", "--instance", "1"])).contains("/hello-from-the-test")));
+    assert!(wait_until(Duration::from_secs(3), || stdout(&p.ok(&[
+        "logs",
+        "catalog",
+        "--env",
+        "uat",
+        "--instance",
+        "1"
+    ]))
+    .contains("/hello-from-the-test")));
     let both = stdout(&p.ok(&["logs", "catalog", "--env", "uat"]));
-    assert!(both.contains("[catalog #0]") && both.contains("[catalog #1]"), "{both}");
+    assert!(
+        both.contains("[catalog #0]") && both.contains("[catalog #1]"),
+        "{both}"
+    );
     let out = p.wharf(&["logs", "catalog", "--env", "uat", "--instance", "7"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
@@ -202,4 +311,44 @@ fn down_stops_every_service_of_an_environment() {
     }
     let history = p.json(&["history", "orders", "--env", "ci"]);
     assert_eq!(history[0]["kind"], "stop");
+}
+
+#[test]
+fn logs_follow_streams_new_lines_as_they_are_written() {
+    use std::io::{BufRead, BufReader};
+    let mut p = project();
+    p.ok(&["deploy", "catalog", "--env", "ci", "--version", "v1"]);
+    let port = p.port("catalog", "ci", 0);
+    let mut follower = std::process::Command::new(WHARF)
+        .args(["logs", "catalog", "--env", "ci", "--follow", "--lines", "1"])
+        .current_dir(p.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the one line of the past");
+    get(port, "/followed-request").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = false;
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if line.contains("/followed-request") {
+            seen = true;
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(seen, "the new request's log line arrived while following");
 }

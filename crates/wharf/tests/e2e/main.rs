@@ -2,7 +2,7 @@
 
 mod harness;
 
-mod lifecycle;
 mod definition;
+mod lifecycle;
 mod recovery;
 mod shop;

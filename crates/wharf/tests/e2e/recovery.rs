@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::harness::*;
@@ -39,7 +39,9 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
         .unwrap();
     // Kill the controller while the slow instance is still starting.
     let controller = p.controller_pid().unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !p.instances("slow", "ci").is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || !p
+        .instances("slow", "ci")
+        .is_empty()));
     kill(Pid::from_raw(controller), Signal::SIGKILL).unwrap();
     let _ = deploy.wait();
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
@@ -54,7 +56,10 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
     assert_eq!(steady["restarts"], 0);
     let port = p.port("steady", "ci", 0);
     assert!(get(port, "/health").is_some());
-    assert!(!p.instances("slow", "ci").is_empty(), "the slow instance was adopted too");
+    assert!(
+        !p.instances("slow", "ci").is_empty(),
+        "the slow instance was adopted too"
+    );
     // And the service can be deployed again: the lock did not survive the crash.
     p.ok(&["deploy", "slow", "--env", "ci", "--version", "v1"]);
 }

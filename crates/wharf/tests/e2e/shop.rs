@@ -32,10 +32,15 @@ impl Shop {
 impl Drop for Shop {
     fn drop(&mut self) {
         let _ = self.wharf(&["down", "--env", "local"]);
-        if let Ok(text) = std::fs::read(self.home.path().join("controller.json")) {
-            if let Some(pid) = serde_json::from_slice::<Value>(&text).ok().and_then(|v| v["pid"].as_i64()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-            }
+        let file = std::fs::read(self.home.path().join("controller.json")).unwrap_or_default();
+        if let Some(pid) = serde_json::from_slice::<Value>(&file)
+            .ok()
+            .and_then(|v| v["pid"].as_i64())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 }
@@ -43,7 +48,10 @@ impl Drop for Shop {
 #[test]
 fn the_shop_comes_up_in_local_and_orders_reaches_its_peers() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/wharf.yaml");
-    let shop = Shop { home: tempfile::tempdir().unwrap(), file };
+    let shop = Shop {
+        home: tempfile::tempdir().unwrap(),
+        file,
+    };
     let out = shop.wharf(&["deploy", "--env", "local"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = shop.wharf(&["status", "--env", "local"]);
@@ -51,10 +59,31 @@ fn the_shop_comes_up_in_local_and_orders_reaches_its_peers() {
     for service in ["catalog", "inventory", "orders"] {
         assert!(table.contains(service), "{table}");
     }
-    assert!(table.contains("http://127.0.0.1:"), "the URLs to open are printed: {table}");
-    let status: Value = serde_json::from_slice(&shop.wharf(&["status", "--env", "local", "-o", "json"]).stdout).unwrap();
-    let port = status["services"].as_array().unwrap().iter().find(|s| s["service"] == "orders").unwrap()["instances"][0]["port"].as_u64().unwrap();
+    assert!(
+        table.contains("http://127.0.0.1:"),
+        "the URLs to open are printed: {table}"
+    );
+    let status: Value = serde_json::from_slice(
+        &shop
+            .wharf(&["status", "--env", "local", "-o", "json"])
+            .stdout,
+    )
+    .unwrap();
+    let port = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "orders")
+        .unwrap()["instances"][0]["port"]
+        .as_u64()
+        .unwrap();
     let quote: Value = serde_json::from_str(&get(port as u16, "/").unwrap()).unwrap();
-    assert_eq!(quote["greeting"], "hello from your laptop", "local config reached catalog, and orders reached catalog");
-    assert_eq!(quote["lines"][0]["in_stock"], 12, "orders reached the Rust inventory service");
+    assert_eq!(
+        quote["greeting"], "hello from your laptop",
+        "local config reached catalog, and orders reached catalog"
+    );
+    assert_eq!(
+        quote["lines"][0]["in_stock"], 12,
+        "orders reached the Rust inventory service"
+    );
 }
