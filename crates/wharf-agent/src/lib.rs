@@ -151,6 +151,13 @@ impl Agent {
         let workdir = self.releases.prepare(&plan.digest).await?;
         self.write_state(&plan)?;
         let launch = self.launch_spec(&plan, &workdir)?;
+        logs::mark(
+            &launch.log_path,
+            &format!(
+                "starting {} (deployment #{})",
+                plan.version, plan.deployment_id
+            ),
+        );
         let running = match self.driver.start(&launch).await {
             Ok(running) => running,
             Err(e) => {
@@ -260,7 +267,7 @@ impl Agent {
         let fail = |reason: String| {
             Err(Unhealthy {
                 reason,
-                log_tail: logs::tail(&log_path, 20),
+                log_tail: logs::tail_of_last_run(&log_path, 20),
             })
         };
         loop {

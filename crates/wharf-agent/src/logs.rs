@@ -39,6 +39,30 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> io::Result<bo
     Ok(true)
 }
 
+/// Lines wharf writes into an instance's log start with this.
+pub const MARKER: &str = "--- wharf: ";
+
+/// Appends a marker line (`--- wharf: started v2 (deployment #3) ---`), so a log that
+/// spans several processes shows where each begins.
+pub fn mark(path: &Path, text: &str) {
+    use std::io::Write;
+    if let Ok(mut file) = File::options().create(true).append(true).open(path) {
+        let _ = writeln!(file, "{MARKER}{text} ---");
+    }
+}
+
+/// The last `lines` lines written since the last marker.
+pub fn tail_of_last_run(path: &Path, lines: usize) -> String {
+    let all = tail(path, 1000);
+    let run: Vec<&str> = all
+        .lines()
+        .rev()
+        .take_while(|l| !l.starts_with(MARKER))
+        .take(lines)
+        .collect();
+    run.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
 /// The last `lines` lines of a log file (empty if it does not exist).
 pub fn tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = File::open(path) else {
@@ -57,6 +81,8 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -79,6 +105,22 @@ mod tests {
                 .starts_with("round 1")
         );
         assert!(!rotated(&log, 4).exists());
+    }
+
+    #[test]
+    fn the_tail_of_the_last_run_stops_at_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        fs::write(&log, "old\n").unwrap();
+        mark(&log, "started v2");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(b"1\n2\n3\n")
+            .unwrap();
+        assert_eq!(tail_of_last_run(&log, 2), "2\n3");
+        assert_eq!(tail_of_last_run(&log, 10), "1\n2\n3");
     }
 
     #[test]

@@ -89,6 +89,10 @@ impl Supervisor {
                     }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                logs::mark(
+                    &self.launch.log_path,
+                    &format!("restarting {} after it {exit}", self.plan.version),
+                );
                 match self.driver.start(&self.launch).await {
                     Ok(next) => {
                         running = next;

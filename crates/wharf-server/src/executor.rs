@@ -54,6 +54,35 @@ enum Done {
 /// The first instance of a batch that failed.
 struct Failure {
     reason: String,
+    /// The last lines of the failed instance's log, if it has any.
+    log_tail: String,
+}
+
+/// How a rollback went.
+struct RolledBack {
+    failure: Failure,
+    /// Every instance the deploy touched is back as it was.
+    complete: bool,
+    /// Some earlier instance was started again (false on a first deploy).
+    restored_previous: bool,
+}
+
+impl RolledBack {
+    fn message(&self) -> String {
+        let outcome = match (self.complete, self.restored_previous) {
+            (true, true) => "the previous version was restored",
+            (true, false) => "its new instances were removed (nothing ran before)",
+            (false, _) => "the rollback did not complete; see `wharf status`",
+        };
+        let mut message = format!("{}; {outcome}", self.failure.reason);
+        if !self.failure.log_tail.is_empty() {
+            message.push_str(&format!(
+                "\nlast lines of its log:\n{}",
+                indent(&self.failure.log_tail)
+            ));
+        }
+        message
+    }
 }
 
 fn slot_of(key: &InstanceKey) -> Slot {
@@ -150,18 +179,13 @@ impl Controller {
                 DeploymentState::Succeeded,
                 format!("{} instance(s) healthy", plans.len()),
             ),
-            Err((failure, restored)) => {
-                let state = if restored {
+            Err(rolled_back) => {
+                let state = if rolled_back.complete {
                     DeploymentState::RolledBack
                 } else {
                     DeploymentState::Failed
                 };
-                let outcome = if restored {
-                    "rolled back to the previous version"
-                } else {
-                    "rollback incomplete; check `wharf status`"
-                };
-                (state, format!("{}; {outcome}", failure.reason))
+                (state, rolled_back.message())
             }
         };
         self.store
@@ -197,7 +221,7 @@ impl Controller {
         plans: &HashMap<Slot, InstancePlan>,
         spec: &DeploySpec,
         events: &Events,
-    ) -> Result<(), (Failure, bool)> {
+    ) -> Result<(), RolledBack> {
         let timeout = spec
             .health
             .as_ref()
@@ -212,7 +236,15 @@ impl Controller {
                     .await
                 {
                     return Err(self
-                        .roll_back(Failure { reason }, done, timeout, events)
+                        .roll_back(
+                            Failure {
+                                reason,
+                                log_tail: String::new(),
+                            },
+                            done,
+                            timeout,
+                            events,
+                        )
                         .await);
                 }
             }
@@ -240,16 +272,9 @@ impl Controller {
                             reason: unhealthy.reason.clone(),
                             log_tail: unhealthy.log_tail.clone(),
                         });
-                        failure.get_or_insert_with(|| {
-                            let mut reason =
-                                format!("{key} did not become healthy: {}", unhealthy.reason);
-                            if !unhealthy.log_tail.is_empty() {
-                                reason.push_str(&format!(
-                                    "\nlast lines of its log:\n{}",
-                                    indent(&unhealthy.log_tail)
-                                ));
-                            }
-                            Failure { reason }
+                        failure.get_or_insert_with(|| Failure {
+                            reason: format!("{key} did not become healthy: {}", unhealthy.reason),
+                            log_tail: unhealthy.log_tail.clone(),
                         });
                     }
                 }
@@ -337,11 +362,12 @@ impl Controller {
         done: Vec<Done>,
         timeout: Duration,
         events: &Events,
-    ) -> (Failure, bool) {
+    ) -> RolledBack {
         events.send(DeployEvent::RollingBack {
             reason: failure.reason.clone(),
         });
-        let mut restored = true;
+        let mut complete = true;
+        let mut restored_previous = false;
         for step in done.into_iter().rev() {
             let previous = match step {
                 Done::Started(key) => {
@@ -372,10 +398,15 @@ impl Controller {
                     Ok(()) => self.agent.wait_healthy(&key, timeout).await.is_ok(),
                     Err(_) => false,
                 };
-                restored &= ok;
+                complete &= ok;
+                restored_previous = true;
             }
         }
-        (failure, restored)
+        RolledBack {
+            failure,
+            complete,
+            restored_previous,
+        }
     }
 
     /// Rolls a service back to an earlier successful deploy: its artifact and its

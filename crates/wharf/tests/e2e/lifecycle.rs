@@ -79,6 +79,7 @@ fn build_deploy_upgrade_fail_rollback_and_stop() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
     assert!(err.contains("rolled back"), "{err}");
+    assert!(err.contains("the previous version was restored"), "{err}");
     assert!(
         err.contains("exited with status 3"),
         "the failed check is named: {err}"
