@@ -131,3 +131,45 @@ impl Health {
             .find(|k| k.as_str() == s)
     }
 }
+
+/// Where a host is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heartbeating and accepting instances.
+    Ready,
+    /// Missed its heartbeats; its instances are assumed to still run.
+    Down,
+    /// Down for longer than the grace period; its instances are assumed gone.
+    Lost,
+    /// Heartbeating, but taking no new instances (maintenance).
+    Draining,
+    /// Its credential was revoked; it gets nothing.
+    Revoked,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Down => "down",
+            Self::Lost => "lost",
+            Self::Draining => "draining",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Ready, Self::Down, Self::Lost, Self::Draining, Self::Revoked].into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether new instances may be placed on a host in this state.
+    pub fn can_take_instances(self) -> bool {
+        self == Self::Ready
+    }
+
+    /// Whether the host's credential still opens the agent API.
+    pub fn can_connect(self) -> bool {
+        self != Self::Revoked
+    }
+}

@@ -29,6 +29,8 @@ pub enum StoreError {
         id: i64,
         started: String,
     },
+    #[error("join token refused: {0}")]
+    TokenRefused(String),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("stored data is unreadable: {0}")]
@@ -77,4 +79,25 @@ pub trait Store: Send + Sync {
     fn assign_port(&self, env: &str, service: &str, instance: u32, port: u16) -> Result<()>;
     /// Every assigned port, so a new assignment avoids them.
     fn assigned_ports(&self) -> Result<Vec<u16>>;
+
+    /// Records a join token; only the hash of its secret is kept.
+    fn create_join_token(&self, token: &JoinTokenRecord, secret_hash: &str) -> Result<()>;
+    /// Spends one use of a token, refusing unknown, wrong, used-up or expired ones.
+    /// Returns the environment it joins.
+    fn redeem_join_token(&self, id: &str, secret_hash: &str, now: i64) -> Result<String>;
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
+    /// Adds a host, or re-admits one of the same name in the same environment; either
+    /// way a new certificate serial, so the host's older certificates stop working.
+    fn register_host(&self, host: &NewHost) -> Result<HostRecord>;
+    fn host(&self, id: i64) -> Result<Option<HostRecord>>;
+    fn hosts(&self, env: Option<&str>) -> Result<Vec<HostRecord>>;
+    /// Records a heartbeat.
+    fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()>;
+    fn set_host_state(&self, id: i64, state: HostState) -> Result<()>;
+
+    /// Records what a host should run for an instance slot (the plan as JSON).
+    fn put_assignment(&self, host_id: i64, env: &str, service: &str, node: &str, instance: u32, plan: &serde_json::Value) -> Result<()>;
+    fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
+    /// Plans assigned to a host.
+    fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;
 }

@@ -52,4 +52,37 @@ pub const MIGRATIONS: &[&str] = &[
         port INTEGER NOT NULL UNIQUE,
         PRIMARY KEY (env, service, instance)
     );",
+    // 2: hosts of a fleet, the tokens they join with, and what each should run.
+    "CREATE TABLE hosts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        env TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        capacity TEXT NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        joined_at INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        cert_serial INTEGER NOT NULL,
+        UNIQUE (env, name)
+    );
+    CREATE TABLE join_tokens (
+        id TEXT PRIMARY KEY,
+        env TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        uses_left INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    CREATE TABLE assignments (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        node TEXT NOT NULL,
+        instance INTEGER NOT NULL,
+        host_id INTEGER NOT NULL,
+        plan TEXT NOT NULL,
+        PRIMARY KEY (env, service, node, instance)
+    );
+    CREATE INDEX assignments_by_host ON assignments (host_id);",
 ];

@@ -68,3 +68,50 @@ pub struct InstanceRecord {
     /// Unix time in milliseconds of the current process's start.
     pub started_at: i64,
 }
+
+/// What a host offers, as its agent reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// A host that joined an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub id: i64,
+    pub name: String,
+    pub env: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub capacity: Capacity,
+    /// Where its agent connected from.
+    pub address: String,
+    pub state: HostState,
+    pub joined_at: i64,
+    pub last_seen: i64,
+    /// Serial of the one certificate currently valid for this host.
+    pub cert_serial: u64,
+}
+
+/// A host asking to join.
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub name: String,
+    pub env: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub capacity: Capacity,
+    pub address: String,
+    pub at: i64,
+}
+
+/// A join token as listed (its secret is kept only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    pub id: String,
+    pub env: String,
+    pub expires_at: i64,
+    pub uses_left: u32,
+    pub created_at: i64,
+    pub created_by: String,
+}

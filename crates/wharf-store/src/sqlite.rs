@@ -315,6 +315,139 @@ impl Store for SqliteStore {
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+    fn create_join_token(&self, t: &JoinTokenRecord, secret_hash: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO join_tokens (id, env, secret_hash, expires_at, uses_left, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![t.id, t.env, secret_hash, t.expires_at, t.uses_left, t.created_at, t.created_by],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_join_token(&self, id: &str, secret_hash: &str, now: i64) -> Result<String> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, String, i64, u32)> = tx
+            .query_row(
+                "SELECT env, secret_hash, expires_at, uses_left FROM join_tokens WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        // One message for unknown and wrong tokens: a caller learns nothing from it.
+        let refused = |why: &str| Err(StoreError::TokenRefused(why.to_owned()));
+        let Some((env, hash, expires_at, uses_left)) = row else { return refused("unknown or wrong token") };
+        if !constant_time_eq(hash.as_bytes(), secret_hash.as_bytes()) {
+            return refused("unknown or wrong token");
+        }
+        if expires_at <= now {
+            return refused("the token has expired");
+        }
+        if uses_left == 0 {
+            return refused("the token has been used");
+        }
+        tx.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(env)
+    }
+
+    fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, env, expires_at, uses_left, created_at, created_by FROM join_tokens ORDER BY created_at")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(JoinTokenRecord { id: r.get(0)?, env: r.get(1)?, expires_at: r.get(2)?, uses_left: r.get(3)?, created_at: r.get(4)?, created_by: r.get(5)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn register_host(&self, h: &NewHost) -> Result<HostRecord> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let labels = serde_json::to_string(&h.labels).expect("labels serialize");
+        let capacity = serde_json::to_string(&h.capacity).expect("capacity serializes");
+        let serial: i64 = tx.query_row("SELECT COALESCE(MAX(cert_serial), 0) + 1 FROM hosts", [], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO hosts (name, env, labels, capacity, address, state, joined_at, last_seen, cert_serial)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'ready', ?6, ?6, ?7)
+             ON CONFLICT (env, name) DO UPDATE SET labels = ?3, capacity = ?4, address = ?5, state = 'ready',
+                 joined_at = ?6, last_seen = ?6, cert_serial = ?7",
+            params![h.name, h.env, labels, capacity, h.address, h.at, serial],
+        )?;
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE env = ?1 AND name = ?2");
+        let host = tx.query_row(&sql, params![h.env, h.name], host_row)?;
+        tx.commit()?;
+        Ok(host)
+    }
+
+    fn host(&self, id: i64) -> Result<Option<HostRecord>> {
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1");
+        Ok(self.conn().query_row(&sql, params![id], host_row).optional()?)
+    }
+
+    fn hosts(&self, env: Option<&str>) -> Result<Vec<HostRecord>> {
+        let conn = self.conn();
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE ?1 IS NULL OR env = ?1 ORDER BY env, name");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![env], host_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()> {
+        self.conn().execute("UPDATE hosts SET last_seen = ?2, address = ?3 WHERE id = ?1", params![id, at, address])?;
+        Ok(())
+    }
+
+    fn set_host_state(&self, id: i64, state: HostState) -> Result<()> {
+        self.conn().execute("UPDATE hosts SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
+        Ok(())
+    }
+
+    fn put_assignment(&self, host_id: i64, env: &str, service: &str, node: &str, instance: u32, plan: &serde_json::Value) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO assignments (env, service, node, instance, host_id, plan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![env, service, node, instance, host_id, plan.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM assignments WHERE env = ?1 AND service = ?2 AND node = ?3 AND instance = ?4",
+            params![env, service, node, instance],
+        )?;
+        Ok(())
+    }
+
+    fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT plan FROM assignments WHERE host_id = ?1 ORDER BY env, service, instance")?;
+        let rows = stmt.query_map(params![host_id], |r| r.get::<_, String>(0))?;
+        let texts: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
+        texts.iter().map(|t| serde_json::from_str(t).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+    }
+}
+
+const HOST_COLUMNS: &str = "id, name, env, labels, capacity, address, state, joined_at, last_seen, cert_serial";
+
+fn host_row(r: &Row<'_>) -> rusqlite::Result<HostRecord> {
+    let bad = |i: usize, what: &str| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    Ok(HostRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        env: r.get(2)?,
+        labels: serde_json::from_str(&r.get::<_, String>(3)?).map_err(|_| bad(3, "labels"))?,
+        capacity: serde_json::from_str(&r.get::<_, String>(4)?).map_err(|_| bad(4, "capacity"))?,
+        address: r.get(5)?,
+        state: HostState::parse(&r.get::<_, String>(6)?).ok_or_else(|| bad(6, "host state"))?,
+        joined_at: r.get(7)?,
+        last_seen: r.get(8)?,
+        cert_serial: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+/// Compares secrets without leaking, through timing, how much of them matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -374,6 +507,38 @@ mod tests {
             .finish_deployment(id, DeploymentState::Succeeded, "", 2000)
             .unwrap();
         store.begin_deployment(&deployment("bob")).unwrap();
+    }
+
+    fn token(id: &str, expires_at: i64, uses: u32) -> JoinTokenRecord {
+        JoinTokenRecord { id: id.into(), env: "prod".into(), expires_at, uses_left: uses, created_at: 0, created_by: "me".into() }
+    }
+
+    #[test]
+    fn join_tokens_are_single_use_expiring_and_checked_by_hash() {
+        let store = SqliteStore::in_memory().unwrap();
+        store.create_join_token(&token("a", 100, 1), "hash-a").unwrap();
+        store.create_join_token(&token("b", 10, 1), "hash-b").unwrap();
+        assert!(matches!(store.redeem_join_token("a", "wrong", 5), Err(StoreError::TokenRefused(_))));
+        assert_eq!(store.redeem_join_token("a", "hash-a", 5).unwrap(), "prod");
+        let again = store.redeem_join_token("a", "hash-a", 5).unwrap_err();
+        assert!(again.to_string().contains("used"), "{again}");
+        let late = store.redeem_join_token("b", "hash-b", 11).unwrap_err();
+        assert!(late.to_string().contains("expired"), "{late}");
+        assert!(store.redeem_join_token("zzz", "hash-a", 5).is_err());
+    }
+
+    #[test]
+    fn rejoining_hosts_keep_their_id_and_get_a_new_serial() {
+        let store = SqliteStore::in_memory().unwrap();
+        let new = NewHost { name: "web-1".into(), env: "prod".into(), labels: Default::default(), capacity: Capacity::default(), address: "10.0.0.2".into(), at: 1 };
+        let first = store.register_host(&new).unwrap();
+        let second = store.register_host(&new).unwrap();
+        assert_eq!(first.id, second.id);
+        assert_ne!(first.cert_serial, second.cert_serial);
+        store.put_assignment(first.id, "prod", "api", "web-1", 0, &serde_json::json!({"x": 1})).unwrap();
+        assert_eq!(store.assignments(first.id).unwrap(), vec![serde_json::json!({"x": 1})]);
+        store.remove_assignment("prod", "api", "web-1", 0).unwrap();
+        assert!(store.assignments(first.id).unwrap().is_empty());
     }
 
     #[test]
