@@ -4,6 +4,7 @@
 //! per instance so that a restarted agent adopts running instances instead of restarting
 //! them.
 
+pub mod connected;
 pub mod health;
 pub mod logs;
 mod plan;

@@ -5,6 +5,8 @@
 //! JSON [`DeployEvent`]s that ends with [`DeployEvent::Finished`]. The operation runs in
 //! the controller and completes even if the client goes away.
 
+pub mod agent;
+
 use serde::{Deserialize, Serialize};
 use wharf_core::plan::Step;
 use wharf_core::spec::DeploySpec;
@@ -140,4 +142,35 @@ pub struct ServiceStatus {
     pub versions: Vec<String>,
     pub digests: Vec<String>,
     pub instances: Vec<InstanceRecord>,
+}
+
+/// `POST /v1/tokens`: a join token for hosts of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub env: String,
+    /// Seconds until it expires.
+    pub ttl_secs: u64,
+    /// How many hosts may join with it.
+    pub uses: u32,
+    pub user: String,
+}
+
+/// A new join token. `token` holds the secret and is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    pub id: String,
+    pub env: String,
+    pub expires_at: i64,
+    pub uses: u32,
+    /// Where agents connect: pass it to `wharf agent --controller`.
+    pub agent_url: String,
+}
+
+/// `GET /v1/hosts`: a host and how many instances it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostView {
+    #[serde(flatten)]
+    pub host: wharf_store::HostRecord,
+    pub instances: usize,
 }

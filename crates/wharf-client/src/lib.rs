@@ -1,5 +1,7 @@
 //! A typed client of the controller's `/v1` API.
 
+pub mod agent;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -243,6 +245,47 @@ impl Client {
         on_event: impl FnMut(&DeployEvent),
     ) -> Result<DeployEvent> {
         self.operation("/v1/stop", request, on_event).await
+    }
+
+    pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated> {
+        let response = self
+            .check(
+                self.http
+                    .post(format!("{}/v1/tokens", self.base))
+                    .json(request)
+                    .send()
+                    .await,
+            )
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn hosts(&self, env: Option<&str>) -> Result<Vec<HostView>> {
+        self.get("/v1/hosts", &[("env", env.map(str::to_owned))])
+            .await
+    }
+
+    /// `drain`, `undrain` or `revoke` a host.
+    pub async fn host_action(
+        &self,
+        name: &str,
+        action: &str,
+        env: Option<&str>,
+    ) -> Result<HostView> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/hosts/{name}/{action}", self.base));
+        if let Some(env) = env {
+            request = request.query(&[("env", env)]);
+        }
+        let response = self.check(request.send().await).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Streams an instance's log, handing text to `on_text` as it arrives.

@@ -160,7 +160,15 @@ impl HostState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Ready, Self::Down, Self::Lost, Self::Draining, Self::Revoked].into_iter().find(|k| k.as_str() == s)
+        [
+            Self::Ready,
+            Self::Down,
+            Self::Lost,
+            Self::Draining,
+            Self::Revoked,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 
     /// Whether new instances may be placed on a host in this state.

@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
@@ -23,7 +26,10 @@ const HOST_PREFIX: &str = "host-";
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("cannot read or write `{path}`: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate error: {0}")]
     Certificate(#[from] rcgen::Error),
     #[error("tls configuration: {0}")]
@@ -38,7 +44,8 @@ pub fn fingerprint(der: &[u8]) -> String {
 }
 
 fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
-    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::Tls(format!("not a PEM certificate: {e}")))?;
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| PkiError::Tls(format!("not a PEM certificate: {e}")))?;
     Ok(parsed.contents)
 }
 
@@ -65,21 +72,34 @@ impl Authority {
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         if cert_path.exists() && key_path.exists() {
             let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
-            let key = KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(io(&key_path))?)?;
+            let key =
+                KeyPair::from_pem(&std::fs::read_to_string(&key_path).map_err(io(&key_path))?)?;
             let cert_der = pem_to_der(&cert_pem)?;
-            return Ok(Self { cert_pem, cert_der, key });
+            return Ok(Self {
+                cert_pem,
+                cert_der,
+                key,
+            });
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = name("wharf controller CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_after = rcgen::date_time_ymd(2099, 1, 1);
         let cert = params.self_signed(&key)?;
         write_private(&key_path, &key.serialize_pem())?;
         std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
-        Ok(Self { cert_pem: cert.pem(), cert_der: cert.der().to_vec(), key })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -95,20 +115,29 @@ impl Authority {
     }
 
     /// A fresh server certificate and key for the controller's agent listener.
-    pub fn server_identity(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+    pub fn server_identity(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![CONTROLLER_NAME.to_owned()])?;
         params.distinguished_name = name(CONTROLLER_NAME);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer()?)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok((vec![cert.der().clone(), CertificateDer::from(self.cert_der.clone())], key))
+        Ok((
+            vec![
+                cert.der().clone(),
+                CertificateDer::from(self.cert_der.clone()),
+            ],
+            key,
+        ))
     }
 
     /// Signs an agent's request with a certificate naming `host-<host_id>`. Only the
     /// request's public key is used: the controller decides what the certificate says.
     pub fn sign_agent(&self, csr_pem: &str, host_id: i64, serial: u64) -> Result<String, PkiError> {
-        let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::BadRequest(e.to_string()))?;
+        let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::BadRequest(e.to_string()))?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = name(&format!("{HOST_PREFIX}{host_id}"));
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial.to_be_bytes()));
@@ -124,11 +153,16 @@ impl Authority {
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(self.cert_der.clone())).map_err(|e| PkiError::Tls(e.to_string()))?;
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
+        roots
+            .add(CertificateDer::from(self.cert_der.clone()))
             .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(e.to_string()))?;
         let (chain, key) = self.server_identity()?;
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -153,7 +187,12 @@ pub fn agent_identity(der: &[u8]) -> Option<AgentIdentity> {
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
     let host_id = cn.strip_prefix(HOST_PREFIX)?.parse().ok()?;
     let serial_bytes = cert.raw_serial();
-    let serial = serial_bytes.iter().rev().take(8).rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let serial = serial_bytes
+        .iter()
+        .rev()
+        .take(8)
+        .rev()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     Some(AgentIdentity { host_id, serial })
 }
 
@@ -168,7 +207,10 @@ pub fn new_agent_key(name_hint: &str) -> Result<AgentKey, PkiError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(name_hint);
     let csr = params.serialize_request(&key)?;
-    Ok(AgentKey { key_pem: key.serialize_pem(), csr_pem: csr.pem()? })
+    Ok(AgentKey {
+        key_pem: key.serialize_pem(),
+        csr_pem: csr.pem()?,
+    })
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -181,8 +223,17 @@ fn name(common_name: &str) -> DistinguishedName {
 pub fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| PkiError::Io { path: path.to_owned(), source };
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
+    let err = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
     file.write_all(text.as_bytes()).map_err(err)
 }
 
@@ -197,13 +248,23 @@ mod tests {
         let again = Authority::load_or_create(dir.path()).unwrap();
         assert_eq!(ca.fingerprint(), again.fingerprint());
         assert_eq!(fingerprint_pem(ca.cert_pem()).unwrap(), ca.fingerprint());
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("ca.key"))
+                .unwrap()
+                .permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600);
 
         let agent = new_agent_key("web-1").unwrap();
         let cert = again.sign_agent(&agent.csr_pem, 42, 7).unwrap();
         let identity = agent_identity(&pem_to_der(&cert).unwrap()).unwrap();
-        assert_eq!(identity, AgentIdentity { host_id: 42, serial: 7 });
+        assert_eq!(
+            identity,
+            AgentIdentity {
+                host_id: 42,
+                serial: 7
+            }
+        );
         assert!(ca.server_config().is_ok());
     }
 
@@ -211,6 +272,9 @@ mod tests {
     fn garbage_requests_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::load_or_create(dir.path()).unwrap();
-        assert!(matches!(ca.sign_agent("not a csr", 1, 1), Err(PkiError::BadRequest(_))));
+        assert!(matches!(
+            ca.sign_agent("not a csr", 1, 1),
+            Err(PkiError::BadRequest(_))
+        ));
     }
 }

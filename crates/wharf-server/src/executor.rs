@@ -199,7 +199,7 @@ impl Controller {
 
     /// What runs now for one service in one environment, as the reconciler sees it.
     fn observed(&self, env: &str, service: &str) -> Vec<ObservedInstance> {
-        self.agent
+        self.fleet
             .statuses()
             .into_iter()
             .filter(|(p, _)| p.key.env == env && p.key.service == service)
@@ -249,12 +249,11 @@ impl Controller {
                 }
             }
             let begun = Instant::now();
-            let checks = join_all(
-                started
-                    .iter()
-                    .map(|key| self.agent.wait_healthy(key, timeout)),
-            )
-            .await;
+            let checks =
+                join_all(started.iter().map(|key| async move {
+                    self.fleet.link(key).wait_healthy(key, timeout).await
+                }))
+                .await;
             let mut failure = None;
             for (key, result) in started.iter().zip(checks) {
                 match result {
@@ -300,7 +299,8 @@ impl Controller {
                 let plan = plans[&to.slot].clone();
                 let key = plan.key.clone();
                 events.progress(&key, format!("starting {}", plan.version));
-                self.agent
+                self.fleet
+                    .link(&key)
                     .start(plan)
                     .await
                     .map_err(|e| format!("cannot start {key}: {e}"))?;
@@ -310,7 +310,7 @@ impl Controller {
             Step::Replace { from, to } => {
                 let plan = plans[&to.slot].clone();
                 let key = plan.key.clone();
-                let previous = self.agent.plan(&key);
+                let previous = self.fleet.link(&key).plan(&key);
                 events.progress(
                     &key,
                     if from.version == to.version {
@@ -319,12 +319,13 @@ impl Controller {
                         format!("replacing {} with {}", from.version, to.version)
                     },
                 );
-                self.agent.stop(&key).await;
+                self.fleet.link(&key).stop(&key).await;
                 done.push(Done::Replaced {
                     key: key.clone(),
                     previous,
                 });
-                self.agent
+                self.fleet
+                    .link(&key)
                     .start(plan)
                     .await
                     .map_err(|e| format!("cannot start {key}: {e}"))?;
@@ -337,7 +338,7 @@ impl Controller {
                     node: from.slot.node.clone(),
                     instance: from.slot.instance,
                 };
-                let Some(previous) = self.agent.plan(&key) else {
+                let Some(previous) = self.fleet.link(&key).plan(&key) else {
                     return Ok(());
                 };
                 let key = previous.key.clone();
@@ -345,7 +346,7 @@ impl Controller {
                     &key,
                     format!("stopping {} (no longer wanted)", from.version),
                 );
-                self.agent.stop(&key).await;
+                self.fleet.link(&key).stop(&key).await;
                 let _ = self
                     .store
                     .remove_instance(&key.env, &key.service, &key.node, key.instance);
@@ -371,14 +372,14 @@ impl Controller {
         for step in done.into_iter().rev() {
             let previous = match step {
                 Done::Started(key) => {
-                    self.agent.stop(&key).await;
+                    self.fleet.link(&key).stop(&key).await;
                     let _ =
                         self.store
                             .remove_instance(&key.env, &key.service, &key.node, key.instance);
                     None
                 }
                 Done::Replaced { key, previous } => {
-                    self.agent.stop(&key).await;
+                    self.fleet.link(&key).stop(&key).await;
                     if previous.is_none() {
                         let _ = self.store.remove_instance(
                             &key.env,
@@ -394,8 +395,9 @@ impl Controller {
             if let Some(previous) = previous {
                 let key = previous.key.clone();
                 events.progress(&key, format!("restoring {}", previous.version));
-                let ok = match self.agent.start(previous).await {
-                    Ok(()) => self.agent.wait_healthy(&key, timeout).await.is_ok(),
+                let link = self.fleet.link(&key);
+                let ok = match link.start(previous).await {
+                    Ok(()) => link.wait_healthy(&key, timeout).await.is_ok(),
                     Err(_) => false,
                 };
                 complete &= ok;
@@ -478,7 +480,7 @@ impl Controller {
     ) -> Result<DeployEvent, ServerError> {
         let mut by_service: std::collections::BTreeMap<String, Vec<InstancePlan>> =
             Default::default();
-        for (plan, _) in self.agent.statuses() {
+        for (plan, _) in self.fleet.statuses() {
             if plan.key.env == req.env
                 && req.service.as_ref().is_none_or(|s| *s == plan.key.service)
             {
@@ -516,7 +518,7 @@ impl Controller {
             })?;
             for plan in &plans {
                 events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
-                self.agent.stop(&plan.key).await;
+                self.fleet.link(&plan.key).stop(&plan.key).await;
                 self.store.remove_instance(
                     &plan.key.env,
                     &service,

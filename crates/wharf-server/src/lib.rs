@@ -3,10 +3,14 @@
 //! the local host runs in the same process; the data still flows CLI -> API -> store ->
 //! agent -> driver, with observations flowing back through the agent's status sink.
 
+mod agent_api;
 mod artifact_store;
 mod error;
 mod executor;
+mod fleet;
+mod hosts;
 mod logs;
+mod remote;
 mod render;
 mod routes;
 mod sink;
@@ -26,13 +30,18 @@ use wharf_store::{SqliteStore, Store};
 pub use artifact_store::ArtifactStore;
 pub use error::ServerError;
 pub use executor::Events;
+pub use fleet::{AgentLink, Fleet};
 
 /// The controller's shared state.
 pub struct Controller {
     pub store: Arc<dyn Store>,
-    pub agent: Arc<Agent>,
+    pub fleet: Fleet,
+    /// Issues agent certificates; present when the agent listener runs.
+    pub authority: Arc<wharf_pki::Authority>,
     pub artifacts: ArtifactStore,
     pub state_dir: PathBuf,
+    /// Where agents connect.
+    pub agent_url: String,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -47,6 +56,9 @@ pub(crate) fn now_millis() -> i64 {
 pub struct ControllerFile {
     pub url: String,
     pub pid: u32,
+    /// Where agents join and connect (mutual TLS).
+    #[serde(default)]
+    pub agent_url: String,
 }
 
 /// The file name of [`ControllerFile`] in a state folder.
@@ -75,6 +87,8 @@ pub enum StartError {
     Store(#[from] wharf_store::StoreError),
     #[error(transparent)]
     Agent(#[from] wharf_agent::AgentError),
+    #[error("certificate authority: {0}")]
+    Pki(String),
 }
 
 /// Starts a development controller with its local agent on `listen`, keeping state
@@ -83,6 +97,7 @@ pub enum StartError {
 pub async fn run_dev(
     state_dir: &Path,
     listen: SocketAddr,
+    agent_listen: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     if !listen.ip().is_loopback() {
@@ -131,7 +146,9 @@ pub async fn run_dev(
         orphans = recovery.orphans_stopped,
         "recovered instances"
     );
-    let live: Vec<_> = agent.statuses().into_iter().map(|(p, _)| p.key).collect();
+    let fleet = Fleet::new(agent.clone(), store.clone());
+    fleet.restore();
+    let live: Vec<_> = fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
     for row in store.instances(None, None)? {
         let key = wharf_driver::InstanceKey {
             env: row.env.clone(),
@@ -154,17 +171,46 @@ pub async fn run_dev(
         addr: listen,
         source,
     })?;
+    let authority = Arc::new(
+        wharf_pki::Authority::load_or_create(&state_dir.join("pki"))
+            .map_err(|e| StartError::Pki(e.to_string()))?,
+    );
+    let tls = authority
+        .server_config()
+        .map_err(|e| StartError::Pki(e.to_string()))?;
+    // Agents may connect from other hosts: this listener authenticates them by their
+    // certificates, so it may listen beyond loopback.
+    let agent_listener = bind_agent_listener(state_dir, agent_listen).await?;
+    let agent_addr = agent_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: agent_listen,
+            source,
+        })?;
     let controller = Arc::new(Controller {
         store,
-        agent: agent.clone(),
+        fleet,
+        authority,
         artifacts,
         state_dir: state_dir.to_owned(),
+        agent_url: format!("https://{agent_addr}"),
     });
+    tokio::spawn(hosts::watch_heartbeats(
+        controller.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(agent_api::serve(
+        agent_listener,
+        tls,
+        agent_api::router(controller.clone()),
+        shutdown.clone(),
+    ));
     write_controller_file(
         state_dir,
         &ControllerFile {
             url: format!("http://{addr}"),
             pid: std::process::id(),
+            agent_url: format!("https://{agent_addr}"),
         },
     )
     .map_err(io)?;
@@ -208,6 +254,42 @@ fn write_controller_file(dir: &Path, file: &ControllerFile) -> std::io::Result<(
     let tmp = dir.join(".controller.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(file).expect("serializes"))?;
     std::fs::rename(tmp, dir.join(CONTROLLER_FILE))
+}
+
+/// Binds the agent listener. Agents keep the address they joined with, so when no port
+/// is asked for, the port of the previous run of this state folder is taken again.
+async fn bind_agent_listener(
+    state_dir: &Path,
+    requested: SocketAddr,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let saved = state_dir.join("agent-port");
+    let listen_err = |addr| move |source| StartError::Listen { addr, source };
+    let previous = std::fs::read_to_string(&saved)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    if let Some(port) = previous.filter(|_| requested.port() == 0) {
+        let previous = SocketAddr::new(requested.ip(), port);
+        match tokio::net::TcpListener::bind(previous).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => tracing::warn!(
+                "cannot listen for agents on {previous} again ({e}); agents that joined must be pointed at the new address"
+            ),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(requested)
+        .await
+        .map_err(listen_err(requested))?;
+    let port = listener.local_addr().map_err(listen_err(requested))?.port();
+    let _ = std::fs::write(&saved, port.to_string());
+    Ok(listener)
+}
+
+/// `bytes` random bytes from the kernel, in hex.
+pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A stable id for this state folder's agent, so its instances are told apart from

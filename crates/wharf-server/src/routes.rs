@@ -35,6 +35,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/hosts", get(list_hosts))
+        .route("/v1/hosts/{name}/{action}", post(host_action))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .with_state(controller)
 }
@@ -279,7 +282,7 @@ async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, Ser
                 } else {
                     String::new()
                 },
-                path: c.agent.log_path(&key),
+                path: c.fleet.link(&key).log_path(&key).unwrap_or_default(),
             }
         })
         .collect();
@@ -290,4 +293,97 @@ async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, Ser
     } else {
         Ok((content_type, logs::snapshot(&sources, lines)).into_response())
     }
+}
+
+async fn create_token(
+    State(c): Ctl,
+    Json(req): Json<TokenRequest>,
+) -> Result<Json<TokenCreated>, ServerError> {
+    if req.uses == 0 || req.ttl_secs == 0 {
+        return Err(ServerError::bad_request(
+            "a token needs at least one use and a lifetime",
+        ));
+    }
+    let id = crate::random_hex(6).map_err(|e| ServerError::internal(e.to_string()))?;
+    let secret = crate::random_hex(24).map_err(|e| ServerError::internal(e.to_string()))?;
+    let now = now_millis();
+    let record = wharf_store::JoinTokenRecord {
+        id: id.clone(),
+        env: req.env.clone(),
+        expires_at: now + (req.ttl_secs as i64) * 1000,
+        uses_left: req.uses,
+        created_at: now,
+        created_by: req.user,
+    };
+    c.store
+        .create_join_token(&record, &crate::agent_api::hash_secret(&secret))?;
+    let token = format!("wharf1.{id}.{secret}.{}", c.authority.fingerprint());
+    Ok(Json(TokenCreated {
+        token,
+        id,
+        env: req.env,
+        expires_at: record.expires_at,
+        uses: req.uses,
+        agent_url: c.agent_url.clone(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct HostsQuery {
+    env: Option<String>,
+}
+
+async fn list_hosts(
+    State(c): Ctl,
+    Query(q): Query<HostsQuery>,
+) -> Result<Json<Vec<HostView>>, ServerError> {
+    let statuses = c.fleet.statuses();
+    let hosts = c.store.hosts(q.env.as_deref())?;
+    Ok(Json(
+        hosts
+            .into_iter()
+            .map(|host| {
+                let instances = statuses
+                    .iter()
+                    .filter(|(p, _)| p.key.env == host.env && p.key.node == host.name)
+                    .count();
+                HostView { host, instances }
+            })
+            .collect(),
+    ))
+}
+
+async fn host_action(
+    State(c): Ctl,
+    axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
+    Query(q): Query<HostsQuery>,
+) -> Result<Json<HostView>, ServerError> {
+    let hosts = c.store.hosts(q.env.as_deref())?;
+    let matching: Vec<_> = hosts.into_iter().filter(|h| h.name == name).collect();
+    let host = match matching.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(ServerError::not_found(format!("no host `{name}`"))
+                .hint("`wharf hosts` lists them"));
+        }
+        _ => {
+            return Err(ServerError::bad_request(format!(
+                "host `{name}` exists in several environments"
+            ))
+            .hint("add `--env ENV`"));
+        }
+    };
+    let state = match action.as_str() {
+        "drain" => wharf_core::lifecycle::HostState::Draining,
+        "revoke" => wharf_core::lifecycle::HostState::Revoked,
+        "undrain" => wharf_core::lifecycle::HostState::Ready,
+        other => {
+            return Err(ServerError::not_found(format!(
+                "unknown host action `{other}`"
+            )));
+        }
+    };
+    c.store.set_host_state(host.id, state)?;
+    let host = c.store.host(host.id)?.unwrap_or(host);
+    Ok(Json(HostView { host, instances: 0 }))
 }

@@ -96,7 +96,15 @@ pub trait Store: Send + Sync {
     fn set_host_state(&self, id: i64, state: HostState) -> Result<()>;
 
     /// Records what a host should run for an instance slot (the plan as JSON).
-    fn put_assignment(&self, host_id: i64, env: &str, service: &str, node: &str, instance: u32, plan: &serde_json::Value) -> Result<()>;
+    fn put_assignment(
+        &self,
+        host_id: i64,
+        env: &str,
+        service: &str,
+        node: &str,
+        instance: u32,
+        plan: &serde_json::Value,
+    ) -> Result<()>;
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
     /// Plans assigned to a host.
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;

@@ -336,7 +336,9 @@ impl Store for SqliteStore {
             .optional()?;
         // One message for unknown and wrong tokens: a caller learns nothing from it.
         let refused = |why: &str| Err(StoreError::TokenRefused(why.to_owned()));
-        let Some((env, hash, expires_at, uses_left)) = row else { return refused("unknown or wrong token") };
+        let Some((env, hash, expires_at, uses_left)) = row else {
+            return refused("unknown or wrong token");
+        };
         if !constant_time_eq(hash.as_bytes(), secret_hash.as_bytes()) {
             return refused("unknown or wrong token");
         }
@@ -346,7 +348,10 @@ impl Store for SqliteStore {
         if uses_left == 0 {
             return refused("the token has been used");
         }
-        tx.execute("UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1", params![id])?;
+        tx.execute(
+            "UPDATE join_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+            params![id],
+        )?;
         tx.commit()?;
         Ok(env)
     }
@@ -355,7 +360,14 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id, env, expires_at, uses_left, created_at, created_by FROM join_tokens ORDER BY created_at")?;
         let rows = stmt.query_map([], |r| {
-            Ok(JoinTokenRecord { id: r.get(0)?, env: r.get(1)?, expires_at: r.get(2)?, uses_left: r.get(3)?, created_at: r.get(4)?, created_by: r.get(5)? })
+            Ok(JoinTokenRecord {
+                id: r.get(0)?,
+                env: r.get(1)?,
+                expires_at: r.get(2)?,
+                uses_left: r.get(3)?,
+                created_at: r.get(4)?,
+                created_by: r.get(5)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -365,7 +377,11 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let labels = serde_json::to_string(&h.labels).expect("labels serialize");
         let capacity = serde_json::to_string(&h.capacity).expect("capacity serializes");
-        let serial: i64 = tx.query_row("SELECT COALESCE(MAX(cert_serial), 0) + 1 FROM hosts", [], |r| r.get(0))?;
+        let serial: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(cert_serial), 0) + 1 FROM hosts",
+            [],
+            |r| r.get(0),
+        )?;
         tx.execute(
             "INSERT INTO hosts (name, env, labels, capacity, address, state, joined_at, last_seen, cert_serial)
              VALUES (?1, ?2, ?3, ?4, ?5, 'ready', ?6, ?6, ?7)
@@ -381,28 +397,47 @@ impl Store for SqliteStore {
 
     fn host(&self, id: i64) -> Result<Option<HostRecord>> {
         let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?1");
-        Ok(self.conn().query_row(&sql, params![id], host_row).optional()?)
+        Ok(self
+            .conn()
+            .query_row(&sql, params![id], host_row)
+            .optional()?)
     }
 
     fn hosts(&self, env: Option<&str>) -> Result<Vec<HostRecord>> {
         let conn = self.conn();
-        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE ?1 IS NULL OR env = ?1 ORDER BY env, name");
+        let sql = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE ?1 IS NULL OR env = ?1 ORDER BY env, name"
+        );
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params![env], host_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()> {
-        self.conn().execute("UPDATE hosts SET last_seen = ?2, address = ?3 WHERE id = ?1", params![id, at, address])?;
+        self.conn().execute(
+            "UPDATE hosts SET last_seen = ?2, address = ?3 WHERE id = ?1",
+            params![id, at, address],
+        )?;
         Ok(())
     }
 
     fn set_host_state(&self, id: i64, state: HostState) -> Result<()> {
-        self.conn().execute("UPDATE hosts SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
+        self.conn().execute(
+            "UPDATE hosts SET state = ?2 WHERE id = ?1",
+            params![id, state.as_str()],
+        )?;
         Ok(())
     }
 
-    fn put_assignment(&self, host_id: i64, env: &str, service: &str, node: &str, instance: u32, plan: &serde_json::Value) -> Result<()> {
+    fn put_assignment(
+        &self,
+        host_id: i64,
+        env: &str,
+        service: &str,
+        node: &str,
+        instance: u32,
+        plan: &serde_json::Value,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT OR REPLACE INTO assignments (env, service, node, instance, host_id, plan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![env, service, node, instance, host_id, plan.to_string()],
@@ -420,17 +455,25 @@ impl Store for SqliteStore {
 
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT plan FROM assignments WHERE host_id = ?1 ORDER BY env, service, instance")?;
+        let mut stmt = conn.prepare(
+            "SELECT plan FROM assignments WHERE host_id = ?1 ORDER BY env, service, instance",
+        )?;
         let rows = stmt.query_map(params![host_id], |r| r.get::<_, String>(0))?;
         let texts: Vec<String> = rows.collect::<rusqlite::Result<_>>()?;
-        texts.iter().map(|t| serde_json::from_str(t).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
+        texts
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
     }
 }
 
-const HOST_COLUMNS: &str = "id, name, env, labels, capacity, address, state, joined_at, last_seen, cert_serial";
+const HOST_COLUMNS: &str =
+    "id, name, env, labels, capacity, address, state, joined_at, last_seen, cert_serial";
 
 fn host_row(r: &Row<'_>) -> rusqlite::Result<HostRecord> {
-    let bad = |i: usize, what: &str| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into());
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
     Ok(HostRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -510,15 +553,29 @@ mod tests {
     }
 
     fn token(id: &str, expires_at: i64, uses: u32) -> JoinTokenRecord {
-        JoinTokenRecord { id: id.into(), env: "prod".into(), expires_at, uses_left: uses, created_at: 0, created_by: "me".into() }
+        JoinTokenRecord {
+            id: id.into(),
+            env: "prod".into(),
+            expires_at,
+            uses_left: uses,
+            created_at: 0,
+            created_by: "me".into(),
+        }
     }
 
     #[test]
     fn join_tokens_are_single_use_expiring_and_checked_by_hash() {
         let store = SqliteStore::in_memory().unwrap();
-        store.create_join_token(&token("a", 100, 1), "hash-a").unwrap();
-        store.create_join_token(&token("b", 10, 1), "hash-b").unwrap();
-        assert!(matches!(store.redeem_join_token("a", "wrong", 5), Err(StoreError::TokenRefused(_))));
+        store
+            .create_join_token(&token("a", 100, 1), "hash-a")
+            .unwrap();
+        store
+            .create_join_token(&token("b", 10, 1), "hash-b")
+            .unwrap();
+        assert!(matches!(
+            store.redeem_join_token("a", "wrong", 5),
+            Err(StoreError::TokenRefused(_))
+        ));
         assert_eq!(store.redeem_join_token("a", "hash-a", 5).unwrap(), "prod");
         let again = store.redeem_join_token("a", "hash-a", 5).unwrap_err();
         assert!(again.to_string().contains("used"), "{again}");
@@ -530,13 +587,32 @@ mod tests {
     #[test]
     fn rejoining_hosts_keep_their_id_and_get_a_new_serial() {
         let store = SqliteStore::in_memory().unwrap();
-        let new = NewHost { name: "web-1".into(), env: "prod".into(), labels: Default::default(), capacity: Capacity::default(), address: "10.0.0.2".into(), at: 1 };
+        let new = NewHost {
+            name: "web-1".into(),
+            env: "prod".into(),
+            labels: Default::default(),
+            capacity: Capacity::default(),
+            address: "10.0.0.2".into(),
+            at: 1,
+        };
         let first = store.register_host(&new).unwrap();
         let second = store.register_host(&new).unwrap();
         assert_eq!(first.id, second.id);
         assert_ne!(first.cert_serial, second.cert_serial);
-        store.put_assignment(first.id, "prod", "api", "web-1", 0, &serde_json::json!({"x": 1})).unwrap();
-        assert_eq!(store.assignments(first.id).unwrap(), vec![serde_json::json!({"x": 1})]);
+        store
+            .put_assignment(
+                first.id,
+                "prod",
+                "api",
+                "web-1",
+                0,
+                &serde_json::json!({"x": 1}),
+            )
+            .unwrap();
+        assert_eq!(
+            store.assignments(first.id).unwrap(),
+            vec![serde_json::json!({"x": 1})]
+        );
         store.remove_assignment("prod", "api", "web-1", 0).unwrap();
         assert!(store.assignments(first.id).unwrap().is_empty());
     }

@@ -23,6 +23,7 @@ pub struct Global {
     #[arg(short = 'f', long = "file", global = true, env = "WHARF_FILE")]
     pub file: Option<PathBuf>,
     /// The controller to use (default: this project's local controller, started if needed).
+    /// For `wharf agent`: the controller's agent address, as `wharf token create` prints it.
     #[arg(long, global = true, env = "WHARF_CONTROLLER")]
     pub controller: Option<String>,
     /// Output format of listings.
@@ -104,6 +105,68 @@ pub enum Command {
     },
     /// Run the controller (with this host's agent in `--dev` mode).
     Server(ServerArgs),
+    /// Run an agent on this host, joined to a controller (`--controller https://...`).
+    Agent(AgentArgs),
+    /// Manage join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List the hosts that joined, with their state and instances.
+    Hosts {
+        #[arg(long = "env", short = 'e')]
+        env: Option<String>,
+    },
+    /// Act on one host.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token hosts of an environment join with (printed once, on stdout).
+    Create {
+        #[arg(long = "env", short = 'e')]
+        env: String,
+        /// How long it stays valid, e.g. `1h`.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// How many hosts may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Take no new instances on a host (before maintenance).
+    Drain(HostArgs),
+    /// Let a drained host take instances again.
+    Undrain(HostArgs),
+    /// Revoke a host's credential: its agent gets nothing from now on.
+    Revoke(HostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    pub host: String,
+    #[arg(long = "env", short = 'e')]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The join token (needed once; also read from WHARF_JOIN_TOKEN, which keeps it out
+    /// of the process list).
+    #[arg(long, env = "WHARF_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// This host's name (default: the hostname). Nodes of the definition map to hosts by name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Labels, `k=v,k=v`.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Where the agent keeps its state (default: /var/lib/wharf-agent, or WHARF_HOME).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +203,9 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
+    /// Address agents connect to (mutual TLS, so it may be beyond loopback).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub agent_listen: std::net::SocketAddr,
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! One module per command.
 
+mod agent;
 mod artifacts;
 mod build;
 mod deploy;
 mod events;
 mod history;
+mod hosts;
 mod logs;
 mod rollback;
 mod server;
@@ -44,6 +46,10 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Stop { service, env } => stop::stop(global, printer, &env, Some(service)).await,
         Command::Down { env } => stop::stop(global, printer, &env, None).await,
         Command::Server(args) => server::server(global, args).await,
+        Command::Agent(args) => agent::agent(global, args).await,
+        Command::Token(command) => hosts::token(global, printer, command).await,
+        Command::Hosts { env } => hosts::list(global, printer, env.as_deref()).await,
+        Command::Host(command) => hosts::act(global, printer, command).await,
     }
 }
 

@@ -14,6 +14,27 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCod
                 .into(),
         );
     }
+    init_logging();
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => project::state_dir(global)?,
+    };
+    let state_dir = std::path::absolute(&state_dir)?;
+    let shutdown = cancel_on_signal();
+    wharf_server::run_dev(&state_dir, args.listen, args.agent_listen, shutdown)
+        .await
+        .map_err(|e| match e {
+            wharf_server::StartError::NotLoopback(_) => Failure::input(e.to_string()),
+            wharf_server::StartError::AlreadyRunning(_) => {
+                Failure::operation(e.to_string()).hint("`wharf status` talks to it")
+            }
+            other => Failure::operation(other.to_string()),
+        })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs of long-running processes go to stderr; WHARF_LOG sets the filter.
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
@@ -22,11 +43,10 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCod
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let state_dir = match args.state_dir {
-        Some(dir) => dir,
-        None => project::state_dir(global)?,
-    };
-    let state_dir = std::path::absolute(&state_dir)?;
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn cancel_on_signal() -> CancellationToken {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -42,14 +62,5 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCod
         }
         signal.cancel();
     });
-    wharf_server::run_dev(&state_dir, args.listen, shutdown)
-        .await
-        .map_err(|e| match e {
-            wharf_server::StartError::NotLoopback(_) => Failure::input(e.to_string()),
-            wharf_server::StartError::AlreadyRunning(_) => {
-                Failure::operation(e.to_string()).hint("`wharf status` talks to it")
-            }
-            other => Failure::operation(other.to_string()),
-        })?;
-    Ok(ExitCode::SUCCESS)
+    shutdown
 }

@@ -3,6 +3,7 @@
 mod harness;
 
 mod definition;
+mod fleet;
 mod lifecycle;
 mod recovery;
 mod shop;

@@ -1,0 +1,358 @@
+//! An agent on its own host, connected to a controller: joins once with a token, then
+//! watches its assignments (one long poll at a time), reconciles what runs against them
+//! and reports what it observes, which is also its heartbeat.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use wharf_api::agent::{AgentReport, Capacity, ReportedFailure, ReportedInstance};
+use wharf_artifact::ArtifactDigest;
+use wharf_client::ClientError;
+use wharf_client::agent::{AgentClient, Credentials, JoinToken};
+use wharf_driver::{Driver, InstanceKey};
+
+use crate::{Agent, AgentError, ArtifactSource, InstancePlan, InstanceStatus, StatusSink};
+
+/// How often the agent reports when nothing changes (its heartbeat).
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// What a host keeps after joining (the key is in `key.pem`, owner-only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Joined {
+    host_id: i64,
+    env: String,
+    controller: String,
+    cert: String,
+    ca: String,
+}
+
+/// Why a connected agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "this host has not joined a controller yet; pass `--join-token` (from `wharf token create`)"
+    )]
+    NotJoined,
+    #[error("invalid join token: {0}")]
+    BadToken(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("cannot use agent state `{path}`: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("the controller refused this agent's credential: {0}")]
+    Refused(String),
+}
+
+/// How to reach the controller and who this host is.
+pub struct ConnectOptions {
+    pub state_dir: PathBuf,
+    pub controller: String,
+    pub join_token: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn state_err(path: &Path, e: impl std::fmt::Display) -> ConnectError {
+    ConnectError::State {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Loads this host's credentials, joining first if it has none.
+async fn credentials(options: &ConnectOptions) -> Result<(Joined, Credentials), ConnectError> {
+    let dir = &options.state_dir;
+    std::fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
+    let (joined_path, key_path) = (dir.join("joined.json"), dir.join("key.pem"));
+    if let (Ok(text), Ok(key_pem)) = (
+        std::fs::read(&joined_path),
+        std::fs::read_to_string(&key_path),
+    ) {
+        let joined: Joined =
+            serde_json::from_slice(&text).map_err(|e| state_err(&joined_path, e))?;
+        let credentials = Credentials {
+            key_pem,
+            cert_pem: joined.cert.clone(),
+            ca_pem: joined.ca.clone(),
+        };
+        return Ok((joined, credentials));
+    }
+    let token: JoinToken = options
+        .join_token
+        .as_deref()
+        .ok_or(ConnectError::NotJoined)?
+        .parse()
+        .map_err(ConnectError::BadToken)?;
+    let (response, credentials) = wharf_client::agent::join(
+        &options.controller,
+        &token,
+        &options.name,
+        options.labels.clone(),
+        capacity(),
+    )
+    .await?;
+    wharf_pki::write_private(&key_path, &credentials.key_pem)
+        .map_err(|e| state_err(&key_path, e))?;
+    let joined = Joined {
+        host_id: response.host_id,
+        env: response.env,
+        controller: options.controller.clone(),
+        cert: response.cert,
+        ca: response.ca,
+    };
+    std::fs::write(
+        &joined_path,
+        serde_json::to_vec_pretty(&joined).expect("serializes"),
+    )
+    .map_err(|e| state_err(&joined_path, e))?;
+    tracing::info!(host = %options.name, env = %joined.env, "joined the controller at {}", options.controller);
+    Ok((joined, credentials))
+}
+
+/// This host's CPU and memory.
+pub fn capacity() -> Capacity {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    let memory_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0);
+    Capacity {
+        cpu_millis: cpus * 1000,
+        memory_bytes: memory_kb * 1024,
+    }
+}
+
+struct ControllerArtifacts(AgentClient);
+
+#[async_trait]
+impl ArtifactSource for ControllerArtifacts {
+    async fn fetch(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, String> {
+        self.0
+            .artifact(digest.hex())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Wakes the reporter whenever an instance changes.
+struct ReportSoon(Arc<Notify>);
+
+impl StatusSink for ReportSoon {
+    fn instance_changed(&self, _: &InstancePlan, _: &InstanceStatus) {
+        self.0.notify_one();
+    }
+}
+
+/// Health failures of plans, reported until the controller withdraws the plan.
+type Failures = Arc<Mutex<HashMap<InstanceKey, (i64, ReportedFailure)>>>;
+
+/// Runs the agent until `stop` is set. Instances keep running when it returns.
+/// `driver` makes the driver for an agent id: instances' tags start with `<id>:`.
+pub async fn run(
+    options: ConnectOptions,
+    driver: impl FnOnce(&str) -> Arc<dyn Driver>,
+    stop: CancellationToken,
+) -> Result<(), ConnectError> {
+    let (joined, credentials) = credentials(&options).await?;
+    let client = AgentClient::connect(&joined.controller, &credentials).await?;
+    let changed = Arc::new(Notify::new());
+    // Unique on this machine even when agents of several controllers share it: the
+    // driver finds (and adopts or stops) only processes tagged with this id.
+    let controller =
+        wharf_pki::fingerprint_pem(&joined.ca).map_err(|e| state_err(&options.state_dir, e))?;
+    let id = format!("{}-host{}", &controller[..12], joined.host_id);
+    let driver = driver(&id);
+    let agent = Arc::new(Agent::new(
+        &id,
+        &options.state_dir,
+        driver,
+        Box::new(ControllerArtifacts(client.clone())),
+        Arc::new(ReportSoon(changed.clone())),
+    )?);
+    let recovery = agent.recover().await;
+    tracing::info!(
+        adopted = recovery.adopted.len(),
+        restarted = recovery.restarted.len(),
+        "agent started for `{}` in `{}`",
+        options.name,
+        joined.env
+    );
+    let failures: Failures = Arc::default();
+
+    // A refused report (revoked credential) ends the agent as a refused watch does.
+    let refused = stop.child_token();
+    let reporter = tokio::spawn(report_loop(
+        client.clone(),
+        agent.clone(),
+        failures.clone(),
+        changed.clone(),
+        refused.clone(),
+    ));
+    let result = watch_loop(&client, &agent, &failures, &changed, &refused).await;
+    reporter.abort();
+    let reported = reporter.await.ok().flatten();
+    agent.detach();
+    match (result, reported) {
+        (Ok(()), Some(refusal)) => Err(ConnectError::Refused(refusal)),
+        (result, _) => result,
+    }
+}
+
+/// Reports until cancelled; returns the controller's refusal if it refused a report.
+async fn report_loop(
+    client: AgentClient,
+    agent: Arc<Agent>,
+    failures: Failures,
+    changed: Arc<Notify>,
+    refused: CancellationToken,
+) -> Option<String> {
+    loop {
+        let report = AgentReport {
+            instances: agent
+                .statuses()
+                .into_iter()
+                .map(|(plan, status)| {
+                    let failure = failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&plan.key)
+                        .filter(|(id, _)| *id == plan.deployment_id)
+                        .map(|(_, f)| f.clone());
+                    ReportedInstance {
+                        plan,
+                        status,
+                        failure,
+                    }
+                })
+                .collect(),
+        };
+        match client.report(&report).await {
+            Ok(()) => {}
+            Err(ClientError::Api {
+                status: 403, error, ..
+            }) => {
+                refused.cancel();
+                return Some(error);
+            }
+            Err(e) => tracing::warn!("cannot report to the controller: {e}"),
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+        }
+    }
+}
+
+async fn watch_loop(
+    client: &AgentClient,
+    agent: &Arc<Agent>,
+    failures: &Failures,
+    changed: &Arc<Notify>,
+    stop: &CancellationToken,
+) -> Result<(), ConnectError> {
+    let mut index = 0;
+    let mut backoff = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        let assignments = tokio::select! {
+            a = client.assignments(index) => a,
+            _ = stop.cancelled() => return Ok(()),
+        };
+        match assignments {
+            Ok(a) => {
+                backoff = Duration::from_millis(200);
+                index = a.revision;
+                reconcile(agent, a.plans, failures, changed).await;
+            }
+            Err(ClientError::Api {
+                status: 403, error, ..
+            }) => return Err(ConnectError::Refused(error)),
+            Err(e) => {
+                tracing::warn!("cannot reach the controller: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn same_plan(a: &InstancePlan, b: &InstancePlan) -> bool {
+    a.deployment_id == b.deployment_id && a.digest == b.digest && a.config_digest == b.config_digest
+}
+
+/// Makes what runs match `plans`: stops what is no longer (or differently) wanted, then
+/// starts what is missing and watches each new instance's health.
+async fn reconcile(
+    agent: &Arc<Agent>,
+    plans: Vec<InstancePlan>,
+    failures: &Failures,
+    changed: &Arc<Notify>,
+) {
+    let wanted: HashMap<InstanceKey, InstancePlan> =
+        plans.into_iter().map(|p| (p.key.clone(), p)).collect();
+    for (running, _) in agent.statuses() {
+        if !wanted
+            .get(&running.key)
+            .is_some_and(|w| same_plan(w, &running))
+        {
+            agent.stop(&running.key).await;
+        }
+    }
+    failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|k, (id, _)| wanted.get(k).is_some_and(|w| w.deployment_id == *id));
+    for plan in wanted.into_values() {
+        if agent.plan(&plan.key).is_some() {
+            continue;
+        }
+        let key = plan.key.clone();
+        let deployment = plan.deployment_id;
+        let timeout = plan
+            .health
+            .as_ref()
+            .map(|h| h.timeout)
+            .unwrap_or(Duration::from_secs(30));
+        if let Err(e) = agent.start(plan).await {
+            let failure = ReportedFailure {
+                reason: format!("cannot start: {e}"),
+                log_tail: String::new(),
+            };
+            failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (deployment, failure));
+            changed.notify_one();
+            continue;
+        }
+        let (agent, failures, changed) = (agent.clone(), failures.clone(), changed.clone());
+        tokio::spawn(async move {
+            if let Err(unhealthy) = agent.wait_healthy(&key, timeout).await {
+                let failure = ReportedFailure {
+                    reason: unhealthy.reason,
+                    log_tail: unhealthy.log_tail,
+                };
+                failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, (deployment, failure));
+            }
+            changed.notify_one();
+        });
+    }
+}

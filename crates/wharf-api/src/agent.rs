@@ -1,0 +1,94 @@
+//! The agent protocol: what the controller asks an agent to run, what the agent reports
+//! back, and how a host joins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wharf_core::lifecycle::{Health, InstanceState};
+use wharf_core::model::HealthCheck;
+use wharf_driver::InstanceKey;
+pub use wharf_store::Capacity;
+
+/// One instance to run: which artifact, which command, which environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstancePlan {
+    pub key: InstanceKey,
+    pub version: String,
+    /// `sha256:<hex>` of the artifact.
+    pub digest: String,
+    pub config_digest: String,
+    pub deployment_id: i64,
+    pub argv: Vec<String>,
+    /// The rendered environment of the instance.
+    pub env: BTreeMap<String, String>,
+    pub port: Option<u16>,
+    pub health: Option<HealthCheck>,
+    #[serde(with = "wharf_core::model::millis")]
+    pub stop_timeout: Duration,
+}
+
+/// What the agent last observed of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub plan_version: String,
+    pub key: InstanceKey,
+    pub pid: Option<u32>,
+    pub state: InstanceState,
+    pub health: Health,
+    pub restarts: u32,
+    /// Unix milliseconds when the current process started.
+    pub started_at: i64,
+    /// How the last process ended, when it ended on its own.
+    pub last_exit: Option<String>,
+}
+
+/// `POST /v1/join` (agent listener, no client certificate yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Capacity,
+    /// PEM certificate signing request for the agent's own key.
+    pub csr: String,
+}
+
+/// The answer to a join: the host's identity and its certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub host_id: i64,
+    pub env: String,
+    pub cert: String,
+    pub ca: String,
+}
+
+/// `GET /v1/agent/assignments?index=N`: blocks until the assignments differ from
+/// revision N (or a timeout passes), then returns all of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignments {
+    pub revision: u64,
+    pub plans: Vec<InstancePlan>,
+}
+
+/// One instance as the agent reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportedInstance {
+    pub plan: InstancePlan,
+    pub status: InstanceStatus,
+    /// Set when this plan's instance failed to become healthy.
+    pub failure: Option<ReportedFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedFailure {
+    pub reason: String,
+    pub log_tail: String,
+}
+
+/// `POST /v1/agent/report`: everything the agent runs; doubles as its heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub instances: Vec<ReportedInstance>,
+}

@@ -1,0 +1,267 @@
+//! The agent's client: joining with a token, then mutual TLS with the pinned CA.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wharf_api::ApiError;
+use wharf_api::agent::{AgentReport, Assignments, JoinRequest, JoinResponse};
+use wharf_pki::CONTROLLER_NAME;
+
+use crate::ClientError;
+
+/// A join token: `wharf1.<id>.<secret>.<sha256 of the controller's CA certificate>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    pub id: String,
+    pub secret: String,
+    pub ca_fingerprint: String,
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.trim().split('.').collect();
+        match parts.as_slice() {
+            ["wharf1", id, secret, fp] if !id.is_empty() && !secret.is_empty() && fp.len() == 64 => {
+                Ok(Self { id: id.to_string(), secret: secret.to_string(), ca_fingerprint: fp.to_string() })
+            }
+            _ => Err("not a wharf join token (expected `wharf1.<id>.<secret>.<ca-sha256>`, as `wharf token create` prints)".into()),
+        }
+    }
+}
+
+/// Credentials a host got by joining.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+/// Where the controller's agent listener is: `https://HOST:PORT`.
+pub async fn resolve(url: &str) -> Result<(SocketAddr, String), ClientError> {
+    let bad = || {
+        ClientError::Protocol(format!(
+            "`{url}` is not a controller address like https://10.0.0.1:7443"
+        ))
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(bad)?
+        .trim_end_matches('/');
+    let addr = tokio::net::lookup_host(rest)
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            url: url.into(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(bad)?;
+    Ok((addr, format!("https://{CONTROLLER_NAME}:{}", addr.port())))
+}
+
+async fn api_error(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ApiError>(&text) {
+        Ok(e) => ClientError::Api {
+            status,
+            error: e.error,
+            hint: e.hint,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            error: text,
+            hint: None,
+        },
+    }
+}
+
+/// Joins the controller at `url` with `token`: checks the controller's CA against the
+/// token's pin, then trades a signing request for a client certificate.
+pub async fn join(
+    url: &str,
+    token: &JoinToken,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    capacity: wharf_api::agent::Capacity,
+) -> Result<(JoinResponse, Credentials), ClientError> {
+    let (addr, base) = resolve(url).await?;
+    let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+        url: url.into(),
+        reason: e.to_string(),
+    };
+    // The CA is fetched without verification, then checked against the pin: nothing
+    // secret is sent before the controller is known to be the right one.
+    let probe = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(CONTROLLER_NAME, addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(unreachable)?;
+    let ca_pem = probe
+        .get(format!("{base}/v1/join/ca"))
+        .send()
+        .await
+        .map_err(unreachable)?
+        .text()
+        .await
+        .map_err(unreachable)?;
+    let fingerprint =
+        wharf_pki::fingerprint_pem(&ca_pem).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if fingerprint != token.ca_fingerprint {
+        return Err(ClientError::Protocol(format!(
+            "the controller at {url} presents CA {fingerprint}, not the one the token names; refusing to join"
+        )));
+    }
+    let key = wharf_pki::new_agent_key(name).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let pinned = pinned_builder(&ca_pem, addr)?
+        .build()
+        .map_err(unreachable)?;
+    let request = JoinRequest {
+        token_id: token.id.clone(),
+        secret: token.secret.clone(),
+        name: name.into(),
+        labels,
+        capacity,
+        csr: key.csr_pem,
+    };
+    let response = pinned
+        .post(format!("{base}/v1/join"))
+        .json(&request)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    if !response.status().is_success() {
+        return Err(api_error(response).await);
+    }
+    let joined: JoinResponse = response
+        .json()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let credentials = Credentials {
+        key_pem: key.key_pem,
+        cert_pem: joined.cert.clone(),
+        ca_pem: joined.ca.clone(),
+    };
+    Ok((joined, credentials))
+}
+
+fn pinned_builder(ca_pem: &str, addr: SocketAddr) -> Result<reqwest::ClientBuilder, ClientError> {
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve(CONTROLLER_NAME, addr)
+        .connect_timeout(Duration::from_secs(5)))
+}
+
+/// A joined agent's connection to its controller.
+#[derive(Clone)]
+pub struct AgentClient {
+    base: String,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl AgentClient {
+    pub async fn connect(url: &str, credentials: &Credentials) -> Result<Self, ClientError> {
+        let (addr, base) = resolve(url).await?;
+        let identity = reqwest::Identity::from_pem(
+            format!("{}\n{}", credentials.cert_pem, credentials.key_pem).as_bytes(),
+        )
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let http = pinned_builder(&credentials.ca_pem, addr)?
+            .identity(identity)
+            .build()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Self {
+            base,
+            url: url.into(),
+            http,
+        })
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Blocks until the assignments differ from `index` (or the controller's wait ends).
+    pub async fn assignments(&self, index: u64) -> Result<Assignments, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/agent/assignments", self.base))
+            .query(&[("index", index)])
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn report(&self, report: &AgentReport) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/agent/report", self.base))
+            .json(report)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        Ok(())
+    }
+
+    pub async fn artifact(&self, digest_hex: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/agent/artifacts/{digest_hex}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        Ok(response
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_and_garbage_is_refused() {
+        let fp = "a".repeat(64);
+        let token: JoinToken = format!("wharf1.abc.s3cret.{fp}").parse().unwrap();
+        assert_eq!(
+            token,
+            JoinToken {
+                id: "abc".into(),
+                secret: "s3cret".into(),
+                ca_fingerprint: fp
+            }
+        );
+        assert!("wharf1.abc.s3cret".parse::<JoinToken>().is_err());
+        assert!("hello".parse::<JoinToken>().is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The agent API: a separate TLS listener where hosts join with a token and agents,
+//! authenticated by the client certificates the controller's CA issued them, watch
+//! their assignments, report what they run and download artifacts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+use wharf_api::agent::{AgentReport, Assignments, JoinRequest, JoinResponse};
+use wharf_pki::AgentIdentity;
+use wharf_store::{HostRecord, NewHost};
+
+use crate::error::ServerError;
+use crate::{Controller, now_millis};
+
+/// How long an assignments request waits for a change before answering anyway.
+const WATCH_WAIT: Duration = Duration::from_secs(25);
+
+/// Who is on the other end of a TLS connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub identity: Option<AgentIdentity>,
+    pub address: SocketAddr,
+}
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/v1/join/ca", get(ca))
+        .route("/v1/join", post(join))
+        .route("/v1/agent/assignments", get(assignments))
+        .route("/v1/agent/report", post(report))
+        .route("/v1/agent/artifacts/{digest}", get(artifact))
+        .with_state(controller)
+}
+
+/// Accepts TLS connections until `shutdown`, serving `app` with each connection's
+/// verified client identity attached to its requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, address) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("agent listener: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    _ => return,
+                };
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| wharf_pki::agent_identity(cert));
+            let peer = Peer { identity, address };
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                app.clone().call(request)
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Ctl = State<Arc<Controller>>;
+
+fn forbidden(message: &str) -> ServerError {
+    ServerError::new(StatusCode::FORBIDDEN, message)
+}
+
+/// The host behind a request's client certificate, if that certificate is still the
+/// host's current one and the host is not revoked.
+fn authenticate(c: &Controller, peer: &Peer) -> Result<HostRecord, ServerError> {
+    let identity = peer
+        .identity
+        .as_ref()
+        .ok_or_else(|| forbidden("a client certificate is required; join with a token first"))?;
+    let host = c
+        .store
+        .host(identity.host_id)?
+        .ok_or_else(|| forbidden("unknown host"))?;
+    if host.cert_serial != identity.serial || !host.state.can_connect() {
+        return Err(forbidden("this credential was revoked or replaced"));
+    }
+    Ok(host)
+}
+
+async fn ca(State(c): Ctl) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        c.authority.cert_pem().to_owned(),
+    )
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+async fn join(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, ServerError> {
+    let env = c
+        .store
+        .redeem_join_token(&req.token_id, &hash_secret(&req.secret), now_millis())
+        .map_err(|e| forbidden(&e.to_string()))?;
+    if req.name.is_empty()
+        || !req
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+    {
+        return Err(ServerError::bad_request(format!(
+            "`{}` is not a valid host name",
+            req.name
+        )));
+    }
+    let host = c.store.register_host(&NewHost {
+        name: req.name.clone(),
+        env: env.clone(),
+        labels: req.labels,
+        capacity: req.capacity,
+        address: peer.address.ip().to_string(),
+        at: now_millis(),
+    })?;
+    let cert = c
+        .authority
+        .sign_agent(&req.csr, host.id, host.cert_serial)
+        .map_err(|e| ServerError::bad_request(e.to_string()))?;
+    tracing::info!(host = %host.name, env = %env, "host joined");
+    c.fleet.remote(host.id).restore();
+    Ok(Json(JoinResponse {
+        host_id: host.id,
+        env,
+        cert,
+        ca: c.authority.cert_pem().to_owned(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct WatchQuery {
+    #[serde(default)]
+    index: u64,
+}
+
+async fn assignments(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    Query(q): Query<WatchQuery>,
+) -> Result<Json<Assignments>, ServerError> {
+    let host = authenticate(&c, &peer)?;
+    let remote = c.fleet.remote(host.id);
+    let (revision, plans) = remote.watch(q.index, WATCH_WAIT).await;
+    // A credential revoked while the request waited gets nothing.
+    authenticate(&c, &peer)?;
+    Ok(Json(Assignments { revision, plans }))
+}
+
+async fn report(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    Json(report): Json<AgentReport>,
+) -> Result<StatusCode, ServerError> {
+    let host = authenticate(&c, &peer)?;
+    c.store
+        .touch_host(host.id, now_millis(), &peer.address.ip().to_string())?;
+    crate::hosts::heard_from(&c, &host)?;
+    let sink = crate::sink::StoreSink(c.store.clone());
+    for instance in c.fleet.remote(host.id).report(report) {
+        use wharf_agent::StatusSink;
+        sink.instance_changed(&instance.plan, &instance.status);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn artifact(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    Path(digest): Path<String>,
+) -> Result<Response, ServerError> {
+    authenticate(&c, &peer)?;
+    let bytes = Bytes::from(c.artifacts.get(&digest)?);
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+}

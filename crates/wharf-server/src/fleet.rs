@@ -1,0 +1,116 @@
+//! The agents a controller drives: the local agent of a dev controller, and remote
+//! agents that joined over mutual TLS. The executor asks the fleet for the agent of an
+//! instance's node and talks to it through [`AgentLink`], whichever kind it is.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use wharf_agent::{Agent, InstancePlan, InstanceStatus, Unhealthy};
+use wharf_driver::InstanceKey;
+use wharf_store::Store;
+
+use crate::remote::RemoteAgent;
+
+/// What the executor needs of an agent.
+#[async_trait]
+pub trait AgentLink: Send + Sync {
+    /// Instances it runs, with what was last observed of each.
+    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)>;
+    fn plan(&self, key: &InstanceKey) -> Option<InstancePlan>;
+    async fn start(&self, plan: InstancePlan) -> Result<(), String>;
+    async fn stop(&self, key: &InstanceKey);
+    async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy>;
+    /// The log file of an instance, when it is on this machine.
+    fn log_path(&self, key: &InstanceKey) -> Option<PathBuf>;
+}
+
+#[async_trait]
+impl AgentLink for Agent {
+    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+        Agent::statuses(self)
+    }
+
+    fn plan(&self, key: &InstanceKey) -> Option<InstancePlan> {
+        Agent::plan(self, key)
+    }
+
+    async fn start(&self, plan: InstancePlan) -> Result<(), String> {
+        Agent::start(self, plan).await.map_err(|e| e.to_string())
+    }
+
+    async fn stop(&self, key: &InstanceKey) {
+        Agent::stop(self, key).await;
+    }
+
+    async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy> {
+        Agent::wait_healthy(self, key, timeout).await
+    }
+
+    fn log_path(&self, key: &InstanceKey) -> Option<PathBuf> {
+        Some(Agent::log_path(self, key))
+    }
+}
+
+/// Every agent of this controller.
+pub struct Fleet {
+    /// Runs the nodes no joined host claims (a dev controller's own machine).
+    pub local: Arc<Agent>,
+    remotes: Mutex<HashMap<i64, Arc<RemoteAgent>>>,
+    store: Arc<dyn Store>,
+}
+
+impl Fleet {
+    pub fn new(local: Arc<Agent>, store: Arc<dyn Store>) -> Self {
+        Self {
+            local,
+            remotes: Mutex::new(HashMap::new()),
+            store,
+        }
+    }
+
+    fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RemoteAgent>>> {
+        self.remotes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The controller-side handle of a joined host, made on first use.
+    pub fn remote(&self, host_id: i64) -> Arc<RemoteAgent> {
+        self.remotes()
+            .entry(host_id)
+            .or_insert_with(|| Arc::new(RemoteAgent::new(host_id, self.store.clone())))
+            .clone()
+    }
+
+    /// The agent that runs `key`'s node: the host of that name in that environment if
+    /// one joined, else the local agent.
+    pub fn link(&self, key: &InstanceKey) -> Arc<dyn AgentLink> {
+        let host = self
+            .store
+            .hosts(Some(&key.env))
+            .ok()
+            .and_then(|hosts| hosts.into_iter().find(|h| h.name == key.node));
+        match host {
+            Some(host) => self.remote(host.id),
+            None => self.local.clone(),
+        }
+    }
+
+    /// Every instance of every agent.
+    pub fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+        let mut all = self.local.statuses();
+        let remotes: Vec<Arc<RemoteAgent>> = self.remotes().values().cloned().collect();
+        for remote in remotes {
+            all.extend(AgentLink::statuses(&*remote));
+        }
+        all
+    }
+
+    /// Loads the assignments of every known host, at controller start.
+    pub fn restore(&self) {
+        for host in self.store.hosts(None).unwrap_or_default() {
+            self.remote(host.id).restore();
+        }
+    }
+}

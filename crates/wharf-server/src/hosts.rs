@@ -1,0 +1,80 @@
+//! Host liveness: a host that stops reporting is marked down, then lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wharf_core::lifecycle::HostState;
+use wharf_store::HostRecord;
+
+use crate::error::ServerError;
+use crate::{Controller, now_millis};
+
+/// A host silent for this long is down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(10);
+/// A host down for this long is lost.
+pub const LOST_AFTER: Duration = Duration::from_secs(60);
+
+/// What a host's state becomes after `silent_for` without a report.
+pub fn state_after_silence(state: HostState, silent_for: Duration) -> HostState {
+    match state {
+        HostState::Ready | HostState::Draining | HostState::Down if silent_for >= LOST_AFTER => {
+            HostState::Lost
+        }
+        HostState::Ready | HostState::Draining if silent_for >= DOWN_AFTER => HostState::Down,
+        other => other,
+    }
+}
+
+/// Marks silent hosts down and lost, until `shutdown`.
+pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = now_millis();
+        for host in c.store.hosts(None).unwrap_or_default() {
+            let silent = Duration::from_millis((now - host.last_seen).max(0) as u64);
+            let next = state_after_silence(host.state, silent);
+            if next != host.state {
+                tracing::warn!(host = %host.name, env = %host.env, "host is {} after {}s without a report", next.as_str(), silent.as_secs());
+                let _ = c.store.set_host_state(host.id, next);
+            }
+        }
+    }
+}
+
+/// A report arrived: a down or lost host is ready again.
+pub fn heard_from(c: &Controller, host: &HostRecord) -> Result<(), ServerError> {
+    if matches!(host.state, HostState::Down | HostState::Lost) {
+        tracing::info!(host = %host.name, "host is back");
+        c.store.set_host_state(host.id, HostState::Ready)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_turns_ready_hosts_down_then_lost() {
+        let s = |secs| Duration::from_secs(secs);
+        assert_eq!(
+            state_after_silence(HostState::Ready, s(3)),
+            HostState::Ready
+        );
+        assert_eq!(
+            state_after_silence(HostState::Ready, s(11)),
+            HostState::Down
+        );
+        assert_eq!(state_after_silence(HostState::Down, s(30)), HostState::Down);
+        assert_eq!(state_after_silence(HostState::Down, s(61)), HostState::Lost);
+        assert_eq!(
+            state_after_silence(HostState::Revoked, s(600)),
+            HostState::Revoked
+        );
+    }
+}

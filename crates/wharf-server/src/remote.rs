@@ -1,0 +1,219 @@
+//! The controller's side of a remote agent: what its host should run (kept in the store
+//! and served to the agent's long poll) and what the agent last reported.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use wharf_agent::{InstancePlan, InstanceStatus, Unhealthy};
+use wharf_api::agent::{AgentReport, ReportedInstance};
+use wharf_core::lifecycle::{Health, InstanceState};
+use wharf_driver::InstanceKey;
+use wharf_store::Store;
+
+use crate::fleet::AgentLink;
+
+/// How long a stopped instance may take to disappear from the agent's report.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct RemoteAgent {
+    host_id: i64,
+    store: Arc<dyn Store>,
+    assignments: Mutex<BTreeMap<InstanceKey, InstancePlan>>,
+    /// Bumped on every change of `assignments`; agents long-poll on it.
+    revision: watch::Sender<u64>,
+    reported: Mutex<BTreeMap<InstanceKey, ReportedInstance>>,
+    /// Bumped on every report.
+    reports: watch::Sender<u64>,
+}
+
+impl RemoteAgent {
+    pub fn new(host_id: i64, store: Arc<dyn Store>) -> Self {
+        // Revisions start from the clock, so an agent still holding a revision from
+        // before a controller restart never mistakes it for the current one.
+        let first = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        Self {
+            host_id,
+            store,
+            assignments: Mutex::new(BTreeMap::new()),
+            revision: watch::channel(first).0,
+            reported: Mutex::new(BTreeMap::new()),
+            reports: watch::channel(0).0,
+        }
+    }
+
+    fn assigned(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceKey, InstancePlan>> {
+        self.assignments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reported(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceKey, ReportedInstance>> {
+        self.reported.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads this host's assignments from the store.
+    pub fn restore(&self) {
+        let plans: Vec<InstancePlan> = self
+            .store
+            .assignments(self.host_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        let mut assigned = self.assigned();
+        for plan in plans {
+            assigned.insert(plan.key.clone(), plan);
+        }
+        drop(assigned);
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    /// The assignments once they differ from revision `seen`, or after `wait`.
+    pub async fn watch(&self, seen: u64, wait: Duration) -> (u64, Vec<InstancePlan>) {
+        let mut changes = self.revision.subscribe();
+        if *changes.borrow() == seen {
+            let _ = tokio::time::timeout(wait, changes.changed()).await;
+        }
+        let revision = *self.revision.borrow();
+        (revision, self.assigned().values().cloned().collect())
+    }
+
+    /// Takes in a report; returns the instances it contained, for the status rows.
+    pub fn report(&self, report: AgentReport) -> Vec<ReportedInstance> {
+        let mut reported = self.reported();
+        reported.clear();
+        for instance in &report.instances {
+            reported.insert(instance.plan.key.clone(), instance.clone());
+        }
+        drop(reported);
+        self.reports.send_modify(|n| *n += 1);
+        report.instances
+    }
+
+    /// Whether the agent reported `plan`'s instance (not an older plan of the slot).
+    fn reported_for(&self, plan: &InstancePlan) -> Option<ReportedInstance> {
+        self.reported()
+            .get(&plan.key)
+            .filter(|r| same_plan(&r.plan, plan))
+            .cloned()
+    }
+}
+
+fn same_plan(a: &InstancePlan, b: &InstancePlan) -> bool {
+    a.deployment_id == b.deployment_id && a.digest == b.digest && a.config_digest == b.config_digest
+}
+
+#[async_trait]
+impl AgentLink for RemoteAgent {
+    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+        self.assigned()
+            .values()
+            .map(|plan| {
+                let status = match self.reported_for(plan) {
+                    Some(r) => r.status,
+                    None => InstanceStatus {
+                        plan_version: plan.version.clone(),
+                        key: plan.key.clone(),
+                        pid: None,
+                        state: InstanceState::Starting,
+                        health: Health::Unknown,
+                        restarts: 0,
+                        started_at: 0,
+                        last_exit: None,
+                    },
+                };
+                (plan.clone(), status)
+            })
+            .collect()
+    }
+
+    fn plan(&self, key: &InstanceKey) -> Option<InstancePlan> {
+        self.assigned().get(key).cloned()
+    }
+
+    async fn start(&self, plan: InstancePlan) -> Result<(), String> {
+        let k = &plan.key;
+        let value = serde_json::to_value(&plan).expect("plans serialize");
+        self.store
+            .put_assignment(
+                self.host_id,
+                &k.env,
+                &k.service,
+                &k.node,
+                k.instance,
+                &value,
+            )
+            .map_err(|e| e.to_string())?;
+        self.assigned().insert(plan.key.clone(), plan);
+        self.revision.send_modify(|r| *r += 1);
+        Ok(())
+    }
+
+    async fn stop(&self, key: &InstanceKey) {
+        let _ = self
+            .store
+            .remove_assignment(&key.env, &key.service, &key.node, key.instance);
+        self.assigned().remove(key);
+        self.revision.send_modify(|r| *r += 1);
+        let mut reports = self.reports.subscribe();
+        let gone = async {
+            while self.reported().contains_key(key) {
+                if reports.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(STOP_GRACE, gone).await;
+    }
+
+    async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy> {
+        let Some(plan) = self.plan(key) else {
+            return Err(Unhealthy {
+                reason: format!("{key} is not assigned"),
+                log_tail: String::new(),
+            });
+        };
+        let mut reports = self.reports.subscribe();
+        let verdict = async {
+            loop {
+                if let Some(r) = self.reported_for(&plan) {
+                    if let Some(failure) = r.failure {
+                        return Err(Unhealthy {
+                            reason: failure.reason,
+                            log_tail: failure.log_tail,
+                        });
+                    }
+                    if r.status.health == Health::Healthy {
+                        return Ok(());
+                    }
+                }
+                if reports.changed().await.is_err() {
+                    return Err(Unhealthy {
+                        reason: "the controller is shutting down".into(),
+                        log_tail: String::new(),
+                    });
+                }
+            }
+        };
+        match tokio::time::timeout(timeout + Duration::from_secs(5), verdict).await {
+            Ok(result) => result,
+            Err(_) => Err(Unhealthy {
+                reason: format!(
+                    "the agent of `{}` reported no healthy instance within {}s",
+                    key.node,
+                    timeout.as_secs() + 5
+                ),
+                log_tail: String::new(),
+            }),
+        }
+    }
+
+    fn log_path(&self, _: &InstanceKey) -> Option<PathBuf> {
+        None
+    }
+}

@@ -1,0 +1,61 @@
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use wharf_agent::connected::{self, ConnectError, ConnectOptions};
+
+use crate::cli::{AgentArgs, Global};
+use crate::commands::server::{cancel_on_signal, init_logging};
+use crate::failure::Failure;
+
+pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let controller = global.controller.clone().ok_or_else(|| {
+        Failure::input("which controller? pass `--controller https://HOST:PORT`")
+            .hint("`wharf token create` prints the address")
+    })?;
+    init_logging();
+    let mut labels = BTreeMap::new();
+    for pair in args.labels.iter().filter(|l| !l.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::input(format!("label `{pair}` is not `key=value`")))?;
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let name = match args.name {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .map_err(|e| {
+                Failure::input(format!("cannot read the hostname ({e}); pass `--name`"))
+            })?,
+    };
+    let state_dir = args
+        .state_dir
+        .or_else(|| {
+            std::env::var_os("WHARF_HOME")
+                .filter(|h| !h.is_empty())
+                .map(Into::into)
+        })
+        .unwrap_or_else(|| "/var/lib/wharf-agent".into());
+    let state_dir = std::path::absolute(&state_dir)?;
+    let driver = |id: &str| {
+        Arc::new(wharf_driver_process::ProcessDriver::new(format!("{id}:")))
+            as Arc<dyn wharf_driver::Driver>
+    };
+    let options = ConnectOptions {
+        state_dir,
+        controller,
+        join_token: args.join_token,
+        name,
+        labels,
+    };
+    connected::run(options, driver, cancel_on_signal())
+        .await
+        .map_err(|e| match e {
+            ConnectError::NotJoined | ConnectError::BadToken(_) => Failure::input(e.to_string()),
+            ConnectError::Refused(_) => Failure::operation(e.to_string())
+                .hint("issue a new token with `wharf token create` and join again"),
+            other => Failure::operation(other.to_string()),
+        })?;
+    Ok(ExitCode::SUCCESS)
+}

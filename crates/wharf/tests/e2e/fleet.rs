@@ -1,0 +1,261 @@
+//! Remote agents: hosts join with tokens, talk mutual TLS, and run what the controller
+//! assigns them. The agents here are separate processes on this machine, each with its
+//! own state; `netns.rs` repeats the core of this across network namespaces.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::harness::*;
+
+const FLEET: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    config: { MESSAGE: "hello from {{ node }}" }
+environments:
+  fleet:
+    nodes:
+      - name: web
+        count: 3
+        services: [svc]
+"#;
+
+pub struct AgentProcess {
+    pub child: Child,
+    pub name: String,
+}
+
+impl AgentProcess {
+    pub fn stop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A project whose environment `fleet` runs on three joined agents.
+pub struct Fleet {
+    pub project: Project,
+    pub agents: Vec<AgentProcess>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Stop instances while their agents still run, then the agents.
+        let _ = self.project.wharf(&["down", "--env", "fleet"]);
+        self.agents.clear();
+    }
+}
+
+pub fn agent_url(p: &Project) -> String {
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir().join("controller.json")).unwrap())
+            .unwrap();
+    file["agent_url"].as_str().unwrap().to_owned()
+}
+
+pub fn token(p: &mut Project, uses: &str) -> String {
+    let out = p.ok(&["token", "create", "--env", "fleet", "--uses", uses]);
+    stdout(&out).trim().to_owned()
+}
+
+pub fn start_agent(p: &Project, name: &str, token: Option<&str>) -> AgentProcess {
+    let mut command = Command::new(WHARF);
+    command
+        .args([
+            "agent",
+            "--controller",
+            &agent_url(p),
+            "--name",
+            name,
+            "--labels",
+            "zone=test",
+        ])
+        .arg("--state-dir")
+        .arg(p.path().join(format!("agent-{name}")))
+        .env("WHARF_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(p.path().join(format!("agent-{name}.log"))).unwrap());
+    match token {
+        Some(t) => command.env("WHARF_JOIN_TOKEN", t),
+        None => command.env_remove("WHARF_JOIN_TOKEN"),
+    };
+    AgentProcess {
+        child: command.spawn().unwrap(),
+        name: name.to_owned(),
+    }
+}
+
+pub fn hosts(p: &mut Project) -> Vec<Value> {
+    p.json(&["hosts"]).as_array().unwrap().clone()
+}
+
+fn fleet() -> Fleet {
+    let mut project = Project::new(FLEET, &["svc"]);
+    let token = token(&mut project, "3");
+    assert!(token.starts_with("wharf1."), "{token}");
+    let agents = (1..=3)
+        .map(|n| start_agent(&project, &format!("web-{n}"), Some(&token)))
+        .collect();
+    let mut fleet = Fleet { project, agents };
+    let joined = wait_until(Duration::from_secs(10), || {
+        hosts(&mut fleet.project)
+            .iter()
+            .filter(|h| h["state"] == "ready")
+            .count()
+            == 3
+    });
+    assert!(joined, "{:?}", hosts(&mut fleet.project));
+    fleet
+}
+
+#[test]
+fn three_agents_join_and_a_rollout_rolls_host_by_host_and_back() {
+    let mut f = fleet();
+    let p = &mut f.project;
+    p.ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    for (i, host) in ["web-1", "web-2", "web-3"].iter().enumerate() {
+        let answer = get_json(p.port("svc", "fleet", i as u64));
+        assert_eq!(answer["message"], format!("hello from {host}"));
+    }
+    // The instances are the agents' children, not the controller's.
+    let controller = p.controller_pid().unwrap();
+    for instance in p.instances("svc", "fleet") {
+        let pid = instance["pid"].as_i64().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: i32 = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_ne!(ppid, controller, "instance {pid} runs under an agent");
+    }
+    let hosts = hosts(p);
+    assert!(
+        hosts
+            .iter()
+            .all(|h| h["instances"] == 1 && h["labels"]["zone"] == "test"),
+        "{hosts:?}"
+    );
+
+    // A broken version fails on the first host; the other two never see it.
+    p.write("svc/app.py", BROKEN_APP);
+    let out = p.wharf(&["deploy", "svc", "--env", "fleet", "--version", "v2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("boom: cannot connect to the database"),
+        "the remote log tail arrives: {err}"
+    );
+    assert!(err.contains("the previous version was restored"), "{err}");
+    for i in 0..3 {
+        assert_eq!(get_json(p.port("svc", "fleet", i))["version"], "v1");
+    }
+}
+
+#[test]
+fn wrong_and_revoked_credentials_get_nothing() {
+    let mut f = fleet();
+    // A token for another CA, and a made-up token for this one.
+    let foreign = format!("wharf1.abc.def.{}", "0".repeat(64));
+    let mut stranger = start_agent(&f.project, "web-9", Some(&foreign));
+    assert!(!stranger.child.wait().unwrap().success());
+    let real = token(&mut f.project, "1");
+    let fingerprint = real.rsplit('.').next().unwrap();
+    let mut guesser = start_agent(
+        &f.project,
+        "web-8",
+        Some(&format!("wharf1.nope.guess.{fingerprint}")),
+    );
+    assert!(!guesser.child.wait().unwrap().success());
+    let log = std::fs::read_to_string(f.project.path().join("agent-web-8.log")).unwrap();
+    assert!(log.contains("join token refused"), "{log}");
+    assert_eq!(hosts(&mut f.project).len(), 3, "nobody else joined");
+
+    // A revoked host's agent is refused and stops.
+    f.project.ok(&["host", "revoke", "web-3"]);
+    let agent = f.agents.iter_mut().find(|a| a.name == "web-3").unwrap();
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(agent.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited, "the revoked agent stops");
+    let log = std::fs::read_to_string(f.project.path().join("agent-web-3.log")).unwrap();
+    assert!(log.contains("revoked"), "{log}");
+    let state = hosts(&mut f.project)
+        .into_iter()
+        .find(|h| h["name"] == "web-3")
+        .unwrap()["state"]
+        .clone();
+    assert_eq!(state, "revoked");
+    // A spent single-use token does not admit a second host.
+    let mut first = start_agent(&f.project, "web-7", Some(&real));
+    assert!(wait_until(Duration::from_secs(10), || hosts(
+        &mut f.project
+    )
+    .iter()
+    .any(|h| h["name"] == "web-7")));
+    let mut second = start_agent(&f.project, "web-6", Some(&real));
+    assert!(!second.child.wait().unwrap().success());
+    first.stop();
+    guesser.stop();
+    stranger.stop();
+}
+
+#[test]
+fn an_agent_restart_adopts_and_a_controller_restart_loses_nothing() {
+    let mut f = fleet();
+    f.project
+        .ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    let before: Vec<Value> = f
+        .project
+        .instances("svc", "fleet")
+        .iter()
+        .map(|i| i["pid"].clone())
+        .collect();
+
+    // Restart one agent, without a token: it rejoins with its certificate and adopts.
+    let index = f.agents.iter().position(|a| a.name == "web-2").unwrap();
+    f.agents[index].stop();
+    f.agents[index] = start_agent(&f.project, "web-2", None);
+    // Restart the controller.
+    let controller = f.project.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGTERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    f.project.ok(&["status"]); // starts it again on the same state
+    let reconnected = wait_until(Duration::from_secs(15), || {
+        let p = &mut f.project;
+        let instances = p.instances("svc", "fleet");
+        instances.len() == 3
+            && instances.iter().all(|i| i["state"] == "running")
+            && hosts(p).iter().all(|h| h["state"] == "ready")
+    });
+    assert!(reconnected, "{:?}", f.project.instances("svc", "fleet"));
+    let after: Vec<Value> = f
+        .project
+        .instances("svc", "fleet")
+        .iter()
+        .map(|i| i["pid"].clone())
+        .collect();
+    assert_eq!(before, after, "no instance was restarted");
+    // And the fleet still deploys.
+    f.project.write("svc/note.txt", "v2");
+    f.project
+        .ok(&["deploy", "svc", "--env", "fleet", "--version", "v2"]);
+    assert_eq!(get_json(f.project.port("svc", "fleet", 1))["note"], "v2");
+}
