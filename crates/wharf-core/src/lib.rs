@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod lifecycle;
 pub mod model;
+pub mod placement;
 pub mod plan;
 pub mod raw;
 pub mod spec;

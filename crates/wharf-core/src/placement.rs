@@ -1,0 +1,256 @@
+//! Placement of pooled instances: which hosts run a service when the definition lets
+//! wharf choose. A pure function, like the reconciler: hosts and current placements in,
+//! placements (or the reason each instance fits nowhere) out.
+//!
+//! Feasibility first (the host takes instances, has the free CPU and memory the service
+//! requests, is under the per-host limit), then ranking (with `spread: host`, the host
+//! running the fewest instances of the service; then the one with the most free
+//! memory; then by name, so equal inputs give equal outputs).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// CPU (thousandths of a core) and memory (bytes) a service requests or a host has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    fn fits_in(self, free: Resources) -> bool {
+        self.cpu_millis <= free.cpu_millis && self.memory_bytes <= free.memory_bytes
+    }
+
+    fn saturating_sub(self, other: Resources) -> Resources {
+        Resources { cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis), memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes) }
+    }
+
+    fn add(self, other: Resources) -> Resources {
+        Resources { cpu_millis: self.cpu_millis + other.cpu_millis, memory_bytes: self.memory_bytes + other.memory_bytes }
+    }
+}
+
+/// How pooled instances are spread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spread {
+    /// As evenly over hosts as they allow.
+    #[default]
+    Host,
+    /// Fill the roomiest host first, spread or not.
+    None,
+}
+
+/// What a pool asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRequest {
+    pub count: u32,
+    pub resources: Resources,
+    pub spread: Spread,
+    pub max_per_host: Option<u32>,
+}
+
+/// A host as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    pub name: String,
+    /// Whether it takes new instances (ready, not draining, down or lost).
+    pub takes_instances: bool,
+    /// Why it does not, for the reasons of an infeasible placement.
+    pub state: String,
+    pub capacity: Resources,
+    /// What other services' instances on it request.
+    pub used_by_others: Resources,
+}
+
+/// An instance that fits on no host, and why not on each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Infeasible {
+    pub instance: u32,
+    pub reasons: Vec<String>,
+}
+
+/// Places instances `0..count` of a pool. `current` maps instances to the hosts they run
+/// on now; an instance stays where it is while that host still takes instances and the
+/// placement stays within limits, so a redeploy moves nothing needlessly.
+pub fn place(request: &PoolRequest, hosts: &[HostView], current: &BTreeMap<u32, String>) -> Result<BTreeMap<u32, String>, Vec<Infeasible>> {
+    let mut used: BTreeMap<&str, Resources> = hosts.iter().map(|h| (h.name.as_str(), h.used_by_others)).collect();
+    let mut count_on: BTreeMap<&str, u32> = hosts.iter().map(|h| (h.name.as_str(), 0)).collect();
+    let mut placed = BTreeMap::new();
+    let limit = request.max_per_host.unwrap_or(u32::MAX);
+
+    for (instance, host_name) in current.range(..request.count) {
+        let Some(host) = hosts.iter().find(|h| &h.name == host_name) else { continue };
+        let free = host.capacity.saturating_sub(used[host.name.as_str()]);
+        if host.takes_instances && request.resources.fits_in(free) && count_on[host.name.as_str()] < limit {
+            used.insert(&host.name, used[host.name.as_str()].add(request.resources));
+            *count_on.get_mut(host.name.as_str()).expect("every host is counted") += 1;
+            placed.insert(*instance, host.name.clone());
+        }
+    }
+
+    let mut infeasible = Vec::new();
+    let missing: Vec<u32> = (0..request.count).filter(|i| !placed.contains_key(i)).collect();
+    for instance in missing {
+        let mut reasons = Vec::new();
+        let mut best: Option<&HostView> = None;
+        for host in hosts {
+            let free = host.capacity.saturating_sub(used[host.name.as_str()]);
+            let why_not = if !host.takes_instances {
+                Some(format!("`{}` is {}", host.name, host.state))
+            } else if count_on[host.name.as_str()] >= limit {
+                Some(format!("`{}` already runs {limit} (max_per_host)", host.name))
+            } else if !request.resources.fits_in(free) {
+                Some(format!(
+                    "`{}` has {} cpu and {} MiB free, the service requests {} cpu and {} MiB",
+                    host.name,
+                    cores(free.cpu_millis),
+                    free.memory_bytes >> 20,
+                    cores(request.resources.cpu_millis),
+                    request.resources.memory_bytes >> 20
+                ))
+            } else {
+                None
+            };
+            match why_not {
+                Some(reason) => reasons.push(reason),
+                None => {
+                    let rank = |h: &HostView| {
+                        let spread = if request.spread == Spread::Host { count_on[h.name.as_str()] } else { 0 };
+                        let free_memory = h.capacity.memory_bytes.saturating_sub(used[h.name.as_str()].memory_bytes);
+                        (spread, std::cmp::Reverse(free_memory))
+                    };
+                    if best.is_none_or(|b| rank(host) < rank(b)) {
+                        best = Some(host);
+                    }
+                }
+            }
+        }
+        match best {
+            Some(host) => {
+                used.insert(&host.name, used[host.name.as_str()].add(request.resources));
+                *count_on.get_mut(host.name.as_str()).expect("every host is counted") += 1;
+                placed.insert(instance, host.name.clone());
+            }
+            None => {
+                if hosts.is_empty() {
+                    reasons.push("no host has joined this environment".into());
+                }
+                infeasible.push(Infeasible { instance, reasons });
+            }
+        }
+    }
+    if infeasible.is_empty() { Ok(placed) } else { Err(infeasible) }
+}
+
+fn cores(millis: u64) -> String {
+    format!("{}", millis as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn host(name: &str, cpu: u64, ready: bool) -> HostView {
+        HostView {
+            name: name.into(),
+            takes_instances: ready,
+            state: if ready { "ready".into() } else { "down".into() },
+            capacity: Resources { cpu_millis: cpu, memory_bytes: 64 * GIB },
+            used_by_others: Resources::default(),
+        }
+    }
+
+    fn pool(count: u32, cpu: u64) -> PoolRequest {
+        PoolRequest { count, resources: Resources { cpu_millis: cpu, memory_bytes: GIB / 4 }, spread: Spread::Host, max_per_host: None }
+    }
+
+    fn per_host(placed: &BTreeMap<u32, String>) -> BTreeMap<String, u32> {
+        let mut counts = BTreeMap::new();
+        for h in placed.values() {
+            *counts.entry(h.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn six_instances_spread_over_three_hosts_two_each() {
+        let hosts = [host("a", 4000, true), host("b", 4000, true), host("c", 4000, true)];
+        let placed = place(&pool(6, 500), &hosts, &BTreeMap::new()).unwrap();
+        assert_eq!(per_host(&placed).values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn instances_on_a_down_host_move_and_the_others_stay() {
+        let hosts = [host("a", 4000, true), host("b", 4000, false), host("c", 4000, true)];
+        let current: BTreeMap<u32, String> = [(0, "a"), (1, "b"), (2, "c")].into_iter().map(|(i, h)| (i, h.to_string())).collect();
+        let placed = place(&pool(3, 500), &hosts, &current).unwrap();
+        assert_eq!(placed[&0], "a");
+        assert_eq!(placed[&2], "c");
+        assert_ne!(placed[&1], "b");
+    }
+
+    #[test]
+    fn an_infeasible_pool_says_why_for_each_instance_that_does_not_fit() {
+        let hosts = [host("a", 1000, true), host("b", 4000, false)];
+        let err = place(&pool(3, 600), &hosts, &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.len(), 2, "one fits on `a`, two do not");
+        let reasons = err[0].reasons.join("; ");
+        assert!(reasons.contains("`b` is down"), "{reasons}");
+        assert!(reasons.contains("`a` has 0.4 cpu"), "{reasons}");
+        let none = place(&pool(1, 1), &[], &BTreeMap::new()).unwrap_err();
+        assert!(none[0].reasons[0].contains("no host has joined"));
+    }
+
+    #[test]
+    fn max_per_host_is_a_hard_limit() {
+        let hosts = [host("a", 8000, true), host("b", 8000, true)];
+        let request = PoolRequest { max_per_host: Some(1), ..pool(3, 100) };
+        let err = place(&request, &hosts, &BTreeMap::new()).unwrap_err();
+        assert!(err[0].reasons.iter().all(|r| r.contains("max_per_host")));
+    }
+
+    fn cluster() -> impl Strategy<Value = (Vec<HostView>, PoolRequest)> {
+        let hosts = prop::collection::vec((500u64..8000, any::<bool>()), 1..6).prop_map(|hs| {
+            hs.into_iter().enumerate().map(|(i, (cpu, ready))| host(&format!("h{i}"), cpu, ready)).collect::<Vec<_>>()
+        });
+        (hosts, 1u32..10, 100u64..1500).prop_map(|(hosts, count, cpu)| (hosts, pool(count, cpu)))
+    }
+
+    proptest! {
+        #[test]
+        fn placements_never_exceed_capacity_or_use_unready_hosts((hosts, request) in cluster()) {
+            if let Ok(placed) = place(&request, &hosts, &BTreeMap::new()) {
+                prop_assert_eq!(placed.len() as u32, request.count);
+                for (name, n) in per_host(&placed) {
+                    let h = hosts.iter().find(|h| h.name == name).unwrap();
+                    prop_assert!(h.takes_instances);
+                    prop_assert!(u64::from(n) * request.resources.cpu_millis <= h.capacity.cpu_millis);
+                }
+            }
+        }
+
+        #[test]
+        fn placing_again_moves_nothing((hosts, request) in cluster()) {
+            if let Ok(first) = place(&request, &hosts, &BTreeMap::new()) {
+                prop_assert_eq!(place(&request, &hosts, &first).unwrap(), first);
+            }
+        }
+
+        #[test]
+        fn with_room_everywhere_spread_is_even(n_hosts in 1usize..6, count in 1u32..20) {
+            let hosts: Vec<HostView> = (0..n_hosts).map(|i| host(&format!("h{i}"), 100_000, true)).collect();
+            let placed = place(&pool(count, 100), &hosts, &BTreeMap::new()).unwrap();
+            let counts = per_host(&placed);
+            let max = counts.values().max().copied().unwrap_or(0);
+            let min = if counts.len() < n_hosts { 0 } else { counts.values().min().copied().unwrap_or(0) };
+            prop_assert!(max - min <= 1, "{:?}", counts);
+        }
+    }
+}
