@@ -60,6 +60,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
             interval: Duration::from_millis(20),
         }),
         stop_timeout: Duration::from_secs(2),
+        resources: Default::default(),
     }
 }
 

@@ -223,6 +223,7 @@ impl Checker<'_> {
                 DEFAULT_STOP_TIMEOUT,
                 &at(&["stop_timeout"]),
             ),
+            resources: self.resources(raw.resources.as_ref(), &at(&["resources"])),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
         }
     }
@@ -281,6 +282,105 @@ impl Checker<'_> {
         }
     }
 
+    fn resources(
+        &mut self,
+        raw: Option<&RawResources>,
+        path: &[PathSegment],
+    ) -> crate::placement::Resources {
+        let Some(raw) = raw else {
+            return Default::default();
+        };
+        let sub = |k: &str| {
+            let mut p = path.to_vec();
+            p.extend([key(k), PathSegment::Value]);
+            p
+        };
+        let (cpu_path, memory_path) = (sub("cpu"), sub("memory"));
+        let cpu_millis = match raw.cpu.map(crate::quantity::cpu_millis) {
+            None => 0,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                self.report(
+                    &cpu_path,
+                    e,
+                    Some("give cores as a number, such as `0.5`".into()),
+                );
+                0
+            }
+        };
+        let memory_bytes = match raw.memory.as_deref().map(crate::quantity::parse_memory) {
+            None => 0,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                self.report(
+                    &memory_path,
+                    e,
+                    Some("write a size such as `256Mi` or `1Gi`".into()),
+                );
+                0
+            }
+        };
+        crate::placement::Resources {
+            cpu_millis,
+            memory_bytes,
+        }
+    }
+
+    fn pools(
+        &mut self,
+        env: &str,
+        raw: &BTreeMap<String, RawPool>,
+        services: &[&str],
+        nodes: &[Node],
+        base: &[PathSegment],
+    ) -> BTreeMap<String, Pool> {
+        let mut pools = BTreeMap::new();
+        for (service, pool) in raw {
+            let mut at = base.to_vec();
+            at.extend([key("pools"), key(service)]);
+            if !services.contains(&service.as_str()) {
+                self.report(
+                    &at,
+                    format!("environment `{env}` pools unknown service `{service}`"),
+                    Some(hint_for(service, "service", services)),
+                );
+                continue;
+            }
+            if nodes
+                .iter()
+                .any(|n| n.services.iter().any(|(s, _)| s == service))
+            {
+                self.report(
+                    &at,
+                    format!(
+                        "service `{service}` is both on nodes and pooled in environment `{env}`"
+                    ),
+                    Some("either name its nodes or let wharf place it, not both".into()),
+                );
+            }
+            if pool.count == 0 || pool.max_per_host == Some(0) {
+                self.report(
+                    &at,
+                    format!("the pool of `{service}` in `{env}` has a count or max_per_host of 0"),
+                    Some("remove the pool instead".into()),
+                );
+            }
+            let spread = match pool.spread {
+                Some(RawSpread::None) => crate::placement::Spread::None,
+                _ => crate::placement::Spread::Host,
+            };
+            pools.insert(
+                service.clone(),
+                Pool {
+                    count: pool.count,
+                    spread,
+                    max_per_host: pool.max_per_host,
+                },
+            );
+        }
+        pools
+    }
+
     fn environment(&mut self, name: &str, raw: &RawEnvironment, services: &[&str]) -> Environment {
         let base = vec![key("environments"), key(name)];
         check_name(self, name, "environment", &base);
@@ -298,17 +398,23 @@ impl Checker<'_> {
         let nodes = match &raw.nodes {
             None => vec![Node {
                 name: "local".into(),
-                services: services.iter().map(|s| (s.to_string(), 1)).collect(),
+                services: services
+                    .iter()
+                    .filter(|s| !raw.pools.contains_key(**s))
+                    .map(|s| (s.to_string(), 1))
+                    .collect(),
                 config: BTreeMap::new(),
                 driver: None,
             }],
             Some(nodes) => self.nodes(name, nodes, services, &base),
         };
+        let pools = self.pools(name, &raw.pools, services, &nodes, &base);
         Environment {
             name: name.to_owned(),
             after: raw.after.clone(),
             config: raw.config.clone(),
             nodes,
+            pools,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod placement;
 pub mod plan;
+pub mod quantity;
 pub mod raw;
 pub mod spec;
 pub mod structure;

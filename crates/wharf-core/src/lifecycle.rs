@@ -56,6 +56,8 @@ pub enum DeploymentKind {
     Deploy,
     Rollback,
     Stop,
+    /// Pooled instances moved off a host that went down, was drained or revoked.
+    Reschedule,
 }
 
 impl DeploymentKind {
@@ -64,11 +66,12 @@ impl DeploymentKind {
             Self::Deploy => "deploy",
             Self::Rollback => "rollback",
             Self::Stop => "stop",
+            Self::Reschedule => "reschedule",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Deploy, Self::Rollback, Self::Stop]
+        [Self::Deploy, Self::Rollback, Self::Stop, Self::Reschedule]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

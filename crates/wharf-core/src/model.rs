@@ -27,6 +27,7 @@ pub struct Service {
     pub driver: DriverKind,
     pub stop_timeout: Duration,
     pub max_parallel: u32,
+    pub resources: crate::placement::Resources,
 }
 
 /// Where an artifact's files come from, relative to the definition file's folder.
@@ -87,6 +88,16 @@ pub struct Environment {
     pub config: BTreeMap<String, BTreeMap<String, String>>,
     /// Nodes with `count` expanded: `web` with count 3 is `web-1`, `web-2`, `web-3`.
     pub nodes: Vec<Node>,
+    /// Services placed by wharf on this environment's hosts.
+    pub pools: BTreeMap<String, Pool>,
+}
+
+/// A pooled service of an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub count: u32,
+    pub spread: crate::placement::Spread,
+    pub max_per_host: Option<u32>,
 }
 
 /// A node and the services it runs.
@@ -107,6 +118,7 @@ impl Environment {
             .nodes
             .iter()
             .flat_map(|n| n.services.iter().map(|(s, _)| s.as_str()))
+            .chain(self.pools.keys().map(String::as_str))
             .collect();
         names.sort_unstable();
         names.dedup();

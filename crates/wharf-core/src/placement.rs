@@ -24,11 +24,17 @@ impl Resources {
     }
 
     fn saturating_sub(self, other: Resources) -> Resources {
-        Resources { cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis), memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes) }
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+        }
     }
 
     fn add(self, other: Resources) -> Resources {
-        Resources { cpu_millis: self.cpu_millis + other.cpu_millis, memory_bytes: self.memory_bytes + other.memory_bytes }
+        Resources {
+            cpu_millis: self.cpu_millis + other.cpu_millis,
+            memory_bytes: self.memory_bytes + other.memory_bytes,
+        }
     }
 }
 
@@ -75,24 +81,40 @@ pub struct Infeasible {
 /// Places instances `0..count` of a pool. `current` maps instances to the hosts they run
 /// on now; an instance stays where it is while that host still takes instances and the
 /// placement stays within limits, so a redeploy moves nothing needlessly.
-pub fn place(request: &PoolRequest, hosts: &[HostView], current: &BTreeMap<u32, String>) -> Result<BTreeMap<u32, String>, Vec<Infeasible>> {
-    let mut used: BTreeMap<&str, Resources> = hosts.iter().map(|h| (h.name.as_str(), h.used_by_others)).collect();
+pub fn place(
+    request: &PoolRequest,
+    hosts: &[HostView],
+    current: &BTreeMap<u32, String>,
+) -> Result<BTreeMap<u32, String>, Vec<Infeasible>> {
+    let mut used: BTreeMap<&str, Resources> = hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.used_by_others))
+        .collect();
     let mut count_on: BTreeMap<&str, u32> = hosts.iter().map(|h| (h.name.as_str(), 0)).collect();
     let mut placed = BTreeMap::new();
     let limit = request.max_per_host.unwrap_or(u32::MAX);
 
     for (instance, host_name) in current.range(..request.count) {
-        let Some(host) = hosts.iter().find(|h| &h.name == host_name) else { continue };
+        let Some(host) = hosts.iter().find(|h| &h.name == host_name) else {
+            continue;
+        };
         let free = host.capacity.saturating_sub(used[host.name.as_str()]);
-        if host.takes_instances && request.resources.fits_in(free) && count_on[host.name.as_str()] < limit {
+        if host.takes_instances
+            && request.resources.fits_in(free)
+            && count_on[host.name.as_str()] < limit
+        {
             used.insert(&host.name, used[host.name.as_str()].add(request.resources));
-            *count_on.get_mut(host.name.as_str()).expect("every host is counted") += 1;
+            *count_on
+                .get_mut(host.name.as_str())
+                .expect("every host is counted") += 1;
             placed.insert(*instance, host.name.clone());
         }
     }
 
     let mut infeasible = Vec::new();
-    let missing: Vec<u32> = (0..request.count).filter(|i| !placed.contains_key(i)).collect();
+    let missing: Vec<u32> = (0..request.count)
+        .filter(|i| !placed.contains_key(i))
+        .collect();
     for instance in missing {
         let mut reasons = Vec::new();
         let mut best: Option<&HostView> = None;
@@ -101,7 +123,10 @@ pub fn place(request: &PoolRequest, hosts: &[HostView], current: &BTreeMap<u32, 
             let why_not = if !host.takes_instances {
                 Some(format!("`{}` is {}", host.name, host.state))
             } else if count_on[host.name.as_str()] >= limit {
-                Some(format!("`{}` already runs {limit} (max_per_host)", host.name))
+                Some(format!(
+                    "`{}` already runs {limit} (max_per_host)",
+                    host.name
+                ))
             } else if !request.resources.fits_in(free) {
                 Some(format!(
                     "`{}` has {} cpu and {} MiB free, the service requests {} cpu and {} MiB",
@@ -118,8 +143,15 @@ pub fn place(request: &PoolRequest, hosts: &[HostView], current: &BTreeMap<u32, 
                 Some(reason) => reasons.push(reason),
                 None => {
                     let rank = |h: &HostView| {
-                        let spread = if request.spread == Spread::Host { count_on[h.name.as_str()] } else { 0 };
-                        let free_memory = h.capacity.memory_bytes.saturating_sub(used[h.name.as_str()].memory_bytes);
+                        let spread = if request.spread == Spread::Host {
+                            count_on[h.name.as_str()]
+                        } else {
+                            0
+                        };
+                        let free_memory = h
+                            .capacity
+                            .memory_bytes
+                            .saturating_sub(used[h.name.as_str()].memory_bytes);
                         (spread, std::cmp::Reverse(free_memory))
                     };
                     if best.is_none_or(|b| rank(host) < rank(b)) {
@@ -131,7 +163,9 @@ pub fn place(request: &PoolRequest, hosts: &[HostView], current: &BTreeMap<u32, 
         match best {
             Some(host) => {
                 used.insert(&host.name, used[host.name.as_str()].add(request.resources));
-                *count_on.get_mut(host.name.as_str()).expect("every host is counted") += 1;
+                *count_on
+                    .get_mut(host.name.as_str())
+                    .expect("every host is counted") += 1;
                 placed.insert(instance, host.name.clone());
             }
             None => {
@@ -142,7 +176,11 @@ pub fn place(request: &PoolRequest, hosts: &[HostView], current: &BTreeMap<u32, 
             }
         }
     }
-    if infeasible.is_empty() { Ok(placed) } else { Err(infeasible) }
+    if infeasible.is_empty() {
+        Ok(placed)
+    } else {
+        Err(infeasible)
+    }
 }
 
 fn cores(millis: u64) -> String {
@@ -162,13 +200,24 @@ mod tests {
             name: name.into(),
             takes_instances: ready,
             state: if ready { "ready".into() } else { "down".into() },
-            capacity: Resources { cpu_millis: cpu, memory_bytes: 64 * GIB },
+            capacity: Resources {
+                cpu_millis: cpu,
+                memory_bytes: 64 * GIB,
+            },
             used_by_others: Resources::default(),
         }
     }
 
     fn pool(count: u32, cpu: u64) -> PoolRequest {
-        PoolRequest { count, resources: Resources { cpu_millis: cpu, memory_bytes: GIB / 4 }, spread: Spread::Host, max_per_host: None }
+        PoolRequest {
+            count,
+            resources: Resources {
+                cpu_millis: cpu,
+                memory_bytes: GIB / 4,
+            },
+            spread: Spread::Host,
+            max_per_host: None,
+        }
     }
 
     fn per_host(placed: &BTreeMap<u32, String>) -> BTreeMap<String, u32> {
@@ -181,15 +230,29 @@ mod tests {
 
     #[test]
     fn six_instances_spread_over_three_hosts_two_each() {
-        let hosts = [host("a", 4000, true), host("b", 4000, true), host("c", 4000, true)];
+        let hosts = [
+            host("a", 4000, true),
+            host("b", 4000, true),
+            host("c", 4000, true),
+        ];
         let placed = place(&pool(6, 500), &hosts, &BTreeMap::new()).unwrap();
-        assert_eq!(per_host(&placed).values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(
+            per_host(&placed).values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
     }
 
     #[test]
     fn instances_on_a_down_host_move_and_the_others_stay() {
-        let hosts = [host("a", 4000, true), host("b", 4000, false), host("c", 4000, true)];
-        let current: BTreeMap<u32, String> = [(0, "a"), (1, "b"), (2, "c")].into_iter().map(|(i, h)| (i, h.to_string())).collect();
+        let hosts = [
+            host("a", 4000, true),
+            host("b", 4000, false),
+            host("c", 4000, true),
+        ];
+        let current: BTreeMap<u32, String> = [(0, "a"), (1, "b"), (2, "c")]
+            .into_iter()
+            .map(|(i, h)| (i, h.to_string()))
+            .collect();
         let placed = place(&pool(3, 500), &hosts, &current).unwrap();
         assert_eq!(placed[&0], "a");
         assert_eq!(placed[&2], "c");
@@ -211,14 +274,20 @@ mod tests {
     #[test]
     fn max_per_host_is_a_hard_limit() {
         let hosts = [host("a", 8000, true), host("b", 8000, true)];
-        let request = PoolRequest { max_per_host: Some(1), ..pool(3, 100) };
+        let request = PoolRequest {
+            max_per_host: Some(1),
+            ..pool(3, 100)
+        };
         let err = place(&request, &hosts, &BTreeMap::new()).unwrap_err();
         assert!(err[0].reasons.iter().all(|r| r.contains("max_per_host")));
     }
 
     fn cluster() -> impl Strategy<Value = (Vec<HostView>, PoolRequest)> {
         let hosts = prop::collection::vec((500u64..8000, any::<bool>()), 1..6).prop_map(|hs| {
-            hs.into_iter().enumerate().map(|(i, (cpu, ready))| host(&format!("h{i}"), cpu, ready)).collect::<Vec<_>>()
+            hs.into_iter()
+                .enumerate()
+                .map(|(i, (cpu, ready))| host(&format!("h{i}"), cpu, ready))
+                .collect::<Vec<_>>()
         });
         (hosts, 1u32..10, 100u64..1500).prop_map(|(hosts, count, cpu)| (hosts, pool(count, cpu)))
     }

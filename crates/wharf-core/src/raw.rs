@@ -51,6 +51,42 @@ pub struct RawService {
     /// How many instances of a rolling upgrade are replaced at once (default 1).
     #[serde(default)]
     pub max_parallel: Option<u32>,
+    /// What one instance needs: placement checks it against each host's capacity.
+    #[serde(default)]
+    pub resources: Option<RawResources>,
+}
+
+/// CPU and memory of one instance.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawResources {
+    /// CPU cores, e.g. `0.5`.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// Memory, e.g. `256Mi` or `1Gi`.
+    #[serde(default)]
+    pub memory: Option<String>,
+}
+
+/// Instances of a service placed by wharf on the environment's hosts.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// How many instances.
+    pub count: u32,
+    /// `host` (default): as evenly over hosts as they allow; `none`: roomiest host first.
+    #[serde(default)]
+    pub spread: Option<RawSpread>,
+    /// At most this many instances on one host.
+    #[serde(default)]
+    pub max_per_host: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSpread {
+    Host,
+    None,
 }
 
 /// The build of a service: a folder, or a command that fills a folder.
@@ -125,9 +161,14 @@ pub struct RawEnvironment {
     /// Per-service configuration for this environment: `{ service: { KEY: value } }`.
     #[serde(default)]
     pub config: BTreeMap<String, BTreeMap<String, String>>,
-    /// The nodes of this environment. When absent, one node `local` runs every service once.
+    /// The nodes of this environment. When absent, one node `local` runs every service
+    /// that is not pooled once.
     #[serde(default)]
     pub nodes: Option<Vec<RawNode>>,
+    /// Services wharf places itself on the hosts that joined this environment:
+    /// `{ service: { count, spread, max_per_host } }`.
+    #[serde(default)]
+    pub pools: BTreeMap<String, RawPool>,
 }
 
 /// A node (host) shape and the services it runs.

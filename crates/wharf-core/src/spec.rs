@@ -27,6 +27,17 @@ pub struct DeploySpec {
     pub slots: Vec<SlotSpec>,
     /// Port specs of every service of the environment, for `{{ services.NAME.url }}`.
     pub peers: BTreeMap<String, Option<PortSpec>>,
+    /// The node of each peer's instance 0, where the definition names it (pooled peers
+    /// are looked up where they run).
+    #[serde(default)]
+    pub peer_nodes: BTreeMap<String, String>,
+    /// What one instance requests of its host.
+    #[serde(default)]
+    pub resources: crate::placement::Resources,
+    /// Set for a pooled service: wharf picks the host of each slot (their `node` is
+    /// empty until placement fills it in).
+    #[serde(default)]
+    pub pool: Option<crate::placement::PoolRequest>,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -118,6 +129,25 @@ impl Definition {
                 });
             }
         }
+        let pool = environment
+            .pools
+            .get(service)
+            .map(|p| crate::placement::PoolRequest {
+                count: p.count,
+                resources: svc.resources,
+                spread: p.spread,
+                max_per_host: p.max_per_host,
+            });
+        if let Some(pool) = &pool {
+            let merged = config::layered([&svc.config, env_layer]);
+            for instance in 0..pool.count {
+                slots.push(SlotSpec {
+                    node: String::new(),
+                    instance,
+                    config: merged.clone(),
+                });
+            }
+        }
         if slots.is_empty() {
             let placed = environment.service_names();
             return Err(SpecError::NotPlaced {
@@ -153,6 +183,19 @@ impl Definition {
             driver: svc.driver,
             slots,
             peers,
+            resources: svc.resources,
+            pool,
+            peer_nodes: environment
+                .service_names()
+                .into_iter()
+                .filter_map(|name| {
+                    let node = environment
+                        .nodes
+                        .iter()
+                        .find(|n| n.services.iter().any(|(s, _)| s == name))?;
+                    Some((name.to_owned(), node.name.clone()))
+                })
+                .collect(),
         })
     }
 }

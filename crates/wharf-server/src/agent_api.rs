@@ -23,6 +23,7 @@ use wharf_pki::AgentIdentity;
 use wharf_store::{HostRecord, NewHost};
 
 use crate::error::ServerError;
+use crate::fleet::AgentLink;
 use crate::{Controller, now_millis};
 
 /// How long an assignments request waits for a change before answering anyway.
@@ -195,9 +196,17 @@ async fn report(
         .touch_host(host.id, now_millis(), &peer.address.ip().to_string())?;
     crate::hosts::heard_from(&c, &host)?;
     let sink = crate::sink::StoreSink(c.store.clone());
-    for instance in c.fleet.remote(host.id).report(report) {
+    let remote = c.fleet.remote(host.id);
+    for instance in remote.report(report) {
         use wharf_agent::StatusSink;
-        sink.instance_changed(&instance.plan, &instance.status);
+        // An instance the host should no longer run (it was moved while the host was
+        // cut off) is not shown; the agent stops it on its next look at its assignments.
+        if remote
+            .plan(&instance.plan.key)
+            .is_some_and(|p| p.deployment_id == instance.plan.deployment_id)
+        {
+            sink.instance_changed(&instance.plan, &instance.status);
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use wharf_agent::InstancePlan;
 use wharf_api::{DeployEvent, DeployRequest, RollbackRequest, StopRequest};
 use wharf_core::lifecycle::{DeploymentKind, DeploymentState, Health, InstanceState};
+use wharf_core::placement::{self, HostView, Resources};
 use wharf_core::plan::{self, DesiredInstance, ObservedInstance, Plan, Slot, Step};
 use wharf_core::spec::DeploySpec;
 use wharf_driver::InstanceKey;
@@ -118,7 +119,8 @@ impl Controller {
                 )));
             }
         };
-        let rendered = render(&*self.store, spec, &req.version, &digest, 0)?;
+        let placed = self.place(spec)?;
+        let rendered = render(&*self.store, &placed, &req.version, &digest, 0)?;
         let desired: Vec<DesiredInstance> = rendered
             .plans
             .iter()
@@ -197,6 +199,137 @@ impl Controller {
         })
     }
 
+    /// For a pooled service, picks the host of every slot; other specs pass unchanged.
+    /// A pool that does not fit is refused here, before anything changes.
+    fn place(&self, spec: &DeploySpec) -> Result<DeploySpec, ServerError> {
+        let Some(pool) = &spec.pool else {
+            return Ok(spec.clone());
+        };
+        let statuses = self.fleet.statuses();
+        let hosts: Vec<HostView> = self
+            .store
+            .hosts(Some(&spec.env))?
+            .into_iter()
+            .map(|h| {
+                let used_by_others = statuses
+                    .iter()
+                    .filter(|(p, _)| {
+                        p.key.env == spec.env
+                            && p.key.node == h.name
+                            && p.key.service != spec.service
+                    })
+                    .fold(Resources::default(), |sum, (p, _)| Resources {
+                        cpu_millis: sum.cpu_millis + p.resources.cpu_millis,
+                        memory_bytes: sum.memory_bytes + p.resources.memory_bytes,
+                    });
+                HostView {
+                    takes_instances: h.state.can_take_instances(),
+                    state: h.state.as_str().to_owned(),
+                    capacity: Resources {
+                        cpu_millis: h.capacity.cpu_millis,
+                        memory_bytes: h.capacity.memory_bytes,
+                    },
+                    used_by_others,
+                    name: h.name,
+                }
+            })
+            .collect();
+        let current = statuses
+            .iter()
+            .filter(|(p, _)| p.key.env == spec.env && p.key.service == spec.service)
+            .map(|(p, _)| (p.key.instance, p.key.node.clone()))
+            .collect();
+        let placement = placement::place(pool, &hosts, &current).map_err(|infeasible| {
+            let reasons: Vec<String> = infeasible.iter().map(|i| format!("instance {}: {}", i.instance, i.reasons.join("; "))).collect();
+            ServerError::bad_request(format!(
+                "cannot place {} of {} instance(s) of `{}` in `{}`:\n  {}",
+                infeasible.len(),
+                pool.count,
+                spec.service,
+                spec.env,
+                reasons.join("\n  ")
+            ))
+            .hint("join more hosts (`wharf token create`), lower the pool's count or resources, or undrain a host")
+        })?;
+        let mut placed = spec.clone();
+        for slot in &mut placed.slots {
+            slot.node = placement[&slot.instance].clone();
+        }
+        Ok(placed)
+    }
+
+    /// Moves pooled instances of `env` off hosts that no longer take instances, by
+    /// deploying each affected service again at the version it runs now.
+    pub async fn reschedule(&self, env: &str) {
+        let hosts = self.store.hosts(Some(env)).unwrap_or_default();
+        let unusable: Vec<&str> = hosts
+            .iter()
+            .filter(|h| !h.state.can_take_instances())
+            .map(|h| h.name.as_str())
+            .collect();
+        let mut services: Vec<String> = self
+            .fleet
+            .statuses()
+            .into_iter()
+            .filter(|(p, _)| p.key.env == env && unusable.contains(&p.key.node.as_str()))
+            .map(|(p, _)| p.key.service)
+            .collect();
+        services.sort();
+        services.dedup();
+        for service in services {
+            let Some(last) = self
+                .store
+                .history(&service, env)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|d| {
+                    d.state.can_be_rollback_target()
+                        && matches!(
+                            d.kind,
+                            DeploymentKind::Deploy
+                                | DeploymentKind::Rollback
+                                | DeploymentKind::Reschedule
+                        )
+                })
+            else {
+                continue;
+            };
+            let Ok(spec) = serde_json::from_value::<DeploySpec>(last.spec.clone()) else {
+                continue;
+            };
+            if spec.pool.is_none() {
+                continue;
+            }
+            let request = DeployRequest {
+                spec,
+                version: last.version.clone(),
+                user: "wharf (reschedule)".into(),
+                dry_run: false,
+                unregistered_digest: None,
+            };
+            // Another deploy of the service may hold the lock: try again shortly.
+            for _ in 0..30 {
+                let (tx, _rx) = mpsc::unbounded_channel();
+                match self
+                    .deploy(request.clone(), DeploymentKind::Reschedule, &Events(tx))
+                    .await
+                {
+                    Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    Err(e) => {
+                        tracing::error!(%service, %env, "cannot reschedule: {}", e.message);
+                        break;
+                    }
+                    Ok(outcome) => {
+                        tracing::info!(%service, %env, "rescheduled: {outcome:?}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// What runs now for one service in one environment, as the reconciler sees it.
     fn observed(&self, env: &str, service: &str) -> Vec<ObservedInstance> {
         self.fleet
@@ -208,7 +341,9 @@ impl Controller {
                 version: p.version,
                 digest: p.digest,
                 config_digest: p.config_digest,
-                healthy: s.state == InstanceState::Running && s.health != Health::Unhealthy,
+                healthy: s.state == InstanceState::Running
+                    && s.health != Health::Unhealthy
+                    && self.fleet.takes_instances(&p.key),
             })
             .collect()
     }

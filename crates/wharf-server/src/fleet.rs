@@ -97,6 +97,19 @@ impl Fleet {
         }
     }
 
+    /// Whether the host of `key`'s node takes instances (the local machine always does).
+    pub fn takes_instances(&self, key: &InstanceKey) -> bool {
+        match self
+            .store
+            .hosts(Some(&key.env))
+            .ok()
+            .and_then(|hosts| hosts.into_iter().find(|h| h.name == key.node))
+        {
+            Some(host) => host.state.can_take_instances(),
+            None => true,
+        }
+    }
+
     /// Every instance of every agent.
     pub fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
         let mut all = self.local.statuses();

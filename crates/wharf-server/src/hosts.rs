@@ -11,7 +11,7 @@ use crate::error::ServerError;
 use crate::{Controller, now_millis};
 
 /// A host silent for this long is down.
-pub const DOWN_AFTER: Duration = Duration::from_secs(10);
+pub const DOWN_AFTER: Duration = Duration::from_secs(6);
 /// A host down for this long is lost.
 pub const LOST_AFTER: Duration = Duration::from_secs(60);
 
@@ -41,6 +41,10 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
             if next != host.state {
                 tracing::warn!(host = %host.name, env = %host.env, "host is {} after {}s without a report", next.as_str(), silent.as_secs());
                 let _ = c.store.set_host_state(host.id, next);
+                if next == HostState::Down {
+                    let (c, env) = (c.clone(), host.env.clone());
+                    tokio::spawn(async move { c.reschedule(&env).await });
+                }
             }
         }
     }

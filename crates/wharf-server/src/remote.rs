@@ -28,6 +28,7 @@ pub struct RemoteAgent {
     reported: Mutex<BTreeMap<InstanceKey, ReportedInstance>>,
     /// Bumped on every report.
     reports: watch::Sender<u64>,
+    last_report: Mutex<Option<std::time::Instant>>,
 }
 
 impl RemoteAgent {
@@ -45,6 +46,7 @@ impl RemoteAgent {
             revision: watch::channel(first).0,
             reported: Mutex::new(BTreeMap::new()),
             reports: watch::channel(0).0,
+            last_report: Mutex::new(None),
         }
     }
 
@@ -91,6 +93,8 @@ impl RemoteAgent {
             reported.insert(instance.plan.key.clone(), instance.clone());
         }
         drop(reported);
+        *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
         self.reports.send_modify(|n| *n += 1);
         report.instances
     }
@@ -160,6 +164,16 @@ impl AgentLink for RemoteAgent {
             .remove_assignment(&key.env, &key.service, &key.node, key.instance);
         self.assigned().remove(key);
         self.revision.send_modify(|r| *r += 1);
+        // A silent agent will not confirm; it stops the instance when it is back.
+        let fresh = self
+            .last_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+        if !fresh {
+            self.reported().remove(key);
+            return;
+        }
         let mut reports = self.reports.subscribe();
         let gone = async {
             while self.reported().contains_key(key) {

@@ -29,8 +29,18 @@ pub fn render(
 ) -> Result<Rendered, ServerError> {
     let mut peers = BTreeMap::new();
     for (name, port) in &spec.peers {
+        // Instance 0 of the peer: on the node the definition names, else where it runs.
+        let node = match spec.peer_nodes.get(name) {
+            Some(node) => node.clone(),
+            None => store
+                .instances(Some(&spec.env), Some(name))?
+                .into_iter()
+                .find(|i| i.instance == 0)
+                .map(|i| i.node)
+                .unwrap_or_default(),
+        };
         let port = match port {
-            Some(p) => Some(instance_port(store, &spec.env, name, p, 0)?),
+            Some(p) => Some(instance_port(store, &spec.env, name, &node, p, 0)?),
             None => None,
         };
         let address = PeerAddress {
@@ -47,6 +57,7 @@ pub fn render(
                 store,
                 &spec.env,
                 &spec.service,
+                &slot.node,
                 p,
                 slot.instance,
             )?),
@@ -87,6 +98,7 @@ pub fn render(
             port,
             health: spec.health.clone(),
             stop_timeout: spec.stop_timeout,
+            resources: spec.resources,
         });
     }
     let config_digest = config_digest(plans.iter().map(|p| &p.env));
@@ -102,6 +114,7 @@ fn instance_port(
     store: &dyn Store,
     env: &str,
     service: &str,
+    node: &str,
     spec: &PortSpec,
     instance: u32,
 ) -> Result<u16, ServerError> {
@@ -110,7 +123,7 @@ fn instance_port(
             ServerError::bad_request(format!("port {base} + instance {instance} is beyond 65535"))
         }),
         PortSpec::Named(_) => {
-            if let Some(port) = store.assigned_port(env, service, instance)? {
+            if let Some(port) = store.assigned_port(env, service, node, instance)? {
                 return Ok(port);
             }
             let taken = store.assigned_ports()?;
@@ -120,7 +133,7 @@ fn instance_port(
                     .map_err(|e| ServerError::internal(format!("cannot find a free port: {e}")))?
                     .port();
                 if !taken.contains(&port) {
-                    store.assign_port(env, service, instance, port)?;
+                    store.assign_port(env, service, node, instance, port)?;
                     return Ok(port);
                 }
             }

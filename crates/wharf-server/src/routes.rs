@@ -384,6 +384,11 @@ async fn host_action(
         }
     };
     c.store.set_host_state(host.id, state)?;
+    // Pooled instances leave a drained or revoked host at once.
+    if !state.can_take_instances() {
+        let (c, env) = (c.clone(), host.env.clone());
+        tokio::spawn(async move { c.reschedule(&env).await });
+    }
     let host = c.store.host(host.id)?.unwrap_or(host);
     Ok(Json(HostView { host, instances: 0 }))
 }

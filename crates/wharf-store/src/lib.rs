@@ -75,8 +75,23 @@ pub trait Store: Send + Sync {
     fn instances(&self, env: Option<&str>, service: Option<&str>) -> Result<Vec<InstanceRecord>>;
 
     /// The port an instance slot keeps across deploys, if one was assigned.
-    fn assigned_port(&self, env: &str, service: &str, instance: u32) -> Result<Option<u16>>;
-    fn assign_port(&self, env: &str, service: &str, instance: u32, port: u16) -> Result<()>;
+    /// Ports belong to a slot (node and instance): an instance that moves to another
+    /// host gets a port there, and keeps it across versions while it stays.
+    fn assigned_port(
+        &self,
+        env: &str,
+        service: &str,
+        node: &str,
+        instance: u32,
+    ) -> Result<Option<u16>>;
+    fn assign_port(
+        &self,
+        env: &str,
+        service: &str,
+        node: &str,
+        instance: u32,
+        port: u16,
+    ) -> Result<()>;
     /// Every assigned port, so a new assignment avoids them.
     fn assigned_ports(&self) -> Result<Vec<u16>>;
 

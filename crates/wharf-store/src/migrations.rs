@@ -85,4 +85,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (env, service, node, instance)
     );
     CREATE INDEX assignments_by_host ON assignments (host_id);",
+    // 3: ports belong to a slot on a node, so a moved instance gets a port on its new host.
+    "CREATE TABLE slot_ports (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        node TEXT NOT NULL,
+        instance INTEGER NOT NULL,
+        port INTEGER NOT NULL UNIQUE,
+        PRIMARY KEY (env, service, node, instance)
+    );
+    INSERT INTO slot_ports (env, service, node, instance, port) SELECT env, service, '', instance, port FROM ports;
+    DROP TABLE ports;",
 ];

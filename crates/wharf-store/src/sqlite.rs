@@ -290,31 +290,45 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn assigned_port(&self, env: &str, service: &str, instance: u32) -> Result<Option<u16>> {
+    fn assigned_port(
+        &self,
+        env: &str,
+        service: &str,
+        node: &str,
+        instance: u32,
+    ) -> Result<Option<u16>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT port FROM ports WHERE env = ?1 AND service = ?2 AND instance = ?3",
-                params![env, service, instance],
+                "SELECT port FROM slot_ports WHERE env = ?1 AND service = ?2 AND node = ?3 AND instance = ?4",
+                params![env, service, node, instance],
                 |r| r.get(0),
             )
             .optional()?)
     }
 
-    fn assign_port(&self, env: &str, service: &str, instance: u32, port: u16) -> Result<()> {
+    fn assign_port(
+        &self,
+        env: &str,
+        service: &str,
+        node: &str,
+        instance: u32,
+        port: u16,
+    ) -> Result<()> {
         self.conn().execute(
-            "INSERT OR REPLACE INTO ports (env, service, instance, port) VALUES (?1, ?2, ?3, ?4)",
-            params![env, service, instance, port],
+            "INSERT OR REPLACE INTO slot_ports (env, service, node, instance, port) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![env, service, node, instance, port],
         )?;
         Ok(())
     }
 
     fn assigned_ports(&self) -> Result<Vec<u16>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT port FROM ports")?;
+        let mut stmt = conn.prepare("SELECT port FROM slot_ports")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
     fn create_join_token(&self, t: &JoinTokenRecord, secret_hash: &str) -> Result<()> {
         self.conn().execute(
             "INSERT INTO join_tokens (id, env, secret_hash, expires_at, uses_left, created_at, created_by)

@@ -259,3 +259,125 @@ fn an_agent_restart_adopts_and_a_controller_restart_loses_nothing() {
         .ok(&["deploy", "svc", "--env", "fleet", "--version", "v2"]);
     assert_eq!(get_json(f.project.port("svc", "fleet", 1))["note"], "v2");
 }
+
+const POOLED: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    resources: { cpu: 0.1, memory: 64Mi }
+  huge:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    resources: { memory: 1000Gi }
+environments:
+  fleet:
+    pools:
+      svc: { count: 4, spread: host }
+      huge: { count: 2 }
+"#;
+
+fn per_host(p: &mut Project) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for i in p.instances("svc", "fleet") {
+        *counts
+            .entry(i["node"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn pooled_instances_spread_move_off_a_lost_host_and_converge_when_it_returns() {
+    let mut project = Project::new(POOLED, &["svc"]);
+    let token = token(&mut project, "3");
+    let agents = (1..=3)
+        .map(|n| start_agent(&project, &format!("web-{n}"), Some(&token)))
+        .collect();
+    let mut f = Fleet { project, agents };
+    assert!(wait_until(Duration::from_secs(10), || hosts(
+        &mut f.project
+    )
+    .len()
+        == 3));
+
+    // Infeasible placements are refused at plan time, with a reason per instance.
+    let out = f
+        .project
+        .wharf(&["deploy", "huge", "--env", "fleet", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot place 2 of 2 instance(s) of `huge`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("instance 0:") && err.contains("instance 1:") && err.contains("requests"),
+        "{err}"
+    );
+    assert!(f.project.instances("huge", "fleet").is_empty());
+
+    f.project
+        .ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    let spread = per_host(&mut f.project);
+    assert_eq!(spread.values().sum::<usize>(), 4);
+    assert_eq!(spread.len(), 3, "spread over every host: {spread:?}");
+    assert!(spread.values().all(|n| *n <= 2), "{spread:?}");
+
+    // Cut one host off: its agent dies, its instances keep running where nobody sees them.
+    let victim = spread
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(h, _)| h.clone())
+        .unwrap();
+    let stranded: Vec<i64> = f
+        .project
+        .instances("svc", "fleet")
+        .iter()
+        .filter(|i| i["node"] == victim.as_str())
+        .map(|i| i["pid"].as_i64().unwrap())
+        .collect();
+    let index = f.agents.iter().position(|a| a.name == victim).unwrap();
+    kill(
+        Pid::from_raw(f.agents[index].child.id() as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = f.agents[index].child.wait();
+    let cut_at = std::time::Instant::now();
+    let moved = wait_until(Duration::from_secs(30), || {
+        let p = &mut f.project;
+        let instances = p.instances("svc", "fleet");
+        instances.len() == 4
+            && instances
+                .iter()
+                .all(|i| i["node"] != victim.as_str() && i["health"] == "healthy")
+    });
+    assert!(moved, "{:?}", f.project.instances("svc", "fleet"));
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("rescheduled off a lost host in {:?}", cut_at.elapsed());
+    }
+    let history = f.project.json(&["history", "svc", "--env", "fleet"]);
+    assert_eq!(history[0]["kind"], "reschedule", "{history}");
+    assert!(
+        stranded.iter().all(|pid| alive(*pid as i32)),
+        "the cut-off host's instances still run"
+    );
+
+    // The host comes back: it stops what was moved away, and exactly 4 remain.
+    f.agents[index] = start_agent(&f.project, &victim, None);
+    let converged = wait_until(Duration::from_secs(20), || {
+        stranded.iter().all(|pid| !alive(*pid as i32))
+    });
+    assert!(converged, "the returning host stopped its stale instances");
+    assert_eq!(f.project.instances("svc", "fleet").len(), 4);
+    assert!(wait_until(Duration::from_secs(10), || hosts(
+        &mut f.project
+    )
+    .iter()
+    .all(|h| h["state"] == "ready")));
+}
