@@ -224,6 +224,11 @@ impl Checker<'_> {
                 &at(&["stop_timeout"]),
             ),
             resources: self.resources(raw.resources.as_ref(), &at(&["resources"])),
+            min_healthy_time: self.duration(
+                raw.min_healthy_time.as_ref(),
+                Duration::ZERO,
+                &at(&["min_healthy_time"]),
+            ),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
         }
     }
@@ -381,6 +386,41 @@ impl Checker<'_> {
         pools
     }
 
+    fn hosts(
+        &mut self,
+        raw: &RawHosts,
+        raw_nodes: &Option<Vec<RawNode>>,
+        nodes: &[Node],
+        base: &[PathSegment],
+    ) -> HostsSpec {
+        let provider = match raw.provider {
+            RawProvider::Netns => Provider::Netns,
+            RawProvider::Static => Provider::Static,
+        };
+        let names: Vec<String> = match (&raw.names, raw.count) {
+            (Some(names), _) => names.clone(),
+            (None, Some(count)) => {
+                let prefix = raw.prefix.as_deref().unwrap_or("host");
+                (1..=count).map(|i| format!("{prefix}-{i}")).collect()
+            }
+            (None, None) if raw_nodes.is_some() => nodes.iter().map(|n| n.name.clone()).collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut at = base.to_vec();
+        at.push(key("hosts"));
+        if names.is_empty() {
+            self.report(
+                &at,
+                "the environment's hosts are neither named nor counted".into(),
+                Some("add `count: 3` or `names: [a, b]`".into()),
+            );
+        }
+        for name in &names {
+            check_name(self, name, "host", &at);
+        }
+        HostsSpec { provider, names }
+    }
+
     fn environment(&mut self, name: &str, raw: &RawEnvironment, services: &[&str]) -> Environment {
         let base = vec![key("environments"), key(name)];
         check_name(self, name, "environment", &base);
@@ -409,12 +449,17 @@ impl Checker<'_> {
             Some(nodes) => self.nodes(name, nodes, services, &base),
         };
         let pools = self.pools(name, &raw.pools, services, &nodes, &base);
+        let hosts = raw
+            .hosts
+            .as_ref()
+            .map(|h| self.hosts(h, &raw.nodes, &nodes, &base));
         Environment {
             name: name.to_owned(),
             after: raw.after.clone(),
             config: raw.config.clone(),
             nodes,
             pools,
+            hosts,
         }
     }
 

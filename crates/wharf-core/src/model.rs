@@ -27,6 +27,7 @@ pub struct Service {
     pub driver: DriverKind,
     pub stop_timeout: Duration,
     pub max_parallel: u32,
+    pub min_healthy_time: Duration,
     pub resources: crate::placement::Resources,
 }
 
@@ -90,6 +91,22 @@ pub struct Environment {
     pub nodes: Vec<Node>,
     /// Services placed by wharf on this environment's hosts.
     pub pools: BTreeMap<String, Pool>,
+    /// Hosts a provider makes for this environment, if it names a provider.
+    pub hosts: Option<HostsSpec>,
+}
+
+/// The provider and the names of an environment's hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsSpec {
+    pub provider: Provider,
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Netns,
+    Static,
 }
 
 /// A pooled service of an environment.

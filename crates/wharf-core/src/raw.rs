@@ -51,6 +51,10 @@ pub struct RawService {
     /// How many instances of a rolling upgrade are replaced at once (default 1).
     #[serde(default)]
     pub max_parallel: Option<u32>,
+    /// How long a new batch must stay healthy before the next batch starts, e.g. `5s`
+    /// (default 0: the next batch starts once this one passes its checks).
+    #[serde(default)]
+    pub min_healthy_time: Option<String>,
     /// What one instance needs: placement checks it against each host's capacity.
     #[serde(default)]
     pub resources: Option<RawResources>,
@@ -169,6 +173,34 @@ pub struct RawEnvironment {
     /// `{ service: { count, spread, max_per_host } }`.
     #[serde(default)]
     pub pools: BTreeMap<String, RawPool>,
+    /// Where this environment's hosts come from; `wharf env up` provisions them.
+    #[serde(default)]
+    pub hosts: Option<RawHosts>,
+}
+
+/// The hosts of an environment and the provider that makes them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHosts {
+    /// `netns` (a Linux network namespace per host, on this machine; needs root) or
+    /// `static` (hosts whose agents are started by hand or by other tooling).
+    pub provider: RawProvider,
+    /// Host names. Default: `PREFIX-1` .. `PREFIX-COUNT`, else the environment's node names.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// How many hosts, named `PREFIX-1` .. `PREFIX-COUNT`.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Name prefix for `count` hosts (default `host`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProvider {
+    Netns,
+    Static,
 }
 
 /// A node (host) shape and the services it runs.

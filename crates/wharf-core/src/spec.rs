@@ -22,6 +22,9 @@ pub struct DeploySpec {
     #[serde(with = "crate::model::millis")]
     pub stop_timeout: Duration,
     pub max_parallel: u32,
+    /// How long each batch must stay healthy before the next one starts.
+    #[serde(default, with = "crate::model::millis")]
+    pub min_healthy_time: Duration,
     pub driver: DriverKind,
     /// Every instance slot, with its layered (not yet rendered) configuration.
     pub slots: Vec<SlotSpec>,
@@ -180,6 +183,7 @@ impl Definition {
             health: svc.health.clone(),
             stop_timeout: svc.stop_timeout,
             max_parallel: svc.max_parallel,
+            min_healthy_time: svc.min_healthy_time,
             driver: svc.driver,
             slots,
             peers,

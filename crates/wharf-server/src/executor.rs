@@ -413,11 +413,52 @@ impl Controller {
                     }
                 }
             }
+            if failure.is_none() && !spec.min_healthy_time.is_zero() && !started.is_empty() {
+                failure = self.stayed_healthy(&started, spec.min_healthy_time).await;
+            }
             if let Some(failure) = failure {
                 return Err(self.roll_back(failure, done, timeout, events).await);
             }
         }
         Ok(())
+    }
+
+    /// Waits `min_healthy_time`, then checks that every instance of the batch still runs
+    /// its first process and passes its checks.
+    async fn stayed_healthy(
+        &self,
+        batch: &[InstanceKey],
+        min_healthy_time: Duration,
+    ) -> Option<Failure> {
+        tokio::time::sleep(min_healthy_time).await;
+        for key in batch {
+            let status = self
+                .fleet
+                .link(key)
+                .statuses()
+                .into_iter()
+                .find(|(p, _)| &p.key == key)
+                .map(|(_, s)| s);
+            let steady = status.as_ref().is_some_and(|s| {
+                s.state == InstanceState::Running
+                    && s.health != Health::Unhealthy
+                    && s.restarts == 0
+            });
+            if !steady {
+                let what = status
+                    .and_then(|s| s.last_exit)
+                    .map(|e| format!(" (it {e})"))
+                    .unwrap_or_default();
+                return Some(Failure {
+                    reason: format!(
+                        "{key} did not stay healthy for {}ms{what}",
+                        min_healthy_time.as_millis()
+                    ),
+                    log_tail: String::new(),
+                });
+            }
+        }
+        None
     }
 
     async fn apply(

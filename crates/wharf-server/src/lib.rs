@@ -193,7 +193,7 @@ pub async fn run_dev(
         authority,
         artifacts,
         state_dir: state_dir.to_owned(),
-        agent_url: format!("https://{agent_addr}"),
+        agent_url: agent_url(agent_addr),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),
@@ -210,7 +210,7 @@ pub async fn run_dev(
         &ControllerFile {
             url: format!("http://{addr}"),
             pid: std::process::id(),
-            agent_url: format!("https://{agent_addr}"),
+            agent_url: agent_url(agent_addr),
         },
     )
     .map_err(io)?;
@@ -282,6 +282,16 @@ async fn bind_agent_listener(
     let port = listener.local_addr().map_err(listen_err(requested))?.port();
     let _ = std::fs::write(&saved, port.to_string());
     Ok(listener)
+}
+
+/// The address agents on this machine use; one listening everywhere is reached at
+/// loopback (agents elsewhere use this machine's address and the same port).
+fn agent_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("https://127.0.0.1:{}", addr.port())
+    } else {
+        format!("https://{addr}")
+    }
 }
 
 /// `bytes` random bytes from the kernel, in hex.

@@ -373,6 +373,10 @@ async fn host_action(
             .hint("add `--env ENV`"));
         }
     };
+    if action == "forget" {
+        c.store.remove_host(host.id)?;
+        return Ok(Json(HostView { host, instances: 0 }));
+    }
     let state = match action.as_str() {
         "drain" => wharf_core::lifecycle::HostState::Draining,
         "revoke" => wharf_core::lifecycle::HostState::Revoked,

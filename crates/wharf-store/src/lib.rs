@@ -109,6 +109,8 @@ pub trait Store: Send + Sync {
     /// Records a heartbeat.
     fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()>;
     fn set_host_state(&self, id: i64, state: HostState) -> Result<()>;
+    /// Forgets a host and what was assigned to it.
+    fn remove_host(&self, id: i64) -> Result<()>;
 
     /// Records what a host should run for an instance slot (the plan as JSON).
     fn put_assignment(

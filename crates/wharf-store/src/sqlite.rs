@@ -443,6 +443,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn remove_host(&self, id: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM assignments WHERE host_id = ?1", params![id])?;
+        tx.execute("DELETE FROM hosts WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn put_assignment(
         &self,
         host_id: i64,

@@ -118,6 +118,17 @@ pub enum Command {
     /// Act on one host.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Provision or remove an environment's hosts (`hosts: { provider: netns }`).
+    #[command(subcommand)]
+    Env(EnvCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Make the hosts the definition asks for and start their agents.
+    Up { env: String },
+    /// Stop the environment's instances and remove every host `up` made.
+    Down { env: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +154,16 @@ pub enum HostCommand {
     Undrain(HostArgs),
     /// Revoke a host's credential: its agent gets nothing from now on.
     Revoke(HostArgs),
+    /// Stop a provisioned host: SIGTERM to its agent and instances.
+    Stop(HostArgs),
+    /// Start a stopped or killed provisioned host's agent again.
+    Start(HostArgs),
+    /// Kill a provisioned host: SIGKILL to everything on it.
+    Kill(HostArgs),
+    /// Cut a provisioned host off the network; everything on it keeps running.
+    Partition(HostArgs),
+    /// Reconnect a partitioned host.
+    Heal(HostArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,8 +224,9 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
-    /// Address agents connect to (mutual TLS, so it may be beyond loopback).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Address agents connect to. Agents authenticate with certificates (mutual TLS)
+    /// and hosts join with tokens, so it listens beyond loopback by default.
+    #[arg(long, default_value = "0.0.0.0:0")]
     pub agent_listen: std::net::SocketAddr,
 }
 

@@ -110,6 +110,21 @@ pub async fn act(
         HostCommand::Drain(a) => ("drain", a),
         HostCommand::Undrain(a) => ("undrain", a),
         HostCommand::Revoke(a) => ("revoke", a),
+        HostCommand::Stop(a) => {
+            return crate::commands::env::inject(global, printer, "stop", a).await;
+        }
+        HostCommand::Start(a) => {
+            return crate::commands::env::inject(global, printer, "start", a).await;
+        }
+        HostCommand::Kill(a) => {
+            return crate::commands::env::inject(global, printer, "kill", a).await;
+        }
+        HostCommand::Partition(a) => {
+            return crate::commands::env::inject(global, printer, "partition", a).await;
+        }
+        HostCommand::Heal(a) => {
+            return crate::commands::env::inject(global, printer, "heal", a).await;
+        }
     };
     let client = crate::connect::controller(global, printer).await?;
     let view = client

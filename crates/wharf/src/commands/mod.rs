@@ -4,6 +4,7 @@ mod agent;
 mod artifacts;
 mod build;
 mod deploy;
+mod env;
 mod events;
 mod history;
 mod hosts;
@@ -50,6 +51,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Token(command) => hosts::token(global, printer, command).await,
         Command::Hosts { env } => hosts::list(global, printer, env.as_deref()).await,
         Command::Host(command) => hosts::act(global, printer, command).await,
+        Command::Env(command) => env::env(global, printer, command).await,
     }
 }
 

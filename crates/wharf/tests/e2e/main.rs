@@ -5,5 +5,6 @@ mod harness;
 mod definition;
 mod fleet;
 mod lifecycle;
+mod netns;
 mod recovery;
 mod shop;

@@ -1,0 +1,234 @@
+//! A production-like fleet on one machine: hosts are network namespaces with their own
+//! addresses (`provider: netns`), and single hosts are killed and cut off to test
+//! failure modes. Needs root and iproute2: skipped with a reason elsewhere, failing in CI.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const STAGING: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    resources: { cpu: 0.1, memory: 32Mi }
+    max_parallel: 1
+    min_healthy_time: 300ms
+environments:
+  staging:
+    hosts: { provider: netns, count: 3, prefix: node }
+    pools:
+      svc: { count: 3, max_per_host: 2 }
+"#;
+
+fn runs_here() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let ip = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip {
+        return true;
+    }
+    let why = if root {
+        "iproute2 (`ip netns`) is missing"
+    } else {
+        "it needs root"
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "network-namespace tests cannot run in CI: {why}"
+    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("skipping a network-namespace test: {why}");
+    }
+    false
+}
+
+/// Removes the environment's namespaces however the test ends.
+struct Staging(Project);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = self.0.wharf(&["env", "down", "staging"]);
+    }
+}
+
+fn healthy(p: &mut Project) -> Vec<serde_json::Value> {
+    p.instances("svc", "staging")
+        .into_iter()
+        .filter(|i| i["state"] == "running" && i["health"] == "healthy")
+        .collect()
+}
+
+/// Instance processes (not agents) in this project's namespaces.
+fn instance_processes(p: &Project) -> usize {
+    let record: serde_json::Value = match std::fs::read(p.state_dir().join("netns.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        Err(_) => return 0,
+    };
+    let mut count = 0;
+    for host in record["hosts"].as_object().unwrap().values() {
+        let out = Command::new("ip")
+            .args(["netns", "pids", host["netns"].as_str().unwrap()])
+            .output()
+            .unwrap();
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.contains("app.py") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[test]
+fn a_netns_fleet_rolls_survives_a_killed_and_a_partitioned_host_and_goes_away() {
+    if !runs_here() {
+        return;
+    }
+    let mut staging = Staging(Project::new(STAGING, &["svc"]));
+    let p = &mut staging.0;
+    p.ok(&["env", "up", "staging"]);
+    let hosts = p.json(&["hosts", "--env", "staging"]);
+    assert_eq!(hosts.as_array().unwrap().len(), 3);
+    assert!(
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["address"].as_str().unwrap().starts_with("10.231.")),
+        "{hosts}"
+    );
+    // Adding a host is one more up: nothing is made twice.
+    p.ok(&["env", "up", "staging"]);
+
+    p.ok(&["deploy", "svc", "--env", "staging", "--version", "v1"]);
+    assert_eq!(healthy(p).len(), 3);
+
+    // A rolling upgrade keeps count - max_parallel instances healthy throughout.
+    p.write("svc/note.txt", "v2");
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (dir, watching) = (p.path().to_owned(), watching.clone());
+        std::thread::spawn(move || {
+            let mut lowest = usize::MAX;
+            while watching.load(Ordering::Relaxed) {
+                let out = Command::new(WHARF)
+                    .args(["status", "--env", "staging", "-o", "json"])
+                    .current_dir(&dir)
+                    .output()
+                    .unwrap();
+                let status: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let up = status["services"].as_array().map(|s| {
+                    s.iter()
+                        .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+                        .filter(|i| i["health"] == "healthy" && i["state"] == "running")
+                        .count()
+                });
+                lowest = lowest.min(up.unwrap_or(0));
+            }
+            lowest
+        })
+    };
+    p.ok(&["deploy", "svc", "--env", "staging", "--version", "v2"]);
+    watching.store(false, Ordering::Relaxed);
+    let lowest = watcher.join().unwrap();
+    assert!(
+        lowest >= 2,
+        "at least count - max_parallel stayed healthy, saw {lowest}"
+    );
+    assert_eq!(healthy(p).len(), 3);
+
+    // Kill a host: its instance moves to the others within a bounded time.
+    let victim = healthy(p)[0]["node"].as_str().unwrap().to_owned();
+    let killed_at = Instant::now();
+    p.ok(&["host", "kill", &victim]);
+    let moved = wait_until(Duration::from_secs(30), || {
+        let up = healthy(p);
+        up.len() == 3 && up.iter().all(|i| i["node"] != victim.as_str())
+    });
+    assert!(moved, "{:?}", p.instances("svc", "staging"));
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "netns: instances of a killed host healthy elsewhere after {:?}",
+            killed_at.elapsed()
+        );
+    }
+    p.ok(&["host", "start", &victim]);
+    assert!(wait_until(Duration::from_secs(20), || p
+        .json(&["hosts", "--env", "staging"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["state"] == "ready")));
+
+    // Cut a host off: its instances move; once it heals, exactly three run.
+    let cut = healthy(p)
+        .iter()
+        .map(|i| i["node"].as_str().unwrap().to_owned())
+        .find(|n| *n != victim)
+        .unwrap();
+    p.ok(&["host", "partition", &cut]);
+    assert!(wait_until(Duration::from_secs(30), || {
+        let up = healthy(p);
+        up.len() == 3 && up.iter().all(|i| i["node"] != cut.as_str())
+    }));
+    assert!(
+        instance_processes(p) > 3,
+        "the cut-off host still runs its instance"
+    );
+    p.ok(&["host", "heal", &cut]);
+    assert!(
+        wait_until(Duration::from_secs(20), || instance_processes(p) == 3),
+        "converged back to exactly three: {}",
+        instance_processes(p)
+    );
+
+    // Down removes everything it made.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir().join("netns.json")).unwrap()).unwrap();
+    let made: Vec<String> = record["hosts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|h| h["netns"].as_str().unwrap().to_owned())
+        .collect();
+    let bridge = record["bridge"].as_str().unwrap().to_owned();
+    p.ok(&["env", "down", "staging"]);
+    assert_eq!(instance_processes(p), 0);
+    assert!(!p.state_dir().join("netns.json").exists());
+    let namespaces = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        made.iter().all(|n| !namespaces.contains(n.as_str())),
+        "{namespaces}"
+    );
+    let links = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(!links.status.success(), "the bridge `{bridge}` is gone");
+    assert!(
+        p.json(&["hosts", "--env", "staging"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
