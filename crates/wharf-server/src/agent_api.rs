@@ -158,6 +158,7 @@ async fn join(
         .sign_agent(&req.csr, host.id, host.cert_serial)
         .map_err(|e| ServerError::bad_request(e.to_string()))?;
     tracing::info!(host = %host.name, env = %env, "host joined");
+    c.fleet.hosts_changed();
     c.fleet.remote(host.id).restore();
     Ok(Json(JoinResponse {
         host_id: host.id,

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use wharf_agent::{Agent, InstancePlan, InstanceStatus, Unhealthy};
 use wharf_driver::InstanceKey;
-use wharf_store::Store;
+use wharf_store::{HostRecord, Store};
 
 use crate::remote::RemoteAgent;
 
@@ -60,7 +60,13 @@ pub struct Fleet {
     pub local: Arc<Agent>,
     remotes: Mutex<HashMap<i64, Arc<RemoteAgent>>>,
     store: Arc<dyn Store>,
+    /// Hosts by (environment, name), read from the store at most every [`HOSTS_TTL`]:
+    /// a deploy of thousands of instances looks hosts up for each of them.
+    hosts: Mutex<(Option<Instant>, HashMap<(String, String), HostRecord>)>,
 }
+
+/// How stale the host index may be. Host states change on heartbeats (seconds).
+const HOSTS_TTL: Duration = Duration::from_millis(250);
 
 impl Fleet {
     pub fn new(local: Arc<Agent>, store: Arc<dyn Store>) -> Self {
@@ -68,7 +74,27 @@ impl Fleet {
             local,
             remotes: Mutex::new(HashMap::new()),
             store,
+            hosts: Mutex::new((None, HashMap::new())),
         }
+    }
+
+    /// The host named `node` in `env`, if one joined.
+    fn host(&self, env: &str, node: &str) -> Option<HostRecord> {
+        let mut cache = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0.is_none_or(|at| at.elapsed() > HOSTS_TTL) {
+            let hosts = self.store.hosts(None).unwrap_or_default();
+            cache.1 = hosts
+                .into_iter()
+                .map(|h| ((h.env.clone(), h.name.clone()), h))
+                .collect();
+            cache.0 = Some(Instant::now());
+        }
+        cache.1.get(&(env.to_owned(), node.to_owned())).cloned()
+    }
+
+    /// Forgets the host index, after a change the next lookup must see.
+    pub fn hosts_changed(&self) {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
     }
 
     fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RemoteAgent>>> {
@@ -86,12 +112,7 @@ impl Fleet {
     /// The agent that runs `key`'s node: the host of that name in that environment if
     /// one joined, else the local agent.
     pub fn link(&self, key: &InstanceKey) -> Arc<dyn AgentLink> {
-        let host = self
-            .store
-            .hosts(Some(&key.env))
-            .ok()
-            .and_then(|hosts| hosts.into_iter().find(|h| h.name == key.node));
-        match host {
+        match self.host(&key.env, &key.node) {
             Some(host) => self.remote(host.id),
             None => self.local.clone(),
         }
@@ -99,12 +120,7 @@ impl Fleet {
 
     /// Whether the host of `key`'s node takes instances (the local machine always does).
     pub fn takes_instances(&self, key: &InstanceKey) -> bool {
-        match self
-            .store
-            .hosts(Some(&key.env))
-            .ok()
-            .and_then(|hosts| hosts.into_iter().find(|h| h.name == key.node))
-        {
+        match self.host(&key.env, &key.node) {
             Some(host) => host.state.can_take_instances(),
             None => true,
         }

@@ -41,6 +41,7 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
             if next != host.state {
                 tracing::warn!(host = %host.name, env = %host.env, "host is {} after {}s without a report", next.as_str(), silent.as_secs());
                 let _ = c.store.set_host_state(host.id, next);
+                c.fleet.hosts_changed();
                 if next == HostState::Down {
                     let (c, env) = (c.clone(), host.env.clone());
                     tokio::spawn(async move { c.reschedule(&env).await });
@@ -55,6 +56,7 @@ pub fn heard_from(c: &Controller, host: &HostRecord) -> Result<(), ServerError> 
     if matches!(host.state, HostState::Down | HostState::Lost) {
         tracing::info!(host = %host.name, "host is back");
         c.store.set_host_state(host.id, HostState::Ready)?;
+        c.fleet.hosts_changed();
     }
     Ok(())
 }

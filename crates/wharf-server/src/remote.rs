@@ -86,17 +86,30 @@ impl RemoteAgent {
     }
 
     /// Takes in a report; returns the instances it contained, for the status rows.
+    /// Takes in a report; returns the instances whose plan or status changed since the
+    /// last one (heartbeats of a steady host change nothing, and write nothing).
     pub fn report(&self, report: AgentReport) -> Vec<ReportedInstance> {
         let mut reported = self.reported();
-        reported.clear();
-        for instance in &report.instances {
-            reported.insert(instance.plan.key.clone(), instance.clone());
-        }
+        let changed: Vec<ReportedInstance> = report
+            .instances
+            .iter()
+            .filter(|new| {
+                reported
+                    .get(&new.plan.key)
+                    .is_none_or(|old| !same_plan(&old.plan, &new.plan) || old.status != new.status)
+            })
+            .cloned()
+            .collect();
+        *reported = report
+            .instances
+            .into_iter()
+            .map(|i| (i.plan.key.clone(), i))
+            .collect();
         drop(reported);
         *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(std::time::Instant::now());
         self.reports.send_modify(|n| *n += 1);
-        report.instances
+        changed
     }
 
     /// Whether the agent reported `plan`'s instance (not an older plan of the slot).

@@ -126,13 +126,12 @@ fn instance_port(
             if let Some(port) = store.assigned_port(env, service, node, instance)? {
                 return Ok(port);
             }
-            let taken = store.assigned_ports()?;
             for _ in 0..32 {
                 let port = TcpListener::bind("127.0.0.1:0")
                     .and_then(|l| l.local_addr())
                     .map_err(|e| ServerError::internal(format!("cannot find a free port: {e}")))?
                     .port();
-                if !taken.contains(&port) {
+                if !store.port_taken(port)? {
                     store.assign_port(env, service, node, instance, port)?;
                     return Ok(port);
                 }

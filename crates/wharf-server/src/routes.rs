@@ -375,6 +375,7 @@ async fn host_action(
     };
     if action == "forget" {
         c.store.remove_host(host.id)?;
+        c.fleet.hosts_changed();
         return Ok(Json(HostView { host, instances: 0 }));
     }
     let state = match action.as_str() {
@@ -388,6 +389,7 @@ async fn host_action(
         }
     };
     c.store.set_host_state(host.id, state)?;
+    c.fleet.hosts_changed();
     // Pooled instances leave a drained or revoked host at once.
     if !state.can_take_instances() {
         let (c, env) = (c.clone(), host.env.clone());

@@ -92,8 +92,8 @@ pub trait Store: Send + Sync {
         instance: u32,
         port: u16,
     ) -> Result<()>;
-    /// Every assigned port, so a new assignment avoids them.
-    fn assigned_ports(&self) -> Result<Vec<u16>>;
+    /// Whether a port is assigned to some slot already.
+    fn port_taken(&self, port: u16) -> Result<bool>;
 
     /// Records a join token; only the hash of its secret is kept.
     fn create_join_token(&self, token: &JoinTokenRecord, secret_hash: &str) -> Result<()>;

@@ -322,11 +322,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn assigned_ports(&self) -> Result<Vec<u16>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT port FROM slot_ports")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    fn port_taken(&self, port: u16) -> Result<bool> {
+        let taken: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM slot_ports WHERE port = ?1",
+                params![port],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(taken.is_some())
     }
 
     fn create_join_token(&self, t: &JoinTokenRecord, secret_hash: &str) -> Result<()> {
