@@ -234,7 +234,7 @@ async fn report_loop(
                         .filter(|(id, _)| *id == plan.deployment_id)
                         .map(|(_, f)| f.clone());
                     ReportedInstance {
-                        plan,
+                        plan: (&plan).into(),
                         status,
                         failure,
                     }

@@ -75,10 +75,40 @@ pub struct Assignments {
     pub plans: Vec<InstancePlan>,
 }
 
+/// Names the plan an instance runs, without repeating it: reports stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRef {
+    pub key: InstanceKey,
+    pub deployment_id: i64,
+    pub digest: String,
+    pub config_digest: String,
+}
+
+impl PlanRef {
+    /// Whether this names `plan` (and not an older plan of the same slot).
+    pub fn names(&self, plan: &InstancePlan) -> bool {
+        self.key == plan.key
+            && self.deployment_id == plan.deployment_id
+            && self.digest == plan.digest
+            && self.config_digest == plan.config_digest
+    }
+}
+
+impl From<&InstancePlan> for PlanRef {
+    fn from(plan: &InstancePlan) -> Self {
+        Self {
+            key: plan.key.clone(),
+            deployment_id: plan.deployment_id,
+            digest: plan.digest.clone(),
+            config_digest: plan.config_digest.clone(),
+        }
+    }
+}
+
 /// One instance as the agent reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportedInstance {
-    pub plan: InstancePlan,
+    pub plan: PlanRef,
     pub status: InstanceStatus,
     /// Set when this plan's instance failed to become healthy.
     pub failure: Option<ReportedFailure>,

@@ -86,28 +86,32 @@ pub fn place(
     hosts: &[HostView],
     current: &BTreeMap<u32, String>,
 ) -> Result<BTreeMap<u32, String>, Vec<Infeasible>> {
-    let mut used: BTreeMap<&str, Resources> = hosts
+    // Per-host tallies by index: this runs for every instance over every host.
+    let mut used: Vec<Resources> = hosts.iter().map(|h| h.used_by_others).collect();
+    let mut count_on: Vec<u32> = vec![0; hosts.len()];
+    let index: BTreeMap<&str, usize> = hosts
         .iter()
-        .map(|h| (h.name.as_str(), h.used_by_others))
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i))
         .collect();
-    let mut count_on: BTreeMap<&str, u32> = hosts.iter().map(|h| (h.name.as_str(), 0)).collect();
     let mut placed = BTreeMap::new();
     let limit = request.max_per_host.unwrap_or(u32::MAX);
+    let fits = |h: usize, used: &[Resources], count_on: &[u32]| {
+        hosts[h].takes_instances
+            && count_on[h] < limit
+            && request
+                .resources
+                .fits_in(hosts[h].capacity.saturating_sub(used[h]))
+    };
 
     for (instance, host_name) in current.range(..request.count) {
-        let Some(host) = hosts.iter().find(|h| &h.name == host_name) else {
+        let Some(&h) = index.get(host_name.as_str()) else {
             continue;
         };
-        let free = host.capacity.saturating_sub(used[host.name.as_str()]);
-        if host.takes_instances
-            && request.resources.fits_in(free)
-            && count_on[host.name.as_str()] < limit
-        {
-            used.insert(&host.name, used[host.name.as_str()].add(request.resources));
-            *count_on
-                .get_mut(host.name.as_str())
-                .expect("every host is counted") += 1;
-            placed.insert(*instance, host.name.clone());
+        if fits(h, &used, &count_on) {
+            used[h] = used[h].add(request.resources);
+            count_on[h] += 1;
+            placed.insert(*instance, host_name.clone());
         }
     }
 
@@ -116,64 +120,31 @@ pub fn place(
         .filter(|i| !placed.contains_key(i))
         .collect();
     for instance in missing {
-        let mut reasons = Vec::new();
-        let mut best: Option<&HostView> = None;
-        for host in hosts {
-            let free = host.capacity.saturating_sub(used[host.name.as_str()]);
-            let why_not = if !host.takes_instances {
-                Some(format!("`{}` is {}", host.name, host.state))
-            } else if count_on[host.name.as_str()] >= limit {
-                Some(format!(
-                    "`{}` already runs {limit} (max_per_host)",
-                    host.name
-                ))
-            } else if !request.resources.fits_in(free) {
-                Some(format!(
-                    "`{}` has {} cpu and {} MiB free, the service requests {} cpu and {} MiB",
-                    host.name,
-                    cores(free.cpu_millis),
-                    free.memory_bytes >> 20,
-                    cores(request.resources.cpu_millis),
-                    request.resources.memory_bytes >> 20
-                ))
+        let rank = |h: usize| {
+            let spread = if request.spread == Spread::Host {
+                count_on[h]
             } else {
-                None
+                0
             };
-            match why_not {
-                Some(reason) => reasons.push(reason),
-                None => {
-                    let rank = |h: &HostView| {
-                        let spread = if request.spread == Spread::Host {
-                            count_on[h.name.as_str()]
-                        } else {
-                            0
-                        };
-                        let free_memory = h
-                            .capacity
-                            .memory_bytes
-                            .saturating_sub(used[h.name.as_str()].memory_bytes);
-                        (spread, std::cmp::Reverse(free_memory))
-                    };
-                    if best.is_none_or(|b| rank(host) < rank(b)) {
-                        best = Some(host);
-                    }
-                }
-            }
-        }
+            let free_memory = hosts[h]
+                .capacity
+                .memory_bytes
+                .saturating_sub(used[h].memory_bytes);
+            (spread, std::cmp::Reverse(free_memory))
+        };
+        let best = (0..hosts.len())
+            .filter(|&h| fits(h, &used, &count_on))
+            .min_by_key(|&h| rank(h));
         match best {
-            Some(host) => {
-                used.insert(&host.name, used[host.name.as_str()].add(request.resources));
-                *count_on
-                    .get_mut(host.name.as_str())
-                    .expect("every host is counted") += 1;
-                placed.insert(instance, host.name.clone());
+            Some(h) => {
+                used[h] = used[h].add(request.resources);
+                count_on[h] += 1;
+                placed.insert(instance, hosts[h].name.clone());
             }
-            None => {
-                if hosts.is_empty() {
-                    reasons.push("no host has joined this environment".into());
-                }
-                infeasible.push(Infeasible { instance, reasons });
-            }
+            None => infeasible.push(Infeasible {
+                instance,
+                reasons: why_not(request, hosts, &used, &count_on, limit),
+            }),
         }
     }
     if infeasible.is_empty() {
@@ -181,6 +152,40 @@ pub fn place(
     } else {
         Err(infeasible)
     }
+}
+
+/// Why no host takes another instance, host by host.
+fn why_not(
+    request: &PoolRequest,
+    hosts: &[HostView],
+    used: &[Resources],
+    count_on: &[u32],
+    limit: u32,
+) -> Vec<String> {
+    if hosts.is_empty() {
+        return vec!["no host has joined this environment".into()];
+    }
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(h, host)| {
+            let free = host.capacity.saturating_sub(used[h]);
+            if !host.takes_instances {
+                format!("`{}` is {}", host.name, host.state)
+            } else if count_on[h] >= limit {
+                format!("`{}` already runs {limit} (max_per_host)", host.name)
+            } else {
+                format!(
+                    "`{}` has {} cpu and {} MiB free, the service requests {} cpu and {} MiB",
+                    host.name,
+                    cores(free.cpu_millis),
+                    free.memory_bytes >> 20,
+                    cores(request.resources.cpu_millis),
+                    request.resources.memory_bytes >> 20
+                )
+            }
+        })
+        .collect()
 }
 
 fn cores(millis: u64) -> String {

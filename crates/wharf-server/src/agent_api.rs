@@ -196,19 +196,20 @@ async fn report(
     c.store
         .touch_host(host.id, now_millis(), &peer.address.ip().to_string())?;
     crate::hosts::heard_from(&c, &host)?;
-    let sink = crate::sink::StoreSink(c.store.clone());
     let remote = c.fleet.remote(host.id);
-    for instance in remote.report(report) {
-        use wharf_agent::StatusSink;
-        // An instance the host should no longer run (it was moved while the host was
-        // cut off) is not shown; the agent stops it on its next look at its assignments.
-        if remote
-            .plan(&instance.plan.key)
-            .is_some_and(|p| p.deployment_id == instance.plan.deployment_id)
-        {
-            sink.instance_changed(&instance.plan, &instance.status);
-        }
-    }
+    // An instance the host should no longer run (it was moved while the host was cut
+    // off) is not shown; the agent stops it on its next look at its assignments.
+    let rows: Vec<_> = remote
+        .report(report)
+        .into_iter()
+        .filter_map(|instance| {
+            let plan = remote
+                .plan(&instance.plan.key)
+                .filter(|p| instance.plan.names(p))?;
+            Some(crate::sink::record(&plan, &instance.status))
+        })
+        .collect();
+    c.store.put_instances(&rows)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,6 +3,7 @@
 //! this deploy changed back to what ran before.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -17,6 +18,7 @@ use wharf_driver::InstanceKey;
 use wharf_store::NewDeployment;
 
 use crate::error::ServerError;
+use crate::fleet::AgentLink;
 use crate::render::render;
 use crate::{Controller, now_millis};
 
@@ -364,25 +366,19 @@ impl Controller {
             .unwrap_or(DEFAULT_START_TIMEOUT);
         let mut done = Vec::new();
         for batch in &plan.batches {
-            let mut started = Vec::new();
-            for step in batch {
-                if let Err(reason) = self
-                    .apply(step, plans, spec, events, &mut done, &mut started)
-                    .await
-                {
-                    return Err(self
-                        .roll_back(
-                            Failure {
-                                reason,
-                                log_tail: String::new(),
-                            },
-                            done,
-                            timeout,
-                            events,
-                        )
-                        .await);
+            let started = match self
+                .apply_batch(batch, plans, spec, events, &mut done)
+                .await
+            {
+                Ok(started) => started,
+                Err(reason) => {
+                    let failure = Failure {
+                        reason,
+                        log_tail: String::new(),
+                    };
+                    return Err(self.roll_back(failure, done, timeout, events).await);
                 }
-            }
+            };
             let begun = Instant::now();
             let checks =
                 join_all(started.iter().map(|key| async move {
@@ -461,75 +457,93 @@ impl Controller {
         None
     }
 
-    async fn apply(
+    /// Carries out one batch: every stop it needs at once, then every start, grouped by
+    /// agent so a remote host takes its share in one assignment change. Returns the
+    /// instances started, to be health-checked.
+    async fn apply_batch(
         &self,
-        step: &Step,
+        batch: &[Step],
         plans: &HashMap<Slot, InstancePlan>,
         spec: &DeploySpec,
         events: &Events,
         done: &mut Vec<Done>,
-        started: &mut Vec<InstanceKey>,
-    ) -> Result<(), String> {
-        match step {
-            Step::Start { to } => {
-                let plan = plans[&to.slot].clone();
-                let key = plan.key.clone();
-                events.progress(&key, format!("starting {}", plan.version));
-                self.fleet
-                    .link(&key)
-                    .start(plan)
-                    .await
-                    .map_err(|e| format!("cannot start {key}: {e}"))?;
-                done.push(Done::Started(key.clone()));
-                started.push(key);
-            }
-            Step::Replace { from, to } => {
-                let plan = plans[&to.slot].clone();
-                let key = plan.key.clone();
-                let previous = self.fleet.link(&key).plan(&key);
-                events.progress(
-                    &key,
-                    if from.version == to.version {
+    ) -> Result<Vec<InstanceKey>, String> {
+        let mut stops = Vec::new();
+        let mut starts = Vec::new();
+        for step in batch {
+            match step {
+                Step::Start { to } => {
+                    let plan = plans[&to.slot].clone();
+                    events.progress(&plan.key, format!("starting {}", plan.version));
+                    done.push(Done::Started(plan.key.clone()));
+                    starts.push(plan);
+                }
+                Step::Replace { from, to } => {
+                    let plan = plans[&to.slot].clone();
+                    let key = plan.key.clone();
+                    let message = if from.version == to.version {
                         format!("restarting {} with new configuration", to.version)
                     } else {
                         format!("replacing {} with {}", from.version, to.version)
-                    },
-                );
-                self.fleet.link(&key).stop(&key).await;
-                done.push(Done::Replaced {
-                    key: key.clone(),
-                    previous,
-                });
-                self.fleet
-                    .link(&key)
-                    .start(plan)
-                    .await
-                    .map_err(|e| format!("cannot start {key}: {e}"))?;
-                started.push(key);
+                    };
+                    events.progress(&key, message);
+                    let previous = self.fleet.link(&key).plan(&key);
+                    done.push(Done::Replaced {
+                        key: key.clone(),
+                        previous,
+                    });
+                    stops.push(key);
+                    starts.push(plan);
+                }
+                Step::Stop { from } => {
+                    let key = InstanceKey {
+                        env: spec.env.clone(),
+                        service: spec.service.clone(),
+                        node: from.slot.node.clone(),
+                        instance: from.slot.instance,
+                    };
+                    let Some(previous) = self.fleet.link(&key).plan(&key) else {
+                        continue;
+                    };
+                    events.progress(
+                        &key,
+                        format!("stopping {} (no longer wanted)", from.version),
+                    );
+                    done.push(Done::Stopped(previous));
+                    stops.push(key);
+                }
             }
-            Step::Stop { from } => {
-                let key = InstanceKey {
-                    env: spec.env.clone(),
-                    service: spec.service.clone(),
-                    node: from.slot.node.clone(),
-                    instance: from.slot.instance,
-                };
-                let Some(previous) = self.fleet.link(&key).plan(&key) else {
-                    return Ok(());
-                };
-                let key = previous.key.clone();
-                events.progress(
-                    &key,
-                    format!("stopping {} (no longer wanted)", from.version),
-                );
-                self.fleet.link(&key).stop(&key).await;
+        }
+        join_all(
+            stops
+                .iter()
+                .map(|key| async move { self.fleet.link(key).stop(key).await }),
+        )
+        .await;
+        for key in &stops {
+            if !starts.iter().any(|p| &p.key == key) {
                 let _ = self
                     .store
                     .remove_instance(&key.env, &key.service, &key.node, key.instance);
-                done.push(Done::Stopped(previous));
             }
         }
-        Ok(())
+        let started: Vec<InstanceKey> = starts.iter().map(|p| p.key.clone()).collect();
+        let mut by_agent: HashMap<usize, (Arc<dyn AgentLink>, Vec<InstancePlan>)> = HashMap::new();
+        for plan in starts {
+            let link = self.fleet.link(&plan.key);
+            let id = Arc::as_ptr(&link) as *const () as usize;
+            by_agent
+                .entry(id)
+                .or_insert_with(|| (link, Vec::new()))
+                .1
+                .push(plan);
+        }
+        for (link, plans) in by_agent.into_values() {
+            link.start_all(plans)
+                .await
+                .map_err(|e| format!("cannot start instances of `{}`: {e}", spec.service))?;
+        }
+        Ok(started)
     }
 
     /// Undoes `done` in reverse; returns the failure and whether everything was restored.

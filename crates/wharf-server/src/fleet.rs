@@ -21,6 +21,13 @@ pub trait AgentLink: Send + Sync {
     fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)>;
     fn plan(&self, key: &InstanceKey) -> Option<InstancePlan>;
     async fn start(&self, plan: InstancePlan) -> Result<(), String>;
+    /// Starts several instances; remote agents take them in one assignment change.
+    async fn start_all(&self, plans: Vec<InstancePlan>) -> Result<(), String> {
+        for plan in plans {
+            self.start(plan).await?;
+        }
+        Ok(())
+    }
     async fn stop(&self, key: &InstanceKey);
     async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy>;
     /// The log file of an instance, when it is on this machine.
@@ -62,8 +69,11 @@ pub struct Fleet {
     store: Arc<dyn Store>,
     /// Hosts by (environment, name), read from the store at most every [`HOSTS_TTL`]:
     /// a deploy of thousands of instances looks hosts up for each of them.
-    hosts: Mutex<(Option<Instant>, HashMap<(String, String), HostRecord>)>,
+    hosts: Mutex<HostIndex>,
 }
+
+/// Hosts by (environment, name), and when they were read.
+type HostIndex = (Option<Instant>, HashMap<(String, String), HostRecord>);
 
 /// How stale the host index may be. Host states change on heartbeats (seconds).
 const HOSTS_TTL: Duration = Duration::from_millis(250);

@@ -96,7 +96,7 @@ impl RemoteAgent {
             .filter(|new| {
                 reported
                     .get(&new.plan.key)
-                    .is_none_or(|old| !same_plan(&old.plan, &new.plan) || old.status != new.status)
+                    .is_none_or(|old| old.plan != new.plan || old.status != new.status)
             })
             .cloned()
             .collect();
@@ -116,13 +116,9 @@ impl RemoteAgent {
     fn reported_for(&self, plan: &InstancePlan) -> Option<ReportedInstance> {
         self.reported()
             .get(&plan.key)
-            .filter(|r| same_plan(&r.plan, plan))
+            .filter(|r| r.plan.names(plan))
             .cloned()
     }
-}
-
-fn same_plan(a: &InstancePlan, b: &InstancePlan) -> bool {
-    a.deployment_id == b.deployment_id && a.digest == b.digest && a.config_digest == b.config_digest
 }
 
 #[async_trait]
@@ -167,6 +163,34 @@ impl AgentLink for RemoteAgent {
             )
             .map_err(|e| e.to_string())?;
         self.assigned().insert(plan.key.clone(), plan);
+        self.revision.send_modify(|r| *r += 1);
+        Ok(())
+    }
+
+    async fn start_all(&self, plans: Vec<InstancePlan>) -> Result<(), String> {
+        let rows: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                (
+                    (
+                        p.key.env.as_str(),
+                        p.key.service.as_str(),
+                        p.key.node.as_str(),
+                        p.key.instance,
+                    ),
+                    serde_json::to_value(p).expect("plans serialize"),
+                )
+            })
+            .collect();
+        // Durable before the agent can see it: one transaction for the whole batch.
+        self.store
+            .put_assignments(self.host_id, &rows)
+            .map_err(|e| e.to_string())?;
+        let mut assigned = self.assigned();
+        for plan in plans {
+            assigned.insert(plan.key.clone(), plan);
+        }
+        drop(assigned);
         self.revision.send_modify(|r| *r += 1);
         Ok(())
     }

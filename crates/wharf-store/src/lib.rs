@@ -37,6 +37,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// An instance slot, borrowed: environment, service, node, instance.
+pub type InstanceKeyRef<'a> = (&'a str, &'a str, &'a str, u32);
+
 /// Whether registering an artifact added it or found it already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -70,6 +73,8 @@ pub trait Store: Send + Sync {
     fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>>;
 
     fn put_instance(&self, instance: &InstanceRecord) -> Result<()>;
+    /// Writes many instance rows in one transaction.
+    fn put_instances(&self, instances: &[InstanceRecord]) -> Result<()>;
     fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
     /// Instances, optionally of one environment and service.
     fn instances(&self, env: Option<&str>, service: Option<&str>) -> Result<Vec<InstanceRecord>>;
@@ -123,6 +128,12 @@ pub trait Store: Send + Sync {
         plan: &serde_json::Value,
     ) -> Result<()>;
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
+    /// Records many assignments of one host in one transaction.
+    fn put_assignments(
+        &self,
+        host_id: i64,
+        plans: &[(InstanceKeyRef<'_>, serde_json::Value)],
+    ) -> Result<()>;
     /// Plans assigned to a host.
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;
 }

@@ -245,6 +245,40 @@ impl Store for SqliteStore {
         Ok(unfinished)
     }
 
+    fn put_instances(&self, rows: &[InstanceRecord]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let sql = format!(
+                "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for i in rows {
+                stmt.execute(params![
+                    i.env,
+                    i.service,
+                    i.node,
+                    i.instance,
+                    i.version,
+                    i.digest,
+                    i.config_digest,
+                    i.deployment_id,
+                    i.pid,
+                    i.port,
+                    i.state.as_str(),
+                    i.health.as_str(),
+                    i.restarts,
+                    i.started_at
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn put_instance(&self, i: &InstanceRecord) -> Result<()> {
         let sql = format!(
             "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -453,6 +487,30 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM assignments WHERE host_id = ?1", params![id])?;
         tx.execute("DELETE FROM hosts WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn put_assignments(
+        &self,
+        host_id: i64,
+        plans: &[(InstanceKeyRef<'_>, serde_json::Value)],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO assignments (env, service, node, instance, host_id, plan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            for ((env, service, node, instance), plan) in plans {
+                stmt.execute(params![
+                    env,
+                    service,
+                    node,
+                    instance,
+                    host_id,
+                    plan.to_string()
+                ])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }

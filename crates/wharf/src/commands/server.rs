@@ -35,6 +35,7 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCod
 
 /// Logs of long-running processes go to stderr; WHARF_LOG sets the filter.
 pub fn init_logging() {
+    limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
@@ -63,4 +64,15 @@ pub fn cancel_on_signal() -> CancellationToken {
         signal.cancel();
     });
     shutdown
+}
+
+/// glibc gives every thread its own malloc arena, which for a long-running server with
+/// many worker threads holds on to memory it no longer uses. Two arenas keep the
+/// resident size close to what is live, at no measurable cost here.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before other threads allocate much.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

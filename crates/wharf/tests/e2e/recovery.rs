@@ -88,3 +88,30 @@ fn a_controller_restart_adopts_running_instances() {
     assert_eq!(p.instances("steady", "ci")[0]["pid"], pid);
     assert!(get(port, "/health").is_some());
 }
+
+#[test]
+fn a_second_deploy_of_the_same_service_is_refused_and_told_who_holds_the_lock() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["build", "slow", "--version", "v1"]);
+    p.ok(&["build", "steady", "--version", "v1"]);
+    let mut first = std::process::Command::new(WHARF)
+        .args(["deploy", "slow", "--env", "ci", "--version", "v1"])
+        .current_dir(p.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !p
+        .instances("slow", "ci")
+        .is_empty()));
+    let out = p.wharf(&["deploy", "slow", "--env", "ci", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("is being deployed by"),
+        "{}",
+        text(&out)
+    );
+    // Another service deploys meanwhile.
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    assert!(first.wait().unwrap().success());
+}
