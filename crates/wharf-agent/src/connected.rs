@@ -137,15 +137,30 @@ pub fn capacity() -> Capacity {
     }
 }
 
-struct ControllerArtifacts(AgentClient);
+/// Downloads artifacts from the controller into `downloads/`, resumably; a finished
+/// download is checked against its digest when it is unpacked.
+struct ControllerArtifacts {
+    client: AgentClient,
+    downloads: PathBuf,
+}
 
 #[async_trait]
 impl ArtifactSource for ControllerArtifacts {
     async fn fetch(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, String> {
-        self.0
-            .artifact(digest.hex())
+        std::fs::create_dir_all(&self.downloads).map_err(|e| e.to_string())?;
+        let partial = self.downloads.join(format!("{}.partial", digest.hex()));
+        let bytes = self
+            .client
+            .artifact(digest.hex(), &partial)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&partial);
+        if &ArtifactDigest::of(&bytes) != digest {
+            return Err(format!(
+                "the download of {digest} is corrupt; it will be fetched again"
+            ));
+        }
+        Ok(bytes)
     }
 }
 
@@ -181,7 +196,10 @@ pub async fn run(
         &id,
         &options.state_dir,
         driver,
-        Box::new(ControllerArtifacts(client.clone())),
+        Box::new(ControllerArtifacts {
+            client: client.clone(),
+            downloads: options.state_dir.join("downloads"),
+        }),
         Arc::new(ReportSoon(changed.clone())),
     )?);
     let recovery = agent.recover().await;

@@ -227,21 +227,74 @@ impl AgentClient {
         Ok(())
     }
 
-    pub async fn artifact(&self, digest_hex: &str) -> Result<Vec<u8>, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/agent/artifacts/{digest_hex}", self.base))
-            .send()
+    /// Downloads an artifact into `partial`, resuming from what it already holds, and
+    /// returns the whole. Retries a few times, each time from where the last stopped.
+    pub async fn artifact(
+        &self,
+        digest_hex: &str,
+        partial: &std::path::Path,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut last = None;
+        for attempt in 0..5u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            match self.download(digest_hex, partial).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e @ ClientError::Api { .. }) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    async fn download(
+        &self,
+        digest_hex: &str,
+        partial: &std::path::Path,
+    ) -> Result<Vec<u8>, ClientError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| {
+            ClientError::Protocol(format!("cannot write `{}`: {e}", partial.display()))
+        };
+        let have = tokio::fs::metadata(partial)
             .await
-            .map_err(|e| self.unreachable(e))?;
-        if !response.status().is_success() {
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut request = self
+            .http
+            .get(format!("{}/v1/agent/artifacts/{digest_hex}", self.base));
+        if have > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            // A stale partial file longer than the artifact: start over.
+            if status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                let _ = tokio::fs::remove_file(partial).await;
+            }
             return Err(api_error(response).await);
         }
-        Ok(response
-            .bytes()
+        // Anything but 206 is the whole artifact: what was kept is dropped.
+        let resume = status == reqwest::StatusCode::PARTIAL_CONTENT;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(resume)
+            .write(true)
+            .truncate(!resume)
+            .open(partial)
             .await
-            .map_err(|e| self.unreachable(e))?
-            .to_vec())
+            .map_err(io)?;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk.map_err(|e| self.unreachable(e))?)
+                .await
+                .map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        tokio::fs::read(partial).await.map_err(io)
     }
 }
 

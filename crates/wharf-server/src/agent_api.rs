@@ -213,12 +213,56 @@ async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Serves an artifact, or its tail from `Range: bytes=N-` so an interrupted download
+/// resumes where it stopped.
 async fn artifact(
     State(c): Ctl,
     Extension(peer): Extension<Peer>,
     Path(digest): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ServerError> {
     authenticate(&c, &peer)?;
     let bytes = Bytes::from(c.artifacts.get(&digest)?);
-    Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
+    let content_type = (header::CONTENT_TYPE, "application/gzip");
+    match headers
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .and_then(resume_offset)
+    {
+        Some(from) if from < bytes.len() => {
+            tracing::info!(host = ?peer.identity, "resuming the download of {digest} at byte {from}");
+            let range = format!("bytes {from}-{}/{}", bytes.len() - 1, bytes.len());
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                [content_type, (header::CONTENT_RANGE, range.as_str())],
+                bytes.slice(from..),
+            )
+                .into_response())
+        }
+        Some(_) => Err(ServerError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "the range starts past the end of the artifact",
+        )),
+        None => Ok(([content_type], bytes).into_response()),
+    }
+}
+
+/// The N of `bytes=N-`, the only range form agents send.
+fn resume_offset(range: &str) -> Option<usize> {
+    range
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_open_ended_byte_ranges_are_understood() {
+        assert_eq!(super::resume_offset("bytes=100-"), Some(100));
+        assert_eq!(super::resume_offset("bytes=0-"), Some(0));
+        assert_eq!(super::resume_offset("bytes=1-5"), None);
+        assert_eq!(super::resume_offset("items=1-"), None);
+    }
 }

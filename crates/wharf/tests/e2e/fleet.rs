@@ -125,7 +125,32 @@ fn fleet() -> Fleet {
 fn three_agents_join_and_a_rollout_rolls_host_by_host_and_back() {
     let mut f = fleet();
     let p = &mut f.project;
+    // An interrupted download left half the artifact on web-1: it resumes from there.
+    p.ok(&["build", "svc", "--version", "v1"]);
+    let artifact = &p.json(&["artifacts", "svc"])[0];
+    let hex = artifact["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let bytes = std::fs::read(p.state_dir().join(format!("artifacts/{hex}.tar.gz"))).unwrap();
+    let downloads = p.path().join("agent-web-1/downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(
+        downloads.join(format!("{hex}.partial")),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
     p.ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    let log = std::fs::read_to_string(p.state_dir().join("server.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "resuming the download of {hex} at byte {}",
+            bytes.len() / 2
+        )),
+        "{log}"
+    );
+    assert!(!downloads.join(format!("{hex}.partial")).exists());
     for (i, host) in ["web-1", "web-2", "web-3"].iter().enumerate() {
         let answer = get_json(p.port("svc", "fleet", i as u64));
         assert_eq!(answer["message"], format!("hello from {host}"));

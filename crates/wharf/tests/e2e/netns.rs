@@ -232,3 +232,102 @@ fn a_netns_fleet_rolls_survives_a_killed_and_a_partitioned_host_and_goes_away() 
             .is_empty()
     );
 }
+
+/// A version that fails on one host only: the rollout gets past the first batch.
+const FAILS_ON_NODE_2: &str = "import os, sys, runpy\nif os.environ.get('WHARF_NODE') == 'node-2':\n    print('boom on node-2', file=sys.stderr)\n    sys.exit(5)\nrunpy.run_path('real.py', run_name='__main__')\n";
+
+const EXPLICIT: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+environments:
+  staging:
+    hosts: { provider: netns }
+    nodes:
+      - name: node
+        count: 3
+        services: [svc]
+"#;
+
+fn agent_pid(p: &Project, host: &str) -> i32 {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir().join("netns.json")).unwrap()).unwrap();
+    record["hosts"][format!("staging/{host}")]["agent_pid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
+#[test]
+fn on_separate_hosts_a_late_failure_rolls_back_and_restarts_lose_nothing() {
+    if !runs_here() {
+        return;
+    }
+    let mut staging = Staging(Project::new(EXPLICIT, &["svc"]));
+    let p = &mut staging.0;
+    p.ok(&["env", "up", "staging"]);
+    p.ok(&["deploy", "svc", "--env", "staging", "--version", "v1"]);
+
+    // v2 fails on node-2 only: node-1's completed batch is rolled back too.
+    std::fs::rename(p.path().join("svc/app.py"), p.path().join("svc/real.py")).unwrap();
+    p.write("svc/app.py", FAILS_ON_NODE_2);
+    let out = p.wharf(&["deploy", "svc", "--env", "staging", "--version", "v2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("boom on node-2"), "{}", text(&out));
+    let instances = p.instances("svc", "staging");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["version"] == "v1" && i["health"] == "healthy"),
+        "{instances:?}"
+    );
+
+    // An agent restart adopts its instance instead of restarting it.
+    let before: Vec<serde_json::Value> = p
+        .instances("svc", "staging")
+        .iter()
+        .map(|i| i["pid"].clone())
+        .collect();
+    let agent = agent_pid(p, "node-3");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(agent)));
+    p.ok(&["host", "start", "node-3"]);
+    // The controller restarts too; nothing is lost and agents reconnect.
+    let controller = p.controller_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(controller),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    let steady = wait_until(Duration::from_secs(20), || {
+        let hosts = p.json(&["hosts", "--env", "staging"]);
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["state"] == "ready")
+            && healthy(p).len() == 3
+    });
+    assert!(steady, "{:?}", p.instances("svc", "staging"));
+    let after: Vec<serde_json::Value> = p
+        .instances("svc", "staging")
+        .iter()
+        .map(|i| i["pid"].clone())
+        .collect();
+    assert_eq!(before, after, "no instance was restarted");
+
+    // A revoked host's agent is refused and stops.
+    p.ok(&["host", "revoke", "node-1"]);
+    let revoked = agent_pid(p, "node-1");
+    assert!(
+        wait_until(Duration::from_secs(10), || !alive(revoked)),
+        "the revoked agent stops"
+    );
+}
