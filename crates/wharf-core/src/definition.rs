@@ -395,6 +395,7 @@ impl Checker<'_> {
     ) -> HostsSpec {
         let provider = match raw.provider {
             RawProvider::Netns => Provider::Netns,
+            RawProvider::Docker => Provider::Docker,
             RawProvider::Static => Provider::Static,
         };
         let names: Vec<String> = match (&raw.names, raw.count) {

@@ -106,6 +106,7 @@ pub struct HostsSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Netns,
+    Docker,
     Static,
 }
 

@@ -182,7 +182,8 @@ pub struct RawEnvironment {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHosts {
-    /// `netns` (a Linux network namespace per host, on this machine; needs root) or
+    /// `netns` (a Linux network namespace per host, on this machine; needs root),
+    /// `docker` (a container per host on the local Docker engine, image built locally) or
     /// `static` (hosts whose agents are started by hand or by other tooling).
     pub provider: RawProvider,
     /// Host names. Default: `PREFIX-1` .. `PREFIX-COUNT`, else the environment's node names.
@@ -200,6 +201,7 @@ pub struct RawHosts {
 #[serde(rename_all = "lowercase")]
 pub enum RawProvider {
     Netns,
+    Docker,
     Static,
 }
 

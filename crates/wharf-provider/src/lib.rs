@@ -6,8 +6,10 @@
 //! Every command goes through [`Runner`], so the provider's bookkeeping is tested with a
 //! recording fake and the real one runs `ip`.
 
+mod docker;
 mod netns;
 
+pub use docker::{ContainerHost, DockerProvider, DockerRecord, write_rootfs};
 pub use netns::{NetnsHost, NetnsProvider, NetworkRecord};
 
 use std::process::Command;

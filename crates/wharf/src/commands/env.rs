@@ -7,7 +7,9 @@ use nix::sys::signal::Signal;
 use wharf_api::{StopRequest, TokenRequest};
 use wharf_client::Client;
 use wharf_core::model::Provider;
-use wharf_provider::{NetnsHost, NetnsProvider, SystemRunner};
+use wharf_provider::{
+    DockerProvider, NetnsHost, NetnsProvider, Runner, SystemRunner, write_rootfs,
+};
 use wharf_server::{CONTROLLER_FILE, ControllerFile};
 
 use crate::cli::{EnvCommand, Global, HostArgs};
@@ -66,9 +68,13 @@ async fn up(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<Exi
                 .into(),
         );
     };
-    if hosts.provider == Provider::Static {
-        printer.info(&format!("`{env}` uses static hosts: start `wharf agent` on each (`wharf token create --env {env}` prints how)"));
-        return Ok(ExitCode::SUCCESS);
+    match hosts.provider {
+        Provider::Static => {
+            printer.info(&format!("`{env}` uses static hosts: start `wharf agent` on each (`wharf token create --env {env}` prints how)"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Provider::Docker => return docker_up(global, printer, env, &hosts.names).await,
+        Provider::Netns => {}
     }
     let provider = provider(global)?;
     let client = crate::connect::controller(global, printer).await?;
@@ -210,7 +216,6 @@ async fn wait_ready(client: &Client, env: &str, names: &[String]) -> anyhow::Res
 }
 
 async fn down(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<ExitCode> {
-    let provider = provider(global)?;
     let client = crate::connect::controller(global, printer).await?;
     let request = StopRequest {
         env: env.to_owned(),
@@ -218,9 +223,17 @@ async fn down(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<E
         user: current_user(),
     };
     client.stop(&request, |_| {}).await.map_err(Failure::from)?;
-    let removed = provider
+    let mut removed = docker_provider(global)?
         .down(env)
         .map_err(|e| Failure::operation(e.to_string()))?;
+    let netns_record = project::state_dir(global)?.join("netns.json");
+    if netns_record.exists() {
+        removed.extend(
+            provider(global)?
+                .down(env)
+                .map_err(|e| Failure::operation(e.to_string()))?,
+        );
+    }
     for name in &removed {
         let _ = client.host_action(name, "forget", Some(env)).await;
         let dir = project::state_dir(global)?
@@ -243,6 +256,14 @@ pub async fn inject(
     action: &str,
     args: HostArgs,
 ) -> anyhow::Result<ExitCode> {
+    let docker = docker_provider(global)?;
+    if let Ok(host) = docker.host(args.env.as_deref(), &args.host) {
+        docker
+            .inject(&host, action)
+            .map_err(|e| Failure::operation(e.to_string()))?;
+        printer.info(&format!("host `{}` of `{}`: {action}", host.name, host.env));
+        return Ok(ExitCode::SUCCESS);
+    }
     let provider = provider(global)?;
     let host = provider
         .host(args.env.as_deref(), &args.host)
@@ -281,4 +302,65 @@ fn stop_all(provider: &NetnsProvider<SystemRunner>, host: &NetnsHost, signal: Si
     while !provider.pids(host).is_empty() && begun.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn docker_provider(global: &Global) -> anyhow::Result<DockerProvider<SystemRunner>> {
+    Ok(DockerProvider::new(
+        SystemRunner,
+        &project::state_dir(global)?,
+    ))
+}
+
+/// Hosts as containers: the image (built here, never pulled), the network, and one
+/// container per host running its agent.
+async fn docker_up(
+    global: &Global,
+    printer: &Printer,
+    env: &str,
+    names: &[String],
+) -> anyhow::Result<ExitCode> {
+    let fail = |e: wharf_provider::ProviderError| Failure::operation(e.to_string());
+    SystemRunner
+        .run(&["docker", "version", "--format", "{{.Server.Version}}"])
+        .map_err(|e| {
+            Failure::operation(format!("the Docker engine does not answer: {e}"))
+                .hint("start it, or set DOCKER_HOST")
+        })?;
+    let provider = docker_provider(global)?;
+    let client = crate::connect::controller(global, printer).await?;
+    let state_dir = project::state_dir(global)?;
+    let rootfs = state_dir.join("wharf-host.tar");
+    if provider.record().map_err(fail)?.network.is_empty() {
+        printer.info("building the host image from this wharf binary (no registry needed)");
+        write_rootfs(&SystemRunner, &std::env::current_exe()?, &rootfs, &[]).map_err(fail)?;
+    }
+    let made = provider.up(env, names, &rootfs).map_err(fail)?;
+    let _ = std::fs::remove_file(&rootfs);
+    if !made.is_empty() {
+        let record = provider.record().map_err(fail)?;
+        let url = format!("https://{}:{}", record.gateway(), agent_port(global)?);
+        let request = TokenRequest {
+            env: env.to_owned(),
+            ttl_secs: 600,
+            uses: made.len() as u32,
+            user: current_user(),
+        };
+        let token = client
+            .create_token(&request)
+            .await
+            .map_err(Failure::from)?
+            .token;
+        for host in &made {
+            provider
+                .start_agent(host, &url, Some(&token))
+                .map_err(fail)?;
+        }
+    }
+    wait_ready(&client, env, names).await?;
+    printer.info(&format!(
+        "{} host(s) of `{env}` are up as containers ({} new)",
+        names.len(),
+        made.len()
+    ));
+    crate::commands::hosts::list(global, printer, Some(env)).await
 }

@@ -3,6 +3,7 @@
 mod harness;
 
 mod definition;
+mod docker;
 mod fleet;
 mod lifecycle;
 mod netns;
