@@ -149,9 +149,15 @@ impl<R: Runner> DockerProvider<R> {
         token: Option<&str>,
     ) -> Result<(), ProviderError> {
         let record = self.record()?;
-        let token_env = format!("WHARF_JOIN_TOKEN={}", token.unwrap_or(""));
+        // The token goes through an owner-only file, never through argv.
+        let env_file = self
+            .record_path
+            .with_file_name(format!(".{}.env", host.container));
+        let secret = format!("WHARF_JOIN_TOKEN={}\n", token.unwrap_or(""));
+        write_owner_only(&env_file, &secret).map_err(|e| self.state_error(e))?;
         let labels = format!("provider=docker,env={}", host.env);
-        self.docker(&[
+        let env_path = env_file.to_string_lossy().into_owned();
+        let started = self.docker(&[
             "run",
             "-d",
             "--name",
@@ -164,8 +170,8 @@ impl<R: Runner> DockerProvider<R> {
             &host.address,
             "--label",
             "wharf.provider=docker",
-            "-e",
-            &token_env,
+            "--env-file",
+            &env_path,
             &record.image,
             "/usr/local/bin/wharf",
             "agent",
@@ -177,8 +183,9 @@ impl<R: Runner> DockerProvider<R> {
             &labels,
             "--state-dir",
             "/var/lib/wharf-agent",
-        ])?;
-        Ok(())
+        ]);
+        let _ = std::fs::remove_file(&env_file);
+        started.map(|_| ())
     }
 
     pub fn host(&self, env: Option<&str>, name: &str) -> Result<ContainerHost, ProviderError> {
@@ -292,4 +299,16 @@ pub fn write_rootfs(
     ])?;
     let _ = std::fs::remove_dir_all(&staging);
     Ok(())
+}
+
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
