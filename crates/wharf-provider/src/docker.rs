@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{ProviderError, Runner};
+use crate::{ProviderError, RecordFile, Runner};
 
 /// One container host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ impl DockerRecord {
 
 pub struct DockerProvider<R: Runner> {
     runner: R,
-    record_path: PathBuf,
+    file: RecordFile,
     id: String,
 }
 
@@ -47,34 +47,17 @@ impl<R: Runner> DockerProvider<R> {
         let digest = Sha256::digest(state_dir.to_string_lossy().as_bytes());
         Self {
             runner,
-            record_path: state_dir.join("docker.json"),
+            file: RecordFile(state_dir.join("docker.json")),
             id: hex::encode(&digest[..3]),
         }
     }
 
     pub fn record(&self) -> Result<DockerRecord, ProviderError> {
-        match std::fs::read(&self.record_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.state_error(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerRecord::default()),
-            Err(e) => Err(self.state_error(e)),
-        }
-    }
-
-    fn state_error(&self, e: impl std::fmt::Display) -> ProviderError {
-        ProviderError::State {
-            path: self.record_path.display().to_string(),
-            reason: e.to_string(),
-        }
+        self.file.load()
     }
 
     fn save(&self, record: &DockerRecord) -> Result<(), ProviderError> {
-        let tmp = self.record_path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(record).expect("records serialize"),
-        )
-        .map_err(|e| self.state_error(e))?;
-        std::fs::rename(&tmp, &self.record_path).map_err(|e| self.state_error(e))
+        self.file.save(record)
     }
 
     fn docker(&self, args: &[&str]) -> Result<String, ProviderError> {
@@ -151,10 +134,11 @@ impl<R: Runner> DockerProvider<R> {
         let record = self.record()?;
         // The token goes through an owner-only file, never through argv.
         let env_file = self
-            .record_path
+            .file
+            .0
             .with_file_name(format!(".{}.env", host.container));
         let secret = format!("WHARF_JOIN_TOKEN={}\n", token.unwrap_or(""));
-        write_owner_only(&env_file, &secret).map_err(|e| self.state_error(e))?;
+        write_owner_only(&env_file, &secret).map_err(|e| self.file.error(e))?;
         let labels = format!("provider=docker,env={}", host.env);
         let env_path = env_file.to_string_lossy().into_owned();
         let started = self.docker(&[
@@ -242,7 +226,7 @@ impl<R: Runner> DockerProvider<R> {
         if record.hosts.is_empty() && !record.network.is_empty() {
             let _ = self.docker(&["network", "rm", &record.network]);
             let _ = self.docker(&["rmi", &record.image]);
-            let _ = std::fs::remove_file(&self.record_path);
+            self.file.remove();
         }
         Ok(removed)
     }

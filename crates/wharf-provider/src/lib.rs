@@ -27,6 +27,44 @@ pub enum ProviderError {
     State { path: String, reason: String },
 }
 
+/// A provider's record of what it made, as a JSON file in the state folder. Saved after
+/// every step (write to a temporary file, then rename), so a failure halfway leaves
+/// nothing untracked.
+pub(crate) struct RecordFile(pub std::path::PathBuf);
+
+impl RecordFile {
+    pub(crate) fn error(&self, e: impl std::fmt::Display) -> ProviderError {
+        ProviderError::State {
+            path: self.0.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    pub(crate) fn load<T: serde::de::DeserializeOwned + Default>(
+        &self,
+    ) -> Result<T, ProviderError> {
+        match std::fs::read(&self.0) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.error(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    pub(crate) fn save<T: serde::Serialize>(&self, record: &T) -> Result<(), ProviderError> {
+        let tmp = self.0.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(record).expect("records serialize"),
+        )
+        .map_err(|e| self.error(e))?;
+        std::fs::rename(&tmp, &self.0).map_err(|e| self.error(e))
+    }
+
+    pub(crate) fn remove(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs system commands.
 pub trait Runner: Send + Sync {
     /// Runs `argv`; returns its stdout, or an error with its stderr.

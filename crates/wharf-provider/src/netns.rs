@@ -1,10 +1,9 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{ProviderError, Runner};
+use crate::{ProviderError, RecordFile, Runner};
 
 /// One provisioned host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +39,7 @@ impl NetworkRecord {
 /// Network namespaces as hosts, for one project (one state folder).
 pub struct NetnsProvider<R: Runner> {
     runner: R,
-    record_path: PathBuf,
+    file: RecordFile,
     /// Short, stable id of the project, so two projects' links never clash.
     id: String,
 }
@@ -54,35 +53,17 @@ impl<R: Runner> NetnsProvider<R> {
         let digest = Sha256::digest(state_dir.to_string_lossy().as_bytes());
         Self {
             runner,
-            record_path: state_dir.join("netns.json"),
+            file: RecordFile(state_dir.join("netns.json")),
             id: hex::encode(&digest[..3]),
         }
     }
 
     pub fn record(&self) -> Result<NetworkRecord, ProviderError> {
-        match std::fs::read(&self.record_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.state_error(e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkRecord::default()),
-            Err(e) => Err(self.state_error(e)),
-        }
+        self.file.load()
     }
 
-    fn state_error(&self, e: impl std::fmt::Display) -> ProviderError {
-        ProviderError::State {
-            path: self.record_path.display().to_string(),
-            reason: e.to_string(),
-        }
-    }
-
-    /// Saves the record after every step, so a failure halfway leaves nothing untracked.
     fn save(&self, record: &NetworkRecord) -> Result<(), ProviderError> {
-        let tmp = self.record_path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(record).expect("records serialize"),
-        )
-        .map_err(|e| self.state_error(e))?;
-        std::fs::rename(&tmp, &self.record_path).map_err(|e| self.state_error(e))
+        self.file.save(record)
     }
 
     fn ip(&self, args: &[&str]) -> Result<String, ProviderError> {
@@ -246,7 +227,7 @@ impl<R: Runner> NetnsProvider<R> {
         }
         if record.hosts.is_empty() && !record.bridge.is_empty() {
             let _ = self.ip(&["link", "del", &record.bridge]);
-            let _ = std::fs::remove_file(&self.record_path);
+            self.file.remove();
         }
         Ok(removed)
     }

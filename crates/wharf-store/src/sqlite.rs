@@ -279,30 +279,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn put_instance(&self, i: &InstanceRecord) -> Result<()> {
-        let sql = format!(
-            "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-        );
-        self.conn().execute(
-            &sql,
-            params![
-                i.env,
-                i.service,
-                i.node,
-                i.instance,
-                i.version,
-                i.digest,
-                i.config_digest,
-                i.deployment_id,
-                i.pid,
-                i.port,
-                i.state.as_str(),
-                i.health.as_str(),
-                i.restarts,
-                i.started_at
-            ],
-        )?;
-        Ok(())
+    fn put_instance(&self, instance: &InstanceRecord) -> Result<()> {
+        self.put_instances(std::slice::from_ref(instance))
     }
 
     fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()> {
