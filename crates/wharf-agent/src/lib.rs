@@ -135,6 +135,11 @@ impl Agent {
             .join(format!("{}.json", key.tag().replace('/', "--")))
     }
 
+    /// Why this host cannot enforce resource limits, if it cannot.
+    pub fn limits_unavailable(&self) -> Option<String> {
+        self.driver.limits_unavailable()
+    }
+
     /// The log file of an instance.
     pub fn log_path(&self, key: &InstanceKey) -> PathBuf {
         self.logs_dir
@@ -185,6 +190,10 @@ impl Agent {
             env: plan.env.clone(),
             log_path,
             tag: self.tag(&plan.key),
+            limits: wharf_driver::Limits {
+                cpu_millis: plan.resources.cpu_millis,
+                memory_bytes: plan.resources.memory_bytes,
+            },
         })
     }
 
@@ -205,6 +214,8 @@ impl Agent {
             restarts,
             started_at: running.started_at_millis().unwrap_or_else(now_millis),
             last_exit: None,
+            cpu_millis: None,
+            memory_bytes: None,
         };
         self.sink.instance_changed(&plan, &status);
         let status = Arc::new(watch::channel(status).0);

@@ -52,6 +52,7 @@ impl Supervisor {
         let mut started = Instant::now();
         let mut ticker = tokio::time::interval(CHECK_EVERY);
         ticker.tick().await;
+        let mut last_sample: Option<(Instant, u64)> = None;
         if self.check_first {
             self.check().await;
         }
@@ -66,6 +67,7 @@ impl Supervisor {
                 }
                 _ = ticker.tick() => {
                     self.check().await;
+                    self.sample(&*running, &mut last_sample);
                     continue;
                 }
             };
@@ -111,6 +113,21 @@ impl Supervisor {
                 s.started_at = now_millis();
             });
         }
+    }
+
+    /// Records CPU (the rate since the last sample) and memory in use.
+    fn sample(&self, running: &dyn Running, last: &mut Option<(Instant, u64)>) {
+        let Some(usage) = running.usage() else { return };
+        let now = Instant::now();
+        let cpu_millis = last.and_then(|(at, cpu_usec)| {
+            let elapsed = now.duration_since(at).as_micros() as u64;
+            (elapsed > 0).then(|| usage.cpu_usec.saturating_sub(cpu_usec) * 1000 / elapsed)
+        });
+        *last = Some((now, usage.cpu_usec));
+        self.update(|s| {
+            s.cpu_millis = cpu_millis.or(s.cpu_millis);
+            s.memory_bytes = Some(usage.memory_bytes);
+        });
     }
 
     async fn check(&self) {

@@ -44,6 +44,12 @@ pub struct InstanceStatus {
     pub started_at: i64,
     /// How the last process ended, when it ended on its own.
     pub last_exit: Option<String>,
+    /// CPU in use, in thousandths of a core (averaged over the last few seconds).
+    #[serde(default)]
+    pub cpu_millis: Option<u64>,
+    /// Memory in use, in bytes (the whole control group when the instance has one).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 /// `POST /v1/join` (agent listener, no client certificate yet).

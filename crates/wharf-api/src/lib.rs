@@ -115,6 +115,8 @@ pub enum DeployEvent {
     },
     /// Rolling back to what ran before.
     RollingBack { reason: String },
+    /// Something the user should know that does not stop the operation.
+    Warning { message: String },
     /// The end of the operation.
     Finished {
         deployment: Option<i64>,

@@ -3,18 +3,22 @@
 //! if the agent dies they keep running, and a new agent finds them by the `WHARF_TAG`
 //! variable in their environment.
 
+mod cgroups;
 mod proc_scan;
+
+pub use cgroups::Cgroups;
 
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
-use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
+use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running, Usage};
 
 /// Variables passed through from the agent's own environment, so programs are found.
 const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
@@ -23,16 +27,22 @@ const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TM
 pub const TAG_VARIABLE: &str = "WHARF_TAG";
 
 /// Runs instances as local processes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ProcessDriver {
     /// Only processes whose tag starts with this prefix belong to this agent.
     tag_prefix: String,
+    cgroups: Arc<Cgroups>,
 }
 
 impl ProcessDriver {
     pub fn new(tag_prefix: impl Into<String>) -> Self {
+        Self::with_cgroups(tag_prefix, Cgroups::detect(Path::new("/sys/fs/cgroup")))
+    }
+
+    pub fn with_cgroups(tag_prefix: impl Into<String>, cgroups: Cgroups) -> Self {
         Self {
             tag_prefix: tag_prefix.into(),
+            cgroups: Arc::new(cgroups),
         }
     }
 }
@@ -41,6 +51,13 @@ impl ProcessDriver {
 impl Driver for ProcessDriver {
     fn name(&self) -> &'static str {
         "process"
+    }
+
+    fn limits_unavailable(&self) -> Option<String> {
+        match &*self.cgroups {
+            Cgroups::Unavailable(reason) => Some(reason.clone()),
+            _ => None,
+        }
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
@@ -83,7 +100,26 @@ impl Driver for ProcessDriver {
         let pid = child
             .id()
             .ok_or_else(|| DriverError::Other("process exited before it was watched".into()))?;
-        Ok(Box::new(ChildProcess { child, pid }))
+        // Into its own group before it can fork much; if the host cannot limit, the
+        // deploy was already warned (`limits_unavailable`) and the instance runs anyway.
+        let group = spec
+            .limits
+            .any()
+            .then(|| cgroups::group_name(&spec.tag))
+            .filter(|group| {
+                self.cgroups
+                    .confine(group, pid, spec.limits)
+                    .map_err(|e| tracing_free_warn(&spec.key.to_string(), &e))
+                    .is_ok()
+            });
+        Ok(Box::new(ChildProcess {
+            child,
+            pid,
+            tracked: Tracked {
+                group,
+                cgroups: self.cgroups.clone(),
+            },
+        }))
     }
 
     async fn find_running(&self) -> Vec<Found> {
@@ -95,8 +131,14 @@ impl Driver for ProcessDriver {
 
     async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>> {
         proc_scan::is_alive(found.handle_id).then(|| {
+            let group = cgroups::group_name(&found.tag);
+            let group = self.cgroups.usage(&group).is_some().then_some(group);
             Box::new(AdoptedProcess {
                 pid: found.handle_id,
+                tracked: Tracked {
+                    group,
+                    cgroups: self.cgroups.clone(),
+                },
             }) as Box<dyn Running>
         })
     }
@@ -115,6 +157,37 @@ fn resolve_program(program: &str, workdir: &Path) -> std::path::PathBuf {
 struct ChildProcess {
     child: Child,
     pid: u32,
+    tracked: Tracked,
+}
+
+/// The control group an instance runs in, if any: its usage, and its removal at the end.
+struct Tracked {
+    group: Option<String>,
+    cgroups: Arc<Cgroups>,
+}
+
+impl Tracked {
+    fn usage(&self, pid: u32) -> Option<Usage> {
+        match &self.group {
+            Some(group) => self.cgroups.usage(group),
+            None => cgroups::process_usage(pid),
+        }
+    }
+
+    fn ended(&self) {
+        if let Some(group) = &self.group {
+            self.cgroups.remove(group);
+        }
+    }
+}
+
+/// Limits that cannot be applied are reported once per deploy by the agent; here the
+/// instance only notes it on stderr of the agent.
+fn tracing_free_warn(instance: &str, reason: &str) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("wharf: cannot limit {instance}: {reason}");
+    }
 }
 
 #[async_trait]
@@ -123,8 +196,12 @@ impl Running for ChildProcess {
         self.pid
     }
 
+    fn usage(&self) -> Option<Usage> {
+        self.tracked.usage(self.pid)
+    }
+
     async fn wait(&mut self) -> Exit {
-        match self.child.wait().await {
+        let exit = match self.child.wait().await {
             Ok(status) => {
                 use std::os::unix::process::ExitStatusExt;
                 match (status.code(), status.signal()) {
@@ -134,7 +211,9 @@ impl Running for ChildProcess {
                 }
             }
             Err(_) => Exit::Unknown,
-        }
+        };
+        self.tracked.ended();
+        exit
     }
 
     async fn stop(&mut self, grace: Duration) -> Exit {
@@ -151,12 +230,17 @@ impl Running for ChildProcess {
 /// A process found running from an earlier agent; not our child, so it is polled.
 struct AdoptedProcess {
     pid: u32,
+    tracked: Tracked,
 }
 
 #[async_trait]
 impl Running for AdoptedProcess {
     fn handle_id(&self) -> u32 {
         self.pid
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.tracked.usage(self.pid)
     }
 
     fn started_at_millis(&self) -> Option<i64> {
@@ -167,6 +251,7 @@ impl Running for AdoptedProcess {
         while proc_scan::is_alive(self.pid) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        self.tracked.ended();
         Exit::Unknown
     }
 

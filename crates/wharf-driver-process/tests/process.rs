@@ -19,6 +19,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
         log_path: dir.join("out.log"),
         tag: tag.into(),
+        limits: Default::default(),
     }
 }
 

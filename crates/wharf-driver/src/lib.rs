@@ -53,6 +53,30 @@ pub struct LaunchSpec {
     pub log_path: PathBuf,
     /// The value of the `WHARF_TAG` marker the driver attaches to the instance.
     pub tag: String,
+    /// CPU (thousandths of a core) and memory (bytes) the instance may use; 0 is no limit.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Resource limits of an instance; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.cpu_millis > 0 || self.memory_bytes > 0
+    }
+}
+
+/// What an instance uses right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time consumed so far, in microseconds (for a rate, take two readings).
+    pub cpu_usec: u64,
+    pub memory_bytes: u64,
 }
 
 /// How an instance ended.
@@ -100,6 +124,10 @@ pub enum DriverError {
 pub trait Running: Send + Sync {
     /// The driver's id for it (a process id for the process driver).
     fn handle_id(&self) -> u32;
+    /// What the instance uses now, if the driver can tell.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
     /// When the instance started, in Unix milliseconds, if the driver can tell (it
     /// matters for adopted instances, which started before the agent did).
     fn started_at_millis(&self) -> Option<i64> {
@@ -115,6 +143,10 @@ pub trait Running: Send + Sync {
 #[async_trait]
 pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Why resource limits cannot be enforced on this host, if they cannot.
+    fn limits_unavailable(&self) -> Option<String> {
+        None
+    }
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError>;
     /// Instances this driver started earlier and that still run, found by their tags.
     async fn find_running(&self) -> Vec<Found>;

@@ -166,6 +166,17 @@ impl Controller {
             started_at: now_millis(),
         })?;
         events.send(planned(Some(id)));
+        if spec.resources.cpu_millis > 0 || spec.resources.memory_bytes > 0 {
+            let local = rendered.plans.iter().any(|p| self.fleet.is_local(&p.key));
+            if let Some(reason) = self.fleet.local.limits_unavailable().filter(|_| local) {
+                events.send(DeployEvent::Warning {
+                    message: format!(
+                        "the resource limits of `{}` are not enforced on this machine: {reason}",
+                        spec.service
+                    ),
+                });
+            }
+        }
         let plans: HashMap<Slot, InstancePlan> = rendered
             .plans
             .into_iter()

@@ -128,6 +128,11 @@ impl Fleet {
         }
     }
 
+    /// Whether `key`'s node is this machine (no joined host claims it).
+    pub fn is_local(&self, key: &InstanceKey) -> bool {
+        self.host(&key.env, &key.node).is_none()
+    }
+
     /// Whether the host of `key`'s node takes instances (the local machine always does).
     pub fn takes_instances(&self, key: &InstanceKey) -> bool {
         match self.host(&key.env, &key.node) {

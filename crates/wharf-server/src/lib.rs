@@ -10,6 +10,7 @@ mod executor;
 mod fleet;
 mod hosts;
 mod logs;
+mod metrics;
 mod remote;
 mod render;
 mod routes;

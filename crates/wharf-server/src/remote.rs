@@ -138,6 +138,8 @@ impl AgentLink for RemoteAgent {
                         restarts: 0,
                         started_at: 0,
                         last_exit: None,
+                        cpu_millis: None,
+                        memory_bytes: None,
                     },
                 };
                 (plan.clone(), status)

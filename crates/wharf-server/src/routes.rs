@@ -36,6 +36,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
         .route("/v1/tokens", post(create_token))
+        .route("/metrics", get(prometheus))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{name}/{action}", post(host_action))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
@@ -293,6 +294,11 @@ async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, Ser
     } else {
         Ok((content_type, logs::snapshot(&sources, lines)).into_response())
     }
+}
+
+async fn prometheus(State(c): Ctl) -> Result<Response, ServerError> {
+    let text = crate::metrics::render(&c.store.instances(None, None)?, now_millis());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn create_token(

@@ -25,6 +25,8 @@ pub fn record(plan: &InstancePlan, status: &InstanceStatus) -> InstanceRecord {
         health: status.health,
         restarts: status.restarts,
         started_at: status.started_at,
+        cpu_millis: status.cpu_millis,
+        memory_bytes: status.memory_bytes,
     }
 }
 

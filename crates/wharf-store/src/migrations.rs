@@ -96,4 +96,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO slot_ports (env, service, node, instance, port) SELECT env, service, '', instance, port FROM ports;
     DROP TABLE ports;",
+    // 4: per-instance resource use.
+    "ALTER TABLE instances ADD COLUMN cpu_millis INTEGER;
+    ALTER TABLE instances ADD COLUMN memory_bytes INTEGER;",
 ];

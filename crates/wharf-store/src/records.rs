@@ -67,6 +67,11 @@ pub struct InstanceRecord {
     pub restarts: u32,
     /// Unix time in milliseconds of the current process's start.
     pub started_at: i64,
+    /// CPU in use, thousandths of a core.
+    #[serde(default)]
+    pub cpu_millis: Option<u64>,
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 /// What a host offers, as its agent reports it.

@@ -87,7 +87,7 @@ fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     })
 }
 
-const INSTANCE_COLUMNS: &str = "env, service, node, instance, version, digest, config_digest, deployment_id, pid, port, state, health, restarts, started_at";
+const INSTANCE_COLUMNS: &str = "env, service, node, instance, version, digest, config_digest, deployment_id, pid, port, state, health, restarts, started_at, cpu_millis, memory_bytes";
 
 fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
     let bad = |i: usize, what: &str| {
@@ -109,6 +109,8 @@ fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         health: Health::parse(&r.get::<_, String>(11)?).ok_or_else(|| bad(11, "health"))?,
         restarts: r.get(12)?,
         started_at: r.get(13)?,
+        cpu_millis: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+        memory_bytes: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
     })
 }
 
@@ -253,7 +255,7 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let sql = format!(
-                "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
             );
             let mut stmt = tx.prepare_cached(&sql)?;
             for i in rows {
@@ -271,7 +273,9 @@ impl Store for SqliteStore {
                     i.state.as_str(),
                     i.health.as_str(),
                     i.restarts,
-                    i.started_at
+                    i.started_at,
+                    i.cpu_millis.map(|v| v as i64),
+                    i.memory_bytes.map(|v| v as i64)
                 ])?;
             }
         }

@@ -84,6 +84,8 @@ async fn hollow(url: String, token: JoinToken, name: String) {
                         restarts: 0,
                         started_at: 0,
                         last_exit: None,
+                        cpu_millis: None,
+                        memory_bytes: None,
                     },
                     failure: None,
                 })

@@ -62,6 +62,17 @@ pub enum Command {
         #[arg(long = "env", short = 'e')]
         env: Option<String>,
     },
+    /// A live view of what each instance uses, busiest first (like `top`).
+    Top {
+        #[arg(long = "env", short = 'e')]
+        env: Option<String>,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long, short = 'n')]
+        iterations: Option<u32>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2)]
+        every: u64,
+    },
     /// List the deploys of a service in an environment.
     History {
         service: String,

@@ -61,6 +61,11 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// CPU in use, as a share of one core: `0.25`.
+pub fn cpu(millis: u64) -> String {
+    format!("{:.2}", millis as f64 / 1000.0)
+}
+
 /// The first 12 hex digits of a `sha256:` digest.
 pub fn short_digest(digest: &str) -> String {
     digest

@@ -104,6 +104,9 @@ impl<'p> EventView<'p> {
             DeployEvent::RollingBack { .. } => {
                 self.progress.line(&p.paint("rolling back", Tone::Warn))
             }
+            DeployEvent::Warning { message } => self
+                .progress
+                .line(&format!("{} {message}", p.paint("warning:", Tone::Warn))),
             DeployEvent::Finished { .. } | DeployEvent::Error { .. } => self.progress.finish(),
         }
     }

@@ -31,6 +31,11 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         }
         Command::Deploy(args) => deploy::deploy(global, printer, args).await,
         Command::Status { env } => status::status(global, printer, env.as_deref()).await,
+        Command::Top {
+            env,
+            iterations,
+            every,
+        } => status::top(global, printer, env.as_deref(), iterations, every).await,
         Command::History { service, env } => {
             history::history(global, printer, &service, &env).await
         }

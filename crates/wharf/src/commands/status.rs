@@ -52,6 +52,10 @@ pub fn render(report: &StatusReport) -> String {
                 } else {
                     "-".into()
                 },
+                i.cpu_millis.map(table::cpu).unwrap_or_else(|| "-".into()),
+                i.memory_bytes
+                    .map(table::size)
+                    .unwrap_or_else(|| "-".into()),
             ]);
             if let Some(port) = i.port {
                 urls.push(format!(
@@ -63,7 +67,7 @@ pub fn render(report: &StatusReport) -> String {
     }
     let header = [
         "ENV", "SERVICE", "VERSION", "DIGEST", "#", "NODE", "PID", "PORT", "STATE", "HEALTH",
-        "RESTARTS", "UPTIME",
+        "RESTARTS", "UPTIME", "CPU", "MEM",
     ];
     let mut out = table::render(&header, &rows);
     if !urls.is_empty() {
@@ -72,4 +76,73 @@ pub fn render(report: &StatusReport) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `wharf top`: instances by CPU, refreshed until interrupted or `iterations` are shown.
+pub async fn top(
+    global: &Global,
+    printer: &Printer,
+    env: Option<&str>,
+    iterations: Option<u32>,
+    every: u64,
+) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let clear = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !printer.json();
+    let mut shown = 0;
+    loop {
+        let report = client.status(env).await.map_err(Failure::from)?;
+        if printer.json() {
+            printer.json_data(&report);
+        } else {
+            if clear {
+                printer.stream("\x1b[2J\x1b[H");
+            }
+            printer.data(&render_top(&report));
+        }
+        shown += 1;
+        if iterations.is_some_and(|n| shown >= n) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(every.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+fn render_top(report: &StatusReport) -> String {
+    let mut instances: Vec<_> = report
+        .services
+        .iter()
+        .flat_map(|s| s.instances.iter())
+        .collect();
+    instances.sort_by_key(|i| std::cmp::Reverse(i.cpu_millis.unwrap_or(0)));
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.env.clone(),
+                i.service.clone(),
+                i.instance.to_string(),
+                i.node.clone(),
+                i.cpu_millis.map(table::cpu).unwrap_or_else(|| "-".into()),
+                i.memory_bytes
+                    .map(table::size)
+                    .unwrap_or_else(|| "-".into()),
+                i.restarts.to_string(),
+                if i.pid.is_some() {
+                    table::age(report.now - i.started_at)
+                } else {
+                    "-".into()
+                },
+                i.health.as_str().to_owned(),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "ENV", "SERVICE", "#", "NODE", "CPU", "MEM", "RESTARTS", "UPTIME", "HEALTH",
+        ],
+        &rows,
+    )
 }

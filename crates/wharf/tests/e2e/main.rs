@@ -6,6 +6,7 @@ mod definition;
 mod docker;
 mod fleet;
 mod lifecycle;
+mod limits;
 mod netns;
 mod recovery;
 mod shop;

@@ -1,0 +1,106 @@
+//! `/metrics`: per-instance CPU, memory, restarts, uptime and health in the Prometheus
+//! text format, from the same rows `wharf status` shows.
+
+use std::fmt::Write;
+
+use wharf_store::{Health, InstanceRecord};
+
+fn labels(i: &InstanceRecord) -> String {
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "env=\"{}\",service=\"{}\",node=\"{}\",instance=\"{}\",version=\"{}\"",
+        escape(&i.env),
+        escape(&i.service),
+        escape(&i.node),
+        i.instance,
+        escape(&i.version)
+    )
+}
+
+/// Renders every instance's figures.
+pub fn render(instances: &[InstanceRecord], now_millis: i64) -> String {
+    let mut out = String::new();
+    let mut family =
+        |name: &str, kind: &str, help: &str, value: &dyn Fn(&InstanceRecord) -> Option<f64>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for i in instances {
+                if let Some(v) = value(i) {
+                    let _ = writeln!(out, "{name}{{{}}} {v}", labels(i));
+                }
+            }
+        };
+    family(
+        "wharf_instance_cpu_cores",
+        "gauge",
+        "CPU in use, in cores.",
+        &|i| i.cpu_millis.map(|m| m as f64 / 1000.0),
+    );
+    family(
+        "wharf_instance_memory_bytes",
+        "gauge",
+        "Memory in use.",
+        &|i| i.memory_bytes.map(|m| m as f64),
+    );
+    family(
+        "wharf_instance_restarts_total",
+        "counter",
+        "Restarts after the instance exited on its own.",
+        &|i| Some(f64::from(i.restarts)),
+    );
+    family(
+        "wharf_instance_uptime_seconds",
+        "gauge",
+        "Time since the current process started.",
+        &|i| {
+            i.pid
+                .map(|_| ((now_millis - i.started_at).max(0) as f64) / 1000.0)
+        },
+    );
+    family(
+        "wharf_instance_healthy",
+        "gauge",
+        "1 when the last health check passed.",
+        &|i| {
+            Some(if i.health == Health::Healthy {
+                1.0
+            } else {
+                0.0
+            })
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_store::InstanceState;
+
+    #[test]
+    fn renders_the_prometheus_text_format() {
+        let row = InstanceRecord {
+            env: "ci".into(),
+            service: "api".into(),
+            node: "n".into(),
+            instance: 0,
+            version: "v1".into(),
+            digest: "d".into(),
+            config_digest: "c".into(),
+            deployment_id: 1,
+            pid: Some(9),
+            port: None,
+            state: InstanceState::Running,
+            health: Health::Healthy,
+            restarts: 2,
+            started_at: 1_000,
+            cpu_millis: Some(250),
+            memory_bytes: Some(1024),
+        };
+        let text = render(&[row], 11_000);
+        assert!(text.contains("# TYPE wharf_instance_cpu_cores gauge"));
+        assert!(text.contains(r#"wharf_instance_cpu_cores{env="ci",service="api",node="n",instance="0",version="v1"} 0.25"#), "{text}");
+        assert!(text.contains("wharf_instance_restarts_total{") && text.contains("} 2\n"));
+        assert!(text.contains("wharf_instance_uptime_seconds{") && text.contains("} 10\n"));
+    }
+}
