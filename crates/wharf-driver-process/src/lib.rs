@@ -109,7 +109,9 @@ impl Driver for ProcessDriver {
             .filter(|group| {
                 self.cgroups
                     .confine(group, pid, spec.limits)
-                    .map_err(|e| tracing_free_warn(&spec.key.to_string(), &e))
+                    .map_err(
+                        |e| tracing::warn!(instance = %spec.key, "cannot limit the instance: {e}"),
+                    )
                     .is_ok()
             });
         Ok(Box::new(ChildProcess {
@@ -178,15 +180,6 @@ impl Tracked {
         if let Some(group) = &self.group {
             self.cgroups.remove(group);
         }
-    }
-}
-
-/// Limits that cannot be applied are reported once per deploy by the agent; here the
-/// instance only notes it on stderr of the agent.
-fn tracing_free_warn(instance: &str, reason: &str) {
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!("wharf: cannot limit {instance}: {reason}");
     }
 }
 
