@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_core::lifecycle::{Health, InstanceState};
+use wharf_core::model::DriverKind;
 use wharf_driver::{Driver, Exit, Found, InstanceKey, LaunchSpec, Running};
 
 pub use plan::{InstancePlan, InstanceStatus, NoSink, StatusSink};
@@ -38,6 +39,8 @@ pub enum AgentError {
     AlreadyRunning { key: InstanceKey },
     #[error(transparent)]
     Driver(#[from] wharf_driver::DriverError),
+    #[error("this agent has no {0:?} driver")]
+    NoDriver(DriverKind),
     #[error("cannot write agent state `{path}`: {source}")]
     State {
         path: PathBuf,
@@ -80,7 +83,8 @@ pub struct Agent {
     id: String,
     state_dir: PathBuf,
     logs_dir: PathBuf,
-    driver: Arc<dyn Driver>,
+    /// The process driver, and any other the agent was given.
+    drivers: std::collections::BTreeMap<DriverKind, Arc<dyn Driver>>,
     releases: Releases,
     sink: Arc<dyn StatusSink>,
     instances: Mutex<HashMap<InstanceKey, Handle>>,
@@ -115,7 +119,7 @@ impl Agent {
             id: id.to_owned(),
             state_dir,
             logs_dir,
-            driver,
+            drivers: [(DriverKind::Process, driver)].into_iter().collect(),
             releases: Releases::new(root.join("releases"), source),
             sink,
             instances: Mutex::new(HashMap::new()),
@@ -137,7 +141,28 @@ impl Agent {
 
     /// Why this host cannot enforce resource limits, if it cannot.
     pub fn limits_unavailable(&self) -> Option<String> {
-        self.driver.limits_unavailable()
+        self.drivers[&DriverKind::Process].limits_unavailable()
+    }
+
+    /// Adds a driver (the process driver is always there).
+    pub fn with_driver(mut self, kind: DriverKind, driver: Arc<dyn Driver>) -> Self {
+        self.drivers.insert(kind, driver);
+        self
+    }
+
+    fn driver(&self, kind: DriverKind) -> Result<Arc<dyn Driver>, AgentError> {
+        self.drivers
+            .get(&kind)
+            .cloned()
+            .ok_or(AgentError::NoDriver(kind))
+    }
+
+    /// Where an instance runs: its unpacked artifact, or (for images) the agent's folder.
+    async fn workdir(&self, plan: &InstancePlan) -> Result<PathBuf, AgentError> {
+        match plan.driver {
+            DriverKind::Process => self.releases.prepare(&plan.digest).await,
+            DriverKind::Docker => Ok(self.state_dir.clone()),
+        }
     }
 
     /// The log file of an instance.
@@ -154,7 +179,8 @@ impl Agent {
         if self.lock().contains_key(&plan.key) {
             return Err(AgentError::AlreadyRunning { key: plan.key });
         }
-        let workdir = self.releases.prepare(&plan.digest).await?;
+        let driver = self.driver(plan.driver)?;
+        let workdir = self.workdir(&plan).await?;
         self.write_state(&plan)?;
         let launch = self.launch_spec(&plan, &workdir)?;
         logs::mark(
@@ -164,14 +190,14 @@ impl Agent {
                 plan.version, plan.deployment_id
             ),
         );
-        let running = match self.driver.start(&launch).await {
+        let running = match driver.start(&launch).await {
             Ok(running) => running,
             Err(e) => {
                 let _ = std::fs::remove_file(self.state_file(&plan.key));
                 return Err(e.into());
             }
         };
-        self.supervise(plan, launch, running, 0, false);
+        self.supervise(plan, launch, running, driver, 0, false);
         Ok(())
     }
 
@@ -194,6 +220,7 @@ impl Agent {
                 cpu_millis: plan.resources.cpu_millis,
                 memory_bytes: plan.resources.memory_bytes,
             },
+            image: (plan.driver == DriverKind::Docker).then(|| plan.digest.clone()),
         })
     }
 
@@ -202,6 +229,7 @@ impl Agent {
         plan: InstancePlan,
         launch: LaunchSpec,
         running: Box<dyn Running>,
+        driver: Arc<dyn Driver>,
         restarts: u32,
         adopted: bool,
     ) {
@@ -232,7 +260,7 @@ impl Agent {
         let supervisor = Supervisor {
             plan: plan.clone(),
             launch,
-            driver: self.driver.clone(),
+            driver,
             sink: self.sink.clone(),
             status,
             check_first: adopted,
@@ -390,7 +418,10 @@ impl Agent {
     /// and stops tagged processes nobody planned.
     pub async fn recover(&self) -> Recovery {
         let mut recovery = Recovery::default();
-        let mut found: Vec<Found> = self.driver.find_running().await;
+        let mut found: Vec<(DriverKind, Found)> = Vec::new();
+        for (kind, driver) in &self.drivers {
+            found.extend(driver.find_running().await.into_iter().map(|f| (*kind, f)));
+        }
         let plans: Vec<InstancePlan> = std::fs::read_dir(&self.state_dir)
             .into_iter()
             .flatten()
@@ -404,11 +435,18 @@ impl Agent {
                 continue;
             }
             let tag = self.tag(&plan.key);
-            let adopted = match found.iter().position(|f| f.tag == tag) {
-                Some(i) => self.driver.adopt(&found.remove(i)).await,
+            let Ok(driver) = self.driver(plan.driver) else {
+                tracing::error!(instance = %plan.key, "cannot recover: no {:?} driver on this agent", plan.driver);
+                continue;
+            };
+            let adopted = match found
+                .iter()
+                .position(|(kind, f)| *kind == plan.driver && f.tag == tag)
+            {
+                Some(i) => driver.adopt(&found.remove(i).1).await,
                 None => None,
             };
-            let workdir = match self.releases.prepare(&plan.digest).await {
+            let workdir = match self.workdir(&plan).await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::error!(instance = %plan.key, "cannot recover: {e}");
@@ -421,20 +459,20 @@ impl Agent {
             let key = plan.key.clone();
             match adopted {
                 Some(running) => {
-                    self.supervise(plan, launch, running, 0, true);
+                    self.supervise(plan, launch, running, driver.clone(), 0, true);
                     recovery.adopted.push(key);
                 }
-                None => match self.driver.start(&launch).await {
+                None => match driver.start(&launch).await {
                     Ok(running) => {
-                        self.supervise(plan, launch, running, 1, false);
+                        self.supervise(plan, launch, running, driver.clone(), 1, false);
                         recovery.restarted.push(key);
                     }
                     Err(e) => tracing::error!(instance = %key, "cannot restart: {e}"),
                 },
             }
         }
-        for orphan in found {
-            if let Some(mut running) = self.driver.adopt(&orphan).await {
+        for (kind, orphan) in found {
+            if let Some(mut running) = self.drivers[&kind].adopt(&orphan).await {
                 running.stop(Duration::from_secs(5)).await;
                 recovery.orphans_stopped += 1;
             }

@@ -29,6 +29,9 @@ pub struct InstancePlan {
     /// What the instance requests of its host (counted by placement).
     #[serde(default)]
     pub resources: wharf_core::placement::Resources,
+    /// Which driver runs it.
+    #[serde(default)]
+    pub driver: wharf_core::model::DriverKind,
 }
 
 /// What the agent last observed of an instance.

@@ -46,6 +46,17 @@ pub struct ArtifactUploaded {
     pub created: bool,
 }
 
+/// `POST /v1/images`: registers a local Docker image as a service's version, pinned to
+/// its image id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRegistration {
+    pub service: String,
+    pub version: String,
+    /// `sha256:<hex>`, the image id.
+    pub image_id: String,
+    pub size: u64,
+}
+
 /// `POST /v1/deployments`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployRequest {

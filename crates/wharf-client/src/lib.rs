@@ -159,6 +159,25 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    pub async fn register_image(
+        &self,
+        registration: &ImageRegistration,
+    ) -> Result<ArtifactUploaded> {
+        let response = self
+            .check(
+                self.http
+                    .post(format!("{}/v1/images", self.base))
+                    .json(registration)
+                    .send()
+                    .await,
+            )
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     pub async fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
         self.get("/v1/artifacts", &[("service", service.map(str::to_owned))])
             .await

@@ -140,45 +140,44 @@ impl Checker<'_> {
             path
         };
         check_name(self, name, "service", &at(&[]));
-        let build = match &raw.build {
-            RawBuild::Folder(folder) => Build {
-                context: folder.clone(),
-                command: None,
-                output: folder.clone(),
-            },
-            RawBuild::Step(step) => Build {
-                context: step.context.clone(),
-                command: step.command.clone(),
-                output: match &step.output {
-                    Some(out) => join(&step.context, out),
-                    None => step.context.clone(),
-                },
-            },
+        let build = match (&raw.build, &raw.image) {
+            (Some(build), None) => Some(self.build(name, build, folders)),
+            (None, Some(_)) => None,
+            (Some(_), Some(_)) => {
+                self.report(
+                    &at(&["image"]),
+                    format!("service `{name}` has both `build` and `image`"),
+                    Some(
+                        "keep one: `build` for a folder wharf packs, `image` for a Docker image"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            (None, None) => {
+                self.report(&at(&[]), format!("service `{name}` has neither `build` nor `image`"), Some("add `build: ./folder` (packed by wharf) or `image: name:tag` (a local Docker image)".into()));
+                None
+            }
         };
-        if !folders.is_folder(&build.context) {
-            let place = match &raw.build {
-                RawBuild::Folder(_) => at(&["build"]),
-                RawBuild::Step(_) => at(&["build", "context"]),
-            };
-            let mut path = place;
-            path.push(PathSegment::Value);
+        let driver = match (raw.driver, &raw.image) {
+            (Some(RawDriver::Docker), _) | (None, Some(_)) => DriverKind::Docker,
+            _ => DriverKind::Process,
+        };
+        if raw.image.is_some() && raw.driver == Some(RawDriver::Process) {
             self.report(
-                &path,
-                format!(
-                    "build folder `{}` of service `{name}` does not exist",
-                    build.context
-                ),
-                Some("paths are relative to the folder that holds wharf.yaml".into()),
-            );
-        }
-        if build.command.as_ref().is_some_and(Vec::is_empty) {
-            self.report(
-                &at(&["build", "command"]),
-                "build command is empty".into(),
+                &at(&["driver"]),
+                format!("service `{name}` runs an image, which needs `driver: docker`"),
                 None,
             );
         }
-        if raw.run.is_empty() || raw.run[0].trim().is_empty() {
+        if build.is_some() && driver == DriverKind::Docker {
+            self.report(
+                &at(&["driver"]),
+                format!("the docker driver runs images, and service `{name}` is built from a folder"),
+                Some("give it `image: name:tag` (turning a wharf artifact into an image is not supported yet)".into()),
+            );
+        }
+        if build.is_some() && (raw.run.is_empty() || raw.run[0].trim().is_empty()) {
             self.report(
                 &at(&["run"]),
                 format!("service `{name}` has an empty `run` command"),
@@ -217,7 +216,8 @@ impl Checker<'_> {
             port,
             health,
             config: raw.config.clone(),
-            driver: DriverKind::Process,
+            driver,
+            image: raw.image.clone(),
             stop_timeout: self.duration(
                 raw.stop_timeout.as_ref(),
                 DEFAULT_STOP_TIMEOUT,
@@ -231,6 +231,48 @@ impl Checker<'_> {
             ),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
         }
+    }
+
+    fn build(&mut self, name: &str, raw: &RawBuild, folders: &dyn FolderCheck) -> Build {
+        let at = |rest: &[&str]| {
+            let mut path = vec![key("services"), key(name), key("build")];
+            path.extend(rest.iter().map(|k| key(k)));
+            path
+        };
+        let build = match raw {
+            RawBuild::Folder(folder) => Build {
+                context: folder.clone(),
+                command: None,
+                output: folder.clone(),
+            },
+            RawBuild::Step(step) => Build {
+                context: step.context.clone(),
+                command: step.command.clone(),
+                output: match &step.output {
+                    Some(out) => join(&step.context, out),
+                    None => step.context.clone(),
+                },
+            },
+        };
+        if !folders.is_folder(&build.context) {
+            let mut path = match raw {
+                RawBuild::Folder(_) => at(&[]),
+                RawBuild::Step(_) => at(&["context"]),
+            };
+            path.push(PathSegment::Value);
+            self.report(
+                &path,
+                format!(
+                    "build folder `{}` of service `{name}` does not exist",
+                    build.context
+                ),
+                Some("paths are relative to the folder that holds wharf.yaml".into()),
+            );
+        }
+        if build.command.as_ref().is_some_and(Vec::is_empty) {
+            self.report(&at(&["command"]), "build command is empty".into(), None);
+        }
+        build
     }
 
     fn health(&mut self, service: &str, raw: &RawHealth, has_port: bool) -> HealthCheck {

@@ -19,7 +19,10 @@ pub struct Definition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: String,
-    pub build: Build,
+    /// How the artifact is made; `None` for a service that runs a Docker image.
+    pub build: Option<Build>,
+    /// The Docker image (`name:tag`) a service runs instead of a wharf artifact.
+    pub image: Option<String>,
     pub run: Vec<String>,
     pub port: Option<PortSpec>,
     pub health: Option<HealthCheck>,
@@ -73,11 +76,14 @@ pub enum Probe {
 }
 
 /// How instances are run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DriverKind {
     #[default]
     Process,
+    Docker,
 }
 
 /// An environment of the pipeline.

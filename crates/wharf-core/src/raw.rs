@@ -27,8 +27,15 @@ pub struct RawDefinition {
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     /// The folder that becomes the artifact, or a build step that produces it.
-    pub build: RawBuild,
+    #[serde(default)]
+    pub build: Option<RawBuild>,
+    /// Instead of `build`: a Docker image already on the host (`name:tag`), pinned to its
+    /// image id when it is built. Runs with `driver: docker`.
+    #[serde(default)]
+    pub image: Option<String>,
     /// The command to run, relative to the unpacked artifact: `[program, args...]`.
+    /// For an image, the default is the image's own command.
+    #[serde(default)]
     pub run: Vec<String>,
     /// The instance's port: a number (instance N listens on number + N) or a name,
     /// in which case wharf assigns a free port per instance and keeps it across deploys.
@@ -153,6 +160,8 @@ pub struct RawHealth {
 pub enum RawDriver {
     /// Plain processes on the host.
     Process,
+    /// Containers on the host's Docker engine.
+    Docker,
 }
 
 /// One environment of the pipeline.

@@ -56,7 +56,10 @@ fn a_good_definition_resolves() {
     assert!(
         matches!(&catalog.health.as_ref().unwrap().probe, Probe::Http { path } if path == "/health")
     );
-    assert_eq!(def.services["orders"].build.output, "./orders/dist");
+    assert_eq!(
+        def.services["orders"].build.as_ref().unwrap().output,
+        "./orders/dist"
+    );
     let prod = &def.environments["production"];
     let names: Vec<&str> = prod.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["web-1", "web-2", "web-3", "web-4", "web-5"]);
@@ -122,7 +125,7 @@ fn unknown_service_on_a_node_suggests_the_closest_name() {
 fn wrong_types_and_missing_fields() {
     let out = errors("services:\n  catalog:\n    build: ./catalog\n    port: 70000\n");
     assert!(
-        out.contains("missing key `run` in `services.catalog`"),
+        out.contains("service `catalog` has an empty `run` command"),
         "{out}"
     );
     assert!(out.contains("`services.catalog.port`"), "{out}");
@@ -181,4 +184,27 @@ fn the_schema_is_generated_from_the_parsing_types() {
     let service = &schema["$defs"]["RawService"];
     assert_eq!(service["additionalProperties"], false);
     assert!(service["properties"].get("health").is_some());
+}
+
+#[test]
+fn image_services_run_with_the_docker_driver_and_folders_with_processes() {
+    let ok = "services:\n  api: { image: 'shop/api:1', port: http }\n";
+    let def = load(ok, "wharf.yaml", &FOLDERS).unwrap();
+    assert_eq!(
+        def.services["api"].driver,
+        wharf_core::model::DriverKind::Docker
+    );
+    assert!(def.services["api"].build.is_none());
+    let both = errors("services:\n  catalog: { image: 'x:1', build: ./catalog, run: [a] }\n");
+    assert!(both.contains("has both `build` and `image`"), "{both}");
+    let neither = errors("services:\n  catalog: { run: [a] }\n");
+    assert!(
+        neither.contains("has neither `build` nor `image`"),
+        "{neither}"
+    );
+    let mismatch = errors("services:\n  catalog: { build: ./catalog, run: [a], driver: docker }\n");
+    assert!(
+        mismatch.contains("the docker driver runs images"),
+        "{mismatch}"
+    );
 }

@@ -20,6 +20,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         log_path: dir.join("out.log"),
         tag: tag.into(),
         limits: Default::default(),
+        image: None,
     }
 }
 

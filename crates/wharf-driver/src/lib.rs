@@ -56,6 +56,9 @@ pub struct LaunchSpec {
     /// CPU (thousandths of a core) and memory (bytes) the instance may use; 0 is no limit.
     #[serde(default)]
     pub limits: Limits,
+    /// For image-based drivers: the image to run (an image id).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// Resource limits of an instance; 0 means unlimited.

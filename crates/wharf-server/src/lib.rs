@@ -120,13 +120,18 @@ pub async fn run_dev(
     let agent_id = agent_id(&agent_root).map_err(io)?;
     let driver = Arc::new(ProcessDriver::new(format!("{agent_id}:")));
     let source = Box::new(FolderSource(artifacts.dir().to_owned()));
-    let agent = Arc::new(Agent::new(
+    let mut agent = Agent::new(
         &agent_id,
         &agent_root,
         driver,
         source,
         Arc::new(sink::StoreSink(store.clone())),
-    )?);
+    )?;
+    // Containers, when this machine has a Docker engine (checked when one is used).
+    if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(format!("{agent_id}:")) {
+        agent = agent.with_driver(wharf_core::model::DriverKind::Docker, Arc::new(docker));
+    }
+    let agent = Arc::new(agent);
 
     // Recover before serving: interrupted deploys are marked, instances adopted, and
     // rows of instances that no longer exist are dropped.

@@ -91,7 +91,14 @@ pub fn render(
             },
             version: version.to_owned(),
             digest: digest.to_owned(),
-            config_digest: config_digest([&env]),
+            // The command is part of what an instance runs: changing it alone must
+            // replace the instance too, so it counts into the digest.
+            config_digest: config_digest([
+                &env,
+                &[("\0run".to_owned(), spec.run.join("\0"))]
+                    .into_iter()
+                    .collect(),
+            ]),
             deployment_id,
             argv: spec.run.clone(),
             env,
@@ -99,6 +106,7 @@ pub fn render(
             health: spec.health.clone(),
             stop_timeout: spec.stop_timeout,
             resources: spec.resources,
+            driver: spec.driver,
         });
     }
     let config_digest = config_digest(plans.iter().map(|p| &p.env));

@@ -29,6 +29,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/artifacts", get(list_artifacts).post(upload_artifact))
         .route("/v1/artifacts/{digest}", get(download_artifact))
+        .route("/v1/images", post(register_image))
         .route("/v1/deployments", post(deploy))
         .route("/v1/rollback", post(rollback))
         .route("/v1/stop", post(stop))
@@ -102,6 +103,46 @@ async fn upload_artifact(
         version,
         digest: digest.to_string(),
         size: body.len() as u64,
+        created_at: now_millis(),
+    };
+    let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;
+    let record = if created {
+        record
+    } else {
+        c.store
+            .artifact(&record.service, &record.version)?
+            .unwrap_or(record)
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(ArtifactUploaded {
+            artifact: record,
+            created,
+        }),
+    )
+        .into_response())
+}
+
+async fn register_image(
+    State(c): Ctl,
+    Json(req): Json<ImageRegistration>,
+) -> Result<Response, ServerError> {
+    if !req.image_id.starts_with("sha256:") {
+        return Err(ServerError::bad_request(format!(
+            "`{}` is not an image id",
+            req.image_id
+        )));
+    }
+    let record = ArtifactRecord {
+        service: req.service,
+        version: req.version,
+        digest: req.image_id,
+        size: req.size,
         created_at: now_millis(),
     };
     let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;

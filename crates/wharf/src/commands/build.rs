@@ -1,8 +1,7 @@
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
-use wharf_api::ArtifactRecord;
-use wharf_artifact::Packed;
+use wharf_api::{ArtifactRecord, ImageRegistration};
 use wharf_client::Client;
 
 use crate::cli::Global;
@@ -27,8 +26,18 @@ pub async fn build(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the service's build step, packs its output and registers it with the controller.
-/// Without a version, the artifact is named after its content: `dev-<digest>`.
+/// What a build made: a packed archive, or a Docker image pinned by id.
+pub struct Built {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size: u64,
+    /// The archive; `None` for an image, which stays in the local Docker engine.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// Runs the service's build step, packs its output (or pins its image) and registers it
+/// with the controller. Without a version, the artifact is named after its content:
+/// `dev-<digest>`.
 pub async fn build_and_register(
     project: &Project,
     client: &Client,
@@ -36,16 +45,27 @@ pub async fn build_and_register(
     service: &str,
     version: Option<&str>,
 ) -> anyhow::Result<(ArtifactRecord, bool)> {
-    let packed = build_locally(project, printer, service, version).await?;
+    let built = build_locally(project, printer, service, version).await?;
     let version = version
         .map(str::to_owned)
-        .unwrap_or_else(|| dev_version(&packed));
-    let size = packed.bytes.len() as u64;
-    let digest = packed.digest.to_string();
-    let uploaded = client
-        .upload_artifact(service, &version, &digest, packed.bytes)
-        .await
-        .map_err(Failure::from)?;
+        .unwrap_or_else(|| dev_version(&built));
+    let uploaded = match built.bytes {
+        Some(bytes) => {
+            client
+                .upload_artifact(service, &version, &built.digest, bytes)
+                .await
+        }
+        None => {
+            let registration = ImageRegistration {
+                service: service.to_owned(),
+                version: version.clone(),
+                image_id: built.digest.clone(),
+                size: built.size,
+            };
+            client.register_image(&registration).await
+        }
+    }
+    .map_err(Failure::from)?;
     let what = if uploaded.created {
         "built"
     } else {
@@ -53,27 +73,40 @@ pub async fn build_and_register(
     };
     printer.info(&format!(
         "{what} {service} {version} {} ({})",
-        table::short_digest(&digest),
-        table::size(size)
+        table::short_digest(&built.digest),
+        table::size(built.size)
     ));
     Ok((uploaded.artifact, uploaded.created))
 }
 
 /// The version name of an unnamed build: its content's digest.
-pub fn dev_version(packed: &Packed) -> String {
-    format!("dev-{}", &packed.digest.hex()[..12])
+pub fn dev_version(built: &Built) -> String {
+    format!("dev-{}", table::short_digest(&built.digest))
 }
 
-/// Runs the build step and packs the result, without registering it.
+/// Runs the build step and packs the result (or looks the image up), registering nothing.
 pub async fn build_locally(
     project: &Project,
     printer: &Printer,
     service: &str,
     version: Option<&str>,
-) -> anyhow::Result<Packed> {
+) -> anyhow::Result<Built> {
     let svc = project.definition.service(service).map_err(Failure::from)?;
-    if let Some(command) = &svc.build.command {
-        let context = project.dir.join(&svc.build.context);
+    let Some(build) = &svc.build else {
+        let image = svc.image.clone().unwrap_or_default();
+        let (digest, size) = wharf_driver_docker::image_id(&image).await.map_err(|e| {
+            Failure::operation(e).hint(
+                "wharf pins the image that is on this host; with a registry, pull it here first",
+            )
+        })?;
+        return Ok(Built {
+            digest,
+            size,
+            bytes: None,
+        });
+    };
+    if let Some(command) = &build.command {
+        let context = project.dir.join(&build.context);
         printer.info(&format!("building {service}: {}", command.join(" ")));
         // The build's own output is a message, not data: it goes to stderr.
         let stderr = std::io::stderr().as_fd().try_clone_to_owned()?;
@@ -99,7 +132,7 @@ pub async fn build_locally(
             .into());
         }
     }
-    let output = project.dir.join(&svc.build.output);
+    let output = project.dir.join(&build.output);
     if !output.is_dir() {
         return Err(Failure::operation(format!(
             "build output `{}` of `{service}` is not a folder",
@@ -119,7 +152,11 @@ pub async fn build_locally(
         .collect();
     let packed =
         tokio::task::spawn_blocking(move || wharf_artifact::pack(&output, &exclude)).await??;
-    Ok(packed)
+    Ok(Built {
+        digest: packed.digest.to_string(),
+        size: packed.bytes.len() as u64,
+        bytes: Some(packed.bytes),
+    })
 }
 
 use std::os::fd::AsFd;

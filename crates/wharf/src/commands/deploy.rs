@@ -140,7 +140,7 @@ async fn ensure_built(
             .map(str::to_owned)
             .unwrap_or_else(|| dev_version(&packed));
         let registered = known.iter().any(|a| a.version == name);
-        return Ok((name, (!registered).then(|| packed.digest.to_string())));
+        return Ok((name, (!registered).then(|| packed.digest.clone())));
     }
     let (record, _) = build_and_register(project, client, printer, service, version).await?;
     Ok((record.version, None))

@@ -22,7 +22,7 @@ environments:
       inv: { count: 3 }
 "#;
 
-fn docker_answers() -> bool {
+pub fn docker_answers() -> bool {
     let up = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()

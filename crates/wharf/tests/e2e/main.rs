@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod containers;
 mod definition;
 mod docker;
 mod fleet;

@@ -8,11 +8,13 @@ use std::thread;
 
 fn main() {
     let port = env::var("PORT").unwrap_or_else(|_| "7303".into());
-    let listener = TcpListener::bind(format!("127.0.0.1:{port}")).unwrap_or_else(|e| {
+    // Loopback unless told otherwise (in a container it must listen on its interface).
+    let address = env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+    let listener = TcpListener::bind(format!("{address}:{port}")).unwrap_or_else(|e| {
         eprintln!("inventory: cannot listen on port {port}: {e}");
         std::process::exit(1);
     });
-    eprintln!("inventory: listening on 127.0.0.1:{port}");
+    eprintln!("inventory: listening on {address}:{port}");
     for stream in listener.incoming().flatten() {
         thread::spawn(move || handle(stream));
     }

@@ -1,0 +1,309 @@
+//! The docker driver: each instance is a container on the host's Docker engine
+//! (`/var/run/docker.sock` or `DOCKER_HOST`), created from an image pinned by id. wharf
+//! owns restarts (the container has no restart policy), health checks and logs (the
+//! container's output is appended to the instance's log file); containers carry labels
+//! naming their instance, by which a restarted agent finds them again.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StopContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
+
+/// The label holding an instance's tag.
+pub const TAG_LABEL: &str = "wharf.tag";
+
+pub struct DockerDriver {
+    docker: Docker,
+    tag_prefix: String,
+}
+
+/// The container name of an instance tag (Docker names allow `[a-zA-Z0-9_.-]`).
+pub fn container_name(tag: &str) -> String {
+    let safe: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("wharf-{safe}")
+}
+
+fn failed(program: &str, e: impl std::fmt::Display) -> DriverError {
+    DriverError::Start {
+        program: program.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl DockerDriver {
+    /// A driver for the engine at `DOCKER_HOST` or the local socket. Connecting is lazy:
+    /// a daemon that is down shows up as a clear error when an instance starts.
+    pub fn connect(tag_prefix: impl Into<String>) -> Result<Self, String> {
+        let docker = Docker::connect_with_defaults().map_err(|e| e.to_string())?;
+        Ok(Self {
+            docker,
+            tag_prefix: tag_prefix.into(),
+        })
+    }
+
+    async fn running(&self, name: &str) -> Option<Box<dyn Running>> {
+        let inspect = self.docker.inspect_container(name, None).await.ok()?;
+        let state = inspect.state?;
+        if state.running != Some(true) {
+            return None;
+        }
+        let pid = state.pid.unwrap_or(0).max(0) as u32;
+        Some(Box::new(Container {
+            docker: self.docker.clone(),
+            name: name.to_owned(),
+            pid,
+        }))
+    }
+}
+
+/// The id of a local image and its size; the image is never pulled.
+pub async fn image_id(reference: &str) -> Result<(String, u64), String> {
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| format!("cannot reach the Docker engine: {e}"))?;
+    let image = docker.inspect_image(reference).await.map_err(|e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => format!(
+            "image `{reference}` is not on this host (wharf never pulls; build or load it here)"
+        ),
+        other => format!("cannot inspect image `{reference}`: {other}"),
+    })?;
+    let id = image
+        .id
+        .ok_or_else(|| format!("image `{reference}` has no id"))?;
+    Ok((id, image.size.unwrap_or(0).max(0) as u64))
+}
+
+#[async_trait]
+impl Driver for DockerDriver {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
+        let image = spec
+            .image
+            .clone()
+            .ok_or_else(|| DriverError::Other("the docker driver needs an image".into()))?;
+        let name = container_name(&spec.tag);
+        // A container of an earlier run of this instance is in the way: it is over.
+        let _ = self
+            .docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let port = spec.env.get("PORT").cloned();
+        // No WHARF_TAG in the environment: that marks processes of the process driver,
+        // which would otherwise claim the container's process as its own.
+        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: HashMap<String, String> = [
+            (TAG_LABEL.to_owned(), spec.tag.clone()),
+            ("wharf.service".to_owned(), spec.key.service.clone()),
+            ("wharf.env".to_owned(), spec.key.env.clone()),
+            ("wharf.instance".to_owned(), spec.key.instance.to_string()),
+            (
+                "wharf.version".to_owned(),
+                spec.env.get("WHARF_VERSION").cloned().unwrap_or_default(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let published = port.as_ref().map(|p| format!("{p}/tcp"));
+        let host_config = HostConfig {
+            port_bindings: published.as_ref().map(|key| {
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: port.clone(),
+                };
+                [(key.clone(), Some(vec![binding]))].into_iter().collect()
+            }),
+            nano_cpus: (spec.limits.cpu_millis > 0)
+                .then(|| (spec.limits.cpu_millis * 1_000_000) as i64),
+            memory: (spec.limits.memory_bytes > 0).then_some(spec.limits.memory_bytes as i64),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.clone()),
+            cmd: (!spec.argv.is_empty()).then(|| spec.argv.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: published.map(|key| vec![key]),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => failed(
+                    &image,
+                    "the image is not on this host (wharf never pulls; build or load it here)",
+                ),
+                other => failed(&image, other),
+            })?;
+        if let Err(e) = self.docker.start_container(&name, None).await {
+            let _ = self
+                .docker
+                .remove_container(
+                    &name,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            return Err(failed(&image, e));
+        }
+        pump_logs(self.docker.clone(), name.clone(), spec.log_path.clone());
+        let pid = self
+            .docker
+            .inspect_container(&name, None)
+            .await
+            .ok()
+            .and_then(|i| i.state?.pid)
+            .unwrap_or(0)
+            .max(0) as u32;
+        Ok(Box::new(Container {
+            docker: self.docker.clone(),
+            name,
+            pid,
+        }))
+    }
+
+    async fn find_running(&self) -> Vec<Found> {
+        let filters = [("label".to_owned(), vec![TAG_LABEL.to_owned()])]
+            .into_iter()
+            .collect();
+        let options = ListContainersOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let Ok(containers) = self.docker.list_containers(Some(options)).await else {
+            return Vec::new();
+        };
+        containers
+            .into_iter()
+            .filter_map(|c| {
+                let tag = c.labels?.get(TAG_LABEL)?.clone();
+                tag.starts_with(&self.tag_prefix)
+                    .then_some(Found { tag, handle_id: 0 })
+            })
+            .collect()
+    }
+
+    async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>> {
+        self.running(&container_name(&found.tag)).await
+    }
+}
+
+/// Appends a container's output to the instance's log file while it runs.
+fn pump_logs(docker: Docker, name: String, path: std::path::PathBuf) {
+    tokio::spawn(async move {
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut stream = docker.logs(&name, Some(options));
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        else {
+            return;
+        };
+        while let Some(Ok(chunk)) = stream.next().await {
+            let _ = file.write_all(&chunk.into_bytes());
+        }
+    });
+}
+
+struct Container {
+    docker: Docker,
+    name: String,
+    pid: u32,
+}
+
+#[async_trait]
+impl Running for Container {
+    fn handle_id(&self) -> u32 {
+        self.pid
+    }
+
+    async fn wait(&mut self) -> Exit {
+        let mut stream = self
+            .docker
+            .wait_container(&self.name, None::<WaitContainerOptions>);
+        let exit = match stream.next().await {
+            Some(Ok(r)) => Exit::Code(r.status_code as i32),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                Exit::Code(code as i32)
+            }
+            _ => Exit::Unknown,
+        };
+        // Its output is in the instance's log already; a restart makes a new container.
+        let _ = self
+            .docker
+            .remove_container(
+                &self.name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        exit
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Exit {
+        let options = StopContainerOptions {
+            t: Some(grace.as_secs().max(1) as i32),
+            ..Default::default()
+        };
+        let _ = self.docker.stop_container(&self.name, Some(options)).await;
+        let exit = tokio::time::timeout(Duration::from_secs(5), self.wait())
+            .await
+            .unwrap_or(Exit::Unknown);
+        let _ = self
+            .docker
+            .remove_container(
+                &self.name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        exit
+    }
+}

@@ -1,0 +1,180 @@
+//! `driver: docker`: services that are images run as containers, through the same deploy.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+const IMAGE_SERVICE: &str = r#"
+services:
+  inv:
+    image: IMAGE
+    run: ["/usr/local/bin/shop-inventory"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    resources: { cpu: 0.5, memory: 64Mi }
+    config: { BIND_ADDR: 0.0.0.0, LOW_STOCK_THRESHOLD: "{{ env }}-threshold" }
+environments:
+  ci: {}
+"#;
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// An image made here, never pulled: the shop's inventory binary and its libraries.
+fn local_image(dir: &Path) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target/docker-e2e");
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "shop-inventory",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let binary = target.join("release/shop-inventory");
+    let rootfs = dir.join("rootfs");
+    let place = |from: &Path, to: &str| {
+        let dest = rootfs.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, dest).unwrap();
+    };
+    place(&binary, "/usr/local/bin/shop-inventory");
+    let ldd = Command::new("ldd").arg(&binary).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        place(Path::new(lib), lib);
+    }
+    let tar = dir.join("rootfs.tar");
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let name = format!("wharf-e2e-inventory:{}", std::process::id());
+    assert!(
+        Command::new("docker")
+            .arg("import")
+            .arg(&tar)
+            .arg(&name)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    name
+}
+
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
+    if !crate::docker::docker_answers() {
+        return;
+    }
+    let mut p = Project::new("services: {}\n", &[]);
+    let image = Image(local_image(p.path()));
+    p.write("wharf.yaml", &IMAGE_SERVICE.replace("IMAGE", &image.0));
+
+    p.ok(&["deploy", "inv", "--env", "ci", "--version", "v1"]);
+    let port = p.port("inv", "ci", 0);
+    let answer: serde_json::Value =
+        serde_json::from_str(&get(port, "/").expect("the published port answers")).unwrap();
+    assert_eq!(
+        answer["low_stock_threshold"], "ci-threshold",
+        "configuration reaches the container"
+    );
+    let container = docker(&["ps", "-q", "--filter", "label=wharf.service=inv"]);
+    assert!(!container.is_empty());
+    let limits = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}",
+        &container,
+    ]);
+    assert_eq!(
+        limits, "500000000 67108864",
+        "limits are the container's; no restart policy: restarts are wharf's"
+    );
+    let log = stdout(&p.ok(&["logs", "inv", "--env", "ci"]));
+    assert!(log.contains("inventory: listening on 0.0.0.0"), "{log}");
+
+    // A missing image is a clear error that changes nothing.
+    let broken = IMAGE_SERVICE.replace("IMAGE", "wharf-no-such-image:1");
+    p.write("wharf.yaml", &broken);
+    let out = p.wharf(&["deploy", "inv", "--env", "ci", "--version", "v9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("is not on this host"),
+        "{}",
+        text(&out)
+    );
+
+    // A version whose command fails is rolled back; v1 keeps answering.
+    p.write(
+        "wharf.yaml",
+        &IMAGE_SERVICE.replace("IMAGE", &image.0).replace(
+            "/usr/local/bin/shop-inventory",
+            "/usr/local/bin/nothing-here",
+        ),
+    );
+    let out = p.wharf(&["deploy", "inv", "--env", "ci", "--version", "v2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("the previous version was restored"),
+        "{}",
+        text(&out)
+    );
+    assert!(wait_until(Duration::from_secs(10), || get(
+        p.port("inv", "ci", 0),
+        "/health"
+    )
+    .is_some()));
+
+    // A controller restart adopts the container by its labels.
+    let before = docker(&["ps", "-q", "--filter", "label=wharf.service=inv"]);
+    let controller = p.controller_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(controller),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    let instance = &p.instances("inv", "ci")[0];
+    assert_eq!(instance["restarts"], 0, "{instance}");
+    assert_eq!(
+        docker(&["ps", "-q", "--filter", "label=wharf.service=inv"]),
+        before,
+        "the same container"
+    );
+
+    p.ok(&["stop", "inv", "--env", "ci"]);
+    assert!(
+        docker(&["ps", "-aq", "--filter", "label=wharf.service=inv"]).is_empty(),
+        "stopping removes the container"
+    );
+}
