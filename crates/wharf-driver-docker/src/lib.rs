@@ -143,6 +143,9 @@ impl Driver for DockerDriver {
             nano_cpus: (spec.limits.cpu_millis > 0)
                 .then(|| (spec.limits.cpu_millis * 1_000_000) as i64),
             memory: (spec.limits.memory_bytes > 0).then_some(spec.limits.memory_bytes as i64),
+            // An init process as PID 1 passes SIGTERM on, so `stop` is graceful even for
+            // programs that install no signal handler (PID 1 ignores unhandled signals).
+            init: Some(true),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -258,6 +261,13 @@ struct Container {
 impl Running for Container {
     fn handle_id(&self) -> u32 {
         self.pid
+    }
+
+    /// The container's main process, seen from the host.
+    fn usage(&self) -> Option<wharf_driver::Usage> {
+        (self.pid > 0)
+            .then(|| wharf_driver::process_usage(self.pid))
+            .flatten()
     }
 
     async fn wait(&mut self) -> Exit {

@@ -172,7 +172,7 @@ impl Tracked {
     fn usage(&self, pid: u32) -> Option<Usage> {
         match &self.group {
             Some(group) => self.cgroups.usage(group),
-            None => cgroups::process_usage(pid),
+            None => wharf_driver::process_usage(pid),
         }
     }
 

@@ -156,3 +156,29 @@ pub trait Driver: Send + Sync {
     /// Takes an instance found by [`Driver::find_running`] under watch again.
     async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>>;
 }
+
+/// Usage of a single process from /proc (CPU time and resident memory of that process).
+pub fn process_usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = clock_ticks_per_second();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Some(Usage {
+        cpu_usec: ticks * 1_000_000 / per_second,
+        memory_bytes: rss_kb * 1024,
+    })
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}

@@ -120,6 +120,16 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
         limits, "500000000 67108864",
         "limits are the container's; no restart policy: restarts are wharf's"
     );
+    let measured = wait_until(Duration::from_secs(10), || {
+        p.instances("inv", "ci")[0]["memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m > 0)
+    });
+    assert!(
+        measured,
+        "a container's memory shows in status: {:?}",
+        p.instances("inv", "ci")
+    );
     let log = stdout(&p.ok(&["logs", "inv", "--env", "ci"]));
     assert!(log.contains("inventory: listening on 0.0.0.0"), "{log}");
 
