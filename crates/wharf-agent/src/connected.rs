@@ -15,6 +15,7 @@ use wharf_api::agent::{AgentReport, Capacity, ReportedFailure, ReportedInstance}
 use wharf_artifact::ArtifactDigest;
 use wharf_client::ClientError;
 use wharf_client::agent::{AgentClient, Credentials, JoinToken};
+use wharf_core::model::DriverKind;
 use wharf_driver::{Driver, InstanceKey};
 
 use crate::{Agent, AgentError, ArtifactSource, InstancePlan, InstanceStatus, StatusSink};
@@ -177,10 +178,11 @@ impl StatusSink for ReportSoon {
 type Failures = Arc<Mutex<HashMap<InstanceKey, (i64, ReportedFailure)>>>;
 
 /// Runs the agent until `stop` is set. Instances keep running when it returns.
-/// `driver` makes the driver for an agent id: instances' tags start with `<id>:`.
+/// `drivers` makes the drivers for an agent id, the process driver first: instances'
+/// tags start with `<id>:`.
 pub async fn run(
     options: ConnectOptions,
-    driver: impl FnOnce(&str) -> Arc<dyn Driver>,
+    drivers: impl FnOnce(&str) -> Vec<(DriverKind, Arc<dyn Driver>)>,
     stop: CancellationToken,
 ) -> Result<(), ConnectError> {
     let (joined, credentials) = credentials(&options).await?;
@@ -191,17 +193,26 @@ pub async fn run(
     let controller =
         wharf_pki::fingerprint_pem(&joined.ca).map_err(|e| state_err(&options.state_dir, e))?;
     let id = format!("{}-host{}", &controller[..12], joined.host_id);
-    let driver = driver(&id);
-    let agent = Arc::new(Agent::new(
+    let mut drivers = drivers(&id).into_iter();
+    let Some((_, process)) = drivers.next() else {
+        return Err(ConnectError::Agent(AgentError::NoDriver(
+            DriverKind::Process,
+        )));
+    };
+    let mut agent = Agent::new(
         &id,
         &options.state_dir,
-        driver,
+        process,
         Box::new(ControllerArtifacts {
             client: client.clone(),
             downloads: options.state_dir.join("downloads"),
         }),
         Arc::new(ReportSoon(changed.clone())),
-    )?);
+    )?;
+    for (kind, driver) in drivers {
+        agent = agent.with_driver(kind, driver);
+    }
+    let agent = Arc::new(agent);
     let recovery = agent.recover().await;
     tracing::info!(
         adopted = recovery.adopted.len(),

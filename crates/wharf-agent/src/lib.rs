@@ -439,13 +439,6 @@ impl Agent {
                 tracing::error!(instance = %plan.key, "cannot recover: no {:?} driver on this agent", plan.driver);
                 continue;
             };
-            let adopted = match found
-                .iter()
-                .position(|(kind, f)| *kind == plan.driver && f.tag == tag)
-            {
-                Some(i) => driver.adopt(&found.remove(i).1).await,
-                None => None,
-            };
             let workdir = match self.workdir(&plan).await {
                 Ok(w) => w,
                 Err(e) => {
@@ -455,6 +448,13 @@ impl Agent {
             };
             let Ok(launch) = self.launch_spec(&plan, &workdir) else {
                 continue;
+            };
+            let adopted = match found
+                .iter()
+                .position(|(kind, f)| *kind == plan.driver && f.tag == tag)
+            {
+                Some(i) => driver.adopt(&found.remove(i).1, Some(&launch)).await,
+                None => None,
             };
             let key = plan.key.clone();
             match adopted {
@@ -472,7 +472,7 @@ impl Agent {
             }
         }
         for (kind, orphan) in found {
-            if let Some(mut running) = self.drivers[&kind].adopt(&orphan).await {
+            if let Some(mut running) = self.drivers[&kind].adopt(&orphan, None).await {
                 running.stop(Duration::from_secs(5)).await;
                 recovery.orphans_stopped += 1;
             }

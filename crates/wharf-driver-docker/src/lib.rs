@@ -223,18 +223,34 @@ impl Driver for DockerDriver {
             .collect()
     }
 
-    async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>> {
-        self.running(&container_name(&found.tag)).await
+    async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>> {
+        let name = container_name(&found.tag);
+        let running = self.running(&name).await?;
+        if let Some(launch) = launch {
+            // Only what is new: the log file already holds what came before.
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i32)
+                .unwrap_or(0);
+            pump_logs_since(self.docker.clone(), name, launch.log_path.clone(), since);
+        }
+        Some(running)
     }
 }
 
 /// Appends a container's output to the instance's log file while it runs.
 fn pump_logs(docker: Docker, name: String, path: std::path::PathBuf) {
+    pump_logs_since(docker, name, path, 0);
+}
+
+/// Like [`pump_logs`], from `since` (Unix seconds; 0 for everything).
+fn pump_logs_since(docker: Docker, name: String, path: std::path::PathBuf, since: i32) {
     tokio::spawn(async move {
         let options = LogsOptions {
             follow: true,
             stdout: true,
             stderr: true,
+            since,
             ..Default::default()
         };
         let mut stream = docker.logs(&name, Some(options));

@@ -131,7 +131,7 @@ impl Driver for ProcessDriver {
             .unwrap_or_default()
     }
 
-    async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>> {
+    async fn adopt(&self, found: &Found, _: Option<&LaunchSpec>) -> Option<Box<dyn Running>> {
         proc_scan::is_alive(found.handle_id).then(|| {
             let group = cgroups::group_name(&found.tag);
             let group = self.cgroups.usage(&group).is_some().then_some(group);

@@ -86,7 +86,7 @@ async fn a_new_driver_finds_and_adopts_running_instances() {
     assert_eq!(found[0].tag, "t3/env/svc/n/0");
     assert_eq!(found[0].handle_id, pid);
     assert!(ProcessDriver::new("other/").find_running().await.is_empty());
-    let mut adopted = second.adopt(&found[0]).await.unwrap();
+    let mut adopted = second.adopt(&found[0], None).await.unwrap();
     adopted.stop(Duration::from_secs(2)).await;
     assert!(second.find_running().await.is_empty());
 }

@@ -154,7 +154,10 @@ pub trait Driver: Send + Sync {
     /// Instances this driver started earlier and that still run, found by their tags.
     async fn find_running(&self) -> Vec<Found>;
     /// Takes an instance found by [`Driver::find_running`] under watch again.
-    async fn adopt(&self, found: &Found) -> Option<Box<dyn Running>>;
+    /// `launch` is what the instance was started with, when the agent still knows it
+    /// (a driver may need it, for example to keep appending the instance's output to
+    /// its log file); orphans found without a plan are adopted only to be stopped.
+    async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>>;
 }
 
 /// Usage of a single process from /proc (CPU time and resident memory of that process).

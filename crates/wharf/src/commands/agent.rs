@@ -2,6 +2,8 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use wharf_core::model::DriverKind;
+
 use wharf_agent::connected::{self, ConnectError, ConnectOptions};
 
 use crate::cli::{AgentArgs, Global};
@@ -39,8 +41,17 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode>
         .unwrap_or_else(|| "/var/lib/wharf-agent".into());
     let state_dir = std::path::absolute(&state_dir)?;
     let driver = |id: &str| {
-        Arc::new(wharf_driver_process::ProcessDriver::new(format!("{id}:")))
-            as Arc<dyn wharf_driver::Driver>
+        let process: Arc<dyn wharf_driver::Driver> =
+            Arc::new(wharf_driver_process::ProcessDriver::new(format!("{id}:")));
+        let mut drivers = vec![(DriverKind::Process, process)];
+        // Containers too, when this host has a Docker engine.
+        if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(format!("{id}:")) {
+            drivers.push((
+                DriverKind::Docker,
+                Arc::new(docker) as Arc<dyn wharf_driver::Driver>,
+            ));
+        }
+        drivers
     };
     let options = ConnectOptions {
         state_dir,
