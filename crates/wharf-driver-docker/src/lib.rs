@@ -105,16 +105,7 @@ impl Driver for DockerDriver {
             .ok_or_else(|| DriverError::Other("the docker driver needs an image".into()))?;
         let name = container_name(&spec.tag);
         // A container of an earlier run of this instance is in the way: it is over.
-        let _ = self
-            .docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let _ = remove(&self.docker, &name).await;
         let port = spec.env.get("PORT").cloned();
         // No WHARF_TAG in the environment: that marks processes of the process driver,
         // which would otherwise claim the container's process as its own.
@@ -174,16 +165,7 @@ impl Driver for DockerDriver {
                 other => failed(&image, other),
             })?;
         if let Err(e) = self.docker.start_container(&name, None).await {
-            let _ = self
-                .docker
-                .remove_container(
-                    &name,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
+            let _ = remove(&self.docker, &name).await;
             return Err(failed(&image, e));
         }
         pump_logs(self.docker.clone(), name.clone(), spec.log_path.clone());
@@ -236,6 +218,19 @@ impl Driver for DockerDriver {
         }
         Some(running)
     }
+}
+
+/// Removes a container, running or not.
+async fn remove(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    docker
+        .remove_container(
+            name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
 }
 
 /// Appends a container's output to the instance's log file while it runs.
@@ -298,16 +293,7 @@ impl Running for Container {
             _ => Exit::Unknown,
         };
         // Its output is in the instance's log already; a restart makes a new container.
-        let _ = self
-            .docker
-            .remove_container(
-                &self.name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let _ = remove(&self.docker, &self.name).await;
         exit
     }
 
@@ -320,16 +306,7 @@ impl Running for Container {
         let exit = tokio::time::timeout(Duration::from_secs(5), self.wait())
             .await
             .unwrap_or(Exit::Unknown);
-        let _ = self
-            .docker
-            .remove_container(
-                &self.name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let _ = remove(&self.docker, &self.name).await;
         exit
     }
 }

@@ -105,6 +105,11 @@ async fn upload_artifact(
         size: body.len() as u64,
         created_at: now_millis(),
     };
+    register(&c, record)
+}
+
+/// Registers an artifact version: 201 when new, 200 when the same content was there.
+fn register(c: &Controller, record: ArtifactRecord) -> Result<Response, ServerError> {
     let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;
     let record = if created {
         record
@@ -145,27 +150,7 @@ async fn register_image(
         size: req.size,
         created_at: now_millis(),
     };
-    let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;
-    let record = if created {
-        record
-    } else {
-        c.store
-            .artifact(&record.service, &record.version)?
-            .unwrap_or(record)
-    };
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(ArtifactUploaded {
-            artifact: record,
-            created,
-        }),
-    )
-        .into_response())
+    register(&c, record)
 }
 
 async fn download_artifact(

@@ -26,23 +26,7 @@ fn docker(args: &[&str]) -> String {
 
 /// An image made here, never pulled: the shop's inventory binary and its libraries.
 fn local_image(dir: &Path) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = root.join("target/docker-e2e");
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "shop-inventory",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(built.success());
-    let binary = target.join("release/shop-inventory");
+    let binary = inventory_binary();
     let rootfs = dir.join("rootfs");
     let place = |from: &Path, to: &str| {
         let dest = rootfs.join(to.trim_start_matches('/'));

@@ -2,7 +2,6 @@
 //! built here (never pulled). Needs a running engine: skipped with a reason elsewhere,
 //! failing in CI.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,27 +37,6 @@ pub fn docker_answers() -> bool {
         }
     }
     up
-}
-
-/// The shop's Rust service: a binary that runs in the host image (same libraries as wharf).
-fn inventory_binary() -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = root.join("target/docker-e2e");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "shop-inventory",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    target.join("release/shop-inventory")
 }
 
 struct Boxes(Project);
