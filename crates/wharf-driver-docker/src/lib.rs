@@ -66,10 +66,12 @@ impl DockerDriver {
             return None;
         }
         let pid = state.pid.unwrap_or(0).max(0) as u32;
+        let started_at = state.started_at.as_deref().and_then(unix_millis);
         Some(Box::new(Container {
             docker: self.docker.clone(),
             name: name.to_owned(),
             pid,
+            started_at,
         }))
     }
 }
@@ -181,6 +183,7 @@ impl Driver for DockerDriver {
             docker: self.docker.clone(),
             name,
             pid,
+            started_at: None,
         }))
     }
 
@@ -266,12 +269,26 @@ struct Container {
     docker: Docker,
     name: String,
     pid: u32,
+    /// When the container started (Unix milliseconds), as the engine says.
+    started_at: Option<i64>,
+}
+
+/// Unix milliseconds of an RFC 3339 time such as the engine's `StartedAt`.
+fn unix_millis(rfc3339: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')).ok()?;
+    time.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_millis() as i64)
 }
 
 #[async_trait]
 impl Running for Container {
     fn handle_id(&self) -> u32 {
         self.pid
+    }
+
+    fn started_at_millis(&self) -> Option<i64> {
+        self.started_at
     }
 
     /// The container's main process, seen from the host.
@@ -308,5 +325,17 @@ impl Running for Container {
             .unwrap_or(Exit::Unknown);
         let _ = remove(&self.docker, &self.name).await;
         exit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn engine_times_and_names() {
+        assert_eq!(super::unix_millis("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(
+            super::container_name("ab:prod/api/web-1/0"),
+            "wharf-ab_prod_api_web-1_0"
+        );
     }
 }

@@ -151,6 +151,7 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
 
     // A controller restart adopts the container by its labels.
     let before = docker(&["ps", "-q", "--filter", "label=wharf.service=inv"]);
+    let started = p.instances("inv", "ci")[0]["started_at"].as_i64().unwrap();
     let controller = p.controller_pid().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(controller),
@@ -160,6 +161,7 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
     let instance = &p.instances("inv", "ci")[0];
     assert_eq!(instance["restarts"], 0, "{instance}");
+    assert!((instance["started_at"].as_i64().unwrap() - started).abs() < 1000, "its uptime goes on: {instance}");
     assert_eq!(
         docker(&["ps", "-q", "--filter", "label=wharf.service=inv"]),
         before,
