@@ -159,9 +159,12 @@ impl Agent {
 
     /// Where an instance runs: its unpacked artifact, or (for images) the agent's folder.
     async fn workdir(&self, plan: &InstancePlan) -> Result<PathBuf, AgentError> {
-        match plan.driver {
-            DriverKind::Process => self.releases.prepare(&plan.digest).await,
-            DriverKind::Docker => Ok(self.state_dir.clone()),
+        // An image needs nothing here; an archive is unpacked (for the docker driver, the
+        // unpacked folder becomes an image's root filesystem).
+        if plan.image {
+            Ok(self.state_dir.clone())
+        } else {
+            self.releases.prepare(&plan.digest).await
         }
     }
 
@@ -220,7 +223,7 @@ impl Agent {
                 cpu_millis: plan.resources.cpu_millis,
                 memory_bytes: plan.resources.memory_bytes,
             },
-            image: (plan.driver == DriverKind::Docker).then(|| plan.digest.clone()),
+            image: plan.image.then(|| plan.digest.clone()),
         })
     }
 

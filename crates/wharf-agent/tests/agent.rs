@@ -62,6 +62,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         stop_timeout: Duration::from_secs(2),
         resources: Default::default(),
         driver: Default::default(),
+        image: false,
     }
 }
 

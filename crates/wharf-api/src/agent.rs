@@ -32,6 +32,9 @@ pub struct InstancePlan {
     /// Which driver runs it.
     #[serde(default)]
     pub driver: wharf_core::model::DriverKind,
+    /// Whether `digest` is a Docker image id rather than a wharf archive.
+    #[serde(default)]
+    pub image: bool,
 }
 
 /// What the agent last observed of an instance.

@@ -170,13 +170,6 @@ impl Checker<'_> {
                 None,
             );
         }
-        if build.is_some() && driver == DriverKind::Docker {
-            self.report(
-                &at(&["driver"]),
-                format!("the docker driver runs images, and service `{name}` is built from a folder"),
-                Some("give it `image: name:tag` (turning a wharf artifact into an image is not supported yet)".into()),
-            );
-        }
         if build.is_some() && (raw.run.is_empty() || raw.run[0].trim().is_empty()) {
             self.report(
                 &at(&["run"]),

@@ -37,6 +37,10 @@ pub struct DeploySpec {
     /// What one instance requests of its host.
     #[serde(default)]
     pub resources: crate::placement::Resources,
+    /// The service runs a Docker image (its artifact digest is an image id) rather than a
+    /// wharf archive.
+    #[serde(default)]
+    pub image: bool,
     /// Set for a pooled service: wharf picks the host of each slot (their `node` is
     /// empty until placement fills it in).
     #[serde(default)]
@@ -188,6 +192,7 @@ impl Definition {
             slots,
             peers,
             resources: svc.resources,
+            image: svc.image.is_some(),
             pool,
             peer_nodes: environment
                 .service_names()

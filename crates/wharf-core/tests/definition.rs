@@ -202,9 +202,15 @@ fn image_services_run_with_the_docker_driver_and_folders_with_processes() {
         neither.contains("has neither `build` nor `image`"),
         "{neither}"
     );
-    let mismatch = errors("services:\n  catalog: { build: ./catalog, run: [a], driver: docker }\n");
-    assert!(
-        mismatch.contains("the docker driver runs images"),
-        "{mismatch}"
+    let folder_image = load(
+        "services:\n  catalog: { build: ./catalog, run: [./a], driver: docker }\n",
+        "wharf.yaml",
+        &FOLDERS,
+    )
+    .unwrap();
+    assert_eq!(
+        folder_image.services["catalog"].driver,
+        wharf_core::model::DriverKind::Docker,
+        "a folder becomes an image"
     );
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
@@ -59,6 +59,50 @@ impl DockerDriver {
         })
     }
 
+    /// An image made from an unpacked wharf artifact: the folder becomes the image's root
+    /// filesystem (as `FROM scratch` would), so it suits self-contained programs such as
+    /// statically linked binaries. Tagged by the artifact's digest (the folder's name), it
+    /// is made once per digest.
+    async fn artifact_image(&self, folder: &std::path::Path) -> Result<String, DriverError> {
+        let digest = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tag: String = digest.chars().take(12).collect();
+        let image = format!("wharf-artifact:{tag}");
+        if self.docker.inspect_image(&image).await.is_ok() {
+            return Ok(image);
+        }
+        let root = folder.to_owned();
+        let tar = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut builder = tar::Builder::new(Vec::new());
+            builder.follow_symlinks(false);
+            builder.append_dir_all(".", &root)?;
+            builder.into_inner()
+        })
+        .await
+        .map_err(|e| failed(&image, e))?
+        .map_err(|e| failed(&image, format!("cannot pack `{}`: {e}", folder.display())))?;
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some("wharf-artifact".into()),
+            tag: Some(tag),
+            ..Default::default()
+        };
+        let mut progress =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_full(tar.into())), None);
+        while let Some(step) = progress.next().await {
+            step.map_err(|e| {
+                failed(
+                    &image,
+                    format!("cannot import the artifact as an image: {e}"),
+                )
+            })?;
+        }
+        Ok(image)
+    }
+
     async fn running(&self, name: &str) -> Option<Box<dyn Running>> {
         let inspect = self.docker.inspect_container(name, None).await.ok()?;
         let state = inspect.state?;
@@ -101,10 +145,10 @@ impl Driver for DockerDriver {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
-        let image = spec
-            .image
-            .clone()
-            .ok_or_else(|| DriverError::Other("the docker driver needs an image".into()))?;
+        let image = match &spec.image {
+            Some(image) => image.clone(),
+            None => self.artifact_image(&spec.workdir).await?,
+        };
         let name = container_name(&spec.tag);
         // A container of an earlier run of this instance is in the way: it is over.
         let _ = remove(&self.docker, &name).await;

@@ -107,6 +107,7 @@ pub fn render(
             stop_timeout: spec.stop_timeout,
             resources: spec.resources,
             driver: spec.driver,
+            image: spec.image,
         });
     }
     let config_digest = config_digest(plans.iter().map(|p| &p.env));

@@ -161,7 +161,10 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
     let instance = &p.instances("inv", "ci")[0];
     assert_eq!(instance["restarts"], 0, "{instance}");
-    assert!((instance["started_at"].as_i64().unwrap() - started).abs() < 1000, "its uptime goes on: {instance}");
+    assert!(
+        (instance["started_at"].as_i64().unwrap() - started).abs() < 1000,
+        "its uptime goes on: {instance}"
+    );
     assert_eq!(
         docker(&["ps", "-q", "--filter", "label=wharf.service=inv"]),
         before,
@@ -173,4 +176,67 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
         docker(&["ps", "-aq", "--filter", "label=wharf.service=inv"]).is_empty(),
         "stopping removes the container"
     );
+}
+
+/// A statically linked build of the shop's inventory: it runs in an image with nothing else.
+fn static_inventory() -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target/static-e2e");
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "shop-inventory",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    target.join("x86_64-unknown-linux-gnu/release/shop-inventory")
+}
+
+const FOLDER_SERVICE: &str = r#"
+services:
+  inv:
+    build: ./inv
+    driver: docker
+    run: ["./shop-inventory"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    config: { BIND_ADDR: 0.0.0.0 }
+environments:
+  ci: {}
+"#;
+
+#[test]
+fn a_wharf_artifact_becomes_a_local_image() {
+    if !crate::docker::docker_answers() {
+        return;
+    }
+    let mut p = Project::new(FOLDER_SERVICE, &[]);
+    std::fs::create_dir_all(p.path().join("inv")).unwrap();
+    std::fs::copy(static_inventory(), p.path().join("inv/shop-inventory")).unwrap();
+    p.ok(&["deploy", "inv", "--env", "ci", "--version", "v1"]);
+    let digest = p.instances("inv", "ci")[0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")[..12]
+        .to_owned();
+    let image = Image(format!("wharf-artifact:{digest}"));
+    assert!(
+        get(p.port("inv", "ci", 0), "/health").is_some(),
+        "the container built from the artifact answers"
+    );
+    assert!(
+        !docker(&["image", "inspect", "--format", "{{.Id}}", &image.0]).is_empty(),
+        "the image is local, named by the digest"
+    );
+    p.ok(&["stop", "inv", "--env", "ci"]);
 }
