@@ -12,14 +12,19 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
 
 /// The label holding an instance's tag.
 pub const TAG_LABEL: &str = "wharf.tag";
+/// The label naming the service of a container or of an image wharf made.
+pub const SERVICE_LABEL: &str = "wharf.service";
+/// Artifact images kept per service: the current version and the previous one.
+pub const RETAINED_IMAGES: usize = 2;
 
 pub struct DockerDriver {
     docker: Docker,
@@ -63,7 +68,11 @@ impl DockerDriver {
     /// filesystem (as `FROM scratch` would), so it suits self-contained programs such as
     /// statically linked binaries. Tagged by the artifact's digest (the folder's name), it
     /// is made once per digest.
-    async fn artifact_image(&self, folder: &std::path::Path) -> Result<String, DriverError> {
+    async fn artifact_image(
+        &self,
+        folder: &std::path::Path,
+        service: &str,
+    ) -> Result<String, DriverError> {
         let digest = folder
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -87,6 +96,7 @@ impl DockerDriver {
             from_src: Some("-".into()),
             repo: Some("wharf-artifact".into()),
             tag: Some(tag),
+            changes: vec![format!("LABEL {SERVICE_LABEL}={service}")],
             ..Default::default()
         };
         let mut progress =
@@ -100,7 +110,37 @@ impl DockerDriver {
                 )
             })?;
         }
+        self.retain(service).await;
         Ok(image)
+    }
+
+    /// Keeps the [`RETAINED_IMAGES`] newest artifact images of a service (the current
+    /// version and the one before, for a fast rollback) and removes older ones. An image
+    /// still in use is left alone.
+    async fn retain(&self, service: &str) {
+        let filters = [(
+            "label".to_owned(),
+            vec![format!("{SERVICE_LABEL}={service}")],
+        )]
+        .into_iter()
+        .collect();
+        let options = ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let Ok(mut images) = self.docker.list_images(Some(options)).await else {
+            return;
+        };
+        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        for old in images.into_iter().skip(RETAINED_IMAGES) {
+            if let Err(e) = self
+                .docker
+                .remove_image(&old.id, None::<RemoveImageOptions>, None)
+                .await
+            {
+                tracing::debug!("keeping image {}: {e}", old.id);
+            }
+        }
     }
 
     async fn running(&self, name: &str) -> Option<Box<dyn Running>> {
@@ -147,7 +187,10 @@ impl Driver for DockerDriver {
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
         let image = match &spec.image {
             Some(image) => image.clone(),
-            None => self.artifact_image(&spec.workdir).await?,
+            None => {
+                self.artifact_image(&spec.workdir, &spec.key.service)
+                    .await?
+            }
         };
         let name = container_name(&spec.tag);
         // A container of an earlier run of this instance is in the way: it is over.
@@ -158,7 +201,7 @@ impl Driver for DockerDriver {
         let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let labels: HashMap<String, String> = [
             (TAG_LABEL.to_owned(), spec.tag.clone()),
-            ("wharf.service".to_owned(), spec.key.service.clone()),
+            (SERVICE_LABEL.to_owned(), spec.key.service.clone()),
             ("wharf.env".to_owned(), spec.key.env.clone()),
             ("wharf.instance".to_owned(), spec.key.instance.to_string()),
             (

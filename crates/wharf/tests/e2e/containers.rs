@@ -238,5 +238,24 @@ fn a_wharf_artifact_becomes_a_local_image() {
         !docker(&["image", "inspect", "--format", "{{.Id}}", &image.0]).is_empty(),
         "the image is local, named by the digest"
     );
+
+    // Retention keeps the current image and the previous one.
+    for version in ["v2", "v3"] {
+        p.write("inv/VERSION", version);
+        p.ok(&["deploy", "inv", "--env", "ci", "--version", version]);
+    }
+    let kept = docker(&["images", "-q", "--filter", "label=wharf.service=inv"]);
+    assert_eq!(
+        kept.lines().count(),
+        2,
+        "v3 and v2 are kept, v1 is gone: {kept}"
+    );
+    assert!(
+        docker(&["images", "-q", &image.0]).is_empty(),
+        "the v1 image was removed"
+    );
     p.ok(&["stop", "inv", "--env", "ci"]);
+    for id in kept.lines() {
+        let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+    }
 }
