@@ -95,9 +95,12 @@ pub async fn build_locally(
     let Some(build) = &svc.build else {
         let image = svc.image.clone().unwrap_or_default();
         let (digest, size) = wharf_driver_docker::image_id(&image).await.map_err(|e| {
-            Failure::operation(e).hint(
-                "wharf pins the image that is on this host; with a registry, pull it here first",
-            )
+            let hint = if e.starts_with("cannot reach the Docker engine") {
+                "is the Docker engine running? wharf talks to DOCKER_HOST, else /var/run/docker.sock"
+            } else {
+                "wharf pins the image that is on this host; with a registry, pull it here first"
+            };
+            Failure::operation(e).hint(hint)
         })?;
         return Ok(Built {
             digest,

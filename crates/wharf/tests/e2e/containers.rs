@@ -204,7 +204,7 @@ fn static_inventory() -> std::path::PathBuf {
 
 const FOLDER_SERVICE: &str = r#"
 services:
-  inv:
+  folder:
     build: ./inv
     driver: docker
     run: ["./shop-inventory"]
@@ -223,15 +223,15 @@ fn a_wharf_artifact_becomes_a_local_image() {
     let mut p = Project::new(FOLDER_SERVICE, &[]);
     std::fs::create_dir_all(p.path().join("inv")).unwrap();
     std::fs::copy(static_inventory(), p.path().join("inv/shop-inventory")).unwrap();
-    p.ok(&["deploy", "inv", "--env", "ci", "--version", "v1"]);
-    let digest = p.instances("inv", "ci")[0]["digest"]
+    p.ok(&["deploy", "folder", "--env", "ci", "--version", "v1"]);
+    let digest = p.instances("folder", "ci")[0]["digest"]
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:")[..12]
         .to_owned();
     let image = Image(format!("wharf-artifact:{digest}"));
     assert!(
-        get(p.port("inv", "ci", 0), "/health").is_some(),
+        get(p.port("folder", "ci", 0), "/health").is_some(),
         "the container built from the artifact answers"
     );
     assert!(
@@ -242,9 +242,9 @@ fn a_wharf_artifact_becomes_a_local_image() {
     // Retention keeps the current image and the previous one.
     for version in ["v2", "v3"] {
         p.write("inv/VERSION", version);
-        p.ok(&["deploy", "inv", "--env", "ci", "--version", version]);
+        p.ok(&["deploy", "folder", "--env", "ci", "--version", version]);
     }
-    let kept = docker(&["images", "-q", "--filter", "label=wharf.service=inv"]);
+    let kept = docker(&["images", "-q", "--filter", "label=wharf.service=folder"]);
     assert_eq!(
         kept.lines().count(),
         2,
@@ -254,8 +254,69 @@ fn a_wharf_artifact_becomes_a_local_image() {
         docker(&["images", "-q", &image.0]).is_empty(),
         "the v1 image was removed"
     );
-    p.ok(&["stop", "inv", "--env", "ci"]);
+    p.ok(&["stop", "folder", "--env", "ci"]);
     for id in kept.lines() {
         let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+    }
+}
+
+#[test]
+fn docker_failure_paths_say_what_is_wrong_and_change_nothing() {
+    if !crate::docker::docker_answers() {
+        return;
+    }
+    // The port is taken: the container cannot publish it.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    // A service name of its own: the other container tests run alongside.
+    let definition = FOLDER_SERVICE
+        .replace("port: http", &format!("port: {port}"))
+        .replace("  folder:\n", "  taken:\n");
+    let mut p = Project::new(&definition, &[]);
+    std::fs::create_dir_all(p.path().join("inv")).unwrap();
+    std::fs::copy(static_inventory(), p.path().join("inv/shop-inventory")).unwrap();
+    let out = p.wharf(&["deploy", "taken", "--env", "ci", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&port.to_string()),
+        "the taken port is named: {}",
+        text(&out)
+    );
+    assert!(p.instances("taken", "ci").is_empty(), "nothing runs");
+    assert!(
+        docker(&["ps", "-aq", "--filter", "label=wharf.service=taken"]).is_empty(),
+        "no container is left"
+    );
+    drop(squatter);
+
+    // The daemon is down (here: unreachable): a clear error before anything changes.
+    let mut q = Project::new(&IMAGE_SERVICE.replace("IMAGE", "anything:1"), &[]);
+    let out = Command::new(WHARF)
+        .args(["deploy", "inv", "--env", "ci", "--version", "v1"])
+        .current_dir(q.path())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the Docker engine"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr(&out).contains("is the Docker engine running?"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        q.json(&["artifacts"]).as_array().unwrap().is_empty(),
+        "nothing was registered"
+    );
+    let images: Vec<String> = docker(&["images", "-q", "--filter", "label=wharf.service=taken"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    for id in images {
+        let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
     }
 }
