@@ -23,6 +23,10 @@ use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
 pub const TAG_LABEL: &str = "wharf.tag";
 /// The label naming the service of a container or of an image wharf made.
 pub const SERVICE_LABEL: &str = "wharf.service";
+/// Where a container finds its configuration as files: one file per key, and all of
+/// them in `config.env`.
+pub const CONFIG_MOUNT: &str = "/run/wharf/config";
+
 /// Artifact images kept per service: the current version and the previous one.
 pub const RETAINED_IMAGES: usize = 2;
 
@@ -212,7 +216,10 @@ impl Driver for DockerDriver {
         .into_iter()
         .collect();
         let published = port.as_ref().map(|p| format!("{p}/tcp"));
+        let config_dir = write_config_files(spec)
+            .map_err(|e| failed(&image, format!("cannot write the configuration files: {e}")))?;
         let host_config = HostConfig {
+            binds: Some(vec![format!("{}:{CONFIG_MOUNT}:ro", config_dir.display())]),
             port_bindings: published.as_ref().map(|key| {
                 let binding = PortBinding {
                     host_ip: Some("127.0.0.1".into()),
@@ -308,6 +315,37 @@ impl Driver for DockerDriver {
         }
         Some(running)
     }
+}
+
+/// Writes an instance's rendered configuration as files beside its log (owner-only):
+/// `KEY` holding the value, and `config.env` with `KEY=value` lines.
+fn write_config_files(spec: &LaunchSpec) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = spec.log_path.with_extension("config");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let write = |name: &str, text: &str| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+        file.write_all(text.as_bytes())
+    };
+    let mut all = String::new();
+    for (key, value) in &spec.env {
+        // Only names that are safe as file names become files; all are in config.env.
+        if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            write(key, value)?;
+        }
+        all.push_str(&format!("{key}={value}\n"));
+    }
+    write("config.env", &all)?;
+    Ok(dir)
 }
 
 /// Removes a container, running or not.

@@ -114,6 +114,27 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
         "a container's memory shows in status: {:?}",
         p.instances("inv", "ci")
     );
+    // The configuration is also there as files, mounted read-only.
+    let mounts = docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Source}}>{{.Destination}}:{{.RW}}{{end}}",
+        &container,
+    ]);
+    let (source, rest) = mounts
+        .split_once('>')
+        .unwrap_or_else(|| panic!("no mount: {mounts}"));
+    assert_eq!(rest, "/run/wharf/config:false", "{mounts}");
+    let source = Path::new(source);
+    assert_eq!(
+        std::fs::read_to_string(source.join("LOW_STOCK_THRESHOLD")).unwrap(),
+        "ci-threshold"
+    );
+    assert!(
+        std::fs::read_to_string(source.join("config.env"))
+            .unwrap()
+            .contains("WHARF_ENV=ci\n")
+    );
     let log = stdout(&p.ok(&["logs", "inv", "--env", "ci"]));
     assert!(log.contains("inventory: listening on 0.0.0.0"), "{log}");
 
