@@ -592,7 +592,10 @@ impl Checker<'_> {
                     Some("remove the node instead".into()),
                 );
             }
-            let driver = node.driver.map(|_| DriverKind::Process);
+            let driver = node.driver.map(|d| match d {
+                RawDriver::Process => DriverKind::Process,
+                RawDriver::Docker => DriverKind::Docker,
+            });
             for k in 1..=count {
                 let name = if count == 1 && node.count.is_none() {
                     node.name.clone()

@@ -54,6 +54,9 @@ pub struct SlotSpec {
     /// 0-based ordinal of the instance across the environment (`{{ instance }}`).
     pub instance: u32,
     pub config: ConfigMap,
+    /// The node's driver, when it overrides the service's.
+    #[serde(default)]
+    pub driver: Option<DriverKind>,
 }
 
 /// Why a deploy spec cannot be made.
@@ -133,6 +136,7 @@ impl Definition {
                     node: node.name.clone(),
                     instance,
                     config: merged.clone(),
+                    driver: node.driver,
                 });
             }
         }
@@ -152,6 +156,7 @@ impl Definition {
                     node: String::new(),
                     instance,
                     config: merged.clone(),
+                    driver: None,
                 });
             }
         }

@@ -214,3 +214,15 @@ fn image_services_run_with_the_docker_driver_and_folders_with_processes() {
         "a folder becomes an image"
     );
 }
+
+#[test]
+fn a_node_can_choose_the_driver_of_what_it_runs() {
+    let text = "services:\n  catalog: { build: ./catalog, run: [./app] }\nenvironments:\n  ci:\n    nodes:\n      - { name: a, services: [catalog] }\n      - { name: b, services: [catalog], driver: docker }\n";
+    let def = load(text, "wharf.yaml", &FOLDERS).unwrap();
+    let spec = def.deploy_spec("catalog", "ci").unwrap();
+    assert_eq!(spec.slots[0].driver, None);
+    assert_eq!(
+        spec.slots[1].driver,
+        Some(wharf_core::model::DriverKind::Docker)
+    );
+}

@@ -106,7 +106,7 @@ pub fn render(
             health: spec.health.clone(),
             stop_timeout: spec.stop_timeout,
             resources: spec.resources,
-            driver: spec.driver,
+            driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
         });
     }

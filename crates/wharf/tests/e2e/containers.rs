@@ -227,13 +227,15 @@ const FOLDER_SERVICE: &str = r#"
 services:
   folder:
     build: ./inv
-    driver: docker
     run: ["./shop-inventory"]
     port: http
     health: { http: /health, timeout: 5s }
     config: { BIND_ADDR: 0.0.0.0 }
 environments:
-  ci: {}
+  ci:
+    nodes:
+      # The node chooses the driver: this folder runs as a container here.
+      - { name: box, services: [folder], driver: docker }
 "#;
 
 #[test]
@@ -292,7 +294,7 @@ fn docker_failure_paths_say_what_is_wrong_and_change_nothing() {
     // A service name of its own: the other container tests run alongside.
     let definition = FOLDER_SERVICE
         .replace("port: http", &format!("port: {port}"))
-        .replace("  folder:\n", "  taken:\n");
+        .replace("folder", "taken");
     let mut p = Project::new(&definition, &[]);
     std::fs::create_dir_all(p.path().join("inv")).unwrap();
     std::fs::copy(static_inventory(), p.path().join("inv/shop-inventory")).unwrap();
