@@ -6,13 +6,14 @@
 //! node, then N direct spawns polled every millisecond until they answer.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use common::{answers, p50_p99, wharf};
+
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 
 const APP: &str = r#"
 import os
@@ -23,36 +24,6 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-fn wharf(dir: &Path, args: &[&str]) {
-    let out = Command::new(WHARF)
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("WHARF_HOME")
-        .env_remove("WHARF_CONTROLLER")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wharf {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    if stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -90,16 +61,6 @@ fn direct(dir: &Path, n: usize) -> Duration {
         let _ = child.wait();
     }
     elapsed
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn summary(mut values: Vec<f64>) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
-    (percentile(&values, 50.0), percentile(&values, 99.0))
 }
 
 fn main() {
@@ -150,9 +111,9 @@ fn main() {
             bare.push(d);
             overhead.push(w - d);
         }
-        let (w50, w99) = summary(with_wharf);
-        let (d50, d99) = summary(bare);
-        let (o50, o99) = summary(overhead);
+        let (w50, w99) = p50_p99(with_wharf);
+        let (d50, d99) = p50_p99(bare);
+        let (o50, o99) = p50_p99(overhead);
         println!(
             "| {n} | {runs} | {w50:.1} ms | {w99:.1} ms | {d50:.1} ms | {d99:.1} ms | {o50:.1} ms | {o99:.1} ms |"
         );

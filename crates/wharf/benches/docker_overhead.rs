@@ -3,13 +3,14 @@
 //! run. `cargo bench -p wharf --bench docker_overhead` (WHARF_BENCH_RUNS, default 30).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use common::{WHARF, answers, p50_p99};
+
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 
 fn run(program: &str, args: &[&str], dir: &Path) -> String {
     let out = Command::new(program)
@@ -25,26 +26,6 @@ fn run(program: &str, args: &[&str], dir: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    if stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
-}
-
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[(((p / 100.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    (at(50.0), at(99.0))
 }
 
 fn main() {
@@ -158,8 +139,8 @@ fn main() {
         serde_json::from_slice(&std::fs::read(d.join(".wharf/controller.json")).unwrap()).unwrap();
     let _ = Command::new("kill").arg(file["pid"].to_string()).status();
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
-    let (w50, w99) = summary(with_wharf);
-    let (b50, b99) = summary(bare);
+    let (w50, w99) = p50_p99(with_wharf);
+    let (b50, b99) = p50_p99(bare);
     println!("| path | runs | p50 | p99 |");
     println!("|---|---|---|---|");
     println!("| `wharf deploy` (CLI to healthy) | {runs} | {w50:.1} ms | {w99:.1} ms |");

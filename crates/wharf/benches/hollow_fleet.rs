@@ -8,8 +8,12 @@
 //! controller's peak RSS, and the RSS of one real agent idle and with 100 instances.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod common;
+
+use common::{WHARF, wharf};
+
 use std::collections::BTreeMap;
-use std::path::Path;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,25 +21,6 @@ use std::time::{Duration, Instant};
 use wharf_api::agent::{AgentReport, Capacity, InstanceStatus, ReportedInstance};
 use wharf_api::{Health, InstanceState};
 use wharf_client::agent::{AgentClient, JoinToken};
-
-const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
-
-fn wharf(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(WHARF)
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("WHARF_HOME")
-        .env_remove("WHARF_CONTROLLER")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wharf {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
