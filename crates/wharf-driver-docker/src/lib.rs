@@ -27,6 +27,16 @@ pub const SERVICE_LABEL: &str = "wharf.service";
 /// them in `config.env`.
 pub const CONFIG_MOUNT: &str = "/run/wharf/config";
 
+/// The label recording when wharf made an image (Unix nanoseconds, zero-padded).
+pub const CREATED_LABEL: &str = "wharf.created";
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
 /// Artifact images kept per service: the current version and the previous one.
 pub const RETAINED_IMAGES: usize = 2;
 
@@ -100,7 +110,11 @@ impl DockerDriver {
             from_src: Some("-".into()),
             repo: Some("wharf-artifact".into()),
             tag: Some(tag),
-            changes: vec![format!("LABEL {SERVICE_LABEL}={service}")],
+            // The engine's creation time has one-second steps; this orders quick builds.
+            changes: vec![format!(
+                "LABEL {SERVICE_LABEL}={service} {CREATED_LABEL}={:020}",
+                now_nanos()
+            )],
             ..Default::default()
         };
         let mut progress =
@@ -135,7 +149,12 @@ impl DockerDriver {
         let Ok(mut images) = self.docker.list_images(Some(options)).await else {
             return;
         };
-        images.sort_by_key(|i| std::cmp::Reverse(i.created));
+        images.sort_by_key(|i| {
+            std::cmp::Reverse((
+                i.labels.get(CREATED_LABEL).cloned().unwrap_or_default(),
+                i.created,
+            ))
+        });
         for old in images.into_iter().skip(RETAINED_IMAGES) {
             if let Err(e) = self
                 .docker
