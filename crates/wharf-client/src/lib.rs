@@ -100,6 +100,15 @@ impl Client {
         }
     }
 
+    /// Sends a request and reads its JSON answer, errors mapped as everywhere else.
+    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let response = self.check(request.send().await).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -109,34 +118,18 @@ impl Client {
             .iter()
             .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
             .collect();
-        let response = self
-            .check(
-                self.http
-                    .get(format!("{}{path}", self.base))
-                    .query(&query)
-                    .send()
-                    .await,
-            )
-            .await?;
-        response
-            .json()
+        self.call(self.http.get(format!("{}{path}", self.base)).query(&query))
             .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// The controller's identity; also the cheapest way to see whether it answers.
     pub async fn health(&self) -> Result<ControllerInfo> {
-        let response = self
-            .http
-            .get(format!("{}/v1/health", self.base))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        let response = self.check(response).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        self.call(
+            self.http
+                .get(format!("{}/v1/health", self.base))
+                .timeout(Duration::from_secs(2)),
+        )
+        .await
     }
 
     pub async fn upload_artifact(
@@ -152,30 +145,19 @@ impl Client {
             .query(&[("service", service), ("version", version)])
             .header(DIGEST_HEADER, digest)
             .body(bytes);
-        let response = self.check(request.send().await).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        self.call(request).await
     }
 
     pub async fn register_image(
         &self,
         registration: &ImageRegistration,
     ) -> Result<ArtifactUploaded> {
-        let response = self
-            .check(
-                self.http
-                    .post(format!("{}/v1/images", self.base))
-                    .json(registration)
-                    .send()
-                    .await,
-            )
-            .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        self.call(
+            self.http
+                .post(format!("{}/v1/images", self.base))
+                .json(registration),
+        )
+        .await
     }
 
     pub async fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
@@ -267,19 +249,12 @@ impl Client {
     }
 
     pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated> {
-        let response = self
-            .check(
-                self.http
-                    .post(format!("{}/v1/tokens", self.base))
-                    .json(request)
-                    .send()
-                    .await,
-            )
-            .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        self.call(
+            self.http
+                .post(format!("{}/v1/tokens", self.base))
+                .json(request),
+        )
+        .await
     }
 
     pub async fn hosts(&self, env: Option<&str>) -> Result<Vec<HostView>> {
@@ -300,11 +275,7 @@ impl Client {
         if let Some(env) = env {
             request = request.query(&[("env", env)]);
         }
-        let response = self.check(request.send().await).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        self.call(request).await
     }
 
     /// Streams an instance's log, handing text to `on_text` as it arrives.

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::{ProviderError, RecordFile, Runner};
+use crate::{ProjectId, ProviderError, RecordFile, Runner};
 
 /// One container host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,16 +38,15 @@ impl DockerRecord {
 pub struct DockerProvider<R: Runner> {
     runner: R,
     file: RecordFile,
-    id: String,
+    id: ProjectId,
 }
 
 impl<R: Runner> DockerProvider<R> {
     pub fn new(runner: R, state_dir: &Path) -> Self {
-        let digest = Sha256::digest(state_dir.to_string_lossy().as_bytes());
         Self {
             runner,
             file: RecordFile(state_dir.join("docker.json")),
-            id: hex::encode(&digest[..3]),
+            id: ProjectId::of(state_dir),
         }
     }
 
@@ -76,9 +74,8 @@ impl<R: Runner> DockerProvider<R> {
     ) -> Result<Vec<ContainerHost>, ProviderError> {
         let mut record = self.record()?;
         if record.network.is_empty() {
-            let third = u8::from_str_radix(&self.id[..2], 16).unwrap_or(0) % 250 + 1;
             record.network = format!("wharf-{}", self.id);
-            record.subnet = format!("10.232.{third}");
+            record.subnet = self.id.subnet("10.232");
             record.image = format!("wharf-host:{}", self.id);
             self.docker(&["import", &rootfs_tar.to_string_lossy(), &record.image])?;
             self.save(&record)?;

@@ -27,6 +27,30 @@ pub enum ProviderError {
     State { path: String, reason: String },
 }
 
+/// A short id of a project (its state folder), so two projects' links, networks and
+/// namespaces never clash, and the /24 its hosts get: `<prefix>.<third octet>`.
+pub(crate) struct ProjectId(String);
+
+impl ProjectId {
+    pub(crate) fn of(state_dir: &std::path::Path) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(state_dir.to_string_lossy().as_bytes());
+        Self(hex::encode(&digest[..3]))
+    }
+
+    /// One /24 of `prefix` (`10.231`) per project, picked by its id.
+    pub(crate) fn subnet(&self, prefix: &str) -> String {
+        let third = u8::from_str_radix(&self.0[..2], 16).unwrap_or(0) % 250 + 1;
+        format!("{prefix}.{third}")
+    }
+}
+
+impl std::fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A provider's record of what it made, as a JSON file in the state folder. Saved after
 /// every step (write to a temporary file, then rename), so a failure halfway leaves
 /// nothing untracked.

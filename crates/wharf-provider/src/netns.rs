@@ -1,9 +1,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::{ProviderError, RecordFile, Runner};
+use crate::{ProjectId, ProviderError, RecordFile, Runner};
 
 /// One provisioned host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +40,7 @@ pub struct NetnsProvider<R: Runner> {
     runner: R,
     file: RecordFile,
     /// Short, stable id of the project, so two projects' links never clash.
-    id: String,
+    id: ProjectId,
 }
 
 fn key(env: &str, name: &str) -> String {
@@ -50,11 +49,10 @@ fn key(env: &str, name: &str) -> String {
 
 impl<R: Runner> NetnsProvider<R> {
     pub fn new(runner: R, state_dir: &std::path::Path) -> Self {
-        let digest = Sha256::digest(state_dir.to_string_lossy().as_bytes());
         Self {
             runner,
             file: RecordFile(state_dir.join("netns.json")),
-            id: hex::encode(&digest[..3]),
+            id: ProjectId::of(state_dir),
         }
     }
 
@@ -77,10 +75,8 @@ impl<R: Runner> NetnsProvider<R> {
     pub fn up(&self, env: &str, names: &[String]) -> Result<Vec<NetnsHost>, ProviderError> {
         let mut record = self.record()?;
         if record.bridge.is_empty() {
-            // 10.231.0.0/16 is split into one /24 per project, picked by its id.
-            let third = u8::from_str_radix(&self.id[..2], 16).unwrap_or(0) % 250 + 1;
             record.bridge = format!("whb{}", self.id);
-            record.subnet = format!("10.231.{third}");
+            record.subnet = self.id.subnet("10.231");
             self.ip(&["link", "add", &record.bridge, "type", "bridge"])?;
             self.save(&record)?;
             self.ip(&[
