@@ -11,7 +11,7 @@ mod plan;
 mod releases;
 mod supervisor;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,7 +88,12 @@ pub struct Agent {
     releases: Releases,
     sink: Arc<dyn StatusSink>,
     instances: Mutex<HashMap<InstanceKey, Handle>>,
+    /// Gives back the secret values of a plan read from disk (where they are not kept).
+    secret_source: Option<SecretSource>,
 }
+
+/// Looks up the secret values of a recovered plan.
+pub type SecretSource = Box<dyn Fn(&InstancePlan) -> BTreeMap<String, String> + Send + Sync>;
 
 pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -123,6 +128,7 @@ impl Agent {
             releases: Releases::new(root.join("releases"), source),
             sink,
             instances: Mutex::new(HashMap::new()),
+            secret_source: None,
         })
     }
 
@@ -142,6 +148,30 @@ impl Agent {
     /// Why this host cannot enforce resource limits, if it cannot.
     pub fn limits_unavailable(&self) -> Option<String> {
         self.drivers[&DriverKind::Process].limits_unavailable()
+    }
+
+    /// Where recovered plans get their secrets back from.
+    pub fn with_secret_source(mut self, source: SecretSource) -> Self {
+        self.secret_source = Some(source);
+        self
+    }
+
+    /// Sends a signal (`HUP`, `USR1`, ...) to a running instance, for a reload.
+    pub async fn signal(&self, key: &InstanceKey, signal: &str) -> Result<(), String> {
+        let control = self
+            .lock()
+            .get(key)
+            .map(|h| h.control.clone())
+            .ok_or_else(|| format!("{key} does not run here"))?;
+        let (done, answer) = oneshot::channel();
+        control
+            .send(Control::Signal {
+                signal: signal.to_owned(),
+                done,
+            })
+            .await
+            .map_err(|_| format!("{key} is stopping"))?;
+        answer.await.map_err(|_| format!("{key} is stopping"))?
     }
 
     /// Adds a driver (the process driver is always there).
@@ -400,7 +430,8 @@ impl Agent {
             source,
         };
         let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(plan).expect("plans serialize");
+        // Secrets stay in memory: a restarted agent gets them again from its controller.
+        let body = serde_json::to_vec_pretty(&plan.redacted()).expect("plans serialize");
         {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
@@ -433,9 +464,14 @@ impl Agent {
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
             .collect();
-        for plan in plans {
+        for mut plan in plans {
             if self.lock().contains_key(&plan.key) {
                 continue;
+            }
+            if !plan.secret_keys.is_empty()
+                && let Some(source) = &self.secret_source
+            {
+                plan.env.extend(source(&plan));
             }
             let tag = self.tag(&plan.key);
             let Ok(driver) = self.driver(plan.driver) else {

@@ -24,6 +24,10 @@ pub(crate) enum Control {
         grace: Duration,
         done: oneshot::Sender<Exit>,
     },
+    Signal {
+        signal: String,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 pub(crate) struct Supervisor {
@@ -59,12 +63,18 @@ impl Supervisor {
         loop {
             let exit = tokio::select! {
                 exit = running.wait() => exit,
-                Some(Control::Stop { grace, done }) = control.recv() => {
-                    self.update(|s| s.state = InstanceState::Stopping);
-                    let exit = running.stop(grace).await;
-                    let _ = done.send(exit);
-                    return;
-                }
+                Some(command) = control.recv() => match command {
+                    Control::Stop { grace, done } => {
+                        self.update(|s| s.state = InstanceState::Stopping);
+                        let exit = running.stop(grace).await;
+                        let _ = done.send(exit);
+                        return;
+                    }
+                    Control::Signal { signal, done } => {
+                        let _ = done.send(running.signal(&signal).await);
+                        continue;
+                    }
+                },
                 _ = ticker.tick() => {
                     self.check().await;
                     self.sample(&*running, &mut last_sample);
@@ -85,10 +95,16 @@ impl Supervisor {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    Some(Control::Stop { done, .. }) = control.recv() => {
-                        let _ = done.send(exit);
-                        return;
-                    }
+                    Some(control) = control.recv() => match control {
+                        Control::Stop { done, .. } => {
+                            let _ = done.send(exit);
+                            return;
+                        }
+                        Control::Signal { done, .. } => {
+                            let _ = done.send(Err("it is restarting".into()));
+                            continue;
+                        }
+                    },
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 logs::mark(

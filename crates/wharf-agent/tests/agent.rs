@@ -63,6 +63,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         resources: Default::default(),
         driver: Default::default(),
         image: false,
+        secret_keys: vec![],
     }
 }
 

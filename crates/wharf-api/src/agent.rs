@@ -35,6 +35,21 @@ pub struct InstancePlan {
     /// Whether `digest` is a Docker image id rather than a wharf archive.
     #[serde(default)]
     pub image: bool,
+    /// Keys of `env` holding secrets: sent to the agent that runs the instance, never
+    /// written to disk (see [`InstancePlan::redacted`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_keys: Vec<String>,
+}
+
+impl InstancePlan {
+    /// The plan without its secret values, for anything that is written to disk.
+    pub fn redacted(&self) -> InstancePlan {
+        let mut plan = self.clone();
+        for key in &self.secret_keys {
+            plan.env.remove(key);
+        }
+        plan
+    }
 }
 
 /// What the agent last observed of an instance.

@@ -69,7 +69,103 @@ pub struct DeployRequest {
     /// For a dry run of a version not registered yet: the digest it would have.
     #[serde(default)]
     pub unregistered_digest: Option<String>,
+    /// Deploy even though the version was never healthy in the previous environment of
+    /// the pipeline (recorded in history).
+    #[serde(default)]
+    pub force: bool,
+    /// The configuration revision to run with (default: the newest).
+    #[serde(default)]
+    pub config_revision: Option<i64>,
 }
+
+/// `POST /v1/promote`: deploy to `spec.env` exactly the artifact healthy in `from`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub spec: DeploySpec,
+    pub from: String,
+    pub user: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/config/{env}/{service}`: change the overrides, making a revision.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigChange {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// For `wharf config rollback`: the revision whose values come back.
+    #[serde(default)]
+    pub restore: Option<i64>,
+    pub user: String,
+}
+
+/// `GET /v1/config/{env}/{service}`: the overrides as they stand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigState {
+    pub service: String,
+    pub env: String,
+    /// 0 while nothing was ever set.
+    pub revision: i64,
+    pub overrides: std::collections::BTreeMap<String, String>,
+    /// Secret names (never values).
+    pub secrets: Vec<String>,
+}
+
+/// What an instance reads from `WHARF_CONFIG_URL`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    pub service: String,
+    pub env: String,
+    pub revision: i64,
+    pub values: std::collections::BTreeMap<String, String>,
+}
+
+/// A secret as listed: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub key: String,
+    pub version: i64,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// How one secret compares between two environments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretComparison {
+    pub key: String,
+    /// `same`, `differs`, or `only in ENV`.
+    pub comparison: String,
+}
+
+/// `POST /v1/secrets/rotate-key`: the new key and how many secrets were sealed again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub key_id: String,
+    pub resealed: usize,
+}
+
+/// `POST /v1/api-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenRequest {
+    pub name: String,
+    /// `ENV:ACTION` grants.
+    pub scopes: Vec<String>,
+    pub user: String,
+}
+
+/// A new API token; `token` is shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub record: wharf_store::ApiTokenRecord,
+}
+
+pub use wharf_store::{ApiTokenRecord, AuditRecord, ConfigRevision};
 
 /// `POST /v1/rollback`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +224,12 @@ pub enum DeployEvent {
     RollingBack { reason: String },
     /// Something the user should know that does not stop the operation.
     Warning { message: String },
+    /// A configuration change was saved as this revision.
+    ConfigSaved {
+        service: String,
+        env: String,
+        revision: i64,
+    },
     /// The end of the operation.
     Finished {
         deployment: Option<i64>,
@@ -155,6 +257,17 @@ pub struct ServiceStatus {
     pub versions: Vec<String>,
     pub digests: Vec<String>,
     pub instances: Vec<InstanceRecord>,
+    /// How many configuration keys differ from the previous environment of the
+    /// pipeline, when both run the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// Configuration that differs from the previous environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Drift {
+    pub previous_env: String,
+    pub keys: usize,
 }
 
 /// `POST /v1/tokens`: a join token for hosts of an environment.

@@ -54,9 +54,26 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Self {
+        Self::with_identity(base, None, "")
+    }
+
+    /// A client that sends an API token (`wharf_...`) on every call, and the user name an
+    /// open development controller records.
+    pub fn with_identity(base: &str, token: Option<&str>, user: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(mut value) =
+            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(user) {
+            headers.insert("x-wharf-user", value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .expect("the HTTP client builds");
         Self {
@@ -246,6 +263,149 @@ impl Client {
         on_event: impl FnMut(&DeployEvent),
     ) -> Result<DeployEvent> {
         self.operation("/v1/stop", request, on_event).await
+    }
+
+    pub async fn promote(
+        &self,
+        request: &PromoteRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        self.operation("/v1/promote", request, on_event).await
+    }
+
+    pub async fn approve(
+        &self,
+        id: i64,
+        user: &str,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        let body = serde_json::json!({ "user": user });
+        self.operation(&format!("/v1/deployments/{id}/approve"), &body, on_event)
+            .await
+    }
+
+    pub async fn reject(&self, id: i64, user: &str) -> Result<DeployEvent> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/deployments/{id}/reject", self.base))
+                .json(&serde_json::json!({ "user": user })),
+        )
+        .await
+    }
+
+    pub async fn pending(&self) -> Result<Vec<DeploymentRecord>> {
+        self.get("/v1/deployments/pending", &[]).await
+    }
+
+    pub async fn config(&self, service: &str, env: &str) -> Result<ConfigState> {
+        self.get(&format!("/v1/config/{env}/{service}"), &[]).await
+    }
+
+    pub async fn config_history(&self, service: &str, env: &str) -> Result<Vec<ConfigRevision>> {
+        self.get(&format!("/v1/config/{env}/{service}/history"), &[])
+            .await
+    }
+
+    /// Saves a configuration change; the controller then rolls or signals instances.
+    pub async fn change_config(
+        &self,
+        service: &str,
+        env: &str,
+        change: &ConfigChange,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        self.operation(&format!("/v1/config/{env}/{service}"), change, on_event)
+            .await
+    }
+
+    /// Stores a secret; its value travels in the request body only.
+    pub async fn set_secret(
+        &self,
+        service: &str,
+        env: &str,
+        key: &str,
+        value: Vec<u8>,
+        user: &str,
+    ) -> Result<()> {
+        self.check(
+            self.http
+                .put(format!("{}/v1/secrets/{env}/{service}/{key}", self.base))
+                .query(&[("user", user)])
+                .body(value)
+                .send()
+                .await,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn unset_secret(&self, service: &str, env: &str, key: &str) -> Result<()> {
+        self.check(
+            self.http
+                .delete(format!("{}/v1/secrets/{env}/{service}/{key}", self.base))
+                .send()
+                .await,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn secrets(&self, service: &str, env: &str) -> Result<Vec<SecretInfo>> {
+        self.get(&format!("/v1/secrets/{env}/{service}"), &[]).await
+    }
+
+    pub async fn compare_secrets(
+        &self,
+        service: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<Vec<SecretComparison>> {
+        self.get(
+            "/v1/secrets/compare",
+            &[
+                ("service", Some(service.to_owned())),
+                ("a", Some(a.to_owned())),
+                ("b", Some(b.to_owned())),
+            ],
+        )
+        .await
+    }
+
+    pub async fn rotate_key(&self) -> Result<KeyRotated> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/secrets/rotate-key", self.base)),
+        )
+        .await
+    }
+
+    pub async fn issue_api_token(&self, request: &ApiTokenRequest) -> Result<ApiTokenCreated> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/api-tokens", self.base))
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        self.get("/v1/api-tokens", &[]).await
+    }
+
+    pub async fn revoke_api_token(&self, id: &str) -> Result<()> {
+        self.check(
+            self.http
+                .delete(format!("{}/v1/api-tokens/{id}", self.base))
+                .send()
+                .await,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.get("/v1/audit", &[("limit", Some(limit.to_string()))])
+            .await
     }
 
     pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated> {

@@ -223,6 +223,39 @@ impl Checker<'_> {
                 &at(&["min_healthy_time"]),
             ),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
+            on_change: self.on_change(name, raw),
+        }
+    }
+
+    fn on_change(&mut self, name: &str, raw: &RawService) -> OnChange {
+        let signal = raw
+            .reload_signal
+            .as_deref()
+            .map(|s| s.trim_start_matches("SIG").to_ascii_uppercase());
+        if let Some(signal) = signal
+            .as_ref()
+            .filter(|s| !RELOAD_SIGNALS.contains(&s.as_str()))
+        {
+            self.report(
+                &[key("services"), key(name), key("reload_signal")],
+                format!("`{signal}` is not a signal wharf sends for a reload"),
+                Some(format!("use one of {}", RELOAD_SIGNALS.join(", "))),
+            );
+        }
+        match raw.on_change {
+            Some(RawOnChange::Reload) => OnChange::Reload {
+                signal: signal.unwrap_or_else(|| "HUP".into()),
+            },
+            _ => {
+                if raw.reload_signal.is_some() {
+                    self.report(
+                        &[key("services"), key(name), key("reload_signal")],
+                        "`reload_signal` is used only with `on_change: reload`".into(),
+                        Some("add `on_change: reload`, or remove `reload_signal`".into()),
+                    );
+                }
+                OnChange::Restart
+            }
         }
     }
 
@@ -489,7 +522,16 @@ impl Checker<'_> {
             .hosts
             .as_ref()
             .map(|h| self.hosts(h, &raw.nodes, &nodes, &base));
+        let approval = match raw.approval {
+            Some(RawApproval::Required) => Some(self.duration(
+                raw.approval_expires.as_ref(),
+                Duration::from_secs(24 * 3600),
+                &[key("environments"), key(name), key("approval_expires")],
+            )),
+            _ => None,
+        };
         Environment {
+            approval,
             name: name.to_owned(),
             after: raw.after.clone(),
             config: raw.config.clone(),

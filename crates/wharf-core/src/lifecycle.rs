@@ -14,6 +14,12 @@ pub enum DeploymentState {
     Failed,
     /// The controller stopped while it ran.
     Interrupted,
+    /// Held until someone other than its author approves it (`approval: required`).
+    PendingApproval,
+    /// Its approval was refused; nothing ran.
+    Rejected,
+    /// Nobody approved it in time; nothing ran.
+    Expired,
 }
 
 impl DeploymentState {
@@ -24,6 +30,9 @@ impl DeploymentState {
             Self::RolledBack => "rolled_back",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::PendingApproval => "pending_approval",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
         }
     }
 
@@ -34,6 +43,9 @@ impl DeploymentState {
             Self::RolledBack,
             Self::Failed,
             Self::Interrupted,
+            Self::PendingApproval,
+            Self::Rejected,
+            Self::Expired,
         ]
         .into_iter()
         .find(|state| state.as_str() == s)
@@ -45,7 +57,12 @@ impl DeploymentState {
     }
 
     pub fn is_finished(self) -> bool {
-        self != Self::InProgress
+        !matches!(self, Self::InProgress | Self::PendingApproval)
+    }
+
+    /// Whether an approver may still act on it.
+    pub fn can_be_approved(self) -> bool {
+        self == Self::PendingApproval
     }
 }
 
@@ -58,6 +75,10 @@ pub enum DeploymentKind {
     Stop,
     /// Pooled instances moved off a host that went down, was drained or revoked.
     Reschedule,
+    /// The artifact healthy in the previous environment, moved to the next.
+    Promote,
+    /// Instances rolled because their configuration changed (`wharf config set`).
+    Config,
 }
 
 impl DeploymentKind {
@@ -67,13 +88,22 @@ impl DeploymentKind {
             Self::Rollback => "rollback",
             Self::Stop => "stop",
             Self::Reschedule => "reschedule",
+            Self::Promote => "promote",
+            Self::Config => "config",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Deploy, Self::Rollback, Self::Stop, Self::Reschedule]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Deploy,
+            Self::Rollback,
+            Self::Stop,
+            Self::Reschedule,
+            Self::Promote,
+            Self::Config,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

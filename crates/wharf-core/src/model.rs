@@ -32,7 +32,22 @@ pub struct Service {
     pub max_parallel: u32,
     pub min_healthy_time: Duration,
     pub resources: crate::placement::Resources,
+    pub on_change: OnChange,
 }
+
+/// What a configuration change does to running instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// Roll the instances with the new configuration, as a deploy.
+    #[default]
+    Restart,
+    /// Send them this signal (`HUP`, `USR1`, ...); they read the new values over HTTP.
+    Reload { signal: String },
+}
+
+/// Signals `on_change: reload` may send.
+pub const RELOAD_SIGNALS: &[&str] = &["HUP", "USR1", "USR2", "INT", "QUIT", "WINCH"];
 
 /// Where an artifact's files come from, relative to the definition file's folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +114,8 @@ pub struct Environment {
     pub pools: BTreeMap<String, Pool>,
     /// Hosts a provider makes for this environment, if it names a provider.
     pub hosts: Option<HostsSpec>,
+    /// When deploys here wait for approval: how long an approval may take.
+    pub approval: Option<Duration>,
 }
 
 /// The provider and the names of an environment's hosts.

@@ -65,6 +65,32 @@ pub struct RawService {
     /// What one instance needs: placement checks it against each host's capacity.
     #[serde(default)]
     pub resources: Option<RawResources>,
+    /// What a `wharf config set` does to running instances: `restart` rolls them (the
+    /// default, recorded as a deploy), `reload` sends them `reload_signal` and they read
+    /// the new values from the configuration URL wharf gives them.
+    #[serde(default)]
+    pub on_change: Option<RawOnChange>,
+    /// The signal of `on_change: reload`: `HUP` (default), `USR1`, `USR2`, `INT`, `QUIT`,
+    /// `WINCH`.
+    #[serde(default)]
+    pub reload_signal: Option<String>,
+}
+
+/// What a configuration change does to running instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOnChange {
+    Restart,
+    Reload,
+}
+
+/// Whether deploys to an environment wait for someone's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawApproval {
+    /// Each deploy waits for `wharf approve` by another user or token.
+    Required,
+    None,
 }
 
 /// CPU and memory of one instance.
@@ -185,6 +211,12 @@ pub struct RawEnvironment {
     /// Where this environment's hosts come from; `wharf env up` provisions them.
     #[serde(default)]
     pub hosts: Option<RawHosts>,
+    /// `required`: every deploy and promotion here waits for `wharf approve`.
+    #[serde(default)]
+    pub approval: Option<RawApproval>,
+    /// How long a deploy waits for its approval before it expires (default `24h`).
+    #[serde(default)]
+    pub approval_expires: Option<String>,
 }
 
 /// The hosts of an environment and the provider that makes them.

@@ -45,6 +45,16 @@ pub struct DeploySpec {
     /// empty until placement fills it in).
     #[serde(default)]
     pub pool: Option<crate::placement::PoolRequest>,
+    /// What a configuration change does to running instances.
+    #[serde(default)]
+    pub on_change: OnChange,
+    /// The environment before this one in the pipeline: a version must have been
+    /// healthy there before it may be deployed here.
+    #[serde(default)]
+    pub previous_env: Option<String>,
+    /// Set when deploys here wait for approval: how long one may wait (milliseconds).
+    #[serde(default)]
+    pub approval_expires_ms: Option<u64>,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -104,6 +114,41 @@ impl Definition {
     }
 
     /// Looks a service up, with a hint when it is unknown.
+    /// The configuration wharf.yaml declares for a service in an environment, with
+    /// where each value comes from: the service, the environment, or a node (node
+    /// values apply to that node's instances only, so they are listed apart).
+    pub fn declared_config(
+        &self,
+        service: &str,
+        env: &str,
+    ) -> Result<Vec<(String, String, String)>, SpecError> {
+        let svc = self.service(service)?;
+        let environment = self.environment(env)?;
+        let mut merged: BTreeMap<String, (String, String)> = svc
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.clone(), "wharf.yaml: service".to_owned())))
+            .collect();
+        for (k, v) in environment.config.get(service).into_iter().flatten() {
+            merged.insert(
+                k.clone(),
+                (v.clone(), format!("wharf.yaml: environment {env}")),
+            );
+        }
+        let mut rows: Vec<(String, String, String)> =
+            merged.into_iter().map(|(k, (v, s))| (k, v, s)).collect();
+        for node in &environment.nodes {
+            for (k, v) in node.config.get(service).into_iter().flatten() {
+                rows.push((
+                    k.clone(),
+                    v.clone(),
+                    format!("wharf.yaml: node {}", node.name),
+                ));
+            }
+        }
+        Ok(rows)
+    }
+
     pub fn service(&self, name: &str) -> Result<&Service, SpecError> {
         self.services
             .get(name)
@@ -199,6 +244,9 @@ impl Definition {
             resources: svc.resources,
             image: svc.image.is_some(),
             pool,
+            on_change: svc.on_change.clone(),
+            previous_env: environment.after.clone(),
+            approval_expires_ms: environment.approval.map(|d| d.as_millis() as u64),
             peer_nodes: environment
                 .service_names()
                 .into_iter()

@@ -431,6 +431,16 @@ impl Running for Container {
         self.pid
     }
 
+    async fn signal(&mut self, signal: &str) -> Result<(), String> {
+        let options = bollard::query_parameters::KillContainerOptions {
+            signal: format!("SIG{signal}"),
+        };
+        self.docker
+            .kill_container(&self.name, Some(options))
+            .await
+            .map_err(|e| format!("cannot send {signal} to container `{}`: {e}", self.name))
+    }
+
     fn started_at_millis(&self) -> Option<i64> {
         self.started_at
     }

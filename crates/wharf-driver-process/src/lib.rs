@@ -189,6 +189,10 @@ impl Running for ChildProcess {
         self.pid
     }
 
+    async fn signal(&mut self, signal: &str) -> Result<(), String> {
+        signal_group(self.pid, signal)
+    }
+
     fn usage(&self) -> Option<Usage> {
         self.tracked.usage(self.pid)
     }
@@ -232,6 +236,10 @@ impl Running for AdoptedProcess {
         self.pid
     }
 
+    async fn signal(&mut self, signal: &str) -> Result<(), String> {
+        signal_group(self.pid, signal)
+    }
+
     fn usage(&self) -> Option<Usage> {
         self.tracked.usage(self.pid)
     }
@@ -266,4 +274,12 @@ fn terminate_group(pid: u32) {
 /// Kills whatever is left of the group (children that ignored SIGTERM).
 fn kill_group(pid: u32) {
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// Sends a named signal to an instance's process group.
+fn signal_group(pid: u32, name: &str) -> Result<(), String> {
+    let signal: Signal = format!("SIG{name}")
+        .parse()
+        .map_err(|_| format!("unknown signal `{name}`"))?;
+    killpg(Pid::from_raw(pid as i32), signal).map_err(|e| format!("cannot send {name}: {e}"))
 }

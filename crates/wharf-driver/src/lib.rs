@@ -140,6 +140,10 @@ pub trait Running: Send + Sync {
     async fn wait(&mut self) -> Exit;
     /// Asks the instance to stop, and forces it after `grace`.
     async fn stop(&mut self, grace: Duration) -> Exit;
+    /// Sends the instance a signal by name (`HUP`, `USR1`, ...), for a reload.
+    async fn signal(&mut self, signal: &str) -> Result<(), String> {
+        Err(format!("this driver cannot send {signal}"))
+    }
 }
 
 /// Runs instances on this host.

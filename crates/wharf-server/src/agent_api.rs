@@ -159,7 +159,7 @@ async fn join(
         .map_err(|e| ServerError::bad_request(e.to_string()))?;
     tracing::info!(host = %host.name, env = %env, "host joined");
     c.fleet.hosts_changed();
-    c.fleet.remote(host.id).restore();
+    c.fleet.remote(host.id).restore(&c.secret_source());
     Ok(Json(JoinResponse {
         host_id: host.id,
         env,

@@ -30,7 +30,7 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Events(pub mpsc::UnboundedSender<DeployEvent>);
 
 impl Events {
-    fn send(&self, event: DeployEvent) {
+    pub(crate) fn send(&self, event: DeployEvent) {
         let _ = self.0.send(event);
     }
 
@@ -42,6 +42,12 @@ impl Events {
             message,
         });
     }
+}
+
+/// A deploy placed and rendered, ready to plan.
+struct Prepared {
+    rendered: crate::render::Rendered,
+    config_revision: i64,
 }
 
 /// What a step changed, so a rollback can undo it.
@@ -121,9 +127,239 @@ impl Controller {
                 )));
             }
         };
+        // Deploys and promotions follow the pipeline and wait for approval where asked;
+        // rollbacks, reschedules and configuration rolls keep what already ran.
+        let gated = matches!(kind, DeploymentKind::Deploy | DeploymentKind::Promote);
+        let forced = gated && self.check_pipeline(&req, &digest)?;
+        if forced && !req.dry_run {
+            events.send(DeployEvent::Warning {
+                message: format!(
+                    "`{}` was never healthy in `{}`; deploying anyway (--force), recorded in history",
+                    req.version,
+                    spec.previous_env.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        let prepared = self.prepare(&req, &digest)?;
+        if gated && !req.dry_run && spec.approval_expires_ms.is_some() {
+            let id = self.store.begin_deployment(&NewDeployment {
+                pending_approval: true,
+                ..self.new_deployment(&req, kind, &digest, &prepared, forced)
+            })?;
+            return Ok(DeployEvent::Finished {
+                deployment: Some(id),
+                state: DeploymentState::PendingApproval,
+                message: format!(
+                    "`{}` needs approval: deployment #{id} waits for `wharf approve {id}` by another user or token",
+                    spec.env
+                ),
+            });
+        }
+        self.run(None, &req, kind, &digest, prepared, forced, events)
+            .await
+    }
+
+    /// Whether the deploy goes past the pipeline rule (allowed only with `--force`):
+    /// a version must have been healthy in the environment before this one.
+    fn check_pipeline(&self, req: &DeployRequest, digest: &str) -> Result<bool, ServerError> {
+        let spec = &req.spec;
+        let Some(previous) = &spec.previous_env else {
+            return Ok(false);
+        };
+        if self
+            .store
+            .ran_successfully(&spec.service, previous, digest)?
+        {
+            return Ok(false);
+        }
+        if req.force {
+            return Ok(true);
+        }
+        Err(ServerError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!(
+                "version `{}` of `{}` was never healthy in `{previous}`, which comes before `{}` in the pipeline",
+                req.version, spec.service, spec.env
+            ),
+        )
+        .hint(format!(
+            "deploy it to `{previous}` first (or `wharf promote {} --from {previous} --to {}`); `--force` deploys anyway and is recorded in history",
+            spec.service, spec.env
+        )))
+    }
+
+    /// Approves a held deployment and runs it. The approver must not be its author.
+    pub async fn approve(
+        &self,
+        id: i64,
+        approver: &str,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let held = self.held(id)?;
+        if held.user == approver {
+            return Err(ServerError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "deployment #{id} was requested by `{approver}`, who cannot approve it too"
+                ),
+            )
+            .hint("another user or token with the `approve` scope must approve it"));
+        }
+        let spec = crate::config_service::spec_of(&held)?;
+        self.store.approve_deployment(id, approver, now_millis())?;
+        events.send(DeployEvent::Warning {
+            message: format!("deployment #{id} approved by `{approver}`"),
+        });
+        let req = DeployRequest {
+            spec,
+            version: held.version.clone(),
+            user: held.user.clone(),
+            dry_run: false,
+            unregistered_digest: None,
+            force: held.forced,
+            config_revision: Some(held.config_revision),
+        };
+        let prepared = match self.prepare(&req, &held.digest) {
+            Ok(p) => p,
+            Err(e) => {
+                self.store.finish_deployment(
+                    id,
+                    DeploymentState::Failed,
+                    &e.message,
+                    now_millis(),
+                )?;
+                return Err(e);
+            }
+        };
+        self.run(
+            Some(id),
+            &req,
+            held.kind,
+            &held.digest,
+            prepared,
+            held.forced,
+            events,
+        )
+        .await
+    }
+
+    /// Rejects a held deployment; nothing runs.
+    pub fn reject(&self, id: i64, who: &str) -> Result<DeployEvent, ServerError> {
+        self.held(id)?;
+        let message = format!("rejected by `{who}`");
+        self.store
+            .finish_deployment(id, DeploymentState::Rejected, &message, now_millis())?;
+        Ok(DeployEvent::Finished {
+            deployment: Some(id),
+            state: DeploymentState::Rejected,
+            message,
+        })
+    }
+
+    /// A deployment waiting for approval; expired ones are marked so and refused.
+    fn held(&self, id: i64) -> Result<wharf_store::DeploymentRecord, ServerError> {
+        let held = self
+            .store
+            .deployment(id)?
+            .ok_or_else(|| ServerError::not_found(format!("there is no deployment #{id}")))?;
+        if !held.state.can_be_approved() {
+            return Err(ServerError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "deployment #{id} is {}, not waiting for approval",
+                    held.state.as_str().replace('_', " ")
+                ),
+            )
+            .hint("`wharf deployments --pending` lists what waits"));
+        }
+        let spec = crate::config_service::spec_of(&held)?;
+        let expires = held.started_at + spec.approval_expires_ms.unwrap_or(u64::MAX / 4) as i64;
+        if now_millis() > expires {
+            self.store.finish_deployment(
+                id,
+                DeploymentState::Expired,
+                "nobody approved it in time",
+                now_millis(),
+            )?;
+            return Err(ServerError::new(
+                axum::http::StatusCode::GONE,
+                format!("deployment #{id} expired before anyone approved it; nothing changed"),
+            )
+            .hint(format!(
+                "deploy again: `wharf deploy {} --env {}`",
+                held.service, held.env
+            )));
+        }
+        Ok(held)
+    }
+
+    /// Marks held deployments whose approval time ran out; returns the ones still held.
+    pub fn pending(&self) -> Result<Vec<wharf_store::DeploymentRecord>, ServerError> {
+        let mut waiting = Vec::new();
+        for d in self.store.pending_deployments()? {
+            match self.held(d.id) {
+                Ok(d) => waiting.push(d),
+                Err(e) if e.status == axum::http::StatusCode::GONE => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(waiting)
+    }
+
+    fn new_deployment(
+        &self,
+        req: &DeployRequest,
+        kind: DeploymentKind,
+        digest: &str,
+        prepared: &Prepared,
+        forced: bool,
+    ) -> NewDeployment {
+        NewDeployment {
+            service: req.spec.service.clone(),
+            env: req.spec.env.clone(),
+            kind,
+            version: req.version.clone(),
+            digest: digest.to_owned(),
+            config_digest: prepared.rendered.config_digest.clone(),
+            spec: serde_json::to_value(&req.spec).expect("specs serialize"),
+            user: req.user.clone(),
+            started_at: now_millis(),
+            config_revision: prepared.config_revision,
+            forced,
+            pending_approval: false,
+        }
+    }
+
+    /// Places and renders a deploy: everything that can fail on input, before anything
+    /// changes.
+    fn prepare(&self, req: &DeployRequest, digest: &str) -> Result<Prepared, ServerError> {
+        let spec = &req.spec;
+        let (config_revision, extras) =
+            self.extras(&spec.service, &spec.env, req.config_revision)?;
         let placed = self.place(spec)?;
-        let rendered = render(&*self.store, &placed, &req.version, &digest, 0)?;
-        let desired: Vec<DesiredInstance> = rendered
+        let rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
+        Ok(Prepared {
+            rendered,
+            config_revision,
+        })
+    }
+
+    /// Plans and carries out a prepared deploy, recording it (as deployment `id` when
+    /// it was held for approval and is now in progress).
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        id: Option<i64>,
+        req: &DeployRequest,
+        kind: DeploymentKind,
+        digest: &str,
+        prepared: Prepared,
+        forced: bool,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let spec = &req.spec;
+        let desired: Vec<DesiredInstance> = prepared
+            .rendered
             .plans
             .iter()
             .map(|p| DesiredInstance {
@@ -154,18 +390,14 @@ impl Controller {
                 message: "dry run: nothing was changed".into(),
             });
         }
-        let id = self.store.begin_deployment(&NewDeployment {
-            service: spec.service.clone(),
-            env: spec.env.clone(),
-            kind,
-            version: req.version.clone(),
-            digest: digest.clone(),
-            config_digest: rendered.config_digest.clone(),
-            spec: serde_json::to_value(spec).expect("specs serialize"),
-            user: req.user.clone(),
-            started_at: now_millis(),
-        })?;
+        let id = match id {
+            Some(id) => id,
+            None => self
+                .store
+                .begin_deployment(&self.new_deployment(req, kind, digest, &prepared, forced))?,
+        };
         events.send(planned(Some(id)));
+        let rendered = prepared.rendered;
         if spec.resources.cpu_millis > 0 || spec.resources.memory_bytes > 0 {
             let local = rendered.plans.iter().any(|p| self.fleet.is_local(&p.key));
             if let Some(reason) = self.fleet.local.limits_unavailable().filter(|_| local) {
@@ -205,6 +437,7 @@ impl Controller {
         };
         self.store
             .finish_deployment(id, state, &message, now_millis())?;
+        self.hub.invalidate(&spec.env, &spec.service);
         Ok(DeployEvent::Finished {
             deployment: Some(id),
             state,
@@ -302,6 +535,8 @@ impl Controller {
                             DeploymentKind::Deploy
                                 | DeploymentKind::Rollback
                                 | DeploymentKind::Reschedule
+                                | DeploymentKind::Promote
+                                | DeploymentKind::Config
                         )
                 })
             else {
@@ -319,6 +554,8 @@ impl Controller {
                 user: "wharf (reschedule)".into(),
                 dry_run: false,
                 unregistered_digest: None,
+                force: false,
+                config_revision: None,
             };
             // Another deploy of the service may hold the lock: try again shortly.
             for _ in 0..30 {
@@ -663,14 +900,42 @@ impl Controller {
                 target.id
             ))
         })?;
+        // The configuration comes back with the artifact: the overrides the target ran
+        // with become the newest revision again.
+        let (current_revision, current) = self.overrides(&req.service, &req.env, None)?;
+        let (_, wanted) = self.overrides(&req.service, &req.env, Some(target.config_revision))?;
+        let config_revision = if wanted != current {
+            let saved = self.store.put_config_revision(
+                &req.service,
+                &req.env,
+                &wanted,
+                &req.user,
+                now_millis(),
+                &format!("restored by the rollback to deployment #{}", target.id),
+            )?;
+            self.hub.invalidate(&req.env, &req.service);
+            events.send(DeployEvent::ConfigSaved {
+                service: req.service.clone(),
+                env: req.env.clone(),
+                revision: saved.revision,
+            });
+            saved.revision
+        } else {
+            current_revision
+        };
         let request = DeployRequest {
             spec,
             version: target.version.clone(),
             user: req.user,
             dry_run: false,
             unregistered_digest: None,
+            force: false,
+            config_revision: Some(config_revision),
         };
-        self.deploy(request, DeploymentKind::Rollback, events).await
+        let outcome = self.deploy(request, DeploymentKind::Rollback, events).await;
+        self.hub
+            .announce_current(&*self.store, &req.env, &req.service);
+        outcome
     }
 
     /// Stops one service or every service of an environment, recording it in history.
@@ -716,7 +981,11 @@ impl Controller {
                 spec: serde_json::Value::Null,
                 user: req.user.clone(),
                 started_at: now_millis(),
+                config_revision: 0,
+                forced: false,
+                pending_approval: false,
             })?;
+            self.hub.invalidate(&req.env, &service);
             for plan in &plans {
                 events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
                 self.fleet.link(&plan.key).stop(&plan.key).await;

@@ -152,9 +152,9 @@ impl Fleet {
     }
 
     /// Loads the assignments of every known host, at controller start.
-    pub fn restore(&self) {
+    pub fn restore(&self, secrets: &wharf_agent::SecretSource) {
         for host in self.store.hosts(None).unwrap_or_default() {
-            self.remote(host.id).restore();
+            self.remote(host.id).restore(secrets);
         }
     }
 }

@@ -4,7 +4,11 @@
 //! agent -> driver, with observations flowing back through the agent's status sink.
 
 mod agent_api;
+mod api_access;
+mod api_config;
 mod artifact_store;
+mod auth;
+mod config_service;
 mod error;
 mod executor;
 mod fleet;
@@ -43,6 +47,13 @@ pub struct Controller {
     pub state_dir: PathBuf,
     /// Where agents connect.
     pub agent_url: String,
+    /// Where the HTTP API listens (instances read their configuration there).
+    pub api_url: String,
+    /// Every API call needs a token (always so beyond loopback).
+    pub auth_required: bool,
+    /// The master keys secrets are sealed with; kept outside the database.
+    pub keyring: std::sync::RwLock<wharf_secrets::Keyring>,
+    pub hub: config_service::ConfigHub,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -71,9 +82,11 @@ pub enum StartError {
     #[error("another controller already runs for `{0}`")]
     AlreadyRunning(PathBuf),
     #[error(
-        "refusing to listen on {0}: only loopback addresses are allowed until agent and user authentication exist"
+        "refusing to listen on {0} without authentication: only a loopback controller may run open (add `--auth`)"
     )]
     NotLoopback(SocketAddr),
+    #[error(transparent)]
+    Keyring(#[from] wharf_secrets::SecretError),
     #[error("cannot use state folder `{path}`: {source}")]
     StateDir {
         path: PathBuf,
@@ -92,16 +105,37 @@ pub enum StartError {
     Pki(String),
 }
 
+/// How a controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// Where agents connect (mutual TLS).
+    pub agent_listen: SocketAddr,
+    /// Require an API token on every call. Forced on beyond loopback.
+    pub auth: bool,
+    /// The master keyring (default: `master.keys` in the state folder).
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// The file a controller with authentication writes its first admin token to.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 /// Starts a development controller with its local agent on `listen`, keeping state
 /// under `state_dir`, until `shutdown` is cancelled. Instances keep running after it
 /// stops and are adopted by the next controller of the same state folder.
 pub async fn run_dev(
     state_dir: &Path,
-    listen: SocketAddr,
-    agent_listen: SocketAddr,
+    options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    if !listen.ip().is_loopback() {
+    let Options {
+        listen,
+        agent_listen,
+        auth,
+        master_key_file,
+    } = options;
+    if !listen.ip().is_loopback() && !auth {
         return Err(StartError::NotLoopback(listen));
     }
     let io = |source| StartError::StateDir {
@@ -115,6 +149,12 @@ pub async fn run_dev(
         .map_err(|_| StartError::AlreadyRunning(state_dir.to_owned()))?;
 
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
+    let keyring = wharf_secrets::Keyring::load_or_create(
+        &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
+    )?;
+    if auth {
+        bootstrap_admin_token(&*store, state_dir).map_err(io)?;
+    }
     let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;
     let agent_root = state_dir.join("agent");
     let agent_id = agent_id(&agent_root).map_err(io)?;
@@ -126,7 +166,8 @@ pub async fn run_dev(
         driver,
         source,
         Arc::new(sink::StoreSink(store.clone())),
-    )?;
+    )?
+    .with_secret_source(secret_source(store.clone(), keyring.clone()));
     // Containers, when this machine has a Docker engine (checked when one is used).
     if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(format!("{agent_id}:")) {
         agent = agent.with_driver(wharf_core::model::DriverKind::Docker, Arc::new(docker));
@@ -153,7 +194,7 @@ pub async fn run_dev(
         "recovered instances"
     );
     let fleet = Fleet::new(agent.clone(), store.clone());
-    fleet.restore();
+    fleet.restore(&secret_source(store.clone(), keyring.clone()));
     let live: Vec<_> = fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
     for row in store.instances(None, None)? {
         let key = wharf_driver::InstanceKey {
@@ -167,12 +208,7 @@ pub async fn run_dev(
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: listen,
-            source,
-        })?;
+    let listener = bind_remembered(state_dir, listen, "api-port").await?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: listen,
         source,
@@ -186,7 +222,7 @@ pub async fn run_dev(
         .map_err(|e| StartError::Pki(e.to_string()))?;
     // Agents may connect from other hosts: this listener authenticates them by their
     // certificates, so it may listen beyond loopback.
-    let agent_listener = bind_agent_listener(state_dir, agent_listen).await?;
+    let agent_listener = bind_remembered(state_dir, agent_listen, "agent-port").await?;
     let agent_addr = agent_listener
         .local_addr()
         .map_err(|source| StartError::Listen {
@@ -200,6 +236,10 @@ pub async fn run_dev(
         artifacts,
         state_dir: state_dir.to_owned(),
         agent_url: agent_url(agent_addr),
+        api_url: format!("http://{}", loopback_if_unspecified(addr)),
+        auth_required: auth,
+        keyring: std::sync::RwLock::new(keyring),
+        hub: Default::default(),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),
@@ -262,13 +302,15 @@ fn write_controller_file(dir: &Path, file: &ControllerFile) -> std::io::Result<(
     std::fs::rename(tmp, dir.join(CONTROLLER_FILE))
 }
 
-/// Binds the agent listener. Agents keep the address they joined with, so when no port
-/// is asked for, the port of the previous run of this state folder is taken again.
-async fn bind_agent_listener(
+/// Binds a listener. Agents keep the address they joined with and instances the
+/// configuration URL they were given, so when no port is asked for, the port of the
+/// previous run of this state folder is taken again.
+async fn bind_remembered(
     state_dir: &Path,
     requested: SocketAddr,
+    file: &str,
 ) -> Result<tokio::net::TcpListener, StartError> {
-    let saved = state_dir.join("agent-port");
+    let saved = state_dir.join(file);
     let listen_err = |addr| move |source| StartError::Listen { addr, source };
     let previous = std::fs::read_to_string(&saved)
         .ok()
@@ -278,7 +320,7 @@ async fn bind_agent_listener(
         match tokio::net::TcpListener::bind(previous).await {
             Ok(listener) => return Ok(listener),
             Err(e) => tracing::warn!(
-                "cannot listen for agents on {previous} again ({e}); agents that joined must be pointed at the new address"
+                "cannot listen on {previous} again ({e}); what was given the old address must be pointed at the new one"
             ),
         }
     }
@@ -293,11 +335,95 @@ async fn bind_agent_listener(
 /// The address agents on this machine use; one listening everywhere is reached at
 /// loopback (agents elsewhere use this machine's address and the same port).
 fn agent_url(addr: SocketAddr) -> String {
+    format!("https://{}", loopback_if_unspecified(addr))
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
-        format!("https://127.0.0.1:{}", addr.port())
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
     } else {
-        format!("https://{addr}")
+        addr
     }
+}
+
+/// A controller with authentication and no tokens yet makes an admin token and writes it
+/// to a file only its owner can read, as `kubeadm` and `k3s` do; the CLI on this machine
+/// uses it, and an admin issues narrower tokens with it.
+fn bootstrap_admin_token(store: &dyn Store, state_dir: &Path) -> std::io::Result<()> {
+    if !store
+        .api_tokens()
+        .map_err(std::io::Error::other)?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let (token, record) = auth::new_api_token("admin", vec!["*:*".into()], "wharf (bootstrap)")?;
+    let path = state_dir.join(ADMIN_TOKEN_FILE);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(token.as_bytes())?;
+        file.sync_all()?;
+    }
+    store
+        .create_api_token(&record.0, &record.1)
+        .map_err(std::io::Error::other)?;
+    tracing::info!("made an admin token; it is in {}", path.display());
+    Ok(())
+}
+
+impl Controller {
+    /// Gives plans read back from disk their secrets.
+    pub(crate) fn secret_source(&self) -> wharf_agent::SecretSource {
+        let keyring = self
+            .keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        secret_source(self.store.clone(), keyring)
+    }
+}
+
+/// Gives plans recovered from disk their secrets back.
+fn secret_source(
+    store: Arc<dyn Store>,
+    keyring: wharf_secrets::Keyring,
+) -> wharf_agent::SecretSource {
+    Box::new(move |plan| {
+        let mut values = std::collections::BTreeMap::new();
+        for s in store
+            .secrets(Some((&plan.key.service, &plan.key.env)))
+            .unwrap_or_default()
+        {
+            let sealed = wharf_secrets::Sealed {
+                key_id: s.key_id,
+                nonce: s.nonce,
+                ciphertext: s.ciphertext,
+            };
+            let context = wharf_secrets::secret_context(&s.service, &s.env, &s.key);
+            if let Ok(value) = keyring.open(&sealed, &context) {
+                values.insert(s.key, String::from_utf8_lossy(&value).into_owned());
+            }
+        }
+        if plan
+            .secret_keys
+            .iter()
+            .any(|k| k == render::CONFIG_TOKEN_VAR)
+        {
+            values.insert(
+                render::CONFIG_TOKEN_VAR.into(),
+                auth::runtime_token(&keyring, &plan.key.env, &plan.key.service),
+            );
+        }
+        values.retain(|k, _| plan.secret_keys.contains(k));
+        values
+    })
 }
 
 /// `bytes` random bytes from the kernel, in hex.

@@ -58,8 +58,8 @@ impl RemoteAgent {
         self.reported.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads this host's assignments from the store.
-    pub fn restore(&self) {
+    /// Loads this host's assignments from the store, their secrets from `secrets`.
+    pub fn restore(&self, secrets: &wharf_agent::SecretSource) {
         let plans: Vec<InstancePlan> = self
             .store
             .assignments(self.host_id)
@@ -68,7 +68,10 @@ impl RemoteAgent {
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
         let mut assigned = self.assigned();
-        for plan in plans {
+        for mut plan in plans {
+            if !plan.secret_keys.is_empty() {
+                plan.env.extend(secrets(&plan));
+            }
             assigned.insert(plan.key.clone(), plan);
         }
         drop(assigned);
@@ -153,7 +156,8 @@ impl AgentLink for RemoteAgent {
 
     async fn start(&self, plan: InstancePlan) -> Result<(), String> {
         let k = &plan.key;
-        let value = serde_json::to_value(&plan).expect("plans serialize");
+        // Secrets never reach the database; a restarted controller opens them again.
+        let value = serde_json::to_value(plan.redacted()).expect("plans serialize");
         self.store
             .put_assignment(
                 self.host_id,
@@ -180,7 +184,7 @@ impl AgentLink for RemoteAgent {
                         p.key.node.as_str(),
                         p.key.instance,
                     ),
-                    serde_json::to_value(p).expect("plans serialize"),
+                    serde_json::to_value(p.redacted()).expect("plans serialize"),
                 )
             })
             .collect();

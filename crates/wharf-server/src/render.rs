@@ -19,6 +19,21 @@ pub struct Rendered {
     pub config_digest: String,
 }
 
+/// What the controller adds to the definition's configuration of a deploy.
+#[derive(Default)]
+pub struct Extras {
+    /// `wharf config set` overrides; they beat every layer of the definition.
+    pub overrides: BTreeMap<String, String>,
+    /// Secret values with their versions; never rendered as templates.
+    pub secrets: Vec<(String, String, i64)>,
+    /// The configuration URL and the instance's read-only token for it.
+    pub runtime: Option<(String, String)>,
+}
+
+/// The variables naming where an instance reads its configuration at runtime.
+pub const CONFIG_URL_VAR: &str = "WHARF_CONFIG_URL";
+pub const CONFIG_TOKEN_VAR: &str = "WHARF_CONFIG_TOKEN";
+
 /// Renders every slot of `spec` at `version` / `digest`.
 pub fn render(
     store: &dyn Store,
@@ -26,6 +41,7 @@ pub fn render(
     version: &str,
     digest: &str,
     deployment_id: i64,
+    extras: &Extras,
 ) -> Result<Rendered, ServerError> {
     let mut peers = BTreeMap::new();
     for (name, port) in &spec.peers {
@@ -72,7 +88,8 @@ pub fn render(
             node: slot.node.clone(),
             services: peers.clone(),
         };
-        let env = render_instance(&slot.config, &context).map_err(|(key, e)| {
+        let layered = wharf_core::config::layer(&slot.config, &extras.overrides);
+        let mut env = render_instance(&layered, &context).map_err(|(key, e)| {
             let err = ServerError::bad_request(format!(
                 "config `{key}` of `{}` in `{}`: {e}",
                 spec.service, spec.env
@@ -82,6 +99,29 @@ pub fn render(
                 None => err,
             }
         })?;
+        // Secrets count into the digest by version, so the digest reveals nothing of them.
+        let mut hidden = BTreeMap::new();
+        let mut secret_keys = Vec::new();
+        for (key, value, version) in &extras.secrets {
+            env.insert(key.clone(), value.clone());
+            hidden.insert(format!("\0secret:{key}"), version.to_string());
+            secret_keys.push(key.clone());
+        }
+        if let Some((url, token)) = &extras.runtime {
+            env.insert(
+                CONFIG_URL_VAR.into(),
+                format!("{url}?instance={}", slot.instance),
+            );
+            env.insert(CONFIG_TOKEN_VAR.into(), token.clone());
+            secret_keys.push(CONFIG_TOKEN_VAR.into());
+        }
+        let visible: BTreeMap<String, String> = env
+            .iter()
+            // Where the controller listens is not part of what the instance runs.
+            .filter(|(k, _)| !secret_keys.contains(k) && k.as_str() != CONFIG_URL_VAR)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(hidden)
+            .collect();
         plans.push(InstancePlan {
             key: InstanceKey {
                 env: spec.env.clone(),
@@ -94,7 +134,7 @@ pub fn render(
             // The command is part of what an instance runs: changing it alone must
             // replace the instance too, so it counts into the digest.
             config_digest: config_digest([
-                &env,
+                &visible,
                 &[("\0run".to_owned(), spec.run.join("\0"))]
                     .into_iter()
                     .collect(),
@@ -108,9 +148,11 @@ pub fn render(
             resources: spec.resources,
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
+            secret_keys,
         });
     }
-    let config_digest = config_digest(plans.iter().map(|p| &p.env));
+    let redacted: Vec<InstancePlan> = plans.iter().map(|p| p.redacted()).collect();
+    let config_digest = config_digest(redacted.iter().map(|p| &p.env));
     Ok(Rendered {
         plans,
         config_digest,

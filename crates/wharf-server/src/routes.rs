@@ -16,6 +16,7 @@ use wharf_api::*;
 use wharf_core::lifecycle::DeploymentKind;
 use wharf_driver::InstanceKey;
 
+use crate::auth::{Action, Caller};
 use crate::error::ServerError;
 use crate::executor::Events;
 use crate::logs::{self, LogSource};
@@ -40,8 +41,54 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/metrics", get(prometheus))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{name}/{action}", post(host_action))
+        .merge(crate::api_config::routes())
+        .merge(crate::api_access::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .with_state(controller)
+}
+
+/// The user history records: the token's name, or on an open controller the user the
+/// CLI names.
+pub(crate) fn acting_user(c: &Controller, caller: &Caller, claimed: &str) -> String {
+    if c.auth_required || claimed.is_empty() {
+        caller.name.clone()
+    } else {
+        claimed.to_owned()
+    }
+}
+
+/// Refuses a call the caller may not make, writing the refusal to the audit log.
+pub(crate) fn authorize(
+    c: &Controller,
+    caller: &Caller,
+    env: &str,
+    action: Action,
+    call: &str,
+    target: &str,
+) -> Result<(), ServerError> {
+    caller.require(env, action).inspect_err(|_| {
+        c.record(caller, call, target, "denied");
+    })
+}
+
+impl Controller {
+    /// Writes one line of the audit log; a failure to write is logged, not fatal.
+    pub(crate) fn record(&self, caller: &Caller, action: &str, target: &str, outcome: &str) {
+        if let Err(e) = self
+            .store
+            .audit(now_millis(), &caller.name, action, target, outcome)
+        {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+}
+
+/// The audit outcome of a call's result.
+pub(crate) fn outcome<T>(result: &Result<T, ServerError>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("error: {}", e.message),
+    }
 }
 
 type Ctl = State<Arc<Controller>>;
@@ -63,6 +110,7 @@ struct ArtifactQuery {
 
 async fn list_artifacts(
     State(c): Ctl,
+    _caller: Caller,
     Query(q): Query<ArtifactQuery>,
 ) -> Result<Json<Vec<ArtifactRecord>>, ServerError> {
     Ok(Json(c.store.artifacts(q.service.as_deref())?))
@@ -70,6 +118,7 @@ async fn list_artifacts(
 
 async fn upload_artifact(
     State(c): Ctl,
+    caller: Caller,
     Query(q): Query<ArtifactQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -79,6 +128,29 @@ async fn upload_artifact(
             "an upload needs `service` and `version`",
         ));
     };
+    let target = format!("{service}@{version}");
+    // Building is part of deploying; any environment's deploy grant allows it.
+    if !caller_may_build(&caller) {
+        c.record(&caller, "build", &target, "denied");
+        return Err(caller.require("*", Action::Deploy).unwrap_err());
+    }
+    let result = upload(&c, service, version, &headers, &body);
+    c.record(&caller, "build", &target, &outcome(&result));
+    result
+}
+
+/// Whether the caller may register artifacts: a deploy grant in some environment.
+fn caller_may_build(caller: &Caller) -> bool {
+    caller.may_somewhere(Action::Deploy)
+}
+
+fn upload(
+    c: &Controller,
+    service: String,
+    version: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ServerError> {
     let claimed = headers
         .get(DIGEST_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -97,7 +169,7 @@ async fn upload_artifact(
         }
         .into());
     }
-    let digest = c.artifacts.put(claimed, &body)?;
+    let digest = c.artifacts.put(claimed, body)?;
     let record = ArtifactRecord {
         service,
         version,
@@ -105,7 +177,7 @@ async fn upload_artifact(
         size: body.len() as u64,
         created_at: now_millis(),
     };
-    register(&c, record)
+    register(c, record)
 }
 
 /// Registers an artifact version: 201 when new, 200 when the same content was there.
@@ -135,8 +207,20 @@ fn register(c: &Controller, record: ArtifactRecord) -> Result<Response, ServerEr
 
 async fn register_image(
     State(c): Ctl,
+    caller: Caller,
     Json(req): Json<ImageRegistration>,
 ) -> Result<Response, ServerError> {
+    let target = format!("{}@{}", req.service, req.version);
+    if !caller_may_build(&caller) {
+        c.record(&caller, "build", &target, "denied");
+        return Err(caller.require("*", Action::Deploy).unwrap_err());
+    }
+    let result = register_image_record(&c, req);
+    c.record(&caller, "build", &target, &outcome(&result));
+    result
+}
+
+fn register_image_record(c: &Controller, req: ImageRegistration) -> Result<Response, ServerError> {
     if !req.image_id.starts_with("sha256:") {
         return Err(ServerError::bad_request(format!(
             "`{}` is not an image id",
@@ -150,19 +234,28 @@ async fn register_image(
         size: req.size,
         created_at: now_millis(),
     };
-    register(&c, record)
+    register(c, record)
 }
 
 async fn download_artifact(
     State(c): Ctl,
+    _caller: Caller,
     axum::extract::Path(digest): axum::extract::Path<String>,
 ) -> Result<Response, ServerError> {
     let bytes = c.artifacts.get(&digest)?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
 }
 
-/// Runs a long operation in its own task and streams its events as NDJSON.
-fn stream_operation<F, Fut>(c: Arc<Controller>, operation: F) -> Response
+/// What the audit log records of a long operation, once it ends.
+pub(crate) struct Audited {
+    pub caller: Caller,
+    pub action: &'static str,
+    pub target: String,
+}
+
+/// Runs a long operation in its own task and streams its events as NDJSON; the audit
+/// log gets its outcome.
+pub(crate) fn stream_operation<F, Fut>(c: Arc<Controller>, audit: Audited, operation: F) -> Response
 where
     F: FnOnce(Arc<Controller>, Events) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<DeployEvent, ServerError>> + Send + 'static,
@@ -170,13 +263,24 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let events = Events(tx);
     tokio::spawn(async move {
-        let last = match operation(c, events.clone()).await {
+        let last = match operation(c.clone(), events.clone()).await {
             Ok(finished) => finished,
             Err(e) => DeployEvent::Error {
                 error: e.message,
                 hint: e.hint,
             },
         };
+        let outcome = match &last {
+            DeployEvent::Finished {
+                deployment, state, ..
+            } => match deployment {
+                Some(id) => format!("{} (deployment #{id})", state.as_str()),
+                None => state.as_str().to_owned(),
+            },
+            DeployEvent::Error { error, .. } => format!("error: {error}"),
+            _ => "ok".into(),
+        };
+        c.record(&audit.caller, audit.action, &audit.target, &outcome);
         let _ = events.0.send(last);
     });
     let body = Body::from_stream(stream::unfold(rx, |mut rx| async move {
@@ -188,18 +292,73 @@ where
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
-async fn deploy(State(c): Ctl, Json(req): Json<DeployRequest>) -> Response {
-    stream_operation(c, |c, events| async move {
+async fn deploy(
+    State(c): Ctl,
+    caller: Caller,
+    Json(mut req): Json<DeployRequest>,
+) -> Result<Response, ServerError> {
+    let target = format!("{} in {}@{}", req.spec.service, req.spec.env, req.version);
+    authorize(
+        &c,
+        &caller,
+        &req.spec.env,
+        Action::Deploy,
+        "deploy",
+        &target,
+    )?;
+    req.user = acting_user(&c, &caller, &req.user);
+    let audit = Audited {
+        caller,
+        action: if req.dry_run {
+            "deploy --dry-run"
+        } else {
+            "deploy"
+        },
+        target,
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
         c.deploy(req, DeploymentKind::Deploy, &events).await
-    })
+    }))
 }
 
-async fn rollback(State(c): Ctl, Json(req): Json<RollbackRequest>) -> Response {
-    stream_operation(c, |c, events| async move { c.rollback(req, &events).await })
+async fn rollback(
+    State(c): Ctl,
+    caller: Caller,
+    Json(mut req): Json<RollbackRequest>,
+) -> Result<Response, ServerError> {
+    let target = format!("{} in {}", req.service, req.env);
+    authorize(&c, &caller, &req.env, Action::Deploy, "rollback", &target)?;
+    req.user = acting_user(&c, &caller, &req.user);
+    let audit = Audited {
+        caller,
+        action: "rollback",
+        target,
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
+        c.rollback(req, &events).await
+    }))
 }
 
-async fn stop(State(c): Ctl, Json(req): Json<StopRequest>) -> Response {
-    stream_operation(c, |c, events| async move { c.stop(req, &events).await })
+async fn stop(
+    State(c): Ctl,
+    caller: Caller,
+    Json(mut req): Json<StopRequest>,
+) -> Result<Response, ServerError> {
+    let target = format!(
+        "{} in {}",
+        req.service.as_deref().unwrap_or("every service"),
+        req.env
+    );
+    authorize(&c, &caller, &req.env, Action::Deploy, "stop", &target)?;
+    req.user = acting_user(&c, &caller, &req.user);
+    let audit = Audited {
+        caller,
+        action: "stop",
+        target,
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
+        c.stop(req, &events).await
+    }))
 }
 
 #[derive(Deserialize)]
@@ -210,6 +369,7 @@ struct StatusQuery {
 
 async fn status(
     State(c): Ctl,
+    _caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
     let instances = c.store.instances(q.env.as_deref(), q.service.as_deref())?;
@@ -227,12 +387,14 @@ async fn status(
             versions.dedup();
             let mut digests: Vec<String> = instances.iter().map(|i| i.digest.clone()).collect();
             digests.dedup();
+            let drift = c.drift(&service, &env).unwrap_or(None);
             ServiceStatus {
                 env,
                 service,
                 versions,
                 digests,
                 instances,
+                drift,
             }
         })
         .collect();
@@ -250,6 +412,7 @@ struct HistoryQuery {
 
 async fn history(
     State(c): Ctl,
+    _caller: Caller,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
     Ok(Json(c.store.history(&q.service, &q.env)?))
@@ -265,7 +428,11 @@ struct LogsQuery {
     lines: Option<usize>,
 }
 
-async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, ServerError> {
+async fn logs(
+    State(c): Ctl,
+    _caller: Caller,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ServerError> {
     let instances = c.store.instances(Some(&q.env), Some(&q.service))?;
     let chosen: Vec<_> = instances
         .iter()
@@ -322,15 +489,32 @@ async fn logs(State(c): Ctl, Query(q): Query<LogsQuery>) -> Result<Response, Ser
     }
 }
 
-async fn prometheus(State(c): Ctl) -> Result<Response, ServerError> {
+async fn prometheus(State(c): Ctl, _caller: Caller) -> Result<Response, ServerError> {
     let text = crate::metrics::render(&c.store.instances(None, None)?, now_millis());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn create_token(
     State(c): Ctl,
-    Json(req): Json<TokenRequest>,
+    caller: Caller,
+    Json(mut req): Json<TokenRequest>,
 ) -> Result<Json<TokenCreated>, ServerError> {
+    let target = format!("join token for {}", req.env);
+    authorize(
+        &c,
+        &caller,
+        &req.env,
+        Action::Admin,
+        "token create",
+        &target,
+    )?;
+    req.user = acting_user(&c, &caller, &req.user);
+    let result = create_join_token(&c, req);
+    c.record(&caller, "token create", &target, &outcome(&result));
+    result
+}
+
+fn create_join_token(c: &Controller, req: TokenRequest) -> Result<Json<TokenCreated>, ServerError> {
     if req.uses == 0 || req.ttl_secs == 0 {
         return Err(ServerError::bad_request(
             "a token needs at least one use and a lifetime",
@@ -367,6 +551,7 @@ struct HostsQuery {
 
 async fn list_hosts(
     State(c): Ctl,
+    _caller: Caller,
     Query(q): Query<HostsQuery>,
 ) -> Result<Json<Vec<HostView>>, ServerError> {
     let statuses = c.fleet.statuses();
@@ -387,8 +572,23 @@ async fn list_hosts(
 
 async fn host_action(
     State(c): Ctl,
+    caller: Caller,
     axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
     Query(q): Query<HostsQuery>,
+) -> Result<Json<HostView>, ServerError> {
+    let env = q.env.clone().unwrap_or_else(|| "*".into());
+    let call = format!("host {action}");
+    authorize(&c, &caller, &env, Action::Admin, &call, &name)?;
+    let result = act_on_host(&c, name.clone(), action, q).await;
+    c.record(&caller, &call, &name, &outcome(&result));
+    result
+}
+
+async fn act_on_host(
+    c: &Arc<Controller>,
+    name: String,
+    action: String,
+    q: HostsQuery,
 ) -> Result<Json<HostView>, ServerError> {
     let hosts = c.store.hosts(q.env.as_deref())?;
     let matching: Vec<_> = hosts.into_iter().filter(|h| h.name == name).collect();

@@ -136,4 +136,53 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// Plans assigned to a host.
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;
+
+    /// Moves a deployment held for approval to in progress, taking the deploy lock.
+    fn approve_deployment(&self, id: i64, approver: &str, at: i64) -> Result<()>;
+    /// Deployments waiting for approval, oldest first.
+    fn pending_deployments(&self) -> Result<Vec<DeploymentRecord>>;
+    /// Whether `digest` of `service` ever deployed successfully in `env`.
+    fn ran_successfully(&self, service: &str, env: &str, digest: &str) -> Result<bool>;
+
+    /// Adds a configuration revision holding `values`; returns it.
+    fn put_config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        values: &std::collections::BTreeMap<String, String>,
+        user: &str,
+        at: i64,
+        message: &str,
+    ) -> Result<ConfigRevision>;
+    /// A revision, or the newest one when `revision` is None.
+    fn config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        revision: Option<i64>,
+    ) -> Result<Option<ConfigRevision>>;
+    /// Every revision, newest first.
+    fn config_revisions(&self, service: &str, env: &str) -> Result<Vec<ConfigRevision>>;
+
+    /// Adds or replaces a secret.
+    fn put_secret(&self, secret: &SecretRecord) -> Result<()>;
+    /// Removes a secret; false when there was none.
+    fn remove_secret(&self, service: &str, env: &str, key: &str) -> Result<bool>;
+    /// Secrets of one service and environment, or every secret.
+    fn secrets(&self, scope: Option<(&str, &str)>) -> Result<Vec<SecretRecord>>;
+    /// Replaces the ciphertext of many secrets in one transaction (key rotation).
+    fn reencrypt_secrets(&self, secrets: &[SecretRecord]) -> Result<()>;
+
+    /// Records an API token; only the hash of its secret is kept.
+    fn create_api_token(&self, token: &ApiTokenRecord, secret_hash: &str) -> Result<()>;
+    /// A token and its secret hash, by id.
+    fn api_token(&self, id: &str) -> Result<Option<(ApiTokenRecord, String)>>;
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
+    /// Revokes a token; false when there is no such live token.
+    fn revoke_api_token(&self, id: &str, at: i64) -> Result<bool>;
+
+    /// Appends to the audit log.
+    fn audit(&self, at: i64, actor: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
+    /// The newest `limit` audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>>;
 }

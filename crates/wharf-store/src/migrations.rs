@@ -99,4 +99,48 @@ pub const MIGRATIONS: &[&str] = &[
     // 4: per-instance resource use.
     "ALTER TABLE instances ADD COLUMN cpu_millis INTEGER;
     ALTER TABLE instances ADD COLUMN memory_bytes INTEGER;",
+    // 5: configuration revisions, encrypted secrets, API tokens, the audit log, and what
+    // each deployment ran with (configuration revision, forced past the pipeline).
+    "CREATE TABLE config_revisions (
+        service TEXT NOT NULL,
+        env TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        vals TEXT NOT NULL,
+        user TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (service, env, revision)
+    );
+    CREATE TABLE secrets (
+        service TEXT NOT NULL,
+        env TEXT NOT NULL,
+        key TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY (service, env, key)
+    );
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    ALTER TABLE deployments ADD COLUMN config_revision INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN approved_by TEXT;",
 ];

@@ -33,6 +33,15 @@ pub struct DeploymentRecord {
     pub finished_at: Option<i64>,
     pub state: DeploymentState,
     pub message: String,
+    /// The configuration revision (`wharf config`) it ran with; 0 when none was set.
+    #[serde(default)]
+    pub config_revision: i64,
+    /// Deployed past the pipeline rule with `--force`.
+    #[serde(default)]
+    pub forced: bool,
+    /// Who approved it, in an environment with `approval: required`.
+    #[serde(default)]
+    pub approved_by: Option<String>,
 }
 
 /// A deployment about to begin.
@@ -47,6 +56,10 @@ pub struct NewDeployment {
     pub spec: serde_json::Value,
     pub user: String,
     pub started_at: i64,
+    pub config_revision: i64,
+    pub forced: bool,
+    /// Held for approval instead of starting (it then holds no deploy lock).
+    pub pending_approval: bool,
 }
 
 /// An instance wharf runs, with what it last observed of it.
@@ -119,4 +132,57 @@ pub struct JoinTokenRecord {
     pub uses_left: u32,
     pub created_at: i64,
     pub created_by: String,
+}
+
+/// One revision of the `wharf config set` overrides of a service in an environment: the
+/// whole set of overrides as it stood after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRevision {
+    pub service: String,
+    pub env: String,
+    pub revision: i64,
+    pub values: std::collections::BTreeMap<String, String>,
+    pub user: String,
+    pub at: i64,
+    pub message: String,
+}
+
+/// A secret as stored: encrypted under the master key `key_id`, never in plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub service: String,
+    pub env: String,
+    pub key: String,
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+    /// Counts the changes of its value, so configuration digests change without
+    /// hashing the value.
+    pub version: i64,
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// An API token as listed (its secret is kept only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    pub id: String,
+    pub name: String,
+    /// `ENV:ACTION` grants; `*` stands for any environment or action.
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+}
+
+/// One mutating call, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// `ok`, `denied`, or the error.
+    pub outcome: String,
 }

@@ -63,7 +63,7 @@ fn artifact_row(r: &Row<'_>) -> rusqlite::Result<ArtifactRecord> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message";
+const DEPLOYMENT_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message, config_revision, forced, approved_by";
 
 fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
@@ -84,6 +84,9 @@ fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
         finished_at: r.get(10)?,
         state: DeploymentState::parse(&text(11)?).ok_or_else(|| bad(11, "deployment state"))?,
         message: text(12)?,
+        config_revision: r.get(13)?,
+        forced: r.get(14)?,
+        approved_by: r.get(15)?,
     })
 }
 
@@ -170,13 +173,16 @@ impl Store for SqliteStore {
     fn begin_deployment(&self, d: &NewDeployment) -> Result<i64> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let holder = tx
-            .query_row(
+        let holder = if d.pending_approval {
+            None
+        } else {
+            tx.query_row(
                 "SELECT id, user, started_at FROM deployments WHERE service = ?1 AND env = ?2 AND state = 'in_progress'",
                 params![d.service, d.env],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
             )
-            .optional()?;
+            .optional()?
+        };
         if let Some((id, holder, started)) = holder {
             let ago = (d.started_at - started).max(0) / 1000;
             return Err(StoreError::Locked {
@@ -187,10 +193,15 @@ impl Store for SqliteStore {
                 started: format!("{ago}s ago"),
             });
         }
+        let state = if d.pending_approval {
+            DeploymentState::PendingApproval
+        } else {
+            DeploymentState::InProgress
+        };
         tx.execute(
-            "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'in_progress')",
-            params![d.service, d.env, d.kind.as_str(), d.version, d.digest, d.config_digest, d.spec.to_string(), d.user, d.started_at],
+            "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state, config_revision, forced)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![d.service, d.env, d.kind.as_str(), d.version, d.digest, d.config_digest, d.spec.to_string(), d.user, d.started_at, state.as_str(), d.config_revision, d.forced],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -521,6 +532,238 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn approve_deployment(&self, id: i64, approver: &str, at: i64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (service, env): (String, String) = tx.query_row(
+            "SELECT service, env FROM deployments WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let holder = tx
+            .query_row(
+                "SELECT id, user, started_at FROM deployments WHERE service = ?1 AND env = ?2 AND state = 'in_progress'",
+                params![service, env],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()?;
+        if let Some((holder_id, holder, started)) = holder {
+            return Err(StoreError::Locked {
+                service,
+                env,
+                holder,
+                id: holder_id,
+                started: format!("{}s ago", (at - started).max(0) / 1000),
+            });
+        }
+        tx.execute(
+            "UPDATE deployments SET state = 'in_progress', approved_by = ?2, started_at = ?3
+             WHERE id = ?1 AND state = 'pending_approval'",
+            params![id, approver, at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn pending_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'pending_approval' ORDER BY id"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], deployment_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn ran_successfully(&self, service: &str, env: &str, digest: &str) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM deployments WHERE service = ?1 AND env = ?2 AND digest = ?3
+                 AND state = 'succeeded' AND kind != 'stop')",
+            params![service, env, digest],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn put_config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        values: &std::collections::BTreeMap<String, String>,
+        user: &str,
+        at: i64,
+        message: &str,
+    ) -> Result<ConfigRevision> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revision: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(revision), 0) + 1 FROM config_revisions WHERE service = ?1 AND env = ?2",
+            params![service, env],
+            |r| r.get(0),
+        )?;
+        let vals = serde_json::to_string(values).expect("maps serialize");
+        tx.execute(
+            "INSERT INTO config_revisions (service, env, revision, vals, user, at, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![service, env, revision, vals, user, at, message],
+        )?;
+        tx.commit()?;
+        Ok(ConfigRevision {
+            service: service.to_owned(),
+            env: env.to_owned(),
+            revision,
+            values: values.clone(),
+            user: user.to_owned(),
+            at,
+            message: message.to_owned(),
+        })
+    }
+
+    fn config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        revision: Option<i64>,
+    ) -> Result<Option<ConfigRevision>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT service, env, revision, vals, user, at, message FROM config_revisions
+                 WHERE service = ?1 AND env = ?2 AND (?3 IS NULL OR revision = ?3)
+                 ORDER BY revision DESC LIMIT 1",
+                params![service, env, revision],
+                config_revision_row,
+            )
+            .optional()?)
+    }
+
+    fn config_revisions(&self, service: &str, env: &str) -> Result<Vec<ConfigRevision>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT service, env, revision, vals, user, at, message FROM config_revisions
+             WHERE service = ?1 AND env = ?2 ORDER BY revision DESC",
+        )?;
+        let rows = stmt.query_map(params![service, env], config_revision_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn put_secret(&self, s: &SecretRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO secrets (service, env, key, key_id, nonce, ciphertext, version, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)
+             ON CONFLICT (service, env, key) DO UPDATE SET key_id = excluded.key_id,
+                 nonce = excluded.nonce, ciphertext = excluded.ciphertext, version = version + 1,
+                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            params![s.service, s.env, s.key, s.key_id, s.nonce, s.ciphertext, s.updated_at, s.updated_by],
+        )?;
+        Ok(())
+    }
+
+    fn remove_secret(&self, service: &str, env: &str, key: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "DELETE FROM secrets WHERE service = ?1 AND env = ?2 AND key = ?3",
+            params![service, env, key],
+        )? > 0)
+    }
+
+    fn secrets(&self, scope: Option<(&str, &str)>) -> Result<Vec<SecretRecord>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE (?1 IS NULL OR (service = ?1 AND env = ?2))
+             ORDER BY service, env, key"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let (service, env) = scope.unzip();
+        let rows = stmt.query_map(params![service, env], secret_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn reencrypt_secrets(&self, secrets: &[SecretRecord]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for s in secrets {
+            tx.execute(
+                "UPDATE secrets SET key_id = ?4, nonce = ?5, ciphertext = ?6
+                 WHERE service = ?1 AND env = ?2 AND key = ?3",
+                params![s.service, s.env, s.key, s.key_id, s.nonce, s.ciphertext],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn create_api_token(&self, t: &ApiTokenRecord, secret_hash: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO api_tokens (id, name, secret_hash, scopes, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                t.id,
+                t.name,
+                secret_hash,
+                t.scopes.join(","),
+                t.created_at,
+                t.created_by
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn api_token(&self, id: &str) -> Result<Option<(ApiTokenRecord, String)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, name, secret_hash, scopes, created_at, created_by, revoked_at
+                 FROM api_tokens WHERE id = ?1",
+                params![id],
+                api_token_row,
+            )
+            .optional()?)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, secret_hash, scopes, created_at, created_by, revoked_at
+             FROM api_tokens ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([], api_token_row)?;
+        Ok(rows
+            .map(|r| r.map(|(t, _)| t))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn revoke_api_token(&self, id: &str, at: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, at],
+        )? > 0)
+    }
+
+    fn audit(&self, at: i64, actor: &str, action: &str, target: &str, outcome: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit (at, actor, action, target, outcome) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at, actor, action, target, outcome],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, actor, action, target, outcome FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                outcome: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -537,6 +780,61 @@ impl Store for SqliteStore {
 
 const HOST_COLUMNS: &str =
     "id, name, env, labels, capacity, address, state, joined_at, last_seen, cert_serial";
+
+fn config_revision_row(r: &Row<'_>) -> rusqlite::Result<ConfigRevision> {
+    let vals: String = r.get(3)?;
+    Ok(ConfigRevision {
+        service: r.get(0)?,
+        env: r.get(1)?,
+        revision: r.get(2)?,
+        values: serde_json::from_str(&vals).map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                "config values".into(),
+            )
+        })?,
+        user: r.get(4)?,
+        at: r.get(5)?,
+        message: r.get(6)?,
+    })
+}
+
+const SECRET_COLUMNS: &str =
+    "service, env, key, key_id, nonce, ciphertext, version, updated_at, updated_by";
+
+fn secret_row(r: &Row<'_>) -> rusqlite::Result<SecretRecord> {
+    Ok(SecretRecord {
+        service: r.get(0)?,
+        env: r.get(1)?,
+        key: r.get(2)?,
+        key_id: r.get(3)?,
+        nonce: r.get(4)?,
+        ciphertext: r.get(5)?,
+        version: r.get(6)?,
+        updated_at: r.get(7)?,
+        updated_by: r.get(8)?,
+    })
+}
+
+fn api_token_row(r: &Row<'_>) -> rusqlite::Result<(ApiTokenRecord, String)> {
+    let scopes: String = r.get(3)?;
+    Ok((
+        ApiTokenRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            scopes: scopes
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            created_at: r.get(4)?,
+            created_by: r.get(5)?,
+            revoked_at: r.get(6)?,
+        },
+        r.get(2)?,
+    ))
+}
 
 fn host_row(r: &Row<'_>) -> rusqlite::Result<HostRecord> {
     let bad = |i: usize, what: &str| {
@@ -586,7 +884,121 @@ mod tests {
             spec: serde_json::json!({}),
             user: user.into(),
             started_at: 1000,
+            config_revision: 0,
+            forced: false,
+            pending_approval: false,
         }
+    }
+
+    #[test]
+    fn config_revisions_count_up_per_service_and_environment() {
+        let store = SqliteStore::in_memory().unwrap();
+        let values = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let r1 = store
+            .put_config_revision("catalog", "ci", &values(&[("A", "1")]), "ann", 1, "first")
+            .unwrap();
+        let r2 = store
+            .put_config_revision("catalog", "ci", &values(&[("A", "2")]), "bob", 2, "")
+            .unwrap();
+        let other = store
+            .put_config_revision("catalog", "uat", &values(&[]), "ann", 3, "")
+            .unwrap();
+        assert_eq!((r1.revision, r2.revision, other.revision), (1, 2, 1));
+        let newest = store
+            .config_revision("catalog", "ci", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(newest.values, values(&[("A", "2")]));
+        assert_eq!(newest.user, "bob");
+        let first = store
+            .config_revision("catalog", "ci", Some(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.message, "first");
+        let all = store.config_revisions("catalog", "ci").unwrap();
+        assert_eq!(all.iter().map(|r| r.revision).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn held_deployments_take_the_lock_only_once_approved() {
+        let store = SqliteStore::in_memory().unwrap();
+        let held = store
+            .begin_deployment(&NewDeployment {
+                pending_approval: true,
+                ..deployment("ann")
+            })
+            .unwrap();
+        // A held deployment does not block another deploy...
+        let running = store.begin_deployment(&deployment("bob")).unwrap();
+        assert_eq!(store.pending_deployments().unwrap().len(), 1);
+        // ...but cannot start while another runs.
+        let err = store.approve_deployment(held, "carol", 2000).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }));
+        store
+            .finish_deployment(running, DeploymentState::Succeeded, "", 3000)
+            .unwrap();
+        store.approve_deployment(held, "carol", 4000).unwrap();
+        let approved = store.deployment(held).unwrap().unwrap();
+        assert_eq!(approved.state, DeploymentState::InProgress);
+        assert_eq!(approved.approved_by.as_deref(), Some("carol"));
+        assert!(store.pending_deployments().unwrap().is_empty());
+        assert!(store.ran_successfully("catalog", "ci", "sha256:a").unwrap());
+        assert!(
+            !store
+                .ran_successfully("catalog", "uat", "sha256:a")
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn secrets_are_versioned_and_api_tokens_revocable() {
+        let store = SqliteStore::in_memory().unwrap();
+        let secret = SecretRecord {
+            service: "orders".into(),
+            env: "ci".into(),
+            key: "DB_PASSWORD".into(),
+            key_id: "k1".into(),
+            nonce: vec![1; 24],
+            ciphertext: vec![2; 40],
+            version: 0,
+            updated_at: 1,
+            updated_by: "ann".into(),
+        };
+        store.put_secret(&secret).unwrap();
+        store.put_secret(&secret).unwrap();
+        let stored = store.secrets(Some(("orders", "ci"))).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].version, 2);
+        assert!(store.secrets(Some(("orders", "uat"))).unwrap().is_empty());
+        assert!(store.remove_secret("orders", "ci", "DB_PASSWORD").unwrap());
+        assert!(!store.remove_secret("orders", "ci", "DB_PASSWORD").unwrap());
+
+        let token = ApiTokenRecord {
+            id: "t1".into(),
+            name: "ci".into(),
+            scopes: vec!["ci:deploy".into(), "ci:config".into()],
+            created_at: 1,
+            created_by: "ann".into(),
+            revoked_at: None,
+        };
+        store.create_api_token(&token, "hash").unwrap();
+        let (found, hash) = store.api_token("t1").unwrap().unwrap();
+        assert_eq!((found.scopes.len(), hash.as_str()), (2, "hash"));
+        assert!(store.revoke_api_token("t1", 5).unwrap());
+        assert!(!store.revoke_api_token("t1", 6).unwrap());
+        assert_eq!(
+            store.api_token("t1").unwrap().unwrap().0.revoked_at,
+            Some(5)
+        );
+        store
+            .audit(7, "ci", "deploy", "catalog in ci", "denied")
+            .unwrap();
+        assert_eq!(store.audit_log(10).unwrap()[0].outcome, "denied");
     }
 
     #[test]

@@ -132,6 +132,110 @@ pub enum Command {
     /// Provision or remove an environment's hosts (`hosts: { provider: netns }`).
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Read and change a service's configuration in an environment (versioned).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage secrets: encrypted at rest, given only to their service's instances.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Deploy to the next environment exactly the artifact healthy in the previous one.
+    Promote {
+        service: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Promote even past the pipeline rule (recorded in history).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Approve a deployment waiting in an environment with `approval: required`.
+    Approve { deployment: i64 },
+    /// Refuse a waiting deployment; nothing runs.
+    Reject { deployment: i64 },
+    /// List deployments.
+    Deployments {
+        /// Only those waiting for approval.
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Show the audit log of every change made through the API.
+    Audit {
+        /// How many entries, newest first.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Show the merged configuration and where each value comes from.
+    Get(ServiceEnv),
+    /// Set overrides: `KEY=VALUE ...` (a new revision; running instances follow).
+    Set {
+        #[command(flatten)]
+        target: ServiceEnv,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+        /// Why, for the history.
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
+    /// Remove overrides (the declared values apply again).
+    Unset {
+        #[command(flatten)]
+        target: ServiceEnv,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
+    /// List the revisions: who, when, why.
+    History(ServiceEnv),
+    /// Bring back the overrides of an earlier revision (as a new revision).
+    Rollback {
+        #[command(flatten)]
+        target: ServiceEnv,
+        /// The revision to return to (default: the one before the newest).
+        #[arg(long)]
+        to: Option<i64>,
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
+    /// List the keys that differ between two environments (secrets: only whether).
+    Diff {
+        service: String,
+        /// Two environments: `--env uat --env production`.
+        #[arg(long = "env", short = 'e', num_args = 1, required = true)]
+        envs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceEnv {
+    pub service: String,
+    #[arg(long = "env", short = 'e')]
+    pub env: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret; the value is read from standard input or a prompt, never argv.
+    Set {
+        #[command(flatten)]
+        target: ServiceEnv,
+        key: String,
+    },
+    /// Remove a secret.
+    Unset {
+        #[command(flatten)]
+        target: ServiceEnv,
+        key: String,
+    },
+    /// List a service's secrets (names and versions, never values).
+    List(ServiceEnv),
+    /// Make a new master key and seal every secret again under it, without downtime.
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +248,18 @@ pub enum EnvCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
+    /// Issue an API token with scopes, such as `--scope ci:deploy --scope ci:config`
+    /// (actions: deploy, config, secret, approve, admin, `*`; environments by name or `*`).
+    Issue {
+        /// A name for the token, shown in history and the audit log.
+        name: String,
+        #[arg(long = "scope", required = true, value_name = "ENV:ACTION")]
+        scopes: Vec<String>,
+    },
+    /// List API tokens (never their secrets).
+    List,
+    /// Revoke an API token at once.
+    Revoke { id: String },
     /// Issue a token hosts of an environment join with (printed once, on stdout).
     Create {
         #[arg(long = "env", short = 'e')]
@@ -222,6 +338,10 @@ pub struct DeployArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Deploy a version that was never healthy in the previous environment of the
+    /// pipeline (recorded in history).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +359,14 @@ pub struct ServerArgs {
     /// and hosts join with tokens, so it listens beyond loopback by default.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub agent_listen: std::net::SocketAddr,
+    /// Require an API token on every call (always so when listening beyond loopback).
+    /// The first start writes an admin token to `admin.token` in the state folder.
+    #[arg(long)]
+    pub auth: bool,
+    /// The master keyring secrets are sealed with (default: `master.keys` in the state
+    /// folder). Keep it apart from the database's backups.
+    #[arg(long, env = "WHARF_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

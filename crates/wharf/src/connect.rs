@@ -17,9 +17,30 @@ use crate::project;
 /// How long a freshly started local controller may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The API token: WHARF_TOKEN, else the admin token a local controller with
+/// authentication wrote to its state folder (readable by its owner only).
+fn token(state_dir: Option<&Path>) -> Option<String> {
+    if let Some(token) = std::env::var("WHARF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        return Some(token);
+    }
+    let file = state_dir?.join(wharf_server::ADMIN_TOKEN_FILE);
+    std::fs::read_to_string(file)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+fn client(url: &str, state_dir: Option<&Path>) -> Client {
+    Client::with_identity(
+        url,
+        token(state_dir).as_deref(),
+        &crate::commands::current_user(),
+    )
+}
+
 pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
     if let Some(url) = &global.controller {
-        let client = Client::new(url);
+        let client = client(url, None);
         client.health().await.map_err(Failure::from)?;
         return Ok(client);
     }
@@ -68,7 +89,7 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
 async fn running(state_dir: &Path) -> Option<(Client, ControllerInfo)> {
     let text = std::fs::read(state_dir.join(CONTROLLER_FILE)).ok()?;
     let file: ControllerFile = serde_json::from_slice(&text).ok()?;
-    let client = Client::new(&file.url);
+    let client = client(&file.url, Some(state_dir));
     let info = client.health().await.ok()?;
     Some((client, info))
 }

@@ -98,6 +98,8 @@ pub async fn deploy(
             user: current_user(),
             dry_run: args.dry_run,
             unregistered_digest,
+            force: args.force,
+            config_revision: None,
         };
         let mut view = EventView::new(printer);
         let last = client
@@ -166,6 +168,11 @@ fn report(printer: &Printer, request: &DeployRequest, last: &DeployEvent, dry_ru
             "{} {service} {version} to {env}{id}: {message}",
             printer.paint("deployed", Tone::Good)
         ));
+    } else if *state == DeploymentState::PendingApproval {
+        printer.info(&format!(
+            "{} {message}",
+            printer.paint("waiting:", Tone::Warn)
+        ));
     }
 }
 
@@ -202,6 +209,7 @@ mod tests {
             env: None,
             version: None,
             dry_run: false,
+            force: false,
         }
     }
 

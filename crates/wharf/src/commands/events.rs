@@ -107,17 +107,24 @@ impl<'p> EventView<'p> {
             DeployEvent::Warning { message } => self
                 .progress
                 .line(&format!("{} {message}", p.paint("warning:", Tone::Warn))),
+            DeployEvent::ConfigSaved {
+                service,
+                env,
+                revision,
+            } => self.progress.line(&format!(
+                "saved configuration revision {revision} of {service} in {env}"
+            )),
             DeployEvent::Finished { .. } | DeployEvent::Error { .. } => self.progress.finish(),
         }
     }
 }
 
-/// Whether a finished operation succeeded.
+/// Whether a finished operation succeeded (or was accepted and waits for approval).
 pub fn succeeded(event: &DeployEvent) -> bool {
     matches!(
         event,
         DeployEvent::Finished {
-            state: DeploymentState::Succeeded,
+            state: DeploymentState::Succeeded | DeploymentState::PendingApproval,
             ..
         }
     )

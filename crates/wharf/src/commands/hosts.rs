@@ -13,7 +13,16 @@ pub async fn token(
     printer: &Printer,
     command: TokenCommand,
 ) -> anyhow::Result<ExitCode> {
-    let TokenCommand::Create { env, ttl, uses } = command;
+    let (env, ttl, uses) = match command {
+        TokenCommand::Create { env, ttl, uses } => (env, ttl, uses),
+        TokenCommand::Issue { name, scopes } => {
+            return crate::commands::access::issue(global, printer, name, scopes).await;
+        }
+        TokenCommand::List => return crate::commands::access::list(global, printer).await,
+        TokenCommand::Revoke { id } => {
+            return crate::commands::access::revoke(global, printer, &id).await;
+        }
+    };
     let client = crate::connect::controller(global, printer).await?;
     let request = TokenRequest {
         env,

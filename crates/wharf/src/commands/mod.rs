@@ -1,15 +1,19 @@
 //! One module per command.
 
+mod access;
 mod agent;
 mod artifacts;
 mod build;
+mod config;
 mod deploy;
 mod env;
 mod events;
 mod history;
 mod hosts;
 mod logs;
+mod pipeline;
 mod rollback;
+mod secret;
 mod server;
 mod status;
 mod stop;
@@ -57,6 +61,18 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Hosts { env } => hosts::list(global, printer, env.as_deref()).await,
         Command::Host(command) => hosts::act(global, printer, command).await,
         Command::Env(command) => env::env(global, printer, command).await,
+        Command::Config(command) => config::config(global, printer, command).await,
+        Command::Secret(command) => secret::secret(global, printer, command).await,
+        Command::Promote {
+            service,
+            from,
+            to,
+            force,
+        } => pipeline::promote(global, printer, &service, &from, &to, force).await,
+        Command::Approve { deployment } => pipeline::approve(global, printer, deployment).await,
+        Command::Reject { deployment } => pipeline::reject(global, printer, deployment).await,
+        Command::Deployments { pending } => pipeline::deployments(global, printer, pending).await,
+        Command::Audit { limit } => access::audit(global, printer, limit).await,
     }
 }
 

@@ -21,7 +21,13 @@ pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCod
     };
     let state_dir = std::path::absolute(&state_dir)?;
     let shutdown = cancel_on_signal();
-    wharf_server::run_dev(&state_dir, args.listen, args.agent_listen, shutdown)
+    let options = wharf_server::Options {
+        listen: args.listen,
+        agent_listen: args.agent_listen,
+        auth: args.auth,
+        master_key_file: args.master_key_file,
+    };
+    wharf_server::run_dev(&state_dir, options, shutdown)
         .await
         .map_err(|e| match e {
             wharf_server::StartError::NotLoopback(_) => Failure::input(e.to_string()),

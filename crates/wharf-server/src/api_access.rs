@@ -1,0 +1,229 @@
+//! `/v1/api-tokens`, `/v1/audit`, approvals and promotion: who may do what, and what
+//! waits for whom.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use wharf_api::*;
+use wharf_core::lifecycle::DeploymentKind;
+
+use crate::Controller;
+use crate::auth::{Action, Caller, check_scopes, new_api_token};
+use crate::error::ServerError;
+use crate::routes::{Audited, acting_user, authorize, outcome, stream_operation};
+
+pub fn routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route("/v1/api-tokens", get(list_tokens).post(issue_token))
+        .route("/v1/api-tokens/{id}", delete(revoke_token))
+        .route("/v1/audit", get(audit))
+        .route("/v1/deployments/pending", get(pending))
+        .route("/v1/deployments/{id}/approve", post(approve))
+        .route("/v1/deployments/{id}/reject", post(reject))
+        .route("/v1/promote", post(promote))
+}
+
+type Ctl = State<Arc<Controller>>;
+
+async fn issue_token(
+    State(c): Ctl,
+    caller: Caller,
+    Json(req): Json<ApiTokenRequest>,
+) -> Result<Json<ApiTokenCreated>, ServerError> {
+    let target = format!("api token {} ({})", req.name, req.scopes.join(","));
+    authorize(&c, &caller, "*", Action::Admin, "token issue", &target)?;
+    check_scopes(&req.scopes).map_err(|e| {
+        ServerError::bad_request(e)
+            .hint("scopes look like `ci:deploy`, `production:approve` or `*:config`")
+    })?;
+    let user = acting_user(&c, &caller, &req.user);
+    let result = (|| {
+        let (token, (record, hash)) = new_api_token(&req.name, req.scopes.clone(), &user)
+            .map_err(|e| ServerError::internal(e.to_string()))?;
+        c.store.create_api_token(&record, &hash)?;
+        Ok(ApiTokenCreated { token, record })
+    })();
+    c.record(&caller, "token issue", &target, &outcome(&result));
+    result.map(Json)
+}
+
+async fn list_tokens(
+    State(c): Ctl,
+    caller: Caller,
+) -> Result<Json<Vec<ApiTokenRecord>>, ServerError> {
+    caller.require("*", Action::Admin)?;
+    Ok(Json(c.store.api_tokens()?))
+}
+
+async fn revoke_token(
+    State(c): Ctl,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ServerError> {
+    let target = format!("api token {id}");
+    authorize(&c, &caller, "*", Action::Admin, "token revoke", &target)?;
+    let result = match c.store.revoke_api_token(&id, crate::now_millis()) {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(
+            ServerError::not_found(format!("there is no live API token `{id}`"))
+                .hint("`wharf token list` shows them"),
+        ),
+        Err(e) => Err(e.into()),
+    };
+    c.record(&caller, "token revoke", &target, &outcome(&result));
+    result
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(c): Ctl,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ServerError> {
+    caller.require("*", Action::Admin)?;
+    Ok(Json(c.store.audit_log(q.limit.unwrap_or(100))?))
+}
+
+async fn pending(
+    State(c): Ctl,
+    _caller: Caller,
+) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
+    Ok(Json(c.pending()?))
+}
+
+/// The environment of a deployment, for checking the caller's grant.
+fn env_of(c: &Controller, id: i64) -> Result<DeploymentRecord, ServerError> {
+    c.store
+        .deployment(id)?
+        .ok_or_else(|| ServerError::not_found(format!("there is no deployment #{id}")))
+}
+
+async fn approve(
+    State(c): Ctl,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(who): Json<Approver>,
+) -> Result<Response, ServerError> {
+    let held = env_of(&c, id)?;
+    let target = format!("deployment #{id} ({} in {})", held.service, held.env);
+    authorize(&c, &caller, &held.env, Action::Approve, "approve", &target)?;
+    let approver = acting_user(&c, &caller, &who.user);
+    let audit = Audited {
+        caller,
+        action: "approve",
+        target,
+    };
+    Ok(stream_operation(c, audit, move |c, events| async move {
+        c.approve(id, &approver, &events).await
+    }))
+}
+
+#[derive(Deserialize)]
+struct Approver {
+    #[serde(default)]
+    user: String,
+}
+
+async fn reject(
+    State(c): Ctl,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(who): Json<Approver>,
+) -> Result<Json<DeployEvent>, ServerError> {
+    let held = env_of(&c, id)?;
+    let target = format!("deployment #{id} ({} in {})", held.service, held.env);
+    authorize(&c, &caller, &held.env, Action::Approve, "reject", &target)?;
+    let who = acting_user(&c, &caller, &who.user);
+    let result = c.reject(id, &who);
+    c.record(&caller, "reject", &target, &outcome(&result));
+    result.map(Json)
+}
+
+async fn promote(
+    State(c): Ctl,
+    caller: Caller,
+    Json(req): Json<PromoteRequest>,
+) -> Result<Response, ServerError> {
+    let spec = &req.spec;
+    let target = format!("{} from {} to {}", spec.service, req.from, spec.env);
+    authorize(&c, &caller, &spec.env, Action::Deploy, "promote", &target)?;
+    let version = c.healthy_version(&spec.service, &req.from)?;
+    let request = DeployRequest {
+        spec: req.spec.clone(),
+        version,
+        user: acting_user(&c, &caller, &req.user),
+        dry_run: false,
+        unregistered_digest: None,
+        force: req.force,
+        config_revision: None,
+    };
+    let audit = Audited {
+        caller,
+        action: "promote",
+        target,
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
+        c.deploy(request, DeploymentKind::Promote, &events).await
+    }))
+}
+
+impl Controller {
+    /// The version of a service healthy in an environment now: every instance healthy
+    /// and running the same artifact.
+    pub fn healthy_version(&self, service: &str, env: &str) -> Result<String, ServerError> {
+        let instances = self.store.instances(Some(env), Some(service))?;
+        if instances.is_empty() {
+            return Err(ServerError::bad_request(format!(
+                "`{service}` does not run in `{env}`; there is nothing to promote"
+            ))
+            .hint(format!(
+                "deploy it there first: `wharf deploy {service} --env {env}`"
+            )));
+        }
+        let mut digests: Vec<&str> = instances.iter().map(|i| i.digest.as_str()).collect();
+        digests.dedup();
+        if digests.len() > 1 {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{service}` runs {} different artifacts in `{env}`",
+                    digests.len()
+                ),
+            )
+            .hint("wait for the deploy there to finish"));
+        }
+        let unhealthy: Vec<String> = instances
+            .iter()
+            .filter(|i| i.health != wharf_core::lifecycle::Health::Healthy)
+            .map(|i| format!("instance {} is {}", i.instance, i.health.as_str()))
+            .collect();
+        if !unhealthy.is_empty() {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{service}` is not healthy in `{env}`: {}",
+                    unhealthy.join(", ")
+                ),
+            )
+            .hint("only a healthy artifact is promoted; `wharf status` shows why"));
+        }
+        let digest = digests[0];
+        let version = instances[0].version.clone();
+        // The version name the instances report must still name that digest.
+        match self.store.artifact(service, &version)? {
+            Some(a) if a.digest == digest => Ok(version),
+            _ => Err(ServerError::internal(format!(
+                "the artifact {digest} of `{service}` running in `{env}` is not registered"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! `/v1/config`, `/v1/secrets` and `/v1/runtime/config`: the configuration service's API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use wharf_api::*;
+
+use crate::Controller;
+use crate::auth::{Action, Caller};
+use crate::config_service::differing_keys;
+use crate::error::ServerError;
+use crate::routes::{Audited, acting_user, authorize, outcome, stream_operation};
+
+/// The longest a watcher may wait in one request.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+pub fn routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route(
+            "/v1/config/{env}/{service}",
+            get(get_config).post(change_config),
+        )
+        .route("/v1/config/{env}/{service}/history", get(config_history))
+        .route("/v1/secrets/{env}/{service}", get(list_secrets))
+        .route(
+            "/v1/secrets/{env}/{service}/{key}",
+            put(set_secret).delete(unset_secret),
+        )
+        .route("/v1/secrets/compare", get(compare_secrets))
+        .route("/v1/secrets/rotate-key", post(rotate_key))
+        .route("/v1/runtime/config", get(runtime_config))
+}
+
+type Ctl = State<Arc<Controller>>;
+
+fn check_key(key: &str) -> Result<(), ServerError> {
+    let valid = !key.is_empty()
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !key.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(
+            ServerError::bad_request(format!("`{key}` is not a valid configuration key"))
+                .hint("use letters, digits and `_`, not starting with a digit"),
+        )
+    }
+}
+
+async fn get_config(
+    State(c): Ctl,
+    _caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+) -> Result<Json<ConfigState>, ServerError> {
+    let (revision, overrides) = c.overrides(&service, &env, None)?;
+    let secrets = c
+        .store
+        .secrets(Some((&service, &env)))?
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    Ok(Json(ConfigState {
+        service,
+        env,
+        revision,
+        overrides,
+        secrets,
+    }))
+}
+
+async fn change_config(
+    State(c): Ctl,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+    Json(change): Json<ConfigChange>,
+) -> Result<Response, ServerError> {
+    let target = format!("{service} in {env}");
+    let call = if change.restore.is_some() {
+        "config rollback"
+    } else {
+        "config set"
+    };
+    authorize(&c, &caller, &env, Action::Config, call, &target)?;
+    for key in change.set.keys().chain(&change.unset) {
+        check_key(key)?;
+    }
+    let user = acting_user(&c, &caller, &change.user);
+    let audit = Audited {
+        caller,
+        action: call,
+        target: format!(
+            "{target}: {}",
+            change
+                .set
+                .keys()
+                .map(|k| format!("set {k}"))
+                .chain(change.unset.iter().map(|k| format!("unset {k}")))
+                .chain(change.restore.map(|r| format!("restore revision {r}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
+        c.change_config(&service, &env, change, &user, &events)
+            .await
+    }))
+}
+
+async fn config_history(
+    State(c): Ctl,
+    _caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+) -> Result<Json<Vec<ConfigRevision>>, ServerError> {
+    Ok(Json(c.store.config_revisions(&service, &env)?))
+}
+
+async fn list_secrets(
+    State(c): Ctl,
+    caller: Caller,
+    Path((env, service)): Path<(String, String)>,
+) -> Result<Json<Vec<SecretInfo>>, ServerError> {
+    caller.require(&env, Action::Secret)?;
+    Ok(Json(
+        c.store
+            .secrets(Some((&service, &env)))?
+            .into_iter()
+            .map(|s| SecretInfo {
+                key: s.key,
+                version: s.version,
+                updated_at: s.updated_at,
+                updated_by: s.updated_by,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct SecretQuery {
+    #[serde(default)]
+    user: String,
+}
+
+async fn set_secret(
+    State(c): Ctl,
+    caller: Caller,
+    Path((env, service, key)): Path<(String, String, String)>,
+    Query(q): Query<SecretQuery>,
+    value: Bytes,
+) -> Result<StatusCode, ServerError> {
+    let target = format!("{service} in {env}: {key}");
+    authorize(&c, &caller, &env, Action::Secret, "secret set", &target)?;
+    check_key(&key)?;
+    if value.is_empty() {
+        return Err(
+            ServerError::bad_request(format!("the value of secret `{key}` is empty"))
+                .hint("pipe the value on standard input, or type it at the prompt"),
+        );
+    }
+    let user = acting_user(&c, &caller, &q.user);
+    let result = c.set_secret(&service, &env, &key, &value, &user);
+    c.record(&caller, "secret set", &target, &outcome(&result));
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn unset_secret(
+    State(c): Ctl,
+    caller: Caller,
+    Path((env, service, key)): Path<(String, String, String)>,
+) -> Result<StatusCode, ServerError> {
+    let target = format!("{service} in {env}: {key}");
+    authorize(&c, &caller, &env, Action::Secret, "secret unset", &target)?;
+    let result = match c.store.remove_secret(&service, &env, &key) {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ServerError::not_found(format!(
+            "`{service}` has no secret `{key}` in `{env}`"
+        ))),
+        Err(e) => Err(e.into()),
+    };
+    c.record(&caller, "secret unset", &target, &outcome(&result));
+    result
+}
+
+#[derive(Deserialize)]
+struct CompareQuery {
+    service: String,
+    a: String,
+    b: String,
+}
+
+/// Whether each secret differs between two environments; never the values.
+async fn compare_secrets(
+    State(c): Ctl,
+    _caller: Caller,
+    Query(q): Query<CompareQuery>,
+) -> Result<Json<Vec<SecretComparison>>, ServerError> {
+    let values = |env: &str| -> Result<std::collections::BTreeMap<String, String>, ServerError> {
+        Ok(c.secret_values(&q.service, env)?
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect())
+    };
+    let (a, b) = (values(&q.a)?, values(&q.b)?);
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    Ok(Json(
+        keys.into_iter()
+            .map(|key| SecretComparison {
+                key: key.clone(),
+                comparison: match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) if x == y => "same".into(),
+                    (Some(_), Some(_)) => "differs".into(),
+                    (Some(_), None) => format!("only in {}", q.a),
+                    _ => format!("only in {}", q.b),
+                },
+            })
+            .collect(),
+    ))
+}
+
+async fn rotate_key(State(c): Ctl, caller: Caller) -> Result<Json<KeyRotated>, ServerError> {
+    authorize(
+        &c,
+        &caller,
+        "*",
+        Action::Admin,
+        "secret rotate-key",
+        "master key",
+    )?;
+    let result = c.rotate_master_key();
+    c.record(
+        &caller,
+        "secret rotate-key",
+        "master key",
+        &outcome(&result),
+    );
+    result.map(Json)
+}
+
+#[derive(Deserialize)]
+struct RuntimeQuery {
+    instance: Option<u32>,
+    /// Answer once the revision is newer than this (a long poll).
+    wait: Option<i64>,
+    /// How long to wait, in seconds (default 60, at most 300).
+    timeout: Option<u64>,
+}
+
+/// What a running instance reads: its configuration, now or once it changes.
+async fn runtime_config(
+    State(c): Ctl,
+    headers: HeaderMap,
+    Query(q): Query<RuntimeQuery>,
+) -> Result<Response, ServerError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let scope = {
+        let keyring = c.keyring.read().unwrap_or_else(|p| p.into_inner());
+        crate::auth::check_runtime_token(&keyring, token)
+    };
+    let Some((env, service)) = scope else {
+        return Err(ServerError::new(
+            StatusCode::UNAUTHORIZED,
+            "a configuration read needs the instance's WHARF_CONFIG_TOKEN",
+        ));
+    };
+    let mut changes = c.hub.subscribe(&env, &service);
+    let mut view = c.runtime_view(&env, &service)?;
+    if let Some(seen) = q.wait {
+        let wait = Duration::from_secs(q.timeout.unwrap_or(60)).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        while view.revision <= seen {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => view = c.runtime_view(&env, &service)?,
+                _ => break,
+            }
+        }
+    }
+    let body = view.body(q.instance).ok_or_else(|| {
+        ServerError::not_found(format!(
+            "`{service}` has no instance {} in `{env}`",
+            q.instance.unwrap_or_default()
+        ))
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::HeaderName::from_static("x-wharf-revision"),
+                view.revision.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+impl Controller {
+    /// How many configuration keys of a service differ from the previous environment
+    /// of the pipeline (secrets compared by value, never shown).
+    pub fn drift(&self, service: &str, env: &str) -> Result<Option<Drift>, ServerError> {
+        let Some(current) = self.current_deployment(service, env)? else {
+            return Ok(None);
+        };
+        let spec = crate::config_service::spec_of(&current)?;
+        let Some(previous) = spec.previous_env else {
+            return Ok(None);
+        };
+        let (Some(here), Some(there)) = (
+            self.effective_config(service, env)?,
+            self.effective_config(service, &previous)?,
+        ) else {
+            return Ok(None);
+        };
+        let keys =
+            differing_keys(&here.0, &there.0).len() + differing_keys(&here.1, &there.1).len();
+        Ok(Some(Drift {
+            previous_env: previous,
+            keys,
+        }))
+    }
+}

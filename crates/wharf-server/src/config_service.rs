@@ -1,0 +1,473 @@
+//! The configuration service: `wharf config set` overrides versioned per service and
+//! environment, secrets sealed under the master keyring, and the configuration running
+//! instances read (and watch) over HTTP.
+//!
+//! Precedence, lowest first: the service's `config` in wharf.yaml < the environment's
+//! `config` < the node's `config` < `wharf config set` overrides < secrets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use tokio::sync::watch;
+use wharf_api::{DeployEvent, DeployRequest, RuntimeConfig};
+use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
+use wharf_core::model::OnChange;
+use wharf_core::spec::DeploySpec;
+use wharf_secrets::{Sealed, secret_context};
+use wharf_store::{DeploymentRecord, SecretRecord};
+
+use crate::error::ServerError;
+use crate::executor::Events;
+use crate::render::{Extras, render};
+use crate::{Controller, now_millis};
+
+type Scope = (String, String);
+
+/// A service's configuration in an environment: plain values, and secret values.
+pub type Effective = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// What instances read at runtime, per service and environment, and who waits for it.
+#[derive(Default)]
+pub struct ConfigHub {
+    views: Mutex<HashMap<Scope, Arc<RuntimeView>>>,
+    revisions: Mutex<HashMap<Scope, watch::Sender<i64>>>,
+}
+
+/// The configuration of each instance of a service, serialized once per revision.
+pub struct RuntimeView {
+    pub revision: i64,
+    by_instance: BTreeMap<u32, Bytes>,
+}
+
+impl RuntimeView {
+    /// The answer for one instance (default: the lowest-numbered).
+    pub fn body(&self, instance: Option<u32>) -> Option<Bytes> {
+        match instance {
+            Some(n) => self.by_instance.get(&n).cloned(),
+            None => self.by_instance.values().next().cloned(),
+        }
+    }
+}
+
+impl ConfigHub {
+    fn scope(env: &str, service: &str) -> Scope {
+        (env.to_owned(), service.to_owned())
+    }
+
+    /// Revisions of one service and environment as they are saved.
+    pub fn subscribe(&self, env: &str, service: &str) -> watch::Receiver<i64> {
+        let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        revisions
+            .entry(Self::scope(env, service))
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn cached(&self, env: &str, service: &str) -> Option<Arc<RuntimeView>> {
+        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.get(&Self::scope(env, service)).cloned()
+    }
+
+    fn store_view(&self, env: &str, service: &str, view: Arc<RuntimeView>) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.insert(Self::scope(env, service), view);
+    }
+
+    /// Forgets the view of a service (its deployment changed).
+    pub fn invalidate(&self, env: &str, service: &str) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.remove(&Self::scope(env, service));
+    }
+
+    /// Tells watchers the newest revision as the store has it.
+    pub fn announce_current(&self, store: &dyn wharf_store::Store, env: &str, service: &str) {
+        if let Ok(Some(r)) = store.config_revision(service, env, None) {
+            self.announce(env, service, r.revision);
+        }
+    }
+
+    fn announce(&self, env: &str, service: &str, revision: i64) {
+        let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        revisions
+            .entry(Self::scope(env, service))
+            .or_insert_with(|| watch::channel(0).0)
+            .send_replace(revision);
+    }
+}
+
+impl Controller {
+    /// The overrides of a revision (default: the newest) and its number (0: none yet).
+    pub fn overrides(
+        &self,
+        service: &str,
+        env: &str,
+        revision: Option<i64>,
+    ) -> Result<(i64, BTreeMap<String, String>), ServerError> {
+        match self.store.config_revision(service, env, revision)? {
+            Some(r) => Ok((r.revision, r.values)),
+            None if revision.is_none_or(|r| r == 0) => Ok((0, BTreeMap::new())),
+            None => Err(ServerError::not_found(format!(
+                "`{service}` has no configuration revision {} in `{env}`",
+                revision.unwrap_or_default()
+            ))
+            .hint(format!(
+                "`wharf config history {service} --env {env}` lists them"
+            ))),
+        }
+    }
+
+    /// Secret values of a service in an environment, opened, with their versions.
+    pub fn secret_values(
+        &self,
+        service: &str,
+        env: &str,
+    ) -> Result<Vec<(String, String, i64)>, ServerError> {
+        let keyring = self.keyring.read().unwrap_or_else(|p| p.into_inner());
+        self.store
+            .secrets(Some((service, env)))?
+            .into_iter()
+            .map(|s| {
+                let value = keyring
+                    .open(&sealed_of(&s), &secret_context(service, env, &s.key))
+                    .map_err(|e| {
+                        ServerError::internal(format!(
+                            "secret `{}` of `{service}` in `{env}`: {e}",
+                            s.key
+                        ))
+                    })?;
+                Ok((
+                    s.key,
+                    String::from_utf8_lossy(&value).into_owned(),
+                    s.version,
+                ))
+            })
+            .collect()
+    }
+
+    /// Everything the controller adds to a deploy's configuration.
+    pub fn extras(
+        &self,
+        service: &str,
+        env: &str,
+        revision: Option<i64>,
+    ) -> Result<(i64, Extras), ServerError> {
+        let (revision, overrides) = self.overrides(service, env, revision)?;
+        let token = {
+            let keyring = self.keyring.read().unwrap_or_else(|p| p.into_inner());
+            crate::auth::runtime_token(&keyring, env, service)
+        };
+        Ok((
+            revision,
+            Extras {
+                overrides,
+                secrets: self.secret_values(service, env)?,
+                runtime: Some((format!("{}/v1/runtime/config", self.api_url), token)),
+            },
+        ))
+    }
+
+    /// The deployment a service runs as now in an environment, if it runs.
+    pub fn current_deployment(
+        &self,
+        service: &str,
+        env: &str,
+    ) -> Result<Option<DeploymentRecord>, ServerError> {
+        let last = self
+            .store
+            .history(service, env)?
+            .into_iter()
+            .find(|d| d.state.can_be_rollback_target());
+        Ok(last.filter(|d| d.kind != DeploymentKind::Stop))
+    }
+
+    /// What instances of a service read at runtime: cached until the next change.
+    pub fn runtime_view(&self, env: &str, service: &str) -> Result<Arc<RuntimeView>, ServerError> {
+        if let Some(view) = self.hub.cached(env, service) {
+            return Ok(view);
+        }
+        let view = Arc::new(self.compute_view(env, service)?);
+        self.hub.store_view(env, service, view.clone());
+        Ok(view)
+    }
+
+    fn compute_view(&self, env: &str, service: &str) -> Result<RuntimeView, ServerError> {
+        let (revision, overrides) = self.overrides(service, env, None)?;
+        let mut by_instance = BTreeMap::new();
+        if let Some(current) = self.current_deployment(service, env)? {
+            let mut spec = spec_of(&current)?;
+            // Pooled slots are placed where their instances run.
+            let running = self.store.instances(Some(env), Some(service))?;
+            for slot in spec.slots.iter_mut().filter(|s| s.node.is_empty()) {
+                if let Some(i) = running.iter().find(|i| i.instance == slot.instance) {
+                    slot.node = i.node.clone();
+                }
+            }
+            spec.slots.retain(|s| !s.node.is_empty());
+            let extras = Extras {
+                overrides: overrides.clone(),
+                ..Default::default()
+            };
+            let rendered = render(
+                &*self.store,
+                &spec,
+                &current.version,
+                &current.digest,
+                current.id,
+                &extras,
+            )?;
+            for plan in rendered.plans {
+                let body = RuntimeConfig {
+                    service: service.to_owned(),
+                    env: env.to_owned(),
+                    revision,
+                    values: plan.env,
+                };
+                let bytes = serde_json::to_vec(&body).expect("configs serialize");
+                by_instance.insert(plan.key.instance, Bytes::from(bytes));
+            }
+        } else {
+            let body = RuntimeConfig {
+                service: service.to_owned(),
+                env: env.to_owned(),
+                revision,
+                values: overrides,
+            };
+            let bytes = serde_json::to_vec(&body).expect("configs serialize");
+            by_instance.insert(0, Bytes::from(bytes));
+        }
+        Ok(RuntimeView {
+            revision,
+            by_instance,
+        })
+    }
+
+    /// Saves a configuration change as a new revision, then applies it to running
+    /// instances as the service's `on_change` says.
+    pub async fn change_config(
+        &self,
+        service: &str,
+        env: &str,
+        change: wharf_api::ConfigChange,
+        user: &str,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let (current_revision, current) = self.overrides(service, env, None)?;
+        let (values, message) = match change.restore {
+            Some(revision) => {
+                let (_, values) = self.overrides(service, env, Some(revision))?;
+                let message = change
+                    .message
+                    .unwrap_or_else(|| format!("rollback to revision {revision}"));
+                (values, message)
+            }
+            None => {
+                let mut values = current.clone();
+                for key in &change.unset {
+                    if values.remove(key).is_none() {
+                        return Err(ServerError::not_found(format!(
+                            "`{key}` is not set for `{service}` in `{env}`"
+                        ))
+                        .hint("`wharf config get` shows where each value comes from; only `config set` values can be unset"));
+                    }
+                }
+                values.extend(change.set);
+                (values, change.message.unwrap_or_default())
+            }
+        };
+        if values == current && current_revision > 0 {
+            return Ok(DeployEvent::Finished {
+                deployment: None,
+                state: DeploymentState::Succeeded,
+                message: format!(
+                    "no changes: revision {current_revision} already holds these values"
+                ),
+            });
+        }
+        let saved =
+            self.store
+                .put_config_revision(service, env, &values, user, now_millis(), &message)?;
+        self.hub.invalidate(env, service);
+        // Watchers find the new view ready when they wake.
+        let _ = self.runtime_view(env, service);
+        self.hub.announce(env, service, saved.revision);
+        events.send(DeployEvent::ConfigSaved {
+            service: service.to_owned(),
+            env: env.to_owned(),
+            revision: saved.revision,
+        });
+        self.apply_config(service, env, saved.revision, user, events)
+            .await
+    }
+
+    /// Rolls or signals the running instances of a service after a configuration change.
+    async fn apply_config(
+        &self,
+        service: &str,
+        env: &str,
+        revision: i64,
+        user: &str,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let Some(current) = self.current_deployment(service, env)? else {
+            return Ok(DeployEvent::Finished {
+                deployment: None,
+                state: DeploymentState::Succeeded,
+                message: format!(
+                    "revision {revision} saved; `{service}` does not run in `{env}`, its next deploy uses it"
+                ),
+            });
+        };
+        let spec = spec_of(&current)?;
+        match &spec.on_change {
+            OnChange::Restart => {
+                let request = DeployRequest {
+                    spec,
+                    version: current.version.clone(),
+                    user: user.to_owned(),
+                    dry_run: false,
+                    unregistered_digest: None,
+                    force: false,
+                    config_revision: Some(revision),
+                };
+                self.deploy(request, DeploymentKind::Config, events).await
+            }
+            OnChange::Reload { signal } => {
+                let mut signalled = 0;
+                for (plan, _) in self.fleet.statuses() {
+                    if plan.key.env != env || plan.key.service != service {
+                        continue;
+                    }
+                    let outcome = if self.fleet.is_local(&plan.key) {
+                        self.fleet.local.signal(&plan.key, signal).await
+                    } else {
+                        Err("it runs on a remote host; it sees the change by watching its configuration URL".to_owned())
+                    };
+                    match outcome {
+                        Ok(()) => signalled += 1,
+                        Err(e) => events.send(DeployEvent::Warning {
+                            message: format!("{} not signalled: {e}", plan.key),
+                        }),
+                    }
+                }
+                Ok(DeployEvent::Finished {
+                    deployment: None,
+                    state: DeploymentState::Succeeded,
+                    message: format!(
+                        "revision {revision} saved; sent {signal} to {signalled} instance(s) of `{service}` to reload it"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Seals and stores a secret.
+    pub fn set_secret(
+        &self,
+        service: &str,
+        env: &str,
+        key: &str,
+        value: &[u8],
+        user: &str,
+    ) -> Result<(), ServerError> {
+        let sealed = {
+            let keyring = self.keyring.read().unwrap_or_else(|p| p.into_inner());
+            keyring.seal(value, &secret_context(service, env, key))
+        };
+        self.store.put_secret(&SecretRecord {
+            service: service.to_owned(),
+            env: env.to_owned(),
+            key: key.to_owned(),
+            key_id: sealed.key_id,
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext,
+            version: 0,
+            updated_at: now_millis(),
+            updated_by: user.to_owned(),
+        })?;
+        Ok(())
+    }
+
+    /// Makes a new master key and seals every secret again under it, in one
+    /// transaction; secrets stay readable throughout (the old key stays in the ring).
+    pub fn rotate_master_key(&self) -> Result<wharf_api::KeyRotated, ServerError> {
+        let mut keyring = self.keyring.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = keyring.clone();
+        let key_id = next
+            .rotate()
+            .map_err(|e| ServerError::internal(e.to_string()))?
+            .to_owned();
+        let mut resealed = Vec::new();
+        for mut s in self.store.secrets(None)? {
+            let context = secret_context(&s.service, &s.env, &s.key);
+            let plain = next
+                .open(&sealed_of(&s), &context)
+                .map_err(|e| ServerError::internal(format!("secret `{}`: {e}", s.key)))?;
+            let sealed = next.seal(&plain, &context);
+            (s.key_id, s.nonce, s.ciphertext) = (sealed.key_id, sealed.nonce, sealed.ciphertext);
+            resealed.push(s);
+        }
+        self.store.reencrypt_secrets(&resealed)?;
+        *keyring = next;
+        Ok(wharf_api::KeyRotated {
+            key_id,
+            resealed: resealed.len(),
+        })
+    }
+
+    /// The configuration of a service in an environment as its current deployment
+    /// declares it (environment level, templates unrendered), with overrides, and the
+    /// secret values; for comparing environments.
+    pub fn effective_config(
+        &self,
+        service: &str,
+        env: &str,
+    ) -> Result<Option<Effective>, ServerError> {
+        let Some(current) = self.current_deployment(service, env)? else {
+            return Ok(None);
+        };
+        let spec = spec_of(&current)?;
+        let declared = spec
+            .slots
+            .first()
+            .map(|s| s.config.clone())
+            .unwrap_or_default();
+        let (_, overrides) = self.overrides(service, env, None)?;
+        let secrets = self
+            .secret_values(service, env)?
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        Ok(Some((
+            wharf_core::config::layer(&declared, &overrides),
+            secrets,
+        )))
+    }
+}
+
+/// How many keys differ between two configurations (a key missing on one side counts).
+pub fn differing_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn sealed_of(s: &SecretRecord) -> Sealed {
+    Sealed {
+        key_id: s.key_id.clone(),
+        nonce: s.nonce.clone(),
+        ciphertext: s.ciphertext.clone(),
+    }
+}
+
+pub fn spec_of(d: &DeploymentRecord) -> Result<DeploySpec, ServerError> {
+    serde_json::from_value(d.spec.clone()).map_err(|e| {
+        ServerError::internal(format!("deployment #{} has an unreadable spec: {e}", d.id))
+    })
+}

@@ -1,0 +1,144 @@
+//! `wharf promote`, `approve`, `reject`, `deployments`: moving artifacts along the
+//! pipeline and holding them for approval.
+
+use std::process::ExitCode;
+
+use wharf_api::{DeployEvent, DeploymentState, PromoteRequest};
+
+use crate::cli::Global;
+use crate::commands::current_user;
+use crate::commands::events::{EventView, succeeded};
+use crate::failure::Failure;
+use crate::printer::{Printer, Tone};
+use crate::{project, table};
+
+pub async fn promote(
+    global: &Global,
+    printer: &Printer,
+    service: &str,
+    from: &str,
+    to: &str,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let project = project::load(global)?;
+    project
+        .definition
+        .environment(from)
+        .map_err(Failure::from)?;
+    let spec = project
+        .definition
+        .deploy_spec(service, to)
+        .map_err(Failure::from)?;
+    let client = crate::connect::controller(global, printer).await?;
+    let request = PromoteRequest {
+        spec,
+        from: from.to_owned(),
+        user: current_user(),
+        force,
+    };
+    let mut view = EventView::new(printer);
+    let last = client
+        .promote(&request, |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
+    finish(
+        printer,
+        &last,
+        &format!("promoted {service} from {from} to {to}"),
+    )
+}
+
+pub async fn approve(global: &Global, printer: &Printer, id: i64) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let mut view = EventView::new(printer);
+    let last = client
+        .approve(id, &current_user(), |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
+    finish(printer, &last, &format!("approved deployment #{id}"))
+}
+
+pub async fn reject(global: &Global, printer: &Printer, id: i64) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let last = client
+        .reject(id, &current_user())
+        .await
+        .map_err(Failure::from)?;
+    if printer.json() {
+        printer.json_data(&last);
+    }
+    printer.info(&format!("rejected deployment #{id}; nothing changed"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn finish(printer: &Printer, last: &DeployEvent, done: &str) -> anyhow::Result<ExitCode> {
+    let DeployEvent::Finished { state, message, .. } = last else {
+        unreachable!("the client returns only finished events")
+    };
+    if printer.json() {
+        printer.json_data(last);
+    }
+    if *state == DeploymentState::PendingApproval {
+        printer.info(&format!(
+            "{} {message}",
+            printer.paint("waiting:", Tone::Warn)
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !succeeded(last) {
+        return Err(Failure::operation(format!("{done} failed: {message}")).into());
+    }
+    printer.info(&format!("{}: {message}", printer.paint(done, Tone::Good)));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn deployments(
+    global: &Global,
+    printer: &Printer,
+    pending: bool,
+) -> anyhow::Result<ExitCode> {
+    if !pending {
+        return Err(Failure::input("which deployments?")
+            .hint("`wharf deployments --pending` lists those waiting for approval; `wharf history SERVICE --env ENV` lists a service's")
+            .into());
+    }
+    let client = crate::connect::controller(global, printer).await?;
+    let waiting = client.pending().await.map_err(Failure::from)?;
+    if printer.json() {
+        printer.json_data(&waiting);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if waiting.is_empty() {
+        printer.info("no deployment waits for approval");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = waiting
+        .iter()
+        .map(|d| {
+            vec![
+                format!("#{}", d.id),
+                table::time(d.started_at),
+                d.user.clone(),
+                d.kind.as_str().to_owned(),
+                d.service.clone(),
+                d.env.clone(),
+                d.version.clone(),
+                table::short_digest(&d.digest),
+            ]
+        })
+        .collect();
+    printer.data(&table::render(
+        &[
+            "ID",
+            "REQUESTED",
+            "BY",
+            "KIND",
+            "SERVICE",
+            "ENV",
+            "VERSION",
+            "DIGEST",
+        ],
+        &rows,
+    ));
+    Ok(ExitCode::SUCCESS)
+}
