@@ -194,7 +194,15 @@ impl Controller {
     fn compute_view(&self, env: &str, service: &str) -> Result<RuntimeView, ServerError> {
         let (revision, overrides) = self.overrides(service, env, None)?;
         let mut by_instance = BTreeMap::new();
-        if let Some(current) = self.current_deployment(service, env)? {
+        // A deploy in progress counts: its new instances read their configuration
+        // while it waits for them to be healthy.
+        let latest = self.store.history(service, env)?.into_iter().find(|d| {
+            matches!(
+                d.state,
+                DeploymentState::Succeeded | DeploymentState::InProgress
+            )
+        });
+        if let Some(current) = latest.filter(|d| d.kind != DeploymentKind::Stop) {
             let mut spec = spec_of(&current)?;
             // Pooled slots are placed where their instances run.
             let running = self.store.instances(Some(env), Some(service))?;

@@ -397,6 +397,7 @@ impl Controller {
                 .begin_deployment(&self.new_deployment(req, kind, digest, &prepared, forced))?,
         };
         events.send(planned(Some(id)));
+        self.hub.invalidate(&spec.env, &spec.service);
         let rendered = prepared.rendered;
         if spec.resources.cpu_millis > 0 || spec.resources.memory_bytes > 0 {
             let local = rendered.plans.iter().any(|p| self.fleet.is_local(&p.key));

@@ -85,9 +85,52 @@ impl Project {
         std::fs::write(path, text).unwrap();
     }
 
+    /// Runs wharf with extra environment variables and, optionally, standard input.
+    pub fn wharf_with(
+        &mut self,
+        args: &[&str],
+        vars: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Output {
+        use std::io::Write;
+        self.remember_envs(args);
+        let mut command = Command::new(WHARF);
+        command
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("WHARF_CONTROLLER")
+            .env_remove("WHARF_HOME")
+            .env_remove("WHARF_FILE")
+            .env_remove("WHARF_TOKEN")
+            .env("NO_COLOR", "1")
+            .envs(vars.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("wharf runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or_default()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs wharf in the project folder.
     pub fn wharf(&mut self, args: &[&str]) -> Output {
-        // Remember environments touched, to bring them down at the end.
+        self.remember_envs(args);
+        Command::new(WHARF)
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("WHARF_CONTROLLER")
+            .env_remove("WHARF_HOME")
+            .env_remove("WHARF_FILE")
+            .env_remove("WHARF_TOKEN")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("wharf runs")
+    }
+
+    /// Remembers environments touched, to bring them down at the end.
+    fn remember_envs(&mut self, args: &[&str]) {
         if let Some(i) = args.iter().position(|a| *a == "--env") {
             let env = args[i + 1].to_owned();
             if !self.envs.contains(&env) {
@@ -99,15 +142,9 @@ impl Project {
                 self.envs.push(env.to_owned());
             }
         }
-        Command::new(WHARF)
-            .args(args)
-            .current_dir(self.path())
-            .env_remove("WHARF_CONTROLLER")
-            .env_remove("WHARF_HOME")
-            .env_remove("WHARF_FILE")
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("wharf runs")
+        if let Some(i) = args.iter().position(|a| *a == "--to") {
+            self.envs.push(args[i + 1].to_owned());
+        }
     }
 
     /// Runs wharf and insists it succeeds.

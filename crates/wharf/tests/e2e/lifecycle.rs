@@ -25,7 +25,6 @@ environments:
     config:
       catalog: { MESSAGE: "from ci" }
   uat:
-    after: ci
     nodes:
       - name: box
         services: [{ name: catalog, instances: 2 }, orders]

@@ -2,10 +2,12 @@
 
 mod harness;
 
+mod config;
 mod containers;
 mod definition;
 mod docker;
 mod fleet;
+mod governance;
 mod lifecycle;
 mod limits;
 mod netns;

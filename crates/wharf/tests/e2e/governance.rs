@@ -1,0 +1,385 @@
+//! Who may do what (API tokens, scopes, audit) and the pipeline: promotion of the exact
+//! artifact, the rule that a version be healthy in the previous environment first, and
+//! approvals.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+const DEFINITION: &str = r#"
+services:
+  catalog:
+    build: ./catalog
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+environments:
+  ci: {}
+  uat:
+    after: ci
+  production:
+    after: uat
+    approval: required
+    approval_expires: 4s
+"#;
+
+#[test]
+fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    p.ok(&["build", "catalog", "--version", "v1"]);
+
+    // Not healthy in ci yet: uat refuses it, with the reason, and nothing changes.
+    let out = p.wharf(&["deploy", "catalog", "--env", "uat", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("never healthy in `ci`"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr(&out).contains("--force"), "{}", text(&out));
+    assert!(p.instances("catalog", "uat").is_empty());
+    assert!(
+        p.json(&["history", "catalog", "--env", "uat"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // --force goes past it, recorded in history.
+    p.ok(&[
+        "deploy",
+        "catalog",
+        "--env",
+        "uat",
+        "--version",
+        "v1",
+        "--force",
+    ]);
+    let history = p.json(&["history", "catalog", "--env", "uat"]);
+    assert_eq!(history[0]["forced"], true);
+    p.ok(&["stop", "catalog", "--env", "uat"]);
+
+    // Promotion takes exactly the digest healthy in the environment before.
+    p.ok(&["deploy", "catalog", "--env", "ci", "--version", "v1"]);
+    p.write("catalog/note.txt", "a newer build nobody tested");
+    p.ok(&["build", "catalog", "--version", "v2"]);
+    p.ok(&["promote", "catalog", "--from", "ci", "--to", "uat"]);
+    let digest_of = |p: &mut Project, env: &str| -> String {
+        p.instances("catalog", env)[0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ci_digest = digest_of(&mut p, "ci");
+    assert_eq!(digest_of(&mut p, "uat"), ci_digest);
+    let history = p.json(&["history", "catalog", "--env", "uat"]);
+    assert_eq!(history[0]["kind"], "promote");
+    assert_eq!(history[0]["forced"], false);
+
+    // Production needs an approval by someone else.
+    let out = p.wharf_with(
+        &["promote", "catalog", "--from", "uat", "--to", "production"],
+        &[("USER", "ann")],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stderr(&out).contains("wharf approve"), "{}", text(&out));
+    assert!(
+        p.instances("catalog", "production").is_empty(),
+        "nothing runs before approval"
+    );
+    let pending = p.json(&["deployments", "--pending"]);
+    let id = pending[0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(pending[0]["env"], "production");
+
+    let out = p.wharf_with(&["approve", &id], &[("USER", "ann")], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("cannot approve it too"),
+        "{}",
+        text(&out)
+    );
+    assert!(p.instances("catalog", "production").is_empty());
+
+    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(digest_of(&mut p, "production"), ci_digest);
+    let history = p.json(&["history", "catalog", "--env", "production"]);
+    assert_eq!(history[0]["approved_by"], "bob");
+    assert_eq!(history[0]["user"], "ann");
+    assert_eq!(history[0]["state"], "succeeded");
+
+    // A rejected deploy changes nothing; so does an expired one.
+    let out = p.wharf_with(
+        &[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v2",
+            "--force",
+        ],
+        &[("USER", "ann")],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id = p.json(&["deployments", "--pending"])[0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    p.ok(&["reject", &id]);
+    assert_eq!(digest_of(&mut p, "production"), ci_digest);
+    assert!(
+        p.json(&["deployments", "--pending"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let out = p.wharf_with(
+        &[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v2",
+            "--force",
+        ],
+        &[("USER", "ann")],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let id = p.json(&["deployments", "--pending"])[0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(5));
+    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("expired"), "{}", text(&out));
+    assert_eq!(digest_of(&mut p, "production"), ci_digest);
+    let history = p.json(&["history", "catalog", "--env", "production"]);
+    let states: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["expired", "rejected", "succeeded"]);
+}
+
+/// A controller with authentication, run as a separate process for one test.
+struct AuthController {
+    child: Child,
+    url: String,
+    admin: String,
+}
+
+impl AuthController {
+    fn start(p: &Project) -> Self {
+        let state = p.state_dir();
+        let child = Command::new(WHARF)
+            .args(["server", "--dev", "--auth", "--state-dir"])
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let file = state.join("controller.json");
+        assert!(
+            wait_until(Duration::from_secs(15), || file.exists()),
+            "the controller did not start"
+        );
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let admin = std::fs::read_to_string(state.join("admin.token")).unwrap();
+        Self {
+            child,
+            url: info["url"].as_str().unwrap().to_owned(),
+            admin: admin.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for AuthController {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let c = AuthController::start(&p);
+    let mode = std::fs::metadata(p.state_dir().join("admin.token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    let as_token = |p: &mut Project, token: &str, args: &[&str]| {
+        let mut all = vec!["--controller", c.url.as_str()];
+        all.extend_from_slice(args);
+        p.wharf_with(&all, &[("WHARF_TOKEN", token)], None)
+    };
+
+    // Without a token: refused.
+    let out = as_token(&mut p, "", &["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("needs an API token"),
+        "{}",
+        text(&out)
+    );
+
+    let admin = c.admin.clone();
+    let out = as_token(
+        &mut p,
+        &admin,
+        &["token", "issue", "ci-bot", "--scope", "ci:deploy,ci:config"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let ci = stdout(&out).trim().to_owned();
+    assert!(ci.starts_with("wharf_"), "{ci}");
+
+    // Allowed: deploy and configure ci.
+    let out = as_token(
+        &mut p,
+        &ci,
+        &["deploy", "catalog", "--env", "ci", "--version", "v1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = as_token(
+        &mut p,
+        &ci,
+        &["config", "set", "catalog", "--env", "ci", "A=1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Refused with 403, and nothing changes: production, secrets, admin.
+    for args in [
+        vec![
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v1",
+            "--force",
+        ],
+        vec!["config", "set", "catalog", "--env", "production", "A=2"],
+        vec!["secret", "list", "catalog", "--env", "production"],
+        vec!["secret", "list", "catalog", "--env", "ci"],
+        vec!["token", "issue", "sneaky", "--scope", "*:*"],
+        vec!["audit"],
+    ] {
+        let out = as_token(&mut p, &ci, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains("may not"), "{args:?}: {}", text(&out));
+    }
+    let out = as_token(
+        &mut p,
+        &admin,
+        &[
+            "history",
+            "catalog",
+            "--env",
+            "production",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "[]", "{}", text(&out));
+    let out = as_token(
+        &mut p,
+        &admin,
+        &[
+            "config",
+            "history",
+            "catalog",
+            "--env",
+            "production",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(stdout(&out).trim(), "[]", "{}", text(&out));
+
+    // History names the token.
+    let out = as_token(
+        &mut p,
+        &admin,
+        &["history", "catalog", "--env", "ci", "--output", "json"],
+    );
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history[0]["user"], "ci-bot");
+
+    // Revoked: refused at once.
+    let out = as_token(&mut p, &admin, &["token", "list", "--output", "json"]);
+    let tokens: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci-bot")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = as_token(&mut p, &admin, &["token", "revoke", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = as_token(
+        &mut p,
+        &ci,
+        &["config", "set", "catalog", "--env", "ci", "A=3"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("revoked"), "{}", text(&out));
+
+    // The audit log has the changes and the refusals, by name.
+    let out = as_token(&mut p, &admin, &["audit", "--output", "json"]);
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = audit.as_array().unwrap();
+    let has = |actor: &str, action: &str, outcome: &str| {
+        entries.iter().any(|e| {
+            e["actor"] == actor
+                && e["action"] == action
+                && e["outcome"].as_str().unwrap().starts_with(outcome)
+        })
+    };
+    assert!(has("ci-bot", "deploy", "succeeded"), "{audit}");
+    assert!(has("ci-bot", "deploy", "denied"), "{audit}");
+    assert!(has("ci-bot", "config set", "succeeded"), "{audit}");
+    assert!(has("admin", "token revoke", "ok"), "{audit}");
+
+    // Tokens are stored hashed.
+    let secret = ci.rsplit('_').next().unwrap();
+    let db = std::fs::read(p.state_dir().join("state.db")).unwrap();
+    let wal = std::fs::read(p.state_dir().join("state.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+    drop(c);
+}
+
+#[test]
+fn a_controller_beyond_loopback_needs_authentication() {
+    let p = Project::new(DEFINITION, &["catalog"]);
+    let out = Command::new(WHARF)
+        .args(["server", "--dev", "--listen", "0.0.0.0:0", "--state-dir"])
+        .arg(p.state_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("without authentication"),
+        "{}",
+        text(&out)
+    );
+}
