@@ -31,8 +31,20 @@ pub async fn history(
                 d.kind.as_str().to_owned(),
                 d.version.clone(),
                 table::short_digest(&d.digest),
-                d.config_digest.trim_start_matches("sha256:").to_owned(),
-                d.state.as_str().to_owned(),
+                format!(
+                    "r{} {}",
+                    d.config_revision,
+                    d.config_digest.trim_start_matches("sha256:")
+                ),
+                [
+                    Some(d.state.as_str().to_owned()),
+                    d.forced.then(|| "forced".to_owned()),
+                    d.approved_by.as_ref().map(|a| format!("approved by {a}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", "),
                 d.message.lines().next().unwrap_or_default().to_owned(),
             ]
         })

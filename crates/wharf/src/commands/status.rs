@@ -70,6 +70,33 @@ pub fn render(report: &StatusReport) -> String {
         "RESTARTS", "UPTIME", "CPU", "MEM",
     ];
     let mut out = table::render(&header, &rows);
+    let drift: Vec<String> = report
+        .services
+        .iter()
+        .filter_map(|s| {
+            let d = s.drift.as_ref()?;
+            Some(format!(
+                "  {} in {}: {} key(s) differ from {}{}",
+                s.service,
+                s.env,
+                d.keys,
+                d.previous_env,
+                if d.keys > 0 {
+                    format!(
+                        " (`wharf config diff {} --env {} --env {}`)",
+                        s.service, d.previous_env, s.env
+                    )
+                } else {
+                    String::new()
+                }
+            ))
+        })
+        .collect();
+    if !drift.is_empty() {
+        out.push_str("\nconfiguration drift along the pipeline:\n");
+        out.push_str(&drift.join("\n"));
+        out.push('\n');
+    }
     if !urls.is_empty() {
         out.push_str("\nopen:\n");
         out.push_str(&urls.join("\n"));

@@ -77,6 +77,28 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     assert_eq!(history[0]["kind"], "promote");
     assert_eq!(history[0]["forced"], false);
 
+    // Drift from the previous environment shows in status.
+    let drift =
+        |p: &mut Project| p.json(&["status", "--env", "uat"])["services"][0]["drift"].clone();
+    assert_eq!(drift(&mut p)["keys"], 0);
+    p.ok(&[
+        "config",
+        "set",
+        "catalog",
+        "--env",
+        "uat",
+        "FEATURE=on",
+        "MESSAGE=hi",
+    ]);
+    assert_eq!(drift(&mut p)["previous_env"], "ci");
+    assert_eq!(drift(&mut p)["keys"], 2);
+    let out = p.ok(&["status", "--env", "uat"]);
+    assert!(
+        stdout(&out).contains("2 key(s) differ from ci"),
+        "{}",
+        text(&out)
+    );
+
     // Production needs an approval by someone else.
     let out = p.wharf_with(
         &["promote", "catalog", "--from", "uat", "--to", "production"],
