@@ -242,11 +242,26 @@ impl Agent {
                 source,
             })?;
         }
+        // Registry credentials are for the engine, not the instance.
+        let mut env = plan.env.clone();
+        let username = env.remove(wharf_driver::REGISTRY_USERNAME);
+        let password = env.remove(wharf_driver::REGISTRY_PASSWORD);
+        let pull = plan
+            .image_ref
+            .clone()
+            .filter(|_| plan.image)
+            .map(|reference| wharf_driver::ImagePull {
+                reference,
+                username,
+                password,
+            });
         Ok(LaunchSpec {
             key: plan.key.clone(),
             workdir: workdir.to_owned(),
             argv: plan.argv.clone(),
-            env: plan.env.clone(),
+            env,
+            secret_keys: plan.secret_keys.clone(),
+            pull,
             log_path,
             tag: self.tag(&plan.key),
             limits: wharf_driver::Limits {

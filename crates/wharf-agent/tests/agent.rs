@@ -64,6 +64,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         driver: Default::default(),
         image: false,
         secret_keys: vec![],
+        image_ref: None,
     }
 }
 

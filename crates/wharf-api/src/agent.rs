@@ -39,6 +39,10 @@ pub struct InstancePlan {
     /// written to disk (see [`InstancePlan::redacted`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_keys: Vec<String>,
+    /// For an image: the name it was built from (`registry/name:tag`), pulled when the
+    /// host lacks the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<String>,
 }
 
 impl InstancePlan {

@@ -41,6 +41,9 @@ pub struct DeploySpec {
     /// wharf archive.
     #[serde(default)]
     pub image: bool,
+    /// The image's name as wharf.yaml gives it (`registry/name:tag`), for pulls.
+    #[serde(default)]
+    pub image_ref: Option<String>,
     /// Set for a pooled service: wharf picks the host of each slot (their `node` is
     /// empty until placement fills it in).
     #[serde(default)]
@@ -243,6 +246,7 @@ impl Definition {
             peers,
             resources: svc.resources,
             image: svc.image.is_some(),
+            image_ref: svc.image.clone(),
             pool,
             on_change: svc.on_change.clone(),
             previous_env: environment.after.clone(),

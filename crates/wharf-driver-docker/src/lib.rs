@@ -135,6 +135,50 @@ impl DockerDriver {
     /// Keeps the [`RETAINED_IMAGES`] newest artifact images of a service (the current
     /// version and the one before, for a fast rollback) and removes older ones. An image
     /// still in use is left alone.
+    /// Pulls a pinned image the host lacks, with the service's registry credentials,
+    /// and insists on getting exactly the pinned image.
+    async fn pull(&self, pinned: &str, pull: &wharf_driver::ImagePull) -> Result<(), DriverError> {
+        use futures_util::StreamExt;
+        let credentials = pull
+            .username
+            .as_ref()
+            .map(|username| bollard::auth::DockerCredentials {
+                username: Some(username.clone()),
+                password: pull.password.clone(),
+                serveraddress: registry_of(&pull.reference),
+                ..Default::default()
+            });
+        let options = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(pull.reference.clone()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, credentials);
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                return Err(failed(
+                    &pull.reference,
+                    format!("cannot pull it: {}", pull_error(e)),
+                ));
+            }
+        }
+        let pulled = self
+            .docker
+            .inspect_image(&pull.reference)
+            .await
+            .map_err(|e| failed(&pull.reference, e))?
+            .id
+            .unwrap_or_default();
+        if pulled != pinned {
+            return Err(failed(
+                &pull.reference,
+                format!(
+                    "the registry now has another image under this name ({pulled}), not the one that was built ({pinned}); refusing it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn retain(&self, service: &str) {
         let filters = [(
             "label".to_owned(),
@@ -209,7 +253,14 @@ impl Driver for DockerDriver {
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
         let image = match &spec.image {
-            Some(image) => image.clone(),
+            Some(image) => {
+                if let Some(pull) = &spec.pull
+                    && self.docker.inspect_image(image).await.is_err()
+                {
+                    self.pull(image, pull).await?;
+                }
+                image.clone()
+            }
             None => {
                 self.artifact_image(&spec.workdir, &spec.key.service)
                     .await?
@@ -336,6 +387,23 @@ impl Driver for DockerDriver {
     }
 }
 
+/// The registry host of a reference (`registry.example.com/a/b:t`), if it names one.
+fn registry_of(reference: &str) -> Option<String> {
+    let first = reference.split('/').next()?;
+    (reference.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost"))
+        .then(|| first.to_owned())
+}
+
+/// The engine's message of a failed pull, without its plumbing.
+fn pull_error(e: bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message,
+        bollard::errors::Error::DockerStreamError { error } => error,
+        other => other.to_string(),
+    }
+}
+
 /// Writes an instance's rendered configuration as files beside its log (owner-only):
 /// `KEY` holding the value, and `config.env` with `KEY=value` lines.
 fn write_config_files(spec: &LaunchSpec) -> std::io::Result<std::path::PathBuf> {
@@ -356,7 +424,12 @@ fn write_config_files(spec: &LaunchSpec) -> std::io::Result<std::path::PathBuf> 
         file.write_all(text.as_bytes())
     };
     let mut all = String::new();
-    for (key, value) in &spec.env {
+    // Secrets stay off the disk: containers get them as environment variables only.
+    for (key, value) in spec
+        .env
+        .iter()
+        .filter(|(k, _)| !spec.secret_keys.contains(k))
+    {
         // Only names that are safe as file names become files; all are in config.env.
         if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             write(key, value)?;

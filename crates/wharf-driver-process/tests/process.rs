@@ -21,6 +21,8 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         tag: tag.into(),
         limits: Default::default(),
         image: None,
+        secret_keys: vec![],
+        pull: None,
     }
 }
 

@@ -59,7 +59,37 @@ pub struct LaunchSpec {
     /// For image-based drivers: the image to run (an image id).
     #[serde(default)]
     pub image: Option<String>,
+    /// Keys of `env` that hold secrets: never written to files by a driver.
+    #[serde(default)]
+    pub secret_keys: Vec<String>,
+    /// Where to pull `image` from when the host lacks it (never stored).
+    #[serde(skip)]
+    pub pull: Option<ImagePull>,
 }
+
+/// A registry pull: the reference (`registry/name:tag`) and its credentials, which come
+/// from the service's secrets. The pulled image must be the pinned one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImagePull {
+    pub reference: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ImagePull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImagePull")
+            .field("reference", &self.reference)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
+}
+
+/// The secrets holding a service's registry credentials: used for pulls, never given
+/// to the instance.
+pub const REGISTRY_USERNAME: &str = "WHARF_REGISTRY_USERNAME";
+pub const REGISTRY_PASSWORD: &str = "WHARF_REGISTRY_PASSWORD";
 
 /// Resource limits of an instance; 0 means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

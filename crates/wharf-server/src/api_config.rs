@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -253,51 +253,62 @@ struct RuntimeQuery {
     timeout: Option<u64>,
 }
 
-/// What a running instance reads: its configuration, now or once it changes.
+/// What a running instance reads: its configuration, now or once it changes. This is
+/// the hot path of the configuration service: no allocation beyond the answer's
+/// headers when the view is cached and the token known.
 async fn runtime_config(
     State(c): Ctl,
-    headers: HeaderMap,
-    Query(q): Query<RuntimeQuery>,
+    request: axum::extract::Request,
 ) -> Result<Response, ServerError> {
-    let token = headers
+    let (parts, _) = request.into_parts();
+    let Query(q) = Query::<RuntimeQuery>::try_from_uri(&parts.uri)
+        .map_err(|e| ServerError::bad_request(e.body_text()))?;
+    let token = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let scope = {
-        let keyring = c.keyring.read().unwrap_or_else(|p| p.into_inner());
-        crate::auth::check_runtime_token(&keyring, token)
-    };
-    let Some((env, service)) = scope else {
+    let Some(scope) = c.hub.check_token(&c.keyring, token) else {
         return Err(ServerError::new(
             StatusCode::UNAUTHORIZED,
             "a configuration read needs the instance's WHARF_CONFIG_TOKEN",
         ));
     };
-    let mut changes = c.hub.subscribe(&env, &service);
-    let mut view = c.runtime_view(&env, &service)?;
-    if let Some(seen) = q.wait {
-        let wait = Duration::from_secs(q.timeout.unwrap_or(60)).min(MAX_WAIT);
-        let deadline = tokio::time::Instant::now() + wait;
-        while view.revision <= seen {
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => view = c.runtime_view(&env, &service)?,
-                _ => break,
+    let view = match (q.wait, c.hub.cached_view(&scope.key)) {
+        (None, Some(view)) => view,
+        (None, None) => c.runtime_view(&scope.env, &scope.service)?,
+        (Some(seen), _) => {
+            let mut changes = c.hub.subscribe(&scope.env, &scope.service);
+            let mut view = c.runtime_view(&scope.env, &scope.service)?;
+            let wait = Duration::from_secs(q.timeout.unwrap_or(60)).min(MAX_WAIT);
+            let deadline = tokio::time::Instant::now() + wait;
+            while view.revision <= seen {
+                match tokio::time::timeout_at(deadline, changes.changed()).await {
+                    Ok(Ok(())) => view = c.runtime_view(&scope.env, &scope.service)?,
+                    _ => break,
+                }
             }
+            view
         }
-    }
+    };
     let body = view.body(q.instance).ok_or_else(|| {
         ServerError::not_found(format!(
-            "`{service}` has no instance {} in `{env}`",
-            q.instance.unwrap_or_default()
+            "`{}` has no instance {} in `{}`",
+            scope.service,
+            q.instance.unwrap_or_default(),
+            scope.env
         ))
     })?;
     Ok((
         [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            ),
             (
                 header::HeaderName::from_static("x-wharf-revision"),
-                view.revision.to_string(),
+                header::HeaderValue::from(view.revision),
             ),
         ],
         body,

@@ -177,10 +177,12 @@ impl FromRequestParts<Arc<Controller>> for Caller {
             return Err(unauthorized("the API token is not known"));
         }
         if record.revoked_at.is_some() {
-            return Err(unauthorized(&format!(
-                "the API token `{}` was revoked",
-                record.name
-            )));
+            // Known, but no longer allowed anything.
+            return Err(ServerError::new(
+                StatusCode::FORBIDDEN,
+                format!("the API token `{}` was revoked", record.name),
+            )
+            .hint("ask an admin for a new token (`wharf token issue`)"));
         }
         Ok(Caller {
             name: record.name,

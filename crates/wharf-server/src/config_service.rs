@@ -22,7 +22,16 @@ use crate::executor::Events;
 use crate::render::{Extras, render};
 use crate::{Controller, now_millis};
 
-type Scope = (String, String);
+/// `ENV\0SERVICE`: one string, so the read path looks views up without allocating.
+type Scope = String;
+
+/// A runtime token already checked: its environment, service and scope key.
+#[derive(Clone)]
+pub struct TokenScope {
+    pub env: String,
+    pub service: String,
+    pub key: Scope,
+}
 
 /// A service's configuration in an environment: plain values, and secret values.
 pub type Effective = (BTreeMap<String, String>, BTreeMap<String, String>);
@@ -32,7 +41,12 @@ pub type Effective = (BTreeMap<String, String>, BTreeMap<String, String>);
 pub struct ConfigHub {
     views: Mutex<HashMap<Scope, Arc<RuntimeView>>>,
     revisions: Mutex<HashMap<Scope, watch::Sender<i64>>>,
+    /// Runtime tokens seen and found genuine (they stay valid: rotation keeps old keys).
+    tokens: std::sync::RwLock<HashMap<String, TokenScope>>,
 }
+
+/// How many checked tokens are remembered before the memory is cleared.
+const TOKEN_MEMORY: usize = 10_000;
 
 /// The configuration of each instance of a service, serialized once per revision.
 pub struct RuntimeView {
@@ -52,7 +66,44 @@ impl RuntimeView {
 
 impl ConfigHub {
     fn scope(env: &str, service: &str) -> Scope {
-        (env.to_owned(), service.to_owned())
+        format!("{env}\0{service}")
+    }
+
+    /// The scope of a runtime token, checked against the keyring once and remembered.
+    pub fn check_token(
+        &self,
+        keyring: &std::sync::RwLock<wharf_secrets::Keyring>,
+        token: &str,
+    ) -> Option<TokenScope> {
+        if let Some(known) = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+        {
+            return Some(known.clone());
+        }
+        let (env, service) = {
+            let keyring = keyring.read().unwrap_or_else(|p| p.into_inner());
+            crate::auth::check_runtime_token(&keyring, token)?
+        };
+        let scope = TokenScope {
+            key: Self::scope(&env, &service),
+            env,
+            service,
+        };
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        if tokens.len() >= TOKEN_MEMORY {
+            tokens.clear();
+        }
+        tokens.insert(token.to_owned(), scope.clone());
+        Some(scope)
+    }
+
+    /// The cached view of a scope, if there is one.
+    pub fn cached_view(&self, key: &str) -> Option<Arc<RuntimeView>> {
+        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.get(key).cloned()
     }
 
     /// Revisions of one service and environment as they are saved.
@@ -65,8 +116,7 @@ impl ConfigHub {
     }
 
     fn cached(&self, env: &str, service: &str) -> Option<Arc<RuntimeView>> {
-        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        views.get(&Self::scope(env, service)).cloned()
+        self.cached_view(&Self::scope(env, service))
     }
 
     fn store_view(&self, env: &str, service: &str, view: Arc<RuntimeView>) {

@@ -148,6 +148,7 @@ pub fn render(
             resources: spec.resources,
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
+            image_ref: spec.image_ref.clone(),
             secret_keys,
         });
     }

@@ -305,6 +305,19 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(stderr(&out).contains("may not"), "{args:?}: {}", text(&out));
     }
+    // The same over HTTP: 403, and 401 without a token.
+    let http = reqwest::blocking::Client::new();
+    let config_set = |env: &str, token: Option<&str>| {
+        let mut request = http
+            .post(format!("{}/v1/config/{env}/catalog", c.url))
+            .json(&serde_json::json!({ "set": { "A": "9" }, "user": "x" }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    assert_eq!(config_set("production", Some(&ci)), 403);
+    assert_eq!(config_set("production", None), 401);
     let out = as_token(
         &mut p,
         &admin,
@@ -363,6 +376,23 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("revoked"), "{}", text(&out));
+    assert_eq!(
+        config_set("ci", Some(&ci)),
+        403,
+        "a revoked token is refused"
+    );
+    let out = as_token(
+        &mut p,
+        &admin,
+        &[
+            "config", "get", "catalog", "--env", "ci", "--output", "json",
+        ],
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        got["revision"], 1,
+        "nothing changed after the revocation: {got}"
+    );
 
     // The audit log has the changes and the refusals, by name.
     let out = as_token(&mut p, &admin, &["audit", "--output", "json"]);
