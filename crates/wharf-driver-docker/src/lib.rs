@@ -520,8 +520,13 @@ impl Running for Container {
 
     /// The container's main process, seen from the host.
     fn usage(&self) -> Option<wharf_driver::Usage> {
+        // The container's whole control group; its main process alone where the group
+        // cannot be read.
         (self.pid > 0)
-            .then(|| wharf_driver::process_usage(self.pid))
+            .then(|| {
+                wharf_driver::cgroup_usage(self.pid)
+                    .or_else(|| wharf_driver::process_usage(self.pid))
+            })
             .flatten()
     }
 

@@ -194,6 +194,60 @@ pub trait Driver: Send + Sync {
     async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>>;
 }
 
+/// Usage of the whole control group a process is in (a container: every process in
+/// it), read from `/proc/PID/cgroup` and `/sys/fs/cgroup`, v1 or v2.
+pub fn cgroup_usage(pid: u32) -> Option<Usage> {
+    cgroup_usage_under(std::path::Path::new("/sys/fs/cgroup"), pid)
+}
+
+fn cgroup_usage_under(root: &std::path::Path, pid: u32) -> Option<Usage> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (mut cpuacct, mut memory, mut unified) = (None, None, None);
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.is_empty() {
+            unified = Some(path.to_owned());
+        }
+        for controller in controllers.split(',') {
+            match controller {
+                "cpuacct" => cpuacct = Some((controllers.to_owned(), path.to_owned())),
+                "memory" => memory = Some((controllers.to_owned(), path.to_owned())),
+                _ => {}
+            }
+        }
+    }
+    let read = |path: std::path::PathBuf| -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    // A v1 controller is mounted under its own name or under the joined list.
+    let v1_dir = |(controllers, path): &(String, String), name: &str| {
+        [controllers.as_str(), name, "cpu,cpuacct"]
+            .iter()
+            .map(|mount| root.join(mount).join(path.trim_start_matches('/')))
+            .find(|dir| dir.is_dir())
+    };
+    if let (Some(cpu), Some(mem)) = (&cpuacct, &memory) {
+        let cpu_dir = v1_dir(cpu, "cpuacct")?;
+        let mem_dir = v1_dir(mem, "memory")?;
+        return Some(Usage {
+            cpu_usec: read(cpu_dir.join("cpuacct.usage"))? / 1000,
+            memory_bytes: read(mem_dir.join("memory.usage_in_bytes"))?,
+        });
+    }
+    let dir = root.join(unified?.trim_start_matches('/'));
+    let stat = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+    Some(Usage {
+        cpu_usec: stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))?
+            .trim()
+            .parse()
+            .ok()?,
+        memory_bytes: read(dir.join("memory.current"))?,
+    })
+}
+
 /// Usage of a single process from /proc (CPU time and resident memory of that process).
 pub fn process_usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -218,4 +272,51 @@ fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_control_groups_usage_is_read_where_the_process_is() {
+        // A fake /sys/fs/cgroup holding this process's groups, v1 and v2 alike.
+        let root = tempfile::tempdir().unwrap();
+        let groups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        for line in groups.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let path = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                let dir = root.path().join(path);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+                std::fs::write(dir.join("memory.current"), "4096\n").unwrap();
+            }
+            for c in controllers.split(',') {
+                let dir = root.path().join(c).join(path);
+                std::fs::create_dir_all(&dir).unwrap();
+                match c {
+                    "cpuacct" => std::fs::write(dir.join("cpuacct.usage"), "1500000\n").unwrap(),
+                    "memory" => {
+                        std::fs::write(dir.join("memory.usage_in_bytes"), "4096\n").unwrap()
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let usage = cgroup_usage_under(root.path(), std::process::id()).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                cpu_usec: 1500,
+                memory_bytes: 4096
+            }
+        );
+        assert_eq!(cgroup_usage_under(root.path(), u32::MAX), None);
+    }
 }

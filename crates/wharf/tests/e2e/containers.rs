@@ -25,7 +25,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// An image made here, never pulled: the shop's inventory binary and its libraries.
-fn local_image(dir: &Path) -> String {
+pub fn local_image(dir: &Path) -> String {
     let binary = inventory_binary();
     let rootfs = dir.join("rootfs");
     let place = |from: &Path, to: &str| {
@@ -342,4 +342,108 @@ fn docker_failure_paths_say_what_is_wrong_and_change_nothing() {
     for id in images {
         let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
     }
+}
+
+/// An image holding only a shell (the host's `sh` and the libraries it links).
+fn shell_image(dir: &Path) -> String {
+    let rootfs = dir.join("shell-rootfs");
+    let shell = std::fs::canonicalize("/bin/sh").unwrap();
+    let place = |from: &Path, to: &str| {
+        let dest = rootfs.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, dest).unwrap();
+    };
+    place(&shell, "/bin/sh");
+    let ldd = Command::new("ldd").arg(&shell).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        place(Path::new(lib), lib);
+    }
+    let tar = dir.join("shell.tar");
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let name = format!("wharf-e2e-shell:{}", std::process::id());
+    assert!(
+        Command::new("docker")
+            .arg("import")
+            .arg(&tar)
+            .arg(&name)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    name
+}
+
+const NOISY_CONTAINERS: &str = r#"
+services:
+  cpuhog:
+    image: SHELL
+    run: ["/bin/sh", "-c", "for i in 1 2 3; do (while :; do :; done) & done; wait"]
+    resources: { cpu: 0.2 }
+  memhog:
+    image: SHELL
+    # Doubles a string, pausing between doublings: past 32Mi in a few seconds.
+    run: ["/bin/sh", "-c", "s=xxxxxxxxxxxxxxxx; while :; do i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; s=$s$s; done"]
+    resources: { memory: 32Mi }
+  quiet:
+    image: INVENTORY
+    run: ["/usr/local/bin/shop-inventory"]
+    port: http
+    health: { http: /health }
+    config: { BIND_ADDR: 0.0.0.0 }
+environments:
+  ci: {}
+"#;
+
+#[test]
+fn a_noisy_container_stays_within_its_limits_and_its_neighbour_stays_healthy() {
+    if !crate::docker::docker_answers() {
+        return;
+    }
+    let mut p = Project::new("services: {}\n", &[]);
+    let shell = Image(shell_image(p.path()));
+    let inventory = Image(local_image(p.path()));
+    p.write(
+        "wharf.yaml",
+        &NOISY_CONTAINERS
+            .replace("SHELL", &shell.0)
+            .replace("INVENTORY", &inventory.0),
+    );
+    p.ok(&["deploy", "--env", "ci", "--version", "v1"]);
+    // The sampler reads every 2s; give it a few rounds under load.
+    std::thread::sleep(Duration::from_secs(7));
+    let cpuhog = p.instances("cpuhog", "ci")[0].clone();
+    let used = cpuhog["cpu_millis"].as_u64().expect("cpu is measured");
+    assert!(
+        used > 100 && used <= 300,
+        "three busy shells in a 0.2-core container use about 200 millicores, all of them counted: {used}"
+    );
+    let memhog = p.instances("memhog", "ci")[0].clone();
+    assert!(
+        memhog["restarts"].as_u64().unwrap() >= 1,
+        "the memory hog is killed at its limit and wharf restarts it: {memhog}"
+    );
+    let quiet = p.instances("quiet", "ci")[0].clone();
+    assert_eq!(quiet["health"], "healthy");
+    assert_eq!(quiet["restarts"], 0);
+    let begun = std::time::Instant::now();
+    assert!(get(p.port("quiet", "ci", 0), "/health").is_some());
+    assert!(
+        begun.elapsed() < Duration::from_secs(1),
+        "the neighbour answers promptly"
+    );
+    p.ok(&["down", "--env", "ci"]);
 }

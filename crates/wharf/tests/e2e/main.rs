@@ -12,4 +12,5 @@ mod lifecycle;
 mod limits;
 mod netns;
 mod recovery;
+mod registry;
 mod shop;
