@@ -155,9 +155,17 @@ impl DockerDriver {
         let mut progress = self.docker.create_image(Some(options), None, credentials);
         while let Some(step) = progress.next().await {
             if let Err(e) = step {
+                let hint = if pull.username.is_some() {
+                    "check the service's secrets WHARF_REGISTRY_USERNAME and WHARF_REGISTRY_PASSWORD"
+                } else {
+                    "a private registry needs the secrets WHARF_REGISTRY_USERNAME and WHARF_REGISTRY_PASSWORD (`wharf secret set`); or load the image on this host"
+                };
                 return Err(failed(
                     &pull.reference,
-                    format!("cannot pull it: {}", pull_error(e)),
+                    format!(
+                        "the image is not on this host and wharf cannot pull it: {} ({hint})",
+                        pull_error(e)
+                    ),
                 ));
             }
         }
@@ -235,7 +243,7 @@ pub async fn image_id(reference: &str) -> Result<(String, u64), String> {
         bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         } => format!(
-            "image `{reference}` is not on this host (wharf never pulls; build or load it here)"
+            "image `{reference}` is not on this host: `wharf build` pins the image it finds here (pull, build or load it first)"
         ),
         other => format!("cannot inspect image `{reference}`: {other}"),
     })?;
@@ -326,7 +334,7 @@ impl Driver for DockerDriver {
                     status_code: 404, ..
                 } => failed(
                     &image,
-                    "the image is not on this host (wharf never pulls; build or load it here)",
+                    "the image is not on this host (build or load it here, or give its registry credentials as secrets)",
                 ),
                 other => failed(&image, other),
             })?;

@@ -121,6 +121,9 @@ pub struct Options {
 /// The file a controller with authentication writes its first admin token to.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
+/// Marks a state folder whose controller requires authentication.
+const AUTH_MARKER: &str = "auth-required";
+
 /// Starts a development controller with its local agent on `listen`, keeping state
 /// under `state_dir`, until `shutdown` is cancelled. Instances keep running after it
 /// stops and are adopted by the next controller of the same state folder.
@@ -135,6 +138,9 @@ pub async fn run_dev(
         auth,
         master_key_file,
     } = options;
+    // Once a state folder ran with authentication it keeps it: a controller restarted
+    // without `--auth` (say, by a CLI after an upgrade) must not come back open.
+    let auth = auth || state_dir.join(AUTH_MARKER).exists();
     if !listen.ip().is_loopback() && !auth {
         return Err(StartError::NotLoopback(listen));
     }
@@ -153,6 +159,7 @@ pub async fn run_dev(
         &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
     )?;
     if auth {
+        std::fs::write(state_dir.join(AUTH_MARKER), "").map_err(io)?;
         bootstrap_admin_token(&*store, state_dir).map_err(io)?;
     }
     let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;

@@ -410,6 +410,31 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
     assert!(has("ci-bot", "config set", "succeeded"), "{audit}");
     assert!(has("admin", "token revoke", "ok"), "{audit}");
 
+    // A controller of this state folder started without `--auth` still requires it.
+    drop(c);
+    let restarted = Command::new(WHARF)
+        .args(["server", "--dev", "--state-dir"])
+        .arg(p.state_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = AuthController {
+        child: restarted,
+        url: String::new(),
+        admin: String::new(),
+    };
+    let file = p.state_dir().join("controller.json");
+    assert!(wait_until(Duration::from_secs(15), || file.exists()));
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let url = info["url"].as_str().unwrap();
+    let open = http.get(format!("{url}/v1/status")).send().unwrap();
+    assert_eq!(
+        open.status().as_u16(),
+        401,
+        "still closed after a restart without --auth"
+    );
+
     // Tokens are stored hashed.
     let secret = ci.rsplit('_').next().unwrap();
     let db = std::fs::read(p.state_dir().join("state.db")).unwrap();
