@@ -273,6 +273,11 @@ pub async fn run_dev(
     );
 
     let app = routes::router(controller);
+    // Answers are small and latency matters more than packet count (configuration reads).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

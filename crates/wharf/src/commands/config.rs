@@ -165,12 +165,28 @@ async fn get(global: &Global, printer: &Printer, target: &ServiceEnv) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses a service or environment the definition does not have, before anything
+/// is sent.
+pub fn check_target(global: &Global, target: &ServiceEnv) -> anyhow::Result<()> {
+    let project = project::load(global)?;
+    project
+        .definition
+        .service(&target.service)
+        .map_err(Failure::from)?;
+    project
+        .definition
+        .environment(&target.env)
+        .map_err(Failure::from)?;
+    Ok(())
+}
+
 async fn apply(
     global: &Global,
     printer: &Printer,
     target: &ServiceEnv,
     change: ConfigChange,
 ) -> anyhow::Result<ExitCode> {
+    check_target(global, target)?;
     let client = crate::connect::controller(global, printer).await?;
     let mut view = EventView::new(printer);
     let last = client

@@ -16,6 +16,7 @@ pub async fn secret(
 ) -> anyhow::Result<ExitCode> {
     match command {
         SecretCommand::Set { target, key } => {
+            crate::commands::config::check_target(global, &target)?;
             let value = read_value(&key)?;
             let client = crate::connect::controller(global, printer).await?;
             client

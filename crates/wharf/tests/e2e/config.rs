@@ -113,7 +113,17 @@ fn config_changes_roll_instances_and_rollback_restores_artifact_and_config() {
         4
     );
 
-    // A malformed pair or key is refused before anything changes.
+    // An unknown service or environment, a malformed pair or key: refused before
+    // anything changes.
+    let out = p.wharf(&["config", "set", "catalgo", "--env", "ci", "A=1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("catalog"),
+        "a suggestion: {}",
+        text(&out)
+    );
+    let out = p.wharf(&["config", "set", "catalog", "--env", "prod", "A=1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = p.wharf(&["config", "set", "catalog", "--env", "ci", "NOEQUALS"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = p.wharf(&["config", "set", "catalog", "--env", "ci", "BAD-KEY=1"]);
