@@ -261,14 +261,7 @@ impl Driver for DockerDriver {
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
         let image = match &spec.image {
-            Some(image) => {
-                if let Some(pull) = &spec.pull
-                    && self.docker.inspect_image(image).await.is_err()
-                {
-                    self.pull(image, pull).await?;
-                }
-                image.clone()
-            }
+            Some(image) => image.clone(),
             None => {
                 self.artifact_image(&spec.workdir, &spec.key.service)
                     .await?
@@ -326,10 +319,23 @@ impl Driver for DockerDriver {
             name: Some(name.clone()),
             ..Default::default()
         };
-        self.docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| match e {
+        let mut created = self
+            .docker
+            .create_container(Some(options.clone()), body.clone())
+            .await;
+        // The host lacks the image: pull it (only then, so a start costs no extra call).
+        if let (
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }),
+            Some(pull),
+            Some(pinned),
+        ) = (&created, &spec.pull, &spec.image)
+        {
+            self.pull(pinned, pull).await?;
+            created = self.docker.create_container(Some(options), body).await;
+        }
+        created.map_err(|e| match e {
                 bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 } => failed(

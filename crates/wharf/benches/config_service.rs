@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{p50_p99, wharf};
+use common::{p50_p99, stop_controller, wharf};
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -306,4 +306,5 @@ fn main() {
         latencies.len()
     );
     wharf(dir.path(), &["down", "--env", "bench"]);
+    stop_controller(dir.path());
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{answers, p50_p99, wharf};
+use common::{answers, p50_p99, stop_controller, wharf};
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -117,13 +117,6 @@ fn main() {
         println!(
             "| {n} | {runs} | {w50:.1} ms | {w99:.1} ms | {d50:.1} ms | {d99:.1} ms | {o50:.1} ms | {o99:.1} ms |"
         );
-        // Stop this project's controller.
-        let file = std::fs::read(dir.join(".wharf/controller.json")).unwrap_or_default();
-        if let Some(pid) = serde_json::from_slice::<serde_json::Value>(&file)
-            .ok()
-            .and_then(|v| v["pid"].as_i64())
-        {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
+        stop_controller(dir);
     }
 }

@@ -49,3 +49,14 @@ pub fn p50_p99(mut values: Vec<f64>) -> (f64, f64) {
     };
     (at(50.0), at(99.0))
 }
+
+/// Stops the local controller of the project in `dir`, if one runs.
+pub fn stop_controller(dir: &Path) {
+    let file = std::fs::read(dir.join(".wharf/controller.json")).unwrap_or_default();
+    if let Some(pid) = serde_json::from_slice::<serde_json::Value>(&file)
+        .ok()
+        .and_then(|v| v["pid"].as_i64())
+    {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+}
