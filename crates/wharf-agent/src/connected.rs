@@ -348,6 +348,7 @@ async fn reconcile(
         .retain(|k, (id, _)| wanted.get(k).is_some_and(|w| w.deployment_id == *id));
     for plan in wanted.into_values() {
         if agent.plan(&plan.key).is_some() {
+            agent.resupply(&plan).await;
             continue;
         }
         let key = plan.key.clone();

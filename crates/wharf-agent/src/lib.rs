@@ -174,6 +174,30 @@ impl Agent {
         answer.await.map_err(|_| format!("{key} is stopping"))?
     }
 
+    /// Gives a running instance the secret values of `plan` (its own plan) when it
+    /// lacks them, as after an agent restart (secrets are never on disk), so that its
+    /// next restart has them.
+    pub async fn resupply(&self, plan: &InstancePlan) {
+        let (control, workdir) = {
+            let mut instances = self.lock();
+            let Some(handle) = instances.get_mut(&plan.key) else {
+                return;
+            };
+            let lacking = plan
+                .secret_keys
+                .iter()
+                .any(|k| !handle.plan.env.contains_key(k));
+            if !lacking || handle.plan.config_digest != plan.config_digest {
+                return;
+            }
+            handle.plan = plan.clone();
+            (handle.control.clone(), handle.workdir.clone())
+        };
+        if let Ok(launch) = self.launch_spec(plan, &workdir) {
+            let _ = control.send(Control::Relaunch(Box::new(launch))).await;
+        }
+    }
+
     /// Adds a driver (the process driver is always there).
     pub fn with_driver(mut self, kind: DriverKind, driver: Arc<dyn Driver>) -> Self {
         self.drivers.insert(kind, driver);

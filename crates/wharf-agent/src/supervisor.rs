@@ -28,6 +28,8 @@ pub(crate) enum Control {
         signal: String,
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// What the next restart starts (the same plan, with its secrets given back).
+    Relaunch(Box<LaunchSpec>),
 }
 
 pub(crate) struct Supervisor {
@@ -48,7 +50,7 @@ impl Supervisor {
     }
 
     pub(crate) async fn run(
-        self,
+        mut self,
         mut running: Box<dyn Running>,
         mut control: mpsc::Receiver<Control>,
     ) {
@@ -72,6 +74,10 @@ impl Supervisor {
                     }
                     Control::Signal { signal, done } => {
                         let _ = done.send(running.signal(&signal).await);
+                        continue;
+                    }
+                    Control::Relaunch(launch) => {
+                        self.launch = *launch;
                         continue;
                     }
                 },
@@ -102,6 +108,10 @@ impl Supervisor {
                         }
                         Control::Signal { done, .. } => {
                             let _ = done.send(Err("it is restarting".into()));
+                            continue;
+                        }
+                        Control::Relaunch(launch) => {
+                            self.launch = *launch;
                             continue;
                         }
                     },

@@ -172,3 +172,66 @@ async fn a_restarted_agent_adopts_instead_of_restarting() {
                 .contains(") Z")
     );
 }
+
+#[tokio::test]
+async fn secrets_never_reach_the_disk_and_come_back_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let seen = root.path().join("seen");
+    let script = format!(
+        "echo \"start $DB_PASSWORD\" >> {}\nsleep 30\n",
+        seen.display()
+    );
+    let digest = artifact(&root.path().join("store"), &script);
+    let first = agent(root.path(), "a5");
+    let mut p = plan(&digest, None);
+    p.env.insert("DB_PASSWORD".into(), "hunter2-secret".into());
+    p.secret_keys = vec!["DB_PASSWORD".into()];
+    first.start(p.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.detach();
+    for file in std::fs::read_dir(root.path().join("agent/instances")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        assert!(
+            !text.contains("hunter2-secret"),
+            "a state file holds the secret"
+        );
+    }
+
+    // A restarted agent adopts the instance without its secrets; its controller gives
+    // them back, so the next restart of the process has them again.
+    let second = agent(root.path(), "a5");
+    assert_eq!(second.recover().await.adopted, vec![p.key.clone()]);
+    assert!(!second.plan(&p.key).unwrap().env.contains_key("DB_PASSWORD"));
+    second.resupply(&p).await;
+    let pid = second.statuses()[0].1.pid.unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let restarted = wait_for(|| {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(restarted, "the instance was restarted");
+    let lines = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        lines, "start hunter2-secret\nstart hunter2-secret\n",
+        "the restart had the secret again"
+    );
+    second.stop(&p.key).await;
+}
+
+async fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

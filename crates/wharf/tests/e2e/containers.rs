@@ -24,6 +24,13 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A tag no other test of this run uses: tests run side by side and remove their images.
+fn unique_tag() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// An image made here, never pulled: the shop's inventory binary and its libraries.
 pub fn local_image(dir: &Path) -> String {
     let binary = inventory_binary();
@@ -53,7 +60,7 @@ pub fn local_image(dir: &Path) -> String {
             .unwrap()
             .success()
     );
-    let name = format!("wharf-e2e-inventory:{}", std::process::id());
+    let name = format!("wharf-e2e-inventory:{}", unique_tag());
     assert!(
         Command::new("docker")
             .arg("import")
@@ -373,7 +380,7 @@ fn shell_image(dir: &Path) -> String {
             .unwrap()
             .success()
     );
-    let name = format!("wharf-e2e-shell:{}", std::process::id());
+    let name = format!("wharf-e2e-shell:{}", unique_tag());
     assert!(
         Command::new("docker")
             .arg("import")
