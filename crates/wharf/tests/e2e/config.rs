@@ -244,7 +244,15 @@ environments:
             "revision 3 KEY=c requests=4",
         ]
     );
-    assert_eq!(lines().matches("signal USR1").count(), 3, "{}", lines());
+    // Watchers hear of a change before instances are signalled: wait for the last one.
+    assert!(
+        wait_until(Duration::from_secs(10), || lines()
+            .matches("signal USR1")
+            .count()
+            == 3),
+        "{}",
+        lines()
+    );
     // Reloaded, not restarted.
     assert_eq!(
         p.instances("watcher", "ci")[0]["pid"].as_u64().unwrap(),
