@@ -21,7 +21,11 @@ environments:
   production:
     after: uat
     approval: required
-    approval_expires: 4s
+  # Like production, with an approval time short enough to see it expire.
+  hotfix:
+    after: uat
+    approval: required
+    approval_expires: 2s
 "#;
 
 #[test]
@@ -163,15 +167,7 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     let out = p.wharf_with(
-        &[
-            "deploy",
-            "catalog",
-            "--env",
-            "production",
-            "--version",
-            "v2",
-            "--force",
-        ],
+        &["promote", "catalog", "--from", "uat", "--to", "hotfix"],
         &[("USER", "ann")],
         None,
     );
@@ -180,19 +176,22 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
         .as_i64()
         .unwrap()
         .to_string();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
     let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("expired"), "{}", text(&out));
+    assert!(p.instances("catalog", "hotfix").is_empty(), "nothing ran");
     assert_eq!(digest_of(&mut p, "production"), ci_digest);
-    let history = p.json(&["history", "catalog", "--env", "production"]);
-    let states: Vec<&str> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["expired", "rejected", "succeeded"]);
+    let states = |p: &mut Project, env: &str| -> Vec<String> {
+        p.json(&["history", "catalog", "--env", env])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["state"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(states(&mut p, "production"), ["rejected", "succeeded"]);
+    assert_eq!(states(&mut p, "hotfix"), ["expired"]);
 }
 
 /// A controller with authentication, run as a separate process for one test.
