@@ -349,6 +349,9 @@ async fn reconcile(
     for plan in wanted.into_values() {
         if agent.plan(&plan.key).is_some() {
             agent.resupply(&plan).await;
+            if let Some(Err(e)) = agent.reload_if_asked(&plan).await {
+                tracing::warn!(instance = %plan.key, "cannot signal it to reload: {e}");
+            }
             continue;
         }
         let key = plan.key.clone();

@@ -21,7 +21,7 @@ use wharf_core::lifecycle::{Health, InstanceState};
 use wharf_core::model::DriverKind;
 use wharf_driver::{Driver, Exit, Found, InstanceKey, LaunchSpec, Running};
 
-pub use plan::{InstancePlan, InstanceStatus, NoSink, StatusSink};
+pub use plan::{InstancePlan, InstanceStatus, NoSink, Reload, StatusSink};
 pub use releases::{ArtifactSource, FolderSource, Releases};
 use supervisor::{Control, Supervisor};
 
@@ -196,6 +196,24 @@ impl Agent {
         if let Ok(launch) = self.launch_spec(plan, &workdir) {
             let _ = control.send(Control::Relaunch(Box::new(launch))).await;
         }
+    }
+
+    /// Sends the reload signal a plan asks for, once per generation.
+    pub async fn reload_if_asked(&self, plan: &InstancePlan) -> Option<Result<(), String>> {
+        let reload = plan.reload.clone()?;
+        let newer = {
+            let mut instances = self.lock();
+            let handle = instances.get_mut(&plan.key)?;
+            let seen = handle.plan.reload.as_ref().map(|r| r.generation);
+            if seen.is_some_and(|g| g >= reload.generation) {
+                return None;
+            }
+            handle.plan.reload = Some(reload.clone());
+            handle.plan.clone()
+        };
+        // Remembered on disk, so a restarted agent does not signal the same change again.
+        let _ = self.write_state(&newer);
+        Some(self.signal(&plan.key, &reload.signal).await)
     }
 
     /// Adds a driver (the process driver is always there).

@@ -1,7 +1,7 @@
 //! Where the agent sends what it observes. The plan and status types are part of the
 //! agent protocol and live in `wharf-api`.
 
-pub use wharf_api::agent::{InstancePlan, InstanceStatus};
+pub use wharf_api::agent::{InstancePlan, InstanceStatus, Reload};
 
 /// Where the agent sends what it observes.
 pub trait StatusSink: Send + Sync {

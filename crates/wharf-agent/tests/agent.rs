@@ -65,6 +65,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         image: false,
         secret_keys: vec![],
         image_ref: None,
+        reload: None,
     }
 }
 

@@ -43,6 +43,17 @@ pub struct InstancePlan {
     /// host lacks the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ref: Option<String>,
+    /// Asks the agent to send the instance a signal once per generation (a configuration
+    /// revision), for `on_change: reload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Reload>,
+}
+
+/// A reload request carried by a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reload {
+    pub generation: i64,
+    pub signal: String,
 }
 
 impl InstancePlan {

@@ -396,11 +396,11 @@ impl Controller {
                     if plan.key.env != env || plan.key.service != service {
                         continue;
                     }
-                    let outcome = if self.fleet.is_local(&plan.key) {
-                        self.fleet.local.signal(&plan.key, signal).await
-                    } else {
-                        Err("it runs on a remote host; it sees the change by watching its configuration URL".to_owned())
-                    };
+                    let outcome = self
+                        .fleet
+                        .link(&plan.key)
+                        .reload(&plan.key, revision, signal)
+                        .await;
                     match outcome {
                         Ok(()) => signalled += 1,
                         Err(e) => events.send(DeployEvent::Warning {

@@ -32,6 +32,8 @@ pub trait AgentLink: Send + Sync {
     async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy>;
     /// The log file of an instance, when it is on this machine.
     fn log_path(&self, key: &InstanceKey) -> Option<PathBuf>;
+    /// Has the instance sent `signal` for configuration revision `generation`.
+    async fn reload(&self, key: &InstanceKey, generation: i64, signal: &str) -> Result<(), String>;
 }
 
 #[async_trait]
@@ -58,6 +60,10 @@ impl AgentLink for Agent {
 
     fn log_path(&self, key: &InstanceKey) -> Option<PathBuf> {
         Some(Agent::log_path(self, key))
+    }
+
+    async fn reload(&self, key: &InstanceKey, _: i64, signal: &str) -> Result<(), String> {
+        Agent::signal(self, key, signal).await
     }
 }
 

@@ -273,4 +273,16 @@ impl AgentLink for RemoteAgent {
     fn log_path(&self, _: &InstanceKey) -> Option<PathBuf> {
         None
     }
+
+    /// The request travels in the instance's assignment; the agent signals it once.
+    async fn reload(&self, key: &InstanceKey, generation: i64, signal: &str) -> Result<(), String> {
+        let mut plan = self
+            .plan(key)
+            .ok_or_else(|| format!("{key} is not assigned to this host"))?;
+        plan.reload = Some(wharf_agent::Reload {
+            generation,
+            signal: signal.to_owned(),
+        });
+        self.start(plan).await
+    }
 }

@@ -149,6 +149,7 @@ pub fn render(
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
             image_ref: spec.image_ref.clone(),
+            reload: None,
             secret_keys,
         });
     }

@@ -139,7 +139,7 @@ fn config_changes_roll_instances_and_rollback_restores_artifact_and_config() {
 
 /// An app that reads its configuration over HTTP and watches it: each answer is
 /// appended to SEEN_FILE (with a count of requests made), and so is each SIGUSR1.
-const WATCHER: &str = r#"
+pub const WATCHER: &str = r#"
 import json, os, signal, sys, threading, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

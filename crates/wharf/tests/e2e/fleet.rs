@@ -406,3 +406,77 @@ fn pooled_instances_spread_move_off_a_lost_host_and_converge_when_it_returns() {
     .iter()
     .all(|h| h["state"] == "ready")));
 }
+
+#[test]
+fn a_reload_reaches_instances_on_remote_hosts_once_per_change() {
+    let definition = r#"
+services:
+  watcher:
+    build: ./watcher
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    on_change: reload
+    reload_signal: USR1
+    config: { KEY: start, SEEN_FILE: "@SEEN@" }
+environments:
+  fleet:
+    nodes:
+      - { name: far, services: [watcher] }
+"#;
+    let mut project = Project::new("services: {}\n", &[]);
+    let seen = project.path().join("seen.log");
+    project.write(
+        "wharf.yaml",
+        &definition.replace("@SEEN@", seen.to_str().unwrap()),
+    );
+    project.write("watcher/app.py", crate::config::WATCHER);
+    let token = token(&mut project, "1");
+    let agent = start_agent(&project, "far", Some(&token));
+    let mut f = Fleet {
+        project,
+        agents: vec![agent],
+    };
+    let p = &mut f.project;
+    assert!(wait_until(Duration::from_secs(10), || hosts(p).len() == 1));
+    p.ok(&["deploy", "watcher", "--env", "fleet", "--version", "v1"]);
+    let pid = p.instances("watcher", "fleet")[0]["pid"].clone();
+    let signals = || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .matches("signal USR1")
+            .count()
+    };
+
+    let out = p.ok(&["config", "set", "watcher", "--env", "fleet", "KEY=a"]);
+    assert!(
+        stderr(&out).contains("sent USR1 to 1 instance"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || signals() == 1),
+        "the remote agent signalled its instance: {}",
+        signals()
+    );
+
+    // A restarted agent does not signal the same change again; the next change, once.
+    let index = f.agents.iter().position(|a| a.name == "far").unwrap();
+    f.agents[index].stop();
+    f.agents[index] = start_agent(&f.project, "far", None);
+    let p = &mut f.project;
+    assert!(wait_until(Duration::from_secs(10), || hosts(p)
+        .iter()
+        .all(|h| h["state"] == "ready")));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(signals(), 1);
+    p.ok(&["config", "set", "watcher", "--env", "fleet", "KEY=b"]);
+    assert!(wait_until(Duration::from_secs(10), || signals() == 2));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(signals(), 2);
+    assert_eq!(
+        p.instances("watcher", "fleet")[0]["pid"],
+        pid,
+        "reloaded, not restarted"
+    );
+}
