@@ -305,6 +305,16 @@ async fn watch_loop(
             Ok(a) => {
                 backoff = Duration::from_millis(200);
                 index = a.revision;
+                for request in a.log_requests {
+                    let (client, agent) = (client.clone(), agent.clone());
+                    tokio::spawn(async move {
+                        let path = agent.log_path(&request.key);
+                        let text = crate::logs::tail(&path, request.lines);
+                        if let Err(e) = client.send_log(request.id, text).await {
+                            tracing::warn!("cannot send the log of {}: {e}", request.key);
+                        }
+                    });
+                }
                 reconcile(agent, a.plans, failures, changed).await;
             }
             Err(ClientError::Api {

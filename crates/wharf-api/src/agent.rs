@@ -115,6 +115,18 @@ pub struct JoinResponse {
 pub struct Assignments {
     pub revision: u64,
     pub plans: Vec<InstancePlan>,
+    /// Logs the controller wants (for `wharf logs`): the agent uploads each tail to
+    /// `POST /v1/agent/logs/{id}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_requests: Vec<LogRequest>,
+}
+
+/// A request for the last lines of an instance's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRequest {
+    pub id: u64,
+    pub key: InstanceKey,
+    pub lines: usize,
 }
 
 /// Names the plan an instance runs, without repeating it: reports stay small.

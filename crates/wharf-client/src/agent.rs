@@ -212,6 +212,22 @@ impl AgentClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Answers a log request with the tail of an instance's log.
+    pub async fn send_log(&self, id: u64, text: String) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/agent/logs/{id}", self.base))
+            .body(text)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        Ok(())
+    }
+
     pub async fn report(&self, report: &AgentReport) -> Result<(), ClientError> {
         let response = self
             .http

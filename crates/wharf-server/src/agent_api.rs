@@ -41,6 +41,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/join/ca", get(ca))
         .route("/v1/join", post(join))
         .route("/v1/agent/assignments", get(assignments))
+        .route("/v1/agent/logs/{id}", axum::routing::post(log_tail))
         .route("/v1/agent/report", post(report))
         .route("/v1/agent/artifacts/{digest}", get(artifact))
         .with_state(controller)
@@ -181,10 +182,24 @@ async fn assignments(
 ) -> Result<Json<Assignments>, ServerError> {
     let host = authenticate(&c, &peer)?;
     let remote = c.fleet.remote(host.id);
-    let (revision, plans) = remote.watch(q.index, WATCH_WAIT).await;
+    let assignments = remote.watch(q.index, WATCH_WAIT).await;
     // A credential revoked while the request waited gets nothing.
     authenticate(&c, &peer)?;
-    Ok(Json(Assignments { revision, plans }))
+    Ok(Json(assignments))
+}
+
+/// An agent's answer to a log request: the tail of one instance's log.
+async fn log_tail(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Result<StatusCode, ServerError> {
+    let host = authenticate(&c, &peer)?;
+    c.fleet
+        .remote(host.id)
+        .deliver_log(id, String::from_utf8_lossy(&body).into_owned());
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn report(

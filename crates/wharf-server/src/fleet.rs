@@ -32,6 +32,8 @@ pub trait AgentLink: Send + Sync {
     async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy>;
     /// The log file of an instance, when it is on this machine.
     fn log_path(&self, key: &InstanceKey) -> Option<PathBuf>;
+    /// The last `lines` lines of an instance's log, wherever it runs.
+    async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String>;
     /// Has the instance sent `signal` for configuration revision `generation`.
     async fn reload(&self, key: &InstanceKey, generation: i64, signal: &str) -> Result<(), String>;
 }
@@ -64,6 +66,10 @@ impl AgentLink for Agent {
 
     async fn reload(&self, key: &InstanceKey, _: i64, signal: &str) -> Result<(), String> {
         Agent::signal(self, key, signal).await
+    }
+
+    async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
+        Ok(wharf_agent::logs::tail(&Agent::log_path(self, key), lines))
     }
 }
 

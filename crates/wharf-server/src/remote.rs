@@ -29,7 +29,15 @@ pub struct RemoteAgent {
     /// Bumped on every report.
     reports: watch::Sender<u64>,
     last_report: Mutex<Option<std::time::Instant>>,
+    /// Log tails asked for and not yet handed to the agent.
+    log_requests: Mutex<Vec<wharf_api::agent::LogRequest>>,
+    /// Who waits for which log request's answer.
+    log_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
+    next_log_request: std::sync::atomic::AtomicU64,
 }
+
+/// How long `wharf logs` waits for a remote agent's answer.
+const LOG_WAIT: Duration = Duration::from_secs(10);
 
 impl RemoteAgent {
     pub fn new(host_id: i64, store: Arc<dyn Store>) -> Self {
@@ -47,6 +55,9 @@ impl RemoteAgent {
             reported: Mutex::new(BTreeMap::new()),
             reports: watch::channel(0).0,
             last_report: Mutex::new(None),
+            log_requests: Mutex::new(Vec::new()),
+            log_answers: Mutex::new(std::collections::HashMap::new()),
+            next_log_request: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -78,14 +89,67 @@ impl RemoteAgent {
         self.revision.send_modify(|r| *r += 1);
     }
 
-    /// The assignments once they differ from revision `seen`, or after `wait`.
-    pub async fn watch(&self, seen: u64, wait: Duration) -> (u64, Vec<InstancePlan>) {
+    /// The assignments (and log requests) once they differ from revision `seen`, or
+    /// after `wait`.
+    pub async fn watch(&self, seen: u64, wait: Duration) -> wharf_api::agent::Assignments {
         let mut changes = self.revision.subscribe();
         if *changes.borrow() == seen {
             let _ = tokio::time::timeout(wait, changes.changed()).await;
         }
         let revision = *self.revision.borrow();
-        (revision, self.assigned().values().cloned().collect())
+        wharf_api::agent::Assignments {
+            revision,
+            plans: self.assigned().values().cloned().collect(),
+            log_requests: std::mem::take(
+                &mut *self.log_requests.lock().unwrap_or_else(|p| p.into_inner()),
+            ),
+        }
+    }
+
+    /// The last `lines` lines of an instance's log on this host, asked of its agent.
+    pub async fn fetch_log(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
+        let id = self
+            .next_log_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.log_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, answer);
+        self.log_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(wharf_api::agent::LogRequest {
+                id,
+                key: key.clone(),
+                lines,
+            });
+        self.revision.send_modify(|r| *r += 1);
+        let outcome = tokio::time::timeout(LOG_WAIT, answered).await;
+        self.log_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match outcome {
+            Ok(Ok(text)) => Ok(text),
+            _ => Err(format!(
+                "the agent of `{}` did not send the log of {key} within {}s",
+                key.node,
+                LOG_WAIT.as_secs()
+            )),
+        }
+    }
+
+    /// An agent's answer to a log request.
+    pub fn deliver_log(&self, id: u64, text: String) {
+        if let Some(answer) = self
+            .log_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+        {
+            let _ = answer.send(text);
+        }
     }
 
     /// Takes in a report; returns the instances it contained, for the status rows.
@@ -272,6 +336,10 @@ impl AgentLink for RemoteAgent {
 
     fn log_path(&self, _: &InstanceKey) -> Option<PathBuf> {
         None
+    }
+
+    async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
+        self.fetch_log(key, lines).await
     }
 
     /// The request travels in the instance's assignment; the agent signals it once.

@@ -461,32 +461,53 @@ async fn logs(
         return Err(err);
     }
     let several = chosen.len() > 1;
-    let sources: Vec<LogSource> = chosen
-        .iter()
-        .map(|i| {
-            let key = InstanceKey {
-                env: i.env.clone(),
-                service: i.service.clone(),
-                node: i.node.clone(),
-                instance: i.instance,
-            };
-            LogSource {
-                prefix: if several {
-                    format!("[{} #{}] ", i.service, i.instance)
-                } else {
-                    String::new()
-                },
-                path: c.fleet.link(&key).log_path(&key).unwrap_or_default(),
-            }
-        })
-        .collect();
     let lines = q.lines.unwrap_or(100);
+    let prefix = |i: &InstanceRecord| {
+        if several {
+            format!("[{} #{}] ", i.service, i.instance)
+        } else {
+            String::new()
+        }
+    };
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if q.follow {
-        Ok((content_type, logs::follow(sources, lines)).into_response())
-    } else {
-        Ok((content_type, logs::snapshot(&sources, lines)).into_response())
+    let mut sources = Vec::new();
+    let mut remote = Vec::new();
+    for i in chosen {
+        let key = InstanceKey {
+            env: i.env.clone(),
+            service: i.service.clone(),
+            node: i.node.clone(),
+            instance: i.instance,
+        };
+        let link = c.fleet.link(&key);
+        match link.log_path(&key) {
+            Some(path) => sources.push(LogSource {
+                prefix: prefix(i),
+                path,
+            }),
+            None => remote.push((prefix(i), key, link)),
+        }
     }
+    if q.follow {
+        if !remote.is_empty() {
+            return Err(ServerError::bad_request(format!(
+                "`{}` runs on remote hosts, whose logs cannot be followed yet",
+                q.service
+            ))
+            .hint("without `--follow`, `wharf logs` shows their last lines"));
+        }
+        return Ok((content_type, logs::follow(sources, lines)).into_response());
+    }
+    // Logs stay on their hosts: remote agents are asked for their tails.
+    let mut text = logs::snapshot(&sources, lines);
+    for (prefix, key, link) in remote {
+        let tail = link
+            .log_tail(&key, lines)
+            .await
+            .map_err(|e| ServerError::new(StatusCode::GATEWAY_TIMEOUT, e))?;
+        text.extend(tail.lines().map(|l| format!("{prefix}{l}\n")));
+    }
+    Ok((content_type, text).into_response())
 }
 
 async fn prometheus(State(c): Ctl, _caller: Caller) -> Result<Response, ServerError> {

@@ -155,6 +155,21 @@ fn three_agents_join_and_a_rollout_rolls_host_by_host_and_back() {
         let answer = get_json(p.port("svc", "fleet", i as u64));
         assert_eq!(answer["message"], format!("hello from {host}"));
     }
+    // Their logs stay on their hosts; `wharf logs` asks the agents for them.
+    let port = p.port("svc", "fleet", 1);
+    let one = stdout(&p.ok(&["logs", "svc", "--env", "fleet", "--instance", "1"]));
+    assert!(one.contains(&format!("starting on {port}")), "{one}");
+    let all = stdout(&p.ok(&["logs", "svc", "--env", "fleet"]));
+    for n in 0..3 {
+        assert!(all.contains(&format!("[svc #{n}] starting on")), "{all}");
+    }
+    let out = p.wharf(&["logs", "svc", "--env", "fleet", "--follow"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("cannot be followed yet"),
+        "{}",
+        text(&out)
+    );
     // The instances are the agents' children, not the controller's.
     let controller = p.controller_pid().unwrap();
     for instance in p.instances("svc", "fleet") {
