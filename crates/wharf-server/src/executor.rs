@@ -127,9 +127,10 @@ impl Controller {
                 )));
             }
         };
-        // Deploys and promotions follow the pipeline and wait for approval where asked;
-        // rollbacks, reschedules and configuration rolls keep what already ran.
+        // Deploys and promotions follow the pipeline; they and configuration rolls wait
+        // for approval where asked. Rollbacks and reschedules keep what already ran.
         let gated = matches!(kind, DeploymentKind::Deploy | DeploymentKind::Promote);
+        let held = gated || kind == DeploymentKind::Config;
         let forced = gated && self.check_pipeline(&req, &digest)?;
         if forced && !req.dry_run {
             events.send(DeployEvent::Warning {
@@ -141,7 +142,7 @@ impl Controller {
             });
         }
         let prepared = self.prepare(&req, &digest)?;
-        if gated && !req.dry_run && spec.approval_expires_ms.is_some() {
+        if held && !req.dry_run && spec.approval_expires_ms.is_some() {
             let id = self.store.begin_deployment(&NewDeployment {
                 pending_approval: true,
                 ..self.new_deployment(&req, kind, &digest, &prepared, forced)

@@ -136,6 +136,38 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     assert_eq!(history[0]["user"], "ann");
     assert_eq!(history[0]["state"], "succeeded");
 
+    // A configuration change there is held too: saved, rolled out once approved.
+    let out = p.wharf_with(
+        &[
+            "config",
+            "set",
+            "catalog",
+            "--env",
+            "production",
+            "MESSAGE=approved",
+        ],
+        &[("USER", "ann")],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stderr(&out).contains("wharf approve"), "{}", text(&out));
+    let port = p.port("catalog", "production", 0);
+    assert_ne!(
+        get_json(port)["message"],
+        "approved",
+        "not before the approval"
+    );
+    let id = p.json(&["deployments", "--pending"])[0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        get_json(p.port("catalog", "production", 0))["message"],
+        "approved"
+    );
+
     // A rejected deploy changes nothing; so does an expired one.
     let out = p.wharf_with(
         &[
@@ -190,7 +222,10 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
             .map(|d| d["state"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(states(&mut p, "production"), ["rejected", "succeeded"]);
+    assert_eq!(
+        states(&mut p, "production"),
+        ["rejected", "succeeded", "succeeded"]
+    );
     assert_eq!(states(&mut p, "hotfix"), ["expired"]);
 }
 
