@@ -40,6 +40,7 @@ pub type Effective = (BTreeMap<String, String>, BTreeMap<String, String>);
 #[derive(Default)]
 pub struct ConfigHub {
     views: Mutex<HashMap<Scope, Arc<RuntimeView>>>,
+    epochs: Mutex<HashMap<Scope, u64>>,
     revisions: Mutex<HashMap<Scope, watch::Sender<i64>>>,
     /// Runtime tokens seen and found genuine (they stay valid: rotation keeps old keys).
     tokens: std::sync::RwLock<HashMap<String, TokenScope>>,
@@ -119,15 +120,30 @@ impl ConfigHub {
         self.cached_view(&Self::scope(env, service))
     }
 
-    fn store_view(&self, env: &str, service: &str, view: Arc<RuntimeView>) {
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        views.insert(Self::scope(env, service), view);
+    /// How many times a scope's view was invalidated: a view computed before an
+    /// invalidation must not be cached after it.
+    fn epoch(&self, env: &str, service: &str) -> u64 {
+        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        epochs.get(&Self::scope(env, service)).copied().unwrap_or(0)
     }
 
-    /// Forgets the view of a service (its deployment changed).
+    /// Caches a view computed at `epoch`, unless the scope was invalidated since.
+    fn store_view(&self, env: &str, service: &str, epoch: u64, view: Arc<RuntimeView>) {
+        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        let scope = Self::scope(env, service);
+        if epochs.get(&scope).copied().unwrap_or(0) == epoch {
+            let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            views.insert(scope, view);
+        }
+    }
+
+    /// Forgets the view of a service (its deployment or configuration changed).
     pub fn invalidate(&self, env: &str, service: &str) {
+        let scope = Self::scope(env, service);
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        *epochs.entry(scope.clone()).or_default() += 1;
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        views.remove(&Self::scope(env, service));
+        views.remove(&scope);
     }
 
     /// Tells watchers the newest revision as the store has it.
@@ -236,8 +252,9 @@ impl Controller {
         if let Some(view) = self.hub.cached(env, service) {
             return Ok(view);
         }
+        let epoch = self.hub.epoch(env, service);
         let view = Arc::new(self.compute_view(env, service)?);
-        self.hub.store_view(env, service, view.clone());
+        self.hub.store_view(env, service, epoch, view.clone());
         Ok(view)
     }
 
@@ -528,4 +545,43 @@ pub fn spec_of(d: &DeploymentRecord) -> Result<DeploySpec, ServerError> {
     serde_json::from_value(d.spec.clone()).map_err(|e| {
         ServerError::internal(format!("deployment #{} has an unreadable spec: {e}", d.id))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(revision: i64) -> Arc<RuntimeView> {
+        Arc::new(RuntimeView {
+            revision,
+            by_instance: BTreeMap::from([(0, Bytes::from_static(b"{}"))]),
+        })
+    }
+
+    #[test]
+    fn a_view_computed_before_a_change_is_not_cached_after_it() {
+        let hub = ConfigHub::default();
+        let before = hub.epoch("ci", "orders");
+        // A reader computes a view; meanwhile a change invalidates and caches its own.
+        hub.invalidate("ci", "orders");
+        let after = hub.epoch("ci", "orders");
+        hub.store_view("ci", "orders", after, view(2));
+        hub.store_view("ci", "orders", before, view(1));
+        assert_eq!(hub.cached("ci", "orders").unwrap().revision, 2);
+        assert!(hub.cached("ci", "catalog").is_none());
+    }
+
+    #[test]
+    fn differing_keys_count_missing_ones() {
+        let a = BTreeMap::from([
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "2".to_owned()),
+        ]);
+        let b = BTreeMap::from([
+            ("A".to_owned(), "1".to_owned()),
+            ("C".to_owned(), "3".to_owned()),
+        ]);
+        assert_eq!(differing_keys(&a, &b), ["B", "C"]);
+        assert!(differing_keys(&a, &a).is_empty());
+    }
 }
