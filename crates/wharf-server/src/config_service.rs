@@ -190,25 +190,7 @@ impl Controller {
         env: &str,
     ) -> Result<Vec<(String, String, i64)>, ServerError> {
         let keyring = self.keyring.read().unwrap_or_else(|p| p.into_inner());
-        self.store
-            .secrets(Some((service, env)))?
-            .into_iter()
-            .map(|s| {
-                let value = keyring
-                    .open(&sealed_of(&s), &secret_context(service, env, &s.key))
-                    .map_err(|e| {
-                        ServerError::internal(format!(
-                            "secret `{}` of `{service}` in `{env}`: {e}",
-                            s.key
-                        ))
-                    })?;
-                Ok((
-                    s.key,
-                    String::from_utf8_lossy(&value).into_owned(),
-                    s.version,
-                ))
-            })
-            .collect()
+        open_secrets(&*self.store, &keyring, service, env)
     }
 
     /// Everything the controller adds to a deploy's configuration.
@@ -531,6 +513,34 @@ pub fn differing_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// The secrets of a service in an environment, opened, with their versions.
+pub fn open_secrets(
+    store: &dyn wharf_store::Store,
+    keyring: &wharf_secrets::Keyring,
+    service: &str,
+    env: &str,
+) -> Result<Vec<(String, String, i64)>, ServerError> {
+    store
+        .secrets(Some((service, env)))?
+        .into_iter()
+        .map(|s| {
+            let value = keyring
+                .open(&sealed_of(&s), &secret_context(service, env, &s.key))
+                .map_err(|e| {
+                    ServerError::internal(format!(
+                        "secret `{}` of `{service}` in `{env}`: {e}",
+                        s.key
+                    ))
+                })?;
+            Ok((
+                s.key,
+                String::from_utf8_lossy(&value).into_owned(),
+                s.version,
+            ))
+        })
+        .collect()
 }
 
 fn sealed_of(s: &SecretRecord) -> Sealed {

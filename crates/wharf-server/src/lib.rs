@@ -408,21 +408,12 @@ fn secret_source(
     keyring: wharf_secrets::Keyring,
 ) -> wharf_agent::SecretSource {
     Box::new(move |plan| {
-        let mut values = std::collections::BTreeMap::new();
-        for s in store
-            .secrets(Some((&plan.key.service, &plan.key.env)))
-            .unwrap_or_default()
-        {
-            let sealed = wharf_secrets::Sealed {
-                key_id: s.key_id,
-                nonce: s.nonce,
-                ciphertext: s.ciphertext,
-            };
-            let context = wharf_secrets::secret_context(&s.service, &s.env, &s.key);
-            if let Ok(value) = keyring.open(&sealed, &context) {
-                values.insert(s.key, String::from_utf8_lossy(&value).into_owned());
-            }
-        }
+        let mut values: std::collections::BTreeMap<String, String> =
+            config_service::open_secrets(&*store, &keyring, &plan.key.service, &plan.key.env)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value, _)| (key, value))
+                .collect();
         if plan
             .secret_keys
             .iter()

@@ -177,9 +177,8 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
-#[test]
-fn instances_watch_their_configuration_and_reload_on_a_signal() {
-    let definition = r#"
+/// A service running [`WATCHER`], reloaded by USR1; `@SEEN@` stands for its file.
+pub const WATCHER_SERVICE: &str = r#"
 services:
   watcher:
     build: ./watcher
@@ -189,9 +188,11 @@ services:
     on_change: reload
     reload_signal: USR1
     config: { KEY: start, SEEN_FILE: "@SEEN@" }
-environments:
-  ci: {}
 "#;
+
+#[test]
+fn instances_watch_their_configuration_and_reload_on_a_signal() {
+    let definition = format!("{WATCHER_SERVICE}environments:\n  ci: {{}}\n");
     let mut p = Project::new(&definition.replace("@SEEN@", "placeholder"), &[]);
     let seen = p.path().join("seen.log");
     p.write(

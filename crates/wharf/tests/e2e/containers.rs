@@ -33,22 +33,38 @@ fn unique_tag() -> String {
 
 /// An image made here, never pulled: the shop's inventory binary and its libraries.
 pub fn local_image(dir: &Path) -> String {
-    let binary = inventory_binary();
-    let rootfs = dir.join("rootfs");
+    import_image(
+        dir,
+        &inventory_binary(),
+        "/usr/local/bin/shop-inventory",
+        "inventory",
+    )
+}
+
+/// An image holding only a shell (the host's `sh` and the libraries it links).
+fn shell_image(dir: &Path) -> String {
+    let shell = std::fs::canonicalize("/bin/sh").unwrap();
+    import_image(dir, &shell, "/bin/sh", "shell")
+}
+
+/// Imports an image whose root filesystem is one program (at `to`) and the libraries
+/// it links, tagged `wharf-e2e-NAME:<unique>`.
+fn import_image(dir: &Path, program: &Path, to: &str, name: &str) -> String {
+    let rootfs = dir.join(format!("{name}-rootfs"));
     let place = |from: &Path, to: &str| {
         let dest = rootfs.join(to.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(from, dest).unwrap();
     };
-    place(&binary, "/usr/local/bin/shop-inventory");
-    let ldd = Command::new("ldd").arg(&binary).output().unwrap();
+    place(program, to);
+    let ldd = Command::new("ldd").arg(program).output().unwrap();
     for lib in String::from_utf8_lossy(&ldd.stdout)
         .split_whitespace()
         .filter(|w| w.starts_with('/'))
     {
         place(Path::new(lib), lib);
     }
-    let tar = dir.join("rootfs.tar");
+    let tar = dir.join(format!("{name}.tar"));
     assert!(
         Command::new("tar")
             .arg("-C")
@@ -60,18 +76,18 @@ pub fn local_image(dir: &Path) -> String {
             .unwrap()
             .success()
     );
-    let name = format!("wharf-e2e-inventory:{}", unique_tag());
+    let tag = format!("wharf-e2e-{name}:{}", unique_tag());
     assert!(
         Command::new("docker")
             .arg("import")
             .arg(&tar)
-            .arg(&name)
+            .arg(&tag)
             .output()
             .unwrap()
             .status
             .success()
     );
-    name
+    tag
 }
 
 struct Image(String);
@@ -349,49 +365,6 @@ fn docker_failure_paths_say_what_is_wrong_and_change_nothing() {
     for id in images {
         let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
     }
-}
-
-/// An image holding only a shell (the host's `sh` and the libraries it links).
-fn shell_image(dir: &Path) -> String {
-    let rootfs = dir.join("shell-rootfs");
-    let shell = std::fs::canonicalize("/bin/sh").unwrap();
-    let place = |from: &Path, to: &str| {
-        let dest = rootfs.join(to.trim_start_matches('/'));
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(from, dest).unwrap();
-    };
-    place(&shell, "/bin/sh");
-    let ldd = Command::new("ldd").arg(&shell).output().unwrap();
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        place(Path::new(lib), lib);
-    }
-    let tar = dir.join("shell.tar");
-    assert!(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap()
-            .success()
-    );
-    let name = format!("wharf-e2e-shell:{}", unique_tag());
-    assert!(
-        Command::new("docker")
-            .arg("import")
-            .arg(&tar)
-            .arg(&name)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    name
 }
 
 const NOISY_CONTAINERS: &str = r#"

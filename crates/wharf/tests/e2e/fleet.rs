@@ -424,21 +424,10 @@ fn pooled_instances_spread_move_off_a_lost_host_and_converge_when_it_returns() {
 
 #[test]
 fn a_reload_reaches_instances_on_remote_hosts_once_per_change() {
-    let definition = r#"
-services:
-  watcher:
-    build: ./watcher
-    run: ["python3", "app.py"]
-    port: http
-    health: { http: /health, timeout: 5s }
-    on_change: reload
-    reload_signal: USR1
-    config: { KEY: start, SEEN_FILE: "@SEEN@" }
-environments:
-  fleet:
-    nodes:
-      - { name: far, services: [watcher] }
-"#;
+    let definition = format!(
+        "{}environments:\n  fleet:\n    nodes:\n      - {{ name: far, services: [watcher] }}\n",
+        crate::config::WATCHER_SERVICE
+    );
     let mut project = Project::new("services: {}\n", &[]);
     let seen = project.path().join("seen.log");
     project.write(
