@@ -236,8 +236,18 @@ pub enum DeployEvent {
         state: DeploymentState,
         message: String,
     },
-    /// The operation could not run at all.
-    Error { error: String, hint: Option<String> },
+    /// The operation could not run at all; `status` is the HTTP status the same error
+    /// would have as an answer (400 bad input, 404 unknown, 409 conflict, ...).
+    Error {
+        error: String,
+        hint: Option<String>,
+        #[serde(default = "bad_request")]
+        status: u16,
+    },
+}
+
+fn bad_request() -> u16 {
+    400
 }
 
 /// `GET /v1/status`: instances grouped by environment and service.

@@ -27,9 +27,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the caller's input was at fault (as opposed to the operation failing).
+    /// Whether the caller's input was at fault (bad request, unknown name, too large,
+    /// unprocessable), as opposed to the operation failing or conflicting with state
+    /// (409), being refused (401, 403) or expiring (410).
     pub fn is_input_error(&self) -> bool {
-        matches!(self, ClientError::Api { status, .. } if (400..500).contains(status))
+        matches!(self, ClientError::Api { status, .. } if matches!(status, 400 | 404 | 413 | 422))
     }
 
     pub fn hint(&self) -> Option<&str> {
@@ -229,8 +231,12 @@ impl Client {
             }
         }
         match last {
-            Some(DeployEvent::Error { error, hint }) => Err(ClientError::Api {
-                status: StatusCode::BAD_REQUEST.as_u16(),
+            Some(DeployEvent::Error {
+                error,
+                hint,
+                status,
+            }) => Err(ClientError::Api {
+                status,
                 error,
                 hint,
             }),

@@ -37,18 +37,7 @@ impl DeploymentState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::InProgress,
-            Self::Succeeded,
-            Self::RolledBack,
-            Self::Failed,
-            Self::Interrupted,
-            Self::PendingApproval,
-            Self::Rejected,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
+        ALL_STATES.into_iter().find(|state| state.as_str() == s)
     }
 
     /// Whether a deploy in this state ran to completion and may be rolled back to.
@@ -64,7 +53,41 @@ impl DeploymentState {
     pub fn can_be_approved(self) -> bool {
         self == Self::PendingApproval
     }
+
+    /// The states a deployment may leave this one for: the one definition of every
+    /// transition, which the store enforces as a compare-and-set.
+    ///
+    /// A held deployment is approved (in progress), rejected or expires; one in progress
+    /// ends once, as succeeded, rolled back, failed or interrupted. Nothing leaves a
+    /// finished state.
+    pub fn may_become(self, next: Self) -> bool {
+        use DeploymentState::*;
+        match self {
+            PendingApproval => matches!(next, InProgress | Rejected | Expired),
+            InProgress => matches!(next, Succeeded | RolledBack | Failed | Interrupted),
+            _ => false,
+        }
+    }
+
+    /// The states from which a deployment may reach `next`.
+    pub fn sources_of(next: Self) -> Vec<Self> {
+        ALL_STATES
+            .into_iter()
+            .filter(|from| from.may_become(next))
+            .collect()
+    }
 }
+
+const ALL_STATES: [DeploymentState; 8] = [
+    DeploymentState::InProgress,
+    DeploymentState::Succeeded,
+    DeploymentState::RolledBack,
+    DeploymentState::Failed,
+    DeploymentState::Interrupted,
+    DeploymentState::PendingApproval,
+    DeploymentState::Rejected,
+    DeploymentState::Expired,
+];
 
 /// What a deployment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,5 +235,37 @@ impl HostState {
     /// Whether the host's credential still opens the agent API.
     pub fn can_connect(self) -> bool {
         self != Self::Revoked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeploymentState::{self, *};
+
+    #[test]
+    fn deployment_transitions() {
+        let table: &[(DeploymentState, DeploymentState, bool)] = &[
+            (PendingApproval, InProgress, true),
+            (PendingApproval, Rejected, true),
+            (PendingApproval, Expired, true),
+            (PendingApproval, Succeeded, false),
+            (InProgress, Succeeded, true),
+            (InProgress, RolledBack, true),
+            (InProgress, Failed, true),
+            (InProgress, Interrupted, true),
+            (InProgress, Rejected, false),
+            (InProgress, PendingApproval, false),
+            // A rejected deployment is never approved after all, and the reverse.
+            (Rejected, InProgress, false),
+            (Rejected, Expired, false),
+            (Succeeded, Failed, false),
+            (Interrupted, Succeeded, false),
+            (Expired, InProgress, false),
+        ];
+        for &(from, to, allowed) in table {
+            assert_eq!(from.may_become(to), allowed, "{from:?} -> {to:?}");
+        }
+        assert_eq!(DeploymentState::sources_of(Rejected), [PendingApproval]);
+        assert_eq!(DeploymentState::sources_of(Failed), [InProgress]);
     }
 }

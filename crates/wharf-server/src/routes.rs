@@ -268,6 +268,7 @@ where
             Err(e) => DeployEvent::Error {
                 error: e.message,
                 hint: e.hint,
+                status: e.status.as_u16(),
             },
         };
         let outcome = match &last {

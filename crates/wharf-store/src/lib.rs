@@ -35,6 +35,16 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A state change lost a race: the deployment had already moved on.
+    #[error("deployment #{id} is {state}, so it cannot become {wanted}")]
+    Transition {
+        id: i64,
+        /// Its state as found (`rejected`, `in_progress`, ...).
+        state: String,
+        wanted: String,
+    },
+    #[error("there is no deployment #{0}")]
+    NoDeployment(i64),
 }
 
 /// An instance slot, borrowed: environment, service, node, instance.
@@ -59,6 +69,9 @@ pub trait Store: Send + Sync {
     /// Records a new deployment, refusing it while another of the same service and
     /// environment is in progress (the deploy lock lives in the database).
     fn begin_deployment(&self, deployment: &NewDeployment) -> Result<i64>;
+    /// Moves a deployment to `state` if [`DeploymentState::may_become`] allows it from
+    /// the state it is in, as one compare-and-set; otherwise [`StoreError::Transition`]
+    /// and nothing changes.
     fn finish_deployment(
         &self,
         id: i64,
@@ -137,7 +150,9 @@ pub trait Store: Send + Sync {
     /// Plans assigned to a host.
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;
 
-    /// Moves a deployment held for approval to in progress, taking the deploy lock.
+    /// Moves a deployment held for approval to in progress, taking the deploy lock; a
+    /// deployment no longer held (rejected or expired meanwhile) is a
+    /// [`StoreError::Transition`].
     fn approve_deployment(&self, id: i64, approver: &str, at: i64) -> Result<()>;
     /// Deployments waiting for approval, oldest first.
     fn pending_deployments(&self) -> Result<Vec<DeploymentRecord>>;
@@ -180,6 +195,13 @@ pub trait Store: Send + Sync {
     fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>>;
     /// Revokes a token; false when there is no such live token.
     fn revoke_api_token(&self, id: &str, at: i64) -> Result<bool>;
+
+    /// Stores the next revision of the definition (its `revision` is ignored); returns it.
+    fn put_definition(&self, definition: &DefinitionRecord) -> Result<DefinitionRecord>;
+    /// A revision of the definition, or the newest one when `revision` is None.
+    fn definition(&self, revision: Option<i64>) -> Result<Option<DefinitionRecord>>;
+    /// Every revision, newest first.
+    fn definitions(&self) -> Result<Vec<DefinitionRecord>>;
 
     /// Appends to the audit log.
     fn audit(&self, at: i64, actor: &str, action: &str, target: &str, outcome: &str) -> Result<()>;

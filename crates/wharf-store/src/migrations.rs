@@ -143,4 +143,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE deployments ADD COLUMN config_revision INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deployments ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deployments ADD COLUMN approved_by TEXT;",
+    // 6: the definition lives in the controller, one numbered revision per change.
+    "CREATE TABLE definitions (
+        revision INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL,
+        path TEXT NOT NULL,
+        source TEXT NOT NULL,
+        user TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        message TEXT NOT NULL
+    );",
 ];

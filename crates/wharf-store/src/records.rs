@@ -186,3 +186,18 @@ pub struct AuditRecord {
     /// `ok`, `denied`, or the error.
     pub outcome: String,
 }
+
+/// One revision of the definition (wharf.yaml) as the controller stores it: the source
+/// text, which the controller parsed and validated itself before storing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionRecord {
+    pub revision: i64,
+    /// sha256 of `source`, hex.
+    pub digest: String,
+    /// The file name it was submitted as, for error locations.
+    pub path: String,
+    pub source: String,
+    pub user: String,
+    pub at: i64,
+    pub message: String,
+}

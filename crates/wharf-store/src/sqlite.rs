@@ -215,10 +215,21 @@ impl Store for SqliteStore {
         message: &str,
         at: i64,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE deployments SET state = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
-            params![id, state.as_str(), message, at],
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = current_state(&tx, id)?;
+        if !current.may_become(state) {
+            return Err(StoreError::Transition {
+                id,
+                state: current.as_str().to_owned(),
+                wanted: state.as_str().to_owned(),
+            });
+        }
+        tx.execute(
+            "UPDATE deployments SET state = ?2, message = ?3, finished_at = ?4 WHERE id = ?1 AND state = ?5",
+            params![id, state.as_str(), message, at, current.as_str()],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -535,11 +546,22 @@ impl Store for SqliteStore {
     fn approve_deployment(&self, id: i64, approver: &str, at: i64) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (service, env): (String, String) = tx.query_row(
-            "SELECT service, env FROM deployments WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (service, env): (String, String) = tx
+            .query_row(
+                "SELECT service, env FROM deployments WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or(StoreError::NoDeployment(id))?;
+        let current = current_state(&tx, id)?;
+        if !current.may_become(DeploymentState::InProgress) {
+            return Err(StoreError::Transition {
+                id,
+                state: current.as_str().to_owned(),
+                wanted: DeploymentState::InProgress.as_str().to_owned(),
+            });
+        }
         let holder = tx
             .query_row(
                 "SELECT id, user, started_at FROM deployments WHERE service = ?1 AND env = ?2 AND state = 'in_progress'",
@@ -616,6 +638,48 @@ impl Store for SqliteStore {
             at,
             message: message.to_owned(),
         })
+    }
+
+    fn put_definition(&self, d: &DefinitionRecord) -> Result<DefinitionRecord> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revision: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(revision), 0) + 1 FROM definitions",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO definitions (revision, digest, path, source, user, at, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![revision, d.digest, d.path, d.source, d.user, d.at, d.message],
+        )?;
+        tx.commit()?;
+        Ok(DefinitionRecord {
+            revision,
+            ..d.clone()
+        })
+    }
+
+    fn definition(&self, revision: Option<i64>) -> Result<Option<DefinitionRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT revision, digest, path, source, user, at, message FROM definitions
+                 WHERE ?1 IS NULL OR revision = ?1 ORDER BY revision DESC LIMIT 1",
+                params![revision],
+                definition_row,
+            )
+            .optional()?)
+    }
+
+    fn definitions(&self) -> Result<Vec<DefinitionRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT revision, digest, path, source, user, at, message FROM definitions
+             ORDER BY revision DESC",
+        )?;
+        let rows = stmt.query_map([], definition_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn config_revision(
@@ -859,6 +923,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
+    Ok(DefinitionRecord {
+        revision: r.get(0)?,
+        digest: r.get(1)?,
+        path: r.get(2)?,
+        source: r.get(3)?,
+        user: r.get(4)?,
+        at: r.get(5)?,
+        message: r.get(6)?,
+    })
+}
+
+/// The state of a deployment, read inside the transaction that changes it.
+fn current_state(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<DeploymentState> {
+    let state: String = tx
+        .query_row(
+            "SELECT state FROM deployments WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(StoreError::NoDeployment(id))?;
+    DeploymentState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("deployment #{id} has state `{state}`")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,6 +1043,73 @@ mod tests {
                 .ran_successfully("catalog", "uat", "sha256:a")
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn a_rejected_deployment_cannot_be_approved_nor_the_reverse() {
+        let store = SqliteStore::in_memory().unwrap();
+        let held = || {
+            store
+                .begin_deployment(&NewDeployment {
+                    pending_approval: true,
+                    ..deployment("ann")
+                })
+                .unwrap()
+        };
+        let first = held();
+        store
+            .finish_deployment(first, DeploymentState::Rejected, "no", 2000)
+            .unwrap();
+        let err = store.approve_deployment(first, "carol", 3000).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Transition { state, .. } if state == "rejected"),
+            "{err}"
+        );
+        assert_eq!(
+            store.deployment(first).unwrap().unwrap().state,
+            DeploymentState::Rejected
+        );
+
+        let second = held();
+        store.approve_deployment(second, "carol", 3000).unwrap();
+        let err = store
+            .finish_deployment(second, DeploymentState::Rejected, "no", 4000)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Transition { .. }), "{err}");
+        // It ends once: a second outcome is refused too.
+        store
+            .finish_deployment(second, DeploymentState::Succeeded, "", 5000)
+            .unwrap();
+        assert!(
+            store
+                .finish_deployment(second, DeploymentState::Failed, "", 6000)
+                .is_err()
+        );
+        assert!(matches!(
+            store.approve_deployment(99, "carol", 1),
+            Err(StoreError::NoDeployment(99))
+        ));
+    }
+
+    #[test]
+    fn definition_revisions_count_up() {
+        let store = SqliteStore::in_memory().unwrap();
+        assert!(store.definition(None).unwrap().is_none());
+        let record = |source: &str| DefinitionRecord {
+            revision: 0,
+            digest: format!("d-{source}"),
+            path: "wharf.yaml".into(),
+            source: source.into(),
+            user: "ann".into(),
+            at: 1,
+            message: String::new(),
+        };
+        assert_eq!(store.put_definition(&record("a")).unwrap().revision, 1);
+        assert_eq!(store.put_definition(&record("b")).unwrap().revision, 2);
+        assert_eq!(store.definition(None).unwrap().unwrap().source, "b");
+        assert_eq!(store.definition(Some(1)).unwrap().unwrap().source, "a");
+        assert!(store.definition(Some(3)).unwrap().is_none());
+        assert_eq!(store.definitions().unwrap().len(), 2);
     }
 
     #[test]
