@@ -9,7 +9,6 @@ pub mod agent;
 
 use serde::{Deserialize, Serialize};
 use wharf_core::plan::Step;
-use wharf_core::spec::DeploySpec;
 pub use wharf_store::{
     ArtifactRecord, DeploymentRecord, DeploymentState, Health, InstanceRecord, InstanceState,
 };
@@ -57,11 +56,15 @@ pub struct ImageRegistration {
     pub size: u64,
 }
 
-/// `POST /v1/deployments`.
+/// `POST /v1/deployments`: names what to deploy, nothing more. How it runs, the
+/// pipeline and approvals come from the controller's stored definition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
-    pub spec: DeploySpec,
+    pub service: String,
+    pub env: String,
     pub version: String,
+    #[serde(default)]
     pub user: String,
     /// Plan only; change nothing.
     #[serde(default)]
@@ -73,19 +76,70 @@ pub struct DeployRequest {
     /// the pipeline (recorded in history).
     #[serde(default)]
     pub force: bool,
-    /// The configuration revision to run with (default: the newest).
+    /// For a dry run only: plan against this definition instead of the stored one (as
+    /// `nomad job plan` does); it is validated and never stored.
     #[serde(default)]
-    pub config_revision: Option<i64>,
+    pub proposed_definition: Option<DefinitionSubmission>,
 }
 
-/// `POST /v1/promote`: deploy to `spec.env` exactly the artifact healthy in `from`.
+/// `POST /v1/promote`: deploy to `to` exactly the artifact healthy in `from`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
-    pub spec: DeploySpec,
+    pub service: String,
     pub from: String,
+    pub to: String,
+    #[serde(default)]
     pub user: String,
     #[serde(default)]
     pub force: bool,
+}
+
+/// `POST /v1/definitions`: a new revision of the definition, as the text of its file.
+/// The controller parses and validates it itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionSubmission {
+    /// The file's text.
+    pub source: String,
+    /// The file's name, for error locations.
+    pub path: String,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub user: String,
+}
+
+/// A stored revision of the definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefinitionRevision {
+    pub revision: i64,
+    /// sha256 of the source, hex.
+    pub digest: String,
+    pub path: String,
+    pub user: String,
+    pub at: i64,
+    pub message: String,
+}
+
+/// `POST /v1/definitions` answers this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefinitionApplied {
+    pub revision: DefinitionRevision,
+    /// False when the same text was the current revision already.
+    pub created: bool,
+    /// Environments whose policy (pipeline, approval, hosts, nodes, pools) changed.
+    pub policy_changed: Vec<String>,
+    pub config_changed: Vec<String>,
+    pub services_changed: Vec<String>,
+}
+
+/// `GET /v1/definitions/{revision}` (or `current`): a revision with its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefinitionSource {
+    #[serde(flatten)]
+    pub revision: DefinitionRevision,
+    pub source: String,
 }
 
 /// `POST /v1/config/{env}/{service}`: change the overrides, making a revision.

@@ -5,7 +5,7 @@ pub mod agent;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::{Response, StatusCode};
+use reqwest::Response;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wharf_api::*;
@@ -27,11 +27,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether the caller's input was at fault (bad request, unknown name, too large,
-    /// unprocessable), as opposed to the operation failing or conflicting with state
-    /// (409), being refused (401, 403) or expiring (410).
+    /// Whether the caller's input was at fault (bad request, no credentials, unknown
+    /// name, too large, unprocessable), as opposed to the operation failing or
+    /// conflicting with state (409), being refused to this caller (403) or expiring (410).
     pub fn is_input_error(&self) -> bool {
-        matches!(self, ClientError::Api { status, .. } if matches!(status, 400 | 404 | 413 | 422))
+        matches!(self, ClientError::Api { status, .. } if matches!(status, 400 | 401 | 404 | 413 | 422))
     }
 
     pub fn hint(&self) -> Option<&str> {
@@ -253,6 +253,29 @@ impl Client {
         on_event: impl FnMut(&DeployEvent),
     ) -> Result<DeployEvent> {
         self.operation("/v1/deployments", request, on_event).await
+    }
+
+    /// Submits the definition; the controller validates and stores it as a revision.
+    pub async fn apply(&self, submission: &DefinitionSubmission) -> Result<DefinitionApplied> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/definitions", self.base))
+                .json(submission),
+        )
+        .await
+    }
+
+    /// The revisions of the definition, newest first.
+    pub async fn definitions(&self) -> Result<Vec<DefinitionRevision>> {
+        self.get("/v1/definitions", &[]).await
+    }
+
+    /// One revision with its text; `None`: the current one.
+    pub async fn definition(&self, revision: Option<i64>) -> Result<DefinitionSource> {
+        let which = revision
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "current".into());
+        self.get(&format!("/v1/definitions/{which}"), &[]).await
     }
 
     pub async fn rollback(

@@ -2,6 +2,7 @@
 //! and templates, and the reconciler. Pure functions only: no I/O, no async, no clock.
 
 pub mod config;
+pub mod decide;
 pub mod definition;
 pub mod diagnostic;
 pub mod duration;

@@ -153,12 +153,13 @@ async fn promote(
     caller: Caller,
     Json(req): Json<PromoteRequest>,
 ) -> Result<Response, ServerError> {
-    let spec = &req.spec;
-    let target = format!("{} from {} to {}", spec.service, req.from, spec.env);
-    authorize(&c, &caller, &spec.env, Action::Deploy, "promote", &target)?;
-    let version = c.healthy_version(&spec.service, &req.from)?;
-    let request = DeployRequest {
-        spec: req.spec.clone(),
+    let target = format!("{} from {} to {}", req.service, req.from, req.to);
+    authorize(&c, &caller, &req.to, Action::Deploy, "promote", &target)?;
+    let spec = c.spec_for(&req.service, &req.to)?;
+    c.known_environment(&req.from)?;
+    let version = c.healthy_version(&req.service, &req.from)?;
+    let request = crate::executor::Order {
+        spec,
         version,
         user: acting_user(&c, &caller, &req.user),
         dry_run: false,

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use tokio::sync::watch;
-use wharf_api::{DeployEvent, DeployRequest, RuntimeConfig};
+use wharf_api::{DeployEvent, RuntimeConfig};
+use wharf_core::decide::{DeploymentFacts, running_now};
+
+use crate::executor::Order;
 use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
 use wharf_core::model::OnChange;
 use wharf_core::spec::DeploySpec;
@@ -221,12 +224,31 @@ impl Controller {
         service: &str,
         env: &str,
     ) -> Result<Option<DeploymentRecord>, ServerError> {
-        let last = self
-            .store
-            .history(service, env)?
-            .into_iter()
-            .find(|d| d.state.can_be_rollback_target());
-        Ok(last.filter(|d| d.kind != DeploymentKind::Stop))
+        self.running(service, env, false)
+    }
+
+    /// The one definition of "the deployment running now" ([`running_now`]), applied to
+    /// the stored history; `with_rollout` counts a deployment in progress.
+    pub fn running(
+        &self,
+        service: &str,
+        env: &str,
+        with_rollout: bool,
+    ) -> Result<Option<DeploymentRecord>, ServerError> {
+        let history = self.store.history(service, env)?;
+        let facts: Vec<DeploymentFacts> = history
+            .iter()
+            .map(|d| DeploymentFacts {
+                id: d.id,
+                kind: d.kind,
+                state: d.state,
+                started_at: d.started_at,
+            })
+            .collect();
+        let Some(chosen) = running_now(&facts, with_rollout) else {
+            return Ok(None);
+        };
+        Ok(history.into_iter().find(|d| d.id == chosen.id))
     }
 
     /// What instances of a service read at runtime: cached until the next change.
@@ -245,13 +267,7 @@ impl Controller {
         let mut by_instance = BTreeMap::new();
         // A deploy in progress counts: its new instances read their configuration
         // while it waits for them to be healthy.
-        let latest = self.store.history(service, env)?.into_iter().find(|d| {
-            matches!(
-                d.state,
-                DeploymentState::Succeeded | DeploymentState::InProgress
-            )
-        });
-        if let Some(current) = latest.filter(|d| d.kind != DeploymentKind::Stop) {
+        if let Some(current) = self.running(service, env, true)? {
             let mut spec = spec_of(&current)?;
             // Pooled slots are placed where their instances run.
             let running = self.store.instances(Some(env), Some(service))?;
@@ -378,7 +394,7 @@ impl Controller {
         let spec = spec_of(&current)?;
         match &spec.on_change {
             OnChange::Restart => {
-                let request = DeployRequest {
+                let request = Order {
                     spec,
                     version: current.version.clone(),
                     user: user.to_owned(),

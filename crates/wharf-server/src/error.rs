@@ -60,8 +60,9 @@ impl From<StoreError> for ServerError {
             StoreError::Locked { .. } => ServerError::new(StatusCode::CONFLICT, e.to_string())
                 .hint("wait for it to finish; `wharf history` shows its outcome"),
             StoreError::Transition { id, .. } => {
-                ServerError::new(StatusCode::CONFLICT, e.to_string())
-                    .hint(format!("`wharf deployments show {id}` shows what happened to it"))
+                ServerError::new(StatusCode::CONFLICT, e.to_string()).hint(format!(
+                    "`wharf deployments show {id}` shows what happened to it"
+                ))
             }
             StoreError::NoDeployment(_) => ServerError::not_found(e.to_string())
                 .hint("`wharf deployments --pending` lists what waits for approval"),

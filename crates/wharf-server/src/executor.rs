@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use wharf_agent::InstancePlan;
-use wharf_api::{DeployEvent, DeployRequest, RollbackRequest, StopRequest};
+use wharf_api::{DeployEvent, RollbackRequest, StopRequest};
 use wharf_core::lifecycle::{DeploymentKind, DeploymentState, Health, InstanceState};
 use wharf_core::placement::{self, HostView, Resources};
 use wharf_core::plan::{self, DesiredInstance, ObservedInstance, Plan, Slot, Step};
@@ -42,6 +42,21 @@ impl Events {
             message,
         });
     }
+}
+
+/// A deploy as the executor carries it out: the spec comes from the controller's own
+/// state (its stored definition, or the deployment a rollback returns to), never from
+/// the caller.
+#[derive(Debug, Clone)]
+pub(crate) struct Order {
+    pub spec: DeploySpec,
+    pub version: String,
+    pub user: String,
+    pub dry_run: bool,
+    pub unregistered_digest: Option<String>,
+    pub force: bool,
+    /// The configuration revision to run with (default: the newest).
+    pub config_revision: Option<i64>,
 }
 
 /// A deploy placed and rendered, ready to plan.
@@ -103,9 +118,9 @@ fn slot_of(key: &InstanceKey) -> Slot {
 
 impl Controller {
     /// Deploys `req.spec` at `req.version`, recording it as `kind`.
-    pub async fn deploy(
+    pub(crate) async fn deploy(
         &self,
-        req: DeployRequest,
+        req: Order,
         kind: DeploymentKind,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
@@ -141,8 +156,19 @@ impl Controller {
                 ),
             });
         }
+        let needs_approval = held && spec.approval_expires_ms.is_some();
+        if needs_approval && !self.auth_required {
+            return Err(ServerError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!(
+                    "`{}` has `approval: required`, which needs callers this controller can tell apart; it runs open",
+                    spec.env
+                ),
+            )
+            .hint("run the controller with `--auth` (API tokens name who approves)"));
+        }
         let prepared = self.prepare(&req, &digest)?;
-        if held && !req.dry_run && spec.approval_expires_ms.is_some() {
+        if needs_approval && !req.dry_run {
             let id = self.store.begin_deployment(&NewDeployment {
                 pending_approval: true,
                 ..self.new_deployment(&req, kind, &digest, &prepared, forced)
@@ -162,7 +188,7 @@ impl Controller {
 
     /// Whether the deploy goes past the pipeline rule (allowed only with `--force`):
     /// a version must have been healthy in the environment before this one.
-    fn check_pipeline(&self, req: &DeployRequest, digest: &str) -> Result<bool, ServerError> {
+    fn check_pipeline(&self, req: &Order, digest: &str) -> Result<bool, ServerError> {
         let spec = &req.spec;
         let Some(previous) = &spec.previous_env else {
             return Ok(false);
@@ -211,7 +237,7 @@ impl Controller {
         events.send(DeployEvent::Warning {
             message: format!("deployment #{id} approved by `{approver}`"),
         });
-        let req = DeployRequest {
+        let req = Order {
             spec,
             version: held.version.clone(),
             user: held.user.clone(),
@@ -309,7 +335,7 @@ impl Controller {
 
     fn new_deployment(
         &self,
-        req: &DeployRequest,
+        req: &Order,
         kind: DeploymentKind,
         digest: &str,
         prepared: &Prepared,
@@ -333,7 +359,7 @@ impl Controller {
 
     /// Places and renders a deploy: everything that can fail on input, before anything
     /// changes.
-    fn prepare(&self, req: &DeployRequest, digest: &str) -> Result<Prepared, ServerError> {
+    fn prepare(&self, req: &Order, digest: &str) -> Result<Prepared, ServerError> {
         let spec = &req.spec;
         let (config_revision, extras) =
             self.extras(&spec.service, &spec.env, req.config_revision)?;
@@ -351,7 +377,7 @@ impl Controller {
     async fn run(
         &self,
         id: Option<i64>,
-        req: &DeployRequest,
+        req: &Order,
         kind: DeploymentKind,
         digest: &str,
         prepared: Prepared,
@@ -525,23 +551,7 @@ impl Controller {
         services.sort();
         services.dedup();
         for service in services {
-            let Some(last) = self
-                .store
-                .history(&service, env)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|d| {
-                    d.state.can_be_rollback_target()
-                        && matches!(
-                            d.kind,
-                            DeploymentKind::Deploy
-                                | DeploymentKind::Rollback
-                                | DeploymentKind::Reschedule
-                                | DeploymentKind::Promote
-                                | DeploymentKind::Config
-                        )
-                })
-            else {
+            let Ok(Some(last)) = self.current_deployment(&service, env) else {
                 continue;
             };
             let Ok(spec) = serde_json::from_value::<DeploySpec>(last.spec.clone()) else {
@@ -550,7 +560,7 @@ impl Controller {
             if spec.pool.is_none() {
                 continue;
             }
-            let request = DeployRequest {
+            let request = Order {
                 spec,
                 version: last.version.clone(),
                 user: "wharf (reschedule)".into(),
@@ -858,12 +868,17 @@ impl Controller {
         req: RollbackRequest,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
-        let history = self.store.history(&req.service, &req.env)?;
+        self.known_environment(&req.env)?;
+        let mut history = self.store.history(&req.service, &req.env)?;
+        // Newest first by when they ran: an approval can run an older deployment last.
+        history.sort_by_key(|d| std::cmp::Reverse((d.started_at, d.id)));
         let succeeded: Vec<_> = history
             .iter()
             .filter(|d| d.state.can_be_rollback_target() && d.kind != DeploymentKind::Stop)
             .collect();
-        let current = succeeded.first().map(|d| d.version.clone());
+        let current = self
+            .current_deployment(&req.service, &req.env)?
+            .map(|d| d.version);
         let target = match &req.to {
             Some(version) => succeeded
                 .iter()
@@ -925,7 +940,7 @@ impl Controller {
         } else {
             current_revision
         };
-        let request = DeployRequest {
+        let request = Order {
             spec,
             version: target.version.clone(),
             user: req.user,

@@ -9,6 +9,7 @@ mod api_config;
 mod artifact_store;
 mod auth;
 mod config_service;
+mod definitions;
 mod error;
 mod executor;
 mod fleet;
@@ -54,6 +55,8 @@ pub struct Controller {
     /// The master keys secrets are sealed with; kept outside the database.
     pub keyring: std::sync::RwLock<wharf_secrets::Keyring>,
     pub hub: config_service::ConfigHub,
+    /// The current definition revision, parsed.
+    pub definitions: definitions::DefinitionCache,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -247,6 +250,7 @@ pub async fn run_dev(
         auth_required: auth,
         keyring: std::sync::RwLock::new(keyring),
         hub: Default::default(),
+        definitions: Default::default(),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),

@@ -43,6 +43,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/hosts/{name}/{action}", post(host_action))
         .merge(crate::api_config::routes())
         .merge(crate::api_access::routes())
+        .merge(crate::definitions::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .with_state(controller)
 }
@@ -296,21 +297,32 @@ where
 async fn deploy(
     State(c): Ctl,
     caller: Caller,
-    Json(mut req): Json<DeployRequest>,
+    Json(req): Json<DeployRequest>,
 ) -> Result<Response, ServerError> {
-    let target = format!("{} in {}@{}", req.spec.service, req.spec.env, req.version);
-    authorize(
-        &c,
-        &caller,
-        &req.spec.env,
-        Action::Deploy,
-        "deploy",
-        &target,
-    )?;
-    req.user = acting_user(&c, &caller, &req.user);
+    let target = format!("{} in {}@{}", req.service, req.env, req.version);
+    authorize(&c, &caller, &req.env, Action::Deploy, "deploy", &target)?;
+    let spec = match &req.proposed_definition {
+        Some(_) if !req.dry_run => {
+            return Err(
+                ServerError::bad_request("a proposed definition is only for dry runs")
+                    .hint("`wharf apply` stores a definition; deploys use the stored one"),
+            );
+        }
+        Some(proposed) => crate::definitions::proposed_spec(proposed, &req.service, &req.env)?,
+        None => c.spec_for(&req.service, &req.env)?,
+    };
+    let order = crate::executor::Order {
+        spec,
+        user: acting_user(&c, &caller, &req.user),
+        version: req.version,
+        dry_run: req.dry_run,
+        unregistered_digest: req.unregistered_digest,
+        force: req.force,
+        config_revision: None,
+    };
     let audit = Audited {
         caller,
-        action: if req.dry_run {
+        action: if order.dry_run {
             "deploy --dry-run"
         } else {
             "deploy"
@@ -318,7 +330,7 @@ async fn deploy(
         target,
     };
     Ok(stream_operation(c, audit, |c, events| async move {
-        c.deploy(req, DeploymentKind::Deploy, &events).await
+        c.deploy(order, DeploymentKind::Deploy, &events).await
     }))
 }
 

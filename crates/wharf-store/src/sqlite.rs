@@ -651,7 +651,9 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO definitions (revision, digest, path, source, user, at, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![revision, d.digest, d.path, d.source, d.user, d.at, d.message],
+            params![
+                revision, d.digest, d.path, d.source, d.user, d.at, d.message
+            ],
         )?;
         tx.commit()?;
         Ok(DefinitionRecord {

@@ -46,6 +46,16 @@ pub enum Command {
     Validate,
     /// Print the JSON Schema of wharf.yaml.
     Schema,
+    /// Submit wharf.yaml to the controller as its next definition revision (checked
+    /// again there; policy changes need `admin` on the environments they touch).
+    Apply {
+        /// Why, for the history.
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+    },
+    /// The controller's definition revisions.
+    #[command(subcommand)]
+    Definition(DefinitionCommand),
     /// Build a service into an immutable, content-addressed artifact and register it.
     Build(BuildArgs),
     /// List built artifacts.
@@ -165,6 +175,18 @@ pub enum Command {
         #[arg(long, short = 'n', default_value_t = 50)]
         limit: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DefinitionCommand {
+    /// List the revisions: who, when, why.
+    History,
+    /// Print a revision's text (default: the current one).
+    Show { revision: Option<i64> },
+    /// Compare revisions: none given, the current one with wharf.yaml; one, that
+    /// revision with the current one; two, the first with the second. Exits 1 when
+    /// they differ, as `diff` does.
+    Diff { from: Option<i64>, to: Option<i64> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,8 @@ pub struct Project {
     /// The folder holding it; build paths are relative to it.
     pub dir: PathBuf,
     pub definition: Definition,
+    /// The file's text, as the controller is sent it.
+    pub text: String,
 }
 
 /// The definition file: `-f`, else wharf.yaml in the current folder or a parent.
@@ -69,6 +71,7 @@ pub fn load(global: &Global) -> anyhow::Result<Project> {
         file,
         dir,
         definition,
+        text,
     })
 }
 

@@ -75,31 +75,42 @@ pub async fn deploy(
             .collect(),
     };
     // Check every service before touching anything.
-    let specs = services
-        .iter()
-        .map(|s| project.definition.deploy_spec(s, &env))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::from)?;
+    for service in &services {
+        project
+            .definition
+            .deploy_spec(service, &env)
+            .map_err(Failure::from)?;
+    }
     let client = crate::connect::controller(global, printer).await?;
+    if !args.dry_run {
+        crate::commands::definition::ensure_applied(&project, &client, printer).await?;
+    }
     let mut finished = Vec::new();
-    for spec in specs {
+    for service in services {
         let (version, unregistered_digest) = ensure_built(
             &project,
             &client,
             printer,
-            &spec.service,
+            &service,
             target.version.as_deref(),
             args.dry_run,
         )
         .await?;
         let request = DeployRequest {
-            spec,
+            service,
+            env: env.clone(),
             version,
             user: current_user(),
             dry_run: args.dry_run,
             unregistered_digest,
             force: args.force,
-            config_revision: None,
+            // A dry run plans against wharf.yaml as it is here, without storing it.
+            proposed_definition: args.dry_run.then(|| wharf_api::DefinitionSubmission {
+                source: project.text.clone(),
+                path: crate::project::display_path(&project.file),
+                message: None,
+                user: String::new(),
+            }),
         };
         let mut view = EventView::new(printer);
         let last = client
@@ -157,7 +168,7 @@ fn report(printer: &Printer, request: &DeployRequest, last: &DeployEvent, dry_ru
     else {
         return;
     };
-    let (service, env, version) = (&request.spec.service, &request.spec.env, &request.version);
+    let (service, env, version) = (&request.service, &request.env, &request.version);
     if dry_run {
         printer.info(message);
     } else if *state == DeploymentState::Succeeded {
@@ -177,7 +188,7 @@ fn report(printer: &Printer, request: &DeployRequest, last: &DeployEvent, dry_ru
 }
 
 fn failure(request: &DeployRequest, last: &DeployEvent) -> Failure {
-    let (service, env, version) = (&request.spec.service, &request.spec.env, &request.version);
+    let (service, env, version) = (&request.service, &request.env, &request.version);
     let DeployEvent::Finished {
         deployment,
         state,

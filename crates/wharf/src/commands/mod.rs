@@ -5,6 +5,7 @@ mod agent;
 mod artifacts;
 mod build;
 mod config;
+mod definition;
 mod deploy;
 mod env;
 mod events;
@@ -29,6 +30,8 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => validate::validate(global, printer),
         Command::Schema => validate::schema(printer),
+        Command::Apply { message } => definition::apply(global, printer, message).await,
+        Command::Definition(command) => definition::definition(global, printer, command).await,
         Command::Build(args) => build::build(global, printer, &args.service, &args.version).await,
         Command::Artifacts { service } => {
             artifacts::list(global, printer, service.as_deref()).await

@@ -25,14 +25,16 @@ pub async fn promote(
         .definition
         .environment(from)
         .map_err(Failure::from)?;
-    let spec = project
+    project
         .definition
         .deploy_spec(service, to)
         .map_err(Failure::from)?;
     let client = crate::connect::controller(global, printer).await?;
+    crate::commands::definition::ensure_applied(&project, &client, printer).await?;
     let request = PromoteRequest {
-        spec,
+        service: service.to_owned(),
         from: from.to_owned(),
+        to: to.to_owned(),
         user: current_user(),
         force,
     };

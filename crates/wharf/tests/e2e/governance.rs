@@ -31,11 +31,17 @@ environments:
 #[test]
 fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     let mut p = Project::new(DEFINITION, &["catalog"]);
+    // Approvals need identities the controller can tell apart: API tokens. The CLI on
+    // this machine acts as `admin` (the author below); `bob` approves.
+    let _controller = AuthController::start(&p);
+    let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
+    let bob_token = stdout(&out).trim().to_owned();
+    let bob = [("WHARF_TOKEN", bob_token.as_str())];
     p.ok(&["build", "catalog", "--version", "v1"]);
 
     // Not healthy in ci yet: uat refuses it, with the reason, and nothing changes.
     let out = p.wharf(&["deploy", "catalog", "--env", "uat", "--version", "v1"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains("never healthy in `ci`"),
         "{}",
@@ -106,7 +112,7 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     // Production needs an approval by someone else.
     let out = p.wharf_with(
         &["promote", "catalog", "--from", "uat", "--to", "production"],
-        &[("USER", "ann")],
+        &[],
         None,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -119,8 +125,8 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     let id = pending[0]["id"].as_i64().unwrap().to_string();
     assert_eq!(pending[0]["env"], "production");
 
-    let out = p.wharf_with(&["approve", &id], &[("USER", "ann")], None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = p.wharf_with(&["approve", &id], &[], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains("cannot approve it too"),
         "{}",
@@ -128,12 +134,12 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
     );
     assert!(p.instances("catalog", "production").is_empty());
 
-    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
+    let out = p.wharf_with(&["approve", &id], &bob, None);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(digest_of(&mut p, "production"), ci_digest);
     let history = p.json(&["history", "catalog", "--env", "production"]);
     assert_eq!(history[0]["approved_by"], "bob");
-    assert_eq!(history[0]["user"], "ann");
+    assert_eq!(history[0]["user"], "admin");
     assert_eq!(history[0]["state"], "succeeded");
 
     // A configuration change there is held too: saved, rolled out once approved.
@@ -146,7 +152,7 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
             "production",
             "MESSAGE=approved",
         ],
-        &[("USER", "ann")],
+        &[],
         None,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -161,7 +167,7 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
         .as_i64()
         .unwrap()
         .to_string();
-    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
+    let out = p.wharf_with(&["approve", &id], &bob, None);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         get_json(p.port("catalog", "production", 0))["message"],
@@ -179,7 +185,7 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
             "v2",
             "--force",
         ],
-        &[("USER", "ann")],
+        &[],
         None,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -195,12 +201,12 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
             .unwrap()
             .is_empty()
     );
-    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = p.wharf_with(&["approve", &id], &bob, None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     let out = p.wharf_with(
         &["promote", "catalog", "--from", "uat", "--to", "hotfix"],
-        &[("USER", "ann")],
+        &[],
         None,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -209,8 +215,8 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
         .unwrap()
         .to_string();
     std::thread::sleep(Duration::from_secs(3));
-    let out = p.wharf_with(&["approve", &id], &[("USER", "bob")], None);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = p.wharf_with(&["approve", &id], &bob, None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stderr(&out).contains("expired"), "{}", text(&out));
     assert!(p.instances("catalog", "hotfix").is_empty(), "nothing ran");
     assert_eq!(digest_of(&mut p, "production"), ci_digest);
@@ -304,6 +310,13 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
     let ci = stdout(&out).trim().to_owned();
     assert!(ci.starts_with("wharf_"), "{ci}");
 
+    // The definition's policy is an admin's to set; a ci token cannot submit it.
+    let out = as_token(&mut p, &ci, &["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("may not admin"), "{}", text(&out));
+    let out = as_token(&mut p, &admin, &["apply", "-m", "first"]);
+    assert!(out.status.success(), "{}", text(&out));
+
     // Allowed: deploy and configure ci.
     let out = as_token(
         &mut p,
@@ -336,7 +349,7 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
         vec!["audit"],
     ] {
         let out = as_token(&mut p, &ci, &args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(stderr(&out).contains("may not"), "{args:?}: {}", text(&out));
     }
     // The same over HTTP: 403, and 401 without a token.
@@ -408,7 +421,7 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
         &ci,
         &["config", "set", "catalog", "--env", "ci", "A=3"],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stderr(&out).contains("revoked"), "{}", text(&out));
     assert_eq!(
         config_set("ci", Some(&ci)),
@@ -493,4 +506,154 @@ fn a_controller_beyond_loopback_needs_authentication() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn a_deployer_cannot_drop_approval_from_its_own_copy_of_the_definition() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let c = AuthController::start(&p);
+    let admin = [("WHARF_TOKEN", c.admin.as_str())];
+    let out = p.wharf_with(&["apply"], &admin, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = p.ok(&[
+        "token",
+        "issue",
+        "deployer",
+        "--scope",
+        "production:deploy",
+        "--scope",
+        "ci:deploy",
+    ]);
+    let deployer = stdout(&out).trim().to_owned();
+    let deployer = [("WHARF_TOKEN", deployer.as_str())];
+    p.ok(&["build", "catalog", "--version", "v1"]);
+
+    // Its own copy of wharf.yaml without `approval: required`...
+    p.write(
+        "wharf.yaml",
+        &DEFINITION.replace(
+            "    approval: required
+  # Like",
+            "  # Like",
+        ),
+    );
+    let out = p.wharf_with(
+        &[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v1",
+            "--force",
+        ],
+        &deployer,
+        None,
+    );
+    // ...is refused as a policy change, and nothing runs.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("may not admin in `production`"),
+        "{}",
+        text(&out)
+    );
+    assert!(p.instances("catalog", "production").is_empty());
+    assert_eq!(
+        p.json(&["definition", "history"]).as_array().unwrap().len(),
+        1
+    );
+
+    // A request posted by hand names what to deploy, never how: a spec is refused.
+    let http = reqwest::blocking::Client::new();
+    let answer = http
+        .post(format!("{}/v1/deployments", c.url))
+        .bearer_auth(deployer[0].1)
+        .json(&serde_json::json!({
+            "service": "catalog", "env": "production", "version": "v1", "force": true,
+            "spec": { "approval_expires_ms": null }
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 422, "{:?}", answer.text());
+
+    // With the stored definition, the deploy is held for approval.
+    p.write("wharf.yaml", DEFINITION);
+    let out = p.wharf_with(
+        &[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v1",
+            "--force",
+        ],
+        &deployer,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stderr(&out).contains("needs approval"), "{}", text(&out));
+    assert!(p.instances("catalog", "production").is_empty());
+}
+
+#[test]
+fn of_a_racing_approve_and_reject_exactly_one_wins() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let c = AuthController::start(&p);
+    let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
+    let bob = stdout(&out).trim().to_owned();
+    p.ok(&["build", "catalog", "--version", "v1"]);
+    p.ok(&["apply"]);
+    let http = reqwest::blocking::Client::new();
+    for round in 0..8 {
+        let out = p.ok(&[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v1",
+            "--force",
+        ]);
+        assert!(stderr(&out).contains("needs approval"), "{}", text(&out));
+        let id = p.json(&["deployments", "--pending"])[0]["id"]
+            .as_i64()
+            .unwrap();
+        let send = |action: &str| {
+            let http = http.clone();
+            let url = format!("{}/v1/deployments/{id}/{action}", c.url);
+            let bob = bob.clone();
+            std::thread::spawn(move || {
+                let answer = http
+                    .post(url)
+                    .bearer_auth(bob)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .unwrap();
+                let status = answer.status().as_u16();
+                let body = answer.text().unwrap();
+                // The approve answer streams; a lost race ends in an error event.
+                let won = status == 200 && !body.contains("\"event\":\"error\"");
+                (won, body)
+            })
+        };
+        let (approve, reject) = (send("approve"), send("reject"));
+        let (approved, a) = approve.join().unwrap();
+        let (rejected, r) = reject.join().unwrap();
+        assert!(
+            approved ^ rejected,
+            "round {round}: approve {approved} ({a}), reject {rejected} ({r})"
+        );
+        let loser = if approved { &r } else { &a };
+        assert!(
+            loser.contains("cannot become") || loser.contains("not waiting"),
+            "{loser}"
+        );
+        let state = p.json(&["history", "catalog", "--env", "production"])[0]["state"].clone();
+        let expected = if approved { "succeeded" } else { "rejected" };
+        assert_eq!(state, expected, "round {round}");
+        if approved {
+            p.ok(&["stop", "catalog", "--env", "production"]);
+        }
+    }
 }

@@ -105,7 +105,7 @@ fn a_second_deploy_of_the_same_service_is_refused_and_told_who_holds_the_lock() 
         .instances("slow", "ci")
         .is_empty()));
     let out = p.wharf(&["deploy", "slow", "--env", "ci", "--version", "v1"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains("is being deployed by"),
         "{}",

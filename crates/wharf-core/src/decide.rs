@@ -1,0 +1,420 @@
+//! The controller's decisions as pure functions over a snapshot, table-tested like
+//! Nomad's `scheduler/`: which deployment runs now, what a definition revision changes
+//! (and so who may make it), the pipeline gate and the approval rules. The controller
+//! gathers the facts from its store and carries out what these decide.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::lifecycle::{DeploymentKind, DeploymentState};
+use crate::model::{Definition, Environment, Node};
+
+/// What the decisions need to know of one past deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentFacts {
+    pub id: i64,
+    pub kind: DeploymentKind,
+    pub state: DeploymentState,
+    /// When it started running (for a held deployment: when it was approved).
+    pub started_at: i64,
+}
+
+/// Which deployment of a service in an environment runs now: the one that most
+/// recently started and succeeded, unless that one stopped the service. With
+/// `with_rollout`, a deployment in progress counts too (its new instances read their
+/// configuration while it waits for them to be healthy).
+///
+/// Deployments are ordered by when they started, not by id: a held deployment
+/// approved late runs after newer ones that finished meanwhile.
+pub fn running_now(history: &[DeploymentFacts], with_rollout: bool) -> Option<DeploymentFacts> {
+    let latest = history
+        .iter()
+        .filter(|d| {
+            d.state == DeploymentState::Succeeded
+                || (with_rollout && d.state == DeploymentState::InProgress)
+        })
+        .max_by_key(|d| (d.started_at, d.id))?;
+    (latest.kind != DeploymentKind::Stop).then_some(*latest)
+}
+
+/// What a new revision of the definition changes, per environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevisionChange {
+    /// Environments added, removed, or whose policy changed: pipeline order (`after`),
+    /// `approval`, `hosts`, nodes (what runs where, how many, which driver) or pools.
+    pub policy: BTreeSet<String>,
+    /// Environments whose declared configuration (environment or node layer) changed.
+    pub config: BTreeSet<String>,
+    /// Services added, removed or changed (build, run, health, ports, ...).
+    pub services: BTreeSet<String>,
+}
+
+impl RevisionChange {
+    pub fn is_empty(&self) -> bool {
+        self.policy.is_empty() && self.config.is_empty() && self.services.is_empty()
+    }
+}
+
+/// Compares two revisions of the definition (`None`: nothing applied yet, so every
+/// environment and service is new).
+pub fn revision_change(old: Option<&Definition>, new: &Definition) -> RevisionChange {
+    let mut change = RevisionChange::default();
+    let empty = Definition {
+        services: Default::default(),
+        environments: Default::default(),
+        pipeline: Vec::new(),
+    };
+    let old = old.unwrap_or(&empty);
+    let envs: BTreeSet<&String> = old
+        .environments
+        .keys()
+        .chain(new.environments.keys())
+        .collect();
+    for name in envs {
+        match (old.environments.get(name), new.environments.get(name)) {
+            (Some(a), Some(b)) => {
+                if policy_of(a) != policy_of(b) {
+                    change.policy.insert(name.clone());
+                }
+                if config_of(a) != config_of(b) {
+                    change.config.insert(name.clone());
+                }
+            }
+            _ => {
+                change.policy.insert(name.clone());
+            }
+        }
+    }
+    let services: BTreeSet<&String> = old.services.keys().chain(new.services.keys()).collect();
+    for name in services {
+        if old.services.get(name) != new.services.get(name) {
+            change.services.insert(name.clone());
+        }
+    }
+    change
+}
+
+/// A node's name, what it runs (and how many) and its driver.
+type NodePolicy<'a> = (
+    &'a str,
+    &'a [(String, u32)],
+    Option<crate::model::DriverKind>,
+);
+
+/// The parts of an environment that decide what may run where and who must agree.
+#[derive(PartialEq)]
+struct Policy<'a> {
+    after: &'a Option<String>,
+    approval: Option<Duration>,
+    hosts: &'a Option<crate::model::HostsSpec>,
+    nodes: Vec<NodePolicy<'a>>,
+    pools: &'a std::collections::BTreeMap<String, crate::model::Pool>,
+}
+
+fn policy_of(env: &Environment) -> Policy<'_> {
+    Policy {
+        after: &env.after,
+        approval: env.approval,
+        hosts: &env.hosts,
+        nodes: env
+            .nodes
+            .iter()
+            .map(|n: &Node| (n.name.as_str(), n.services.as_slice(), n.driver))
+            .collect(),
+        pools: &env.pools,
+    }
+}
+
+type ConfigLayers<'a> = (
+    &'a std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    Vec<&'a std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
+);
+
+fn config_of(env: &Environment) -> ConfigLayers<'_> {
+    (&env.config, env.nodes.iter().map(|n| &n.config).collect())
+}
+
+/// What the pipeline gate decides of a deploy or promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// The first environment, or the version was healthy in the one before.
+    Open,
+    /// Never healthy in `previous`, deployed anyway with `--force` (recorded).
+    Forced { previous: String },
+    /// Never healthy in `previous`; refused.
+    Closed { previous: String },
+}
+
+/// The pipeline rule: a version reaches an environment only after it was healthy in
+/// the environment before it. `previous` comes from the controller's stored definition.
+pub fn pipeline_gate(previous: Option<&str>, healthy_there: bool, force: bool) -> Gate {
+    match previous {
+        None => Gate::Open,
+        Some(_) if healthy_there => Gate::Open,
+        Some(previous) if force => Gate::Forced {
+            previous: previous.to_owned(),
+        },
+        Some(previous) => Gate::Closed {
+            previous: previous.to_owned(),
+        },
+    }
+}
+
+/// Why an approval is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalRefusal {
+    /// Nobody may approve their own deployment (four eyes).
+    OwnDeployment,
+    /// It is no longer waiting: approved, rejected or run meanwhile.
+    NotHeld(DeploymentState),
+    /// Its approval time ran out.
+    Expired,
+}
+
+/// Whether `approver` may approve a deployment held since `held_since` by `author`,
+/// at `now`, when approvals may take `window`.
+pub fn may_approve(
+    state: DeploymentState,
+    author: &str,
+    approver: &str,
+    held_since: i64,
+    window: Option<Duration>,
+    now: i64,
+) -> Result<(), ApprovalRefusal> {
+    if !state.can_be_approved() {
+        return Err(ApprovalRefusal::NotHeld(state));
+    }
+    if is_expired(held_since, window, now) {
+        return Err(ApprovalRefusal::Expired);
+    }
+    if author == approver {
+        return Err(ApprovalRefusal::OwnDeployment);
+    }
+    Ok(())
+}
+
+/// Whether a deployment held since `held_since` has run out of approval time.
+pub fn is_expired(held_since: i64, window: Option<Duration>, now: i64) -> bool {
+    window.is_some_and(|w| now > held_since.saturating_add(w.as_millis() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeploymentKind::*;
+    use DeploymentState::*;
+
+    fn d(
+        id: i64,
+        kind: DeploymentKind,
+        state: DeploymentState,
+        started_at: i64,
+    ) -> DeploymentFacts {
+        DeploymentFacts {
+            id,
+            kind,
+            state,
+            started_at,
+        }
+    }
+
+    #[test]
+    fn which_deployment_runs_now() {
+        let table: Vec<(&str, Vec<DeploymentFacts>, bool, Option<i64>)> = vec![
+            ("nothing ever ran", vec![], false, None),
+            (
+                "the newest success",
+                vec![d(1, Deploy, Succeeded, 10), d(2, Deploy, Succeeded, 20)],
+                false,
+                Some(2),
+            ),
+            (
+                "failures and rejections do not count",
+                vec![
+                    d(1, Deploy, Succeeded, 10),
+                    d(2, Deploy, RolledBack, 20),
+                    d(3, Deploy, Rejected, 30),
+                    d(4, Deploy, PendingApproval, 40),
+                ],
+                false,
+                Some(1),
+            ),
+            (
+                "a stop means nothing runs",
+                vec![d(1, Deploy, Succeeded, 10), d(2, Stop, Succeeded, 20)],
+                false,
+                None,
+            ),
+            (
+                "an older held deployment approved after a stop runs",
+                vec![
+                    d(1, Deploy, Succeeded, 10),
+                    d(3, Stop, Succeeded, 30),
+                    d(2, Deploy, Succeeded, 40),
+                ],
+                false,
+                Some(2),
+            ),
+            (
+                "a rollout counts only when asked",
+                vec![d(1, Deploy, Succeeded, 10), d(2, Config, InProgress, 20)],
+                false,
+                Some(1),
+            ),
+            (
+                "a rollout in progress",
+                vec![d(1, Deploy, Succeeded, 10), d(2, Config, InProgress, 20)],
+                true,
+                Some(2),
+            ),
+        ];
+        for (what, history, with_rollout, expected) in table {
+            assert_eq!(
+                running_now(&history, with_rollout).map(|d| d.id),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pipeline_gate() {
+        assert_eq!(pipeline_gate(None, false, false), Gate::Open);
+        assert_eq!(pipeline_gate(Some("ci"), true, false), Gate::Open);
+        assert_eq!(
+            pipeline_gate(Some("ci"), false, true),
+            Gate::Forced {
+                previous: "ci".into()
+            }
+        );
+        assert_eq!(
+            pipeline_gate(Some("ci"), false, false),
+            Gate::Closed {
+                previous: "ci".into()
+            }
+        );
+    }
+
+    #[test]
+    fn approval_rules() {
+        let hour = Some(Duration::from_secs(3600));
+        let table = [
+            (PendingApproval, "ann", "bob", 0, hour, 1000, Ok(())),
+            (
+                PendingApproval,
+                "ann",
+                "ann",
+                0,
+                hour,
+                1000,
+                Err(ApprovalRefusal::OwnDeployment),
+            ),
+            (
+                Rejected,
+                "ann",
+                "bob",
+                0,
+                hour,
+                1000,
+                Err(ApprovalRefusal::NotHeld(Rejected)),
+            ),
+            (
+                InProgress,
+                "ann",
+                "bob",
+                0,
+                hour,
+                1000,
+                Err(ApprovalRefusal::NotHeld(InProgress)),
+            ),
+            (
+                PendingApproval,
+                "ann",
+                "bob",
+                0,
+                hour,
+                3_600_001,
+                Err(ApprovalRefusal::Expired),
+            ),
+            (PendingApproval, "ann", "bob", 0, None, i64::MAX, Ok(())),
+        ];
+        for (state, author, approver, since, window, now, expected) in table {
+            assert_eq!(
+                may_approve(state, author, approver, since, window, now),
+                expected,
+                "{state:?} {author} {approver} {now}"
+            );
+        }
+    }
+
+    fn definition(text: &str) -> Definition {
+        crate::load(text, "wharf.yaml", &crate::AnyFolder).unwrap()
+    }
+
+    const BASE: &str = r#"
+services:
+  web: { build: ./web, run: ["python3", "app.py"], port: http }
+environments:
+  ci: { config: { web: { LEVEL: debug } } }
+  production: { after: ci, approval: required, nodes: [{ name: a, services: [{ name: web, instances: 2 }] }] }
+"#;
+
+    #[test]
+    fn what_a_revision_changes() {
+        let base = definition(BASE);
+        let first = revision_change(None, &base);
+        assert_eq!(
+            first.policy.iter().collect::<Vec<_>>(),
+            ["ci", "production"]
+        );
+        assert!(revision_change(Some(&base), &base).is_empty());
+
+        let table = [
+            (
+                "approval dropped",
+                BASE.replace("approval: required, ", ""),
+                &["production"][..],
+                &[][..],
+                &[][..],
+            ),
+            (
+                "scaled",
+                BASE.replace("instances: 2", "instances: 3"),
+                &["production"],
+                &[],
+                &[],
+            ),
+            (
+                "pipeline reordered",
+                BASE.replace("after: ci, ", ""),
+                &["production"],
+                &[],
+                &[],
+            ),
+            (
+                "config changed",
+                BASE.replace("debug", "info"),
+                &[],
+                &["ci"],
+                &[],
+            ),
+            (
+                "service changed",
+                BASE.replace("app.py", "main.py"),
+                &[],
+                &[],
+                &["web"],
+            ),
+        ];
+        for (what, text, policy, config, services) in table {
+            let change = revision_change(Some(&base), &definition(&text));
+            assert_eq!(change.policy.iter().collect::<Vec<_>>(), policy, "{what}");
+            assert_eq!(change.config.iter().collect::<Vec<_>>(), config, "{what}");
+            assert_eq!(
+                change.services.iter().collect::<Vec<_>>(),
+                services,
+                "{what}"
+            );
+        }
+    }
+}

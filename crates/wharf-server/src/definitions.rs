@@ -1,0 +1,329 @@
+//! The definition lives in the controller, as Nomad's jobs do. A caller submits the text
+//! of its wharf.yaml; the controller parses and validates it itself, decides who may
+//! make the change (policy needs `admin` on each environment it touches), and stores it
+//! as a numbered revision. Every deploy spec, pipeline rule and approval rule is derived
+//! from the stored revision, never from what a caller sends.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use wharf_api::{DefinitionApplied, DefinitionRevision, DefinitionSource, DefinitionSubmission};
+use wharf_core::Definition;
+use wharf_core::decide::{RevisionChange, revision_change};
+use wharf_core::spec::{DeploySpec, SpecError};
+use wharf_store::DefinitionRecord;
+
+use crate::auth::{Action, Caller};
+use crate::error::ServerError;
+use crate::routes::{acting_user, outcome};
+use crate::{Controller, now_millis};
+
+/// Definitions larger than this are refused before parsing.
+pub const MAX_DEFINITION_BYTES: usize = 8 * 1024 * 1024;
+
+/// The current revision, parsed once.
+pub struct Current {
+    pub revision: i64,
+    pub digest: String,
+    pub definition: Definition,
+}
+
+/// Caches the parsed current revision (parsing a large definition takes a while).
+#[derive(Default)]
+pub struct DefinitionCache(Mutex<Option<Arc<Current>>>);
+
+impl DefinitionCache {
+    fn get(&self) -> Option<Arc<Current>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, current: Arc<Current>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(current);
+    }
+}
+
+pub fn routes() -> Router<Arc<Controller>> {
+    Router::new()
+        .route("/v1/definitions", get(list).post(apply))
+        .route("/v1/definitions/{revision}", get(show))
+}
+
+type Ctl = State<Arc<Controller>>;
+
+fn revision_view(r: &DefinitionRecord) -> DefinitionRevision {
+    DefinitionRevision {
+        revision: r.revision,
+        digest: r.digest.clone(),
+        path: r.path.clone(),
+        user: r.user.clone(),
+        at: r.at,
+        message: r.message.clone(),
+    }
+}
+
+async fn list(
+    State(c): Ctl,
+    _caller: Caller,
+) -> Result<Json<Vec<DefinitionRevision>>, ServerError> {
+    let store = c.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.definitions())
+        .await
+        .map_err(|e| ServerError::internal(e.to_string()))??;
+    Ok(Json(records.iter().map(revision_view).collect()))
+}
+
+async fn show(
+    State(c): Ctl,
+    _caller: Caller,
+    Path(revision): Path<String>,
+) -> Result<Json<DefinitionSource>, ServerError> {
+    let wanted = match revision.as_str() {
+        "current" => None,
+        n => Some(n.parse::<i64>().map_err(|_| {
+            ServerError::bad_request(format!("`{n}` is not a revision number"))
+                .hint("give a number, as `wharf definition history` lists them, or `current`")
+        })?),
+    };
+    let record = c.store.definition(wanted)?.ok_or_else(|| match wanted {
+        Some(n) => ServerError::not_found(format!("there is no definition revision {n}"))
+            .hint("`wharf definition history` lists them"),
+        None => no_definition(),
+    })?;
+    Ok(Json(DefinitionSource {
+        revision: revision_view(&record),
+        source: record.source,
+    }))
+}
+
+async fn apply(
+    State(c): Ctl,
+    caller: Caller,
+    Json(submission): Json<DefinitionSubmission>,
+) -> Result<(StatusCode, Json<DefinitionApplied>), ServerError> {
+    let target = format!("definition {}", submission.path);
+    let user = acting_user(&c, &caller, &submission.user);
+    // Parsing a large definition is CPU work: off the async threads.
+    let worker = c.clone();
+    let (caller, result) = tokio::task::spawn_blocking(move || {
+        let result = worker.apply_definition(&caller, submission, &user);
+        (caller, result)
+    })
+    .await
+    .map_err(|e| ServerError::internal(format!("the definition check stopped: {e}")))?;
+    c.record(&caller, "apply", &target, &outcome(&result));
+    let applied = result?;
+    let status = if applied.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(applied)))
+}
+
+fn no_definition() -> ServerError {
+    ServerError::new(
+        StatusCode::CONFLICT,
+        "the controller has no definition yet".to_owned(),
+    )
+    .hint("`wharf apply` submits wharf.yaml (and `wharf deploy` does when it changed)")
+}
+
+fn digest_of(source: &str) -> String {
+    hex::encode(Sha256::digest(source.as_bytes()))
+}
+
+/// The grants a revision change needs: deploy somewhere for any change, `ENV:config`
+/// for an environment's declared configuration, `ENV:admin` for its policy.
+fn required(change: &RevisionChange) -> Vec<(String, Action)> {
+    let mut needed: Vec<(String, Action)> = change
+        .policy
+        .iter()
+        .map(|env| (env.clone(), Action::Admin))
+        .collect();
+    needed.extend(
+        change
+            .config
+            .iter()
+            .map(|env| (env.clone(), Action::Config)),
+    );
+    needed
+}
+
+impl Controller {
+    /// The current revision of the definition, parsed.
+    pub fn current_definition(&self) -> Result<Arc<Current>, ServerError> {
+        let record = self.store.definition(None)?.ok_or_else(no_definition)?;
+        if let Some(current) = self
+            .definitions
+            .get()
+            .filter(|c| c.revision == record.revision)
+        {
+            return Ok(current);
+        }
+        // The controller validated it before storing it; a failure here means the
+        // stored text no longer parses with this build of wharf.
+        let definition = wharf_core::load(&record.source, &record.path, &wharf_core::AnyFolder)
+            .map_err(|e| {
+                ServerError::internal(format!(
+                    "stored definition revision {} no longer validates:\n{e}",
+                    record.revision
+                ))
+                .hint("`wharf apply` a corrected wharf.yaml")
+            })?;
+        let current = Arc::new(Current {
+            revision: record.revision,
+            digest: record.digest,
+            definition,
+        });
+        self.definitions.set(current.clone());
+        Ok(current)
+    }
+
+    /// How `service` runs in `env`, from the stored definition.
+    pub fn spec_for(&self, service: &str, env: &str) -> Result<DeploySpec, ServerError> {
+        let current = self.current_definition()?;
+        current
+            .definition
+            .deploy_spec(service, env)
+            .map_err(spec_error)
+    }
+
+    /// Refuses an environment the stored definition does not have.
+    pub fn known_environment(&self, env: &str) -> Result<(), ServerError> {
+        let current = self.current_definition()?;
+        current
+            .definition
+            .environment(env)
+            .map(|_| ())
+            .map_err(spec_error)
+    }
+
+    /// Validates a submitted definition and stores it as the next revision, if the
+    /// caller may make each change it holds. The same text as the current revision
+    /// changes nothing.
+    fn apply_definition(
+        &self,
+        caller: &Caller,
+        submission: DefinitionSubmission,
+        user: &str,
+    ) -> Result<DefinitionApplied, ServerError> {
+        // Submitting is part of deploying: a deploy grant somewhere is needed.
+        if !caller.may_somewhere(Action::Deploy) {
+            caller.require("*", Action::Deploy)?;
+        }
+        let path = submission_path(&submission);
+        let digest = digest_of(&submission.source);
+        let previous = match self.current_definition() {
+            Ok(current) => Some(current),
+            Err(e) if e.status == StatusCode::CONFLICT => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(current) = previous.as_ref().filter(|c| c.digest == digest) {
+            let record = self
+                .store
+                .definition(Some(current.revision))
+                .map_err(ServerError::from)?
+                .ok_or_else(no_definition)?;
+            return Ok(DefinitionApplied {
+                revision: revision_view(&record),
+                created: false,
+                policy_changed: Vec::new(),
+                config_changed: Vec::new(),
+                services_changed: Vec::new(),
+            });
+        }
+        let definition = parse_submission(&submission)?;
+        let change = revision_change(previous.as_ref().map(|c| &c.definition), &definition);
+        for (env, action) in required(&change) {
+            if let Err(e) = caller.require(&env, action) {
+                let what = match action {
+                    Action::Admin => "its policy (pipeline, approval, hosts, nodes or pools)",
+                    _ => "its declared configuration",
+                };
+                return Err(ServerError {
+                    message: format!("{}: this revision changes {what} in `{env}`", e.message),
+                    ..e
+                });
+            }
+        }
+        let record = self
+            .store
+            .put_definition(&DefinitionRecord {
+                revision: 0,
+                digest: digest.clone(),
+                path,
+                source: submission.source,
+                user: user.to_owned(),
+                at: now_millis(),
+                message: submission.message.unwrap_or_default(),
+            })
+            .map_err(ServerError::from)?;
+        self.definitions.set(Arc::new(Current {
+            revision: record.revision,
+            digest,
+            definition,
+        }));
+        Ok(DefinitionApplied {
+            revision: revision_view(&record),
+            created: true,
+            policy_changed: change.policy.into_iter().collect(),
+            config_changed: change.config.into_iter().collect(),
+            services_changed: change.services.into_iter().collect(),
+        })
+    }
+}
+
+/// How `service` would run in `env` under a proposed definition (for dry runs):
+/// validated as an applied one would be, never stored.
+pub fn proposed_spec(
+    proposed: &DefinitionSubmission,
+    service: &str,
+    env: &str,
+) -> Result<DeploySpec, ServerError> {
+    let definition = parse_submission(proposed)?;
+    definition.deploy_spec(service, env).map_err(spec_error)
+}
+
+/// Parses and validates a submitted definition; too large or invalid is bad input.
+fn parse_submission(submission: &DefinitionSubmission) -> Result<Definition, ServerError> {
+    if submission.source.len() > MAX_DEFINITION_BYTES {
+        return Err(ServerError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the definition is {} bytes; at most {MAX_DEFINITION_BYTES} are accepted",
+                submission.source.len()
+            ),
+        ));
+    }
+    let path = submission_path(submission);
+    wharf_core::load(&submission.source, &path, &wharf_core::AnyFolder).map_err(|e| {
+        ServerError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            .hint("`wharf validate` shows the same errors before submitting")
+    })
+}
+
+fn submission_path(submission: &DefinitionSubmission) -> String {
+    if submission.path.trim().is_empty() {
+        "wharf.yaml".to_owned()
+    } else {
+        submission.path.clone()
+    }
+}
+
+/// Unknown names in a request are bad input (404), with the did-you-mean hint.
+pub fn spec_error(e: SpecError) -> ServerError {
+    let hint = e.hint().to_owned();
+    let error = match &e {
+        SpecError::NotPlaced { .. } => ServerError::bad_request(e.to_string()),
+        _ => ServerError::not_found(e.to_string()),
+    };
+    if hint.is_empty() {
+        error
+    } else {
+        error.hint(hint)
+    }
+}
