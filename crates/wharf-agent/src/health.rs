@@ -85,8 +85,11 @@ async fn run(
             }
         }
         Probe::Command { argv } => {
-            let status = tokio::process::Command::new(&argv[0])
-                .args(&argv[1..])
+            let Some((program, args)) = argv.split_first() else {
+                return Err("the health check command is empty".into());
+            };
+            let status = tokio::process::Command::new(program)
+                .args(args)
                 .current_dir(workdir)
                 .envs(env)
                 .stdin(std::process::Stdio::null())

@@ -130,7 +130,36 @@ impl Checker<'_> {
             pipeline,
         };
         self.templates(&definition);
+        self.drivers(&definition);
         definition
+    }
+
+    /// A node may not run an image's service with the process driver: an image has no
+    /// command of its own to run as a process.
+    fn drivers(&mut self, definition: &Definition) {
+        for (env, environment) in &definition.environments {
+            for node in &environment.nodes {
+                if node.driver != Some(DriverKind::Process) {
+                    continue;
+                }
+                for (service, _) in &node.services {
+                    if definition
+                        .services
+                        .get(service)
+                        .is_some_and(|s| s.image.is_some())
+                    {
+                        self.report(
+                            &[key("environments"), key(env), key("nodes")],
+                            format!(
+                                "node `{}` of environment `{env}` has `driver: process`, but service `{service}` runs an image",
+                                node.name
+                            ),
+                            Some("drop the node's `driver` (images run with `driver: docker`), or give the service a `build`".into()),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn service(&mut self, name: &str, raw: &RawService, folders: &dyn FolderCheck) -> Service {

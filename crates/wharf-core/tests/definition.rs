@@ -226,3 +226,20 @@ fn a_node_can_choose_the_driver_of_what_it_runs() {
         Some(wharf_core::model::DriverKind::Docker)
     );
 }
+
+#[test]
+fn an_image_cannot_run_with_the_process_driver_of_its_node() {
+    let text = r#"
+services:
+  cache: { image: "redis:7", run: [] }
+environments:
+  local:
+    nodes:
+      - { name: box, driver: process, services: [cache] }
+"#;
+    let err = load(text, "wharf.yaml", &FOLDERS).unwrap_err().to_string();
+    assert!(
+        err.contains("has `driver: process`, but service `cache` runs an image"),
+        "{err}"
+    );
+}

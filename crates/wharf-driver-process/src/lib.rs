@@ -61,7 +61,14 @@ impl Driver for ProcessDriver {
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
-        let program = resolve_program(&spec.argv[0], &spec.workdir);
+        // Plans come over the network too: an empty command is an error, never a panic.
+        let Some((first, args)) = spec.argv.split_first() else {
+            return Err(DriverError::Start {
+                program: String::new(),
+                reason: "the instance has no command (`run` is empty)".into(),
+            });
+        };
+        let program = resolve_program(first, &spec.workdir);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,7 +83,7 @@ impl Driver for ProcessDriver {
         })?;
         let mut command = Command::new(&program);
         command
-            .args(&spec.argv[1..])
+            .args(args)
             .current_dir(&spec.workdir)
             .env_clear()
             .envs(
@@ -94,7 +101,7 @@ impl Driver for ProcessDriver {
             .process_group(0)
             .kill_on_drop(false);
         let child = command.spawn().map_err(|e| DriverError::Start {
-            program: spec.argv[0].clone(),
+            program: first.clone(),
             reason: e.to_string(),
         })?;
         let pid = child

@@ -92,3 +92,13 @@ async fn a_new_driver_finds_and_adopts_running_instances() {
     adopted.stop(Duration::from_secs(2)).await;
     assert!(second.find_running().await.is_empty());
 }
+
+#[tokio::test]
+async fn an_empty_command_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = ProcessDriver::new("t-empty/");
+    let mut empty = spec(dir.path(), "t-empty/a", "");
+    empty.argv.clear();
+    let err = driver.start(&empty).await.err().expect("refused");
+    assert!(err.to_string().contains("no command"), "{err}");
+}

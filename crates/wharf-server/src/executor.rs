@@ -17,6 +17,7 @@ use wharf_core::spec::DeploySpec;
 use wharf_driver::InstanceKey;
 use wharf_store::NewDeployment;
 
+use crate::deploy_guard::DeployGuard;
 use crate::error::ServerError;
 use crate::fleet::AgentLink;
 use crate::render::render;
@@ -107,6 +108,17 @@ impl RolledBack {
         }
         message
     }
+}
+
+/// The rendered plan of a slot the reconciler named; a slot without one is a bug
+/// reported as an error, not a panic.
+fn plan_of(plans: &HashMap<Slot, InstancePlan>, slot: &Slot) -> Result<InstancePlan, String> {
+    plans.get(slot).cloned().ok_or_else(|| {
+        format!(
+            "internal error: no plan for instance {} on `{}`",
+            slot.instance, slot.node
+        )
+    })
 }
 
 fn slot_of(key: &InstanceKey) -> Slot {
@@ -423,6 +435,7 @@ impl Controller {
                 .store
                 .begin_deployment(&self.new_deployment(req, kind, digest, &prepared, forced))?,
         };
+        let guard = DeployGuard::new(self.store.clone(), id);
         events.send(planned(Some(id)));
         self.hub.invalidate(&spec.env, &spec.service);
         let rendered = prepared.rendered;
@@ -463,8 +476,7 @@ impl Controller {
                 (state, rolled_back.message())
             }
         };
-        self.store
-            .finish_deployment(id, state, &message, now_millis())?;
+        guard.finish(state, &message)?;
         self.hub.invalidate(&spec.env, &spec.service);
         Ok(DeployEvent::Finished {
             deployment: Some(id),
@@ -527,7 +539,12 @@ impl Controller {
         })?;
         let mut placed = spec.clone();
         for slot in &mut placed.slots {
-            slot.node = placement[&slot.instance].clone();
+            slot.node = placement.get(&slot.instance).cloned().ok_or_else(|| {
+                ServerError::internal(format!(
+                    "placement left instance {} of `{}` without a host",
+                    slot.instance, spec.service
+                ))
+            })?;
         }
         Ok(placed)
     }
@@ -733,13 +750,13 @@ impl Controller {
         for step in batch {
             match step {
                 Step::Start { to } => {
-                    let plan = plans[&to.slot].clone();
+                    let plan = plan_of(plans, &to.slot)?;
                     events.progress(&plan.key, format!("starting {}", plan.version));
                     done.push(Done::Started(plan.key.clone()));
                     starts.push(plan);
                 }
                 Step::Replace { from, to } => {
-                    let plan = plans[&to.slot].clone();
+                    let plan = plan_of(plans, &to.slot)?;
                     let key = plan.key.clone();
                     let message = if from.version == to.version {
                         format!("restarting {} with new configuration", to.version)
@@ -1002,6 +1019,7 @@ impl Controller {
                 forced: false,
                 pending_approval: false,
             })?;
+            let guard = DeployGuard::new(self.store.clone(), id);
             self.hub.invalidate(&req.env, &service);
             for plan in &plans {
                 events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
@@ -1014,11 +1032,9 @@ impl Controller {
                 )?;
                 count += 1;
             }
-            self.store.finish_deployment(
-                id,
+            guard.finish(
                 DeploymentState::Succeeded,
                 &format!("stopped {} instance(s)", plans.len()),
-                now_millis(),
             )?;
             last = Some(id);
         }

@@ -10,6 +10,7 @@ mod artifact_store;
 mod auth;
 mod config_service;
 mod definitions;
+mod deploy_guard;
 mod error;
 mod executor;
 mod fleet;

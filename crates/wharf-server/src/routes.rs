@@ -264,13 +264,27 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let events = Events(tx);
     tokio::spawn(async move {
-        let last = match operation(c.clone(), events.clone()).await {
-            Ok(finished) => finished,
-            Err(e) => DeployEvent::Error {
+        // The operation runs in a task of its own, so a panic in it still ends the
+        // stream with an answer (and its guards have freed what it held).
+        let running = tokio::spawn(operation(c.clone(), events.clone()));
+        let last = match running.await {
+            Ok(Ok(finished)) => finished,
+            Ok(Err(e)) => DeployEvent::Error {
                 error: e.message,
                 hint: e.hint,
                 status: e.status.as_u16(),
             },
+            Err(e) => {
+                tracing::error!("an operation of {} stopped: {e}", audit.caller.name);
+                DeployEvent::Error {
+                    error: "internal error: the operation stopped before it finished".into(),
+                    hint: Some(
+                        "`wharf status` and `wharf history` show what it changed; the controller's log has the cause"
+                            .into(),
+                    ),
+                    status: 500,
+                }
+            }
         };
         let outcome = match &last {
             DeployEvent::Finished {
