@@ -59,6 +59,7 @@ async fn get_config(
     _caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<ConfigState>, ServerError> {
+    c.check_names(Some(&service), Some(&env))?;
     let (revision, overrides) = c.overrides(&service, &env, None)?;
     let secrets = c
         .store
@@ -81,6 +82,7 @@ async fn change_config(
     Path((env, service)): Path<(String, String)>,
     Json(change): Json<ConfigChange>,
 ) -> Result<Response, ServerError> {
+    c.check_names(Some(&service), Some(&env))?;
     let target = format!("{service} in {env}");
     let call = if change.restore.is_some() {
         "config rollback"
@@ -118,6 +120,7 @@ async fn config_history(
     _caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<Vec<ConfigRevision>>, ServerError> {
+    c.check_names(Some(&service), Some(&env))?;
     Ok(Json(c.store.config_revisions(&service, &env)?))
 }
 
@@ -126,6 +129,7 @@ async fn list_secrets(
     caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<Vec<SecretInfo>>, ServerError> {
+    c.check_names(Some(&service), Some(&env))?;
     caller.require(&env, Action::Secret)?;
     Ok(Json(
         c.store
@@ -156,6 +160,7 @@ async fn set_secret(
 ) -> Result<StatusCode, ServerError> {
     let target = format!("{service} in {env}: {key}");
     authorize(&c, &caller, &env, Action::Secret, "secret set", &target)?;
+    c.check_names(Some(&service), Some(&env))?;
     check_key(&key)?;
     if value.is_empty() {
         return Err(

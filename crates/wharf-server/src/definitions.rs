@@ -194,12 +194,25 @@ impl Controller {
 
     /// Refuses an environment the stored definition does not have.
     pub fn known_environment(&self, env: &str) -> Result<(), ServerError> {
-        let current = self.current_definition()?;
-        current
-            .definition
-            .environment(env)
-            .map(|_| ())
-            .map_err(spec_error)
+        self.check_names(None, Some(env))
+    }
+
+    /// Refuses a service or environment the stored definition does not have (404 with
+    /// a did-you-mean hint). Before any definition is stored there is nothing to check
+    /// names against, and they pass.
+    pub fn check_names(&self, service: Option<&str>, env: Option<&str>) -> Result<(), ServerError> {
+        let current = match self.current_definition() {
+            Ok(current) => current,
+            Err(e) if e.status == StatusCode::CONFLICT => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if let Some(env) = env {
+            current.definition.environment(env).map_err(spec_error)?;
+        }
+        if let Some(service) = service {
+            current.definition.service(service).map_err(spec_error)?;
+        }
+        Ok(())
     }
 
     /// Validates a submitted definition and stores it as the next revision, if the

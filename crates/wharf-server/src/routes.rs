@@ -355,6 +355,7 @@ async fn rollback(
 ) -> Result<Response, ServerError> {
     let target = format!("{} in {}", req.service, req.env);
     authorize(&c, &caller, &req.env, Action::Deploy, "rollback", &target)?;
+    c.check_names(Some(&req.service), Some(&req.env))?;
     req.user = acting_user(&c, &caller, &req.user);
     let audit = Audited {
         caller,
@@ -377,6 +378,7 @@ async fn stop(
         req.env
     );
     authorize(&c, &caller, &req.env, Action::Deploy, "stop", &target)?;
+    c.check_names(req.service.as_deref(), Some(&req.env))?;
     req.user = acting_user(&c, &caller, &req.user);
     let audit = Audited {
         caller,
@@ -399,6 +401,7 @@ async fn status(
     _caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
+    c.check_names(q.service.as_deref(), q.env.as_deref())?;
     let instances = c.store.instances(q.env.as_deref(), q.service.as_deref())?;
     let mut grouped: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
     for i in instances {
@@ -442,6 +445,7 @@ async fn history(
     _caller: Caller,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
+    c.check_names(Some(&q.service), Some(&q.env))?;
     Ok(Json(c.store.history(&q.service, &q.env)?))
 }
 
@@ -460,6 +464,7 @@ async fn logs(
     _caller: Caller,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ServerError> {
+    c.check_names(Some(&q.service), Some(&q.env))?;
     let instances = c.store.instances(Some(&q.env), Some(&q.service))?;
     let chosen: Vec<_> = instances
         .iter()

@@ -15,6 +15,7 @@ pub async fn rollback(
     env: &str,
     to: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    crate::commands::check_names(global, Some(service), Some(env))?;
     let client = crate::connect::controller(global, printer).await?;
     let request = RollbackRequest {
         service: service.to_owned(),

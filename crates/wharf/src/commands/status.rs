@@ -12,6 +12,7 @@ pub async fn status(
     printer: &Printer,
     env: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    crate::commands::check_names(global, None, env)?;
     let client = crate::connect::controller(global, printer).await?;
     let report = client.status(env).await.map_err(Failure::from)?;
     if printer.json() {

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod authority;
 mod config;
 mod containers;
 mod definition;

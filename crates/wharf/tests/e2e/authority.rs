@@ -1,0 +1,151 @@
+//! The controller is the one authority: it keeps the definition as revisions, refuses
+//! names it does not know with exit code 2, and conflicts exit 1.
+
+use crate::harness::*;
+
+const DEFINITION: &str = r#"
+services:
+  catalog:
+    build: ./catalog
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+environments:
+  local:
+    nodes: [{ name: laptop, services: [catalog] }]
+"#;
+
+#[test]
+fn unknown_services_and_environments_exit_2_with_a_hint() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    for args in [
+        &["status", "--env", "locl"][..],
+        &["history", "catalog", "--env", "locl"],
+        &["history", "catalg", "--env", "local"],
+        &["logs", "catalg", "--env", "local"],
+        &["rollback", "catalg", "--env", "local"],
+        &["stop", "catalg", "--env", "local"],
+        &["down", "--env", "locl"],
+    ] {
+        let out = p.wharf(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("did you mean"),
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert!(
+            !stderr(&out).contains("wharf deploy"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn the_controller_checks_names_against_its_stored_definition() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    p.ok(&["apply"]);
+    let url = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(p.state_dir().join("controller.json")).unwrap(),
+    )
+    .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Straight to the API, with no wharf.yaml to check against on the caller's side.
+    let http = reqwest::blocking::Client::new();
+    let answer = http
+        .get(format!("{url}/v1/history?service=catalg&env=local"))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(
+        answer.text().unwrap().contains("catalog"),
+        "did-you-mean hint"
+    );
+    let answer = http
+        .get(format!("{url}/v1/status?env=nosuch"))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+}
+
+#[test]
+fn every_applied_change_is_a_revision_with_a_diff() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let out = p.ok(&["apply", "-m", "first"]);
+    assert!(stderr(&out).contains("revision 1"), "{}", text(&out));
+    let out = p.ok(&["apply"]);
+    assert!(stderr(&out).contains("unchanged"), "{}", text(&out));
+
+    // A deploy submits the definition when it changed.
+    p.write(
+        "wharf.yaml",
+        &DEFINITION.replace("timeout: 5s", "timeout: 6s"),
+    );
+    let out = p.wharf(&["definition", "diff"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "differences exit 1: {}",
+        text(&out)
+    );
+    assert!(
+        stdout(&out).contains("+    health: { http: /health, timeout: 6s }"),
+        "{}",
+        text(&out)
+    );
+    let out = p.ok(&["deploy", "catalog", "--env", "local"]);
+    assert!(
+        stderr(&out).contains("definition revision 2"),
+        "{}",
+        text(&out)
+    );
+
+    let history = p.json(&["definition", "history"]);
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    assert_eq!(history[1]["message"], "first");
+    let out = p.wharf(&["definition", "diff", "1", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("-    health: { http: /health, timeout: 5s }"),
+        "{}",
+        text(&out)
+    );
+    let out = p.ok(&["definition", "show", "1"]);
+    assert_eq!(stdout(&out), DEFINITION);
+
+    // A revision that does not exist is bad input.
+    let out = p.wharf(&["definition", "show", "9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn the_controller_validates_a_submitted_definition_itself() {
+    let mut q = Project::new(DEFINITION, &["catalog"]);
+    q.ok(&["apply"]);
+    let url = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(q.state_dir().join("controller.json")).unwrap(),
+    )
+    .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = reqwest::blocking::Client::new();
+    let answer = http
+        .post(format!("{url}/v1/definitions"))
+        .json(&serde_json::json!({
+            "source": "services:\n  web: { build: ./web, run: [] }\n",
+            "path": "wharf.yaml"
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 422);
+    let body = answer.text().unwrap();
+    assert!(body.contains("wharf.yaml:2:"), "{body}");
+    assert_eq!(
+        q.json(&["definition", "history"]).as_array().unwrap().len(),
+        1
+    );
+}
