@@ -11,7 +11,7 @@ mod pack;
 mod unpack;
 
 pub use digest::ArtifactDigest;
-pub use pack::{Packed, pack};
+pub use pack::{Packed, WHARF_IGNORE, looks_secret, pack};
 pub use unpack::unpack;
 
 use std::path::PathBuf;

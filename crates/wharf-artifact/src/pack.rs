@@ -8,14 +8,34 @@ use sha2::{Digest, Sha256};
 
 use crate::{ArtifactDigest, ArtifactError};
 
-/// Folder names never packed: wharf's own state and version-control data.
-const ALWAYS_EXCLUDED: &[&str] = &[".wharf", ".git", "__pycache__"];
+/// Names never packed: wharf's own state, its master keyring, version-control data.
+const ALWAYS_EXCLUDED: &[&str] = &[".wharf", ".git", "__pycache__", "master.keys", WHARF_IGNORE];
+
+/// The file (gitignore syntax) listing what a folder keeps out of its artifacts.
+pub const WHARF_IGNORE: &str = ".wharfignore";
+
+/// Files in a folder that mark it as a wharf state folder (a controller's or an
+/// agent's), wherever it is: never packed, whatever it is called.
+const STATE_MARKERS: &[&str] = &["controller.lock", "state.db", "master.keys"];
 
 /// A packed archive, in memory.
 #[derive(Debug, Clone)]
 pub struct Packed {
     pub bytes: Vec<u8>,
     pub digest: ArtifactDigest,
+    /// Packed files whose names suggest secrets (`.env`, `*.pem`, `*.key`, `id_*`),
+    /// relative to the folder; the caller warns about those not meant to be there.
+    pub likely_secrets: Vec<PathBuf>,
+}
+
+/// Whether a file name suggests a secret: `.env` files, keys and certificates' keys.
+pub fn looks_secret(name: &str) -> bool {
+    name == ".env"
+        || name.starts_with(".env.")
+        || name.ends_with(".pem")
+        || name.ends_with(".key")
+        // Private SSH keys (`id_ed25519`), not their `.pub` halves.
+        || (name.starts_with("id_") && !name.contains('.'))
 }
 
 /// Packs `folder` reproducibly. `exclude` names files (relative to `folder`) to leave out,
@@ -26,9 +46,18 @@ pub fn pack(folder: &Path, exclude: &[PathBuf]) -> Result<Packed, ArtifactError>
             path: folder.to_owned(),
         });
     }
-    let mut entries = Vec::new();
-    collect(folder, Path::new(""), exclude, &mut entries)?;
+    let mut entries = collect(folder, exclude)?;
     entries.sort();
+    let likely_secrets = entries
+        .iter()
+        .filter(|e| {
+            e.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(looks_secret)
+                && fs::symlink_metadata(folder.join(e)).is_ok_and(|m| m.is_file())
+        })
+        .cloned()
+        .collect();
 
     let writer = HashingWriter {
         inner: Vec::new(),
@@ -51,34 +80,48 @@ pub fn pack(folder: &Path, exclude: &[PathBuf]) -> Result<Packed, ArtifactError>
     Ok(Packed {
         bytes: writer.inner,
         digest: ArtifactDigest::from_hasher(writer.hasher),
+        likely_secrets,
     })
 }
 
-fn collect(
-    root: &Path,
-    relative: &Path,
-    exclude: &[PathBuf],
-    out: &mut Vec<PathBuf>,
-) -> Result<(), ArtifactError> {
-    let dir = root.join(relative);
-    let read_err = |source| ArtifactError::Read {
-        path: dir.clone(),
-        source,
-    };
-    for entry in fs::read_dir(&dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name();
-        let child = relative.join(&name);
-        if ALWAYS_EXCLUDED.iter().any(|x| name == *x) || exclude.contains(&child) {
+/// Every entry under `root` to pack, relative to it: `.wharfignore` files are
+/// honoured (gitignore syntax, in every folder), and wharf's own state never goes in.
+fn collect(root: &Path, exclude: &[PathBuf]) -> Result<Vec<PathBuf>, ArtifactError> {
+    let owned_root = root.to_owned();
+    let excluded: Vec<PathBuf> = exclude.iter().map(|e| root.join(e)).collect();
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .hidden(false)
+        .parents(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(WHARF_IGNORE)
+        .filter_entry(move |entry| {
+            let name = entry.file_name();
+            if ALWAYS_EXCLUDED.iter().any(|x| name == *x) {
+                return false;
+            }
+            let path = entry.path();
+            if excluded.iter().any(|e| e == path) {
+                return false;
+            }
+            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+            !(is_dir && path != owned_root && STATE_MARKERS.iter().any(|m| path.join(m).exists()))
+        })
+        .build();
+    let mut out = Vec::new();
+    for entry in walker {
+        let entry = entry.map_err(|e| ArtifactError::Read {
+            path: root.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        if entry.depth() == 0 {
             continue;
         }
-        let kind = entry.file_type().map_err(read_err)?;
-        out.push(child.clone());
-        if kind.is_dir() {
-            collect(root, &child, exclude, out)?;
+        if let Ok(relative) = entry.path().strip_prefix(root) {
+            out.push(relative.to_owned());
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn append<W: Write>(

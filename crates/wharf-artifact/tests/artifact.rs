@@ -162,3 +162,56 @@ fn a_digest_mismatch_is_refused() {
     let err = unpack(&packed.bytes, &wrong, &out.path().join("d")).unwrap_err();
     assert!(matches!(err, ArtifactError::DigestMismatch { .. }));
 }
+
+/// The paths an archive holds.
+fn listing(bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn wharfignore_is_honoured_and_state_folders_and_keys_are_always_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "app.py", "print(1)");
+    write(dir.path(), ".wharfignore", "*.log\n.venv/\n");
+    write(dir.path(), "debug.log", "noise");
+    write(dir.path(), ".venv/bin/python", "");
+    write(dir.path(), "lib/.wharfignore", "scratch.txt\n");
+    write(dir.path(), "lib/scratch.txt", "");
+    write(dir.path(), "lib/util.py", "x = 1");
+    // A controller's state folder under another name (WHARF_HOME inside the project).
+    write(dir.path(), "state/state.db", "db");
+    write(dir.path(), "state/pki/ca.key", "secret");
+    write(dir.path(), ".git/config", "");
+    write(dir.path(), "master.keys", "keys");
+    let packed = pack(dir.path(), &[]).unwrap();
+    assert_eq!(listing(&packed.bytes), ["app.py", "lib", "lib/util.py"]);
+
+    // What was ignored does not change the digest.
+    write(dir.path(), "other.log", "more noise");
+    write(dir.path(), "state/state.db", "changed");
+    assert_eq!(pack(dir.path(), &[]).unwrap().digest, packed.digest);
+}
+
+#[test]
+fn likely_secrets_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "app.py", "");
+    write(dir.path(), ".env", "PASSWORD=x");
+    write(dir.path(), "certs/server.pem", "");
+    write(dir.path(), "id_ed25519", "");
+    write(dir.path(), "id_ed25519.pub", "");
+    let packed = pack(dir.path(), &[]).unwrap();
+    let found: Vec<String> = packed
+        .likely_secrets
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(found, [".env", "certs/server.pem", "id_ed25519"]);
+}

@@ -299,6 +299,7 @@ impl Checker<'_> {
                 context: folder.clone(),
                 command: None,
                 output: folder.clone(),
+                include: Vec::new(),
             },
             RawBuild::Step(step) => Build {
                 context: step.context.clone(),
@@ -307,6 +308,7 @@ impl Checker<'_> {
                     Some(out) => join(&step.context, out),
                     None => step.context.clone(),
                 },
+                include: step.include.clone(),
             },
         };
         if !folders.is_folder(&build.context) {

@@ -57,6 +57,8 @@ pub struct Build {
     pub command: Option<Vec<String>>,
     /// Folder that is packed, relative to the definition file's folder.
     pub output: String,
+    /// Glob patterns of secret-looking files meant to be packed (no warning for them).
+    pub include: Vec<String>,
 }
 
 /// An instance's port.

@@ -148,6 +148,11 @@ pub struct RawBuildStep {
     /// Folder to pack after the command, relative to `context` (default: `context` itself).
     #[serde(default)]
     pub output: Option<String>,
+    /// Files that look like secrets (`.env`, `*.pem`, `*.key`, `id_*`) but belong in the
+    /// artifact, as glob patterns relative to the packed folder; `wharf build` warns
+    /// about the others (leave them out with `.wharfignore`).
+    #[serde(default)]
+    pub include: Vec<String>,
 }
 
 /// A fixed port number or the name of a port wharf assigns.

@@ -93,7 +93,15 @@ pub fn state_dir(global: &Global) -> Result<PathBuf, Failure> {
         return Ok(PathBuf::from(home));
     }
     let file = find_file(global).map_err(|e| e.hint("wharf keeps a project's state beside its wharf.yaml; set WHARF_HOME to keep it elsewhere"))?;
+    Ok(state_dir_of(&file))
+}
+
+/// The local controller's state folder of the project whose definition is `file`.
+pub fn state_dir_of(file: &Path) -> PathBuf {
+    if let Some(home) = std::env::var_os("WHARF_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
     let dir = file.parent().map(Path::to_owned).unwrap_or_default();
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    Ok(dir.join(".wharf"))
+    dir.join(".wharf")
 }

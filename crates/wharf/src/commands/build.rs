@@ -84,6 +84,35 @@ pub fn dev_version(built: &Built) -> String {
     format!("dev-{}", table::short_digest(&built.digest))
 }
 
+/// Warns of packed files that look like secrets and are not listed in `include:`.
+fn warn_of_secrets(
+    printer: &Printer,
+    service: &str,
+    build: &wharf_core::model::Build,
+    found: &[PathBuf],
+) {
+    let meant: Vec<globset::GlobMatcher> = build
+        .include
+        .iter()
+        .filter_map(|p| globset::Glob::new(p).ok())
+        .map(|g| g.compile_matcher())
+        .collect();
+    let unexpected: Vec<String> = found
+        .iter()
+        .filter(|f| !meant.iter().any(|m| m.is_match(f)))
+        .map(|f| format!("`{}`", f.display()))
+        .collect();
+    if unexpected.is_empty() {
+        return;
+    }
+    printer.info(&format!(
+        "{} the artifact of `{service}` holds files that look like secrets: {}; list them in `{}` to keep them out, or in `build: {{ include: [...] }}` if they belong (use `wharf secret set` for real secrets)",
+        printer.paint("warning:", crate::printer::Tone::Warn),
+        unexpected.join(", "),
+        wharf_artifact::WHARF_IGNORE,
+    ));
+}
+
 /// Runs the build step and packs the result (or looks the image up), registering nothing.
 pub async fn build_locally(
     project: &Project,
@@ -143,18 +172,24 @@ pub async fn build_locally(
         ))
         .into());
     }
-    // The definition carries configuration, and configuration is never packed.
-    let exclude: Vec<PathBuf> = std::path::absolute(&project.file)
-        .ok()
-        .and_then(|f| {
-            std::path::absolute(&output)
-                .ok()
-                .and_then(|o| f.strip_prefix(o).ok().map(PathBuf::from))
-        })
+    // The definition carries configuration, and configuration is never packed; nor
+    // are the controller's state folder and master keyring, wherever they are.
+    let inside_output = |path: &std::path::Path| -> Option<PathBuf> {
+        let path = std::path::absolute(path).ok()?;
+        let output = std::path::absolute(&output).ok()?;
+        path.strip_prefix(output).ok().map(PathBuf::from)
+    };
+    let state_dir = Some(crate::project::state_dir_of(&project.file));
+    let key_file = std::env::var_os("WHARF_MASTER_KEY_FILE").map(PathBuf::from);
+    let exclude: Vec<PathBuf> = [Some(project.file.clone()), state_dir, key_file]
         .into_iter()
+        .flatten()
+        .filter_map(|p| inside_output(&p))
+        .filter(|p| !p.as_os_str().is_empty())
         .collect();
     let packed =
         tokio::task::spawn_blocking(move || wharf_artifact::pack(&output, &exclude)).await??;
+    warn_of_secrets(printer, service, build, &packed.likely_secrets);
     Ok(Built {
         digest: packed.digest.to_string(),
         size: packed.bytes.len() as u64,

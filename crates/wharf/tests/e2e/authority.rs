@@ -149,3 +149,59 @@ fn the_controller_validates_a_submitted_definition_itself() {
         1
     );
 }
+
+#[test]
+fn packing_the_project_folder_leaves_state_keys_and_ignored_files_out() {
+    let definition = r#"
+services:
+  site:
+    build: .
+    run: ["python3", "catalog/app.py"]
+    port: http
+environments:
+  local:
+    nodes: [{ name: laptop, services: [site] }]
+"#;
+    let mut p = Project::new(definition, &["catalog"]);
+    p.write(".wharfignore", "*.log\n.venv/\n");
+    p.write("debug.log", "noise");
+    p.write(".venv/bin/python", "");
+    p.write(".env", "PASSWORD=hunter2");
+    // The controller's state (keys, CA, database) is inside the packed folder.
+    let out = p.ok(&["build", "site", "--version", "v1"]);
+    assert!(p.state_dir().join("master.keys").exists());
+    assert!(
+        stderr(&out).contains("look like secrets: `.env`"),
+        "{}",
+        text(&out)
+    );
+    let artifacts = p.json(&["artifacts", "site"]);
+    let digest = artifacts[0]["digest"].as_str().unwrap().to_owned();
+    let archive = p
+        .state_dir()
+        .join("artifacts")
+        .join(format!("{}.tar.gz", digest.trim_start_matches("sha256:")));
+    let listing = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(names.contains("catalog/app.py"), "{names}");
+    for left_out in [
+        ".wharf",
+        "master.keys",
+        "state.db",
+        "debug.log",
+        ".venv",
+        "wharf.yaml",
+    ] {
+        assert!(!names.contains(left_out), "{left_out} was packed: {names}");
+    }
+
+    // The same files give the same digest although the state changed meanwhile.
+    p.ok(&["status"]);
+    p.write("catalog/more.log", "ignored");
+    let out = p.ok(&["build", "site", "--version", "v1"]);
+    assert!(stderr(&out).contains("same content"), "{}", text(&out));
+}
