@@ -178,6 +178,13 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Stop this project's background controller (instances keep running; the next
+    /// command starts a controller again, which adopts them).
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DefinitionCommand {
     /// List the revisions: who, when, why.
     History,
@@ -367,7 +374,10 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
     /// Run the controller and this host's agent in one process, open on loopback only.
     #[arg(long)]
     pub dev: bool,
@@ -377,9 +387,9 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: std::net::SocketAddr,
-    /// Address agents connect to. Agents authenticate with certificates (mutual TLS)
-    /// and hosts join with tokens, so it listens beyond loopback by default.
-    #[arg(long, default_value = "0.0.0.0:0")]
+    /// Address agents connect to (mutual TLS; hosts join with tokens). Loopback by
+    /// default: give `0.0.0.0:PORT` for agents on other machines.
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub agent_listen: std::net::SocketAddr,
     /// Require an API token on every call (always so when listening beyond loopback).
     /// The first start writes an admin token to `admin.token` in the state folder.

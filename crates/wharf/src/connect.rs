@@ -57,7 +57,22 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
         ));
         stop(info.pid).await;
     }
-    start(&state_dir)?;
+    // Hosts in network namespaces or containers reach the agent listener through
+    // their own links, so a project that has such environments gets one beyond
+    // loopback (agents authenticate with certificates, hosts join with tokens).
+    let fleet = project::load(global)
+        .map(|p| {
+            p.definition.environments.values().any(|e| {
+                e.hosts.as_ref().is_some_and(|h| {
+                    matches!(
+                        h.provider,
+                        wharf_core::model::Provider::Netns | wharf_core::model::Provider::Docker
+                    )
+                })
+            })
+        })
+        .unwrap_or(false);
+    start(&state_dir, fleet)?;
     let begun = Instant::now();
     while begun.elapsed() < START_TIMEOUT {
         if let Some((client, _)) = running(&state_dir).await {
@@ -94,6 +109,16 @@ async fn running(state_dir: &Path) -> Option<(Client, ControllerInfo)> {
     Some((client, info))
 }
 
+/// Stops this project's background controller, if one runs; returns its pid.
+pub async fn stop_local(global: &Global) -> anyhow::Result<Option<u32>> {
+    let state_dir = project::state_dir(global)?;
+    let Some((_, info)) = running(&state_dir).await else {
+        return Ok(None);
+    };
+    stop(info.pid).await;
+    Ok(Some(info.pid))
+}
+
 /// Asks a controller to stop and waits until it has.
 async fn stop(pid: u32) {
     let pid = nix::unistd::Pid::from_raw(pid as i32);
@@ -115,7 +140,7 @@ async fn stop(pid: u32) {
 /// Starts `wharf server --dev` for `state_dir`, detached from this terminal session so
 /// it outlives the command. Two commands racing here are fine: the second controller
 /// finds the state folder locked and exits, and both commands use the first.
-fn start(state_dir: &Path) -> anyhow::Result<()> {
+fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(state_dir)
         .map_err(|e| Failure::operation(format!("cannot create `{}`: {e}", state_dir.display())))?;
     let log = std::fs::OpenOptions::new()
@@ -129,6 +154,12 @@ fn start(state_dir: &Path) -> anyhow::Result<()> {
         .arg("--dev")
         .arg("--state-dir")
         .arg(state_dir)
+        .args(
+            agents_beyond_loopback
+                .then_some(["--agent-listen", "0.0.0.0:0"])
+                .into_iter()
+                .flatten(),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

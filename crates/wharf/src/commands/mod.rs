@@ -58,7 +58,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         } => logs::logs(global, printer, &service, &env, follow, instance, lines).await,
         Command::Stop { service, env } => stop::stop(global, printer, &env, Some(service)).await,
         Command::Down { env } => stop::stop(global, printer, &env, None).await,
-        Command::Server(args) => server::server(global, args).await,
+        Command::Server(args) => server::server(global, printer, args).await,
         Command::Agent(args) => agent::agent(global, args).await,
         Command::Token(command) => hosts::token(global, printer, command).await,
         Command::Hosts { env } => hosts::list(global, printer, env.as_deref()).await,

@@ -6,7 +6,20 @@ use crate::cli::{Global, ServerArgs};
 use crate::failure::Failure;
 use crate::project;
 
-pub async fn server(global: &Global, args: ServerArgs) -> anyhow::Result<ExitCode> {
+pub async fn server(
+    global: &Global,
+    printer: &crate::printer::Printer,
+    args: ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    if let Some(crate::cli::ServerCommand::Stop) = args.command {
+        match crate::connect::stop_local(global).await? {
+            Some(pid) => printer.info(&format!(
+                "stopped the local controller (pid {pid}); instances keep running"
+            )),
+            None => printer.info("no local controller runs for this project"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.dev {
         return Err(
             Failure::input("only the development controller exists so far")

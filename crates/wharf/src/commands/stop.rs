@@ -30,6 +30,12 @@ pub async fn stop(
     if let DeployEvent::Finished { message, .. } = &last {
         printer.info(message);
     }
+    // `down` stops instances, not the controller the CLI started for the project.
+    if service.is_none() && global.controller.is_none() {
+        printer.info(
+            "the local controller keeps running (it holds state and serves configuration); `wharf server stop` stops it",
+        );
+    }
     if printer.json() {
         printer.json_data(&last);
     }

@@ -205,3 +205,54 @@ environments:
     let out = p.ok(&["build", "site", "--version", "v1"]);
     assert!(stderr(&out).contains("same content"), "{}", text(&out));
 }
+
+/// The address a local TCP port listens on, from /proc/net/tcp (`0100007F` is loopback).
+fn listening_address(port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (addr, p) = fields.get(1)?.split_once(':')?;
+        // State 0A is LISTEN.
+        (u16::from_str_radix(p, 16).ok()? == port && fields.get(3) == Some(&"0A"))
+            .then(|| addr.to_owned())
+    })
+}
+
+#[test]
+fn the_laptop_controller_listens_for_agents_on_loopback_and_stops_on_request() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    p.ok(&["status"]);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir().join("controller.json")).unwrap())
+            .unwrap();
+    let port: u16 = file["agent_url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(listening_address(port).as_deref(), Some("0100007F"));
+
+    let out = p.ok(&["down", "--env", "local"]);
+    assert!(
+        stderr(&out).contains("`wharf server stop`"),
+        "{}",
+        text(&out)
+    );
+    let pid = p.controller_pid().expect("a controller runs");
+    let out = p.ok(&["server", "stop"]);
+    assert!(
+        stderr(&out).contains("stopped the local controller"),
+        "{}",
+        text(&out)
+    );
+    assert!(!alive(pid));
+    let out = p.ok(&["server", "stop"]);
+    assert!(
+        stderr(&out).contains("no local controller"),
+        "{}",
+        text(&out)
+    );
+}
