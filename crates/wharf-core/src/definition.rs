@@ -442,7 +442,7 @@ impl Checker<'_> {
         for (service, pool) in raw {
             let mut at = base.to_vec();
             at.extend([key("pools"), key(service)]);
-            if !services.contains(&service.as_str()) {
+            if !known(services, service) {
                 self.report(
                     &at,
                     format!("environment `{env}` pools unknown service `{service}`"),
@@ -525,7 +525,7 @@ impl Checker<'_> {
         let base = vec![key("environments"), key(name)];
         check_name(self, name, "environment", &base);
         for service in raw.config.keys() {
-            if !services.contains(&service.as_str()) {
+            if !known(services, service) {
                 let mut p = base.clone();
                 p.extend([key("config"), key(service)]);
                 self.report(
@@ -608,7 +608,7 @@ impl Checker<'_> {
                 };
                 let mut p = sub("services");
                 p.push(PathSegment::Index(j));
-                if !services.contains(&service.as_str()) {
+                if !known(services, &service) {
                     self.report(
                         &p,
                         format!(
@@ -732,9 +732,10 @@ impl Checker<'_> {
     /// Every config value must be a valid template using only known names.
     fn templates(&mut self, def: &Definition) {
         let service_names: Vec<&str> = def.services.keys().map(String::as_str).collect();
+        let templates = template::TemplateCheck::new(&service_names);
         for (name, service) in &def.services {
             for (k, v) in &service.config {
-                if let Err(e) = template::check(v, &service_names) {
+                if let Err(e) = templates.check(v) {
                     self.report(
                         &[
                             key("services"),
@@ -752,13 +753,19 @@ impl Checker<'_> {
         for (env_name, env) in &def.environments {
             for (service, values) in &env.config {
                 for (k, v) in values {
-                    if let Err(e) = template::check(v, &service_names) {
+                    if let Err(e) = templates.check(v) {
                         self.report(&[key("environments"), key(env_name), key("config"), key(service), key(k), PathSegment::Value], format!("config `{k}` of service `{service}` in environment `{env_name}`: {e}"), e.hint());
                     }
                 }
             }
         }
     }
+}
+
+/// Whether `name` is one of `services`, which is sorted (the keys of a map): a binary
+/// search keeps validation linear in the size of the definition.
+fn known(services: &[&str], name: &str) -> bool {
+    services.binary_search(&name).is_ok()
 }
 
 fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {

@@ -61,6 +61,10 @@ fn environment() -> Environment<'static> {
 
 /// Renders `text` for one instance.
 pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateError> {
+    render_with(text, context)
+}
+
+fn render_with(text: &str, context: impl Serialize) -> Result<String, TemplateError> {
     if !text.contains("{{") && !text.contains("{%") {
         return Ok(text.to_owned());
     }
@@ -82,44 +86,65 @@ pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateE
     })
 }
 
-/// Checks a template without an instance: syntax, names, and `services.X` references.
-pub fn check(text: &str, services: &[&str]) -> Result<(), TemplateError> {
-    let peers = services
-        .iter()
-        .map(|s| {
-            let address = PeerAddress {
-                host: "127.0.0.1".into(),
-                port: Some(1),
-                url: Some("http://127.0.0.1:1".into()),
-            };
-            (s.to_string(), address)
-        })
-        .collect();
-    let context = TemplateContext {
-        port: Some(1),
-        env: "env".into(),
-        version: "v".into(),
-        instance: 0,
-        service: "s".into(),
-        node: "n".into(),
-        services: peers,
-    };
-    render(text, &context).map(|_| ()).map_err(|e| {
-        // `services.X` with an unknown X is the likely mistake; name the valid ones.
-        if let Some(rest) = text.split("services.").nth(1) {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
-            if !services.contains(&name.as_str()) {
-                return TemplateError {
-                    message: format!("template refers to unknown service `{name}`"),
-                    hint: Some(suggest::hint_for(&name, "service", services)),
+/// Checks templates without an instance: syntax, names, and `services.X` references.
+/// The context of every service is made once, so checking all the templates of a
+/// definition takes time linear in their number.
+pub struct TemplateCheck<'a> {
+    services: &'a [&'a str],
+    context: minijinja::Value,
+}
+
+impl<'a> TemplateCheck<'a> {
+    pub fn new(services: &'a [&'a str]) -> Self {
+        let peers = services
+            .iter()
+            .map(|s| {
+                let address = PeerAddress {
+                    host: "127.0.0.1".into(),
+                    port: Some(1),
+                    url: Some("http://127.0.0.1:1".into()),
                 };
-            }
+                (s.to_string(), address)
+            })
+            .collect();
+        let context = TemplateContext {
+            port: Some(1),
+            env: "env".into(),
+            version: "v".into(),
+            instance: 0,
+            service: "s".into(),
+            node: "n".into(),
+            services: peers,
+        };
+        Self {
+            services,
+            context: minijinja::Value::from_serialize(&context),
         }
-        e
-    })
+    }
+
+    pub fn check(&self, text: &str) -> Result<(), TemplateError> {
+        render_with(text, &self.context).map(|_| ()).map_err(|e| {
+            // `services.X` with an unknown X is the likely mistake; name the valid ones.
+            if let Some(rest) = text.split("services.").nth(1) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                if !self.services.contains(&name.as_str()) {
+                    return TemplateError {
+                        message: format!("template refers to unknown service `{name}`"),
+                        hint: Some(suggest::hint_for(&name, "service", self.services)),
+                    };
+                }
+            }
+            e
+        })
+    }
+}
+
+/// Checks one template; see [`TemplateCheck`] for many.
+pub fn check(text: &str, services: &[&str]) -> Result<(), TemplateError> {
+    TemplateCheck::new(services).check(text)
 }
 
 fn syntax_error(e: minijinja::Error) -> TemplateError {

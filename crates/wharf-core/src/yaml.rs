@@ -177,6 +177,9 @@ struct TreeBuilder {
     stack: Vec<Node>,
     /// Pending key for each open mapping (parallel to `stack` entries that are mappings).
     keys: Vec<Option<(String, Location)>>,
+    /// Keys already seen in each open collection, for finding duplicates in constant
+    /// time (a definition may have tens of thousands of services).
+    seen: Vec<std::collections::HashMap<String, Location>>,
     root: Option<Node>,
     documents: usize,
 }
@@ -217,6 +220,7 @@ impl TreeBuilder {
                     value: NodeValue::Sequence(Vec::new()),
                 });
                 self.keys.push(None);
+                self.seen.push(Default::default());
             }
             Event::MappingStart(..) => {
                 self.stack.push(Node {
@@ -224,10 +228,18 @@ impl TreeBuilder {
                     value: NodeValue::Mapping(Vec::new()),
                 });
                 self.keys.push(None);
+                self.seen.push(Default::default());
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = self.stack.pop().expect("parser balances collections");
+                let Some(node) = self.stack.pop() else {
+                    return Err(YamlProblem {
+                        location,
+                        message: "unbalanced YAML collection".into(),
+                        hint: None,
+                    });
+                };
                 self.keys.pop();
+                self.seen.pop();
                 self.finish(node)?;
             }
             _ => {}
@@ -244,10 +256,14 @@ impl TreeBuilder {
         match &mut parent.value {
             NodeValue::Sequence(items) => items.push(node),
             NodeValue::Mapping(entries) => {
-                let pending = self
-                    .keys
-                    .last_mut()
-                    .expect("one key slot per open collection");
+                let (Some(pending), Some(seen)) = (self.keys.last_mut(), self.seen.last_mut())
+                else {
+                    return Err(YamlProblem {
+                        location: node.location,
+                        message: "unbalanced YAML mapping".into(),
+                        hint: None,
+                    });
+                };
                 match pending.take() {
                     None => {
                         let NodeValue::Scalar { text, .. } = node.value else {
@@ -257,18 +273,19 @@ impl TreeBuilder {
                                 hint: None,
                             });
                         };
-                        if let Some(first) = entries.iter().find(|e| e.key == text) {
+                        if let Some(first) = seen.get(&text) {
                             return Err(YamlProblem {
                                 location: node.location,
                                 message: format!(
                                     "duplicate key `{text}` (first defined at line {})",
-                                    first.key_location.line
+                                    first.line
                                 ),
                                 hint: Some(
                                     "each name may appear once; remove or rename one".into(),
                                 ),
                             });
                         }
+                        seen.insert(text.clone(), node.location);
                         *pending = Some((text, node.location));
                     }
                     Some((key, key_location)) => entries.push(Entry {
@@ -278,7 +295,13 @@ impl TreeBuilder {
                     }),
                 }
             }
-            NodeValue::Scalar { .. } => unreachable!("scalars are never open"),
+            NodeValue::Scalar { .. } => {
+                return Err(YamlProblem {
+                    location: node.location,
+                    message: "a value inside a scalar".into(),
+                    hint: None,
+                });
+            }
         }
         Ok(())
     }
