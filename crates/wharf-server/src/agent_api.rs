@@ -131,6 +131,7 @@ async fn join(
     Extension(peer): Extension<Peer>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, ServerError> {
+    crate::edge::join(&req)?;
     let env = c
         .store
         .redeem_join_token(&req.token_id, &hash_secret(&req.secret), now_millis())

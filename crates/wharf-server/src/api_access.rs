@@ -35,6 +35,7 @@ async fn issue_token(
     caller: Caller,
     Json(req): Json<ApiTokenRequest>,
 ) -> Result<Json<ApiTokenCreated>, ServerError> {
+    crate::edge::api_token(&req)?;
     let target = format!("api token {} ({})", req.name, req.scopes.join(","));
     authorize(&c, &caller, "*", Action::Admin, "token issue", &target)?;
     check_scopes(&req.scopes).map_err(|e| {
@@ -153,6 +154,7 @@ async fn promote(
     caller: Caller,
     Json(req): Json<PromoteRequest>,
 ) -> Result<Response, ServerError> {
+    crate::edge::promote(&req)?;
     let target = format!("{} from {} to {}", req.service, req.from, req.to);
     authorize(&c, &caller, &req.to, Action::Deploy, "promote", &target)?;
     let spec = c.spec_for(&req.service, &req.to)?;

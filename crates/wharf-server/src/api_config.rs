@@ -40,20 +40,6 @@ pub fn routes() -> Router<Arc<Controller>> {
 
 type Ctl = State<Arc<Controller>>;
 
-fn check_key(key: &str) -> Result<(), ServerError> {
-    let valid = !key.is_empty()
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !key.starts_with(|c: char| c.is_ascii_digit());
-    if valid {
-        Ok(())
-    } else {
-        Err(
-            ServerError::bad_request(format!("`{key}` is not a valid configuration key"))
-                .hint("use letters, digits and `_`, not starting with a digit"),
-        )
-    }
-}
-
 async fn get_config(
     State(c): Ctl,
     _caller: Caller,
@@ -90,9 +76,7 @@ async fn change_config(
         "config set"
     };
     authorize(&c, &caller, &env, Action::Config, call, &target)?;
-    for key in change.set.keys().chain(&change.unset) {
-        check_key(key)?;
-    }
+    crate::edge::config_change(&change)?;
     let user = acting_user(&c, &caller, &change.user);
     let audit = Audited {
         caller,
@@ -161,7 +145,7 @@ async fn set_secret(
     let target = format!("{service} in {env}: {key}");
     authorize(&c, &caller, &env, Action::Secret, "secret set", &target)?;
     c.check_names(Some(&service), Some(&env))?;
-    check_key(&key)?;
+    crate::edge::config_key(&key)?;
     if value.is_empty() {
         return Err(
             ServerError::bad_request(format!("the value of secret `{key}` is empty"))

@@ -22,9 +22,6 @@ use crate::error::ServerError;
 use crate::routes::{acting_user, outcome};
 use crate::{Controller, now_millis};
 
-/// Definitions larger than this are refused before parsing.
-pub const MAX_DEFINITION_BYTES: usize = 8 * 1024 * 1024;
-
 /// The current revision, parsed once.
 pub struct Current {
     pub revision: i64,
@@ -228,7 +225,7 @@ impl Controller {
         if !caller.may_somewhere(Action::Deploy) {
             caller.require("*", Action::Deploy)?;
         }
-        let path = submission_path(&submission);
+        let path = crate::edge::submission_path(&submission);
         let digest = digest_of(&submission.source);
         let previous = match self.current_definition() {
             Ok(current) => Some(current),
@@ -249,7 +246,7 @@ impl Controller {
                 services_changed: Vec::new(),
             });
         }
-        let definition = parse_submission(&submission)?;
+        let definition = crate::edge::definition(&submission)?;
         let change = revision_change(previous.as_ref().map(|c| &c.definition), &definition);
         for (env, action) in required(&change) {
             if let Err(e) = caller.require(&env, action) {
@@ -297,34 +294,8 @@ pub fn proposed_spec(
     service: &str,
     env: &str,
 ) -> Result<DeploySpec, ServerError> {
-    let definition = parse_submission(proposed)?;
+    let definition = crate::edge::definition(proposed)?;
     definition.deploy_spec(service, env).map_err(spec_error)
-}
-
-/// Parses and validates a submitted definition; too large or invalid is bad input.
-fn parse_submission(submission: &DefinitionSubmission) -> Result<Definition, ServerError> {
-    if submission.source.len() > MAX_DEFINITION_BYTES {
-        return Err(ServerError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the definition is {} bytes; at most {MAX_DEFINITION_BYTES} are accepted",
-                submission.source.len()
-            ),
-        ));
-    }
-    let path = submission_path(submission);
-    wharf_core::load(&submission.source, &path, &wharf_core::AnyFolder).map_err(|e| {
-        ServerError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            .hint("`wharf validate` shows the same errors before submitting")
-    })
-}
-
-fn submission_path(submission: &DefinitionSubmission) -> String {
-    if submission.path.trim().is_empty() {
-        "wharf.yaml".to_owned()
-    } else {
-        submission.path.clone()
-    }
 }
 
 /// Unknown names in a request are bad input (404), with the did-you-mean hint.

@@ -11,6 +11,7 @@ mod auth;
 mod config_service;
 mod definitions;
 mod deploy_guard;
+pub mod edge;
 mod error;
 mod executor;
 mod fleet;

@@ -313,6 +313,7 @@ async fn deploy(
     caller: Caller,
     Json(req): Json<DeployRequest>,
 ) -> Result<Response, ServerError> {
+    crate::edge::deploy(&req)?;
     let target = format!("{} in {}@{}", req.service, req.env, req.version);
     authorize(&c, &caller, &req.env, Action::Deploy, "deploy", &target)?;
     let spec = match &req.proposed_definition {
@@ -353,6 +354,7 @@ async fn rollback(
     caller: Caller,
     Json(mut req): Json<RollbackRequest>,
 ) -> Result<Response, ServerError> {
+    crate::edge::rollback(&req)?;
     let target = format!("{} in {}", req.service, req.env);
     authorize(&c, &caller, &req.env, Action::Deploy, "rollback", &target)?;
     c.check_names(Some(&req.service), Some(&req.env))?;
@@ -377,6 +379,7 @@ async fn stop(
         req.service.as_deref().unwrap_or("every service"),
         req.env
     );
+    crate::edge::stop(&req)?;
     authorize(&c, &caller, &req.env, Action::Deploy, "stop", &target)?;
     c.check_names(req.service.as_deref(), Some(&req.env))?;
     req.user = acting_user(&c, &caller, &req.user);
@@ -552,6 +555,7 @@ async fn create_token(
     caller: Caller,
     Json(mut req): Json<TokenRequest>,
 ) -> Result<Json<TokenCreated>, ServerError> {
+    crate::edge::join_token(&req)?;
     let target = format!("join token for {}", req.env);
     authorize(
         &c,
