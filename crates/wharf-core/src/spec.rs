@@ -58,6 +58,10 @@ pub struct DeploySpec {
     /// Set when deploys here wait for approval: how long one may wait (milliseconds).
     #[serde(default)]
     pub approval_expires_ms: Option<u64>,
+    /// The environment declares `hosts:`: its nodes run only on hosts that joined under
+    /// their names, never on the controller's own machine.
+    #[serde(default)]
+    pub hosts_required: bool,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -251,6 +255,7 @@ impl Definition {
             on_change: svc.on_change.clone(),
             previous_env: environment.after.clone(),
             approval_expires_ms: environment.approval.map(|d| d.as_millis() as u64),
+            hosts_required: environment.hosts.is_some(),
             peer_nodes: environment
                 .service_names()
                 .into_iter()

@@ -39,10 +39,9 @@ pub fn api_body(data: &[u8]) {
         0 => {
             if let Ok(req) = serde_json::from_slice::<DeployRequest>(body) {
                 let _ = edge::deploy(&req);
-                if let Some(proposed) = &req.proposed_definition {
-                    if let Ok(definition) = edge::definition(proposed) {
-                        let _ = definition.deploy_spec(&req.service, &req.env);
-                    }
+                if let Some(Ok(definition)) = req.proposed_definition.as_ref().map(edge::definition)
+                {
+                    let _ = definition.deploy_spec(&req.service, &req.env);
                 }
             }
         }
@@ -107,10 +106,10 @@ pub fn agent_body(data: &[u8]) {
     };
     match route % 3 {
         0 => {
-            if let Ok(req) = serde_json::from_slice::<JoinRequest>(body) {
-                if edge::join(&req).is_ok() {
-                    let _ = authority().sign_agent(&req.csr, 1, 1);
-                }
+            if let Ok(req) = serde_json::from_slice::<JoinRequest>(body)
+                && edge::join(&req).is_ok()
+            {
+                let _ = authority().sign_agent(&req.csr, 1, 1);
             }
         }
         1 => {

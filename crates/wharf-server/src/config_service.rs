@@ -357,6 +357,35 @@ impl Controller {
                 ),
             });
         }
+        // Decided before anything is written: one held change at a time, and whether
+        // this one waits for approval (from the stored definition, not the caller).
+        if let Some(waiting) = self
+            .pending()?
+            .into_iter()
+            .find(|d| d.service == service && d.env == env && d.kind == DeploymentKind::Config)
+        {
+            return Err(ServerError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "configuration revision {} of `{service}` in `{env}` waits for approval (deployment #{}); nothing was changed",
+                    waiting.config_revision, waiting.id
+                ),
+            )
+            .hint(format!(
+                "`wharf approve {id}` or `wharf reject {id}` first",
+                id = waiting.id
+            )));
+        }
+        let running = self.current_deployment(service, env)?;
+        let needs_approval = running.is_some() && self.approval_window(env)?.is_some();
+        if needs_approval {
+            let Some(current) = running else {
+                return Err(ServerError::internal("the running deployment vanished"));
+            };
+            return self
+                .hold_config(service, env, &values, &message, user, current, events)
+                .await;
+        }
         let saved =
             self.store
                 .put_config_revision(service, env, &values, user, now_millis(), &message)?;
@@ -371,6 +400,58 @@ impl Controller {
         });
         self.apply_config(service, env, saved.revision, user, events)
             .await
+    }
+
+    /// How long approvals may take in `env` if it needs them, from the stored definition.
+    fn approval_window(&self, env: &str) -> Result<Option<std::time::Duration>, ServerError> {
+        Ok(self
+            .current_definition()?
+            .definition
+            .environment(env)
+            .map_err(crate::definitions::spec_error)?
+            .approval)
+    }
+
+    /// In an environment with approvals: saves the revision held (instances and runtime
+    /// readers keep the current one) and holds the roll that ships it for approval.
+    #[allow(clippy::too_many_arguments)]
+    async fn hold_config(
+        &self,
+        service: &str,
+        env: &str,
+        values: &BTreeMap<String, String>,
+        message: &str,
+        user: &str,
+        current: DeploymentRecord,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        if !self.auth_required {
+            return Err(ServerError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("`{env}` has `approval: required`, which needs callers this controller can tell apart; it runs open"),
+            )
+            .hint("run the controller with `--auth` (API tokens name who approves)"));
+        }
+        let mut spec = spec_of(&current)?;
+        spec.approval_expires_ms = self.approval_window(env)?.map(|w| w.as_millis() as u64);
+        let saved =
+            self.store
+                .hold_config_revision(service, env, values, user, now_millis(), message)?;
+        events.send(DeployEvent::ConfigSaved {
+            service: service.to_owned(),
+            env: env.to_owned(),
+            revision: saved.revision,
+        });
+        let order = Order {
+            spec,
+            version: current.version.clone(),
+            user: user.to_owned(),
+            dry_run: false,
+            unregistered_digest: None,
+            force: false,
+            config_revision: Some(saved.revision),
+        };
+        self.deploy(order, DeploymentKind::Config, events).await
     }
 
     /// Rolls or signals the running instances of a service after a configuration change.

@@ -27,11 +27,15 @@ pub fn definition(
             ),
         ));
     }
-    wharf_core::load(&submission.source, &submission_path(submission), &wharf_core::AnyFolder)
-        .map_err(|e| {
-            ServerError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                .hint("`wharf validate` shows the same errors before submitting")
-        })
+    wharf_core::load(
+        &submission.source,
+        &submission_path(submission),
+        &wharf_core::AnyFolder,
+    )
+    .map_err(|e| {
+        ServerError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            .hint("`wharf validate` shows the same errors before submitting")
+    })
 }
 
 /// The file name a submission gives, for error locations.
@@ -65,7 +69,9 @@ pub fn name(what: &str, value: &str) -> Result<(), ServerError> {
             "`{}` is not a valid {what} name",
             value.escape_debug()
         ))
-        .hint("use up to 63 lowercase letters, digits, `-` and `_`, starting with a letter or digit"))
+        .hint(
+            "use up to 63 lowercase letters, digits, `-` and `_`, starting with a letter or digit",
+        ))
     }
 }
 
@@ -96,10 +102,11 @@ pub fn config_key(key: &str) -> Result<(), ServerError> {
     if valid {
         Ok(())
     } else {
-        Err(
-            ServerError::bad_request(format!("`{}` is not a valid configuration key", key.escape_debug()))
-                .hint("use letters, digits and `_`, not starting with a digit"),
-        )
+        Err(ServerError::bad_request(format!(
+            "`{}` is not a valid configuration key",
+            key.escape_debug()
+        ))
+        .hint("use letters, digits and `_`, not starting with a digit"))
     }
 }
 
@@ -123,7 +130,9 @@ pub fn rollback(req: &RollbackRequest) -> Result<(), ServerError> {
 
 pub fn stop(req: &StopRequest) -> Result<(), ServerError> {
     name("environment", &req.env)?;
-    req.service.as_deref().map_or(Ok(()), |s| name("service", s))
+    req.service
+        .as_deref()
+        .map_or(Ok(()), |s| name("service", s))
 }
 
 pub fn config_change(change: &ConfigChange) -> Result<(), ServerError> {
@@ -145,7 +154,9 @@ pub fn join_token(req: &TokenRequest) -> Result<(), ServerError> {
 
 pub fn api_token(req: &ApiTokenRequest) -> Result<(), ServerError> {
     if req.name.is_empty() || req.name.len() > MAX_NAME || req.name.chars().any(char::is_control) {
-        return Err(ServerError::bad_request("an API token needs a short printable name"));
+        return Err(ServerError::bad_request(
+            "an API token needs a short printable name",
+        ));
     }
     Ok(())
 }
@@ -187,7 +198,15 @@ mod tests {
 
     #[test]
     fn names_that_could_become_paths_are_refused() {
-        for bad in ["", "/tmp/x", "../up", "a/b", "Ünï", "web\n", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "/tmp/x",
+            "../up",
+            "a/b",
+            "Ünï",
+            "web\n",
+            &"x".repeat(64),
+        ] {
             assert!(name("service", bad).is_err(), "{bad:?}");
         }
         for good in ["web", "web-1", "a_b", "0day"] {

@@ -246,6 +246,12 @@ impl Controller {
         }
         let spec = crate::config_service::spec_of(&held)?;
         self.store.approve_deployment(id, approver, now_millis())?;
+        if held.kind == DeploymentKind::Config {
+            // The held configuration revision became the current one.
+            self.hub.invalidate(&held.env, &held.service);
+            self.hub
+                .announce_current(&*self.store, &held.env, &held.service);
+        }
         events.send(DeployEvent::Warning {
             message: format!("deployment #{id} approved by `{approver}`"),
         });
@@ -376,11 +382,55 @@ impl Controller {
         let (config_revision, extras) =
             self.extras(&spec.service, &spec.env, req.config_revision)?;
         let placed = self.place(spec)?;
+        self.check_hosts(&placed)?;
         let rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
         Ok(Prepared {
             rendered,
             config_revision,
         })
+    }
+
+    /// In an environment with `hosts:`, every node must be a host that joined: nothing
+    /// falls back to running on the controller's machine (with the secrets of an
+    /// environment that was meant to be elsewhere).
+    fn check_hosts(&self, spec: &DeploySpec) -> Result<(), ServerError> {
+        if !spec.hosts_required {
+            return Ok(());
+        }
+        let mut missing: Vec<&str> = spec
+            .slots
+            .iter()
+            .map(|s| s.node.as_str())
+            .filter(|node| {
+                self.fleet.is_local(&InstanceKey {
+                    env: spec.env.clone(),
+                    service: spec.service.clone(),
+                    node: (*node).to_owned(),
+                    instance: 0,
+                })
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names = missing
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(ServerError::new(
+            axum::http::StatusCode::CONFLICT,
+            format!(
+                "`{}` in `{}` runs on node(s) {names}, which no host claims: `{}` declares `hosts:`, so its instances never run on the controller's machine; nothing was changed",
+                spec.service, spec.env, spec.env
+            ),
+        )
+        .hint(format!(
+            "`wharf env up {}` makes its hosts; for static hosts, start `wharf agent --name NODE` on each (`wharf token create --env {}`)",
+            spec.env, spec.env
+        )))
     }
 
     /// Plans and carries out a prepared deploy, recording it (as deployment `id` when

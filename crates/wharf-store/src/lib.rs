@@ -169,7 +169,18 @@ pub trait Store: Send + Sync {
         at: i64,
         message: &str,
     ) -> Result<ConfigRevision>;
-    /// A revision, or the newest one when `revision` is None.
+    /// Adds a revision that stays `held` (invisible to [`Store::config_revision`] with
+    /// `None`) until the deployment rolling it is approved; rejected with it.
+    fn hold_config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        values: &std::collections::BTreeMap<String, String>,
+        user: &str,
+        at: i64,
+        message: &str,
+    ) -> Result<ConfigRevision>;
+    /// A revision, or the newest active one when `revision` is None.
     fn config_revision(
         &self,
         service: &str,

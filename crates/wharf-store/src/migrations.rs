@@ -153,4 +153,7 @@ pub const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         message TEXT NOT NULL
     );",
+    // 7: a configuration revision made in an environment with approvals is held (seen
+    // by nobody) until its deployment is approved, and never ships once rejected.
+    "ALTER TABLE config_revisions ADD COLUMN state TEXT NOT NULL DEFAULT 'active';",
 ];

@@ -145,6 +145,14 @@ pub struct ConfigRevision {
     pub user: String,
     pub at: i64,
     pub message: String,
+    /// `active`; `held` while the deployment that rolls it waits for approval (nobody
+    /// sees it); `rejected` when that deployment was rejected or expired (never ships).
+    #[serde(default = "active")]
+    pub state: String,
+}
+
+fn active() -> String {
+    "active".into()
 }
 
 /// A secret as stored: encrypted under the master key `key_id`, never in plaintext.

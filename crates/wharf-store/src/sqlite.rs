@@ -12,6 +12,41 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Adds the next configuration revision in `state`, in one transaction.
+    fn add_config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        values: &std::collections::BTreeMap<String, String>,
+        (user, at, message): (&str, i64, &str),
+        state: &str,
+    ) -> Result<ConfigRevision> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revision: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(revision), 0) + 1 FROM config_revisions WHERE service = ?1 AND env = ?2",
+            params![service, env],
+            |r| r.get(0),
+        )?;
+        let vals = serde_json::to_string(values).expect("maps serialize");
+        tx.execute(
+            "INSERT INTO config_revisions (service, env, revision, vals, user, at, message, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![service, env, revision, vals, user, at, message, state],
+        )?;
+        tx.commit()?;
+        Ok(ConfigRevision {
+            service: service.to_owned(),
+            env: env.to_owned(),
+            revision,
+            values: values.clone(),
+            user: user.to_owned(),
+            at,
+            message: message.to_owned(),
+            state: state.to_owned(),
+        })
+    }
+
     /// Opens (or creates) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
@@ -229,6 +264,9 @@ impl Store for SqliteStore {
             "UPDATE deployments SET state = ?2, message = ?3, finished_at = ?4 WHERE id = ?1 AND state = ?5",
             params![id, state.as_str(), message, at, current.as_str()],
         )?;
+        if matches!(state, DeploymentState::Rejected | DeploymentState::Expired) {
+            settle_held_config(&tx, id, "rejected")?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -583,6 +621,7 @@ impl Store for SqliteStore {
              WHERE id = ?1 AND state = 'pending_approval'",
             params![id, approver, at],
         )?;
+        settle_held_config(&tx, id, "active")?;
         tx.commit()?;
         Ok(())
     }
@@ -615,29 +654,19 @@ impl Store for SqliteStore {
         at: i64,
         message: &str,
     ) -> Result<ConfigRevision> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let revision: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(revision), 0) + 1 FROM config_revisions WHERE service = ?1 AND env = ?2",
-            params![service, env],
-            |r| r.get(0),
-        )?;
-        let vals = serde_json::to_string(values).expect("maps serialize");
-        tx.execute(
-            "INSERT INTO config_revisions (service, env, revision, vals, user, at, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![service, env, revision, vals, user, at, message],
-        )?;
-        tx.commit()?;
-        Ok(ConfigRevision {
-            service: service.to_owned(),
-            env: env.to_owned(),
-            revision,
-            values: values.clone(),
-            user: user.to_owned(),
-            at,
-            message: message.to_owned(),
-        })
+        self.add_config_revision(service, env, values, (user, at, message), "active")
+    }
+
+    fn hold_config_revision(
+        &self,
+        service: &str,
+        env: &str,
+        values: &std::collections::BTreeMap<String, String>,
+        user: &str,
+        at: i64,
+        message: &str,
+    ) -> Result<ConfigRevision> {
+        self.add_config_revision(service, env, values, (user, at, message), "held")
     }
 
     fn put_definition(&self, d: &DefinitionRecord) -> Result<DefinitionRecord> {
@@ -693,8 +722,9 @@ impl Store for SqliteStore {
         Ok(self
             .conn()
             .query_row(
-                "SELECT service, env, revision, vals, user, at, message FROM config_revisions
-                 WHERE service = ?1 AND env = ?2 AND (?3 IS NULL OR revision = ?3)
+                "SELECT service, env, revision, vals, user, at, message, state FROM config_revisions
+                 WHERE service = ?1 AND env = ?2
+                   AND (revision = ?3 OR (?3 IS NULL AND state = 'active'))
                  ORDER BY revision DESC LIMIT 1",
                 params![service, env, revision],
                 config_revision_row,
@@ -705,7 +735,7 @@ impl Store for SqliteStore {
     fn config_revisions(&self, service: &str, env: &str) -> Result<Vec<ConfigRevision>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT service, env, revision, vals, user, at, message FROM config_revisions
+            "SELECT service, env, revision, vals, user, at, message, state FROM config_revisions
              WHERE service = ?1 AND env = ?2 ORDER BY revision DESC",
         )?;
         let rows = stmt.query_map(params![service, env], config_revision_row)?;
@@ -863,6 +893,7 @@ fn config_revision_row(r: &Row<'_>) -> rusqlite::Result<ConfigRevision> {
         user: r.get(4)?,
         at: r.get(5)?,
         message: r.get(6)?,
+        state: r.get(7)?,
     })
 }
 
@@ -935,6 +966,18 @@ fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
         at: r.get(5)?,
         message: r.get(6)?,
     })
+}
+
+/// A held configuration revision follows its deployment: active once approved,
+/// rejected (never shipped) once it is rejected or expires.
+fn settle_held_config(tx: &rusqlite::Transaction<'_>, deployment: i64, to: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE config_revisions SET state = ?2
+         WHERE state = 'held' AND (service, env, revision) =
+             (SELECT service, env, config_revision FROM deployments WHERE id = ?1 AND kind = 'config')",
+        params![deployment, to],
+    )?;
+    Ok(())
 }
 
 /// The state of a deployment, read inside the transaction that changes it.
@@ -1091,6 +1134,69 @@ mod tests {
             store.approve_deployment(99, "carol", 1),
             Err(StoreError::NoDeployment(99))
         ));
+    }
+
+    #[test]
+    fn a_held_configuration_revision_is_seen_only_once_approved() {
+        let store = SqliteStore::in_memory().unwrap();
+        let values = |v: &str| std::collections::BTreeMap::from([("A".to_owned(), v.to_owned())]);
+        store
+            .put_config_revision("catalog", "ci", &values("1"), "ann", 1, "")
+            .unwrap();
+        let current = |store: &SqliteStore| {
+            store
+                .config_revision("catalog", "ci", None)
+                .unwrap()
+                .unwrap()
+                .values["A"]
+                .clone()
+        };
+        let held_deploy = |store: &SqliteStore, revision: i64| {
+            store
+                .begin_deployment(&NewDeployment {
+                    kind: DeploymentKind::Config,
+                    config_revision: revision,
+                    pending_approval: true,
+                    ..deployment("ann")
+                })
+                .unwrap()
+        };
+        // Held: nobody sees it as current, though it can be read by number.
+        let held = store
+            .hold_config_revision("catalog", "ci", &values("2"), "ann", 2, "")
+            .unwrap();
+        let id = held_deploy(&store, held.revision);
+        assert_eq!(current(&store), "1");
+        assert_eq!(
+            store
+                .config_revision("catalog", "ci", Some(2))
+                .unwrap()
+                .unwrap()
+                .state,
+            "held"
+        );
+        store.approve_deployment(id, "bob", 3).unwrap();
+        assert_eq!(current(&store), "2");
+
+        // Rejected: it never becomes current.
+        store
+            .finish_deployment(id, DeploymentState::Succeeded, "", 4)
+            .unwrap();
+        let held = store
+            .hold_config_revision("catalog", "ci", &values("3"), "ann", 5, "")
+            .unwrap();
+        let id = held_deploy(&store, held.revision);
+        store
+            .finish_deployment(id, DeploymentState::Rejected, "no", 6)
+            .unwrap();
+        assert_eq!(current(&store), "2");
+        let states: Vec<String> = store
+            .config_revisions("catalog", "ci")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.state)
+            .collect();
+        assert_eq!(states, ["rejected", "active", "active"]);
     }
 
     #[test]

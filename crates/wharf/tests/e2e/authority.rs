@@ -256,3 +256,40 @@ fn the_laptop_controller_listens_for_agents_on_loopback_and_stops_on_request() {
         text(&out)
     );
 }
+
+#[test]
+fn a_node_no_host_claims_never_runs_on_the_controller() {
+    let definition = r#"
+services:
+  catalog:
+    build: ./catalog
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+    config: { MESSAGE: "meant for web-1" }
+environments:
+  staging:
+    hosts: { provider: static, names: [web-1] }
+    nodes: [{ name: web-1, services: [catalog] }]
+"#;
+    let mut p = Project::new(definition, &["catalog"]);
+    let out = p.wharf(&["deploy", "catalog", "--env", "staging", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("which no host claims"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr(&out).contains("wharf agent --name"),
+        "{}",
+        text(&out)
+    );
+    assert!(p.instances("catalog", "staging").is_empty());
+    assert!(
+        p.json(&["history", "catalog", "--env", "staging"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -657,3 +657,125 @@ fn of_a_racing_approve_and_reject_exactly_one_wins() {
         }
     }
 }
+
+/// What an instance reads from its configuration URL, with its own token.
+fn runtime_values(pid: u64) -> serde_json::Value {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    let var = |name: &str| {
+        environ
+            .split('\0')
+            .find_map(|v| v.strip_prefix(&format!("{name}=")).map(str::to_owned))
+            .unwrap()
+    };
+    reqwest::blocking::Client::new()
+        .get(var("WHARF_CONFIG_URL"))
+        .bearer_auth(var("WHARF_CONFIG_TOKEN"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn held_configuration_is_invisible_until_approved_and_a_rejected_one_never_ships() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let _controller = AuthController::start(&p);
+    let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
+    let bob_token = stdout(&out).trim().to_owned();
+    let bob = [("WHARF_TOKEN", bob_token.as_str())];
+    let approve_pending = |p: &mut Project| {
+        let id = p.json(&["deployments", "--pending"])[0]["id"]
+            .as_i64()
+            .unwrap()
+            .to_string();
+        let out = p.wharf_with(&["approve", &id], &bob, None);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    p.ok(&["build", "catalog", "--version", "v1"]);
+    let deploy = [
+        "deploy",
+        "catalog",
+        "--env",
+        "production",
+        "--version",
+        "v1",
+        "--force",
+    ];
+    p.ok(&deploy);
+    approve_pending(&mut p);
+
+    // Held: instances, runtime readers and `config get` keep the current values.
+    let out = p.ok(&[
+        "config",
+        "set",
+        "catalog",
+        "--env",
+        "production",
+        "MESSAGE=held",
+    ]);
+    assert!(stderr(&out).contains("wharf approve"), "{}", text(&out));
+    let pid = p.instances("catalog", "production")[0]["pid"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(runtime_values(pid)["values"]["MESSAGE"], "held");
+    let out = p.ok(&["config", "get", "catalog", "--env", "production"]);
+    assert!(!stdout(&out).contains("held"), "{}", text(&out));
+    // One held change at a time: a second is refused and saves nothing.
+    let out = p.wharf(&[
+        "config",
+        "set",
+        "catalog",
+        "--env",
+        "production",
+        "MESSAGE=other",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("waits for approval"),
+        "{}",
+        text(&out)
+    );
+
+    // Rejected: it never ships, not even with the next approved deploy.
+    let id = p.json(&["deployments", "--pending"])[0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let out = p.wharf_with(&["reject", &id], &bob, None);
+    assert!(out.status.success(), "{}", text(&out));
+    p.write("catalog/note.txt", "v2");
+    p.ok(&["build", "catalog", "--version", "v2"]);
+    p.ok(&[
+        "deploy",
+        "catalog",
+        "--env",
+        "production",
+        "--version",
+        "v2",
+        "--force",
+    ]);
+    approve_pending(&mut p);
+    let port = p.port("catalog", "production", 0);
+    assert_eq!(get_json(port)["note"], "v2");
+    assert_ne!(get_json(port)["message"], "held");
+    let history = p.json(&["config", "history", "catalog", "--env", "production"]);
+    assert_eq!(history[0]["state"], "rejected");
+
+    // Approved: then it ships, and readers see it.
+    p.ok(&[
+        "config",
+        "set",
+        "catalog",
+        "--env",
+        "production",
+        "MESSAGE=approved",
+    ]);
+    approve_pending(&mut p);
+    let port = p.port("catalog", "production", 0);
+    assert_eq!(get_json(port)["message"], "approved");
+    let pid = p.instances("catalog", "production")[0]["pid"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(runtime_values(pid)["values"]["MESSAGE"], "approved");
+}
