@@ -136,17 +136,6 @@ async fn join(
         .store
         .redeem_join_token(&req.token_id, &hash_secret(&req.secret), now_millis())
         .map_err(|e| forbidden(&e.to_string()))?;
-    if req.name.is_empty()
-        || !req
-            .name
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
-    {
-        return Err(ServerError::bad_request(format!(
-            "`{}` is not a valid host name",
-            req.name
-        )));
-    }
     let host = c.store.register_host(&NewHost {
         name: req.name.clone(),
         env: env.clone(),

@@ -779,3 +779,137 @@ fn held_configuration_is_invisible_until_approved_and_a_rejected_one_never_ships
         .unwrap();
     assert_eq!(runtime_values(pid)["values"]["MESSAGE"], "approved");
 }
+
+/// A random walk of deploys, configuration changes, approvals, rejections and expiries
+/// in approval environments: after every step, what each instance serves is a version
+/// and a configuration value that an approver let through, never a held or rejected one.
+#[test]
+fn any_sequence_of_changes_and_decisions_runs_only_approved_revisions() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let _controller = AuthController::start(&p);
+    let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
+    let bob_token = stdout(&out).trim().to_owned();
+    let bob = [("WHARF_TOKEN", bob_token.as_str())];
+    for v in ["v1", "v2", "v3"] {
+        p.write("catalog/note.txt", v);
+        p.ok(&["build", "catalog", "--version", v]);
+    }
+    // What an approver let through, per environment: versions and MESSAGE values.
+    let mut approved_versions: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    let mut approved_messages: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    // What each pending deployment would ship, by id.
+    let mut pending: Vec<(String, &str, Option<String>, Option<String>)> = Vec::new();
+    let mut seed: u64 = std::env::var("WHARF_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let envs = ["production", "hotfix"];
+    for step in 0..100 {
+        let env = envs[next(2) as usize];
+        let running = !p.instances("catalog", env).is_empty();
+        let newest_pending = |p: &mut Project| {
+            p.json(&["deployments", "--pending"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["env"] == env)
+                .map(|d| d["id"].as_i64().unwrap().to_string())
+                .next_back()
+        };
+        match next(5) {
+            0 => {
+                let version = format!("v{}", next(3) + 1);
+                let out = p.wharf(&[
+                    "deploy",
+                    "catalog",
+                    "--env",
+                    env,
+                    "--version",
+                    &version,
+                    "--force",
+                ]);
+                assert!(out.status.success(), "step {step}: {}", text(&out));
+                if let Some(id) = newest_pending(&mut p) {
+                    pending.push((id, env, Some(version), None));
+                }
+            }
+            1 if running => {
+                let message = format!("m{step}");
+                let out = p.wharf(&[
+                    "config",
+                    "set",
+                    "catalog",
+                    "--env",
+                    env,
+                    &format!("MESSAGE={message}"),
+                ]);
+                // A second held change is refused: that is one of the outcomes.
+                if out.status.success() {
+                    if let Some(id) = newest_pending(&mut p) {
+                        pending.push((id, env, None, Some(message)));
+                    }
+                }
+            }
+            2 | 3 => {
+                let Some(index) = pending.iter().rposition(|d| d.1 == env) else {
+                    continue;
+                };
+                let (id, env, version, message) = pending.remove(index);
+                let out = p.wharf_with(&["approve", &id], &bob, None);
+                if out.status.success() {
+                    approved_versions.entry(env).or_default().extend(version);
+                    approved_messages.entry(env).or_default().extend(message);
+                }
+            }
+            4 => {
+                let Some(index) = pending.iter().rposition(|d| d.1 == env) else {
+                    continue;
+                };
+                let (id, ..) = pending.remove(index);
+                let out = p.wharf_with(&["reject", &id], &bob, None);
+            }
+            _ => continue,
+        }
+        for env in envs {
+            for instance in p.instances("catalog", env) {
+                let port = instance["port"].as_u64().unwrap() as u16;
+                let Some(served) =
+                    get(port, "/").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+                else {
+                    continue;
+                };
+                let version = served["version"].as_str().unwrap_or_default().to_owned();
+                assert!(
+                    approved_versions
+                        .get(env)
+                        .is_some_and(|v| v.contains(&version)),
+                    "step {step}: {env} runs {version}, approved: {approved_versions:?}"
+                );
+                // What the instance was started with, and what it reads at runtime.
+                let read = instance["pid"]
+                    .as_u64()
+                    .map(|pid| runtime_values(pid)["values"]["MESSAGE"].clone());
+                for message in [
+                    served["message"].as_str(),
+                    read.as_ref().and_then(|r| r.as_str()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    assert!(
+                        approved_messages
+                            .get(env)
+                            .is_some_and(|m| m.iter().any(|a| a == message)),
+                        "step {step}: {env} serves MESSAGE={message}, approved: {approved_messages:?}"
+                    );
+                }
+            }
+        }
+    }
+}
