@@ -850,10 +850,10 @@ fn any_sequence_of_changes_and_decisions_runs_only_approved_revisions() {
                     &format!("MESSAGE={message}"),
                 ]);
                 // A second held change is refused: that is one of the outcomes.
-                if out.status.success() {
-                    if let Some(id) = newest_pending(&mut p) {
-                        pending.push((id, env, None, Some(message)));
-                    }
+                if out.status.success()
+                    && let Some(id) = newest_pending(&mut p)
+                {
+                    pending.push((id, env, None, Some(message)));
                 }
             }
             2 | 3 => {
@@ -872,7 +872,7 @@ fn any_sequence_of_changes_and_decisions_runs_only_approved_revisions() {
                     continue;
                 };
                 let (id, ..) = pending.remove(index);
-                let out = p.wharf_with(&["reject", &id], &bob, None);
+                let _ = p.wharf_with(&["reject", &id], &bob, None);
             }
             _ => continue,
         }
