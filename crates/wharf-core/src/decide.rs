@@ -198,6 +198,130 @@ pub fn is_expired(held_since: i64, window: Option<Duration>, now: i64) -> bool {
     window.is_some_and(|w| now > held_since.saturating_add(w.as_millis() as i64))
 }
 
+/// Why there is nothing to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackRefusal {
+    /// The version asked for never ran to success here; `known` are those that did.
+    NeverRan { known: Vec<String> },
+    /// No version other than the current one ever ran to success here.
+    NothingEarlier,
+}
+
+/// The deployment a rollback returns to: the given version's newest successful run, or
+/// by default the newest successful run of a version other than the current one.
+/// `history` pairs each deployment with its version; stops never count.
+pub fn rollback_target(
+    history: &[(DeploymentFacts, &str)],
+    current: Option<&str>,
+    wanted: Option<&str>,
+) -> Result<i64, RollbackRefusal> {
+    let mut ran: Vec<&(DeploymentFacts, &str)> = history
+        .iter()
+        .filter(|(d, _)| d.state.can_be_rollback_target() && d.kind != DeploymentKind::Stop)
+        .collect();
+    ran.sort_by_key(|(d, _)| std::cmp::Reverse((d.started_at, d.id)));
+    match wanted {
+        Some(version) => ran
+            .iter()
+            .find(|(_, v)| *v == version)
+            .map(|(d, _)| d.id)
+            .ok_or_else(|| {
+                let mut known: Vec<String> = Vec::new();
+                for (_, v) in &ran {
+                    if !known.iter().any(|k| k == v) {
+                        known.push((*v).to_owned());
+                    }
+                }
+                RollbackRefusal::NeverRan { known }
+            }),
+        None => ran
+            .iter()
+            .find(|(_, v)| Some(*v) != current)
+            .map(|(d, _)| d.id)
+            .ok_or(RollbackRefusal::NothingEarlier),
+    }
+}
+
+/// What a rollout did to one instance slot, in the order it did it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// Started an instance where none was.
+    Started,
+    /// Replaced the instance there (`had_previous`: one ran before and can come back).
+    Replaced { had_previous: bool },
+    /// Stopped an instance no longer wanted.
+    Stopped,
+}
+
+/// How to undo one step of a failed rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undo {
+    /// Stop the new instance; nothing comes back.
+    Stop,
+    /// Stop the new instance and start the previous one again.
+    StopAndRestore,
+    /// Start the stopped instance again.
+    Restore,
+}
+
+/// The undo plan of a failed rollout: every step undone, newest first (so a slot
+/// touched twice ends as it was before the first), as indexes into `done`.
+pub fn undo_order(done: &[Done]) -> Vec<(usize, Undo)> {
+    done.iter()
+        .enumerate()
+        .rev()
+        .map(|(i, step)| {
+            let undo = match step {
+                Done::Started
+                | Done::Replaced {
+                    had_previous: false,
+                } => Undo::Stop,
+                Done::Replaced { had_previous: true } => Undo::StopAndRestore,
+                Done::Stopped => Undo::Restore,
+            };
+            (i, undo)
+        })
+        .collect()
+}
+
+/// Whether an instance counts as healthy for a rollout's `min_healthy_time`: running its
+/// first process (no restart since it started) with no failing check.
+pub fn is_steady(
+    state: crate::lifecycle::InstanceState,
+    health: crate::lifecycle::Health,
+    restarts: u32,
+) -> bool {
+    state == crate::lifecycle::InstanceState::Running
+        && health != crate::lifecycle::Health::Unhealthy
+        && restarts == 0
+}
+
+/// Whether the reconciler counts an observed instance as healthy (so it is left alone
+/// when it already runs what is wanted): running, no failing check, and on a host that
+/// still takes instances (a drained host's instances are replaced elsewhere).
+pub fn counts_as_healthy(
+    state: crate::lifecycle::InstanceState,
+    health: crate::lifecycle::Health,
+    host_takes_instances: bool,
+) -> bool {
+    state == crate::lifecycle::InstanceState::Running
+        && health != crate::lifecycle::Health::Unhealthy
+        && host_takes_instances
+}
+
+/// The services a reschedule deploys again: those with an instance on a host that no
+/// longer takes instances, each once, sorted. `running` pairs service and node.
+pub fn services_to_move(running: &[(&str, &str)], unusable: &[&str]) -> Vec<String> {
+    let mut services: Vec<String> = running
+        .iter()
+        .filter(|(_, node)| unusable.contains(node))
+        .map(|(service, _)| (*service).to_owned())
+        .collect();
+    services.sort();
+    services.dedup();
+    services
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,5 +540,121 @@ environments:
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn the_rollback_target() {
+        let ran = |id, version, state, at| (d(id, Deploy, state, at), version);
+        let history = [
+            ran(1, "v1", Succeeded, 10),
+            ran(2, "v2", Succeeded, 20),
+            ran(3, "v3", RolledBack, 30),
+            ran(4, "v3", Interrupted, 40),
+            (d(5, Stop, Succeeded, 50), "v2"),
+            ran(6, "v2", Succeeded, 60),
+        ];
+        let table: [(
+            &str,
+            Option<&str>,
+            Option<&str>,
+            Result<i64, RollbackRefusal>,
+        ); 4] = [
+            ("the one before the current", Some("v2"), None, Ok(1)),
+            (
+                "a version asked for: its newest run",
+                Some("v1"),
+                Some("v2"),
+                Ok(6),
+            ),
+            (
+                "an interrupted or rolled-back version never ran",
+                Some("v2"),
+                Some("v3"),
+                Err(RollbackRefusal::NeverRan {
+                    known: vec!["v2".into(), "v1".into()],
+                }),
+            ),
+            ("nothing runs now: the newest run", None, None, Ok(6)),
+        ];
+        for (what, current, wanted, expected) in table {
+            assert_eq!(
+                rollback_target(&history, current, wanted),
+                expected,
+                "{what}"
+            );
+        }
+        assert_eq!(
+            rollback_target(&[ran(1, "v1", Succeeded, 1)], Some("v1"), None),
+            Err(RollbackRefusal::NothingEarlier)
+        );
+    }
+
+    #[test]
+    fn a_failed_rollout_is_undone_newest_first() {
+        let done = [
+            Done::Replaced { had_previous: true },
+            Done::Started,
+            Done::Stopped,
+            Done::Replaced {
+                had_previous: false,
+            },
+        ];
+        assert_eq!(
+            undo_order(&done),
+            [
+                (3, Undo::Stop),
+                (2, Undo::Restore),
+                (1, Undo::Stop),
+                (0, Undo::StopAndRestore),
+            ]
+        );
+        assert!(undo_order(&[]).is_empty());
+    }
+
+    #[test]
+    fn which_instances_are_steady() {
+        use crate::lifecycle::{Health, InstanceState};
+        let table = [
+            (InstanceState::Running, Health::Healthy, 0, true),
+            (InstanceState::Running, Health::Unknown, 0, true),
+            (InstanceState::Running, Health::Unhealthy, 0, false),
+            (InstanceState::Running, Health::Healthy, 1, false),
+            (InstanceState::Restarting, Health::Healthy, 0, false),
+            (InstanceState::Starting, Health::Unknown, 0, false),
+        ];
+        for (state, health, restarts, steady) in table {
+            assert_eq!(
+                is_steady(state, health, restarts),
+                steady,
+                "{state:?} {health:?} {restarts}"
+            );
+        }
+    }
+
+    #[test]
+    fn which_instances_the_reconciler_counts_as_healthy() {
+        use crate::lifecycle::{Health, InstanceState};
+        let table = [
+            (InstanceState::Running, Health::Healthy, true, true),
+            (InstanceState::Running, Health::Unknown, true, true),
+            (InstanceState::Running, Health::Healthy, false, false),
+            (InstanceState::Running, Health::Unhealthy, true, false),
+            (InstanceState::Restarting, Health::Healthy, true, false),
+        ];
+        for (state, health, takes, healthy) in table {
+            assert_eq!(
+                counts_as_healthy(state, health, takes),
+                healthy,
+                "{state:?} {health:?} {takes}"
+            );
+        }
+    }
+
+    #[test]
+    fn which_services_a_reschedule_moves() {
+        let running = [("web", "a"), ("web", "b"), ("db", "b"), ("cache", "c")];
+        assert_eq!(services_to_move(&running, &["b"]), ["db", "web"]);
+        assert!(services_to_move(&running, &[]).is_empty());
+        assert_eq!(services_to_move(&running, &["c", "z"]), ["cache"]);
     }
 }

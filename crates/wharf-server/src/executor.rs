@@ -10,7 +10,8 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use wharf_agent::InstancePlan;
 use wharf_api::{DeployEvent, RollbackRequest, StopRequest};
-use wharf_core::lifecycle::{DeploymentKind, DeploymentState, Health, InstanceState};
+use wharf_core::decide::{self, DeploymentFacts};
+use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
 use wharf_core::placement::{self, HostView, Resources};
 use wharf_core::plan::{self, DesiredInstance, ObservedInstance, Plan, Slot, Step};
 use wharf_core::spec::DeploySpec;
@@ -608,15 +609,13 @@ impl Controller {
             .filter(|h| !h.state.can_take_instances())
             .map(|h| h.name.as_str())
             .collect();
-        let mut services: Vec<String> = self
-            .fleet
-            .statuses()
-            .into_iter()
-            .filter(|(p, _)| p.key.env == env && unusable.contains(&p.key.node.as_str()))
-            .map(|(p, _)| p.key.service)
+        let statuses = self.fleet.statuses();
+        let running: Vec<(&str, &str)> = statuses
+            .iter()
+            .filter(|(p, _)| p.key.env == env)
+            .map(|(p, _)| (p.key.service.as_str(), p.key.node.as_str()))
             .collect();
-        services.sort();
-        services.dedup();
+        let services = decide::services_to_move(&running, &unusable);
         for service in services {
             let Ok(Some(last)) = self.current_deployment(&service, env) else {
                 continue;
@@ -670,9 +669,11 @@ impl Controller {
                 version: p.version,
                 digest: p.digest,
                 config_digest: p.config_digest,
-                healthy: s.state == InstanceState::Running
-                    && s.health != Health::Unhealthy
-                    && self.fleet.takes_instances(&p.key),
+                healthy: decide::counts_as_healthy(
+                    s.state,
+                    s.health,
+                    self.fleet.takes_instances(&p.key),
+                ),
             })
             .collect()
     }
@@ -762,11 +763,9 @@ impl Controller {
                 .into_iter()
                 .find(|(p, _)| &p.key == key)
                 .map(|(_, s)| s);
-            let steady = status.as_ref().is_some_and(|s| {
-                s.state == InstanceState::Running
-                    && s.health != Health::Unhealthy
-                    && s.restarts == 0
-            });
+            let steady = status
+                .as_ref()
+                .is_some_and(|s| decide::is_steady(s.state, s.health, s.restarts));
             if !steady {
                 let what = status
                     .and_then(|s| s.last_exit)
@@ -886,40 +885,46 @@ impl Controller {
         });
         let mut complete = true;
         let mut restored_previous = false;
-        for step in done.into_iter().rev() {
-            let previous = match step {
-                Done::Started(key) => {
-                    self.fleet.link(&key).stop(&key).await;
+        let shape: Vec<decide::Done> = done
+            .iter()
+            .map(|step| match step {
+                Done::Started(_) => decide::Done::Started,
+                Done::Replaced { previous, .. } => decide::Done::Replaced {
+                    had_previous: previous.is_some(),
+                },
+                Done::Stopped(_) => decide::Done::Stopped,
+            })
+            .collect();
+        let mut done: Vec<Option<Done>> = done.into_iter().map(Some).collect();
+        for (index, undo) in decide::undo_order(&shape) {
+            let Some(step) = done.get_mut(index).and_then(Option::take) else {
+                continue;
+            };
+            let (key, previous) = match step {
+                Done::Started(key) => (Some(key), None),
+                Done::Replaced { key, previous } => (Some(key), previous),
+                Done::Stopped(previous) => (None, Some(previous)),
+            };
+            if let Some(key) = key {
+                self.fleet.link(&key).stop(&key).await;
+                if undo == decide::Undo::Stop {
                     let _ =
                         self.store
                             .remove_instance(&key.env, &key.service, &key.node, key.instance);
-                    None
                 }
-                Done::Replaced { key, previous } => {
-                    self.fleet.link(&key).stop(&key).await;
-                    if previous.is_none() {
-                        let _ = self.store.remove_instance(
-                            &key.env,
-                            &key.service,
-                            &key.node,
-                            key.instance,
-                        );
-                    }
-                    previous
-                }
-                Done::Stopped(previous) => Some(previous),
-            };
-            if let Some(previous) = previous {
-                let key = previous.key.clone();
-                events.progress(&key, format!("restoring {}", previous.version));
-                let link = self.fleet.link(&key);
-                let ok = match link.start(previous).await {
-                    Ok(()) => link.wait_healthy(&key, timeout).await.is_ok(),
-                    Err(_) => false,
-                };
-                complete &= ok;
-                restored_previous = true;
             }
+            let Some(previous) = previous.filter(|_| undo != decide::Undo::Stop) else {
+                continue;
+            };
+            let key = previous.key.clone();
+            events.progress(&key, format!("restoring {}", previous.version));
+            let link = self.fleet.link(&key);
+            let ok = match link.start(previous).await {
+                Ok(()) => link.wait_healthy(&key, timeout).await.is_ok(),
+                Err(_) => false,
+            };
+            complete &= ok;
+            restored_previous = true;
         }
         RolledBack {
             failure,
@@ -936,47 +941,52 @@ impl Controller {
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
         self.known_environment(&req.env)?;
-        let mut history = self.store.history(&req.service, &req.env)?;
-        // Newest first by when they ran: an approval can run an older deployment last.
-        history.sort_by_key(|d| std::cmp::Reverse((d.started_at, d.id)));
-        let succeeded: Vec<_> = history
+        let history = self.store.history(&req.service, &req.env)?;
+        let facts: Vec<(DeploymentFacts, &str)> = history
             .iter()
-            .filter(|d| d.state.can_be_rollback_target() && d.kind != DeploymentKind::Stop)
+            .map(|d| {
+                let facts = DeploymentFacts {
+                    id: d.id,
+                    kind: d.kind,
+                    state: d.state,
+                    started_at: d.started_at,
+                };
+                (facts, d.version.as_str())
+            })
             .collect();
         let current = self
             .current_deployment(&req.service, &req.env)?
             .map(|d| d.version);
-        let target = match &req.to {
-            Some(version) => succeeded
-                .iter()
-                .find(|d| &d.version == version)
-                .copied()
-                .ok_or_else(|| {
-                    let known: Vec<String> = succeeded
-                        .iter()
-                        .map(|d| format!("`{}`", d.version))
-                        .collect();
-                    ServerError::not_found(format!(
-                        "version `{version}` never ran successfully for `{}` in `{}`",
-                        req.service, req.env
-                    ))
-                    .hint(if known.is_empty() {
-                        "nothing has been deployed there yet".to_owned()
-                    } else {
-                        format!("versions that ran: {}", dedup(known).join(", "))
-                    })
-                })?,
-            None => succeeded
-                .iter()
-                .find(|d| Some(&d.version) != current.as_ref())
-                .copied()
-                .ok_or_else(|| {
-                    ServerError::not_found(format!(
-                        "no earlier version of `{}` ran successfully in `{}`",
-                        req.service, req.env
-                    ))
-                    .hint("`wharf history` lists what ran")
-                })?,
+        let chosen = decide::rollback_target(&facts, current.as_deref(), req.to.as_deref())
+            .map_err(|refusal| match refusal {
+                decide::RollbackRefusal::NeverRan { known } => ServerError::not_found(format!(
+                    "version `{}` never ran successfully for `{}` in `{}`",
+                    req.to.as_deref().unwrap_or_default(),
+                    req.service,
+                    req.env
+                ))
+                .hint(if known.is_empty() {
+                    "nothing has been deployed there yet".to_owned()
+                } else {
+                    format!(
+                        "versions that ran: {}",
+                        known
+                            .iter()
+                            .map(|v| format!("`{v}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }),
+                decide::RollbackRefusal::NothingEarlier => ServerError::not_found(format!(
+                    "no earlier version of `{}` ran successfully in `{}`",
+                    req.service, req.env
+                ))
+                .hint("`wharf history` lists what ran"),
+            })?;
+        let Some(target) = history.iter().find(|d| d.id == chosen) else {
+            return Err(ServerError::internal(format!(
+                "deployment #{chosen} vanished"
+            )));
         };
         let spec: DeploySpec = serde_json::from_value(target.spec.clone()).map_err(|e| {
             ServerError::internal(format!(
@@ -1101,10 +1111,4 @@ fn indent(text: &str) -> String {
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn dedup(mut items: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    items.retain(|i| seen.insert(i.clone()));
-    items
 }
