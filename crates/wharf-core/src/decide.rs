@@ -553,12 +553,13 @@ environments:
             (d(5, Stop, Succeeded, 50), "v2"),
             ran(6, "v2", Succeeded, 60),
         ];
-        let table: [(
-            &str,
-            Option<&str>,
-            Option<&str>,
+        type Row<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
             Result<i64, RollbackRefusal>,
-        ); 4] = [
+        );
+        let table: [Row; 4] = [
             ("the one before the current", Some("v2"), None, Ok(1)),
             (
                 "a version asked for: its newest run",
