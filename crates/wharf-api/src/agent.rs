@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::records::Capacity;
 use serde::{Deserialize, Serialize};
 use wharf_core::lifecycle::{Health, InstanceState};
 use wharf_core::model::HealthCheck;
 use wharf_driver::InstanceKey;
-pub use wharf_store::Capacity;
 
 /// One instance to run: which artifact, which command, which environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,12 +6,11 @@
 //! the controller and completes even if the client goes away.
 
 pub mod agent;
+mod records;
 
+pub use records::*;
 use serde::{Deserialize, Serialize};
 use wharf_core::plan::Step;
-pub use wharf_store::{
-    ArtifactRecord, DeploymentRecord, DeploymentState, Health, InstanceRecord, InstanceState,
-};
 
 /// The header carrying an uploaded artifact's digest.
 pub const DIGEST_HEADER: &str = "x-wharf-digest";
@@ -216,10 +215,8 @@ pub struct ApiTokenRequest {
 pub struct ApiTokenCreated {
     pub token: String,
     #[serde(flatten)]
-    pub record: wharf_store::ApiTokenRecord,
+    pub record: ApiTokenRecord,
 }
-
-pub use wharf_store::{ApiTokenRecord, AuditRecord, ConfigRevision};
 
 /// `POST /v1/rollback`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -361,6 +358,6 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostView {
     #[serde(flatten)]
-    pub host: wharf_store::HostRecord,
+    pub host: HostRecord,
     pub instances: usize,
 }

@@ -140,7 +140,7 @@ async fn join(
         name: req.name.clone(),
         env: env.clone(),
         labels: req.labels,
-        capacity: req.capacity,
+        capacity: crate::wire::capacity_row(req.capacity),
         address: peer.address.ip().to_string(),
         at: now_millis(),
     })?;

@@ -47,7 +47,10 @@ async fn issue_token(
         let (token, (record, hash)) = new_api_token(&req.name, req.scopes.clone(), &user)
             .map_err(|e| ServerError::internal(e.to_string()))?;
         c.store.create_api_token(&record, &hash)?;
-        Ok(ApiTokenCreated { token, record })
+        Ok(ApiTokenCreated {
+            token,
+            record: crate::wire::api_token(record),
+        })
     })();
     c.record(&caller, "token issue", &target, &outcome(&result));
     result.map(Json)
@@ -58,7 +61,10 @@ async fn list_tokens(
     caller: Caller,
 ) -> Result<Json<Vec<ApiTokenRecord>>, ServerError> {
     caller.require("*", Action::Admin)?;
-    Ok(Json(c.store.api_tokens()?))
+    Ok(Json(crate::wire::all(
+        c.store.api_tokens()?,
+        crate::wire::api_token,
+    )))
 }
 
 async fn revoke_token(
@@ -91,18 +97,24 @@ async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditRecord>>, ServerError> {
     caller.require("*", Action::Admin)?;
-    Ok(Json(c.store.audit_log(q.limit.unwrap_or(100))?))
+    Ok(Json(crate::wire::all(
+        c.store.audit_log(q.limit.unwrap_or(100))?,
+        crate::wire::audit,
+    )))
 }
 
 async fn pending(
     State(c): Ctl,
     _caller: Caller,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
-    Ok(Json(c.pending()?))
+    Ok(Json(crate::wire::all(
+        c.pending()?,
+        crate::wire::deployment,
+    )))
 }
 
 /// The environment of a deployment, for checking the caller's grant.
-fn env_of(c: &Controller, id: i64) -> Result<DeploymentRecord, ServerError> {
+fn env_of(c: &Controller, id: i64) -> Result<wharf_store::DeploymentRecord, ServerError> {
     c.store
         .deployment(id)?
         .ok_or_else(|| ServerError::not_found(format!("there is no deployment #{id}")))

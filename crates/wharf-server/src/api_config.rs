@@ -105,7 +105,10 @@ async fn config_history(
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<Vec<ConfigRevision>>, ServerError> {
     c.check_names(Some(&service), Some(&env))?;
-    Ok(Json(c.store.config_revisions(&service, &env)?))
+    Ok(Json(crate::wire::all(
+        c.store.config_revisions(&service, &env)?,
+        crate::wire::config_revision,
+    )))
 }
 
 async fn list_secrets(

@@ -22,6 +22,7 @@ mod remote;
 mod render;
 mod routes;
 mod sink;
+mod wire;
 
 use std::fs::File;
 use std::net::SocketAddr;

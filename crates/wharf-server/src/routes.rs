@@ -114,7 +114,10 @@ async fn list_artifacts(
     _caller: Caller,
     Query(q): Query<ArtifactQuery>,
 ) -> Result<Json<Vec<ArtifactRecord>>, ServerError> {
-    Ok(Json(c.store.artifacts(q.service.as_deref())?))
+    Ok(Json(crate::wire::all(
+        c.store.artifacts(q.service.as_deref())?,
+        crate::wire::artifact,
+    )))
 }
 
 async fn upload_artifact(
@@ -171,7 +174,7 @@ fn upload(
         .into());
     }
     let digest = c.artifacts.put(claimed, body)?;
-    let record = ArtifactRecord {
+    let record = wharf_store::ArtifactRecord {
         service,
         version,
         digest: digest.to_string(),
@@ -182,7 +185,7 @@ fn upload(
 }
 
 /// Registers an artifact version: 201 when new, 200 when the same content was there.
-fn register(c: &Controller, record: ArtifactRecord) -> Result<Response, ServerError> {
+fn register(c: &Controller, record: wharf_store::ArtifactRecord) -> Result<Response, ServerError> {
     let created = c.store.put_artifact(&record)? == wharf_store::PutOutcome::Created;
     let record = if created {
         record
@@ -199,7 +202,7 @@ fn register(c: &Controller, record: ArtifactRecord) -> Result<Response, ServerEr
     Ok((
         status,
         Json(ArtifactUploaded {
-            artifact: record,
+            artifact: crate::wire::artifact(record),
             created,
         }),
     )
@@ -228,7 +231,7 @@ fn register_image_record(c: &Controller, req: ImageRegistration) -> Result<Respo
             req.image_id
         )));
     }
-    let record = ArtifactRecord {
+    let record = wharf_store::ArtifactRecord {
         service: req.service,
         version: req.version,
         digest: req.image_id,
@@ -411,7 +414,7 @@ async fn status(
         grouped
             .entry((i.env.clone(), i.service.clone()))
             .or_default()
-            .push(i);
+            .push(crate::wire::instance(i));
     }
     let services = grouped
         .into_iter()
@@ -449,7 +452,10 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
     c.check_names(Some(&q.service), Some(&q.env))?;
-    Ok(Json(c.store.history(&q.service, &q.env)?))
+    Ok(Json(crate::wire::all(
+        c.store.history(&q.service, &q.env)?,
+        crate::wire::deployment,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -497,7 +503,7 @@ async fn logs(
     }
     let several = chosen.len() > 1;
     let lines = q.lines.unwrap_or(100);
-    let prefix = |i: &InstanceRecord| {
+    let prefix = |i: &wharf_store::InstanceRecord| {
         if several {
             format!("[{} #{}] ", i.service, i.instance)
         } else {
@@ -621,7 +627,10 @@ async fn list_hosts(
                     .iter()
                     .filter(|(p, _)| p.key.env == host.env && p.key.node == host.name)
                     .count();
-                HostView { host, instances }
+                HostView {
+                    host: crate::wire::host(host),
+                    instances,
+                }
             })
             .collect(),
     ))
@@ -665,7 +674,10 @@ async fn act_on_host(
     if action == "forget" {
         c.store.remove_host(host.id)?;
         c.fleet.hosts_changed();
-        return Ok(Json(HostView { host, instances: 0 }));
+        return Ok(Json(HostView {
+            host: crate::wire::host(host),
+            instances: 0,
+        }));
     }
     let state = match action.as_str() {
         "drain" => wharf_core::lifecycle::HostState::Draining,
@@ -685,5 +697,8 @@ async fn act_on_host(
         tokio::spawn(async move { c.reschedule(&env).await });
     }
     let host = c.store.host(host.id)?.unwrap_or(host);
-    Ok(Json(HostView { host, instances: 0 }))
+    Ok(Json(HostView {
+        host: crate::wire::host(host),
+        instances: 0,
+    }))
 }
