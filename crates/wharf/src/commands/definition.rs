@@ -73,7 +73,9 @@ fn report(printer: &Printer, applied: &DefinitionApplied) {
     if !applied.services_changed.is_empty() {
         what.push(format!("services {}", list(&applied.services_changed)));
     }
-    let what = if what.is_empty() {
+    let what = if revision == 1 {
+        " (the controller's first)".to_owned()
+    } else if what.is_empty() {
         String::new()
     } else {
         format!(" (changes {})", what.join("; "))
