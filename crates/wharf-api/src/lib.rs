@@ -119,6 +119,9 @@ pub struct DefinitionRevision {
     pub user: String,
     pub at: i64,
     pub message: String,
+    /// `active`, `held` (waits for approval, not in force) or `rejected`.
+    #[serde(default)]
+    pub state: String,
 }
 
 /// `POST /v1/definitions` answers this.
@@ -127,6 +130,10 @@ pub struct DefinitionApplied {
     pub revision: DefinitionRevision,
     /// False when the same text was the current revision already.
     pub created: bool,
+    /// The deployment that holds this revision for approval, when it changes the
+    /// policy of an environment with `approval: required`; it is not in force until then.
+    #[serde(default)]
+    pub held_by: Option<i64>,
     /// Environments whose policy (pipeline, approval, hosts, nodes, pools) changed.
     pub policy_changed: Vec<String>,
     pub config_changed: Vec<String>,

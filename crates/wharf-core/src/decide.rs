@@ -471,7 +471,7 @@ mod tests {
         }
     }
 
-    fn definition(text: &str) -> Definition {
+    fn definition(text: &str) -> crate::model::Definition {
         crate::load(text, "wharf.yaml", &crate::AnyFolder).unwrap()
     }
 

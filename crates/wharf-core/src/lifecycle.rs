@@ -102,6 +102,9 @@ pub enum DeploymentKind {
     Promote,
     /// Instances rolled because their configuration changed (`wharf config set`).
     Config,
+    /// A definition revision that changes an approval environment's policy, held for
+    /// approval; nothing runs (its `config_revision` is the definition revision).
+    Definition,
 }
 
 impl DeploymentKind {
@@ -113,6 +116,7 @@ impl DeploymentKind {
             Self::Reschedule => "reschedule",
             Self::Promote => "promote",
             Self::Config => "config",
+            Self::Definition => "definition",
         }
     }
 
@@ -124,6 +128,7 @@ impl DeploymentKind {
             Self::Reschedule,
             Self::Promote,
             Self::Config,
+            Self::Definition,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -113,6 +113,18 @@ async fn pending(
     )))
 }
 
+/// Every environment whose approvers decide on a held deployment: its own, and for a
+/// held definition revision each approval environment whose policy it changes.
+fn held_envs(held: &wharf_store::DeploymentRecord) -> Vec<String> {
+    let mut envs = vec![held.env.clone()];
+    if let Some(more) = held.spec.get("envs").and_then(serde_json::Value::as_array) {
+        envs.extend(more.iter().filter_map(|e| e.as_str().map(str::to_owned)));
+    }
+    envs.sort();
+    envs.dedup();
+    envs
+}
+
 /// The environment of a deployment, for checking the caller's grant.
 fn env_of(c: &Controller, id: i64) -> Result<wharf_store::DeploymentRecord, ServerError> {
     c.store
@@ -128,7 +140,9 @@ async fn approve(
 ) -> Result<Response, ServerError> {
     let held = env_of(&c, id)?;
     let target = format!("deployment #{id} ({} in {})", held.service, held.env);
-    authorize(&c, &caller, &held.env, Action::Approve, "approve", &target)?;
+    for env in held_envs(&held) {
+        authorize(&c, &caller, &env, Action::Approve, "approve", &target)?;
+    }
     let approver = acting_user(&c, &caller, &who.user);
     let audit = Audited {
         caller,
@@ -154,7 +168,9 @@ async fn reject(
 ) -> Result<Json<DeployEvent>, ServerError> {
     let held = env_of(&c, id)?;
     let target = format!("deployment #{id} ({} in {})", held.service, held.env);
-    authorize(&c, &caller, &held.env, Action::Approve, "reject", &target)?;
+    for env in held_envs(&held) {
+        authorize(&c, &caller, &env, Action::Approve, "reject", &target)?;
+    }
     let who = acting_user(&c, &caller, &who.user);
     let result = c.reject(id, &who);
     c.record(&caller, "reject", &target, &outcome(&result));

@@ -22,6 +22,9 @@ use crate::error::ServerError;
 use crate::routes::{acting_user, outcome};
 use crate::{Controller, now_millis};
 
+/// The service name a held definition revision is listed under.
+pub const DEFINITION_SERVICE: &str = "(definition)";
+
 /// The current revision, parsed once.
 pub struct Current {
     pub revision: i64,
@@ -29,17 +32,24 @@ pub struct Current {
     pub definition: Definition,
 }
 
-/// Caches the parsed current revision (parsing a large definition takes a while).
+/// Caches the parsed current revision (parsing a large definition takes a while), and
+/// serializes applies: each is checked against the revision it replaces.
 #[derive(Default)]
-pub struct DefinitionCache(Mutex<Option<Arc<Current>>>);
+pub struct DefinitionCache {
+    current: Mutex<Option<Arc<Current>>>,
+    applying: Mutex<()>,
+}
 
 impl DefinitionCache {
     fn get(&self) -> Option<Arc<Current>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set(&self, current: Arc<Current>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(current);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(current);
     }
 }
 
@@ -53,6 +63,7 @@ type Ctl = State<Arc<Controller>>;
 
 fn revision_view(r: &DefinitionRecord) -> DefinitionRevision {
     DefinitionRevision {
+        state: r.state.clone(),
         revision: r.revision,
         digest: r.digest.clone(),
         path: r.path.clone(),
@@ -225,6 +236,12 @@ impl Controller {
         if !caller.may_somewhere(Action::Deploy) {
             caller.require("*", Action::Deploy)?;
         }
+        // One apply at a time, so none is judged against a revision another replaced.
+        let _applying = self
+            .definitions
+            .applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let path = crate::edge::submission_path(&submission);
         let digest = digest_of(&submission.source);
         let previous = match self.current_definition() {
@@ -239,12 +256,28 @@ impl Controller {
                 .map_err(ServerError::from)?
                 .ok_or_else(no_definition)?;
             return Ok(DefinitionApplied {
+                held_by: None,
                 revision: revision_view(&record),
                 created: false,
                 policy_changed: Vec::new(),
                 config_changed: Vec::new(),
                 services_changed: Vec::new(),
             });
+        }
+        if let Some(waiting) = self.store.pending_deployments()?.into_iter().find(|d| {
+            d.kind == wharf_core::lifecycle::DeploymentKind::Definition && d.state.can_be_approved()
+        }) {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "definition revision {} waits for approval (deployment #{}); nothing was changed",
+                    waiting.config_revision, waiting.id
+                ),
+            )
+            .hint(format!(
+                "`wharf approve {id}` or `wharf reject {id}` first",
+                id = waiting.id
+            )));
         }
         let definition = crate::edge::definition(&submission)?;
         let change = revision_change(previous.as_ref().map(|c| &c.definition), &definition);
@@ -260,24 +293,68 @@ impl Controller {
                 });
             }
         }
-        let record = self
-            .store
-            .put_definition(&DefinitionRecord {
-                revision: 0,
-                digest: digest.clone(),
-                path,
-                source: submission.source,
-                user: user.to_owned(),
-                at: now_millis(),
-                message: submission.message.unwrap_or_default(),
+        let record = DefinitionRecord {
+            revision: 0,
+            digest: digest.clone(),
+            path,
+            source: submission.source,
+            user: user.to_owned(),
+            at: now_millis(),
+            message: submission.message.unwrap_or_default(),
+            state: String::new(),
+        };
+        // Loosening or reshaping an approval environment's policy needs an approval
+        // itself: one person alone cannot remove the four-eyes rule.
+        let guarded: Vec<(&str, std::time::Duration)> = previous
+            .as_ref()
+            .map(|p| {
+                change
+                    .policy
+                    .iter()
+                    .filter_map(|env| {
+                        let window = p.definition.environments.get(env)?.approval?;
+                        Some((env.as_str(), window))
+                    })
+                    .collect()
             })
-            .map_err(ServerError::from)?;
-        self.definitions.set(Arc::new(Current {
-            revision: record.revision,
-            digest,
-            definition,
-        }));
+            .unwrap_or_default();
+        let held = if let Some(&(first, window)) = guarded.first() {
+            let envs: Vec<&str> = guarded.iter().map(|(e, _)| *e).collect();
+            let approval = wharf_store::NewDeployment {
+                service: DEFINITION_SERVICE.to_owned(),
+                env: first.to_owned(),
+                kind: wharf_core::lifecycle::DeploymentKind::Definition,
+                version: String::new(),
+                digest: digest.clone(),
+                config_digest: String::new(),
+                spec: serde_json::json!({
+                    "envs": envs,
+                    "approval_expires_ms": window.as_millis() as u64,
+                }),
+                user: user.to_owned(),
+                started_at: now_millis(),
+                config_revision: 0,
+                forced: false,
+                pending_approval: true,
+            };
+            Some(self.store.hold_definition(&record, &approval)?)
+        } else {
+            None
+        };
+        let (record, held) = match held {
+            Some((record, id)) => (record, Some(id)),
+            None => {
+                let record = self.store.put_definition(&record)?;
+                self.definitions.set(Arc::new(Current {
+                    revision: record.revision,
+                    digest,
+                    definition,
+                }));
+                (record, None)
+            }
+        };
         Ok(DefinitionApplied {
+            held_by: held,
             revision: revision_view(&record),
             created: true,
             policy_changed: change.policy.into_iter().collect(),

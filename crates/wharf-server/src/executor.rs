@@ -236,7 +236,14 @@ impl Controller {
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
         let held = self.held(id)?;
-        if held.user == approver {
+        if let Err(decide::ApprovalRefusal::OwnDeployment) = decide::may_approve(
+            held.state,
+            &held.user,
+            approver,
+            held.started_at,
+            None,
+            now_millis(),
+        ) {
             return Err(ServerError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 format!(
@@ -244,6 +251,9 @@ impl Controller {
                 ),
             )
             .hint("another user or token with the `approve` scope must approve it"));
+        }
+        if held.kind == DeploymentKind::Definition {
+            return self.approve_definition(&held, approver);
         }
         let spec = crate::config_service::spec_of(&held)?;
         self.store.approve_deployment(id, approver, now_millis())?;
@@ -289,6 +299,27 @@ impl Controller {
         .await
     }
 
+    /// Puts a held definition revision in force: nothing runs, the next deploys use it.
+    fn approve_definition(
+        &self,
+        held: &wharf_store::DeploymentRecord,
+        approver: &str,
+    ) -> Result<DeployEvent, ServerError> {
+        self.store
+            .approve_deployment(held.id, approver, now_millis())?;
+        let message = format!(
+            "definition revision {} is in force, approved by `{approver}`",
+            held.config_revision
+        );
+        DeployGuard::new(self.store.clone(), held.id)
+            .finish(DeploymentState::Succeeded, &message)?;
+        Ok(DeployEvent::Finished {
+            deployment: Some(held.id),
+            state: DeploymentState::Succeeded,
+            message,
+        })
+    }
+
     /// Rejects a held deployment; nothing runs.
     pub fn reject(&self, id: i64, who: &str) -> Result<DeployEvent, ServerError> {
         self.held(id)?;
@@ -318,9 +349,13 @@ impl Controller {
             )
             .hint("`wharf deployments --pending` lists what waits"));
         }
-        let spec = crate::config_service::spec_of(&held)?;
-        let expires = held.started_at + spec.approval_expires_ms.unwrap_or(u64::MAX / 4) as i64;
-        if now_millis() > expires {
+        // Every held kind records its approval window in its spec.
+        let window = held
+            .spec
+            .get("approval_expires_ms")
+            .and_then(serde_json::Value::as_u64)
+            .map(Duration::from_millis);
+        if decide::is_expired(held.started_at, window, now_millis()) {
             self.store.finish_deployment(
                 id,
                 DeploymentState::Expired,

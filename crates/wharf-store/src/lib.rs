@@ -209,10 +209,17 @@ pub trait Store: Send + Sync {
 
     /// Stores the next revision of the definition (its `revision` is ignored); returns it.
     fn put_definition(&self, definition: &DefinitionRecord) -> Result<DefinitionRecord>;
-    /// A revision of the definition, or the newest one when `revision` is None.
+    /// A revision of the definition, or the newest active one when `revision` is None.
     fn definition(&self, revision: Option<i64>) -> Result<Option<DefinitionRecord>>;
     /// Every revision, newest first.
     fn definitions(&self) -> Result<Vec<DefinitionRecord>>;
+    /// Stores the next revision held, and the deployment that holds it for approval
+    /// (its `config_revision` is set to the revision), in one transaction.
+    fn hold_definition(
+        &self,
+        definition: &DefinitionRecord,
+        approval: &NewDeployment,
+    ) -> Result<(DefinitionRecord, i64)>;
 
     /// Appends to the audit log.
     fn audit(&self, at: i64, actor: &str, action: &str, target: &str, outcome: &str) -> Result<()>;

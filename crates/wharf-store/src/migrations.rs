@@ -156,4 +156,7 @@ pub const MIGRATIONS: &[&str] = &[
     // 7: a configuration revision made in an environment with approvals is held (seen
     // by nobody) until its deployment is approved, and never ships once rejected.
     "ALTER TABLE config_revisions ADD COLUMN state TEXT NOT NULL DEFAULT 'active';",
+    // 8: a definition revision that changes an approval environment's policy is held
+    // until approved (and rejected with its deployment).
+    "ALTER TABLE definitions ADD COLUMN state TEXT NOT NULL DEFAULT 'active';",
 ];

@@ -208,4 +208,6 @@ pub struct DefinitionRecord {
     pub user: String,
     pub at: i64,
     pub message: String,
+    /// `active`; `held` while its approval is pending (not in force); `rejected`.
+    pub state: String,
 }

@@ -266,6 +266,7 @@ impl Store for SqliteStore {
         )?;
         if matches!(state, DeploymentState::Rejected | DeploymentState::Expired) {
             settle_held_config(&tx, id, "rejected")?;
+            settle_held_definition(&tx, id, "rejected")?;
         }
         tx.commit()?;
         Ok(())
@@ -622,6 +623,7 @@ impl Store for SqliteStore {
             params![id, approver, at],
         )?;
         settle_held_config(&tx, id, "active")?;
+        settle_held_definition(&tx, id, "active")?;
         tx.commit()?;
         Ok(())
     }
@@ -678,8 +680,8 @@ impl Store for SqliteStore {
             |r| r.get(0),
         )?;
         tx.execute(
-            "INSERT INTO definitions (revision, digest, path, source, user, at, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO definitions (revision, digest, path, source, user, at, message, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active')",
             params![
                 revision, d.digest, d.path, d.source, d.user, d.at, d.message
             ],
@@ -687,16 +689,55 @@ impl Store for SqliteStore {
         tx.commit()?;
         Ok(DefinitionRecord {
             revision,
+            state: "active".into(),
             ..d.clone()
         })
+    }
+
+    fn hold_definition(
+        &self,
+        d: &DefinitionRecord,
+        approval: &NewDeployment,
+    ) -> Result<(DefinitionRecord, i64)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revision: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(revision), 0) + 1 FROM definitions",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO definitions (revision, digest, path, source, user, at, message, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'held')",
+            params![
+                revision, d.digest, d.path, d.source, d.user, d.at, d.message
+            ],
+        )?;
+        let a = approval;
+        tx.execute(
+            "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state, config_revision, forced)
+             VALUES (?1, ?2, 'definition', ?3, ?4, '', ?5, ?6, ?7, 'pending_approval', ?8, 0)",
+            params![a.service, a.env, format!("r{revision}"), d.digest, a.spec.to_string(), a.user, a.started_at, revision],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok((
+            DefinitionRecord {
+                revision,
+                state: "held".into(),
+                ..d.clone()
+            },
+            id,
+        ))
     }
 
     fn definition(&self, revision: Option<i64>) -> Result<Option<DefinitionRecord>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT revision, digest, path, source, user, at, message FROM definitions
-                 WHERE ?1 IS NULL OR revision = ?1 ORDER BY revision DESC LIMIT 1",
+                "SELECT revision, digest, path, source, user, at, message, state FROM definitions
+                 WHERE revision = ?1 OR (?1 IS NULL AND state = 'active')
+                 ORDER BY revision DESC LIMIT 1",
                 params![revision],
                 definition_row,
             )
@@ -706,7 +747,7 @@ impl Store for SqliteStore {
     fn definitions(&self) -> Result<Vec<DefinitionRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT revision, digest, path, source, user, at, message FROM definitions
+            "SELECT revision, digest, path, source, user, at, message, state FROM definitions
              ORDER BY revision DESC",
         )?;
         let rows = stmt.query_map([], definition_row)?;
@@ -965,6 +1006,7 @@ fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
         user: r.get(4)?,
         at: r.get(5)?,
         message: r.get(6)?,
+        state: r.get(7)?,
     })
 }
 
@@ -975,6 +1017,17 @@ fn settle_held_config(tx: &rusqlite::Transaction<'_>, deployment: i64, to: &str)
         "UPDATE config_revisions SET state = ?2
          WHERE state = 'held' AND (service, env, revision) =
              (SELECT service, env, config_revision FROM deployments WHERE id = ?1 AND kind = 'config')",
+        params![deployment, to],
+    )?;
+    Ok(())
+}
+
+/// A held definition revision follows the deployment that holds it.
+fn settle_held_definition(tx: &rusqlite::Transaction<'_>, deployment: i64, to: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE definitions SET state = ?2
+         WHERE state = 'held' AND revision =
+             (SELECT config_revision FROM deployments WHERE id = ?1 AND kind = 'definition')",
         params![deployment, to],
     )?;
     Ok(())

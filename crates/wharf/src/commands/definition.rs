@@ -47,6 +47,13 @@ async fn submit(
 
 fn report(printer: &Printer, applied: &DefinitionApplied) {
     let revision = applied.revision.revision;
+    if let Some(id) = applied.held_by {
+        printer.info(&format!(
+            "{} definition revision {revision} changes the policy of an environment with approvals: it is in force once deployment #{id} is approved (`wharf approve {id}` by another token)",
+            printer.paint("waiting:", Tone::Warn)
+        ));
+        return;
+    }
     if !applied.created {
         printer.info(&format!(
             "definition unchanged: the controller's revision {revision} is this file"
@@ -101,6 +108,14 @@ pub async fn ensure_applied(
         Err(e) => return Err(Failure::from(e).into()),
     }
     let applied = submit(project, client, None).await?;
+    if let Some(id) = applied.held_by {
+        return Err(Failure::operation(format!(
+            "wharf.yaml changes the policy of an environment with approvals; its definition revision {} waits for approval (deployment #{id}), so nothing was deployed",
+            applied.revision.revision
+        ))
+        .hint(format!("`wharf approve {id}` by another token puts it in force; then deploy again"))
+        .into());
+    }
     if !printer.json() {
         report(printer, &applied);
     }
@@ -146,12 +161,13 @@ async fn history(printer: &Printer, client: &Client) -> anyhow::Result<ExitCode>
                 table::time(r.at),
                 r.user.clone(),
                 r.digest.chars().take(12).collect(),
+                r.state.clone(),
                 r.message.clone(),
             ]
         })
         .collect();
     printer.data(&table::render(
-        &["REVISION", "WHEN", "WHO", "DIGEST", "MESSAGE"],
+        &["REVISION", "WHEN", "WHO", "DIGEST", "STATE", "MESSAGE"],
         &rows,
     ));
     Ok(ExitCode::SUCCESS)

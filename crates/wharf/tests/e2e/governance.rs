@@ -913,3 +913,76 @@ fn any_sequence_of_changes_and_decisions_runs_only_approved_revisions() {
         }
     }
 }
+
+#[test]
+fn dropping_approval_from_an_environment_needs_an_approval_itself() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let _controller = AuthController::start(&p);
+    let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
+    let bob_token = stdout(&out).trim().to_owned();
+    let bob = [("WHARF_TOKEN", bob_token.as_str())];
+    p.ok(&["apply"]);
+    p.ok(&["build", "catalog", "--version", "v1"]);
+    let relaxed = DEFINITION.replace("    approval: required\n  # Like", "  # Like");
+
+    // Even an admin alone cannot lift the four-eyes rule: the revision is held.
+    p.write("wharf.yaml", &relaxed);
+    let out = p.ok(&["apply", "-m", "no more approvals"]);
+    assert!(stderr(&out).contains("waiting:"), "{}", text(&out));
+    let pending = p.json(&["deployments", "--pending"]);
+    assert_eq!(pending[0]["kind"], "definition");
+    let id = pending[0]["id"].as_i64().unwrap().to_string();
+    // Still in force: the old policy, so a deploy is held and a new apply is refused.
+    let out = p.wharf(&[
+        "deploy",
+        "catalog",
+        "--env",
+        "production",
+        "--version",
+        "v1",
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("waits for approval"),
+        "{}",
+        text(&out)
+    );
+    assert!(p.instances("catalog", "production").is_empty());
+    let history = p.json(&["definition", "history"]);
+    assert_eq!(history[0]["state"], "held");
+
+    // Rejected: it never comes into force.
+    let out = p.wharf_with(&["reject", &id], &bob, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(p.json(&["definition", "history"])[0]["state"], "rejected");
+
+    // Submitted again and approved by another token: in force, deploys no longer wait.
+    let out = p.ok(&["apply", "-m", "no more approvals, agreed"]);
+    assert!(stderr(&out).contains("waiting:"), "{}", text(&out));
+    let id = p.json(&["deployments", "--pending"])[0]["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let out = p.wharf(&["approve", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the author cannot approve: {}",
+        text(&out)
+    );
+    let out = p.wharf_with(&["approve", &id], &bob, None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(p.json(&["definition", "history"])[0]["state"], "active");
+    let out = p.ok(&[
+        "deploy",
+        "catalog",
+        "--env",
+        "production",
+        "--version",
+        "v1",
+        "--force",
+    ]);
+    assert!(!stderr(&out).contains("needs approval"), "{}", text(&out));
+    assert_eq!(p.instances("catalog", "production").len(), 1);
+}
