@@ -1264,6 +1264,7 @@ mod tests {
             user: "ann".into(),
             at: 1,
             message: String::new(),
+            state: String::new(),
         };
         assert_eq!(store.put_definition(&record("a")).unwrap().revision, 1);
         assert_eq!(store.put_definition(&record("b")).unwrap().revision, 2);
