@@ -430,7 +430,8 @@ impl Controller {
     /// falls back to running on the controller's machine (with the secrets of an
     /// environment that was meant to be elsewhere).
     fn check_hosts(&self, spec: &DeploySpec) -> Result<(), ServerError> {
-        if !spec.hosts_required {
+        // A production controller has no machine of its own to fall back on.
+        if !spec.hosts_required && self.fleet.local.is_some() {
             return Ok(());
         }
         let mut missing: Vec<&str> = spec
@@ -459,8 +460,14 @@ impl Controller {
         Err(ServerError::new(
             axum::http::StatusCode::CONFLICT,
             format!(
-                "`{}` in `{}` runs on node(s) {names}, which no host claims: `{}` declares `hosts:`, so its instances never run on the controller's machine; nothing was changed",
-                spec.service, spec.env, spec.env
+                "`{}` in `{}` runs on node(s) {names}, which no host claims: {}, so its instances never run on the controller's machine; nothing was changed",
+                spec.service,
+                spec.env,
+                if spec.hosts_required {
+                    format!("`{}` declares `hosts:`", spec.env)
+                } else {
+                    "this controller runs nothing itself (production mode)".to_owned()
+                }
             ),
         )
         .hint(format!(
@@ -527,7 +534,12 @@ impl Controller {
         let rendered = prepared.rendered;
         if spec.resources.cpu_millis > 0 || spec.resources.memory_bytes > 0 {
             let local = rendered.plans.iter().any(|p| self.fleet.is_local(&p.key));
-            if let Some(reason) = self.fleet.local.limits_unavailable().filter(|_| local) {
+            let reason = self
+                .fleet
+                .local
+                .as_ref()
+                .and_then(|l| l.limits_unavailable());
+            if let Some(reason) = reason.filter(|_| local) {
                 events.send(DeployEvent::Warning {
                     message: format!(
                         "the resource limits of `{}` are not enforced on this machine: {reason}",

@@ -73,10 +73,54 @@ impl AgentLink for Agent {
     }
 }
 
+/// Stands in for the agent of a node no host claims on a controller without a local
+/// agent (production mode): it runs nothing and says why.
+struct NoHost;
+
+#[async_trait]
+impl AgentLink for NoHost {
+    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+        Vec::new()
+    }
+
+    fn plan(&self, _: &InstanceKey) -> Option<InstancePlan> {
+        None
+    }
+
+    async fn start(&self, plan: InstancePlan) -> Result<(), String> {
+        Err(format!(
+            "no host claims node `{}` of `{}`, and this controller runs nothing itself",
+            plan.key.node, plan.key.env
+        ))
+    }
+
+    async fn stop(&self, _: &InstanceKey) {}
+
+    async fn wait_healthy(&self, key: &InstanceKey, _: Duration) -> Result<(), Unhealthy> {
+        Err(Unhealthy {
+            reason: format!("no host claims node `{}`", key.node),
+            log_tail: String::new(),
+        })
+    }
+
+    fn log_path(&self, _: &InstanceKey) -> Option<PathBuf> {
+        None
+    }
+
+    async fn log_tail(&self, key: &InstanceKey, _: usize) -> Result<String, String> {
+        Err(format!("no host claims node `{}`", key.node))
+    }
+
+    async fn reload(&self, key: &InstanceKey, _: i64, _: &str) -> Result<(), String> {
+        Err(format!("no host claims node `{}`", key.node))
+    }
+}
+
 /// Every agent of this controller.
 pub struct Fleet {
-    /// Runs the nodes no joined host claims (a dev controller's own machine).
-    pub local: Arc<Agent>,
+    /// Runs the nodes no joined host claims (a dev controller's own machine); none on a
+    /// production controller.
+    pub local: Option<Arc<Agent>>,
     remotes: Mutex<HashMap<i64, Arc<RemoteAgent>>>,
     store: Arc<dyn Store>,
     /// Hosts by (environment, name), read from the store at most every [`HOSTS_TTL`]:
@@ -91,7 +135,7 @@ type HostIndex = (Option<Instant>, HashMap<(String, String), HostRecord>);
 const HOSTS_TTL: Duration = Duration::from_millis(250);
 
 impl Fleet {
-    pub fn new(local: Arc<Agent>, store: Arc<dyn Store>) -> Self {
+    pub fn new(local: Option<Arc<Agent>>, store: Arc<dyn Store>) -> Self {
         Self {
             local,
             remotes: Mutex::new(HashMap::new()),
@@ -136,7 +180,10 @@ impl Fleet {
     pub fn link(&self, key: &InstanceKey) -> Arc<dyn AgentLink> {
         match self.host(&key.env, &key.node) {
             Some(host) => self.remote(host.id),
-            None => self.local.clone(),
+            None => match &self.local {
+                Some(local) => local.clone(),
+                None => Arc::new(NoHost),
+            },
         }
     }
 
@@ -155,7 +202,11 @@ impl Fleet {
 
     /// Every instance of every agent.
     pub fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
-        let mut all = self.local.statuses();
+        let mut all = self
+            .local
+            .as_ref()
+            .map(|l| l.statuses())
+            .unwrap_or_default();
         let remotes: Vec<Arc<RemoteAgent>> = self.remotes().values().cloned().collect();
         for remote in remotes {
             all.extend(AgentLink::statuses(&*remote));

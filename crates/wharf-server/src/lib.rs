@@ -33,7 +33,8 @@ use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use wharf_agent::{Agent, FolderSource};
-use wharf_driver_process::ProcessDriver;
+use wharf_core::model::DriverKind;
+use wharf_driver::Driver;
 use wharf_store::{SqliteStore, Store};
 
 pub use artifact_store::ArtifactStore;
@@ -109,6 +110,8 @@ pub enum StartError {
     Agent(#[from] wharf_agent::AgentError),
     #[error("certificate authority: {0}")]
     Pki(String),
+    #[error("the local agent was given no driver")]
+    NoDriver,
 }
 
 /// How a controller runs.
@@ -130,12 +133,27 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// Marks a state folder whose controller requires authentication.
 const AUTH_MARKER: &str = "auth-required";
 
-/// Starts a development controller with its local agent on `listen`, keeping state
-/// under `state_dir`, until `shutdown` is cancelled. Instances keep running after it
+/// The drivers of the controller's own machine, made by the caller (the binary), so this
+/// crate depends on the driver trait only. Called with the prefix of the local agent's
+/// instance tags; the first driver is the default one.
+pub type LocalDrivers = Box<dyn FnOnce(&str) -> Vec<(DriverKind, Arc<dyn Driver>)> + Send>;
+
+/// How a controller runs.
+pub enum Mode {
+    /// The laptop's one process: the controller with an agent of its own machine, which
+    /// runs the nodes of environments without `hosts:`.
+    Dev(LocalDrivers),
+    /// A controller only: authentication always, every node runs on a host that joined.
+    Production,
+}
+
+/// Starts a controller on `listen`, keeping state under `state_dir`, until `shutdown`
+/// is cancelled. In [`Mode::Dev`] its local agent's instances keep running after it
 /// stops and are adopted by the next controller of the same state folder.
-pub async fn run_dev(
+pub async fn run(
     state_dir: &Path,
     options: Options,
+    mode: Mode,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let Options {
@@ -145,8 +163,9 @@ pub async fn run_dev(
         master_key_file,
     } = options;
     // Once a state folder ran with authentication it keeps it: a controller restarted
-    // without `--auth` (say, by a CLI after an upgrade) must not come back open.
-    let auth = auth || state_dir.join(AUTH_MARKER).exists();
+    // without `--auth` (say, by a CLI after an upgrade) must not come back open. A
+    // production controller always authenticates.
+    let auth = auth || matches!(mode, Mode::Production) || state_dir.join(AUTH_MARKER).exists();
     if !listen.ip().is_loopback() && !auth {
         return Err(StartError::NotLoopback(listen));
     }
@@ -169,24 +188,6 @@ pub async fn run_dev(
         bootstrap_admin_token(&*store, state_dir).map_err(io)?;
     }
     let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;
-    let agent_root = state_dir.join("agent");
-    let agent_id = agent_id(&agent_root).map_err(io)?;
-    let driver = Arc::new(ProcessDriver::new(format!("{agent_id}:")));
-    let source = Box::new(FolderSource(artifacts.dir().to_owned()));
-    let mut agent = Agent::new(
-        &agent_id,
-        &agent_root,
-        driver,
-        source,
-        Arc::new(sink::StoreSink(store.clone())),
-    )?
-    .with_secret_source(secret_source(store.clone(), keyring.clone()));
-    // Containers, when this machine has a Docker engine (checked when one is used).
-    if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(format!("{agent_id}:")) {
-        agent = agent.with_driver(wharf_core::model::DriverKind::Docker, Arc::new(docker));
-    }
-    let agent = Arc::new(agent);
-
     // Recover before serving: interrupted deploys are marked, instances adopted, and
     // rows of instances that no longer exist are dropped.
     let interrupted =
@@ -199,13 +200,20 @@ pub async fn run_dev(
             d.env
         );
     }
-    let recovery = agent.recover().await;
-    tracing::info!(
-        adopted = recovery.adopted.len(),
-        restarted = recovery.restarted.len(),
-        orphans = recovery.orphans_stopped,
-        "recovered instances"
-    );
+    let agent = match mode {
+        Mode::Dev(drivers) => {
+            let agent = local_agent(state_dir, &store, &keyring, &artifacts, drivers)?;
+            let recovery = agent.recover().await;
+            tracing::info!(
+                adopted = recovery.adopted.len(),
+                restarted = recovery.restarted.len(),
+                orphans = recovery.orphans_stopped,
+                "recovered instances"
+            );
+            Some(agent)
+        }
+        Mode::Production => None,
+    };
     let fleet = Fleet::new(agent.clone(), store.clone());
     fleet.restore(&secret_source(store.clone(), keyring.clone()));
     let live: Vec<_> = fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
@@ -288,10 +296,45 @@ pub async fn run_dev(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
-    agent.detach();
+    if let Some(agent) = &agent {
+        agent.detach();
+    }
     let _ = std::fs::remove_file(state_dir.join(CONTROLLER_FILE));
     drop(lock);
     served.map_err(|source| StartError::Listen { addr, source })
+}
+
+/// The agent of the controller's own machine, with the drivers the caller made.
+fn local_agent(
+    state_dir: &Path,
+    store: &Arc<dyn Store>,
+    keyring: &wharf_secrets::Keyring,
+    artifacts: &ArtifactStore,
+    drivers: LocalDrivers,
+) -> Result<Arc<Agent>, StartError> {
+    let io = |source| StartError::StateDir {
+        path: state_dir.to_owned(),
+        source,
+    };
+    let agent_root = state_dir.join("agent");
+    let agent_id = agent_id(&agent_root).map_err(io)?;
+    let mut drivers = drivers(&format!("{agent_id}:")).into_iter();
+    let Some((_, default)) = drivers.next() else {
+        return Err(StartError::NoDriver);
+    };
+    let source = Box::new(FolderSource(artifacts.dir().to_owned()));
+    let mut agent = Agent::new(
+        &agent_id,
+        &agent_root,
+        default,
+        source,
+        Arc::new(sink::StoreSink(store.clone())),
+    )?
+    .with_secret_source(secret_source(store.clone(), keyring.clone()));
+    for (kind, driver) in drivers {
+        agent = agent.with_driver(kind, driver);
+    }
+    Ok(Arc::new(agent))
 }
 
 /// Identifies the running executable: its version, size and modification time. Two

@@ -378,15 +378,17 @@ pub struct DeployArgs {
 pub struct ServerArgs {
     #[command(subcommand)]
     pub command: Option<ServerCommand>,
-    /// Run the controller and this host's agent in one process, open on loopback only.
+    /// Run the controller and this host's agent in one process (the laptop). Without it,
+    /// a production controller: API tokens always, every node on a host that joined.
     #[arg(long)]
     pub dev: bool,
     /// Where state is kept (default: `.wharf/` beside wharf.yaml, or WHARF_HOME).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: std::net::SocketAddr,
+    /// Address to listen on (`--dev`: default 127.0.0.1 on a free port; a production
+    /// controller needs it given).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
     /// Address agents connect to (mutual TLS; hosts join with tokens). Loopback by
     /// default: give `0.0.0.0:PORT` for agents on other machines.
     #[arg(long, default_value = "127.0.0.1:0")]

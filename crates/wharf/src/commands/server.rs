@@ -20,12 +20,13 @@ pub async fn server(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.dev {
-        return Err(
-            Failure::input("only the development controller exists so far")
-                .hint("run `wharf server --dev`")
-                .into(),
-        );
+    // Production: a controller only, authenticated, on an address given on purpose.
+    if !args.dev && args.listen.is_none() {
+        return Err(Failure::input(
+            "a production controller needs `--listen ADDRESS:PORT` (it always requires API tokens and runs nothing itself)",
+        )
+        .hint("`wharf server --dev` runs the laptop's controller with its own agent")
+        .into());
     }
     init_logging();
     let state_dir = match args.state_dir {
@@ -35,12 +36,19 @@ pub async fn server(
     let state_dir = std::path::absolute(&state_dir)?;
     let shutdown = cancel_on_signal();
     let options = wharf_server::Options {
-        listen: args.listen,
+        listen: args
+            .listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         agent_listen: args.agent_listen,
         auth: args.auth,
         master_key_file: args.master_key_file,
     };
-    wharf_server::run_dev(&state_dir, options, shutdown)
+    let mode = if args.dev {
+        wharf_server::Mode::Dev(Box::new(local_drivers))
+    } else {
+        wharf_server::Mode::Production
+    };
+    wharf_server::run(&state_dir, options, mode, shutdown)
         .await
         .map_err(|e| match e {
             wharf_server::StartError::NotLoopback(_) => Failure::input(e.to_string()),
@@ -50,6 +58,25 @@ pub async fn server(
             other => Failure::operation(other.to_string()),
         })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The drivers of the laptop's own agent: processes, and containers when this machine
+/// has a Docker engine (checked when one is used).
+fn local_drivers(
+    prefix: &str,
+) -> Vec<(
+    wharf_core::model::DriverKind,
+    std::sync::Arc<dyn wharf_driver::Driver>,
+)> {
+    use wharf_core::model::DriverKind;
+    let mut drivers: Vec<(DriverKind, std::sync::Arc<dyn wharf_driver::Driver>)> = vec![(
+        DriverKind::Process,
+        std::sync::Arc::new(wharf_driver_process::ProcessDriver::new(prefix.to_owned())),
+    )];
+    if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(prefix.to_owned()) {
+        drivers.push((DriverKind::Docker, std::sync::Arc::new(docker)));
+    }
+    drivers
 }
 
 /// Logs of long-running processes go to stderr; WHARF_LOG sets the filter.

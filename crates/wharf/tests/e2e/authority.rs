@@ -293,3 +293,61 @@ environments:
             .is_empty()
     );
 }
+
+#[test]
+fn a_production_controller_authenticates_and_runs_nothing_itself() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let state = p.path().join("controller-state");
+    let out = std::process::Command::new(WHARF)
+        .args(["server", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("--listen"), "{}", text(&out));
+
+    let mut child = std::process::Command::new(WHARF)
+        .args(["server", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = state.join("controller.json");
+    assert!(wait_until(std::time::Duration::from_secs(15), || file.exists()));
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let url = info["url"].as_str().unwrap().to_owned();
+    let admin = std::fs::read_to_string(state.join("admin.token")).unwrap();
+    let as_admin = |p: &mut Project, args: &[&str], token: &str| {
+        let mut all = vec!["--controller", url.as_str()];
+        all.extend_from_slice(args);
+        p.wharf_with(&all, &[("WHARF_TOKEN", token)], None)
+    };
+    let out = as_admin(&mut p, &["status"], "");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "tokens are required: {}",
+        text(&out)
+    );
+    let out = as_admin(
+        &mut p,
+        &["deploy", "catalog", "--env", "local", "--version", "v1"],
+        admin.trim(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("runs nothing itself"),
+        "{}",
+        text(&out)
+    );
+    let status = as_admin(&mut p, &["status", "-o", "json"], admin.trim());
+    assert!(status.status.success(), "{}", text(&status));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(report["services"].as_array().unwrap().is_empty());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
