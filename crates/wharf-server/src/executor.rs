@@ -203,29 +203,27 @@ impl Controller {
     /// a version must have been healthy in the environment before this one.
     fn check_pipeline(&self, req: &Order, digest: &str) -> Result<bool, ServerError> {
         let spec = &req.spec;
-        let Some(previous) = &spec.previous_env else {
-            return Ok(false);
+        let healthy_there = match &spec.previous_env {
+            Some(previous) => self
+                .store
+                .ran_successfully(&spec.service, previous, digest)?,
+            None => false,
         };
-        if self
-            .store
-            .ran_successfully(&spec.service, previous, digest)?
-        {
-            return Ok(false);
+        match decide::pipeline_gate(spec.previous_env.as_deref(), healthy_there, req.force) {
+            decide::Gate::Open => Ok(false),
+            decide::Gate::Forced { .. } => Ok(true),
+            decide::Gate::Closed { previous } => Err(ServerError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "version `{}` of `{}` was never healthy in `{previous}`, which comes before `{}` in the pipeline",
+                    req.version, spec.service, spec.env
+                ),
+            )
+            .hint(format!(
+                "deploy it to `{previous}` first (or `wharf promote {} --from {previous} --to {}`); `--force` deploys anyway and is recorded in history",
+                spec.service, spec.env
+            ))),
         }
-        if req.force {
-            return Ok(true);
-        }
-        Err(ServerError::new(
-            axum::http::StatusCode::CONFLICT,
-            format!(
-                "version `{}` of `{}` was never healthy in `{previous}`, which comes before `{}` in the pipeline",
-                req.version, spec.service, spec.env
-            ),
-        )
-        .hint(format!(
-            "deploy it to `{previous}` first (or `wharf promote {} --from {previous} --to {}`); `--force` deploys anyway and is recorded in history",
-            spec.service, spec.env
-        )))
     }
 
     /// Approves a held deployment and runs it. The approver must not be its author.

@@ -351,3 +351,35 @@ fn a_production_controller_authenticates_and_runs_nothing_itself() {
     );
     let _ = child.wait();
 }
+
+#[test]
+fn approvals_need_authentication_and_the_rest_of_the_definition_still_works() {
+    let definition = format!(
+        "{DEFINITION}  production:\n    after: local\n    approval: required\n    nodes: [{{ name: web, services: [catalog] }}]\n"
+    );
+    let mut p = Project::new(&definition, &["catalog"]);
+    // The laptop's open controller deploys `local` as usual...
+    p.ok(&["deploy", "catalog", "--env", "local", "--version", "v1"]);
+    // ...but nobody can be told apart for an approval: refused, with the way out.
+    let out = p.wharf_with(
+        &[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            "v1",
+        ],
+        &[("USER", "alice")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("--auth"), "{}", text(&out));
+    assert!(
+        p.json(&["deployments", "--pending"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(p.instances("catalog", "production").is_empty());
+}
