@@ -108,7 +108,7 @@ async fn pending(
     _caller: Caller,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
     Ok(Json(crate::wire::all(
-        c.pending()?,
+        c.executor.pending()?,
         crate::wire::deployment,
     )))
 }
@@ -150,7 +150,7 @@ async fn approve(
         target,
     };
     Ok(stream_operation(c, audit, move |c, events| async move {
-        c.approve(id, &approver, &events).await
+        c.executor.approve(id, &approver, &events).await
     }))
 }
 
@@ -172,7 +172,7 @@ async fn reject(
         authorize(&c, &caller, &env, Action::Approve, "reject", &target)?;
     }
     let who = acting_user(&c, &caller, &who.user);
-    let result = c.reject(id, &who);
+    let result = c.executor.reject(id, &who);
     c.record(&caller, "reject", &target, &outcome(&result));
     result.map(Json)
 }
@@ -185,9 +185,9 @@ async fn promote(
     crate::edge::promote(&req)?;
     let target = format!("{} from {} to {}", req.service, req.from, req.to);
     authorize(&c, &caller, &req.to, Action::Deploy, "promote", &target)?;
-    let spec = c.spec_for(&req.service, &req.to)?;
-    c.known_environment(&req.from)?;
-    let version = c.healthy_version(&req.service, &req.from)?;
+    let spec = c.definitions.spec_for(&req.service, &req.to)?;
+    c.definitions.known_environment(&req.from)?;
+    let version = c.executor.healthy_version(&req.service, &req.from)?;
     let request = crate::executor::Order {
         spec,
         version,
@@ -203,11 +203,13 @@ async fn promote(
         target,
     };
     Ok(stream_operation(c, audit, |c, events| async move {
-        c.deploy(request, DeploymentKind::Promote, &events).await
+        c.executor
+            .deploy(request, DeploymentKind::Promote, &events)
+            .await
     }))
 }
 
-impl Controller {
+impl crate::executor::Executor {
     /// The version of a service healthy in an environment now: every instance healthy
     /// and running the same artifact.
     pub fn healthy_version(&self, service: &str, env: &str) -> Result<String, ServerError> {

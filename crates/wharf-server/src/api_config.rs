@@ -45,8 +45,8 @@ async fn get_config(
     _caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<ConfigState>, ServerError> {
-    c.check_names(Some(&service), Some(&env))?;
-    let (revision, overrides) = c.overrides(&service, &env, None)?;
+    c.definitions.check_names(Some(&service), Some(&env))?;
+    let (revision, overrides) = c.config.overrides(&service, &env, None)?;
     let secrets = c
         .store
         .secrets(Some((&service, &env)))?
@@ -68,7 +68,7 @@ async fn change_config(
     Path((env, service)): Path<(String, String)>,
     Json(change): Json<ConfigChange>,
 ) -> Result<Response, ServerError> {
-    c.check_names(Some(&service), Some(&env))?;
+    c.definitions.check_names(Some(&service), Some(&env))?;
     let target = format!("{service} in {env}");
     let call = if change.restore.is_some() {
         "config rollback"
@@ -94,7 +94,8 @@ async fn change_config(
         ),
     };
     Ok(stream_operation(c, audit, |c, events| async move {
-        c.change_config(&service, &env, change, &user, &events)
+        c.executor
+            .change_config(&service, &env, change, &user, &events)
             .await
     }))
 }
@@ -104,7 +105,7 @@ async fn config_history(
     _caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<Vec<ConfigRevision>>, ServerError> {
-    c.check_names(Some(&service), Some(&env))?;
+    c.definitions.check_names(Some(&service), Some(&env))?;
     Ok(Json(crate::wire::all(
         c.store.config_revisions(&service, &env)?,
         crate::wire::config_revision,
@@ -116,7 +117,7 @@ async fn list_secrets(
     caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<Vec<SecretInfo>>, ServerError> {
-    c.check_names(Some(&service), Some(&env))?;
+    c.definitions.check_names(Some(&service), Some(&env))?;
     caller.require(&env, Action::Secret)?;
     Ok(Json(
         c.store
@@ -147,7 +148,7 @@ async fn set_secret(
 ) -> Result<StatusCode, ServerError> {
     let target = format!("{service} in {env}: {key}");
     authorize(&c, &caller, &env, Action::Secret, "secret set", &target)?;
-    c.check_names(Some(&service), Some(&env))?;
+    c.definitions.check_names(Some(&service), Some(&env))?;
     crate::edge::config_key(&key)?;
     if value.is_empty() {
         return Err(
@@ -156,7 +157,7 @@ async fn set_secret(
         );
     }
     let user = acting_user(&c, &caller, &q.user);
-    let result = c.set_secret(&service, &env, &key, &value, &user);
+    let result = c.config.set_secret(&service, &env, &key, &value, &user);
     c.record(&caller, "secret set", &target, &outcome(&result));
     result.map(|()| StatusCode::NO_CONTENT)
 }
@@ -193,7 +194,8 @@ async fn compare_secrets(
     Query(q): Query<CompareQuery>,
 ) -> Result<Json<Vec<SecretComparison>>, ServerError> {
     let values = |env: &str| -> Result<std::collections::BTreeMap<String, String>, ServerError> {
-        Ok(c.secret_values(&q.service, env)?
+        Ok(c.config
+            .secret_values(&q.service, env)?
             .into_iter()
             .map(|(k, v, _)| (k, v))
             .collect())
@@ -226,7 +228,7 @@ async fn rotate_key(State(c): Ctl, caller: Caller) -> Result<Json<KeyRotated>, S
         "secret rotate-key",
         "master key",
     )?;
-    let result = c.rotate_master_key();
+    let result = c.config.rotate_master_key();
     c.record(
         &caller,
         "secret rotate-key",
@@ -261,23 +263,23 @@ async fn runtime_config(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let Some(scope) = c.hub.check_token(&c.keyring, token) else {
+    let Some(scope) = c.config.hub.check_token(&c.config.keyring, token) else {
         return Err(ServerError::new(
             StatusCode::UNAUTHORIZED,
             "a configuration read needs the instance's WHARF_CONFIG_TOKEN",
         ));
     };
-    let view = match (q.wait, c.hub.cached_view(&scope.key)) {
+    let view = match (q.wait, c.config.hub.cached_view(&scope.key)) {
         (None, Some(view)) => view,
-        (None, None) => c.runtime_view(&scope.env, &scope.service)?,
+        (None, None) => c.config.runtime_view(&scope.env, &scope.service)?,
         (Some(seen), _) => {
-            let mut changes = c.hub.subscribe(&scope.env, &scope.service);
-            let mut view = c.runtime_view(&scope.env, &scope.service)?;
+            let mut changes = c.config.hub.subscribe(&scope.env, &scope.service);
+            let mut view = c.config.runtime_view(&scope.env, &scope.service)?;
             let wait = Duration::from_secs(q.timeout.unwrap_or(60)).min(MAX_WAIT);
             let deadline = tokio::time::Instant::now() + wait;
             while view.revision <= seen {
                 match tokio::time::timeout_at(deadline, changes.changed()).await {
-                    Ok(Ok(())) => view = c.runtime_view(&scope.env, &scope.service)?,
+                    Ok(Ok(())) => view = c.config.runtime_view(&scope.env, &scope.service)?,
                     _ => break,
                 }
             }
@@ -312,7 +314,7 @@ impl Controller {
     /// How many configuration keys of a service differ from the previous environment
     /// of the pipeline (secrets compared by value, never shown).
     pub fn drift(&self, service: &str, env: &str) -> Result<Option<Drift>, ServerError> {
-        let Some(current) = self.current_deployment(service, env)? else {
+        let Some(current) = self.executor.current_deployment(service, env)? else {
             return Ok(None);
         };
         let spec = crate::config_service::spec_of(&current)?;
@@ -320,8 +322,8 @@ impl Controller {
             return Ok(None);
         };
         let (Some(here), Some(there)) = (
-            self.effective_config(service, env)?,
-            self.effective_config(service, &previous)?,
+            self.config.effective_config(service, env)?,
+            self.config.effective_config(service, &previous)?,
         ) else {
             return Ok(None);
         };

@@ -10,20 +10,16 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use tokio::sync::watch;
-use wharf_api::{DeployEvent, RuntimeConfig};
+use wharf_api::RuntimeConfig;
 use wharf_core::decide::{DeploymentFacts, running_now};
 
-use crate::executor::Order;
-use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
-use wharf_core::model::OnChange;
 use wharf_core::spec::DeploySpec;
 use wharf_secrets::{Sealed, secret_context};
 use wharf_store::{DeploymentRecord, SecretRecord};
 
 use crate::error::ServerError;
-use crate::executor::Events;
+use crate::now_millis;
 use crate::render::{Extras, render};
-use crate::{Controller, now_millis};
 
 /// `ENV\0SERVICE`: one string, so the read path looks views up without allocating.
 type Scope = String;
@@ -156,7 +152,7 @@ impl ConfigHub {
         }
     }
 
-    fn announce(&self, env: &str, service: &str, revision: i64) {
+    pub fn announce(&self, env: &str, service: &str, revision: i64) {
         let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
         revisions
             .entry(Self::scope(env, service))
@@ -165,7 +161,18 @@ impl ConfigHub {
     }
 }
 
-impl Controller {
+/// The configuration service's state: overrides and secrets in the store, the master
+/// keyring (outside the database), and what running instances read and watch.
+pub struct ConfigService {
+    pub store: Arc<dyn wharf_store::Store>,
+    /// The master keys secrets are sealed with; kept outside the database.
+    pub keyring: std::sync::RwLock<wharf_secrets::Keyring>,
+    pub hub: ConfigHub,
+    /// Where the HTTP API listens (instances read their configuration there).
+    pub api_url: String,
+}
+
+impl ConfigService {
     /// The overrides of a revision (default: the newest) and its number (0: none yet).
     pub fn overrides(
         &self,
@@ -218,39 +225,6 @@ impl Controller {
         ))
     }
 
-    /// The deployment a service runs as now in an environment, if it runs.
-    pub fn current_deployment(
-        &self,
-        service: &str,
-        env: &str,
-    ) -> Result<Option<DeploymentRecord>, ServerError> {
-        self.running(service, env, false)
-    }
-
-    /// The one definition of "the deployment running now" ([`running_now`]), applied to
-    /// the stored history; `with_rollout` counts a deployment in progress.
-    pub fn running(
-        &self,
-        service: &str,
-        env: &str,
-        with_rollout: bool,
-    ) -> Result<Option<DeploymentRecord>, ServerError> {
-        let history = self.store.history(service, env)?;
-        let facts: Vec<DeploymentFacts> = history
-            .iter()
-            .map(|d| DeploymentFacts {
-                id: d.id,
-                kind: d.kind,
-                state: d.state,
-                started_at: d.started_at,
-            })
-            .collect();
-        let Some(chosen) = running_now(&facts, with_rollout) else {
-            return Ok(None);
-        };
-        Ok(history.into_iter().find(|d| d.id == chosen.id))
-    }
-
     /// What instances of a service read at runtime: cached until the next change.
     pub fn runtime_view(&self, env: &str, service: &str) -> Result<Arc<RuntimeView>, ServerError> {
         if let Some(view) = self.hub.cached(env, service) {
@@ -267,7 +241,7 @@ impl Controller {
         let mut by_instance = BTreeMap::new();
         // A deploy in progress counts: its new instances read their configuration
         // while it waits for them to be healthy.
-        if let Some(current) = self.running(service, env, true)? {
+        if let Some(current) = running_deployment(&*self.store, service, env, true)? {
             let mut spec = spec_of(&current)?;
             // Pooled slots are placed where their instances run.
             let running = self.store.instances(Some(env), Some(service))?;
@@ -313,206 +287,6 @@ impl Controller {
             revision,
             by_instance,
         })
-    }
-
-    /// Saves a configuration change as a new revision, then applies it to running
-    /// instances as the service's `on_change` says.
-    pub async fn change_config(
-        &self,
-        service: &str,
-        env: &str,
-        change: wharf_api::ConfigChange,
-        user: &str,
-        events: &Events,
-    ) -> Result<DeployEvent, ServerError> {
-        let (current_revision, current) = self.overrides(service, env, None)?;
-        let (values, message) = match change.restore {
-            Some(revision) => {
-                let (_, values) = self.overrides(service, env, Some(revision))?;
-                let message = change
-                    .message
-                    .unwrap_or_else(|| format!("rollback to revision {revision}"));
-                (values, message)
-            }
-            None => {
-                let mut values = current.clone();
-                for key in &change.unset {
-                    if values.remove(key).is_none() {
-                        return Err(ServerError::not_found(format!(
-                            "`{key}` is not set for `{service}` in `{env}`"
-                        ))
-                        .hint("`wharf config get` shows where each value comes from; only `config set` values can be unset"));
-                    }
-                }
-                values.extend(change.set);
-                (values, change.message.unwrap_or_default())
-            }
-        };
-        if values == current && current_revision > 0 {
-            return Ok(DeployEvent::Finished {
-                deployment: None,
-                state: DeploymentState::Succeeded,
-                message: format!(
-                    "no changes: revision {current_revision} already holds these values"
-                ),
-            });
-        }
-        // Decided before anything is written: one held change at a time, and whether
-        // this one waits for approval (from the stored definition, not the caller).
-        if let Some(waiting) = self
-            .pending()?
-            .into_iter()
-            .find(|d| d.service == service && d.env == env && d.kind == DeploymentKind::Config)
-        {
-            return Err(ServerError::new(
-                axum::http::StatusCode::CONFLICT,
-                format!(
-                    "configuration revision {} of `{service}` in `{env}` waits for approval (deployment #{}); nothing was changed",
-                    waiting.config_revision, waiting.id
-                ),
-            )
-            .hint(format!(
-                "`wharf approve {id}` or `wharf reject {id}` first",
-                id = waiting.id
-            )));
-        }
-        let running = self.current_deployment(service, env)?;
-        let needs_approval = running.is_some() && self.approval_window(env)?.is_some();
-        if needs_approval {
-            let Some(current) = running else {
-                return Err(ServerError::internal("the running deployment vanished"));
-            };
-            return self
-                .hold_config(service, env, &values, &message, user, current, events)
-                .await;
-        }
-        let saved =
-            self.store
-                .put_config_revision(service, env, &values, user, now_millis(), &message)?;
-        self.hub.invalidate(env, service);
-        // Watchers find the new view ready when they wake.
-        let _ = self.runtime_view(env, service);
-        self.hub.announce(env, service, saved.revision);
-        events.send(DeployEvent::ConfigSaved {
-            service: service.to_owned(),
-            env: env.to_owned(),
-            revision: saved.revision,
-        });
-        self.apply_config(service, env, saved.revision, user, events)
-            .await
-    }
-
-    /// How long approvals may take in `env` if it needs them, from the stored definition.
-    fn approval_window(&self, env: &str) -> Result<Option<std::time::Duration>, ServerError> {
-        Ok(self
-            .current_definition()?
-            .definition
-            .environment(env)
-            .map_err(crate::definitions::spec_error)?
-            .approval)
-    }
-
-    /// In an environment with approvals: saves the revision held (instances and runtime
-    /// readers keep the current one) and holds the roll that ships it for approval.
-    #[allow(clippy::too_many_arguments)]
-    async fn hold_config(
-        &self,
-        service: &str,
-        env: &str,
-        values: &BTreeMap<String, String>,
-        message: &str,
-        user: &str,
-        current: DeploymentRecord,
-        events: &Events,
-    ) -> Result<DeployEvent, ServerError> {
-        if !self.auth_required {
-            return Err(ServerError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                format!("`{env}` has `approval: required`, which needs callers this controller can tell apart; it runs open"),
-            )
-            .hint("run the controller with `--auth` (API tokens name who approves)"));
-        }
-        let mut spec = spec_of(&current)?;
-        spec.approval_expires_ms = self.approval_window(env)?.map(|w| w.as_millis() as u64);
-        let saved =
-            self.store
-                .hold_config_revision(service, env, values, user, now_millis(), message)?;
-        events.send(DeployEvent::ConfigSaved {
-            service: service.to_owned(),
-            env: env.to_owned(),
-            revision: saved.revision,
-        });
-        let order = Order {
-            spec,
-            version: current.version.clone(),
-            user: user.to_owned(),
-            dry_run: false,
-            unregistered_digest: None,
-            force: false,
-            config_revision: Some(saved.revision),
-        };
-        self.deploy(order, DeploymentKind::Config, events).await
-    }
-
-    /// Rolls or signals the running instances of a service after a configuration change.
-    async fn apply_config(
-        &self,
-        service: &str,
-        env: &str,
-        revision: i64,
-        user: &str,
-        events: &Events,
-    ) -> Result<DeployEvent, ServerError> {
-        let Some(current) = self.current_deployment(service, env)? else {
-            return Ok(DeployEvent::Finished {
-                deployment: None,
-                state: DeploymentState::Succeeded,
-                message: format!(
-                    "revision {revision} saved; `{service}` does not run in `{env}`, its next deploy uses it"
-                ),
-            });
-        };
-        let spec = spec_of(&current)?;
-        match &spec.on_change {
-            OnChange::Restart => {
-                let request = Order {
-                    spec,
-                    version: current.version.clone(),
-                    user: user.to_owned(),
-                    dry_run: false,
-                    unregistered_digest: None,
-                    force: false,
-                    config_revision: Some(revision),
-                };
-                self.deploy(request, DeploymentKind::Config, events).await
-            }
-            OnChange::Reload { signal } => {
-                let mut signalled = 0;
-                for (plan, _) in self.fleet.statuses() {
-                    if plan.key.env != env || plan.key.service != service {
-                        continue;
-                    }
-                    let outcome = self
-                        .fleet
-                        .link(&plan.key)
-                        .reload(&plan.key, revision, signal)
-                        .await;
-                    match outcome {
-                        Ok(()) => signalled += 1,
-                        Err(e) => events.send(DeployEvent::Warning {
-                            message: format!("{} not signalled: {e}", plan.key),
-                        }),
-                    }
-                }
-                Ok(DeployEvent::Finished {
-                    deployment: None,
-                    state: DeploymentState::Succeeded,
-                    message: format!(
-                        "revision {revision} saved; sent {signal} to {signalled} instance(s) of `{service}` to reload it"
-                    ),
-                })
-            }
-        }
     }
 
     /// Seals and stores a secret.
@@ -577,7 +351,7 @@ impl Controller {
         service: &str,
         env: &str,
     ) -> Result<Option<Effective>, ServerError> {
-        let Some(current) = self.current_deployment(service, env)? else {
+        let Some(current) = running_deployment(&*self.store, service, env, false)? else {
             return Ok(None);
         };
         let spec = spec_of(&current)?;
@@ -597,6 +371,30 @@ impl Controller {
             secrets,
         )))
     }
+}
+
+/// The one definition of "the deployment running now" ([`running_now`]), applied to the
+/// stored history; `with_rollout` counts a deployment in progress.
+pub fn running_deployment(
+    store: &dyn wharf_store::Store,
+    service: &str,
+    env: &str,
+    with_rollout: bool,
+) -> Result<Option<DeploymentRecord>, ServerError> {
+    let history = store.history(service, env)?;
+    let facts: Vec<DeploymentFacts> = history
+        .iter()
+        .map(|d| DeploymentFacts {
+            id: d.id,
+            kind: d.kind,
+            state: d.state,
+            started_at: d.started_at,
+        })
+        .collect();
+    let Some(chosen) = running_now(&facts, with_rollout) else {
+        return Ok(None);
+    };
+    Ok(history.into_iter().find(|d| d.id == chosen.id))
 }
 
 /// How many keys differ between two configurations (a key missing on one side counts).

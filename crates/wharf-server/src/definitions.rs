@@ -32,15 +32,24 @@ pub struct Current {
     pub definition: Definition,
 }
 
-/// Caches the parsed current revision (parsing a large definition takes a while), and
-/// serializes applies: each is checked against the revision it replaces.
-#[derive(Default)]
-pub struct DefinitionCache {
+/// The controller's definition: its stored revisions, the current one parsed once
+/// (parsing a large definition takes a while), and applies serialized so each is judged
+/// against the revision it replaces.
+pub struct Definitions {
+    store: Arc<dyn wharf_store::Store>,
     current: Mutex<Option<Arc<Current>>>,
     applying: Mutex<()>,
 }
 
-impl DefinitionCache {
+impl Definitions {
+    pub fn new(store: Arc<dyn wharf_store::Store>) -> Self {
+        Self {
+            store,
+            current: Mutex::new(None),
+            applying: Mutex::new(()),
+        }
+    }
+
     fn get(&self) -> Option<Arc<Current>> {
         self.current
             .lock()
@@ -117,7 +126,7 @@ async fn apply(
     // Parsing a large definition is CPU work: off the async threads.
     let worker = c.clone();
     let (caller, result) = tokio::task::spawn_blocking(move || {
-        let result = worker.apply_definition(&caller, submission, &user);
+        let result = worker.definitions.apply(&caller, submission, &user);
         (caller, result)
     })
     .await
@@ -161,15 +170,11 @@ fn required(change: &RevisionChange) -> Vec<(String, Action)> {
     needed
 }
 
-impl Controller {
+impl Definitions {
     /// The current revision of the definition, parsed.
-    pub fn current_definition(&self) -> Result<Arc<Current>, ServerError> {
+    pub fn current(&self) -> Result<Arc<Current>, ServerError> {
         let record = self.store.definition(None)?.ok_or_else(no_definition)?;
-        if let Some(current) = self
-            .definitions
-            .get()
-            .filter(|c| c.revision == record.revision)
-        {
+        if let Some(current) = self.get().filter(|c| c.revision == record.revision) {
             return Ok(current);
         }
         // The controller validated it before storing it; a failure here means the
@@ -187,13 +192,13 @@ impl Controller {
             digest: record.digest,
             definition,
         });
-        self.definitions.set(current.clone());
+        self.set(current.clone());
         Ok(current)
     }
 
     /// How `service` runs in `env`, from the stored definition.
     pub fn spec_for(&self, service: &str, env: &str) -> Result<DeploySpec, ServerError> {
-        let current = self.current_definition()?;
+        let current = self.current()?;
         current
             .definition
             .deploy_spec(service, env)
@@ -209,7 +214,7 @@ impl Controller {
     /// a did-you-mean hint). Before any definition is stored there is nothing to check
     /// names against, and they pass.
     pub fn check_names(&self, service: Option<&str>, env: Option<&str>) -> Result<(), ServerError> {
-        let current = match self.current_definition() {
+        let current = match self.current() {
             Ok(current) => current,
             Err(e) if e.status == StatusCode::CONFLICT => return Ok(()),
             Err(e) => return Err(e),
@@ -226,7 +231,7 @@ impl Controller {
     /// Validates a submitted definition and stores it as the next revision, if the
     /// caller may make each change it holds. The same text as the current revision
     /// changes nothing.
-    fn apply_definition(
+    fn apply(
         &self,
         caller: &Caller,
         submission: DefinitionSubmission,
@@ -237,14 +242,10 @@ impl Controller {
             caller.require("*", Action::Deploy)?;
         }
         // One apply at a time, so none is judged against a revision another replaced.
-        let _applying = self
-            .definitions
-            .applying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let path = crate::edge::submission_path(&submission);
         let digest = digest_of(&submission.source);
-        let previous = match self.current_definition() {
+        let previous = match self.current() {
             Ok(current) => Some(current),
             Err(e) if e.status == StatusCode::CONFLICT => None,
             Err(e) => return Err(e),
@@ -345,7 +346,7 @@ impl Controller {
             Some((record, id)) => (record, Some(id)),
             None => {
                 let record = self.store.put_definition(&record)?;
-                self.definitions.set(Arc::new(Current {
+                self.set(Arc::new(Current {
                     revision: record.revision,
                     digest,
                     definition,

@@ -21,8 +21,8 @@ use wharf_store::NewDeployment;
 use crate::deploy_guard::DeployGuard;
 use crate::error::ServerError;
 use crate::fleet::AgentLink;
+use crate::now_millis;
 use crate::render::render;
-use crate::{Controller, now_millis};
 
 /// How long an instance without a health check may take to start.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,7 +129,29 @@ fn slot_of(key: &InstanceKey) -> Slot {
     }
 }
 
-impl Controller {
+/// Carries out deploys, rollbacks, stops, approvals and reschedules. It reaches the rest
+/// of the controller through narrow handles: the store, the fleet of agents, the
+/// configuration service (what a deploy adds to configuration) and the definitions
+/// (specs and policy).
+pub struct Executor {
+    pub store: Arc<dyn wharf_store::Store>,
+    pub fleet: Arc<crate::fleet::Fleet>,
+    pub config: Arc<crate::config_service::ConfigService>,
+    pub definitions: Arc<crate::definitions::Definitions>,
+    /// Whether callers are authenticated (approvals need it).
+    pub auth_required: bool,
+}
+
+impl Executor {
+    /// The deployment a service runs as now in an environment, if it runs.
+    pub fn current_deployment(
+        &self,
+        service: &str,
+        env: &str,
+    ) -> Result<Option<wharf_store::DeploymentRecord>, ServerError> {
+        crate::config_service::running_deployment(&*self.store, service, env, false)
+    }
+
     /// Deploys `req.spec` at `req.version`, recording it as `kind`.
     pub(crate) async fn deploy(
         &self,
@@ -257,8 +279,9 @@ impl Controller {
         self.store.approve_deployment(id, approver, now_millis())?;
         if held.kind == DeploymentKind::Config {
             // The held configuration revision became the current one.
-            self.hub.invalidate(&held.env, &held.service);
-            self.hub
+            self.config.hub.invalidate(&held.env, &held.service);
+            self.config
+                .hub
                 .announce_current(&*self.store, &held.env, &held.service);
         }
         events.send(DeployEvent::Warning {
@@ -414,7 +437,8 @@ impl Controller {
     fn prepare(&self, req: &Order, digest: &str) -> Result<Prepared, ServerError> {
         let spec = &req.spec;
         let (config_revision, extras) =
-            self.extras(&spec.service, &spec.env, req.config_revision)?;
+            self.config
+                .extras(&spec.service, &spec.env, req.config_revision)?;
         let placed = self.place(spec)?;
         self.check_hosts(&placed)?;
         let rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
@@ -528,7 +552,7 @@ impl Controller {
         };
         let guard = DeployGuard::new(self.store.clone(), id);
         events.send(planned(Some(id)));
-        self.hub.invalidate(&spec.env, &spec.service);
+        self.config.hub.invalidate(&spec.env, &spec.service);
         let rendered = prepared.rendered;
         if spec.resources.cpu_millis > 0 || spec.resources.memory_bytes > 0 {
             let local = rendered.plans.iter().any(|p| self.fleet.is_local(&p.key));
@@ -573,7 +597,7 @@ impl Controller {
             }
         };
         guard.finish(state, &message)?;
-        self.hub.invalidate(&spec.env, &spec.service);
+        self.config.hub.invalidate(&spec.env, &spec.service);
         Ok(DeployEvent::Finished {
             deployment: Some(id),
             state,
@@ -985,7 +1009,7 @@ impl Controller {
         req: RollbackRequest,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
-        self.known_environment(&req.env)?;
+        self.definitions.known_environment(&req.env)?;
         let history = self.store.history(&req.service, &req.env)?;
         let facts: Vec<(DeploymentFacts, &str)> = history
             .iter()
@@ -1041,8 +1065,10 @@ impl Controller {
         })?;
         // The configuration comes back with the artifact: the overrides the target ran
         // with become the newest revision again.
-        let (current_revision, current) = self.overrides(&req.service, &req.env, None)?;
-        let (_, wanted) = self.overrides(&req.service, &req.env, Some(target.config_revision))?;
+        let (current_revision, current) = self.config.overrides(&req.service, &req.env, None)?;
+        let (_, wanted) =
+            self.config
+                .overrides(&req.service, &req.env, Some(target.config_revision))?;
         let config_revision = if wanted != current {
             let saved = self.store.put_config_revision(
                 &req.service,
@@ -1052,7 +1078,7 @@ impl Controller {
                 now_millis(),
                 &format!("restored by the rollback to deployment #{}", target.id),
             )?;
-            self.hub.invalidate(&req.env, &req.service);
+            self.config.hub.invalidate(&req.env, &req.service);
             events.send(DeployEvent::ConfigSaved {
                 service: req.service.clone(),
                 env: req.env.clone(),
@@ -1072,7 +1098,8 @@ impl Controller {
             config_revision: Some(config_revision),
         };
         let outcome = self.deploy(request, DeploymentKind::Rollback, events).await;
-        self.hub
+        self.config
+            .hub
             .announce_current(&*self.store, &req.env, &req.service);
         outcome
     }
@@ -1125,7 +1152,7 @@ impl Controller {
                 pending_approval: false,
             })?;
             let guard = DeployGuard::new(self.store.clone(), id);
-            self.hub.invalidate(&req.env, &service);
+            self.config.hub.invalidate(&req.env, &service);
             for plan in &plans {
                 events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
                 self.fleet.link(&plan.key).stop(&plan.key).await;

@@ -44,7 +44,7 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
                 c.fleet.hosts_changed();
                 if next == HostState::Down {
                     let (c, env) = (c.clone(), host.env.clone());
-                    tokio::spawn(async move { c.reschedule(&env).await });
+                    tokio::spawn(async move { c.executor.reschedule(&env).await });
                 }
             }
         }

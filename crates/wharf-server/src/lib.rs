@@ -8,6 +8,7 @@ mod api_access;
 mod api_config;
 mod artifact_store;
 mod auth;
+mod config_rollout;
 mod config_service;
 mod definitions;
 mod deploy_guard;
@@ -45,22 +46,21 @@ pub use fleet::{AgentLink, Fleet};
 /// The controller's shared state.
 pub struct Controller {
     pub store: Arc<dyn Store>,
-    pub fleet: Fleet,
+    pub fleet: Arc<Fleet>,
     /// Issues agent certificates; present when the agent listener runs.
     pub authority: Arc<wharf_pki::Authority>,
     pub artifacts: ArtifactStore,
     pub state_dir: PathBuf,
     /// Where agents connect.
     pub agent_url: String,
-    /// Where the HTTP API listens (instances read their configuration there).
-    pub api_url: String,
     /// Every API call needs a token (always so beyond loopback).
     pub auth_required: bool,
-    /// The master keys secrets are sealed with; kept outside the database.
-    pub keyring: std::sync::RwLock<wharf_secrets::Keyring>,
-    pub hub: config_service::ConfigHub,
-    /// The current definition revision, parsed.
-    pub definitions: definitions::DefinitionCache,
+    /// Configuration overrides, secrets and what instances read at runtime.
+    pub config: Arc<config_service::ConfigService>,
+    /// The stored definition revisions every spec and policy comes from.
+    pub definitions: Arc<definitions::Definitions>,
+    /// Deploys, rollbacks, approvals and reschedules.
+    pub executor: Arc<executor::Executor>,
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -250,6 +250,21 @@ pub async fn run(
             addr: agent_listen,
             source,
         })?;
+    let fleet = Arc::new(fleet);
+    let config = Arc::new(config_service::ConfigService {
+        store: store.clone(),
+        keyring: std::sync::RwLock::new(keyring),
+        hub: Default::default(),
+        api_url: format!("http://{}", loopback_if_unspecified(addr)),
+    });
+    let definitions = Arc::new(definitions::Definitions::new(store.clone()));
+    let executor = Arc::new(executor::Executor {
+        store: store.clone(),
+        fleet: fleet.clone(),
+        config: config.clone(),
+        definitions: definitions.clone(),
+        auth_required: auth,
+    });
     let controller = Arc::new(Controller {
         store,
         fleet,
@@ -257,11 +272,10 @@ pub async fn run(
         artifacts,
         state_dir: state_dir.to_owned(),
         agent_url: agent_url(agent_addr),
-        api_url: format!("http://{}", loopback_if_unspecified(addr)),
         auth_required: auth,
-        keyring: std::sync::RwLock::new(keyring),
-        hub: Default::default(),
-        definitions: Default::default(),
+        config,
+        definitions,
+        executor,
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),
@@ -444,6 +458,7 @@ impl Controller {
     /// Gives plans read back from disk their secrets.
     pub(crate) fn secret_source(&self) -> wharf_agent::SecretSource {
         let keyring = self
+            .config
             .keyring
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -327,7 +327,7 @@ async fn deploy(
             );
         }
         Some(proposed) => crate::definitions::proposed_spec(proposed, &req.service, &req.env)?,
-        None => c.spec_for(&req.service, &req.env)?,
+        None => c.definitions.spec_for(&req.service, &req.env)?,
     };
     let order = crate::executor::Order {
         spec,
@@ -348,7 +348,9 @@ async fn deploy(
         target,
     };
     Ok(stream_operation(c, audit, |c, events| async move {
-        c.deploy(order, DeploymentKind::Deploy, &events).await
+        c.executor
+            .deploy(order, DeploymentKind::Deploy, &events)
+            .await
     }))
 }
 
@@ -360,7 +362,8 @@ async fn rollback(
     crate::edge::rollback(&req)?;
     let target = format!("{} in {}", req.service, req.env);
     authorize(&c, &caller, &req.env, Action::Deploy, "rollback", &target)?;
-    c.check_names(Some(&req.service), Some(&req.env))?;
+    c.definitions
+        .check_names(Some(&req.service), Some(&req.env))?;
     req.user = acting_user(&c, &caller, &req.user);
     let audit = Audited {
         caller,
@@ -368,7 +371,7 @@ async fn rollback(
         target,
     };
     Ok(stream_operation(c, audit, |c, events| async move {
-        c.rollback(req, &events).await
+        c.executor.rollback(req, &events).await
     }))
 }
 
@@ -384,7 +387,8 @@ async fn stop(
     );
     crate::edge::stop(&req)?;
     authorize(&c, &caller, &req.env, Action::Deploy, "stop", &target)?;
-    c.check_names(req.service.as_deref(), Some(&req.env))?;
+    c.definitions
+        .check_names(req.service.as_deref(), Some(&req.env))?;
     req.user = acting_user(&c, &caller, &req.user);
     let audit = Audited {
         caller,
@@ -392,7 +396,7 @@ async fn stop(
         target,
     };
     Ok(stream_operation(c, audit, |c, events| async move {
-        c.stop(req, &events).await
+        c.executor.stop(req, &events).await
     }))
 }
 
@@ -407,7 +411,8 @@ async fn status(
     _caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
-    c.check_names(q.service.as_deref(), q.env.as_deref())?;
+    c.definitions
+        .check_names(q.service.as_deref(), q.env.as_deref())?;
     let instances = c.store.instances(q.env.as_deref(), q.service.as_deref())?;
     let mut grouped: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
     for i in instances {
@@ -451,7 +456,7 @@ async fn history(
     _caller: Caller,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
-    c.check_names(Some(&q.service), Some(&q.env))?;
+    c.definitions.check_names(Some(&q.service), Some(&q.env))?;
     Ok(Json(crate::wire::all(
         c.store.history(&q.service, &q.env)?,
         crate::wire::deployment,
@@ -473,7 +478,7 @@ async fn logs(
     _caller: Caller,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ServerError> {
-    c.check_names(Some(&q.service), Some(&q.env))?;
+    c.definitions.check_names(Some(&q.service), Some(&q.env))?;
     let instances = c.store.instances(Some(&q.env), Some(&q.service))?;
     let chosen: Vec<_> = instances
         .iter()
@@ -694,7 +699,7 @@ async fn act_on_host(
     // Pooled instances leave a drained or revoked host at once.
     if !state.can_take_instances() {
         let (c, env) = (c.clone(), host.env.clone());
-        tokio::spawn(async move { c.reschedule(&env).await });
+        tokio::spawn(async move { c.executor.reschedule(&env).await });
     }
     let host = c.store.host(host.id)?.unwrap_or(host);
     Ok(Json(HostView {
