@@ -190,9 +190,16 @@ struct CompareQuery {
 /// Whether each secret differs between two environments; never the values.
 async fn compare_secrets(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<CompareQuery>,
 ) -> Result<Json<Vec<SecretComparison>>, ServerError> {
+    // Comparing tells something of both sides' values: it needs the secret grant in
+    // both environments (else it is an oracle for guessing one from the other).
+    let target = format!("{} in {} and {}", q.service, q.a, q.b);
+    authorize(&c, &caller, &q.a, Action::Secret, "secret compare", &target)?;
+    authorize(&c, &caller, &q.b, Action::Secret, "secret compare", &target)?;
+    c.definitions.check_names(Some(&q.service), Some(&q.a))?;
+    c.definitions.check_names(None, Some(&q.b))?;
     let values = |env: &str| -> Result<std::collections::BTreeMap<String, String>, ServerError> {
         Ok(c.config
             .secret_values(&q.service, env)?

@@ -986,3 +986,45 @@ fn dropping_approval_from_an_environment_needs_an_approval_itself() {
     assert!(!stderr(&out).contains("needs approval"), "{}", text(&out));
     assert_eq!(p.instances("catalog", "production").len(), 1);
 }
+
+#[test]
+fn comparing_secrets_needs_the_secret_grant_in_both_environments() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let c = AuthController::start(&p);
+    p.ok(&["apply"]);
+    let out = p.wharf_with(
+        &["secret", "set", "catalog", "--env", "production", "PIN"],
+        &[],
+        Some(b"4821"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = p.ok(&["token", "issue", "ci-secrets", "--scope", "ci:secret"]);
+    let ci = stdout(&out).trim().to_owned();
+    let out = p.wharf_with(
+        &["secret", "set", "catalog", "--env", "ci", "PIN"],
+        &[("WHARF_TOKEN", &ci)],
+        Some(b"1234"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // Guessing production's PIN by comparing with ci's is refused.
+    let answer = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/v1/secrets/compare?service=catalog&a=ci&b=production",
+            c.url
+        ))
+        .bearer_auth(&ci)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 403, "{:?}", answer.text());
+    // An admin may compare.
+    let diff = p.json(&[
+        "config",
+        "diff",
+        "catalog",
+        "--env",
+        "ci",
+        "--env",
+        "production",
+    ]);
+    assert!(diff.to_string().contains("PIN"), "{diff}");
+}
