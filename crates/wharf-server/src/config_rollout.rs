@@ -25,6 +25,9 @@ impl Executor {
         user: &str,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
+        // Until the revision is saved (and, where approvals hold it, its roll is held),
+        // no other change is decided: two cannot both build on the same values.
+        let deciding = self.config_changes.lock().await;
         let (current_revision, current) = self.config.overrides(service, env, None)?;
         let (values, message) = match change.restore {
             Some(revision) => {
@@ -89,6 +92,7 @@ impl Executor {
         let saved =
             self.store
                 .put_config_revision(service, env, &values, user, now_millis(), &message)?;
+        drop(deciding);
         self.config.hub.invalidate(env, service);
         // Watchers find the new view ready when they wake.
         let _ = self.config.runtime_view(env, service);
@@ -176,6 +180,9 @@ impl Executor {
         let spec = spec_of(&current)?;
         match &spec.on_change {
             OnChange::Restart => {
+                // Whether the roll waits is the stored definition's call, not the old spec's.
+                let mut spec = spec;
+                spec.approval_expires_ms = self.approval_window(env)?.map(|w| w.as_millis() as u64);
                 let request = Order {
                     spec,
                     version: current.version.clone(),

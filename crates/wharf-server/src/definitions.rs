@@ -37,14 +37,17 @@ pub struct Current {
 /// against the revision it replaces.
 pub struct Definitions {
     store: Arc<dyn wharf_store::Store>,
+    /// Callers are authenticated: only then can approvals hold a revision.
+    auth_required: bool,
     current: Mutex<Option<Arc<Current>>>,
     applying: Mutex<()>,
 }
 
 impl Definitions {
-    pub fn new(store: Arc<dyn wharf_store::Store>) -> Self {
+    pub fn new(store: Arc<dyn wharf_store::Store>, auth_required: bool) -> Self {
         Self {
             store,
+            auth_required,
             current: Mutex::new(None),
             applying: Mutex::new(()),
         }
@@ -153,9 +156,15 @@ fn digest_of(source: &str) -> String {
     hex::encode(Sha256::digest(source.as_bytes()))
 }
 
-/// The grants a revision change needs: deploy somewhere for any change, `ENV:config`
-/// for an environment's declared configuration, `ENV:admin` for its policy.
-fn required(change: &RevisionChange) -> Vec<(String, Action)> {
+/// The grants a revision change needs: deploy somewhere for any change, `ENV:admin`
+/// for an environment's policy, `ENV:config` for its declared configuration, and
+/// `ENV:deploy` in every environment that runs a changed service (before or after):
+/// a token of one environment cannot change what another runs.
+fn required(
+    change: &RevisionChange,
+    old: Option<&Definition>,
+    new: &Definition,
+) -> Vec<(String, Action)> {
     let mut needed: Vec<(String, Action)> = change
         .policy
         .iter()
@@ -167,6 +176,16 @@ fn required(change: &RevisionChange) -> Vec<(String, Action)> {
             .iter()
             .map(|env| (env.clone(), Action::Config)),
     );
+    for definition in old.into_iter().chain([new]) {
+        for (env, environment) in &definition.environments {
+            let names = environment.service_names();
+            if change.services.iter().any(|s| names.contains(&s.as_str())) {
+                needed.push((env.clone(), Action::Deploy));
+            }
+        }
+    }
+    needed.sort_by(|a, b| (&a.0, a.1.as_str()).cmp(&(&b.0, b.1.as_str())));
+    needed.dedup_by(|a, b| a.0 == b.0 && a.1.as_str() == b.1.as_str());
     needed
 }
 
@@ -210,20 +229,43 @@ impl Definitions {
         self.check_names(None, Some(env))
     }
 
-    /// Refuses a service or environment the stored definition does not have (404 with
-    /// a did-you-mean hint). Before any definition is stored there is nothing to check
-    /// names against, and they pass.
+    /// Refuses a service or environment that neither the stored definition nor the
+    /// stored state knows (404, with a did-you-mean hint from the definition). Names the
+    /// definition dropped stay usable while instances or history of them remain, so a
+    /// removed service can still be stopped, and its logs and history read.
     pub fn check_names(&self, service: Option<&str>, env: Option<&str>) -> Result<(), ServerError> {
+        // Before any definition is stored there is nothing to check names against.
         let current = match self.current() {
             Ok(current) => current,
             Err(e) if e.status == StatusCode::CONFLICT => return Ok(()),
             Err(e) => return Err(e),
         };
-        if let Some(env) = env {
-            current.definition.environment(env).map_err(spec_error)?;
+        let defined = |check: &dyn Fn(&Definition) -> Result<(), SpecError>| {
+            check(&current.definition).map_err(spec_error)
+        };
+        if let Some(env) = env
+            && let Err(e) = defined(&|d| d.environment(env).map(|_| ()))
+            && self.store.instances(Some(env), None)?.is_empty()
+        {
+            let known =
+                service.is_some_and(|s| !self.store.history(s, env).unwrap_or_default().is_empty());
+            if !known {
+                return Err(e);
+            }
         }
-        if let Some(service) = service {
-            current.definition.service(service).map_err(spec_error)?;
+        if let Some(service) = service
+            && let Err(e) = defined(&|d| d.service(service).map(|_| ()))
+        {
+            let known = match env {
+                Some(env) => {
+                    !self.store.instances(Some(env), Some(service))?.is_empty()
+                        || !self.store.history(service, env)?.is_empty()
+                }
+                None => !self.store.instances(None, Some(service))?.is_empty(),
+            };
+            if !known {
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -265,8 +307,16 @@ impl Definitions {
                 services_changed: Vec::new(),
             });
         }
+        let now = now_millis();
         if let Some(waiting) = self.store.pending_deployments()?.into_iter().find(|d| {
-            d.kind == wharf_core::lifecycle::DeploymentKind::Definition && d.state.can_be_approved()
+            let window = d
+                .spec
+                .get("approval_expires_ms")
+                .and_then(serde_json::Value::as_u64)
+                .map(std::time::Duration::from_millis);
+            d.kind == wharf_core::lifecycle::DeploymentKind::Definition
+                && d.state.can_be_approved()
+                && !wharf_core::decide::is_expired(d.started_at, window, now)
         }) {
             return Err(ServerError::new(
                 StatusCode::CONFLICT,
@@ -282,11 +332,16 @@ impl Definitions {
         }
         let definition = crate::edge::definition(&submission)?;
         let change = revision_change(previous.as_ref().map(|c| &c.definition), &definition);
-        for (env, action) in required(&change) {
+        for (env, action) in required(
+            &change,
+            previous.as_ref().map(|c| &c.definition),
+            &definition,
+        ) {
             if let Err(e) = caller.require(&env, action) {
                 let what = match action {
                     Action::Admin => "its policy (pipeline, approval, hosts, nodes or pools)",
-                    _ => "its declared configuration",
+                    Action::Config => "its declared configuration",
+                    _ => "a service that runs there",
                 };
                 return Err(ServerError {
                     message: format!("{}: this revision changes {what} in `{env}`", e.message),
@@ -306,8 +361,11 @@ impl Definitions {
         };
         // Loosening or reshaping an approval environment's policy needs an approval
         // itself: one person alone cannot remove the four-eyes rule.
+        // An open controller trusts every caller alike (and refuses approvals), so
+        // nothing is held there.
         let guarded: Vec<(&str, std::time::Duration)> = previous
             .as_ref()
+            .filter(|_| self.auth_required)
             .map(|p| {
                 change
                     .policy

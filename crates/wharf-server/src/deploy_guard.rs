@@ -29,6 +29,11 @@ impl DeployGuard {
         }
     }
 
+    /// The deployment it holds.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
     /// Ends the deployment as it turned out.
     pub fn finish(mut self, state: DeploymentState, message: &str) -> Result<(), StoreError> {
         self.ended = true;

@@ -64,6 +64,13 @@ impl From<StoreError> for ServerError {
                     "`wharf deployments show {id}` shows what happened to it"
                 ))
             }
+            StoreError::Superseded { id, .. } => ServerError::new(
+                StatusCode::CONFLICT,
+                e.to_string(),
+            )
+            .hint(format!(
+                "reject it (`wharf reject {id}`) and make the change again on the current values"
+            )),
             StoreError::NoDeployment(_) => ServerError::not_found(e.to_string())
                 .hint("`wharf deployments --pending` lists what waits for approval"),
             _ => ServerError::internal(e.to_string()),

@@ -140,6 +140,9 @@ pub struct Executor {
     pub definitions: Arc<crate::definitions::Definitions>,
     /// Whether callers are authenticated (approvals need it).
     pub auth_required: bool,
+    /// Held while a configuration change is decided and saved, so two cannot both be
+    /// held for approval at once.
+    pub config_changes: tokio::sync::Mutex<()>,
 }
 
 impl Executor {
@@ -277,6 +280,8 @@ impl Executor {
         }
         let spec = crate::config_service::spec_of(&held)?;
         self.store.approve_deployment(id, approver, now_millis())?;
+        // In progress from here: the guard ends it however this task ends.
+        let guard = DeployGuard::new(self.store.clone(), id);
         if held.kind == DeploymentKind::Config {
             // The held configuration revision became the current one.
             self.config.hub.invalidate(&held.env, &held.service);
@@ -299,17 +304,12 @@ impl Executor {
         let prepared = match self.prepare(&req, &held.digest) {
             Ok(p) => p,
             Err(e) => {
-                self.store.finish_deployment(
-                    id,
-                    DeploymentState::Failed,
-                    &e.message,
-                    now_millis(),
-                )?;
+                guard.finish(DeploymentState::Failed, &e.message)?;
                 return Err(e);
             }
         };
         self.run(
-            Some(id),
+            Some(guard),
             &req,
             held.kind,
             &held.digest,
@@ -387,10 +387,14 @@ impl Executor {
                 axum::http::StatusCode::GONE,
                 format!("deployment #{id} expired before anyone approved it; nothing changed"),
             )
-            .hint(format!(
-                "deploy again: `wharf deploy {} --env {}`",
-                held.service, held.env
-            )));
+            .hint(if held.kind == DeploymentKind::Definition {
+                "submit it again: `wharf apply`".to_owned()
+            } else {
+                format!(
+                    "deploy again: `wharf deploy {} --env {}`",
+                    held.service, held.env
+                )
+            }));
         }
         Ok(held)
     }
@@ -452,8 +456,18 @@ impl Executor {
     /// falls back to running on the controller's machine (with the secrets of an
     /// environment that was meant to be elsewhere).
     fn check_hosts(&self, spec: &DeploySpec) -> Result<(), ServerError> {
+        // Whether the environment has hosts is policy: the stored definition's, not that
+        // of the spec a rollback or a held deployment carries from earlier.
+        let hosts_required = match self.definitions.current() {
+            Ok(current) => current
+                .definition
+                .environments
+                .get(&spec.env)
+                .map_or(spec.hosts_required, |e| e.hosts.is_some()),
+            Err(_) => spec.hosts_required,
+        };
         // A production controller has no machine of its own to fall back on.
-        if !spec.hosts_required && self.fleet.local.is_some() {
+        if !hosts_required && self.fleet.local.is_some() {
             return Ok(());
         }
         let mut missing: Vec<&str> = spec
@@ -485,7 +499,7 @@ impl Executor {
                 "`{}` in `{}` runs on node(s) {names}, which no host claims: {}, so its instances never run on the controller's machine; nothing was changed",
                 spec.service,
                 spec.env,
-                if spec.hosts_required {
+                if hosts_required {
                     format!("`{}` declares `hosts:`", spec.env)
                 } else {
                     "this controller runs nothing itself (production mode)".to_owned()
@@ -503,7 +517,7 @@ impl Executor {
     #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
-        id: Option<i64>,
+        approved: Option<DeployGuard>,
         req: &Order,
         kind: DeploymentKind,
         digest: &str,
@@ -544,13 +558,15 @@ impl Executor {
                 message: "dry run: nothing was changed".into(),
             });
         }
-        let id = match id {
-            Some(id) => id,
-            None => self
-                .store
-                .begin_deployment(&self.new_deployment(req, kind, digest, &prepared, forced))?,
+        let guard = match approved {
+            Some(guard) => guard,
+            None => DeployGuard::new(
+                self.store.clone(),
+                self.store
+                    .begin_deployment(&self.new_deployment(req, kind, digest, &prepared, forced))?,
+            ),
         };
-        let guard = DeployGuard::new(self.store.clone(), id);
+        let id = guard.id();
         events.send(planned(Some(id)));
         self.config.hub.invalidate(&spec.env, &spec.service);
         let rendered = prepared.rendered;
@@ -1046,10 +1062,13 @@ impl Executor {
                             .join(", ")
                     )
                 }),
-                decide::RollbackRefusal::NothingEarlier => ServerError::not_found(format!(
-                    "no earlier version of `{}` ran successfully in `{}`",
-                    req.service, req.env
-                ))
+                decide::RollbackRefusal::NothingEarlier => ServerError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    format!(
+                        "no earlier version of `{}` ran successfully in `{}`",
+                        req.service, req.env
+                    ),
+                )
                 .hint("`wharf history` lists what ran"),
             })?;
         let Some(target) = history.iter().find(|d| d.id == chosen) else {

@@ -257,13 +257,14 @@ pub async fn run(
         hub: Default::default(),
         api_url: format!("http://{}", loopback_if_unspecified(addr)),
     });
-    let definitions = Arc::new(definitions::Definitions::new(store.clone()));
+    let definitions = Arc::new(definitions::Definitions::new(store.clone(), auth));
     let executor = Arc::new(executor::Executor {
         store: store.clone(),
         fleet: fleet.clone(),
         config: config.clone(),
         definitions: definitions.clone(),
         auth_required: auth,
+        config_changes: Default::default(),
     });
     let controller = Arc::new(Controller {
         store,

@@ -132,6 +132,8 @@ async fn upload_artifact(
             "an upload needs `service` and `version`",
         ));
     };
+    crate::edge::name("service", &service)?;
+    crate::edge::version(&version)?;
     let target = format!("{service}@{version}");
     // Building is part of deploying; any environment's deploy grant allows it.
     if !caller_may_build(&caller) {
@@ -214,6 +216,8 @@ async fn register_image(
     caller: Caller,
     Json(req): Json<ImageRegistration>,
 ) -> Result<Response, ServerError> {
+    crate::edge::name("service", &req.service)?;
+    crate::edge::version(&req.version)?;
     let target = format!("{}@{}", req.service, req.version);
     if !caller_may_build(&caller) {
         c.record(&caller, "build", &target, "denied");

@@ -45,6 +45,12 @@ pub enum StoreError {
     },
     #[error("there is no deployment #{0}")]
     NoDeployment(i64),
+    /// A held configuration revision that a newer one replaced meanwhile: approving it
+    /// would ship values the controller no longer reports as current.
+    #[error(
+        "deployment #{id} would ship configuration revision {revision}, but revision {newest} was made since"
+    )]
+    Superseded { id: i64, revision: i64, newest: i64 },
 }
 
 /// An instance slot, borrowed: environment, service, node, instance.

@@ -622,6 +622,7 @@ impl Store for SqliteStore {
              WHERE id = ?1 AND state = 'pending_approval'",
             params![id, approver, at],
         )?;
+        refuse_superseded_config(&tx, id)?;
         settle_held_config(&tx, id, "active")?;
         settle_held_definition(&tx, id, "active")?;
         tx.commit()?;
@@ -1022,6 +1023,27 @@ fn settle_held_config(tx: &rusqlite::Transaction<'_>, deployment: i64, to: &str)
     Ok(())
 }
 
+/// Refuses to approve a configuration roll whose held revision is no longer the newest.
+fn refuse_superseded_config(tx: &rusqlite::Transaction<'_>, deployment: i64) -> Result<()> {
+    let found: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT d.config_revision, (SELECT MAX(r.revision) FROM config_revisions r
+                 WHERE r.service = d.service AND r.env = d.env)
+             FROM deployments d WHERE d.id = ?1 AND d.kind = 'config'",
+            params![deployment],
+            |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+        )
+        .optional()?;
+    match found {
+        Some((revision, newest)) if newest > revision => Err(StoreError::Superseded {
+            id: deployment,
+            revision,
+            newest,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A held definition revision follows the deployment that holds it.
 fn settle_held_definition(tx: &rusqlite::Transaction<'_>, deployment: i64, to: &str) -> Result<()> {
     tx.execute(
@@ -1250,6 +1272,38 @@ mod tests {
             .map(|r| r.state)
             .collect();
         assert_eq!(states, ["rejected", "active", "active"]);
+    }
+
+    #[test]
+    fn a_held_configuration_revision_replaced_meanwhile_cannot_be_approved() {
+        let store = SqliteStore::in_memory().unwrap();
+        let values = |v: &str| std::collections::BTreeMap::from([("A".to_owned(), v.to_owned())]);
+        let held = store
+            .hold_config_revision("catalog", "ci", &values("held"), "ann", 1, "")
+            .unwrap();
+        let id = store
+            .begin_deployment(&NewDeployment {
+                kind: DeploymentKind::Config,
+                config_revision: held.revision,
+                pending_approval: true,
+                ..deployment("ann")
+            })
+            .unwrap();
+        // A rollback wrote a newer revision meanwhile.
+        store
+            .put_config_revision("catalog", "ci", &values("restored"), "bob", 2, "")
+            .unwrap();
+        let err = store.approve_deployment(id, "carol", 3).unwrap_err();
+        assert!(matches!(err, StoreError::Superseded { .. }), "{err}");
+        let current = store
+            .config_revision("catalog", "ci", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(current.values["A"], "restored");
+        assert_eq!(
+            store.deployment(id).unwrap().unwrap().state,
+            DeploymentState::PendingApproval
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ pub async fn history(
     service: &str,
     env: &str,
 ) -> anyhow::Result<ExitCode> {
-    crate::commands::check_names(global, Some(service), Some(env))?;
     let client = crate::connect::controller(global, printer).await?;
     let deployments = client.history(service, env).await.map_err(Failure::from)?;
     if printer.json() {

@@ -13,7 +13,6 @@ pub async fn logs(
     instance: Option<u32>,
     lines: usize,
 ) -> anyhow::Result<ExitCode> {
-    crate::commands::check_names(global, Some(service), Some(env))?;
     let client = crate::connect::controller(global, printer).await?;
     client
         .logs(env, service, instance, follow, lines, |text| {

@@ -90,30 +90,3 @@ pub fn current_user() -> String {
         _ => format!("uid {uid}"),
     }
 }
-
-/// Refuses a service or environment this project's wharf.yaml does not have, with a
-/// did-you-mean hint, before anything is sent (exit 2). Without a wharf.yaml (a CLI
-/// pointed at a remote controller) the controller checks against its stored definition.
-pub fn check_names(
-    global: &crate::cli::Global,
-    service: Option<&str>,
-    env: Option<&str>,
-) -> anyhow::Result<()> {
-    if crate::project::find_file(global).is_err() {
-        return Ok(());
-    }
-    let project = crate::project::load(global)?;
-    if let Some(env) = env {
-        project
-            .definition
-            .environment(env)
-            .map_err(crate::failure::Failure::from)?;
-    }
-    if let Some(service) = service {
-        project
-            .definition
-            .service(service)
-            .map_err(crate::failure::Failure::from)?;
-    }
-    Ok(())
-}

@@ -15,7 +15,6 @@ pub async fn rollback(
     env: &str,
     to: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    crate::commands::check_names(global, Some(service), Some(env))?;
     let client = crate::connect::controller(global, printer).await?;
     let request = RollbackRequest {
         service: service.to_owned(),

@@ -12,7 +12,6 @@ pub async fn status(
     printer: &Printer,
     env: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    crate::commands::check_names(global, None, env)?;
     let client = crate::connect::controller(global, printer).await?;
     let report = client.status(env).await.map_err(Failure::from)?;
     if printer.json() {
@@ -20,6 +19,10 @@ pub async fn status(
         return Ok(ExitCode::SUCCESS);
     }
     if report.services.is_empty() {
+        // A controller that stores no definition yet cannot tell a typo: wharf.yaml can.
+        if let (Some(env), Ok(project)) = (env, crate::project::load(global)) {
+            project.definition.environment(env).map_err(Failure::from)?;
+        }
         let place = env.map(|e| format!(" in `{e}`")).unwrap_or_default();
         printer.info(&format!(
             "nothing runs{place}; `wharf deploy --env ENV` starts it"

@@ -15,7 +15,6 @@ pub async fn stop(
     env: &str,
     service: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    crate::commands::check_names(global, service.as_deref(), Some(env))?;
     let client = crate::connect::controller(global, printer).await?;
     let request = StopRequest {
         env: env.to_owned(),

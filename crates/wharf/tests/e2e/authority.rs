@@ -18,6 +18,14 @@ environments:
 #[test]
 fn unknown_services_and_environments_exit_2_with_a_hint() {
     let mut p = Project::new(DEFINITION, &["catalog"]);
+    let out = p.wharf(&["status", "--env", "locl"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "before any apply too: {}",
+        text(&out)
+    );
+    p.ok(&["apply"]);
     for args in [
         &["status", "--env", "locl"][..],
         &["history", "catalog", "--env", "locl"],
@@ -382,4 +390,36 @@ fn approvals_need_authentication_and_the_rest_of_the_definition_still_works() {
             .is_empty()
     );
     assert!(p.instances("catalog", "production").is_empty());
+    // Changing the approval environment's policy holds nothing on an open controller:
+    // the laptop keeps deploying.
+    p.write(
+        "wharf.yaml",
+        &definition.replace("name: web,", "name: web2,"),
+    );
+    let out = p.ok(&["deploy", "catalog", "--env", "local", "--version", "v1"]);
+    assert!(!stderr(&out).contains("waiting"), "{}", text(&out));
+    assert_eq!(p.json(&["definition", "history"])[0]["state"], "active");
+}
+
+#[test]
+fn a_service_removed_from_the_definition_can_still_be_stopped() {
+    let two = DEFINITION.replace(
+        "environments:",
+        "  legacy:\n    build: ./catalog\n    run: [\"python3\", \"app.py\"]\n    port: http\nenvironments:",
+    )
+    .replace("services: [catalog] }", "services: [catalog, legacy] }");
+    let mut p = Project::new(&two, &["catalog"]);
+    p.ok(&["deploy", "legacy", "--env", "local", "--version", "v1"]);
+    p.write("wharf.yaml", DEFINITION);
+    p.ok(&["apply", "-m", "legacy is gone"]);
+    let history = p.json(&["history", "legacy", "--env", "local"]);
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    let out = p.ok(&["stop", "legacy", "--env", "local"]);
+    assert!(
+        stderr(&out).contains("stopped 1 instance"),
+        "{}",
+        text(&out)
+    );
+    let out = p.wharf(&["stop", "nosuch", "--env", "local"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

@@ -316,6 +316,16 @@ fn tokens_are_scoped_per_environment_and_action_and_every_change_is_audited() {
     assert!(stderr(&out).contains("may not admin"), "{}", text(&out));
     let out = as_token(&mut p, &admin, &["apply", "-m", "first"]);
     assert!(out.status.success(), "{}", text(&out));
+    // Nor may it change a service that other environments run.
+    p.write("wharf.yaml", &DEFINITION.replace("app.py", "other.py"));
+    let out = as_token(&mut p, &ci, &["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("a service that runs there"),
+        "{}",
+        text(&out)
+    );
+    p.write("wharf.yaml", DEFINITION);
 
     // Allowed: deploy and configure ci.
     let out = as_token(
