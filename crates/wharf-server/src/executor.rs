@@ -278,6 +278,28 @@ impl Executor {
         if held.kind == DeploymentKind::Definition {
             return self.approve_definition(&held, approver);
         }
+        // A held deployment pins the version and configuration of when it was asked
+        // for: approving it after a newer one ran would silently go back in time.
+        if let Some(newer) = self
+            .store
+            .history(&held.service, &held.env)?
+            .into_iter()
+            .find(|d| d.id > held.id && d.state == DeploymentState::Succeeded)
+        {
+            return Err(ServerError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "deployment #{} ({} {}) ran since #{id} was asked for; approving #{id} would replace it with an older request",
+                    newer.id,
+                    newer.kind.as_str(),
+                    newer.version
+                ),
+            )
+            .hint(format!(
+                "reject it (`wharf reject {id}`) and ask again: `wharf deploy {} --env {}`",
+                held.service, held.env
+            )));
+        }
         let spec = crate::config_service::spec_of(&held)?;
         self.store.approve_deployment(id, approver, now_millis())?;
         // In progress from here: the guard ends it however this task ends.

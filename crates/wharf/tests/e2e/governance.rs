@@ -1038,3 +1038,34 @@ fn comparing_secrets_needs_the_secret_grant_in_both_environments() {
     ]);
     assert!(diff.to_string().contains("PIN"), "{diff}");
 }
+
+#[test]
+fn an_older_held_deployment_cannot_be_approved_after_a_newer_one_ran() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let _controller = AuthController::start(&p);
+    let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
+    let bob_token = stdout(&out).trim().to_owned();
+    let bob = [("WHARF_TOKEN", bob_token.as_str())];
+    for v in ["v1", "v2"] {
+        p.write("catalog/note.txt", v);
+        p.ok(&["build", "catalog", "--version", v]);
+        p.ok(&[
+            "deploy",
+            "catalog",
+            "--env",
+            "production",
+            "--version",
+            v,
+            "--force",
+        ]);
+    }
+    let pending = p.json(&["deployments", "--pending"]);
+    let id = |i: usize| pending[i]["id"].as_i64().unwrap().to_string();
+    let (older, newer) = (id(0), id(1));
+    let out = p.wharf_with(&["approve", &newer], &bob, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = p.wharf_with(&["approve", &older], &bob, None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("ran since"), "{}", text(&out));
+    assert_eq!(get_json(p.port("catalog", "production", 0))["note"], "v2");
+}
