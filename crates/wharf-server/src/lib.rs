@@ -174,6 +174,7 @@ pub async fn run(
         source,
     };
     std::fs::create_dir_all(state_dir).map_err(io)?;
+    owner_only(state_dir).map_err(io)?;
     // Held for the controller's life: one controller per state folder.
     let lock = File::create(state_dir.join("controller.lock")).map_err(io)?;
     lock.try_lock_exclusive()
@@ -350,6 +351,61 @@ fn local_agent(
         agent = agent.with_driver(kind, driver);
     }
     Ok(Arc::new(agent))
+}
+
+/// Makes the state folder and its database files its owner's alone: they hold
+/// configuration values, token hashes and secret ciphertexts, and the agent's files.
+fn owner_only(state_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let db = state_dir.join("state.db");
+    // Only a folder that is wharf's (new, or holding its database) is restricted: a
+    // WHARF_HOME pointed at a shared folder must not lose its permissions.
+    const OURS: &[&str] = &[
+        "server.log",
+        "controller.lock",
+        "controller.json",
+        "api-port",
+        "agent-port",
+        "auth-required",
+        "admin.token",
+        "master.keys",
+        "artifacts",
+        "agent",
+        "pki",
+        "hosts",
+    ];
+    let mut entries = std::fs::read_dir(state_dir)?;
+    let ours = db.exists()
+        || entries.all(|e| {
+            e.is_ok_and(|e| {
+                let name = e.file_name();
+                OURS.iter().any(|o| name == *o) || name.to_string_lossy().starts_with('.')
+            })
+        });
+    if ours {
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
+    } else {
+        tracing::warn!(
+            "state folder {} is not wharf's alone; keep it private to its owner",
+            state_dir.display()
+        );
+    }
+    if !db.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&db)?;
+    }
+    for name in ["state.db", "state.db-wal", "state.db-shm", "master.keys"] {
+        let path = state_dir.join(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 /// Identifies the running executable: its version, size and modification time. Two

@@ -141,8 +141,17 @@ async fn stop(pid: u32) {
 /// it outlives the command. Two commands racing here are fine: the second controller
 /// finds the state folder locked and exits, and both commands use the first.
 fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| Failure::operation(format!("cannot create `{}`: {e}", state_dir.display())))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        // The state folder is its owner's alone from the start.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| {
+                Failure::operation(format!("cannot create `{}`: {e}", state_dir.display()))
+            })?;
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

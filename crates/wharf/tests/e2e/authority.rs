@@ -423,3 +423,20 @@ fn a_service_removed_from_the_definition_can_still_be_stopped() {
     let out = p.wharf(&["stop", "nosuch", "--env", "local"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn the_state_folder_is_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    p.ok(&["deploy", "catalog", "--env", "local", "--version", "v1"]);
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(p.state_dir()), 0o700);
+    assert_eq!(mode(p.state_dir().join("state.db")), 0o600);
+    assert_eq!(mode(p.state_dir().join("master.keys")), 0o600);
+}
