@@ -67,7 +67,14 @@ impl Definitions {
 
 pub fn routes() -> Router<Arc<Controller>> {
     Router::new()
-        .route("/v1/definitions", get(list).post(apply))
+        .route(
+            "/v1/definitions",
+            get(list)
+                .post(apply)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::routes::MAX_DEFINITION_BODY,
+                )),
+        )
         .route("/v1/definitions/{revision}", get(show))
 }
 

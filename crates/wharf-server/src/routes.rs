@@ -24,14 +24,26 @@ use crate::{Controller, now_millis};
 
 /// Uploads larger than this are refused.
 const MAX_ARTIFACT_BYTES: usize = 1024 * 1024 * 1024;
+/// Requests that carry a definition (`apply`, a dry run's proposal) may be this large.
+pub(crate) const MAX_DEFINITION_BODY: usize = 10 * 1024 * 1024;
+/// Every other request body: small JSON.
+const MAX_JSON_BYTES: usize = 1024 * 1024;
 
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/artifacts", get(list_artifacts).post(upload_artifact))
+        .route(
+            "/v1/artifacts",
+            get(list_artifacts)
+                .post(upload_artifact)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
+        )
         .route("/v1/artifacts/{digest}", get(download_artifact))
         .route("/v1/images", post(register_image))
-        .route("/v1/deployments", post(deploy))
+        .route(
+            "/v1/deployments",
+            post(deploy).layer(axum::extract::DefaultBodyLimit::max(MAX_DEFINITION_BODY)),
+        )
         .route("/v1/rollback", post(rollback))
         .route("/v1/stop", post(stop))
         .route("/v1/status", get(status))
@@ -44,7 +56,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .merge(crate::api_config::routes())
         .merge(crate::api_access::routes())
         .merge(crate::definitions::routes())
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(controller)
 }
 

@@ -440,3 +440,38 @@ fn the_state_folder_is_its_owners_alone() {
     assert_eq!(mode(p.state_dir().join("state.db")), 0o600);
     assert_eq!(mode(p.state_dir().join("master.keys")), 0o600);
 }
+
+#[test]
+fn json_bodies_are_small_and_uploads_may_be_large() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    p.ok(&["apply"]);
+    let url = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(p.state_dir().join("controller.json")).unwrap(),
+    )
+    .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let big = format!(
+        "{{\"set\": {{\"A\": \"{}\"}}}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/config/local/catalog"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 413);
+    // A real artifact upload is not held to that limit.
+    // Pseudo-random hex: it stays over 1 MiB once compressed.
+    let mut x: u64 = 1;
+    let noise: String = (0..3 * 1024 * 1024)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            char::from_digit(((x >> 60) & 0xf) as u32, 16).unwrap()
+        })
+        .collect();
+    p.write("catalog/blob.bin", &noise);
+    p.ok(&["build", "catalog", "--version", "big"]);
+}
