@@ -135,6 +135,14 @@ impl Authority {
 
     /// Signs an agent's request with a certificate naming `host-<host_id>`. Only the
     /// request's public key is used: the controller decides what the certificate says.
+    /// Checks a signing request without signing it, so a join with garbage in it is
+    /// refused before it spends its token or registers anything.
+    pub fn check_request(csr_pem: &str) -> Result<(), PkiError> {
+        rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map(|_| ())
+            .map_err(|e| PkiError::BadRequest(e.to_string()))
+    }
+
     pub fn sign_agent(&self, csr_pem: &str, host_id: i64, serial: u64) -> Result<String, PkiError> {
         let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadRequest(e.to_string()))?;

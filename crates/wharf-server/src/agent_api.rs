@@ -132,6 +132,9 @@ async fn join(
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, ServerError> {
     crate::edge::join(&req)?;
+    wharf_pki::Authority::check_request(&req.csr).map_err(|e| {
+        ServerError::bad_request(format!("the join's signing request is unreadable: {e}"))
+    })?;
     let env = c
         .store
         .redeem_join_token(&req.token_id, &hash_secret(&req.secret), now_millis())

@@ -484,3 +484,33 @@ fn a_reload_reaches_instances_on_remote_hosts_once_per_change() {
         "reloaded, not restarted"
     );
 }
+
+#[test]
+fn a_failed_join_spends_nothing_and_registers_nothing() {
+    let mut project = Project::new(FLEET, &["svc"]);
+    let real = token(&mut project, "1");
+    let parts: Vec<&str> = real.split('.').collect();
+    let http = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let join = |name: &str, csr: &str| {
+        http.post(format!("{}/v1/join", agent_url(&project)))
+            .json(&serde_json::json!({
+                "token_id": parts[1], "secret": parts[2], "name": name,
+                "labels": {}, "capacity": { "cpu_millis": 1000, "memory_bytes": 1 }, "csr": csr,
+            }))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(join("web-1", "garbage"), 400);
+    assert_eq!(join("../web", "garbage"), 400);
+    assert!(hosts(&mut project).is_empty(), "no phantom host");
+    // The single-use token still admits the real agent.
+    let mut agent = start_agent(&project, "web-1", Some(&real));
+    assert!(wait_until(Duration::from_secs(10), || hosts(&mut project)
+        .iter()
+        .any(|h| h["name"] == "web-1" && h["state"] == "ready")));
+    agent.stop();
+}
