@@ -28,6 +28,22 @@ impl Executor {
         // Until the revision is saved (and, where approvals hold it, its roll is held),
         // no other change is decided: two cannot both build on the same values.
         let deciding = self.config_changes.lock().await;
+        // A change the deploy lock would refuse is refused before anything is saved.
+        if let Some(holder) = self
+            .store
+            .history(service, env)?
+            .into_iter()
+            .find(|d| d.state == DeploymentState::InProgress)
+        {
+            return Err(wharf_store::StoreError::Locked {
+                service: service.to_owned(),
+                env: env.to_owned(),
+                holder: holder.user,
+                id: holder.id,
+                started: format!("{}s ago", (now_millis() - holder.started_at).max(0) / 1000),
+            }
+            .into());
+        }
         let (current_revision, current) = self.config.overrides(service, env, None)?;
         let (values, message) = match change.restore {
             Some(revision) => {

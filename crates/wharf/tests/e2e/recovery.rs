@@ -104,6 +104,21 @@ fn a_second_deploy_of_the_same_service_is_refused_and_told_who_holds_the_lock() 
     assert!(wait_until(Duration::from_secs(5), || !p
         .instances("slow", "ci")
         .is_empty()));
+    // A configuration change the lock refuses saves nothing.
+    let out = p.wharf(&["config", "set", "slow", "--env", "ci", "A=1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("is being deployed by"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr(&out).contains("saved"), "{}", text(&out));
+    assert!(
+        p.json(&["config", "history", "slow", "--env", "ci"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let out = p.wharf(&["deploy", "slow", "--env", "ci", "--version", "v1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
