@@ -42,6 +42,14 @@ async fn issue_token(
         ServerError::bad_request(e)
             .hint("scopes look like `ci:deploy`, `production:approve` or `*:config`")
     })?;
+    // A grant for an environment the definition does not have is a typo.
+    for scope in &req.scopes {
+        if let Some((env, _)) = scope.split_once(':')
+            && env != "*"
+        {
+            c.definitions.check_names(None, Some(env))?;
+        }
+    }
     let user = acting_user(&c, &caller, &req.user);
     let result = (|| {
         let (token, (record, hash)) = new_api_token(&req.name, req.scopes.clone(), &user)

@@ -333,8 +333,9 @@ impl Definitions {
                 ),
             )
             .hint(format!(
-                "`wharf approve {id}` or `wharf reject {id}` first",
-                id = waiting.id
+                "an approver decides it (`wharf approve {id}` or `wharf reject {id}`); until then revision {current} stays in force (`wharf definition show` prints it)",
+                id = waiting.id,
+                current = previous.as_ref().map_or(0, |c| c.revision),
             )));
         }
         let definition = crate::edge::definition(&submission)?;
@@ -350,8 +351,24 @@ impl Definitions {
                     Action::Config => "its declared configuration",
                     _ => "a service that runs there",
                 };
+                let first = previous.is_none();
                 return Err(ServerError {
-                    message: format!("{}: this revision changes {what} in `{env}`", e.message),
+                    message: if first {
+                        format!(
+                            "{}: the controller has no definition yet, and the first revision defines every environment",
+                            e.message
+                        )
+                    } else {
+                        format!("{}: this revision changes {what} in `{env}`", e.message)
+                    },
+                    hint: Some(if first {
+                        "an admin runs `wharf apply` once (the bootstrap admin token may); after that, revisions need only the grants of what they change".to_owned()
+                    } else {
+                        format!(
+                            "a token with `{env}:{}` may make this change; `wharf definition diff` shows it",
+                            action.as_str()
+                        )
+                    }),
                     ..e
                 });
             }

@@ -160,9 +160,16 @@ pub enum Command {
         force: bool,
     },
     /// Approve a deployment waiting in an environment with `approval: required`.
-    Approve { deployment: i64 },
+    Approve {
+        /// The deployment's id, as `wharf deployments --pending` lists it (`7` or `#7`).
+        #[arg(value_parser = deployment_id)]
+        deployment: i64,
+    },
     /// Refuse a waiting deployment; nothing runs.
-    Reject { deployment: i64 },
+    Reject {
+        #[arg(value_parser = deployment_id)]
+        deployment: i64,
+    },
     /// List deployments.
     Deployments {
         /// Only those waiting for approval.
@@ -401,6 +408,13 @@ pub struct ServerArgs {
     /// folder). Keep it apart from the database's backups.
     #[arg(long, env = "WHARF_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+}
+
+/// A deployment id, with or without the `#` listings show.
+fn deployment_id(text: &str) -> Result<i64, String> {
+    text.trim_start_matches('#')
+        .parse()
+        .map_err(|_| format!("`{text}` is not a deployment id (a number, as listings show it)"))
 }
 
 #[cfg(test)]

@@ -153,15 +153,25 @@ async fn history(printer: &Printer, client: &Client) -> anyhow::Result<ExitCode>
         printer.info("no definition was applied yet; `wharf apply` submits wharf.yaml");
         return Ok(ExitCode::SUCCESS);
     }
+    // Newest first: the first active revision is the one in force.
+    let in_force = revisions
+        .iter()
+        .find(|r| r.state == "active")
+        .map(|r| r.revision);
     let rows: Vec<Vec<String>> = revisions
         .iter()
         .map(|r| {
+            let state = match r.state.as_str() {
+                "active" if Some(r.revision) == in_force => "in force".to_owned(),
+                "active" => "superseded".to_owned(),
+                other => other.to_owned(),
+            };
             vec![
                 r.revision.to_string(),
                 table::time(r.at),
                 r.user.clone(),
                 r.digest.chars().take(12).collect(),
-                r.state.clone(),
+                state,
                 r.message.clone(),
             ]
         })

@@ -114,6 +114,11 @@ fn every_applied_change_is_a_revision_with_a_diff() {
     let history = p.json(&["definition", "history"]);
     assert_eq!(history.as_array().unwrap().len(), 2);
     assert_eq!(history[1]["message"], "first");
+    let table = stdout(&p.ok(&["definition", "history"]));
+    assert!(
+        table.contains("in force") && table.contains("superseded"),
+        "{table}"
+    );
     let out = p.wharf(&["definition", "diff", "1", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(

@@ -1046,6 +1046,15 @@ fn an_older_held_deployment_cannot_be_approved_after_a_newer_one_ran() {
     let out = p.ok(&["token", "issue", "bob", "--scope", "*:approve"]);
     let bob_token = stdout(&out).trim().to_owned();
     let bob = [("WHARF_TOKEN", bob_token.as_str())];
+    p.ok(&["apply"]);
+    // A grant for an environment that does not exist is a typo.
+    let out = p.wharf(&["token", "issue", "x", "--scope", "prodution:deploy"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("did you mean `production`"),
+        "{}",
+        text(&out)
+    );
     for v in ["v1", "v2"] {
         p.write("catalog/note.txt", v);
         p.ok(&["build", "catalog", "--version", v]);
@@ -1062,8 +1071,12 @@ fn an_older_held_deployment_cannot_be_approved_after_a_newer_one_ran() {
     let pending = p.json(&["deployments", "--pending"]);
     let id = |i: usize| pending[i]["id"].as_i64().unwrap().to_string();
     let (older, newer) = (id(0), id(1));
-    let out = p.wharf_with(&["approve", &newer], &bob, None);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = p.wharf_with(&["approve", &format!("#{newer}")], &bob, None);
+    assert!(
+        out.status.success(),
+        "ids as listings show them: {}",
+        text(&out)
+    );
     let out = p.wharf_with(&["approve", &older], &bob, None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stderr(&out).contains("ran since"), "{}", text(&out));
