@@ -49,7 +49,8 @@ pub struct RawService {
     /// `{{ service }}`, `{{ node }}` and `{{ services.NAME.url }}` / `{{ services.NAME.port }}`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// How an instance is run. Only `process` exists so far.
+    /// How an instance is run: `process` (the default for `build`) or `docker` (the default
+    /// for `image`).
     #[serde(default)]
     pub driver: Option<RawDriver>,
     /// How long a stopping instance gets between SIGTERM and SIGKILL, e.g. `10s`.
