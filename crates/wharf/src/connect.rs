@@ -72,7 +72,9 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
             })
         })
         .unwrap_or(false);
-    start(&state_dir, fleet)?;
+    let log = state_dir.join("server.log");
+    let log_start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let mut child = start(&state_dir, fleet)?;
     let begun = Instant::now();
     while begun.elapsed() < START_TIMEOUT {
         if let Some((client, _)) = running(&state_dir).await {
@@ -83,10 +85,29 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
             ));
             return Ok(client);
         }
+        // A controller that could not start says why at once, unless it only found
+        // another one starting for the same folder (that one is waited for).
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = log_since(&log, log_start);
+            if !status.success() && !said.contains("already runs") {
+                let cause = said
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("error"))
+                    .or_else(|| said.lines().last())
+                    .unwrap_or("it printed nothing")
+                    .trim()
+                    .to_owned();
+                return Err(Failure::operation(format!(
+                    "the local controller could not start ({status}): {cause}"
+                ))
+                .hint(format!("its log is `{}`", log.display()))
+                .into());
+            }
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let log = state_dir.join("server.log");
-    let tail = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail = log_since(&log, log_start);
     let last: Vec<&str> = tail.lines().rev().take(5).collect();
     Err(Failure::operation(format!(
         "the local controller did not start within {}s",
@@ -140,7 +161,14 @@ async fn stop(pid: u32) {
 /// Starts `wharf server --dev` for `state_dir`, detached from this terminal session so
 /// it outlives the command. Two commands racing here are fine: the second controller
 /// finds the state folder locked and exits, and both commands use the first.
-fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<()> {
+/// What a log file got after `offset`.
+fn log_since(path: &Path, offset: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+    String::from_utf8_lossy(&bytes[from..]).into_owned()
+}
+
+fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<std::process::Child> {
     {
         use std::os::unix::fs::DirBuilderExt;
         // The state folder is its owner's alone from the start.
@@ -181,8 +209,7 @@ fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<()> {
                 .map_err(std::io::Error::from)
         });
     }
-    command
+    Ok(command
         .spawn()
-        .map_err(|e| Failure::operation(format!("cannot start a local controller: {e}")))?;
-    Ok(())
+        .map_err(|e| Failure::operation(format!("cannot start a local controller: {e}")))?)
 }

@@ -480,3 +480,19 @@ fn json_bodies_are_small_and_uploads_may_be_large() {
     p.write("catalog/blob.bin", &noise);
     p.ok(&["build", "catalog", "--version", "big"]);
 }
+
+#[test]
+fn a_controller_that_cannot_start_says_why_at_once() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    // A database the controller cannot open.
+    std::fs::create_dir_all(p.state_dir().join("state.db")).unwrap();
+    let out = p.wharf(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("could not start"), "{}", text(&out));
+    assert!(!stderr(&out).contains("within 15s"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("database"),
+        "the cause: {}",
+        text(&out)
+    );
+}
