@@ -329,6 +329,13 @@ pub struct ServiceStatus {
     /// pipeline, when both run the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,
+    /// How many instances the stored definition asks for, when it places the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<usize>,
+    /// Why the service is not converged: fewer or more instances than desired, several
+    /// versions at once, instances not healthy. Empty when all is as it should be.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Configuration that differs from the previous environment.

@@ -445,6 +445,12 @@ async fn status(
             let mut digests: Vec<String> = instances.iter().map(|i| i.digest.clone()).collect();
             digests.dedup();
             let drift = c.drift(&service, &env).unwrap_or(None);
+            let desired = c
+                .definitions
+                .spec_for(&service, &env)
+                .ok()
+                .map(|spec| spec.slots.len());
+            let warnings = status_warnings(&instances, &versions, desired);
             ServiceStatus {
                 env,
                 service,
@@ -452,6 +458,8 @@ async fn status(
                 digests,
                 instances,
                 drift,
+                desired,
+                warnings,
             }
         })
         .collect();
@@ -459,6 +467,41 @@ async fn status(
         services,
         now: now_millis(),
     }))
+}
+
+/// What keeps a service from being converged, in words a user acts on.
+fn status_warnings(
+    instances: &[wharf_api::InstanceRecord],
+    versions: &[String],
+    desired: Option<usize>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    match desired {
+        Some(want) if instances.len() < want => warnings.push(format!(
+            "{} of {want} instances run; the missing ones come back with the next deploy (`wharf deploy`)",
+            instances.len()
+        )),
+        Some(want) if instances.len() > want => warnings.push(format!(
+            "{} instances run where the definition asks for {want}",
+            instances.len()
+        )),
+        _ => {}
+    }
+    if versions.len() > 1 {
+        warnings.push(format!(
+            "runs {} versions at once ({}): a deploy is in progress or was interrupted",
+            versions.len(),
+            versions.join(", ")
+        ));
+    }
+    let unhealthy = instances
+        .iter()
+        .filter(|i| i.health == wharf_core::lifecycle::Health::Unhealthy)
+        .count();
+    if unhealthy > 0 {
+        warnings.push(format!("{unhealthy} instance(s) fail their health check"));
+    }
+    warnings
 }
 
 #[derive(Deserialize)]

@@ -71,6 +71,10 @@ pub enum Command {
     Status {
         #[arg(long = "env", short = 'e')]
         env: Option<String>,
+        /// Exit 1 when a service is not converged (missing or extra instances, several
+        /// versions at once, failing health checks); for scripts and CI.
+        #[arg(long)]
+        check: bool,
     },
     /// A live view of what each instance uses, busiest first (like `top`).
     Top {

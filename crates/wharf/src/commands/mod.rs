@@ -37,7 +37,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             artifacts::list(global, printer, service.as_deref()).await
         }
         Command::Deploy(args) => deploy::deploy(global, printer, args).await,
-        Command::Status { env } => status::status(global, printer, env.as_deref()).await,
+        Command::Status { env, check } => {
+            status::status(global, printer, env.as_deref(), check).await
+        }
         Command::Top {
             env,
             iterations,

@@ -11,12 +11,20 @@ pub async fn status(
     global: &Global,
     printer: &Printer,
     env: Option<&str>,
+    check: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let report = client.status(env).await.map_err(Failure::from)?;
+    // `--check`: exit 1 when something is not converged, for scripts and CI.
+    let converged = report.services.iter().all(|s| s.warnings.is_empty());
+    let code = if check && !converged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
     if printer.json() {
         printer.json_data(&report);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     if report.services.is_empty() {
         // A controller that stores no definition yet cannot tell a typo: wharf.yaml can.
@@ -30,7 +38,7 @@ pub async fn status(
         return Ok(ExitCode::SUCCESS);
     }
     printer.data(&render(&report));
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// The status table, then the URLs of instances that have a port.
@@ -99,6 +107,20 @@ pub fn render(report: &StatusReport) -> String {
     if !drift.is_empty() {
         out.push_str("\nconfiguration drift along the pipeline:\n");
         out.push_str(&drift.join("\n"));
+        out.push('\n');
+    }
+    let warnings: Vec<String> = report
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.warnings
+                .iter()
+                .map(move |w| format!("warning: `{}` in `{}` {w}", s.service, s.env))
+        })
+        .collect();
+    if !warnings.is_empty() {
+        out.push('\n');
+        out.push_str(&warnings.join("\n"));
         out.push('\n');
     }
     if !urls.is_empty() {

@@ -496,3 +496,32 @@ fn a_controller_that_cannot_start_says_why_at_once() {
         text(&out)
     );
 }
+
+#[test]
+fn status_says_when_a_service_is_not_converged() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    p.ok(&["deploy", "catalog", "--env", "local", "--version", "v1"]);
+    let out = p.wharf(&["status", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The definition now asks for more than runs.
+    p.write(
+        "wharf.yaml",
+        &DEFINITION.replace(
+            "services: [catalog]",
+            "services: [{ name: catalog, instances: 3 }]",
+        ),
+    );
+    p.ok(&["apply"]);
+    let out = p.wharf(&["status", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("1 of 3 instances run"),
+        "{}",
+        text(&out)
+    );
+    let report = p.json(&["status"]);
+    assert_eq!(report["services"][0]["desired"], 3);
+    p.ok(&["deploy", "catalog", "--env", "local", "--version", "v1"]);
+    let out = p.wharf(&["status", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
