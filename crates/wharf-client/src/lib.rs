@@ -24,6 +24,12 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the controller: {0}")]
     Protocol(String),
+    /// The controller went away in the middle of a long operation.
+    #[error("the controller stopped answering during {}: {reason}", match .deployment { Some(id) => format!("deployment #{id}"), None => "the operation".to_owned() })]
+    Interrupted {
+        deployment: Option<i64>,
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -41,6 +47,9 @@ impl ClientError {
                 "is it running? `wharf server --dev` starts one, and every command starts one when none is configured",
             ),
             ClientError::Protocol(_) => None,
+            ClientError::Interrupted { .. } => Some(
+                "what it changed so far is recorded: `wharf status` shows what runs and `wharf history SERVICE --env ENV` how the deployment ended (a restarted controller marks it interrupted)",
+            ),
         }
     }
 }
@@ -219,13 +228,24 @@ impl Client {
         let mut stream = response.bytes_stream();
         let mut buffer = Vec::new();
         let mut last = None;
+        let mut deployment = None;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.unreachable(e))?;
+            let chunk = chunk.map_err(|e| ClientError::Interrupted {
+                deployment,
+                reason: root_cause(&e),
+            })?;
             buffer.extend_from_slice(&chunk);
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
                 let event: DeployEvent = serde_json::from_slice(&line)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if let DeployEvent::Planned {
+                    deployment: Some(id),
+                    ..
+                } = &event
+                {
+                    deployment = Some(*id);
+                }
                 on_event(&event);
                 last = Some(event);
             }
@@ -241,9 +261,10 @@ impl Client {
                 hint,
             }),
             Some(event @ DeployEvent::Finished { .. }) => Ok(event),
-            _ => Err(ClientError::Protocol(
-                "the controller closed the stream before the operation finished".into(),
-            )),
+            _ => Err(ClientError::Interrupted {
+                deployment,
+                reason: "it closed the stream before the operation finished".into(),
+            }),
         }
     }
 

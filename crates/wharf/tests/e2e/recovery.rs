@@ -30,11 +30,12 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
     let steady_pid = p.instances("steady", "ci")[0]["pid"].clone();
     p.ok(&["build", "slow", "--version", "v1"]);
 
-    let mut deploy = std::process::Command::new(WHARF)
+    let deploy = std::process::Command::new(WHARF)
         .args(["deploy", "slow", "--env", "ci", "--version", "v1"])
         .current_dir(p.path())
+        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Kill the controller while the slow instance is still starting.
@@ -43,7 +44,15 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
         .instances("slow", "ci")
         .is_empty()));
     kill(Pid::from_raw(controller), Signal::SIGKILL).unwrap();
-    let _ = deploy.wait();
+    // The CLI says plainly what happened and where to look, and exits 1.
+    let out = deploy.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("stopped answering during deployment #"),
+        "{}",
+        text(&out)
+    );
+    assert!(stderr(&out).contains("wharf history"), "{}", text(&out));
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
 
     // The next command starts a new controller on the same state.
