@@ -12,7 +12,7 @@ mod unpack;
 
 pub use digest::ArtifactDigest;
 pub use pack::{Packed, WHARF_IGNORE, looks_secret, pack};
-pub use unpack::unpack;
+pub use unpack::{UnpackLimits, check_limits, unpack, unpack_with};
 
 use std::path::PathBuf;
 
@@ -42,4 +42,8 @@ pub enum ArtifactError {
         expected: ArtifactDigest,
         actual: ArtifactDigest,
     },
+    /// Unpacking would pass a limit (a decompression bomb, or an artifact far larger
+    /// than a service needs).
+    #[error("the artifact is too large: {0}")]
+    TooLarge(String),
 }

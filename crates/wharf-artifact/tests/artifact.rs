@@ -5,7 +5,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use wharf_artifact::{ArtifactDigest, ArtifactError, pack, unpack};
+use wharf_artifact::{
+    ArtifactDigest, ArtifactError, UnpackLimits, check_limits, pack, unpack, unpack_with,
+};
 
 fn write(root: &Path, rel: &str, body: &str) {
     let path = root.join(rel);
@@ -214,4 +216,83 @@ fn likely_secrets_are_reported() {
         .map(|p| p.display().to_string())
         .collect();
     assert_eq!(found, [".env", "certs/server.pem", "id_ed25519"]);
+}
+
+/// An archive of several raw entries: (path, symlink target or file bytes).
+fn hostile_entries(entries: &[(&str, Result<&str, &[u8]>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, what) in entries {
+        let mut header = tar::Header::new_gnu();
+        {
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+        }
+        header.set_mode(0o644);
+        let data: &[u8] = match what {
+            Ok(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_link_name(target).unwrap();
+                b""
+            }
+            Err(bytes) => bytes,
+        };
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[test]
+fn a_chain_of_symlinks_cannot_lead_a_file_out() {
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("release").join("dest");
+    // Each link looks inside on its own; through each other they climb out.
+    let bytes = hostile_entries(&[
+        ("x/y", Ok("..")),
+        ("x/y/z", Ok("..")),
+        ("x/y/z/pwned", Err(b"evil")),
+    ]);
+    let err = unpack(&bytes, &ArtifactDigest::of(&bytes), &dest).unwrap_err();
+    assert!(matches!(err, ArtifactError::Escapes { .. }), "{err}");
+    assert!(
+        err.to_string().contains("goes through the symlink"),
+        "{err}"
+    );
+    assert!(!out.path().join("pwned").exists());
+    assert!(!out.path().join("release/pwned").exists());
+    assert!(!dest.exists());
+}
+
+#[test]
+fn decompression_bombs_stop_at_the_limits() {
+    let out = tempfile::tempdir().unwrap();
+    let zeros = vec![0u8; 4 * 1024 * 1024];
+    let big = hostile_entries(&[("big.bin", Err(zeros.as_slice()))]);
+    assert!(big.len() < 64 * 1024, "it compresses well");
+    let limits = UnpackLimits {
+        total_bytes: 8 * 1024 * 1024,
+        entries: 10,
+        entry_bytes: 1024 * 1024,
+    };
+    let dest = out.path().join("a");
+    let err = unpack_with(&big, &ArtifactDigest::of(&big), &dest, &limits).unwrap_err();
+    assert!(matches!(err, ArtifactError::TooLarge(_)), "{err}");
+    assert!(!dest.exists());
+    assert!(matches!(
+        check_limits(&big, &limits),
+        Err(ArtifactError::TooLarge(_))
+    ));
+
+    let names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    let many: Vec<(&str, Result<&str, &[u8]>)> =
+        names.iter().map(|n| (n.as_str(), Err(&b"x"[..]))).collect();
+    let many = hostile_entries(&many);
+    let err = check_limits(&many, &limits).unwrap_err();
+    assert!(err.to_string().contains("more than 10 entries"), "{err}");
+    // Within the limits all is well.
+    assert!(check_limits(&many, &UnpackLimits::default()).is_ok());
 }

@@ -152,7 +152,13 @@ async fn upload_artifact(
         c.record(&caller, "build", &target, "denied");
         return Err(caller.require("*", Action::Deploy).unwrap_err());
     }
-    let result = upload(&c, service, version, &headers, &body);
+    // Reading the archive through (its limits) and hashing are CPU work.
+    let worker = c.clone();
+    let result =
+        tokio::task::spawn_blocking(move || upload(&worker, service, version, &headers, &body))
+            .await
+            .map_err(|e| ServerError::internal(format!("the upload check stopped: {e}")))
+            .and_then(|r| r);
     c.record(&caller, "build", &target, &outcome(&result));
     result
 }
@@ -187,6 +193,14 @@ fn upload(
         }
         .into());
     }
+    // Refused at upload already: what would escape its folder or unpack past the limits.
+    wharf_artifact::check_limits(body, &wharf_artifact::UnpackLimits::default()).map_err(|e| {
+        let status = match e {
+            wharf_artifact::ArtifactError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ServerError::new(status, format!("artifact refused: {e}"))
+    })?;
     let digest = c.artifacts.put(claimed, body)?;
     let record = wharf_store::ArtifactRecord {
         service,
