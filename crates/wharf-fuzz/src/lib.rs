@@ -86,6 +86,31 @@ pub fn api_body(data: &[u8]) {
     }
 }
 
+/// An artifact archive, unpacked as an agent would (small limits, a scratch folder):
+/// it must unpack inside its folder or be refused, never write outside nor panic.
+pub fn archive(data: &[u8]) {
+    let Ok(scratch) = tempfile::tempdir() else {
+        return;
+    };
+    let dest = scratch.path().join("release").join("dest");
+    let limits = wharf_artifact::UnpackLimits {
+        total_bytes: 1 << 20,
+        entries: 256,
+        entry_bytes: 256 << 10,
+    };
+    let digest = wharf_artifact::ArtifactDigest::of(data);
+    let _ = wharf_artifact::check_limits(data, &limits);
+    let _ = wharf_artifact::unpack_with(data, &digest, &dest, &limits);
+    // Nothing lands beside the release folder.
+    let beside: Vec<_> = std::fs::read_dir(scratch.path())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        beside.iter().all(|n| n == "release"),
+        "an archive wrote outside its folder: {beside:?}"
+    );
+}
+
 /// The controller's certificate authority, made once per process.
 fn authority() -> &'static wharf_pki::Authority {
     static AUTHORITY: OnceLock<(tempfile::TempDir, wharf_pki::Authority)> = OnceLock::new();
@@ -151,6 +176,11 @@ mod tests {
     #[test]
     fn the_api_corpus_replays_without_a_panic() {
         assert!(replay("api_body", super::api_body) > 0);
+    }
+
+    #[test]
+    fn the_archive_corpus_replays_without_a_panic() {
+        assert!(replay("archive", super::archive) > 0);
     }
 
     #[test]
