@@ -135,6 +135,33 @@ async fn join(
     wharf_pki::Authority::check_request(&req.csr).map_err(|e| {
         ServerError::bad_request(format!("the join's signing request is unreadable: {e}"))
     })?;
+    // A live host's name cannot be taken over by joining again: its assignments (and
+    // their secrets) belong to the agent that holds its certificate. Checked before the
+    // token is spent.
+    if let Some(token) = c
+        .store
+        .join_tokens()?
+        .into_iter()
+        .find(|t| t.id == req.token_id)
+        && let Some(live) =
+            c.store.hosts(Some(&token.env))?.into_iter().find(|h| {
+                h.name == req.name && h.state != wharf_core::lifecycle::HostState::Revoked
+            })
+    {
+        return Err(ServerError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "a host named `{}` already joined `{}` (it is {}); nothing was changed",
+                live.name,
+                live.env,
+                live.state.as_str()
+            ),
+        )
+        .hint(format!(
+            "an agent that lost its state joins again after `wharf host revoke {name}`; a new host needs a name of its own",
+            name = live.name
+        )));
+    }
     let env = c
         .store
         .redeem_join_token(&req.token_id, &hash_secret(&req.secret), now_millis())

@@ -512,5 +512,34 @@ fn a_failed_join_spends_nothing_and_registers_nothing() {
     assert!(wait_until(Duration::from_secs(10), || hosts(&mut project)
         .iter()
         .any(|h| h["name"] == "web-1" && h["state"] == "ready")));
+
+    // Nobody takes a live host's name over by joining again, and the try spends nothing.
+    let another = token(&mut project, "1");
+    // Another machine (a state folder of its own) claiming to be web-1.
+    let impostor_log = project.path().join("impostor.log");
+    let mut impostor = Command::new(WHARF)
+        .args([
+            "agent",
+            "--controller",
+            &agent_url(&project),
+            "--name",
+            "web-1",
+        ])
+        .arg("--state-dir")
+        .arg(project.path().join("agent-impostor"))
+        .env("WHARF_JOIN_TOKEN", &another)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&impostor_log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(!impostor.wait().unwrap().success());
+    let log = std::fs::read_to_string(&impostor_log).unwrap();
+    assert!(log.contains("already joined"), "{log}");
+    let mut second = start_agent(&project, "web-2", Some(&another));
+    assert!(wait_until(Duration::from_secs(10), || hosts(&mut project)
+        .iter()
+        .any(|h| h["name"] == "web-2" && h["state"] == "ready")));
+    assert_eq!(hosts(&mut project).len(), 2);
+    second.stop();
     agent.stop();
 }
