@@ -113,12 +113,15 @@ async fn audit(
 
 async fn pending(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
-    Ok(Json(crate::wire::all(
-        c.executor.pending()?,
-        crate::wire::deployment,
-    )))
+    let readable: Vec<_> = c
+        .executor
+        .pending()?
+        .into_iter()
+        .filter(|d| caller.may(&d.env, Action::Read))
+        .collect();
+    Ok(Json(crate::wire::all(readable, crate::wire::deployment)))
 }
 
 /// Every environment whose approvers decide on a held deployment: its own, and for a

@@ -42,9 +42,10 @@ type Ctl = State<Arc<Controller>>;
 
 async fn get_config(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<ConfigState>, ServerError> {
+    caller.require(&env, Action::Read)?;
     c.definitions.check_names(Some(&service), Some(&env))?;
     let (revision, overrides) = c.config.overrides(&service, &env, None)?;
     let secrets = c
@@ -102,9 +103,10 @@ async fn change_config(
 
 async fn config_history(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Path((env, service)): Path<(String, String)>,
 ) -> Result<Json<Vec<ConfigRevision>>, ServerError> {
+    caller.require(&env, Action::Read)?;
     c.definitions.check_names(Some(&service), Some(&env))?;
     Ok(Json(crate::wire::all(
         c.store.config_revisions(&service, &env)?,

@@ -21,6 +21,8 @@ pub const USER_HEADER: &str = "x-wharf-user";
 /// What a call does, as scopes name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Reading an environment's state: implied by every other action on it.
+    Read,
     Deploy,
     Config,
     Secret,
@@ -29,7 +31,8 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
+        Action::Read,
         Action::Deploy,
         Action::Config,
         Action::Secret,
@@ -39,6 +42,7 @@ impl Action {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Action::Read => "read",
             Action::Deploy => "deploy",
             Action::Config => "config",
             Action::Secret => "secret",
@@ -69,7 +73,7 @@ pub fn check_scopes(scopes: &[String]) -> Result<(), String> {
         }
         if action != "*" && !Action::ALL.iter().any(|a| a.as_str() == action) {
             return Err(format!(
-                "scope `{scope}`: unknown action `{action}`; actions are deploy, config, secret, approve, admin, or *"
+                "scope `{scope}`: unknown action `{action}`; actions are read, deploy, config, secret, approve, admin, or *"
             ));
         }
     }
@@ -97,7 +101,8 @@ impl Caller {
         };
         scopes.iter().any(|scope| {
             let (e, a) = scope.split_once(':').unwrap_or((scope, ""));
-            (e == "*" || e == env) && (a == "*" || a == action.as_str())
+            // Any grant on an environment lets its holder read it.
+            (e == "*" || e == env) && (a == "*" || a == action.as_str() || action == Action::Read)
         })
     }
 

@@ -438,12 +438,21 @@ struct StatusQuery {
 
 async fn status(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
+    if let Some(env) = &q.env {
+        caller.require(env, Action::Read)?;
+    }
     c.definitions
         .check_names(q.service.as_deref(), q.env.as_deref())?;
-    let instances = c.store.instances(q.env.as_deref(), q.service.as_deref())?;
+    // Without `--env`, the environments the caller may read.
+    let instances: Vec<_> = c
+        .store
+        .instances(q.env.as_deref(), q.service.as_deref())?
+        .into_iter()
+        .filter(|i| caller.may(&i.env, Action::Read))
+        .collect();
     let mut grouped: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
     for i in instances {
         grouped
@@ -526,9 +535,10 @@ struct HistoryQuery {
 
 async fn history(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Vec<DeploymentRecord>>, ServerError> {
+    caller.require(&q.env, Action::Read)?;
     c.definitions.check_names(Some(&q.service), Some(&q.env))?;
     Ok(Json(crate::wire::all(
         c.store.history(&q.service, &q.env)?,
@@ -548,9 +558,10 @@ struct LogsQuery {
 
 async fn logs(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ServerError> {
+    caller.require(&q.env, Action::Read)?;
     c.definitions.check_names(Some(&q.service), Some(&q.env))?;
     let instances = c.store.instances(Some(&q.env), Some(&q.service))?;
     let chosen: Vec<_> = instances
@@ -629,8 +640,14 @@ async fn logs(
     Ok((content_type, text).into_response())
 }
 
-async fn prometheus(State(c): Ctl, _caller: Caller) -> Result<Response, ServerError> {
-    let text = crate::metrics::render(&c.store.instances(None, None)?, now_millis());
+async fn prometheus(State(c): Ctl, caller: Caller) -> Result<Response, ServerError> {
+    let readable: Vec<_> = c
+        .store
+        .instances(None, None)?
+        .into_iter()
+        .filter(|i| caller.may(&i.env, Action::Read))
+        .collect();
+    let text = crate::metrics::render(&readable, now_millis());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -692,11 +709,16 @@ struct HostsQuery {
 
 async fn list_hosts(
     State(c): Ctl,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<HostsQuery>,
 ) -> Result<Json<Vec<HostView>>, ServerError> {
     let statuses = c.fleet.statuses();
-    let hosts = c.store.hosts(q.env.as_deref())?;
+    let hosts: Vec<_> = c
+        .store
+        .hosts(q.env.as_deref())?
+        .into_iter()
+        .filter(|h| caller.may(&h.env, Action::Read))
+        .collect();
     Ok(Json(
         hosts
             .into_iter()

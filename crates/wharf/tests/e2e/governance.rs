@@ -1082,3 +1082,41 @@ fn an_older_held_deployment_cannot_be_approved_after_a_newer_one_ran() {
     assert!(stderr(&out).contains("ran since"), "{}", text(&out));
     assert_eq!(get_json(p.port("catalog", "production", 0))["note"], "v2");
 }
+
+#[test]
+fn a_token_reads_only_the_environments_it_has_grants_on() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let _controller = AuthController::start(&p);
+    p.ok(&["build", "catalog", "--version", "v1"]);
+    p.ok(&["deploy", "catalog", "--env", "ci", "--version", "v1"]);
+    p.ok(&["deploy", "catalog", "--env", "uat", "--version", "v1"]);
+    let out = p.ok(&["token", "issue", "ci-reader", "--scope", "ci:read"]);
+    let ci = stdout(&out).trim().to_owned();
+    let ci = [("WHARF_TOKEN", ci.as_str())];
+    let out = p.wharf_with(&["status", "-o", "json"], &ci, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let envs: Vec<&str> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["env"].as_str().unwrap())
+        .collect();
+    assert_eq!(envs, ["ci"]);
+    for args in [
+        &["history", "catalog", "--env", "uat"][..],
+        &["logs", "catalog", "--env", "uat"],
+        &["status", "--env", "uat"],
+        &["config", "get", "catalog", "--env", "uat"],
+    ] {
+        let out = p.wharf_with(args, &ci, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("may not read in `uat`"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let out = p.wharf_with(&["history", "catalog", "--env", "ci"], &ci, None);
+    assert!(out.status.success(), "{}", text(&out));
+}
