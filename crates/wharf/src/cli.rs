@@ -289,7 +289,7 @@ pub enum EnvCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Issue an API token with scopes, such as `--scope ci:deploy --scope ci:config`
-    /// (actions: deploy, config, secret, approve, admin, `*`; environments by name or `*`).
+    /// (actions: read, deploy, config, secret, approve, admin, `*`; environments by name or `*`).
     Issue {
         /// A name for the token, shown in history and the audit log.
         name: String,
