@@ -47,6 +47,13 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .with_state(controller)
 }
 
+/// At most this many agent connections at once (each a TLS session).
+const MAX_AGENT_CONNECTIONS: usize = 10_000;
+/// How long to wait before accepting again after an accept error (EMFILE, ENFILE).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a connection may take to send the headers of its next request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// Accepts TLS connections until `shutdown`, serving `app` with each connection's
 /// verified client identity attached to its requests.
 pub async fn serve(
@@ -56,12 +63,28 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // Bounded: each connection holds a permit, released however its task ends.
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_AGENT_CONNECTIONS));
+    let mut last_complaint: Option<std::time::Instant> = None;
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
         let (tcp, address) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!("agent listener: {e}");
+                    // Out of file descriptors (or similar): back off instead of spinning,
+                    // and say so once in a while, not on every try.
+                    if last_complaint.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!("agent listener cannot accept: {e} (backing off)");
+                        last_complaint = Some(std::time::Instant::now());
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
@@ -69,6 +92,7 @@ pub async fn serve(
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let stream =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => stream,
@@ -85,7 +109,14 @@ pub async fn serve(
                 request.extensions_mut().insert(peer.clone());
                 app.clone().call(request)
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A connection that sends no request headers in time is closed (long polls
+            // answer within WATCH_WAIT, well under this).
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT);
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

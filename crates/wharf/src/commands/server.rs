@@ -29,6 +29,7 @@ pub async fn server(
         .into());
     }
     init_logging();
+    raise_open_file_limit();
     let state_dir = match args.state_dir {
         Some(dir) => dir,
         None => project::state_dir(global)?,
@@ -77,6 +78,17 @@ fn local_drivers(
         drivers.push((DriverKind::Docker, std::sync::Arc::new(docker)));
     }
     drivers
+}
+
+/// A controller holds a connection per agent and watcher: the soft open-file limit is
+/// raised to the hard one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 /// Logs of long-running processes go to stderr; WHARF_LOG sets the filter.

@@ -543,3 +543,45 @@ fn a_failed_join_spends_nothing_and_registers_nothing() {
     second.stop();
     agent.stop();
 }
+
+#[test]
+fn out_of_file_descriptors_the_agent_port_backs_off_quietly() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs prlimit (util-linux)"
+        );
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let mut p = Project::new(FLEET, &["svc"]);
+    p.ok(&["status"]);
+    let pid = p.controller_pid().unwrap();
+    let port: u16 = agent_url(&p).rsplit(':').next().unwrap().parse().unwrap();
+    // Few descriptors left for the controller: accepting soon fails with EMFILE.
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let log = p.state_dir().join("server.log");
+    let before = std::fs::metadata(&log).unwrap().len();
+    let idle: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(!idle.is_empty());
+    // A rate, so a span of time: spinning on EMFILE wrote megabytes of warnings here.
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = std::fs::metadata(&log).unwrap().len() - before;
+    assert!(grown < 20_000, "the log grew by {grown} bytes in 2 s");
+    drop(idle);
+    // Once the connections are gone (idle TLS handshakes time out), it serves again.
+    assert!(wait_until(Duration::from_secs(20), || p
+        .wharf(&["status"])
+        .status
+        .success()));
+}
