@@ -199,10 +199,19 @@ fn required(
 impl Definitions {
     /// The current revision of the definition, parsed.
     pub fn current(&self) -> Result<Arc<Current>, ServerError> {
-        let record = self.store.definition(None)?.ok_or_else(no_definition)?;
-        if let Some(current) = self.get().filter(|c| c.revision == record.revision) {
+        // Only the number on the fast path: the text (megabytes, for large definitions)
+        // is read and parsed once per revision.
+        let in_force = self
+            .store
+            .definition_in_force()?
+            .ok_or_else(no_definition)?;
+        if let Some(current) = self.get().filter(|c| c.revision == in_force) {
             return Ok(current);
         }
+        let record = self
+            .store
+            .definition(Some(in_force))?
+            .ok_or_else(no_definition)?;
         // The controller validated it before storing it; a failure here means the
         // stored text no longer parses with this build of wharf.
         let definition = wharf_core::load(&record.source, &record.path, &wharf_core::AnyFolder)

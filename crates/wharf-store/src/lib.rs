@@ -215,6 +215,9 @@ pub trait Store: Send + Sync {
 
     /// Stores the next revision of the definition (its `revision` is ignored); returns it.
     fn put_definition(&self, definition: &DefinitionRecord) -> Result<DefinitionRecord>;
+    /// The number of the revision in force (the newest active one), without its text:
+    /// cheap enough to ask on every request.
+    fn definition_in_force(&self) -> Result<Option<i64>>;
     /// A revision of the definition, or the newest active one when `revision` is None.
     fn definition(&self, revision: Option<i64>) -> Result<Option<DefinitionRecord>>;
     /// Every revision, newest first.

@@ -675,24 +675,21 @@ impl Store for SqliteStore {
     fn put_definition(&self, d: &DefinitionRecord) -> Result<DefinitionRecord> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let revision: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(revision), 0) + 1 FROM definitions",
-            [],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "INSERT INTO definitions (revision, digest, path, source, user, at, message, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active')",
-            params![
-                revision, d.digest, d.path, d.source, d.user, d.at, d.message
-            ],
-        )?;
+        let record = insert_definition(&tx, d, "active")?;
         tx.commit()?;
-        Ok(DefinitionRecord {
-            revision,
-            state: "active".into(),
-            ..d.clone()
-        })
+        Ok(record)
+    }
+
+    fn definition_in_force(&self) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT MAX(revision) FROM definitions WHERE state = 'active'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     fn hold_definition(
@@ -702,18 +699,8 @@ impl Store for SqliteStore {
     ) -> Result<(DefinitionRecord, i64)> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let revision: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(revision), 0) + 1 FROM definitions",
-            [],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "INSERT INTO definitions (revision, digest, path, source, user, at, message, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'held')",
-            params![
-                revision, d.digest, d.path, d.source, d.user, d.at, d.message
-            ],
-        )?;
+        let record = insert_definition(&tx, d, "held")?;
+        let revision = record.revision;
         let a = approval;
         tx.execute(
             "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state, config_revision, forced)
@@ -722,14 +709,7 @@ impl Store for SqliteStore {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok((
-            DefinitionRecord {
-                revision,
-                state: "held".into(),
-                ..d.clone()
-            },
-            id,
-        ))
+        Ok((record, id))
     }
 
     fn definition(&self, revision: Option<i64>) -> Result<Option<DefinitionRecord>> {
@@ -996,6 +976,31 @@ fn host_row(r: &Row<'_>) -> rusqlite::Result<HostRecord> {
 /// Compares secrets without leaking, through timing, how much of them matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Adds the next definition revision in `state` inside `tx`; returns it.
+fn insert_definition(
+    tx: &rusqlite::Transaction<'_>,
+    d: &DefinitionRecord,
+    state: &str,
+) -> Result<DefinitionRecord> {
+    let revision: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(revision), 0) + 1 FROM definitions",
+        [],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            revision, d.digest, d.path, d.source, d.user, d.at, d.message, state
+        ],
+    )?;
+    Ok(DefinitionRecord {
+        revision,
+        state: state.to_owned(),
+        ..d.clone()
+    })
 }
 
 fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
@@ -1323,6 +1328,7 @@ mod tests {
         assert_eq!(store.put_definition(&record("a")).unwrap().revision, 1);
         assert_eq!(store.put_definition(&record("b")).unwrap().revision, 2);
         assert_eq!(store.definition(None).unwrap().unwrap().source, "b");
+        assert_eq!(store.definition_in_force().unwrap(), Some(2));
         assert_eq!(store.definition(Some(1)).unwrap().unwrap().source, "a");
         assert!(store.definition(Some(3)).unwrap().is_none());
         assert_eq!(store.definitions().unwrap().len(), 2);
