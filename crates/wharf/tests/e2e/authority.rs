@@ -54,13 +54,7 @@ fn unknown_services_and_environments_exit_2_with_a_hint() {
 fn the_controller_checks_names_against_its_stored_definition() {
     let mut p = Project::new(DEFINITION, &["catalog"]);
     p.ok(&["apply"]);
-    let url = serde_json::from_slice::<serde_json::Value>(
-        &std::fs::read(p.state_dir().join("controller.json")).unwrap(),
-    )
-    .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let url = p.controller_url();
     // Straight to the API, with no wharf.yaml to check against on the caller's side.
     let http = reqwest::blocking::Client::new();
     let answer = http
@@ -138,13 +132,7 @@ fn every_applied_change_is_a_revision_with_a_diff() {
 fn the_controller_validates_a_submitted_definition_itself() {
     let mut q = Project::new(DEFINITION, &["catalog"]);
     q.ok(&["apply"]);
-    let url = serde_json::from_slice::<serde_json::Value>(
-        &std::fs::read(q.state_dir().join("controller.json")).unwrap(),
-    )
-    .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let url = q.controller_url();
     let http = reqwest::blocking::Client::new();
     let answer = http
         .post(format!("{url}/v1/definitions"))
@@ -450,13 +438,7 @@ fn the_state_folder_is_its_owners_alone() {
 fn json_bodies_are_small_and_uploads_may_be_large() {
     let mut p = Project::new(DEFINITION, &["catalog"]);
     p.ok(&["apply"]);
-    let url = serde_json::from_slice::<serde_json::Value>(
-        &std::fs::read(p.state_dir().join("controller.json")).unwrap(),
-    )
-    .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let url = p.controller_url();
     let big = format!(
         "{{\"set\": {{\"A\": \"{}\"}}}}",
         "x".repeat(2 * 1024 * 1024)

@@ -191,9 +191,19 @@ impl Project {
 
     /// The pid of the project's controller, if it runs.
     pub fn controller_pid(&self) -> Option<i32> {
+        self.controller_file()?["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// The API address of the project's controller, once one runs.
+    pub fn controller_url(&self) -> String {
+        self.controller_file()
+            .and_then(|v| v["url"].as_str().map(str::to_owned))
+            .expect("the project's controller runs")
+    }
+
+    fn controller_file(&self) -> Option<Value> {
         let text = std::fs::read(self.state_dir().join("controller.json")).ok()?;
-        let v: Value = serde_json::from_slice(&text).ok()?;
-        v["pid"].as_i64().map(|p| p as i32)
+        serde_json::from_slice(&text).ok()
     }
 }
 
