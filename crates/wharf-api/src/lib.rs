@@ -336,6 +336,21 @@ pub struct ServiceStatus {
     /// versions at once, instances not healthy. Empty when all is as it should be.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The service's latest deploy was interrupted by a controller crash: which, and how
+    /// the controller resolved it when it started again (or that it is resolving it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Interruption>,
+}
+
+/// A deploy a controller crash interrupted, and how it was resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interruption {
+    pub deployment: i64,
+    /// The deployment that rolled it back, resumed it or stopped what it started; `0`
+    /// when nothing had to change; none while the controller is still resolving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<i64>,
+    pub message: String,
 }
 
 /// Configuration that differs from the previous environment.

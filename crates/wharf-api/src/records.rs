@@ -42,6 +42,10 @@ pub struct DeploymentRecord {
     /// Who approved it, in an environment with `approval: required`.
     #[serde(default)]
     pub approved_by: Option<String>,
+    /// For an interrupted deployment: the deployment that rolled it back or resumed it
+    /// when the controller started again (0: nothing had to be done), or none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<i64>,
 }
 
 /// An instance wharf runs, with what it last observed of it.

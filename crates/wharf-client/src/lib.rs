@@ -40,16 +40,19 @@ impl ClientError {
         matches!(self, ClientError::Api { status, .. } if matches!(status, 400 | 401 | 404 | 413 | 422))
     }
 
-    pub fn hint(&self) -> Option<&str> {
+    pub fn hint(&self) -> Option<String> {
         match self {
-            ClientError::Api { hint, .. } => hint.as_deref(),
+            ClientError::Api { hint, .. } => hint.clone(),
             ClientError::Unreachable { .. } => Some(
-                "is it running? `wharf server --dev` starts one, and every command starts one when none is configured",
+                "is it running? `wharf server --dev` starts one, and every command starts one when none is configured".to_owned(),
             ),
             ClientError::Protocol(_) => None,
-            ClientError::Interrupted { .. } => Some(
-                "what it changed so far is recorded: `wharf status` shows what runs and `wharf history SERVICE --env ENV` how the deployment ended (a restarted controller marks it interrupted)",
-            ),
+            ClientError::Interrupted { deployment, .. } => Some(match deployment {
+                Some(id) => format!(
+                    "the deploy was partly applied; when the controller starts again it rolls it back to what ran before (or resumes it, with `recovery: resume`): `wharf deployments show {id}` says how it was resolved, `wharf status` what runs"
+                ),
+                None => "what it changed so far is recorded: `wharf status` shows what runs and `wharf history SERVICE --env ENV` how it ended".to_owned(),
+            }),
         }
     }
 }
@@ -341,6 +344,10 @@ impl Client {
                 .json(&serde_json::json!({ "user": user })),
         )
         .await
+    }
+
+    pub async fn deployment(&self, id: i64) -> Result<DeploymentRecord> {
+        self.get(&format!("/v1/deployments/{id}"), &[]).await
     }
 
     pub async fn pending(&self) -> Result<Vec<DeploymentRecord>> {

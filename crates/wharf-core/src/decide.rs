@@ -109,6 +109,7 @@ struct Policy<'a> {
     hosts: &'a Option<crate::model::HostsSpec>,
     nodes: Vec<NodePolicy<'a>>,
     pools: &'a std::collections::BTreeMap<String, crate::model::Pool>,
+    resume_interrupted: bool,
 }
 
 fn policy_of(env: &Environment) -> Policy<'_> {
@@ -122,6 +123,7 @@ fn policy_of(env: &Environment) -> Policy<'_> {
             .map(|n: &Node| (n.name.as_str(), n.services.as_slice(), n.driver))
             .collect(),
         pools: &env.pools,
+        resume_interrupted: env.resume_interrupted,
     }
 }
 
@@ -320,6 +322,79 @@ pub fn services_to_move(running: &[(&str, &str)], unusable: &[&str]) -> Vec<Stri
     services.sort();
     services.dedup();
     services
+}
+
+/// How the controller finishes a deployment it found interrupted at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Deploy again what ran before it: that deployment's artifact, spec and
+    /// configuration (as a failed deploy's rollback would).
+    RollBackTo(i64),
+    /// Deploy its own spec and version again, so every instance ends on it.
+    Resume(i64),
+    /// Nothing ran before it, or it was a stop: stop every instance of the service.
+    StopAll,
+    /// A later deployment (this one) already decided what runs: nothing to do.
+    Superseded(i64),
+}
+
+/// The rule for an interrupted deployment, over the service's history in that
+/// environment (which includes `interrupted`): by default back to the deployment that
+/// ran before it; with `resume` (the environment's `recovery: resume`) forward to it.
+/// A stop is always finished, and a deployment newer than it wins.
+pub fn recovery(
+    interrupted: &DeploymentFacts,
+    history: &[DeploymentFacts],
+    resume: bool,
+) -> Resolution {
+    let newer = history
+        .iter()
+        .filter(|d| {
+            (d.started_at, d.id) > (interrupted.started_at, interrupted.id)
+                && (d.state == DeploymentState::Succeeded || d.state == DeploymentState::InProgress)
+        })
+        .max_by_key(|d| (d.started_at, d.id));
+    if let Some(newer) = newer {
+        return Resolution::Superseded(newer.id);
+    }
+    match interrupted.kind {
+        DeploymentKind::Stop => return Resolution::StopAll,
+        DeploymentKind::Definition => return Resolution::Superseded(0),
+        _ if resume => return Resolution::Resume(interrupted.id),
+        _ => {}
+    }
+    let before: Vec<DeploymentFacts> = history
+        .iter()
+        .filter(|d| (d.started_at, d.id) < (interrupted.started_at, interrupted.id))
+        .copied()
+        .collect();
+    match running_now(&before, false) {
+        Some(previous) => Resolution::RollBackTo(previous.id),
+        None => Resolution::StopAll,
+    }
+}
+
+/// Why the instances of a running deployment differ from its set, if they do: an
+/// instance missing, one not wanted, or one on another version. `wanted` are the
+/// instance numbers of the deployment's slots; `observed` pairs each running
+/// instance's number with its version. Health is not compared: an unhealthy instance
+/// is its agent's to restart, and a reconcile must not churn a crash-looping service.
+pub fn reconcile_reason(wanted: &[u32], version: &str, observed: &[(u32, &str)]) -> Option<String> {
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|w| !observed.iter().any(|(i, _)| i == *w))
+        .map(|w| format!("#{w}"))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!("instance {} was missing", missing.join(", ")));
+    }
+    if let Some((i, _)) = observed.iter().find(|(i, _)| !wanted.contains(i)) {
+        return Some(format!("instance #{i} is not wanted"));
+    }
+    observed
+        .iter()
+        .find(|(_, v)| *v != version)
+        .map(|(i, v)| format!("instance #{i} ran `{v}`, not `{version}`"))
 }
 
 #[cfg(test)]
@@ -657,5 +732,117 @@ environments:
         assert_eq!(services_to_move(&running, &["b"]), ["db", "web"]);
         assert!(services_to_move(&running, &[]).is_empty());
         assert_eq!(services_to_move(&running, &["c", "z"]), ["cache"]);
+    }
+
+    fn facts(id: i64, kind: DeploymentKind, state: DeploymentState) -> DeploymentFacts {
+        DeploymentFacts {
+            id,
+            kind,
+            state,
+            started_at: id * 10,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_deploy_is_finished_by_the_documented_rule() {
+        let v1 = facts(1, Deploy, Succeeded);
+        let failed = facts(2, Deploy, RolledBack);
+        let cut = |kind| facts(3, kind, Interrupted);
+        let table: &[(&str, Vec<DeploymentFacts>, DeploymentKind, bool, Resolution)] = &[
+            (
+                "back to what ran before",
+                vec![v1, failed],
+                Deploy,
+                false,
+                Resolution::RollBackTo(1),
+            ),
+            (
+                "resume where asked",
+                vec![v1],
+                Deploy,
+                true,
+                Resolution::Resume(3),
+            ),
+            (
+                "a first deploy stops",
+                vec![],
+                Deploy,
+                false,
+                Resolution::StopAll,
+            ),
+            (
+                "after a stop nothing runs",
+                vec![v1, facts(2, Stop, Succeeded)],
+                Promote,
+                false,
+                Resolution::StopAll,
+            ),
+            (
+                "a stop is finished",
+                vec![v1],
+                Stop,
+                true,
+                Resolution::StopAll,
+            ),
+            (
+                "an interrupted config roll goes back",
+                vec![v1],
+                Config,
+                false,
+                Resolution::RollBackTo(1),
+            ),
+            (
+                "a newer deploy wins",
+                vec![v1, facts(4, Deploy, Succeeded)],
+                Deploy,
+                false,
+                Resolution::Superseded(4),
+            ),
+            (
+                "one in progress wins",
+                vec![v1, facts(4, Deploy, InProgress)],
+                Deploy,
+                false,
+                Resolution::Superseded(4),
+            ),
+            (
+                "held definitions run nothing",
+                vec![v1],
+                Definition,
+                false,
+                Resolution::Superseded(0),
+            ),
+        ];
+        for (why, before, kind, resume, want) in table {
+            let interrupted = cut(*kind);
+            let mut history = before.clone();
+            history.push(interrupted);
+            assert_eq!(recovery(&interrupted, &history, *resume), *want, "{why}");
+        }
+    }
+
+    #[test]
+    fn reconcile_names_what_differs_from_the_running_set() {
+        type Observed<'a> = &'a [(u32, &'a str)];
+        let table: &[(Observed, Option<&str>)] = &[
+            (&[(0, "v1"), (1, "v1"), (2, "v1")], None),
+            (&[(0, "v1"), (2, "v1")], Some("instance #1 was missing")),
+            (&[], Some("instance #0, #1, #2 was missing")),
+            (
+                &[(0, "v1"), (1, "v1"), (2, "v1"), (3, "v1")],
+                Some("instance #3 is not wanted"),
+            ),
+            (
+                &[(0, "v2"), (1, "v1"), (2, "v1")],
+                Some("instance #0 ran `v2`, not `v1`"),
+            ),
+        ];
+        for (observed, want) in table {
+            assert_eq!(
+                reconcile_reason(&[0, 1, 2], "v1", observed).as_deref(),
+                *want,
+                "{observed:?}"
+            );
+        }
     }
 }

@@ -563,6 +563,7 @@ impl Checker<'_> {
         };
         Environment {
             approval,
+            resume_interrupted: raw.recovery == Some(crate::raw::RawRecovery::Resume),
             name: name.to_owned(),
             after: raw.after.clone(),
             config: raw.config.clone(),

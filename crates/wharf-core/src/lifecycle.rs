@@ -105,6 +105,12 @@ pub enum DeploymentKind {
     /// A definition revision that changes an approval environment's policy, held for
     /// approval; nothing runs (its `config_revision` is the definition revision).
     Definition,
+    /// A deployment the controller found interrupted at start, resolved: rolled back to
+    /// what ran before it (or resumed, where the environment says `recovery: resume`).
+    Recovery,
+    /// Instances brought back to the running deployment's set (one went missing, or an
+    /// instance not wanted appeared), found by the periodic reconcile.
+    Reconcile,
 }
 
 impl DeploymentKind {
@@ -117,6 +123,8 @@ impl DeploymentKind {
             Self::Promote => "promote",
             Self::Config => "config",
             Self::Definition => "definition",
+            Self::Recovery => "recovery",
+            Self::Reconcile => "reconcile",
         }
     }
 
@@ -129,6 +137,8 @@ impl DeploymentKind {
             Self::Promote,
             Self::Config,
             Self::Definition,
+            Self::Recovery,
+            Self::Reconcile,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -118,6 +118,8 @@ pub struct Environment {
     pub hosts: Option<HostsSpec>,
     /// When deploys here wait for approval: how long an approval may take.
     pub approval: Option<Duration>,
+    /// An interrupted deploy here is resumed at start rather than rolled back.
+    pub resume_interrupted: bool,
 }
 
 /// The provider and the names of an environment's hosts.

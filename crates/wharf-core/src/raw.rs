@@ -94,6 +94,16 @@ pub enum RawApproval {
     None,
 }
 
+/// What the controller does with a deploy it finds interrupted when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRecovery {
+    /// Back to what ran before the deploy, as a failed deploy would (the default).
+    Rollback,
+    /// Finish the deploy: the version it was deploying, on every instance.
+    Resume,
+}
+
 /// CPU and memory of one instance.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +233,10 @@ pub struct RawEnvironment {
     /// How long a deploy waits for its approval before it expires (default `24h`).
     #[serde(default)]
     pub approval_expires: Option<String>,
+    /// `rollback` (default) or `resume`: how a deploy interrupted by a controller crash
+    /// is finished when the controller starts again.
+    #[serde(default)]
+    pub recovery: Option<RawRecovery>,
 }
 
 /// The hosts of an environment and the provider that makes them.

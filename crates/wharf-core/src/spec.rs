@@ -62,6 +62,10 @@ pub struct DeploySpec {
     /// their names, never on the controller's own machine.
     #[serde(default)]
     pub hosts_required: bool,
+    /// The environment says `recovery: resume`: a deploy interrupted by a controller
+    /// crash is finished at start instead of rolled back.
+    #[serde(default)]
+    pub resume_interrupted: bool,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -256,6 +260,7 @@ impl Definition {
             previous_env: environment.after.clone(),
             approval_expires_ms: environment.approval.map(|d| d.as_millis() as u64),
             hosts_required: environment.hosts.is_some(),
+            resume_interrupted: environment.resume_interrupted,
             peer_nodes: environment
                 .service_names()
                 .into_iter()

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<Controller>> {
         .route("/v1/api-tokens/{id}", delete(revoke_token))
         .route("/v1/audit", get(audit))
         .route("/v1/deployments/pending", get(pending))
+        .route("/v1/deployments/{id}", get(show_deployment))
         .route("/v1/deployments/{id}/approve", post(approve))
         .route("/v1/deployments/{id}/reject", post(reject))
         .route("/v1/promote", post(promote))
@@ -124,6 +125,19 @@ async fn pending(
     Ok(Json(crate::wire::all(readable, crate::wire::deployment)))
 }
 
+async fn show_deployment(
+    State(c): Ctl,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Result<Json<DeploymentRecord>, ServerError> {
+    let d = c
+        .store
+        .deployment(id)?
+        .ok_or_else(|| ServerError::not_found(format!("there is no deployment #{id}")))?;
+    caller.require(&d.env, Action::Read)?;
+    Ok(Json(crate::wire::deployment(d)))
+}
+
 /// Every environment whose approvers decide on a held deployment: its own, and for a
 /// held definition revision each approval environment whose policy it changes.
 fn held_envs(held: &wharf_store::DeploymentRecord) -> Vec<String> {
@@ -207,6 +221,7 @@ async fn promote(
         unregistered_digest: None,
         force: req.force,
         config_revision: None,
+        note: None,
     };
     let audit = Audited {
         caller,

@@ -29,21 +29,7 @@ impl Executor {
         // no other change is decided: two cannot both build on the same values.
         let deciding = self.config_changes.lock().await;
         // A change the deploy lock would refuse is refused before anything is saved.
-        if let Some(holder) = self
-            .store
-            .history(service, env)?
-            .into_iter()
-            .find(|d| d.state == DeploymentState::InProgress)
-        {
-            return Err(wharf_store::StoreError::Locked {
-                service: service.to_owned(),
-                env: env.to_owned(),
-                holder: holder.user,
-                id: holder.id,
-                started: format!("{}s ago", (now_millis() - holder.started_at).max(0) / 1000),
-            }
-            .into());
-        }
+        self.refuse_if_locked(service, env)?;
         let (current_revision, current) = self.config.overrides(service, env, None)?;
         let (values, message) = match change.restore {
             Some(revision) => {
@@ -171,6 +157,7 @@ impl Executor {
             unregistered_digest: None,
             force: false,
             config_revision: Some(saved.revision),
+            note: None,
         };
         self.deploy(order, DeploymentKind::Config, events).await
     }
@@ -207,6 +194,7 @@ impl Executor {
                     unregistered_digest: None,
                     force: false,
                     config_revision: Some(revision),
+                    note: None,
                 };
                 self.deploy(request, DeploymentKind::Config, events).await
             }

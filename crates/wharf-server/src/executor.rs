@@ -59,6 +59,9 @@ pub(crate) struct Order {
     pub force: bool,
     /// The configuration revision to run with (default: the newest).
     pub config_revision: Option<i64>,
+    /// Why the controller runs it on its own (recovery, reconcile): the start of the
+    /// deployment's message in history.
+    pub note: Option<String>,
 }
 
 /// A deploy placed and rendered, ready to plan.
@@ -322,6 +325,7 @@ impl Executor {
             unregistered_digest: None,
             force: held.forced,
             config_revision: Some(held.config_revision),
+            note: None,
         };
         let prepared = match self.prepare(&req, &held.digest) {
             Ok(p) => p,
@@ -634,6 +638,10 @@ impl Executor {
                 (state, rolled_back.message())
             }
         };
+        let message = match &req.note {
+            Some(note) => format!("{note}; {message}"),
+            None => message,
+        };
         guard.finish(state, &message)?;
         self.config.hub.invalidate(&spec.env, &spec.service);
         Ok(DeployEvent::Finished {
@@ -741,6 +749,7 @@ impl Executor {
                 unregistered_digest: None,
                 force: false,
                 config_revision: None,
+                note: None,
             };
             // Another deploy of the service may hold the lock: try again shortly.
             for _ in 0..30 {
@@ -1098,31 +1107,67 @@ impl Executor {
                 "deployment #{chosen} vanished"
             )));
         };
+        self.redeploy(target, DeploymentKind::Rollback, req.user, None, events)
+            .await
+    }
+
+    /// Refuses, before anything is saved, a change the deploy lock would refuse later.
+    pub(crate) fn refuse_if_locked(&self, service: &str, env: &str) -> Result<(), ServerError> {
+        let holder = self
+            .store
+            .history(service, env)?
+            .into_iter()
+            .find(|d| d.state == DeploymentState::InProgress);
+        match holder {
+            None => Ok(()),
+            Some(holder) => Err(wharf_store::StoreError::Locked {
+                service: service.to_owned(),
+                env: env.to_owned(),
+                holder: holder.user,
+                id: holder.id,
+                started: format!("{}s ago", (now_millis() - holder.started_at).max(0) / 1000),
+            }
+            .into()),
+        }
+    }
+
+    /// Deploys `target` again exactly as it ran: its spec, artifact and configuration
+    /// (the overrides it ran with become the newest revision again where they changed).
+    pub(crate) async fn redeploy(
+        &self,
+        target: &wharf_store::DeploymentRecord,
+        kind: DeploymentKind,
+        user: String,
+        note: Option<String>,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
         let spec: DeploySpec = serde_json::from_value(target.spec.clone()).map_err(|e| {
             ServerError::internal(format!(
                 "deployment #{} has an unreadable spec: {e}",
                 target.id
             ))
         })?;
+        self.refuse_if_locked(&target.service, &target.env)?;
         // The configuration comes back with the artifact: the overrides the target ran
         // with become the newest revision again.
-        let (current_revision, current) = self.config.overrides(&req.service, &req.env, None)?;
+        let (current_revision, current) =
+            self.config.overrides(&target.service, &target.env, None)?;
         let (_, wanted) =
             self.config
-                .overrides(&req.service, &req.env, Some(target.config_revision))?;
+                .overrides(&target.service, &target.env, Some(target.config_revision))?;
         let config_revision = if wanted != current {
             let saved = self.store.put_config_revision(
-                &req.service,
-                &req.env,
+                &target.service,
+                &target.env,
                 &wanted,
-                &req.user,
+                &user,
                 now_millis(),
                 &format!("restored by the rollback to deployment #{}", target.id),
             )?;
-            self.config.hub.invalidate(&req.env, &req.service);
+            self.config.hub.invalidate(&target.env, &target.service);
             events.send(DeployEvent::ConfigSaved {
-                service: req.service.clone(),
-                env: req.env.clone(),
+                service: target.service.clone(),
+                env: target.env.clone(),
                 revision: saved.revision,
             });
             saved.revision
@@ -1132,16 +1177,17 @@ impl Executor {
         let request = Order {
             spec,
             version: target.version.clone(),
-            user: req.user,
+            user,
             dry_run: false,
             unregistered_digest: None,
             force: false,
             config_revision: Some(config_revision),
+            note,
         };
-        let outcome = self.deploy(request, DeploymentKind::Rollback, events).await;
+        let outcome = self.deploy(request, kind, events).await;
         self.config
             .hub
-            .announce_current(&*self.store, &req.env, &req.service);
+            .announce_current(&*self.store, &target.env, &target.service);
         outcome
     }
 

@@ -19,6 +19,7 @@ mod fleet;
 mod hosts;
 mod logs;
 mod metrics;
+mod recovery;
 mod remote;
 mod render;
 mod routes;
@@ -189,18 +190,10 @@ pub async fn run(
         bootstrap_admin_token(&*store, state_dir).map_err(io)?;
     }
     let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;
-    // Recover before serving: interrupted deploys are marked, instances adopted, and
-    // rows of instances that no longer exist are dropped.
-    let interrupted =
-        store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
-    for d in &interrupted {
-        tracing::warn!(
-            "deployment #{} of {} in {} was interrupted",
-            d.id,
-            d.service,
-            d.env
-        );
-    }
+    // Recover before serving: interrupted deploys are marked (and resolved once the
+    // controller runs, below), instances adopted, and rows of instances that no longer
+    // exist are dropped.
+    store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
     let agent = match mode {
         Mode::Dev(drivers) => {
             let agent = local_agent(state_dir, &store, &keyring, &artifacts, drivers)?;
@@ -283,6 +276,13 @@ pub async fn run(
         controller.clone(),
         shutdown.clone(),
     ));
+    {
+        let (executor, shutdown) = (controller.executor.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            executor.resolve_interrupted().await;
+            recovery::watch(executor, shutdown).await;
+        });
+    }
     tokio::spawn(agent_api::serve(
         agent_listener,
         tls,

@@ -367,6 +367,7 @@ async fn deploy(
         unregistered_digest: req.unregistered_digest,
         force: req.force,
         config_revision: None,
+        note: None,
     };
     let audit = Audited {
         caller,
@@ -463,17 +464,26 @@ async fn status(
     let services = grouped
         .into_iter()
         .map(|((env, service), instances)| {
-            let mut versions: Vec<String> = instances.iter().map(|i| i.version.clone()).collect();
-            versions.dedup();
-            let mut digests: Vec<String> = instances.iter().map(|i| i.digest.clone()).collect();
-            digests.dedup();
+            let versions = distinct(instances.iter().map(|i| i.version.clone()));
+            let digests = distinct(instances.iter().map(|i| i.digest.clone()));
             let drift = c.drift(&service, &env).unwrap_or(None);
             let desired = c
                 .definitions
                 .spec_for(&service, &env)
                 .ok()
                 .map(|spec| spec.slots.len());
-            let warnings = status_warnings(&instances, &versions, desired);
+            let interrupted = c
+                .store
+                .history(&service, &env)
+                .ok()
+                .and_then(|h| latest_interruption(&h));
+            let mut warnings = status_warnings(&instances, &versions, desired);
+            if let Some(i) = interrupted.as_ref().filter(|i| i.resolved_by.is_none()) {
+                warnings.push(format!(
+                    "deploy #{} was interrupted; the controller is rolling it back (or resuming it) now",
+                    i.deployment
+                ));
+            }
             ServiceStatus {
                 env,
                 service,
@@ -483,6 +493,7 @@ async fn status(
                 drift,
                 desired,
                 warnings,
+                interrupted,
             }
         })
         .collect();
@@ -490,6 +501,36 @@ async fn status(
         services,
         now: now_millis(),
     }))
+}
+
+/// Each value once, in the order first seen.
+fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen
+}
+
+/// The service's latest deploy, when a crash interrupted it: only the deployment that
+/// resolved it may have run since (`history` is newest first).
+fn latest_interruption(
+    history: &[wharf_store::DeploymentRecord],
+) -> Option<wharf_api::Interruption> {
+    let position = history
+        .iter()
+        .position(|d| d.state == wharf_core::lifecycle::DeploymentState::Interrupted)?;
+    let d = &history[position];
+    let only_its_resolution = history[..position]
+        .iter()
+        .all(|newer| Some(newer.id) == d.resolved_by);
+    only_its_resolution.then(|| wharf_api::Interruption {
+        deployment: d.id,
+        resolved_by: d.resolved_by,
+        message: d.message.clone(),
+    })
 }
 
 /// What keeps a service from being converged, in words a user acts on.
@@ -501,7 +542,7 @@ fn status_warnings(
     let mut warnings = Vec::new();
     match desired {
         Some(want) if instances.len() < want => warnings.push(format!(
-            "{} of {want} instances run; the missing ones come back with the next deploy (`wharf deploy`)",
+            "{} of {want} instances run; the controller starts the missing ones again (see `wharf history`)",
             instances.len()
         )),
         Some(want) if instances.len() > want => warnings.push(format!(

@@ -32,6 +32,7 @@ pub fn deployment(r: store::DeploymentRecord) -> api::DeploymentRecord {
         config_revision: r.config_revision,
         forced: r.forced,
         approved_by: r.approved_by,
+        resolved_by: r.resolved_by,
     }
 }
 

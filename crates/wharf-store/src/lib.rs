@@ -90,6 +90,11 @@ pub trait Store: Send + Sync {
     fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>>;
     /// Marks every in-progress deployment interrupted (at controller start); returns them.
     fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>>;
+    /// Interrupted deployments not yet resolved (rolled back or resumed), oldest first.
+    fn unresolved_interruptions(&self) -> Result<Vec<DeploymentRecord>>;
+    /// Records how an interrupted deployment was resolved: by deployment `by` (or by
+    /// none, 0), with `message` saying what happened.
+    fn resolve_interruption(&self, id: i64, by: i64, message: &str) -> Result<()>;
 
     fn put_instance(&self, instance: &InstanceRecord) -> Result<()>;
     /// Writes many instance rows in one transaction.

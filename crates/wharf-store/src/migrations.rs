@@ -159,4 +159,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 8: a definition revision that changes an approval environment's policy is held
     // until approved (and rejected with its deployment).
     "ALTER TABLE definitions ADD COLUMN state TEXT NOT NULL DEFAULT 'active';",
+    // 9: an interrupted deployment is resolved at start (rolled back or resumed by the
+    // deployment named here). Those interrupted before this existed count as resolved
+    // (0): the periodic reconcile brings their services back to what runs.
+    "ALTER TABLE deployments ADD COLUMN resolved_by INTEGER;
+    UPDATE deployments SET resolved_by = 0 WHERE state = 'interrupted';",
 ];

@@ -42,6 +42,10 @@ pub struct DeploymentRecord {
     /// Who approved it, in an environment with `approval: required`.
     #[serde(default)]
     pub approved_by: Option<String>,
+    /// For an interrupted deployment: the deployment that resolved it at the next
+    /// start (0 when nothing had to be done), or none yet.
+    #[serde(default)]
+    pub resolved_by: Option<i64>,
 }
 
 /// A deployment about to begin.

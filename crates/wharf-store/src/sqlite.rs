@@ -98,7 +98,7 @@ fn artifact_row(r: &Row<'_>) -> rusqlite::Result<ArtifactRecord> {
     })
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message, config_revision, forced, approved_by";
+const DEPLOYMENT_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message, config_revision, forced, approved_by, resolved_by";
 
 fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
@@ -122,6 +122,7 @@ fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
         config_revision: r.get(13)?,
         forced: r.get(14)?,
         approved_by: r.get(15)?,
+        resolved_by: r.get(16)?,
     })
 }
 
@@ -306,6 +307,27 @@ impl Store for SqliteStore {
         )?;
         tx.commit()?;
         Ok(unfinished)
+    }
+
+    fn unresolved_interruptions(&self) -> Result<Vec<DeploymentRecord>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'interrupted' AND resolved_by IS NULL ORDER BY id"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map([], deployment_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn resolve_interruption(&self, id: i64, by: i64, message: &str) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE deployments SET resolved_by = ?2, message = ?3 WHERE id = ?1 AND state = 'interrupted'",
+            params![id, by, message],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoDeployment(id));
+        }
+        Ok(())
     }
 
     fn put_instances(&self, rows: &[InstanceRecord]) -> Result<()> {

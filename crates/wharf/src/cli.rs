@@ -174,11 +174,14 @@ pub enum Command {
         #[arg(value_parser = deployment_id)]
         deployment: i64,
     },
-    /// List deployments.
+    /// Deployments: those waiting for approval, or one by its id.
+    #[command(args_conflicts_with_subcommands = true)]
     Deployments {
-        /// Only those waiting for approval.
+        /// List those waiting for approval (the default).
         #[arg(long)]
         pending: bool,
+        #[command(subcommand)]
+        action: Option<DeploymentsAction>,
     },
     /// Show the audit log of every change made through the API.
     Audit {
@@ -412,6 +415,16 @@ pub struct ServerArgs {
     /// folder). Keep it apart from the database's backups.
     #[arg(long, env = "WHARF_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsAction {
+    /// Show one deployment: what it did, its state and message, and for an interrupted
+    /// one how the controller resolved it.
+    Show {
+        #[arg(value_parser = deployment_id)]
+        deployment: i64,
+    },
 }
 
 /// A deployment id, with or without the `#` listings show.

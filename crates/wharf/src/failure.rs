@@ -50,7 +50,7 @@ impl From<wharf_client::ClientError> for Failure {
         Self {
             code,
             message: e.to_string(),
-            hint: e.hint().map(str::to_owned),
+            hint: e.hint(),
         }
     }
 }
@@ -69,10 +69,7 @@ pub fn report(error: &anyhow::Error) -> (u8, String) {
     let (code, hint) = match error.downcast_ref::<Failure>() {
         Some(f) => (f.code, f.hint.clone()),
         None => match error.downcast_ref::<wharf_client::ClientError>() {
-            Some(c) => (
-                if c.is_input_error() { 2 } else { 1 },
-                c.hint().map(str::to_owned),
-            ),
+            Some(c) => (if c.is_input_error() { 2 } else { 1 }, c.hint()),
             None => (1, None),
         },
     };

@@ -76,7 +76,11 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         } => pipeline::promote(global, printer, &service, &from, &to, force).await,
         Command::Approve { deployment } => pipeline::approve(global, printer, deployment).await,
         Command::Reject { deployment } => pipeline::reject(global, printer, deployment).await,
-        Command::Deployments { pending } => pipeline::deployments(global, printer, pending).await,
+        Command::Deployments {
+            action: Some(crate::cli::DeploymentsAction::Show { deployment }),
+            ..
+        } => pipeline::show_deployment(global, printer, deployment).await,
+        Command::Deployments { action: None, .. } => pipeline::deployments(global, printer).await,
         Command::Audit { limit } => access::audit(global, printer, limit).await,
     }
 }

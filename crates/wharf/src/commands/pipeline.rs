@@ -94,16 +94,7 @@ fn finish(printer: &Printer, last: &DeployEvent, done: &str) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn deployments(
-    global: &Global,
-    printer: &Printer,
-    pending: bool,
-) -> anyhow::Result<ExitCode> {
-    if !pending {
-        return Err(Failure::input("which deployments?")
-            .hint("`wharf deployments --pending` lists those waiting for approval; `wharf history SERVICE --env ENV` lists a service's")
-            .into());
-    }
+pub async fn deployments(global: &Global, printer: &Printer) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let waiting = client.pending().await.map_err(Failure::from)?;
     if printer.json() {
@@ -142,5 +133,59 @@ pub async fn deployments(
         ],
         &rows,
     ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wharf deployments show ID`.
+pub async fn show_deployment(
+    global: &Global,
+    printer: &Printer,
+    id: i64,
+) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let d = client.deployment(id).await.map_err(Failure::from)?;
+    if printer.json() {
+        printer.json_data(&d);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![
+        ("deployment", format!("#{}", d.id)),
+        ("service", d.service.clone()),
+        ("environment", d.env.clone()),
+        ("kind", d.kind.as_str().to_owned()),
+        ("version", d.version.clone()),
+        ("digest", table::short_digest(&d.digest)),
+        ("state", d.state.as_str().to_owned()),
+        ("by", d.user.clone()),
+        ("started", table::time(d.started_at)),
+    ];
+    if let Some(finished) = d.finished_at {
+        rows.push(("finished", table::time(finished)));
+    }
+    if d.config_revision > 0 {
+        rows.push(("config revision", d.config_revision.to_string()));
+    }
+    if let Some(who) = &d.approved_by {
+        rows.push(("approved by", who.clone()));
+    }
+    match d.resolved_by {
+        Some(0) => rows.push(("resolved", "nothing had to change".to_owned())),
+        Some(by) => rows.push((
+            "resolved by",
+            format!("#{by} (`wharf deployments show {by}`)"),
+        )),
+        None if d.state == wharf_core::lifecycle::DeploymentState::Interrupted => rows.push((
+            "resolved",
+            "not yet: the controller resolves it when it starts".to_owned(),
+        )),
+        None => {}
+    }
+    rows.push(("message", d.message.clone()));
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let text: Vec<String> = rows
+        .iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}"))
+        .collect();
+    printer.data(&(text.join("\n") + "\n"));
     Ok(ExitCode::SUCCESS)
 }

@@ -118,6 +118,23 @@ pub fn render(report: &StatusReport) -> String {
                 .map(move |w| format!("warning: `{}` in `{}` {w}", s.service, s.env))
         })
         .collect();
+    let interruptions: Vec<String> = report
+        .services
+        .iter()
+        .filter_map(|s| {
+            let i = s.interrupted.as_ref()?;
+            let how = i.resolved_by.map(|_| format!(": {}", i.message)).unwrap_or_default();
+            Some(format!(
+                "note: deploy #{} of `{}` in `{}` was interrupted{how} (`wharf deployments show {}`)",
+                i.deployment, s.service, s.env, i.deployment
+            ))
+        })
+        .collect();
+    if !interruptions.is_empty() {
+        out.push('\n');
+        out.push_str(&interruptions.join("\n"));
+        out.push('\n');
+    }
     if !warnings.is_empty() {
         out.push('\n');
         out.push_str(&warnings.join("\n"));

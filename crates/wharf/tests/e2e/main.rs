@@ -5,6 +5,7 @@ mod harness;
 mod authority;
 mod config;
 mod containers;
+mod crash;
 mod definition;
 mod docker;
 mod fleet;

@@ -52,23 +52,46 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
         "{}",
         text(&out)
     );
-    assert!(stderr(&out).contains("wharf history"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("wharf deployments show"),
+        "{}",
+        text(&out)
+    );
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
 
-    // The next command starts a new controller on the same state.
-    let history = p.json(&["history", "slow", "--env", "ci"]);
+    // The next command starts a new controller on the same state, which resolves the
+    // interrupted deploy: nothing of `slow` ran before it, so what it started is
+    // stopped, as a failed first deploy's would be.
+    let id = p
+        .json(&["history", "slow", "--env", "ci"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["state"] == "interrupted")
+        .expect("the deploy is recorded as interrupted")["id"]
+        .as_i64()
+        .unwrap();
     assert_ne!(p.controller_pid(), Some(controller));
-    assert_eq!(history[0]["state"], "interrupted", "{history}");
-    // Instances are found again, not restarted.
+    let id = id.to_string();
+    assert!(wait_until(Duration::from_secs(10), || p.json(&[
+        "deployments",
+        "show",
+        &id
+    ])["resolved_by"]
+        .is_i64()));
+    let shown = stdout(&p.ok(&["deployments", "show", &id]));
+    assert!(shown.contains("interrupted"), "{shown}");
+    assert!(
+        shown.contains("its instances were stopped by deployment #"),
+        "{shown}"
+    );
+    assert!(p.instances("slow", "ci").is_empty());
+    // Other services' instances are found again, not restarted.
     let steady = &p.instances("steady", "ci")[0];
     assert_eq!(steady["pid"], steady_pid);
     assert_eq!(steady["restarts"], 0);
     let port = p.port("steady", "ci", 0);
     assert!(get(port, "/health").is_some());
-    assert!(
-        !p.instances("slow", "ci").is_empty(),
-        "the slow instance was adopted too"
-    );
     // And the service can be deployed again: the lock did not survive the crash.
     p.ok(&["deploy", "slow", "--env", "ci", "--version", "v1"]);
 }
