@@ -162,3 +162,69 @@ fn a_second_deploy_of_the_same_service_is_refused_and_told_who_holds_the_lock() 
     p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
     assert!(first.wait().unwrap().success());
 }
+
+const THREE: &str = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health }
+environments:
+  ci:
+    nodes:
+      - name: local
+        services: [{ name: web, instances: 3 }]
+"#;
+
+#[test]
+fn an_instance_lost_while_the_controller_was_down_is_started_again_without_a_deploy() {
+    let mut p = Project::new(THREE, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let lost = p
+        .instances("web", "ci")
+        .into_iter()
+        .find(|i| i["instance"] == 1)
+        .unwrap();
+    let controller = p.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGTERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    // The host loses the instance: its process and the agent's record of it.
+    let pid = lost["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(-pid), Signal::SIGKILL).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(pid)));
+    let record = find_file(&p.state_dir().join("agent"), "ci--web--local--1.json")
+        .expect("the agent keeps a record of each instance");
+    std::fs::remove_file(record).unwrap();
+
+    // Without any deploy, the controller notices and starts it again.
+    assert!(wait_until(Duration::from_secs(20), || {
+        let all = p.instances("web", "ci");
+        all.len() == 3 && all.iter().all(|i| i["health"] == "healthy")
+    }));
+    let history = p.json(&["history", "web", "--env", "ci"]);
+    assert_eq!(history[0]["kind"], "reconcile", "{history}");
+    assert!(
+        history[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("instance #1 was missing"),
+        "{history}"
+    );
+    assert_eq!(history[0]["version"], "v1");
+}
+
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if path.is_dir()
+            && let Some(found) = find_file(&path, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}
