@@ -305,6 +305,8 @@ impl Agent {
             secret_keys: plan.secret_keys.clone(),
             pull,
             log_path,
+            log_max_bytes: plan.logs.max_bytes,
+            log_keep: plan.logs.keep,
             tag: self.tag(&plan.key),
             limits: wharf_driver::Limits {
                 cpu_millis: plan.resources.cpu_millis,

@@ -1,16 +1,15 @@
 //! Instance log files: rotation by size, and reading the last lines.
 //!
-//! Instances write to their log file directly (opened for append), so they keep logging
-//! while no agent runs. Rotation therefore copies and truncates instead of renaming.
+//! An instance's output goes through a pipe to its log writer ([`write_rotating`], run
+//! as `wharf log-writer`, a process of the instance's group that outlives the agent),
+//! which rotates the file as it writes, at line boundaries, so no file grows past its
+//! limit whatever the write rate. Without a writer (the driver's library default),
+//! instances append to the file directly and the supervisor rotates it by copying and
+//! truncating every few seconds.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-
-/// Rotates a log above this size.
-pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
-/// Rotated copies kept: `x.log.1` (newest) .. `x.log.3`.
-pub const KEPT_ROTATIONS: u32 = 3;
 
 fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -37,6 +36,98 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> io::Result<bo
     fs::copy(path, rotated(path, 1))?;
     File::options().write(true).open(path)?.set_len(0)?;
     Ok(true)
+}
+
+/// Copies `input` into the log at `path` until `input` ends, rotating before a write
+/// would take the file past `max_bytes`: `path` becomes `path.1` (and so on up to
+/// `path.keep`). Each file starts at a line boundary; a single line longer than the
+/// limit is cut.
+pub fn write_rotating(
+    mut input: impl Read,
+    path: &Path,
+    max_bytes: u64,
+    keep: u32,
+) -> io::Result<()> {
+    let max = max_bytes.max(1) as usize;
+    let mut log = Rotating {
+        file: open_append(path)?,
+        path,
+        max,
+        keep,
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    // A line read in two pieces is written whole: the end of what was read waits here
+    // for its line end (up to a bound, for output that never ends a line).
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return log.write(&pending);
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let complete = match pending.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if pending.len() >= max.min(buf.len()) => pending.len(),
+            None => continue,
+        };
+        let rest = pending.split_off(complete);
+        log.write(&pending)?;
+        pending = rest;
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    File::options().create(true).append(true).open(path)
+}
+
+/// A log file written through [`write_rotating`].
+struct Rotating<'a> {
+    file: File,
+    path: &'a Path,
+    max: usize,
+    keep: u32,
+}
+
+impl Rotating<'_> {
+    /// Writes whole lines (or a cut one), rotating first where they do not fit.
+    fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        while !chunk.is_empty() {
+            // The agent appends marker lines to the same file: its size, not a count.
+            let size = self.file.metadata()?.len() as usize;
+            let room = self.max.saturating_sub(size);
+            if chunk.len() <= room {
+                return self.file.write_all(chunk);
+            }
+            // What fits, up to its last line end; an empty file takes a cut line.
+            let fits = &chunk[..room];
+            let split = match fits.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None if size == 0 => room,
+                None => 0,
+            };
+            self.file.write_all(&chunk[..split])?;
+            chunk = &chunk[split..];
+            shift(self.path, self.keep)?;
+            self.file = open_append(self.path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renames `path` to `path.1`, `path.1` to `path.2` and so on, dropping the oldest.
+fn shift(path: &Path, keep: u32) -> io::Result<()> {
+    for n in (1..keep.max(1)).rev() {
+        let from = rotated(path, n);
+        if from.exists() {
+            fs::rename(&from, rotated(path, n + 1))?;
+        }
+    }
+    fs::rename(path, rotated(path, 1))
 }
 
 /// Lines wharf writes into an instance's log start with this.
@@ -74,7 +165,12 @@ pub fn tail(path: &Path, lines: usize) -> String {
     if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut buf).is_err() {
         return String::new();
     }
-    let text = String::from_utf8_lossy(&buf);
+    // Read from the middle of the file, the first line is partial: drop it.
+    let whole = match buf.iter().position(|b| *b == b'\n') {
+        Some(i) if start > 0 => &buf[i + 1..],
+        _ => &buf[..],
+    };
+    let text = String::from_utf8_lossy(whole);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -121,6 +217,69 @@ mod tests {
             .unwrap();
         assert_eq!(tail_of_last_run(&log, 2), "2\n3");
         assert_eq!(tail_of_last_run(&log, 10), "1\n2\n3");
+    }
+
+    #[test]
+    fn a_fast_writer_never_takes_a_file_past_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        // 20 MB of numbered lines in one go, as fast as a pipe can deliver them.
+        let mut input = Vec::new();
+        let mut n = 0u64;
+        while input.len() < 20 * 1024 * 1024 {
+            input.extend_from_slice(
+                format!("line {n} {}\n", "x".repeat(n as usize % 200)).as_bytes(),
+            );
+            n += 1;
+        }
+        write_rotating(&input[..], &log, 1024 * 1024, 3).unwrap();
+        let mut files = vec![log.clone()];
+        files.extend((1..=3).map(|i| rotated(&log, i)));
+        for file in &files {
+            let text = fs::read_to_string(file).unwrap();
+            assert!(
+                text.len() as u64 <= 1024 * 1024,
+                "{}: {}",
+                file.display(),
+                text.len()
+            );
+            assert!(
+                text.starts_with("line "),
+                "{} starts at a line",
+                file.display()
+            );
+            assert!(text.ends_with('\n'), "{} ends at a line", file.display());
+        }
+        assert!(!rotated(&log, 4).exists(), "only `keep` rotated files");
+        let last = fs::read_to_string(&log).unwrap();
+        assert!(last.ends_with(&format!(
+            "line {} {}\n",
+            n - 1,
+            "x".repeat((n - 1) as usize % 200)
+        )));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_cut_not_lost_entirely() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        let long = format!("{}\nshort\n", "y".repeat(10_000));
+        write_rotating(long.as_bytes(), &log, 4096, 5).unwrap();
+        assert_eq!(
+            fs::read_to_string(&log).unwrap(),
+            format!("{}\nshort\n", "y".repeat(10_000 - 8192))
+        );
+        assert_eq!(fs::read_to_string(rotated(&log, 1)).unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn the_tail_of_a_large_log_starts_at_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        fs::write(&log, text).unwrap();
+        let tail = tail(&log, 100_000);
+        assert!(tail.starts_with("line "), "{}", &tail[..20]);
     }
 
     #[test]

@@ -157,10 +157,11 @@ impl Supervisor {
     }
 
     async fn check(&self) {
+        // Output appended directly (no log writer) is rotated here, every few seconds.
         let _ = logs::rotate_if_needed(
             &self.launch.log_path,
-            logs::MAX_LOG_BYTES,
-            logs::KEPT_ROTATIONS,
+            self.plan.logs.max_bytes,
+            self.plan.logs.keep,
         );
         let Some(check) = &self.plan.health else {
             return;

@@ -29,6 +29,9 @@ pub struct InstancePlan {
     /// What the instance requests of its host (counted by placement).
     #[serde(default)]
     pub resources: wharf_core::placement::Resources,
+    /// How much output the instance keeps.
+    #[serde(default)]
+    pub logs: wharf_core::model::LogLimits,
     /// Which driver runs it.
     #[serde(default)]
     pub driver: wharf_core::model::DriverKind,

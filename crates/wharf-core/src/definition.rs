@@ -246,6 +246,7 @@ impl Checker<'_> {
                 &at(&["stop_timeout"]),
             ),
             resources: self.resources(raw.resources.as_ref(), &at(&["resources"])),
+            logs: self.logs(raw.logs.as_ref(), &at(&["logs"])),
             min_healthy_time: self.duration(
                 raw.min_healthy_time.as_ref(),
                 Duration::ZERO,
@@ -428,6 +429,47 @@ impl Checker<'_> {
             cpu_millis,
             memory_bytes,
         }
+    }
+
+    fn logs(
+        &mut self,
+        raw: Option<&crate::raw::RawLogs>,
+        path: &[PathSegment],
+    ) -> crate::model::LogLimits {
+        use crate::model::LogLimits;
+        let mut limits = LogLimits::default();
+        let Some(raw) = raw else {
+            return limits;
+        };
+        let sub = |k: &str| {
+            let mut p = path.to_vec();
+            p.extend([key(k), PathSegment::Value]);
+            p
+        };
+        match raw.max_size.as_deref().map(crate::quantity::parse_memory) {
+            None => {}
+            Some(Ok(bytes)) if bytes >= LogLimits::MIN_BYTES => limits.max_bytes = bytes,
+            Some(Ok(_)) => self.report(
+                &sub("max_size"),
+                "a log smaller than 4Ki would rotate at almost every line".to_owned(),
+                Some("write a size such as `10Mi`".into()),
+            ),
+            Some(Err(e)) => self.report(
+                &sub("max_size"),
+                e,
+                Some("write a size such as `10Mi` or `1Gi`".into()),
+            ),
+        }
+        match raw.keep {
+            None => {}
+            Some(keep) if (1..=LogLimits::MAX_KEEP).contains(&keep) => limits.keep = keep,
+            Some(keep) => self.report(
+                &sub("keep"),
+                format!("cannot keep {keep} rotated log files"),
+                Some("keep between 1 and 100".into()),
+            ),
+        }
+        limits
     }
 
     fn pools(

@@ -33,6 +33,29 @@ pub struct Service {
     pub min_healthy_time: Duration,
     pub resources: crate::placement::Resources,
     pub on_change: OnChange,
+    pub logs: LogLimits,
+}
+
+/// How much output an instance keeps: its log is rotated when it reaches `max_bytes`
+/// (by the writer, as it writes), and `keep` rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLimits {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl LogLimits {
+    pub const MIN_BYTES: u64 = 4 * 1024;
+    pub const MAX_KEEP: u32 = 100;
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+        }
+    }
 }
 
 /// What a configuration change does to running instances.

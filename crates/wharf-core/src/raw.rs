@@ -75,6 +75,21 @@ pub struct RawService {
     /// `WINCH`.
     #[serde(default)]
     pub reload_signal: Option<String>,
+    /// How much output each instance keeps: `{ max_size: 10Mi, keep: 3 }` (the default).
+    #[serde(default)]
+    pub logs: Option<RawLogs>,
+}
+
+/// An instance's log files: rotated when one reaches `max_size`, `keep` old files kept.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogs {
+    /// The size at which the log is rotated, e.g. `10Mi` (default), at least `4Ki`.
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// How many rotated files are kept, 1 to 100 (default 3).
+    #[serde(default)]
+    pub keep: Option<u32>,
 }
 
 /// What a configuration change does to running instances.

@@ -66,6 +66,9 @@ pub struct DeploySpec {
     /// crash is finished at start instead of rolled back.
     #[serde(default)]
     pub resume_interrupted: bool,
+    /// How much output each instance keeps.
+    #[serde(default)]
+    pub logs: crate::model::LogLimits,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -261,6 +264,7 @@ impl Definition {
             approval_expires_ms: environment.approval.map(|d| d.as_millis() as u64),
             hosts_required: environment.hosts.is_some(),
             resume_interrupted: environment.resume_interrupted,
+            logs: svc.logs,
             peer_nodes: environment
                 .service_names()
                 .into_iter()

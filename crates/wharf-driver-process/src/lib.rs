@@ -9,7 +9,8 @@ mod proc_scan;
 pub use cgroups::Cgroups;
 
 use std::fs::OpenOptions;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,10 @@ pub struct ProcessDriver {
     /// Only processes whose tag starts with this prefix belong to this agent.
     tag_prefix: String,
     cgroups: Arc<Cgroups>,
+    /// The program that writes instances' output to their log files, rotating by size
+    /// as it writes (`PROGRAM log-writer`): the wharf binary. Without one, instances
+    /// append to their log file directly.
+    log_writer: Option<PathBuf>,
 }
 
 impl ProcessDriver {
@@ -43,7 +48,66 @@ impl ProcessDriver {
         Self {
             tag_prefix: tag_prefix.into(),
             cgroups: Arc::new(cgroups),
+            log_writer: None,
         }
+    }
+
+    /// Sends instances' output through `program log-writer` (see [`ProcessDriver`]).
+    pub fn with_log_writer(mut self, program: PathBuf) -> Self {
+        self.log_writer = Some(program);
+        self
+    }
+
+    /// Where an instance's stdout and stderr go: a pipe to its log writer (returned
+    /// too, to be started once the instance's process group exists) or the file.
+    fn output(&self, spec: &LaunchSpec) -> Result<(Stdio, Stdio, Option<OwnedFd>), DriverError> {
+        let log_error = |source| DriverError::Log {
+            path: spec.log_path.clone(),
+            source,
+        };
+        if self.log_writer.is_some() {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| log_error(e.into()))?;
+            let write_err = write.try_clone().map_err(log_error)?;
+            return Ok((Stdio::from(write), Stdio::from(write_err), Some(read)));
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .map_err(log_error)?;
+        let log_err = log.try_clone().map_err(log_error)?;
+        Ok((Stdio::from(log), Stdio::from(log_err), None))
+    }
+
+    /// Starts the log writer of the instance `pid` in its process group: stopping the
+    /// instance's group stops it too, once it has written what the instance wrote.
+    fn start_log_writer(
+        &self,
+        program: &Path,
+        spec: &LaunchSpec,
+        pid: u32,
+        pipe: OwnedFd,
+    ) -> Result<(), DriverError> {
+        let mut command = Command::new(program);
+        command
+            .arg("log-writer")
+            .arg("--max-bytes")
+            .arg(spec.log_max_bytes.max(4096).to_string())
+            .arg("--keep")
+            .arg(spec.log_keep.max(1).to_string())
+            .arg(&spec.log_path)
+            .env_clear()
+            .stdin(Stdio::from(pipe))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(pid as i32)
+            .kill_on_drop(false);
+        // Dropped, the child is reaped by tokio when it exits.
+        command.spawn().map(drop).map_err(|e| DriverError::Start {
+            program: program.display().to_string(),
+            reason: format!("cannot start the log writer: {e}"),
+        })
     }
 }
 
@@ -69,18 +133,7 @@ impl Driver for ProcessDriver {
             });
         };
         let program = resolve_program(first, &spec.workdir);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .map_err(|source| DriverError::Log {
-                path: spec.log_path.clone(),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| DriverError::Log {
-            path: spec.log_path.clone(),
-            source,
-        })?;
+        let (log, log_err, pipe) = self.output(spec)?;
         let mut command = Command::new(&program);
         command
             .args(args)
@@ -100,13 +153,23 @@ impl Driver for ProcessDriver {
             // the agent's group never reach it.
             .process_group(0)
             .kill_on_drop(false);
-        let child = command.spawn().map_err(|e| DriverError::Start {
+        let spawned = command.spawn();
+        // The command holds the pipe's writing end: closed here, the writer sees the end
+        // of the output once the instance's processes are gone.
+        drop(command);
+        let mut child = spawned.map_err(|e| DriverError::Start {
             program: first.clone(),
             reason: e.to_string(),
         })?;
         let pid = child
             .id()
             .ok_or_else(|| DriverError::Other("process exited before it was watched".into()))?;
+        if let (Some(writer), Some(pipe)) = (&self.log_writer, pipe)
+            && let Err(e) = self.start_log_writer(writer, spec, pid, pipe)
+        {
+            let _ = child.start_kill();
+            return Err(e);
+        }
         // Into its own group before it can fork much; if the host cannot limit, the
         // deploy was already warned (`limits_unavailable`) and the instance runs anyway.
         let group = spec

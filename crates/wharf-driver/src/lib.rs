@@ -51,6 +51,12 @@ pub struct LaunchSpec {
     pub env: BTreeMap<String, String>,
     /// Where stdout and stderr go.
     pub log_path: PathBuf,
+    /// The log is rotated when it reaches this size (0: the driver's default)...
+    #[serde(default)]
+    pub log_max_bytes: u64,
+    /// ...and this many rotated files are kept.
+    #[serde(default)]
+    pub log_keep: u32,
     /// The value of the `WHARF_TAG` marker the driver attaches to the instance.
     pub tag: String,
     /// CPU (thousandths of a core) and memory (bytes) the instance may use; 0 is no limit.

@@ -146,6 +146,7 @@ pub fn render(
             health: spec.health.clone(),
             stop_timeout: spec.stop_timeout,
             resources: spec.resources,
+            logs: spec.logs,
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
             image_ref: spec.image_ref.clone(),

@@ -44,6 +44,18 @@ pub enum OutputFormat {
 pub enum Command {
     /// Check a definition file and report every problem in it.
     Validate,
+    /// Copy standard input to an instance's log file, rotating it by size as it writes
+    /// (started by the process driver for each instance).
+    #[command(hide = true)]
+    LogWriter {
+        /// Rotate before the file would grow past this many bytes.
+        #[arg(long)]
+        max_bytes: u64,
+        /// Rotated files kept.
+        #[arg(long)]
+        keep: u32,
+        path: std::path::PathBuf,
+    },
     /// Print the JSON Schema of wharf.yaml.
     Schema,
     /// Submit wharf.yaml to the controller as its next definition revision (checked

@@ -15,6 +15,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if let cli::Command::LogWriter {
+        max_bytes,
+        keep,
+        path,
+    } = &cli.command
+    {
+        return log_writer(path, *max_bytes, *keep);
+    }
     let printer = printer::Printer::new(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,5 +41,21 @@ fn main() -> ExitCode {
             printer.error(&text);
             ExitCode::from(code)
         }
+    }
+}
+
+/// `wharf log-writer`: one thread, no runtime. Termination signals are blocked: the
+/// writer stops when the instance's output ends (stopping the instance's process group
+/// signals it too), so nothing the instance wrote last is lost.
+fn log_writer(path: &std::path::Path, max_bytes: u64, keep: u32) -> ExitCode {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut blocked = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        blocked.add(signal);
+    }
+    let _ = blocked.thread_block();
+    match wharf_agent::logs::write_rotating(std::io::stdin().lock(), path, max_bytes, keep) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
     }
 }

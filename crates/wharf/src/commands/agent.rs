@@ -42,7 +42,7 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode>
     let state_dir = std::path::absolute(&state_dir)?;
     let driver = |id: &str| {
         let process: Arc<dyn wharf_driver::Driver> =
-            Arc::new(wharf_driver_process::ProcessDriver::new(format!("{id}:")));
+            Arc::new(super::process_driver(&format!("{id}:")));
         let mut drivers = vec![(DriverKind::Process, process)];
         // Containers too, when this host has a Docker engine.
         if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(format!("{id}:")) {

@@ -28,6 +28,10 @@ use crate::printer::Printer;
 pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
+        Command::LogWriter { .. } => Err(crate::failure::Failure::input(
+            "`wharf log-writer` is started by the process driver, not by hand",
+        )
+        .into()),
         Command::Validate => validate::validate(global, printer),
         Command::Schema => validate::schema(printer),
         Command::Apply { message } => definition::apply(global, printer, message).await,
@@ -82,6 +86,16 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         } => pipeline::show_deployment(global, printer, deployment).await,
         Command::Deployments { action: None, .. } => pipeline::deployments(global, printer).await,
         Command::Audit { limit } => access::audit(global, printer, limit).await,
+    }
+}
+
+/// The process driver, with this binary as its instances' log writer (`wharf
+/// log-writer`), so logs rotate by size as they are written.
+pub fn process_driver(tag_prefix: &str) -> wharf_driver_process::ProcessDriver {
+    let driver = wharf_driver_process::ProcessDriver::new(tag_prefix.to_owned());
+    match std::env::current_exe() {
+        Ok(exe) => driver.with_log_writer(exe),
+        Err(_) => driver,
     }
 }
 

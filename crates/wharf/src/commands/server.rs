@@ -72,7 +72,7 @@ fn local_drivers(
     use wharf_core::model::DriverKind;
     let mut drivers: Vec<(DriverKind, std::sync::Arc<dyn wharf_driver::Driver>)> = vec![(
         DriverKind::Process,
-        std::sync::Arc::new(wharf_driver_process::ProcessDriver::new(prefix.to_owned())),
+        std::sync::Arc::new(super::process_driver(prefix)),
     )];
     if let Ok(docker) = wharf_driver_docker::DockerDriver::connect(prefix.to_owned()) {
         drivers.push((DriverKind::Docker, std::sync::Arc::new(docker)));

@@ -352,3 +352,63 @@ fn logs_follow_streams_new_lines_as_they_are_written() {
     let _ = follower.wait();
     assert!(seen, "the new request's log line arrived while following");
 }
+
+const CHATTY: &str = r#"
+services:
+  chatty:
+    build: ./chatty
+    run: ["python3", "chatty.py"]
+    port: http
+    health: { tcp: true }
+    logs: { max_size: 1Mi, keep: 2 }
+environments:
+  ci: {}
+"#;
+
+/// Listens on its port (for the health check) and writes about 20 MB/s of lines.
+const CHATTY_APP: &str = r#"
+import os, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(16)
+n = 0
+while True:
+    begun = time.monotonic()
+    block = "".join(f"line {n + i} {'x' * 90}\n" for i in range(2000))
+    n += 2000
+    sys.stdout.write(block); sys.stdout.flush()
+    time.sleep(max(0.0, 0.01 - (time.monotonic() - begun)))
+"#;
+
+#[test]
+fn logs_written_at_20_mb_per_second_never_pass_the_size_limit() {
+    let mut p = Project::new(CHATTY, &[]);
+    p.write("chatty/chatty.py", CHATTY_APP);
+    p.ok(&["deploy", "chatty", "--env", "ci", "--version", "v1"]);
+    let log = p.state_dir().join("agent/logs/ci/chatty/local-0.log");
+    let rotated = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
+    assert!(wait_until(Duration::from_secs(20), || rotated(2).exists()));
+    // Sampled while the writer keeps writing: no file is ever over 1 MiB, none beyond
+    // the two kept.
+    let limit = 1024 * 1024;
+    let mut largest = 0;
+    for _ in 0..40 {
+        for file in [log.clone(), rotated(1), rotated(2)] {
+            largest = largest.max(std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0));
+        }
+        assert!(!rotated(3).exists());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(largest <= limit, "a log file reached {largest} bytes");
+    // `wharf logs` starts at a line boundary.
+    let out = stdout(&p.ok(&["logs", "chatty", "--env", "ci", "--lines", "500"]));
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("line ") || first.starts_with("--- wharf"),
+        "{first:?}"
+    );
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("line ") || l.starts_with("--- wharf")),
+        "partial lines"
+    );
+}
