@@ -61,6 +61,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         }),
         stop_timeout: Duration::from_secs(2),
         resources: Default::default(),
+        logs: Default::default(),
         driver: Default::default(),
         image: false,
         secret_keys: vec![],

@@ -18,6 +18,8 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         argv: vec!["sh".into(), "-c".into(), script.into()],
         env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
         log_path: dir.join("out.log"),
+        log_max_bytes: 0,
+        log_keep: 0,
         tag: tag.into(),
         limits: Default::default(),
         image: None,

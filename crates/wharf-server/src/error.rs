@@ -58,7 +58,7 @@ impl From<StoreError> for ServerError {
                 ))
             }
             StoreError::Locked { .. } => ServerError::new(StatusCode::CONFLICT, e.to_string())
-                .hint("wait for it to finish; `wharf history` shows its outcome"),
+                .hint("wait for it to finish (`wharf deploy --wait-lock` queues behind it); `wharf history` shows its outcome"),
             StoreError::Transition { id, .. } => {
                 ServerError::new(StatusCode::CONFLICT, e.to_string()).hint(format!(
                     "`wharf deployments show {id}` shows what happened to it"

@@ -397,6 +397,10 @@ pub struct DeployArgs {
     /// pipeline (recorded in history).
     #[arg(long)]
     pub force: bool,
+    /// When another deploy of the service holds its lock, wait for it (up to TIMEOUT,
+    /// default 10m) instead of failing.
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "10m", require_equals = true, value_parser = duration)]
+    pub wait_lock: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +448,11 @@ fn deployment_id(text: &str) -> Result<i64, String> {
     text.trim_start_matches('#')
         .parse()
         .map_err(|_| format!("`{text}` is not a deployment id (a number, as listings show it)"))
+}
+
+/// A duration such as `30s`, `10m`.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    wharf_core::duration::parse(text)
 }
 
 #[cfg(test)]

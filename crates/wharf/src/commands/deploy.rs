@@ -113,10 +113,22 @@ pub async fn deploy(
             }),
         };
         let mut view = EventView::new(printer);
-        let last = client
-            .deploy(&request, |e| view.show(e))
-            .await
-            .map_err(Failure::from)?;
+        let deadline = args.wait_lock.map(|wait| std::time::Instant::now() + wait);
+        let mut told = false;
+        let last = loop {
+            match client.deploy(&request, |e| view.show(e)).await {
+                Err(e)
+                    if is_locked(&e) && deadline.is_some_and(|d| std::time::Instant::now() < d) =>
+                {
+                    if !told {
+                        printer.info(&format!("{e}; waiting for it (--wait-lock)"));
+                        told = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                other => break other.map_err(Failure::from)?,
+            }
+        };
         let ok = succeeded(&last);
         report(printer, &request, &last, args.dry_run);
         finished.push(last);
@@ -128,6 +140,11 @@ pub async fn deploy(
         printer.json_data(&finished);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a call was refused because another deploy of the service holds its lock.
+fn is_locked(e: &wharf_client::ClientError) -> bool {
+    matches!(e, wharf_client::ClientError::Api { status: 409, error, .. } if error.contains("is being deployed by"))
 }
 
 /// The version to deploy, built and registered first when needed. A dry run registers
@@ -221,6 +238,7 @@ mod tests {
             version: None,
             dry_run: false,
             force: false,
+            wait_lock: None,
         }
     }
 

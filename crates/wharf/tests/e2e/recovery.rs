@@ -158,9 +158,28 @@ fn a_second_deploy_of_the_same_service_is_refused_and_told_who_holds_the_lock() 
         "{}",
         text(&out)
     );
+    assert!(stderr(&out).contains("--wait-lock"), "{}", text(&out));
     // Another service deploys meanwhile.
     p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    // With --wait-lock, a deploy queues behind the running one instead.
+    let queued = p.ok(&[
+        "deploy",
+        "slow",
+        "--env",
+        "ci",
+        "--version",
+        "v1",
+        "--wait-lock=1m",
+    ]);
+    assert!(
+        stderr(&queued).contains("waiting for it"),
+        "{}",
+        text(&queued)
+    );
     assert!(first.wait().unwrap().success());
+    let history = p.json(&["history", "slow", "--env", "ci"]);
+    assert_eq!(history[0]["state"], "succeeded", "{history}");
+    assert_eq!(history[1]["state"], "succeeded", "{history}");
 }
 
 const THREE: &str = r#"
