@@ -15,7 +15,18 @@ use wharf_core::plan::Step;
 /// The header carrying an uploaded artifact's digest.
 pub const DIGEST_HEADER: &str = "x-wharf-digest";
 
-/// `GET /v1/health`.
+/// `GET /v1/health`: liveness, told to anyone. With `?challenge=HEX`, the controller
+/// proves it holds the key it wrote to its owner-only state folder, so a CLI can tell
+/// its own controller from anything else listening on that port before it sends a
+/// token or a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Liveness {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+/// `GET /v1/info`: what runs, for an authenticated caller.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControllerInfo {
     pub version: String,

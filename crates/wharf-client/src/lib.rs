@@ -74,7 +74,17 @@ impl Client {
     /// A client that sends an API token (`wharf_...`) on every call, and the user name an
     /// open development controller records.
     pub fn with_identity(base: &str, token: Option<&str>, user: &str) -> Self {
+        Self::with_local_key(base, token, user, None)
+    }
+
+    /// A client of this user's own open controller, sending the key from its state
+    /// folder on every call (only once the controller proved it holds it).
+    pub fn with_local_key(base: &str, token: Option<&str>, user: &str, key: Option<&str>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(mut value) = key.and_then(|k| reqwest::header::HeaderValue::from_str(k).ok()) {
+            value.set_sensitive(true);
+            headers.insert("x-wharf-local-key", value);
+        }
         if let Some(mut value) =
             token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
         {
@@ -153,14 +163,22 @@ impl Client {
             .await
     }
 
-    /// The controller's identity; also the cheapest way to see whether it answers.
-    pub async fn health(&self) -> Result<ControllerInfo> {
-        self.call(
-            self.http
-                .get(format!("{}/v1/health", self.base))
-                .timeout(Duration::from_secs(2)),
-        )
-        .await
+    /// Whether the controller answers; with a `challenge`, its proof that it holds its
+    /// local key (see [`Liveness`]).
+    pub async fn health(&self, challenge: Option<&str>) -> Result<Liveness> {
+        let mut request = self
+            .http
+            .get(format!("{}/v1/health", self.base))
+            .timeout(Duration::from_secs(2));
+        if let Some(challenge) = challenge {
+            request = request.query(&[("challenge", challenge)]);
+        }
+        self.call(request).await
+    }
+
+    /// What the controller runs (version, build, pid, state folder).
+    pub async fn info(&self) -> Result<ControllerInfo> {
+        self.get("/v1/info", &[]).await
     }
 
     pub async fn upload_artifact(

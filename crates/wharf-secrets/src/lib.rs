@@ -235,6 +235,13 @@ impl Keyring {
     }
 }
 
+/// HMAC-SHA256 of `message` under `key`, in hex.
+pub fn keyed_digest(key: &[u8], message: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length works");
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 fn mac_with(key: &[u8; 32], message: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length works");
     mac.update(message.as_bytes());

@@ -159,6 +159,23 @@ impl FromRequestParts<Arc<Controller>> for Caller {
         // An open controller trusts every caller; a token (say, one meant for another
         // controller, in WHARF_TOKEN) neither helps nor hinders there.
         if !c.auth_required {
+            // Open, but only to the user who started it: the key is in its owner-only
+            // state folder.
+            let key = parts
+                .headers
+                .get(crate::LOCAL_KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !wharf_secrets::constant_time_eq(key.as_bytes(), c.local_key.as_bytes()) {
+                return Err(ServerError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "this controller answers only the user who started it",
+                )
+                .hint(format!(
+                    "run wharf as the owner of `{}` (the CLI reads the key from `controller.json` there), or start a controller with `--auth` and use API tokens",
+                    c.state_dir.display()
+                )));
+            }
             let user = parts
                 .headers
                 .get(USER_HEADER)

@@ -62,6 +62,26 @@ pub struct Controller {
     pub definitions: Arc<definitions::Definitions>,
     /// Deploys, rollbacks, approvals and reschedules.
     pub executor: Arc<executor::Executor>,
+    /// A secret made at each start and written to the owner-only `controller.json`:
+    /// an open controller answers only callers that send it, and proves it holds it.
+    pub local_key: String,
+}
+
+/// The header carrying the local key to an open controller.
+pub const LOCAL_KEY_HEADER: &str = "x-wharf-local-key";
+
+/// What a controller answers to `challenge` to prove it holds `key`.
+pub fn controller_proof(key: &str, challenge: &str) -> String {
+    wharf_secrets::keyed_digest(key.as_bytes(), &format!("wharf controller\0{challenge}"))
+}
+
+/// When process `pid` started (clock ticks since boot, from `/proc`), so a pid is never
+/// mistaken for another process that reused it.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub(crate) fn now_millis() -> i64 {
@@ -76,6 +96,15 @@ pub(crate) fn now_millis() -> i64 {
 pub struct ControllerFile {
     pub url: String,
     pub pid: u32,
+    /// When `pid` started ([`process_start_ticks`]): a CLI signals it only if it matches.
+    #[serde(default)]
+    pub started: u64,
+    /// The build of wharf it runs ([`build_id`]).
+    #[serde(default)]
+    pub build: String,
+    /// The local key ([`Controller::local_key`]).
+    #[serde(default)]
+    pub key: String,
     /// Where agents join and connect (mutual TLS).
     #[serde(default)]
     pub agent_url: String,
@@ -271,6 +300,7 @@ pub async fn run(
         config,
         definitions,
         executor,
+        local_key: random_hex(32).map_err(io)?,
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),
@@ -294,6 +324,9 @@ pub async fn run(
         &ControllerFile {
             url: format!("http://{addr}"),
             pid: std::process::id(),
+            started: process_start_ticks(std::process::id()).unwrap_or(0),
+            build: build_id(),
+            key: controller.local_key.clone(),
             agent_url: agent_url(agent_addr),
         },
     )
@@ -430,8 +463,18 @@ pub fn build_id() -> String {
 }
 
 fn write_controller_file(dir: &Path, file: &ControllerFile) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(".controller.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(file).expect("serializes"))?;
+    let _ = std::fs::remove_file(&tmp);
+    // It holds the local key: its owner's only, from the moment it exists.
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    out.write_all(&serde_json::to_vec(file).expect("serializes"))?;
+    out.sync_all()?;
     std::fs::rename(tmp, dir.join(CONTROLLER_FILE))
 }
 

@@ -32,6 +32,7 @@ const MAX_JSON_BYTES: usize = 1024 * 1024;
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/info", get(info))
         .route(
             "/v1/artifacts",
             get(list_artifacts)
@@ -106,7 +107,38 @@ pub(crate) fn outcome<T>(result: &Result<T, ServerError>) -> String {
 
 type Ctl = State<Arc<Controller>>;
 
-async fn health(State(c): Ctl) -> Json<ControllerInfo> {
+#[derive(Deserialize)]
+struct HealthQuery {
+    challenge: Option<String>,
+}
+
+/// Liveness for anyone; nothing about the controller unless the caller authenticates
+/// (`/v1/info`).
+async fn health(
+    State(c): Ctl,
+    Query(q): Query<HealthQuery>,
+) -> Result<Json<wharf_api::Liveness>, ServerError> {
+    let proof = match q.challenge {
+        Some(challenge)
+            if (16..=128).contains(&challenge.len())
+                && challenge.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Some(crate::controller_proof(&c.local_key, &challenge))
+        }
+        Some(_) => {
+            return Err(ServerError::bad_request(
+                "a challenge is 16 to 128 hexadecimal digits",
+            ));
+        }
+        None => None,
+    };
+    Ok(Json(wharf_api::Liveness {
+        status: "ok".into(),
+        proof,
+    }))
+}
+
+async fn info(State(c): Ctl, _caller: Caller) -> Json<ControllerInfo> {
     Json(ControllerInfo {
         version: env!("CARGO_PKG_VERSION").into(),
         state_dir: c.state_dir.display().to_string(),
@@ -460,6 +492,24 @@ async fn status(
             .entry((i.env.clone(), i.service.clone()))
             .or_default()
             .push(crate::wire::instance(i));
+    }
+    // A service whose every instance is gone is listed too, while it should run.
+    if let Ok(current) = c.definitions.current() {
+        for (env, environment) in &current.definition.environments {
+            if q.env.as_ref().is_some_and(|e| e != env) || !caller.may(env, Action::Read) {
+                continue;
+            }
+            for service in environment.service_names() {
+                let key = (env.clone(), service.to_owned());
+                let wanted = q.service.as_deref().is_none_or(|s| s == service);
+                if wanted
+                    && !grouped.contains_key(&key)
+                    && c.executor.current_deployment(service, env)?.is_some()
+                {
+                    grouped.insert(key, Vec::new());
+                }
+            }
+        }
     }
     let services = grouped
         .into_iter()

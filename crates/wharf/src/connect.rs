@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use wharf_api::ControllerInfo;
 use wharf_client::Client;
 use wharf_server::{CONTROLLER_FILE, ControllerFile};
 
@@ -30,32 +29,33 @@ fn token(state_dir: Option<&Path>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn client(url: &str, state_dir: Option<&Path>) -> Client {
-    Client::with_identity(
+fn client(url: &str, state_dir: Option<&Path>, key: Option<&str>) -> Client {
+    Client::with_local_key(
         url,
         token(state_dir).as_deref(),
         &crate::commands::current_user(),
+        key,
     )
 }
 
 pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
     if let Some(url) = &global.controller {
-        let client = client(url, None);
-        client.health().await.map_err(Failure::from)?;
+        let client = client(url, None, None);
+        client.health(None).await.map_err(Failure::from)?;
         return Ok(client);
     }
     let state_dir = project::state_dir(global)?;
-    if let Some((client, info)) = running(&state_dir).await {
-        if info.build == wharf_server::build_id() {
+    if let Some((client, file)) = running(&state_dir).await? {
+        if file.build == wharf_server::build_id() {
             return Ok(client);
         }
         // wharf was rebuilt or upgraded since this controller started: replace it.
         // Instances keep running and the new controller adopts them.
         printer.info(&format!(
             "restarting the local controller (pid {}): it runs another build of wharf",
-            info.pid
+            file.pid
         ));
-        stop(info.pid).await;
+        stop(&file).await;
     }
     // Hosts in network namespaces or containers reach the agent listener through
     // their own links, so a project that has such environments gets one beyond
@@ -77,7 +77,7 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
     let mut child = start(&state_dir, fleet)?;
     let begun = Instant::now();
     while begun.elapsed() < START_TIMEOUT {
-        if let Some((client, _)) = running(&state_dir).await {
+        if let Some((client, _)) = running(&state_dir).await? {
             printer.info(&format!(
                 "started a local controller at {} (state in {})",
                 client.url(),
@@ -121,28 +121,94 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
     .into())
 }
 
-/// The controller recorded in `state_dir`, if it answers.
-async fn running(state_dir: &Path) -> Option<(Client, ControllerInfo)> {
-    let text = std::fs::read(state_dir.join(CONTROLLER_FILE)).ok()?;
-    let file: ControllerFile = serde_json::from_slice(&text).ok()?;
-    let client = client(&file.url, Some(state_dir));
-    let info = client.health().await.ok()?;
-    Some((client, info))
+/// The controller recorded in `state_dir`, if it answers. Before anything is sent to
+/// it (a token, a secret), it must prove it holds the key its state folder records:
+/// after a crash, anything may listen on its port.
+async fn running(state_dir: &Path) -> Result<Option<(Client, ControllerFile)>, Failure> {
+    let read = || {
+        std::fs::read(state_dir.join(CONTROLLER_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_slice::<ControllerFile>(&text).ok())
+    };
+    let Some(mut file) = read() else {
+        return Ok(None);
+    };
+    // A controller starting for this folder may answer on the remembered port just
+    // before it replaces the file: a proof under a key that changed meanwhile is
+    // checked again against the new file.
+    for _ in 0..3 {
+        match prove(&file).await {
+            None => return Ok(None),
+            Some(true) => {
+                let client = client(&file.url, Some(state_dir), Some(&file.key));
+                return Ok(Some((client, file)));
+            }
+            Some(false) => match read() {
+                Some(newer) if newer.key != file.key => file = newer,
+                _ => break,
+            },
+        }
+    }
+    Err(impostor(state_dir, &file))
+}
+
+/// Whether what answers at the file's address holds its key (`None`: nothing answers).
+async fn prove(file: &ControllerFile) -> Option<bool> {
+    let challenge = challenge();
+    let stranger = Client::with_identity(&file.url, None, "");
+    let health = stranger.health(Some(&challenge)).await.ok()?;
+    let expected = wharf_server::controller_proof(&file.key, &challenge);
+    Some(
+        !file.key.is_empty()
+            && health.proof.is_some_and(|p| {
+                wharf_secrets::constant_time_eq(p.as_bytes(), expected.as_bytes())
+            }),
+    )
+}
+
+fn impostor(state_dir: &Path, file: &ControllerFile) -> Failure {
+    Failure::operation(format!(
+        "something answers at {} that is not the controller of `{}`: it cannot prove it holds the key in its state folder, so nothing was sent to it",
+        file.url,
+        project::display_path(state_dir)
+    ))
+    .hint(format!(
+        "the controller that wrote `{}` stopped and another program took its port; stop that program (`ss -ltnp` names it) and run the command again",
+        state_dir.join(CONTROLLER_FILE).display()
+    ))
+}
+
+/// A fresh random challenge, in hex.
+fn challenge() -> String {
+    let bytes: [u8; 16] = wharf_secrets::random_bytes().unwrap_or_else(|_| {
+        // No kernel randomness: the time still makes a fresh challenge per call.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        nanos.to_le_bytes()
+    });
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Stops this project's background controller, if one runs; returns its pid.
 pub async fn stop_local(global: &Global) -> anyhow::Result<Option<u32>> {
     let state_dir = project::state_dir(global)?;
-    let Some((_, info)) = running(&state_dir).await else {
+    let Some((_, file)) = running(&state_dir).await? else {
         return Ok(None);
     };
-    stop(info.pid).await;
-    Ok(Some(info.pid))
+    stop(&file).await;
+    Ok(Some(file.pid))
 }
 
-/// Asks a controller to stop and waits until it has.
-async fn stop(pid: u32) {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
+/// Asks a controller to stop and waits until it has. Only the process its own file
+/// names, and only while that pid is still the process that wrote it (same start
+/// time): a pid reused by another program is never signalled.
+async fn stop(file: &ControllerFile) {
+    if file.started == 0 || wharf_server::process_start_ticks(file.pid) != Some(file.started) {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(file.pid as i32);
     if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
         return;
     }

@@ -56,7 +56,7 @@ fn the_controller_checks_names_against_its_stored_definition() {
     p.ok(&["apply"]);
     let url = p.controller_url();
     // Straight to the API, with no wharf.yaml to check against on the caller's side.
-    let http = reqwest::blocking::Client::new();
+    let http = p.http();
     let answer = http
         .get(format!("{url}/v1/history?service=catalg&env=local"))
         .send()
@@ -133,7 +133,7 @@ fn the_controller_validates_a_submitted_definition_itself() {
     let mut q = Project::new(DEFINITION, &["catalog"]);
     q.ok(&["apply"]);
     let url = q.controller_url();
-    let http = reqwest::blocking::Client::new();
+    let http = q.http();
     let answer = http
         .post(format!("{url}/v1/definitions"))
         .json(&serde_json::json!({
@@ -443,7 +443,8 @@ fn json_bodies_are_small_and_uploads_may_be_large() {
         "{{\"set\": {{\"A\": \"{}\"}}}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    let answer = reqwest::blocking::Client::new()
+    let answer = p
+        .http()
         .post(format!("{url}/v1/config/local/catalog"))
         .header("content-type", "application/json")
         .body(big)

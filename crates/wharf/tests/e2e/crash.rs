@@ -186,7 +186,7 @@ fn a_crash_right_after_the_old_process_exits_leaves_no_instance_missing() {
     // The targeted point: the first replaced instance's old process has exited and its
     // new one is not healthy yet.
     let url = p.controller_url();
-    let client = reqwest::blocking::Client::new();
+    let client = p.http();
     let replacing = wait_until(Duration::from_secs(10), || {
         let Ok(status) = client
             .get(format!("{url}/v1/status?env=ci"))

@@ -201,6 +201,21 @@ impl Project {
             .expect("the project's controller runs")
     }
 
+    /// An HTTP client of the project's open controller: it sends the key from the
+    /// state folder, as the CLI does.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        let key = self
+            .controller_file()
+            .and_then(|v| v["key"].as_str().map(str::to_owned))
+            .expect("the project's controller runs");
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-wharf-local-key", key.parse().unwrap());
+        reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
     fn controller_file(&self) -> Option<Value> {
         let text = std::fs::read(self.state_dir().join("controller.json")).ok()?;
         serde_json::from_slice(&text).ok()

@@ -75,11 +75,11 @@ fn a_noisy_neighbour_stays_within_its_limits_and_the_quiet_one_stays_healthy() {
         top.lines().nth(1).unwrap_or_default().contains("cpuhog"),
         "busiest first: {top}"
     );
-    let file: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.state_dir().join("controller.json")).unwrap())
-            .unwrap();
-    let url = file["url"].as_str().unwrap();
-    let metrics = reqwest::blocking::get(format!("{url}/metrics"))
+    let url = p.controller_url();
+    let metrics = p
+        .http()
+        .get(format!("{url}/metrics"))
+        .send()
         .unwrap()
         .text()
         .unwrap();

@@ -247,3 +247,128 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+/// What a fake controller received, and the pid it claimed to be.
+fn fake_controller(address: &str, claimed_pid: u32) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::{Read, Write};
+    let listener =
+        std::net::TcpListener::bind(address).expect("the dead controller's port is free");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut got = vec![0u8; 64 * 1024];
+            let n = stream.read(&mut got).unwrap_or(0);
+            got.truncate(n);
+            // It answers everything as a controller would, naming a pid to signal.
+            let body = format!(
+                r#"{{"status":"ok","proof":"00","version":"0","state_dir":"/","pid":{claimed_pid},"build":"other"}}"#
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if tx.send(got).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_program_on_the_dead_controllers_port_gets_no_token_no_secret_and_no_signal() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    let address = p.controller_url().trim_start_matches("http://").to_owned();
+    let controller = p.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGKILL).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    // Another local program takes the port and pretends to be the controller.
+    let mut decoy = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let received = fake_controller(&address, decoy.id());
+
+    let out = p.wharf_with(
+        &["secret", "set", "steady", "--env", "ci", "API_KEY"],
+        &[("WHARF_TOKEN", "wharf_abc_supersecrettoken")],
+        Some(b"hunter2\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("cannot prove"), "{}", text(&out));
+    assert!(stderr(&out).contains("nothing was sent"), "{}", text(&out));
+    let mut all = Vec::new();
+    while let Ok(bytes) = received.recv_timeout(Duration::from_millis(300)) {
+        all.extend(bytes);
+    }
+    let all = String::from_utf8_lossy(&all).to_lowercase();
+    assert!(
+        all.contains("get /v1/health?challenge="),
+        "it was asked to prove itself: {all}"
+    );
+    for leaked in [
+        "hunter2",
+        "supersecrettoken",
+        "authorization",
+        "x-wharf-local-key",
+    ] {
+        assert!(!all.contains(leaked), "the fake received {leaked}: {all}");
+    }
+    // The pid it named was never signalled.
+    assert!(decoy.try_wait().unwrap().is_none(), "the decoy is alive");
+    let _ = decoy.kill();
+}
+
+#[test]
+fn the_open_local_controller_answers_only_its_owner() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    let url = p.controller_url();
+    // Without the key from the owner-only state folder: refused, and told why.
+    let stranger = reqwest::blocking::Client::new();
+    let answer = stranger
+        .get(format!("{url}/v1/status?env=ci"))
+        .header("x-wharf-user", "approver")
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    assert!(
+        answer
+            .text()
+            .unwrap()
+            .contains("answers only the user who started it")
+    );
+    let deploy = stranger
+        .post(format!("{url}/v1/deployments"))
+        .json(&serde_json::json!({"service": "steady", "env": "ci", "version": "v1"}))
+        .send()
+        .unwrap();
+    assert_eq!(deploy.status(), 401);
+    // Liveness is public, and tells nothing about the controller.
+    let health: serde_json::Value = stranger
+        .get(format!("{url}/v1/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health, serde_json::json!({"status": "ok"}));
+    // The state folder and the file holding the key are the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: std::path::PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(p.state_dir()), 0o700);
+    assert_eq!(mode(p.state_dir().join("controller.json")), 0o600);
+    // The owner's client is served.
+    assert_eq!(
+        p.http()
+            .get(format!("{url}/v1/status?env=ci"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+}
