@@ -149,7 +149,10 @@ pub async fn join(
     Ok((joined, credentials))
 }
 
-fn pinned_builder(ca_pem: &str, addr: SocketAddr) -> Result<reqwest::ClientBuilder, ClientError> {
+pub(crate) fn pinned_builder(
+    ca_pem: &str,
+    addr: SocketAddr,
+) -> Result<reqwest::ClientBuilder, ClientError> {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     Ok(reqwest::Client::builder()

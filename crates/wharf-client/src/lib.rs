@@ -59,6 +59,38 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// How a client trusts a controller beyond loopback: its CA certificate, or the CA's
+/// sha256 fingerprint (hex).
+#[derive(Debug, Clone)]
+pub enum CaPin {
+    Pem(String),
+    Fingerprint(String),
+}
+
+/// The headers every call carries: the API token, the local key of an open controller
+/// (both marked sensitive, so never logged) and the acting user's name.
+fn identity_headers(
+    token: Option<&str>,
+    user: &str,
+    key: Option<&str>,
+) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(mut value) = key.and_then(|k| reqwest::header::HeaderValue::from_str(k).ok()) {
+        value.set_sensitive(true);
+        headers.insert("x-wharf-local-key", value);
+    }
+    if let Some(mut value) =
+        token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(user) {
+        headers.insert("x-wharf-user", value);
+    }
+    headers
+}
+
 /// A connection to one controller.
 #[derive(Clone)]
 pub struct Client {
@@ -77,27 +109,57 @@ impl Client {
         Self::with_local_key(base, token, user, None)
     }
 
+    /// A client of a controller beyond loopback, over TLS, trusting only its CA: given
+    /// as PEM, or as its sha256 fingerprint (the CA is then fetched and checked before
+    /// anything is sent).
+    pub async fn pinned(url: &str, token: Option<&str>, user: &str, pin: &CaPin) -> Result<Self> {
+        let (addr, base) = agent::resolve(url).await?;
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            url: url.into(),
+            reason: root_cause(&e),
+        };
+        let ca_pem = match pin {
+            CaPin::Pem(pem) => pem.clone(),
+            CaPin::Fingerprint(wanted) => {
+                let probe = reqwest::Client::builder()
+                    .danger_accept_invalid_certs(true)
+                    .resolve(wharf_pki::CONTROLLER_NAME, addr)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(unreachable)?;
+                let pem = probe
+                    .get(format!("{base}/v1/ca"))
+                    .send()
+                    .await
+                    .map_err(unreachable)?
+                    .text()
+                    .await
+                    .map_err(unreachable)?;
+                let presented = wharf_pki::fingerprint_pem(&pem)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if !presented.eq_ignore_ascii_case(wanted) {
+                    return Err(ClientError::Protocol(format!(
+                        "the controller at {url} presents CA sha256:{presented}, not the sha256:{wanted} WHARF_CA pins; nothing was sent to it"
+                    )));
+                }
+                pem
+            }
+        };
+        let http = agent::pinned_builder(&ca_pem, addr)?
+            .pool_idle_timeout(Duration::from_secs(30))
+            .default_headers(identity_headers(token, user, None))
+            .build()
+            .map_err(unreachable)?;
+        Ok(Self { base, http })
+    }
+
     /// A client of this user's own open controller, sending the key from its state
     /// folder on every call (only once the controller proved it holds it).
     pub fn with_local_key(base: &str, token: Option<&str>, user: &str, key: Option<&str>) -> Self {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(mut value) = key.and_then(|k| reqwest::header::HeaderValue::from_str(k).ok()) {
-            value.set_sensitive(true);
-            headers.insert("x-wharf-local-key", value);
-        }
-        if let Some(mut value) =
-            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
-        {
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        if let Ok(value) = reqwest::header::HeaderValue::from_str(user) {
-            headers.insert("x-wharf-user", value);
-        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(30))
-            .default_headers(headers)
+            .default_headers(identity_headers(token, user, key))
             .build()
             .expect("the HTTP client builds");
         Self {

@@ -182,6 +182,22 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// The TLS configuration of the API beyond loopback: the same kind of server
+    /// certificate (clients pin the CA), no client certificates (callers use tokens).
+    pub fn api_server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (chain, key) = self.server_identity()?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| PkiError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        Ok(Arc::new(config))
+    }
+}
+
 /// What a verified agent certificate says: its host and serial.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentIdentity {

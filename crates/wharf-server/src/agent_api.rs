@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{Request, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 use wharf_api::agent::{AgentReport, Assignments, JoinRequest, JoinResponse};
 use wharf_pki::AgentIdentity;
 use wharf_store::{HostRecord, NewHost};
@@ -49,8 +46,6 @@ pub fn router(controller: Arc<Controller>) -> Router {
 
 /// At most this many agent connections at once (each a TLS session).
 const MAX_AGENT_CONNECTIONS: usize = 10_000;
-/// How long to wait before accepting again after an accept error (EMFILE, ENFILE).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a connection may take to send the headers of its next request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
@@ -62,65 +57,19 @@ pub async fn serve(
     app: Router,
     shutdown: CancellationToken,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    // Bounded: each connection holds a permit, released however its task ends.
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_AGENT_CONNECTIONS));
-    let mut last_complaint: Option<std::time::Instant> = None;
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (tcp, address) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors (or similar): back off instead of spinning,
-                    // and say so once in a while, not on every try.
-                    if last_complaint.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                        tracing::warn!("agent listener cannot accept: {e} (backing off)");
-                        last_complaint = Some(std::time::Instant::now());
-                    }
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => stream,
-                    _ => return,
-                };
-            let identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|cert| wharf_pki::agent_identity(cert));
-            let peer = Peer { identity, address };
-            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(peer.clone());
-                app.clone().call(request)
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            // A connection that sends no request headers in time is closed (long polls
-            // answer within WATCH_WAIT, well under this).
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(IDLE_TIMEOUT);
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let bounds = crate::listen::Bounds {
+        max_connections: MAX_AGENT_CONNECTIONS,
+        handshake: Duration::from_secs(10),
+        idle: IDLE_TIMEOUT,
+    };
+    let tag: crate::listen::Tagger<Peer> = Arc::new(|certs, address| Peer {
+        identity: certs
+            .and_then(|certs| certs.first())
+            .and_then(|cert| wharf_pki::agent_identity(cert)),
+        address,
+    });
+    let security = crate::listen::Security::Tls(tokio_rustls::TlsAcceptor::from(tls));
+    crate::listen::serve(listener, security, app, bounds, shutdown, "agent", tag).await
 }
 
 type Ctl = State<Arc<Controller>>;
@@ -146,7 +95,7 @@ fn authenticate(c: &Controller, peer: &Peer) -> Result<HostRecord, ServerError> 
     Ok(host)
 }
 
-async fn ca(State(c): Ctl) -> impl IntoResponse {
+pub(crate) async fn ca(State(c): Ctl) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         c.authority.cert_pem().to_owned(),

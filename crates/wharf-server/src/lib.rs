@@ -17,6 +17,7 @@ mod error;
 mod executor;
 mod fleet;
 mod hosts;
+mod listen;
 mod logs;
 mod metrics;
 mod recovery;
@@ -66,6 +67,9 @@ pub struct Controller {
     /// an open controller answers only callers that send it, and proves it holds it.
     pub local_key: String,
 }
+
+/// At most this many API connections at once.
+const MAX_API_CONNECTIONS: usize = 10_000;
 
 /// The header carrying the local key to an open controller.
 pub const LOCAL_KEY_HEADER: &str = "x-wharf-local-key";
@@ -336,21 +340,44 @@ pub async fn run(
         state_dir.display()
     );
 
+    // Beyond loopback the API takes TLS, with a certificate from the controller's CA
+    // that clients pin (`WHARF_CA`); plain HTTP is served to loopback peers only.
+    let api_tls = if listen.ip().is_loopback() {
+        None
+    } else {
+        let config = controller
+            .authority
+            .api_server_config()
+            .map_err(|e| StartError::Pki(e.to_string()))?;
+        tracing::info!(
+            "the API takes HTTPS beyond loopback: clients pin its CA with WHARF_CA=sha256:{}",
+            controller.authority.fingerprint()
+        );
+        Some(tokio_rustls::TlsAcceptor::from(config))
+    };
     let app = routes::router(controller);
-    // Answers are small and latency matters more than packet count (configuration reads).
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let bounds = listen::Bounds {
+        max_connections: MAX_API_CONNECTIONS,
+        handshake: std::time::Duration::from_secs(10),
+        idle: std::time::Duration::from_secs(75),
+    };
+    let tag: listen::Tagger<()> = Arc::new(|_, _| ());
+    listen::serve(
+        listener,
+        listen::Security::LoopbackPlain(api_tls),
+        app,
+        bounds,
+        shutdown.clone(),
+        "API",
+        tag,
+    )
+    .await;
     if let Some(agent) = &agent {
         agent.detach();
     }
     let _ = std::fs::remove_file(state_dir.join(CONTROLLER_FILE));
     drop(lock);
-    served.map_err(|source| StartError::Listen { addr, source })
+    Ok(())
 }
 
 /// The agent of the controller's own machine, with the drivers the caller made.

@@ -33,6 +33,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/info", get(info))
+        // The CA clients pin beyond loopback (checked against WHARF_CA's fingerprint).
+        .route("/v1/ca", get(crate::agent_api::ca))
         .route(
             "/v1/artifacts",
             get(list_artifacts)

@@ -40,7 +40,7 @@ fn client(url: &str, state_dir: Option<&Path>, key: Option<&str>) -> Client {
 
 pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
     if let Some(url) = &global.controller {
-        let client = client(url, None, None);
+        let client = remote(url).await?;
         client.health(None).await.map_err(Failure::from)?;
         return Ok(client);
     }
@@ -119,6 +119,68 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
         last.into_iter().rev().collect::<Vec<_>>().join("\n")
     ))
     .into())
+}
+
+/// A client of a controller given by address: over TLS pinned to `WHARF_CA` beyond
+/// loopback, where plain HTTP would carry the token in clear.
+async fn remote(url: &str) -> anyhow::Result<Client> {
+    let token = token(None);
+    let user = crate::commands::current_user();
+    if url.starts_with("https://") {
+        let pin = ca_pin()?.ok_or_else(|| {
+            Failure::input(format!("`{url}` takes HTTPS: which CA does it use? pass it in WHARF_CA"))
+                .hint("WHARF_CA=sha256:FINGERPRINT (the controller logs it when it starts) or WHARF_CA=/path/to/ca.pem (`pki/ca.pem` in its state folder)")
+        })?;
+        return Ok(Client::pinned(url, token.as_deref(), &user, &pin)
+            .await
+            .map_err(Failure::from)?);
+    }
+    let authority = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(Failure::input(format!(
+            "`{url}` is plain HTTP beyond loopback: the token would cross the network in clear"
+        ))
+        .hint("use https:// with the same host and port, and pin the controller's CA with WHARF_CA")
+        .into());
+    }
+    Ok(client(url, None, None))
+}
+
+/// The CA pinned in `WHARF_CA`: `sha256:HEX`, or the path of a PEM file.
+fn ca_pin() -> anyhow::Result<Option<wharf_client::CaPin>> {
+    let Some(value) = std::env::var("WHARF_CA").ok().filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some(hex) = value.strip_prefix("sha256:") {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(
+                Failure::input(format!("WHARF_CA `{value}` is not a sha256 fingerprint"))
+                    .hint("64 hexadecimal digits after `sha256:`, as the controller logs it")
+                    .into(),
+            );
+        }
+        return Ok(Some(wharf_client::CaPin::Fingerprint(
+            hex.to_ascii_lowercase(),
+        )));
+    }
+    let pem = std::fs::read_to_string(&value).map_err(|e| {
+        Failure::input(format!("cannot read WHARF_CA `{value}`: {e}"))
+            .hint("give the controller's CA certificate (PEM) or `sha256:FINGERPRINT`")
+    })?;
+    Ok(Some(wharf_client::CaPin::Pem(pem)))
 }
 
 /// The controller recorded in `state_dir`, if it answers. Before anything is sent to

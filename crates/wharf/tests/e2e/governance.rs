@@ -1120,3 +1120,112 @@ fn a_token_reads_only_the_environments_it_has_grants_on() {
     let out = p.wharf_with(&["history", "catalog", "--env", "ci"], &ci, None);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// This machine's address beyond loopback (the one its default route leaves from), if
+/// it has one. No packet is sent: connecting a UDP socket only picks the source.
+fn address_beyond_loopback() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.255:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn beyond_loopback_the_api_takes_only_https_and_the_cli_pins_its_ca() {
+    let Some(ip) = address_beyond_loopback() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs an address beyond loopback"
+        );
+        eprintln!("skipped: this machine has no address beyond loopback");
+        return;
+    };
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let state = p.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    let log = state.join("test-server.log");
+    let mut child = Command::new(WHARF)
+        .args([
+            "server",
+            "--dev",
+            "--auth",
+            "--listen",
+            "0.0.0.0:0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let file = state.join("controller.json");
+    assert!(wait_until(Duration::from_secs(15), || file.exists()));
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let port = info["url"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = std::fs::read_to_string(state.join("admin.token")).unwrap();
+    let admin = admin.trim();
+    // The controller says which CA to pin.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let fingerprint = logged
+        .split("WHARF_CA=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no CA fingerprint in the log: {logged}"))
+        .to_owned();
+
+    // Plain HTTP from beyond loopback is answered with how to connect, and nothing else.
+    let plain = reqwest::blocking::Client::new()
+        .get(format!("http://{ip}:{port}/v1/status"))
+        .bearer_auth(admin)
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    assert!(plain.text().unwrap().contains("HTTPS beyond loopback"));
+    // The CLI refuses to send a token that way at all.
+    let token = [("WHARF_TOKEN", admin)];
+    let http_url = format!("http://{ip}:{port}");
+    let out = p.wharf_with(&["--controller", &http_url, "status"], &token, None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("in clear"), "{}", text(&out));
+
+    // Over HTTPS, with the CA pinned by fingerprint or by file, it works.
+    let https_url = format!("https://{ip}:{port}");
+    let ca_file = state.join("pki/ca.pem");
+    for pin in [fingerprint.clone(), ca_file.display().to_string()] {
+        let out = p.wharf_with(
+            &["--controller", &https_url, "status"],
+            &[("WHARF_TOKEN", admin), ("WHARF_CA", &pin)],
+            None,
+        );
+        assert!(out.status.success(), "{pin}: {}", text(&out));
+    }
+    // Without a pin, or with another CA's, nothing is sent.
+    let out = p.wharf_with(&["--controller", &https_url, "status"], &token, None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("WHARF_CA"), "{}", text(&out));
+    let other = format!("sha256:{}", "0".repeat(64));
+    let out = p.wharf_with(
+        &["--controller", &https_url, "status"],
+        &[("WHARF_TOKEN", admin), ("WHARF_CA", &other)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("nothing was sent"), "{}", text(&out));
+    // Loopback keeps plain HTTP.
+    let local = format!("http://127.0.0.1:{port}");
+    let out = p.wharf_with(&["--controller", &local, "status"], &token, None);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
