@@ -9,6 +9,7 @@ pub mod health;
 pub mod logs;
 mod plan;
 mod releases;
+mod sockets;
 mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -414,7 +415,11 @@ impl Agent {
                 None if begun.elapsed() >= Duration::from_millis(300) => break,
                 None => {}
                 Some(check) => {
-                    match health::probe(&check.probe, plan.port, &workdir, &plan.env).await {
+                    let pid = status.borrow().pid;
+                    match health::probe(&check.probe, plan.port, &workdir, &plan.env)
+                        .await
+                        .and_then(|()| answered_by_instance(&plan, pid))
+                    {
                         Ok(()) => break,
                         Err(e) => last_failure = e,
                     }
@@ -584,5 +589,14 @@ fn humanize(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+/// For a process instance with a port, that what answered its check is the instance:
+/// the port's listener belongs to its process group (`pid` leads it).
+pub(crate) fn answered_by_instance(plan: &InstancePlan, pid: Option<u32>) -> Result<(), String> {
+    match (plan.driver, plan.port, pid) {
+        (DriverKind::Process, Some(port), Some(pid)) => sockets::check_listener(port, pid),
+        _ => Ok(()),
     }
 }

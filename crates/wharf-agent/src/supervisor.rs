@@ -166,6 +166,7 @@ impl Supervisor {
         let Some(check) = &self.plan.health else {
             return;
         };
+        let pid = self.status.borrow().pid;
         let health = match health::probe(
             &check.probe,
             self.plan.port,
@@ -173,6 +174,7 @@ impl Supervisor {
             &self.plan.env,
         )
         .await
+        .and_then(|()| crate::answered_by_instance(&self.plan, pid))
         {
             Ok(()) => Health::Healthy,
             Err(_) => Health::Unhealthy,

@@ -10,6 +10,7 @@ mod definition;
 mod docker;
 mod fleet;
 mod governance;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod netns;

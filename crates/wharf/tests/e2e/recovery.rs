@@ -251,8 +251,29 @@ fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
 /// What a fake controller received, and the pid it claimed to be.
 fn fake_controller(address: &str, claimed_pid: u32) -> std::sync::mpsc::Receiver<Vec<u8>> {
     use std::io::{Read, Write};
-    let listener =
-        std::net::TcpListener::bind(address).expect("the dead controller's port is free");
+    // As a squatter would: SO_REUSEADDR, so the dead controller's connections in
+    // TIME_WAIT do not keep it off the port.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    // A killed process's last threads may hold its sockets a moment after it shows as
+    // dead: wait for the port.
+    let bind = || {
+        runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.set_reuseaddr(true).ok()?;
+            socket.bind(address.parse().ok()?).ok()?;
+            socket.listen(16).ok()?.into_std().ok()
+        })
+    };
+    let mut listener = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        listener = bind();
+        listener.is_some()
+    }));
+    let listener = listener.unwrap();
+    listener.set_nonblocking(false).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
