@@ -121,6 +121,17 @@ impl Agent {
                 source,
             })?;
         }
+        // Instance records, logs and the agent's id are its user's only: with the id,
+        // another user could tag a process as one of its instances.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| AgentError::State {
+                    path: root.to_owned(),
+                    source,
+                },
+            )?;
+        }
         Ok(Self {
             id: id.to_owned(),
             state_dir,

@@ -43,6 +43,12 @@ pub fn tagged_processes(variable: &str, prefix: &str) -> Vec<Found> {
             continue;
         };
         // Children of an instance inherit its tag; only the group leader is the instance.
+        // A tag is only a claim: a process of another user that carries one (copied
+        // from a leaked agent id) is never adopted, nor stopped as an orphan.
+        if !owned_by_this_user(pid) {
+            tracing::warn!(pid, %tag, "a process of another user carries an instance tag: ignored");
+            continue;
+        }
         if is_group_leader(pid) && is_alive(pid) {
             found.push(Found {
                 tag,
@@ -51,6 +57,25 @@ pub fn tagged_processes(variable: &str, prefix: &str) -> Vec<Found> {
         }
     }
     found
+}
+
+/// Whether `pid` runs as this process's effective user (real and effective ids).
+fn owned_by_this_user(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .map(|ids| {
+            let ids: Vec<u32> = ids
+                .split_whitespace()
+                .filter_map(|i| i.parse().ok())
+                .collect();
+            ids.first() == Some(&me) && ids.get(1) == Some(&me)
+        })
+        .unwrap_or(false)
 }
 
 fn is_group_leader(pid: u32) -> bool {

@@ -432,6 +432,12 @@ fn the_state_folder_is_its_owners_alone() {
     assert_eq!(mode(p.state_dir()), 0o700);
     assert_eq!(mode(p.state_dir().join("state.db")), 0o600);
     assert_eq!(mode(p.state_dir().join("master.keys")), 0o600);
+    assert_eq!(
+        mode(p.state_dir().join("agent")),
+        0o700,
+        "the agent's id and logs"
+    );
+    assert_eq!(mode(p.state_dir().join("controller.json")), 0o600);
 }
 
 #[test]
