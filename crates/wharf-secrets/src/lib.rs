@@ -227,6 +227,11 @@ impl Keyring {
         mac_with(&self.keys[&self.current], message)
     }
 
+    /// Whether `tag` is the keyed digest of `message` under the current key.
+    pub fn verify_mac_current(&self, message: &str, tag: &str) -> bool {
+        constant_time_eq(self.mac(message).as_bytes(), tag.as_bytes())
+    }
+
     /// Whether `tag` is the keyed digest of `message` under any key of the ring.
     pub fn verify_mac(&self, message: &str, tag: &str) -> bool {
         self.keys

@@ -303,7 +303,7 @@ async fn runtime_config(
             scope.env
         ))
     })?;
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -316,7 +316,24 @@ async fn runtime_config(
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    // In the second half of its life the token is renewed with the answer: an instance
+    // that keeps reading keeps a working token (one that stops reading does not).
+    let now = crate::now_millis();
+    if scope.expires - now < crate::auth::RUNTIME_TOKEN_LIFETIME_MS / 2 {
+        let fresh = {
+            let keyring = c.config.keyring.read().unwrap_or_else(|p| p.into_inner());
+            crate::auth::runtime_token(&keyring, &scope.env, &scope.service, now)
+        };
+        if let Ok(mut value) = header::HeaderValue::from_str(&fresh) {
+            value.set_sensitive(true);
+            response.headers_mut().insert(
+                header::HeaderName::from_static("x-wharf-config-token"),
+                value,
+            );
+        }
+    }
+    Ok(response)
 }
 
 impl Controller {

@@ -237,24 +237,36 @@ pub fn new_api_token(
     ))
 }
 
-/// The token an instance reads its configuration with: it names the service and
-/// environment and is checked against the master keyring, so nothing is stored.
-pub fn runtime_token(keyring: &wharf_secrets::Keyring, env: &str, service: &str) -> String {
-    let claim = format!("{env}:{service}");
-    format!("wr1:{claim}:{}", keyring.mac(&format!("runtime\0{claim}")))
+/// How long a runtime token works; an instance that reads its configuration in the
+/// second half of that gets a fresh one with the answer (`x-wharf-config-token`).
+pub const RUNTIME_TOKEN_LIFETIME_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The token an instance reads its configuration with: it names the service,
+/// environment and expiry, signed with the master keyring's current key, so nothing is
+/// stored and a key rotation revokes every token made before it.
+pub fn runtime_token(
+    keyring: &wharf_secrets::Keyring,
+    env: &str,
+    service: &str,
+    now: i64,
+) -> String {
+    let claim = format!("{env}:{service}:{}", now + RUNTIME_TOKEN_LIFETIME_MS);
+    format!("wr2:{claim}:{}", keyring.mac(&format!("runtime\0{claim}")))
 }
 
-/// The (environment, service) a runtime token is good for, if it is genuine.
+/// The (environment, service, expiry) a runtime token is good for, if it is genuine
+/// (signed with the current key) and not expired at `now`.
 pub fn check_runtime_token(
     keyring: &wharf_secrets::Keyring,
     token: &str,
-) -> Option<(String, String)> {
-    let mut parts = token.strip_prefix("wr1:")?.splitn(3, ':');
-    let (env, service, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    let claim = format!("{env}:{service}");
-    keyring
-        .verify_mac(&format!("runtime\0{claim}"), tag)
-        .then(|| (env.to_owned(), service.to_owned()))
+    now: i64,
+) -> Option<(String, String, i64)> {
+    let mut parts = token.strip_prefix("wr2:")?.splitn(4, ':');
+    let (env, service, expires, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let expires: i64 = expires.parse().ok()?;
+    let claim = format!("{env}:{service}:{expires}");
+    (now < expires && keyring.verify_mac_current(&format!("runtime\0{claim}"), tag))
+        .then(|| (env.to_owned(), service.to_owned(), expires))
 }
 
 #[cfg(test)]
@@ -302,13 +314,38 @@ mod tests {
     fn runtime_tokens_name_their_service_and_cannot_be_forged() {
         let dir = tempfile::tempdir().unwrap();
         let ring = wharf_secrets::Keyring::load_or_create(&dir.path().join("k")).unwrap();
-        let t = runtime_token(&ring, "uat", "orders");
+        let t = runtime_token(&ring, "uat", "orders", 1000);
+        let expires = 1000 + RUNTIME_TOKEN_LIFETIME_MS;
         assert_eq!(
-            check_runtime_token(&ring, &t),
-            Some(("uat".into(), "orders".into()))
+            check_runtime_token(&ring, &t, 2000),
+            Some(("uat".into(), "orders".into(), expires))
         );
         let forged = t.replace("orders", "catalog");
-        assert_eq!(check_runtime_token(&ring, &forged), None);
-        assert_eq!(check_runtime_token(&ring, "wr1:uat:orders:00"), None);
+        assert_eq!(check_runtime_token(&ring, &forged, 2000), None);
+        let longer = t.replace(&expires.to_string(), &(expires * 2).to_string());
+        assert_eq!(
+            check_runtime_token(&ring, &longer, 2000),
+            None,
+            "the expiry is signed"
+        );
+        assert_eq!(check_runtime_token(&ring, "wr1:uat:orders:00", 2000), None);
+    }
+
+    #[test]
+    fn runtime_tokens_expire_and_die_with_a_key_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = wharf_secrets::Keyring::load_or_create(&dir.path().join("k")).unwrap();
+        let t = runtime_token(&ring, "uat", "orders", 1000);
+        let expires = 1000 + RUNTIME_TOKEN_LIFETIME_MS;
+        assert!(check_runtime_token(&ring, &t, expires - 1).is_some());
+        assert_eq!(check_runtime_token(&ring, &t, expires), None, "expired");
+        ring.rotate().unwrap();
+        assert_eq!(
+            check_runtime_token(&ring, &t, 2000),
+            None,
+            "revoked by the rotation"
+        );
+        let renewed = runtime_token(&ring, "uat", "orders", 2000);
+        assert!(check_runtime_token(&ring, &renewed, 3000).is_some());
     }
 }

@@ -30,6 +30,8 @@ pub struct TokenScope {
     pub env: String,
     pub service: String,
     pub key: Scope,
+    /// When the token stops working (Unix milliseconds).
+    pub expires: i64,
 }
 
 /// A service's configuration in an environment: plain values, and secret values.
@@ -75,22 +77,24 @@ impl ConfigHub {
         keyring: &std::sync::RwLock<wharf_secrets::Keyring>,
         token: &str,
     ) -> Option<TokenScope> {
+        let now = crate::now_millis();
         if let Some(known) = self
             .tokens
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
         {
-            return Some(known.clone());
+            return (now < known.expires).then(|| known.clone());
         }
-        let (env, service) = {
+        let (env, service, expires) = {
             let keyring = keyring.read().unwrap_or_else(|p| p.into_inner());
-            crate::auth::check_runtime_token(&keyring, token)?
+            crate::auth::check_runtime_token(&keyring, token, now)?
         };
         let scope = TokenScope {
             key: Self::scope(&env, &service),
             env,
             service,
+            expires,
         };
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
         if tokens.len() >= TOKEN_MEMORY {
@@ -98,6 +102,14 @@ impl ConfigHub {
         }
         tokens.insert(token.to_owned(), scope.clone());
         Some(scope)
+    }
+
+    /// Forgets every token checked so far (after a key rotation, which revokes them).
+    pub fn forget_tokens(&self) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The cached view of a scope, if there is one.
@@ -166,7 +178,7 @@ impl ConfigHub {
 pub struct ConfigService {
     pub store: Arc<dyn wharf_store::Store>,
     /// The master keys secrets are sealed with; kept outside the database.
-    pub keyring: std::sync::RwLock<wharf_secrets::Keyring>,
+    pub keyring: crate::SharedKeyring,
     pub hub: ConfigHub,
     /// Where the HTTP API listens (instances read their configuration there).
     pub api_url: String,
@@ -213,7 +225,7 @@ impl ConfigService {
         let (revision, overrides) = self.overrides(service, env, revision)?;
         let token = {
             let keyring = self.keyring.read().unwrap_or_else(|p| p.into_inner());
-            crate::auth::runtime_token(&keyring, env, service)
+            crate::auth::runtime_token(&keyring, env, service, crate::now_millis())
         };
         Ok((
             revision,
@@ -337,6 +349,8 @@ impl ConfigService {
         }
         self.store.reencrypt_secrets(&resealed)?;
         *keyring = next;
+        // Runtime tokens are signed with the current key only: the old ones stop here.
+        self.hub.forget_tokens();
         Ok(wharf_api::KeyRotated {
             key_id,
             resealed: resealed.len(),

@@ -68,6 +68,9 @@ pub struct Controller {
     pub local_key: String,
 }
 
+/// The master keyring, shared by everything that uses it.
+pub(crate) type SharedKeyring = Arc<std::sync::RwLock<wharf_secrets::Keyring>>;
+
 /// At most this many API connections at once.
 const MAX_API_CONNECTIONS: usize = 10_000;
 
@@ -218,6 +221,9 @@ pub async fn run(
     let keyring = wharf_secrets::Keyring::load_or_create(
         &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
     )?;
+    // One keyring for everything that seals, opens or signs: a rotation is seen at once
+    // by the configuration service and by whatever gives recovered plans their secrets.
+    let keyring: SharedKeyring = Arc::new(std::sync::RwLock::new(keyring));
     if auth {
         std::fs::write(state_dir.join(AUTH_MARKER), "").map_err(io)?;
         bootstrap_admin_token(&*store, state_dir).map_err(io)?;
@@ -280,7 +286,7 @@ pub async fn run(
     let fleet = Arc::new(fleet);
     let config = Arc::new(config_service::ConfigService {
         store: store.clone(),
-        keyring: std::sync::RwLock::new(keyring),
+        keyring: keyring.clone(),
         hub: Default::default(),
         api_url: format!("http://{}", loopback_if_unspecified(addr)),
     });
@@ -384,7 +390,7 @@ pub async fn run(
 fn local_agent(
     state_dir: &Path,
     store: &Arc<dyn Store>,
-    keyring: &wharf_secrets::Keyring,
+    keyring: &SharedKeyring,
     artifacts: &ArtifactStore,
     drivers: LocalDrivers,
 ) -> Result<Arc<Agent>, StartError> {
@@ -584,22 +590,14 @@ fn bootstrap_admin_token(store: &dyn Store, state_dir: &Path) -> std::io::Result
 impl Controller {
     /// Gives plans read back from disk their secrets.
     pub(crate) fn secret_source(&self) -> wharf_agent::SecretSource {
-        let keyring = self
-            .config
-            .keyring
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        secret_source(self.store.clone(), keyring)
+        secret_source(self.store.clone(), self.config.keyring.clone())
     }
 }
 
 /// Gives plans recovered from disk their secrets back.
-fn secret_source(
-    store: Arc<dyn Store>,
-    keyring: wharf_secrets::Keyring,
-) -> wharf_agent::SecretSource {
+fn secret_source(store: Arc<dyn Store>, keyring: SharedKeyring) -> wharf_agent::SecretSource {
     Box::new(move |plan| {
+        let keyring = keyring.read().unwrap_or_else(|p| p.into_inner());
         let mut values: std::collections::BTreeMap<String, String> =
             config_service::open_secrets(&*store, &keyring, &plan.key.service, &plan.key.env)
                 .unwrap_or_default()
@@ -613,7 +611,7 @@ fn secret_source(
         {
             values.insert(
                 render::CONFIG_TOKEN_VAR.into(),
-                auth::runtime_token(&keyring, &plan.key.env, &plan.key.service),
+                auth::runtime_token(&keyring, &plan.key.env, &plan.key.service, now_millis()),
             );
         }
         values.retain(|k, _| plan.secret_keys.contains(k));

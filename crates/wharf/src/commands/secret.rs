@@ -76,7 +76,7 @@ pub async fn secret(
                 printer.json_data(&rotated);
             }
             printer.info(&format!(
-                "{} master key {}: {} secret(s) sealed again; running instances are untouched",
+                "{} master key {}: {} secret(s) sealed again; running instances keep running, but the configuration tokens made with the old key stop working: instances that read WHARF_CONFIG_URL get new ones when they restart (a deploy, or `wharf config set`, rolls them)",
                 printer.paint("rotated to", Tone::Good),
                 rotated.key_id,
                 rotated.resealed

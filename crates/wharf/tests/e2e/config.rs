@@ -273,10 +273,24 @@ fn instances_watch_their_configuration_and_reload_on_a_signal() {
     assert_eq!(refused.status().as_u16(), 401);
     let forged = client
         .get(&url)
-        .bearer_auth("wr1:ci:watcher:0000")
+        .bearer_auth("wr2:ci:watcher:99999999999999:0000")
         .send()
         .unwrap();
     assert_eq!(forged.status().as_u16(), 401);
+    let token = env_text
+        .split('\0')
+        .find_map(|v| v.strip_prefix("WHARF_CONFIG_TOKEN="))
+        .unwrap()
+        .to_owned();
+    let read = |token: &str| client.get(&url).bearer_auth(token).send().unwrap();
+    assert_eq!(read(&token).status().as_u16(), 200);
+    // A key rotation revokes every runtime token made before it.
+    p.ok(&["secret", "rotate-key"]);
+    assert_eq!(
+        read(&token).status().as_u16(),
+        401,
+        "the old token outlived the rotation"
+    );
 }
 
 #[test]
