@@ -200,6 +200,16 @@ async fn compare_secrets(
     let target = format!("{} in {} and {}", q.service, q.a, q.b);
     authorize(&c, &caller, &q.a, Action::Secret, "secret compare", &target)?;
     authorize(&c, &caller, &q.b, Action::Secret, "secret compare", &target)?;
+    if !c
+        .compare_limit
+        .allow(&caller.name, std::time::Instant::now())
+    {
+        return Err(ServerError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many secret comparisons: at most 10 a minute per caller",
+        )
+        .hint("try again in a minute"));
+    }
     c.definitions.check_names(Some(&q.service), Some(&q.a))?;
     c.definitions.check_names(None, Some(&q.b))?;
     let values = |env: &str| -> Result<std::collections::BTreeMap<String, String>, ServerError> {

@@ -20,6 +20,7 @@ mod hosts;
 mod listen;
 mod logs;
 mod metrics;
+mod rate;
 mod recovery;
 mod remote;
 mod render;
@@ -66,10 +67,15 @@ pub struct Controller {
     /// A secret made at each start and written to the owner-only `controller.json`:
     /// an open controller answers only callers that send it, and proves it holds it.
     pub local_key: String,
+    /// How often one caller may compare secrets between environments.
+    pub(crate) compare_limit: rate::RateLimit,
 }
 
 /// The master keyring, shared by everything that uses it.
 pub(crate) type SharedKeyring = Arc<std::sync::RwLock<wharf_secrets::Keyring>>;
+
+/// Secret comparisons one caller may make a minute.
+const COMPARES_PER_MINUTE: u32 = 10;
 
 /// At most this many API connections at once.
 const MAX_API_CONNECTIONS: usize = 10_000;
@@ -311,6 +317,10 @@ pub async fn run(
         definitions,
         executor,
         local_key: random_hex(32).map_err(io)?,
+        compare_limit: rate::RateLimit::new(
+            COMPARES_PER_MINUTE,
+            std::time::Duration::from_secs(60),
+        ),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),
