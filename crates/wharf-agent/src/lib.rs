@@ -94,7 +94,7 @@ pub struct Agent {
 }
 
 /// Looks up the secret values of a recovered plan.
-pub type SecretSource = Box<dyn Fn(&InstancePlan) -> BTreeMap<String, String> + Send + Sync>;
+pub type SecretSource = Arc<dyn Fn(&InstancePlan) -> BTreeMap<String, String> + Send + Sync>;
 
 pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -368,6 +368,7 @@ impl Agent {
             sink: self.sink.clone(),
             status,
             check_first: adopted,
+            secrets: self.secret_source.clone(),
         };
         let task = tokio::spawn(supervisor.run(running, control_rx));
         self.lock().insert(plan.key, Handle { task, ..handle });

@@ -50,7 +50,7 @@ pub fn write_rotating(
 ) -> io::Result<()> {
     let max = max_bytes.max(1) as usize;
     let mut log = Rotating {
-        file: open_append(path)?,
+        file: open_append(path).ok(),
         path,
         max,
         keep,
@@ -68,6 +68,8 @@ pub fn write_rotating(
         if n == 0 {
             return log.write(&pending);
         }
+        // A write that fails (a full disk) loses that output, never the instance: the
+        // pipe keeps being read, and the file is opened again for the next lines.
         pending.extend_from_slice(&buf[..n]);
         let complete = match pending.iter().rposition(|b| *b == b'\n') {
             Some(i) => i + 1,
@@ -75,7 +77,9 @@ pub fn write_rotating(
             None => continue,
         };
         let rest = pending.split_off(complete);
-        log.write(&pending)?;
+        if log.write(&pending).is_err() {
+            log.file = open_append(path).ok();
+        }
         pending = rest;
     }
 }
@@ -86,7 +90,8 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// A log file written through [`write_rotating`].
 struct Rotating<'a> {
-    file: File,
+    /// None while the file cannot be opened (the output is then dropped).
+    file: Option<File>,
     path: &'a Path,
     max: usize,
     keep: u32,
@@ -97,11 +102,15 @@ impl Rotating<'_> {
     fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
         use std::io::Write;
         while !chunk.is_empty() {
+            let Some(file) = self.file.as_mut() else {
+                self.file = open_append(self.path).ok();
+                return Ok(());
+            };
             // The agent appends marker lines to the same file: its size, not a count.
-            let size = self.file.metadata()?.len() as usize;
+            let size = file.metadata()?.len() as usize;
             let room = self.max.saturating_sub(size);
             if chunk.len() <= room {
-                return self.file.write_all(chunk);
+                return file.write_all(chunk);
             }
             // What fits, up to its last line end; an empty file takes a cut line.
             let fits = &chunk[..room];
@@ -110,10 +119,10 @@ impl Rotating<'_> {
                 None if size == 0 => room,
                 None => 0,
             };
-            self.file.write_all(&chunk[..split])?;
+            file.write_all(&chunk[..split])?;
             chunk = &chunk[split..];
             shift(self.path, self.keep)?;
-            self.file = open_append(self.path)?;
+            self.file = Some(open_append(self.path)?);
         }
         Ok(())
     }

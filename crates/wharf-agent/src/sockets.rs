@@ -4,8 +4,9 @@
 
 use std::fs;
 
-/// Inodes of the listening TCP sockets (IPv4 and IPv6, any address) on `port`.
-fn listening_inodes(port: u16) -> Vec<u64> {
+/// Inodes and owners (uid) of the listening TCP sockets (IPv4 and IPv6, any address)
+/// on `port`.
+fn listeners(port: u16) -> Vec<(u64, u32)> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = fs::read_to_string(table) else {
@@ -13,9 +14,10 @@ fn listening_inodes(port: u16) -> Vec<u64> {
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl, local_address, rem_address, st, ..., inode is the tenth.
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
+            // sl, local_address, rem_address, st, queues, timer, retransmits, uid,
+            // timeout, inode.
+            let (Some(local), Some(state), Some(uid), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(7), fields.get(9))
             else {
                 continue;
             };
@@ -24,9 +26,9 @@ fn listening_inodes(port: u16) -> Vec<u64> {
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             if bound == Some(port)
                 && *state == "0A"
-                && let Ok(inode) = inode.parse()
+                && let (Ok(inode), Ok(uid)) = (inode.parse(), uid.parse())
             {
-                inodes.push(inode);
+                inodes.push((inode, uid));
             }
         }
     }
@@ -71,10 +73,20 @@ fn pids() -> impl Iterator<Item = u32> {
 /// instance of the process driver); the error names the process that holds it
 /// instead. Nothing listening, or nothing readable, passes: it cannot be told.
 pub fn check_listener(port: u16, group: u32) -> Result<(), String> {
-    let inodes = listening_inodes(port);
-    if inodes.is_empty() {
+    use std::os::unix::fs::MetadataExt;
+    let found = listeners(port);
+    if found.is_empty() {
         return Ok(());
     }
+    // Another user's socket is refused even where its process cannot be looked into
+    // (an agent that is not root cannot read other users' open files).
+    let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if let Some((_, uid)) = found.iter().find(|(_, uid)| Some(*uid) != me) {
+        return Err(format!(
+            "port {port} is held by another user (uid {uid}), not by this instance"
+        ));
+    }
+    let inodes: Vec<u64> = found.iter().map(|(inode, _)| *inode).collect();
     let mut holders = Vec::new();
     for pid in pids() {
         if holds(pid, &inodes) {

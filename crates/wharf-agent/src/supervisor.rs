@@ -40,6 +40,9 @@ pub(crate) struct Supervisor {
     pub status: Arc<watch::Sender<InstanceStatus>>,
     /// Run a health check before waiting (for adopted instances).
     pub check_first: bool,
+    /// Where a restart gets its secret values afresh (its runtime configuration token
+    /// too, which expires and dies with a key rotation), when this agent has one.
+    pub secrets: Option<crate::SecretSource>,
 }
 
 impl Supervisor {
@@ -121,6 +124,13 @@ impl Supervisor {
                     &self.launch.log_path,
                     &format!("restarting {} after it {exit}", self.plan.version),
                 );
+                if let Some(source) = &self.secrets {
+                    for (key, value) in source(&self.plan) {
+                        if self.plan.secret_keys.contains(&key) {
+                            self.launch.env.insert(key, value);
+                        }
+                    }
+                }
                 match self.driver.start(&self.launch).await {
                     Ok(next) => {
                         running = next;

@@ -80,13 +80,14 @@ impl ProcessDriver {
         Ok((Stdio::from(log), Stdio::from(log_err), None))
     }
 
-    /// Starts the log writer of the instance `pid` in its process group: stopping the
-    /// instance's group stops it too, once it has written what the instance wrote.
+    /// Starts an instance's log writer, in a process group of its own: the
+    /// signals sent to the instance's group (reloads, the stop's SIGKILL) never reach
+    /// it, and it exits once every process of the instance has closed its output,
+    /// after writing all of it.
     fn start_log_writer(
         &self,
         program: &Path,
         spec: &LaunchSpec,
-        pid: u32,
         pipe: OwnedFd,
     ) -> Result<(), DriverError> {
         let mut command = Command::new(program);
@@ -101,7 +102,7 @@ impl ProcessDriver {
             .stdin(Stdio::from(pipe))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(pid as i32)
+            .process_group(0)
             .kill_on_drop(false);
         // Dropped, the child is reaped by tokio when it exits.
         command.spawn().map(drop).map_err(|e| DriverError::Start {
@@ -165,7 +166,7 @@ impl Driver for ProcessDriver {
             .id()
             .ok_or_else(|| DriverError::Other("process exited before it was watched".into()))?;
         if let (Some(writer), Some(pipe)) = (&self.log_writer, pipe)
-            && let Err(e) = self.start_log_writer(writer, spec, pid, pipe)
+            && let Err(e) = self.start_log_writer(writer, spec, pipe)
         {
             let _ = child.start_kill();
             return Err(e);

@@ -86,10 +86,10 @@ impl ConfigHub {
         {
             return (now < known.expires).then(|| known.clone());
         }
-        let (env, service, expires) = {
-            let keyring = keyring.read().unwrap_or_else(|p| p.into_inner());
-            crate::auth::check_runtime_token(&keyring, token, now)?
-        };
+        // The keyring stays read-locked until the token is remembered: a rotation (which
+        // forgets every token) cannot slip in between the check and the insert.
+        let keyring = keyring.read().unwrap_or_else(|p| p.into_inner());
+        let (env, service, expires) = crate::auth::check_runtime_token(&keyring, token, now)?;
         let scope = TokenScope {
             key: Self::scope(&env, &service),
             env,

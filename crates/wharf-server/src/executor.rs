@@ -1107,8 +1107,15 @@ impl Executor {
                 "deployment #{chosen} vanished"
             )));
         };
-        self.redeploy(target, DeploymentKind::Rollback, req.user, None, events)
-            .await
+        self.redeploy(
+            target,
+            DeploymentKind::Rollback,
+            req.user,
+            None,
+            true,
+            events,
+        )
+        .await
     }
 
     /// Refuses, before anything is saved, a change the deploy lock would refuse later.
@@ -1131,14 +1138,17 @@ impl Executor {
         }
     }
 
-    /// Deploys `target` again exactly as it ran: its spec, artifact and configuration
-    /// (the overrides it ran with become the newest revision again where they changed).
+    /// Deploys `target` again: its spec and artifact, and with `restore_config` the
+    /// configuration it ran with (those overrides become the newest revision again
+    /// where they changed); without, the newest configuration (a reconcile must not
+    /// undo a change made since, say one reloaded in place).
     pub(crate) async fn redeploy(
         &self,
         target: &wharf_store::DeploymentRecord,
         kind: DeploymentKind,
         user: String,
         note: Option<String>,
+        restore_config: bool,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
         let spec: DeploySpec = serde_json::from_value(target.spec.clone()).map_err(|e| {
@@ -1152,9 +1162,12 @@ impl Executor {
         // with become the newest revision again.
         let (current_revision, current) =
             self.config.overrides(&target.service, &target.env, None)?;
-        let (_, wanted) =
+        let (_, wanted) = if restore_config {
             self.config
-                .overrides(&target.service, &target.env, Some(target.config_revision))?;
+                .overrides(&target.service, &target.env, Some(target.config_revision))?
+        } else {
+            (current_revision, current.clone())
+        };
         let config_revision = if wanted != current {
             let saved = self.store.put_config_revision(
                 &target.service,
@@ -1209,6 +1222,29 @@ impl Executor {
                     .push(plan);
             }
         }
+        // A service whose instances are all gone still runs as far as history says: its
+        // stop is recorded too, or the reconcile would bring it back.
+        let named: Vec<String> = match &req.service {
+            Some(service) => vec![service.clone()],
+            None => self
+                .definitions
+                .current()
+                .ok()
+                .and_then(|c| {
+                    c.definition
+                        .environments
+                        .get(&req.env)
+                        .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
+                })
+                .unwrap_or_default(),
+        };
+        let mut ran: HashMap<String, (String, String)> = HashMap::new();
+        for service in named {
+            if let Some(d) = self.current_deployment(&service, &req.env)? {
+                ran.insert(service.clone(), (d.version, d.digest));
+                by_service.entry(service).or_default();
+            }
+        }
         if by_service.is_empty() {
             let what = req
                 .service
@@ -1224,12 +1260,17 @@ impl Executor {
         let mut last = None;
         let mut count = 0;
         for (service, plans) in by_service {
+            let (version, digest) = match (plans.first(), ran.get(&service)) {
+                (Some(p), _) => (p.version.clone(), p.digest.clone()),
+                (None, Some(last)) => last.clone(),
+                (None, None) => continue,
+            };
             let id = self.store.begin_deployment(&NewDeployment {
                 service: service.clone(),
                 env: req.env.clone(),
                 kind: DeploymentKind::Stop,
-                version: plans[0].version.clone(),
-                digest: plans[0].digest.clone(),
+                version,
+                digest,
                 config_digest: String::new(),
                 spec: serde_json::Value::Null,
                 user: req.user.clone(),

@@ -606,7 +606,7 @@ impl Controller {
 
 /// Gives plans recovered from disk their secrets back.
 fn secret_source(store: Arc<dyn Store>, keyring: SharedKeyring) -> wharf_agent::SecretSource {
-    Box::new(move |plan| {
+    Arc::new(move |plan| {
         let keyring = keyring.read().unwrap_or_else(|p| p.into_inner());
         let mut values: std::collections::BTreeMap<String, String> =
             config_service::open_secrets(&*store, &keyring, &plan.key.service, &plan.key.env)

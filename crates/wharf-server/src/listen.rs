@@ -131,9 +131,13 @@ async fn secure(
     };
     let mut first = [0u8; 1];
     tcp.peek(&mut first).await.ok()?;
+    // This machine talking to itself: over loopback, or to its own address (a
+    // controller bound to one address is reached by its own CLI and instances there).
+    let peer = address.ip().to_canonical();
+    let own = tcp.local_addr().ok().map(|a| a.ip().to_canonical()) == Some(peer);
     match acceptor {
         Some(acceptor) if first[0] == TLS_HANDSHAKE => tls(acceptor, tcp).await,
-        _ if address.ip().is_loopback() => Some(Stream::Plain(tcp)),
+        _ if peer.is_loopback() || own => Some(Stream::Plain(tcp)),
         _ => {
             let body = "this controller takes HTTPS beyond loopback (tokens must not cross the network in clear): use https:// and pin its CA with WHARF_CA\n";
             let answer = format!(
@@ -169,7 +173,10 @@ async fn connection<S, E>(
         request.extensions_mut().insert(tag.clone());
         app.clone().call(request)
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only: its header deadline bounds every connection (an HTTP/2 connection
+    // could idle for ever on a slot).
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     // A connection that sends no request headers in time is closed (long polls and
     // event streams answer well within it).
     builder

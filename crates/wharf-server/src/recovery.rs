@@ -111,6 +111,7 @@ impl Executor {
                         DeploymentKind::Recovery,
                         RECOVERY_USER.into(),
                         Some(note),
+                        true,
                         &events,
                     )
                     .await?;
@@ -130,6 +131,7 @@ impl Executor {
                         DeploymentKind::Recovery,
                         RECOVERY_USER.into(),
                         Some(note),
+                        false,
                         &events,
                     )
                     .await?;
@@ -176,6 +178,17 @@ impl Executor {
                     .filter(|(p, _)| &p.key.env == env && p.key.service == service)
                     .map(|(p, _)| (p.key.instance, p.version.as_str()))
                     .collect();
+                if self.drift_from_running(service, env, &observed).is_none() {
+                    continue;
+                }
+                // The snapshot may be old by now (an earlier reconcile of this pass took
+                // a while): look again before acting.
+                let fresh = self.fleet.statuses();
+                let observed: Vec<(u32, &str)> = fresh
+                    .iter()
+                    .filter(|(p, _)| &p.key.env == env && p.key.service == service)
+                    .map(|(p, _)| (p.key.instance, p.version.as_str()))
+                    .collect();
                 let Some((running, reason)) = self.drift_from_running(service, env, &observed)
                 else {
                     continue;
@@ -188,6 +201,7 @@ impl Executor {
                         DeploymentKind::Reconcile,
                         RECONCILE_USER.into(),
                         Some(note),
+                        false,
                         &unheard(),
                     )
                     .await;

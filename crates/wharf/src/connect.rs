@@ -195,6 +195,13 @@ async fn running(state_dir: &Path) -> Result<Option<(Client, ControllerFile)>, F
     let Some(mut file) = read() else {
         return Ok(None);
     };
+    if file.key.is_empty() {
+        // Written by a build of wharf from before controllers proved themselves: stop
+        // that controller (if its pid is still a controller of this folder) so a new
+        // one starts.
+        stop_legacy(state_dir, file.pid).await;
+        return Ok(None);
+    }
     // A controller starting for this folder may answer on the remembered port just
     // before it replaces the file: a proof under a key that changed meanwhile is
     // checked again against the new file.
@@ -261,6 +268,29 @@ pub async fn stop_local(global: &Global) -> anyhow::Result<Option<u32>> {
     };
     stop(&file).await;
     Ok(Some(file.pid))
+}
+
+/// Stops a controller started by an older build, identified by its command line
+/// (`wharf server --dev --state-dir STATE`), not by what answers on its port.
+async fn stop_legacy(state_dir: &Path, pid: u32) {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.contains(&b"server".as_slice())
+        && args.contains(&state_dir.as_os_str().as_encoded_bytes());
+    if !ours {
+        return;
+    }
+    let file = ControllerFile {
+        url: String::new(),
+        pid,
+        started: wharf_server::process_start_ticks(pid).unwrap_or(0),
+        build: String::new(),
+        key: String::new(),
+        agent_url: String::new(),
+    };
+    stop(&file).await;
 }
 
 /// Asks a controller to stop and waits until it has. Only the process its own file

@@ -44,16 +44,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `wharf log-writer`: one thread, no runtime. Termination signals are blocked: the
-/// writer stops when the instance's output ends (stopping the instance's process group
-/// signals it too), so nothing the instance wrote last is lost.
+/// `wharf log-writer`: one thread, no runtime. Every signal that can be is blocked:
+/// the writer stops when the instance's output ends, so nothing the instance wrote
+/// last is lost (and a stray signal cannot cut the instance's output off).
 fn log_writer(path: &std::path::Path, max_bytes: u64, keep: u32) -> ExitCode {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut blocked = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        blocked.add(signal);
-    }
-    let _ = blocked.thread_block();
+    let _ = nix::sys::signal::SigSet::all().thread_block();
     match wharf_agent::logs::write_rotating(std::io::stdin().lock(), path, max_bytes, keep) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(1),

@@ -393,3 +393,55 @@ fn the_open_local_controller_answers_only_its_owner() {
         200
     );
 }
+
+#[test]
+fn stopping_a_service_whose_instances_are_all_gone_keeps_it_stopped() {
+    let mut p = Project::new(THREE, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let controller = p.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGTERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    for i in p_instances_offline(&p) {
+        let _ = std::fs::remove_file(i);
+    }
+    for pid in tagged_pids(&p) {
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    }
+    let out = p.ok(&["stop", "web", "--env", "ci"]);
+    assert!(!stderr(&out).contains("error"), "{}", text(&out));
+    let history = p.json(&["history", "web", "--env", "ci"]);
+    assert_eq!(
+        history[0]["kind"], "stop",
+        "the stop is recorded: {history}"
+    );
+    // The reconcile (every 5 s) does not bring it back.
+    assert!(!wait_until(Duration::from_secs(7), || !p
+        .instances("web", "ci")
+        .is_empty()));
+}
+
+/// The agent's instance records of a project, found while its controller is down.
+fn p_instances_offline(p: &Project) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(p.state_dir().join("agent/instances"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Pids of the project's instance processes (group leaders carrying its tag).
+fn tagged_pids(p: &Project) -> Vec<i32> {
+    let id = std::fs::read_to_string(p.state_dir().join("agent/id")).unwrap_or_default();
+    let needle = format!("WHARF_TAG={}:", id.trim());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|v| v.starts_with(needle.as_bytes()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
