@@ -1121,26 +1121,119 @@ fn a_token_reads_only_the_environments_it_has_grants_on() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// This machine's address beyond loopback (the one its default route leaves from), if
-/// it has one. No packet is sent: connecting a UDP socket only picks the source.
-fn address_beyond_loopback() -> Option<std::net::IpAddr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket.connect("10.255.255.255:9").ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+/// Another machine on a link of its own: a network namespace joined to this one by a
+/// veth pair, `10.232.N.2` there and `10.232.N.1` here. Removed however the test ends.
+struct Peer {
+    ns: String,
+    link: String,
+    here: String,
+}
+
+impl Peer {
+    fn new() -> Option<Self> {
+        let n = std::process::id() % 250;
+        let (ns, link) = (format!("wtls{n}"), format!("wtls{n}a"));
+        let here = format!("10.232.{n}.1");
+        let peer = Self {
+            ns: ns.clone(),
+            link: link.clone(),
+            here: here.clone(),
+        };
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), ns.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                link.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                format!("wtls{n}b"),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                format!("wtls{n}b"),
+                "netns".into(),
+                ns.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{here}/24"),
+                "dev".into(),
+                link.clone(),
+            ],
+            vec!["link".into(), "set".into(), link.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("10.232.{n}.2/24"),
+                "dev".into(),
+                format!("wtls{n}b"),
+            ],
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "link".into(),
+                "set".into(),
+                format!("wtls{n}b"),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let ok = Command::new("ip")
+                .args(&step)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        Some(peer)
+    }
+
+    /// A command run on the peer.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns, program]);
+        command
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
 }
 
 #[test]
 #[allow(clippy::print_stderr)]
 fn beyond_loopback_the_api_takes_only_https_and_the_cli_pins_its_ca() {
-    let Some(ip) = address_beyond_loopback() else {
+    let peer = nix::unistd::geteuid().is_root().then(Peer::new).flatten();
+    let Some(peer) = peer else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI needs an address beyond loopback"
+            "CI runs this as root, with iproute2"
         );
-        eprintln!("skipped: this machine has no address beyond loopback");
+        eprintln!("skipped: needs root and iproute2 for a peer in a network namespace");
         return;
     };
+    let ip = peer.here.clone();
     let mut p = Project::new(DEFINITION, &["catalog"]);
     let state = p.state_dir();
     std::fs::create_dir_all(&state).unwrap();
@@ -1180,14 +1273,34 @@ fn beyond_loopback_the_api_takes_only_https_and_the_cli_pins_its_ca() {
         .unwrap_or_else(|| panic!("no CA fingerprint in the log: {logged}"))
         .to_owned();
 
-    // Plain HTTP from beyond loopback is answered with how to connect, and nothing else.
-    let plain = reqwest::blocking::Client::new()
-        .get(format!("http://{ip}:{port}/v1/status"))
-        .bearer_auth(admin)
-        .send()
+    // Plain HTTP from another machine is answered with how to connect, and nothing
+    // else.
+    let script = format!(
+        "import urllib.request, urllib.error\ntry:\n    urllib.request.urlopen('http://{ip}:{port}/v1/status')\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode())"
+    );
+    let plain = peer
+        .command("python3")
+        .args(["-c", &script])
+        .output()
         .unwrap();
-    assert_eq!(plain.status(), 400);
-    assert!(plain.text().unwrap().contains("HTTPS beyond loopback"));
+    let answer = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        answer.starts_with("400"),
+        "{answer} {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    assert!(answer.contains("HTTPS beyond loopback"), "{answer}");
+    // Over HTTPS from there, with the CA pinned, it answers.
+    let remote = peer
+        .command(WHARF)
+        .args(["--controller", &format!("https://{ip}:{port}"), "status"])
+        .env("WHARF_TOKEN", admin)
+        .env("WHARF_CA", &fingerprint)
+        .env("NO_COLOR", "1")
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(remote.status.success(), "{}", text(&remote));
     // The CLI refuses to send a token that way at all.
     let token = [("WHARF_TOKEN", admin)];
     let http_url = format!("http://{ip}:{port}");

@@ -342,6 +342,10 @@ fn a_program_on_the_dead_controllers_port_gets_no_token_no_secret_and_no_signal(
     // The pid it named was never signalled.
     assert!(decoy.try_wait().unwrap().is_none(), "the decoy is alive");
     let _ = decoy.kill();
+    // The fake keeps the port, so `wharf down` cannot clean up: stop the instances here.
+    for pid in tagged_pids(&p) {
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    }
 }
 
 #[test]
@@ -444,4 +448,67 @@ fn tagged_pids(p: &Project) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+const RELOADED: &str = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health }
+    on_change: reload
+    # The test app ignores WINCH (a HUP would end it): the reload leaves it running.
+    reload_signal: WINCH
+environments:
+  ci:
+    nodes:
+      - name: local
+        services: [{ name: web, instances: 2 }]
+"#;
+
+#[test]
+fn a_reconcile_keeps_a_configuration_change_that_was_reloaded_in_place() {
+    let mut p = Project::new(RELOADED, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    // Reloaded in place: no deployment records it.
+    p.ok(&["config", "set", "web", "--env", "ci", "MESSAGE=kept"]);
+    let controller = p.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGTERM).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
+    let lost = tagged_pids(&p)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.ends_with(b"ci/web/local/1"))
+            })
+        })
+        .expect("instance #1 runs");
+    kill(Pid::from_raw(-lost), Signal::SIGKILL).unwrap();
+    let record = find_file(&p.state_dir().join("agent"), "ci--web--local--1.json").unwrap();
+    std::fs::remove_file(record).unwrap();
+
+    // The reconcile brings #1 back with the newest configuration, not the one the
+    // last deployment recorded.
+    assert!(wait_until(Duration::from_secs(20), || {
+        let all = p.instances("web", "ci");
+        all.len() == 2 && all.iter().all(|i| i["health"] == "healthy")
+    }));
+    let port = p.port("web", "ci", 1);
+    assert_eq!(get_json(port)["message"], "kept");
+    let got = p.json(&["config", "get", "web", "--env", "ci"]);
+    let message = got["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "MESSAGE")
+        .cloned();
+    assert_eq!(message.unwrap()["value"], "kept", "{got}");
+    let revisions = p.json(&["config", "history", "web", "--env", "ci"]);
+    assert_eq!(
+        revisions.as_array().unwrap().len(),
+        1,
+        "nothing restored: {revisions}"
+    );
 }
