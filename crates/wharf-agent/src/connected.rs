@@ -212,7 +212,24 @@ pub async fn run(
     for (kind, driver) in drivers {
         agent = agent.with_driver(kind, driver);
     }
-    let agent = Arc::new(agent);
+    // What a restarted instance reads its configuration with: the newest token the
+    // controller sent (the one in the plan expires, or dies with a key rotation).
+    let tokens: Tokens = Arc::default();
+    let latest = tokens.clone();
+    let agent = Arc::new(agent.with_secret_source(Arc::new(move |plan| {
+        let key = format!("{}/{}", plan.key.env, plan.key.service);
+        latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .map(|t| {
+                std::collections::BTreeMap::from([(
+                    wharf_api::agent::CONFIG_TOKEN_VAR.to_owned(),
+                    t.clone(),
+                )])
+            })
+            .unwrap_or_default()
+    })));
     let recovery = agent.recover().await;
     tracing::info!(
         adopted = recovery.adopted.len(),
@@ -232,7 +249,7 @@ pub async fn run(
         changed.clone(),
         refused.clone(),
     ));
-    let result = watch_loop(&client, &agent, &failures, &changed, &refused).await;
+    let result = watch_loop(&client, &agent, &failures, &changed, &refused, &tokens).await;
     reporter.abort();
     let reported = reporter.await.ok().flatten();
     agent.detach();
@@ -287,12 +304,16 @@ async fn report_loop(
     }
 }
 
+/// The newest runtime configuration token per `ENV/SERVICE`.
+type Tokens = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>;
+
 async fn watch_loop(
     client: &AgentClient,
     agent: &Arc<Agent>,
     failures: &Failures,
     changed: &Arc<Notify>,
     stop: &CancellationToken,
+    tokens: &Tokens,
 ) -> Result<(), ConnectError> {
     let mut index = 0;
     let mut backoff = Duration::from_millis(200);
@@ -305,6 +326,7 @@ async fn watch_loop(
             Ok(a) => {
                 backoff = Duration::from_millis(200);
                 index = a.revision;
+                *tokens.write().unwrap_or_else(|p| p.into_inner()) = a.config_tokens;
                 for request in a.log_requests {
                     let (client, agent) = (client.clone(), agent.clone());
                     tokio::spawn(async move {

@@ -122,7 +122,15 @@ pub struct Assignments {
     /// `POST /v1/agent/logs/{id}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_requests: Vec<LogRequest>,
+    /// A fresh runtime configuration token per `ENV/SERVICE` the plans read
+    /// configuration for, with every answer: what an instance the agent restarts gets,
+    /// so a token that expired or died with a key rotation is never started again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config_tokens: BTreeMap<String, String>,
 }
+
+/// The variable holding an instance's runtime configuration token.
+pub const CONFIG_TOKEN_VAR: &str = "WHARF_CONFIG_TOKEN";
 
 /// A request for the last lines of an instance's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -182,9 +182,25 @@ async fn assignments(
 ) -> Result<Json<Assignments>, ServerError> {
     let host = authenticate(&c, &peer)?;
     let remote = c.fleet.remote(host.id);
-    let assignments = remote.watch(q.index, WATCH_WAIT).await;
+    let mut assignments = remote.watch(q.index, WATCH_WAIT).await;
     // A credential revoked while the request waited gets nothing.
     authenticate(&c, &peer)?;
+    let now = now_millis();
+    let keyring = c.config.keyring.read().unwrap_or_else(|p| p.into_inner());
+    for plan in &assignments.plans {
+        if plan
+            .secret_keys
+            .iter()
+            .any(|k| k == wharf_api::agent::CONFIG_TOKEN_VAR)
+        {
+            let (env, service) = (&plan.key.env, &plan.key.service);
+            assignments
+                .config_tokens
+                .entry(format!("{env}/{service}"))
+                .or_insert_with(|| crate::auth::runtime_token(&keyring, env, service, now));
+        }
+    }
+    drop(keyring);
     Ok(Json(assignments))
 }
 

@@ -248,6 +248,11 @@ async fn rotate_key(State(c): Ctl, caller: Caller) -> Result<Json<KeyRotated>, S
         "master key",
     )?;
     let result = c.config.rotate_master_key();
+    if result.is_ok() {
+        // Their instances' tokens died with the old key: agents get new ones now, for
+        // the instances they restart.
+        c.fleet.renew_tokens();
+    }
     c.record(
         &caller,
         "secret rotate-key",

@@ -167,6 +167,13 @@ impl Fleet {
         self.remotes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sends every joined host fresh configuration tokens at once.
+    pub fn renew_tokens(&self) {
+        for remote in self.remotes().values() {
+            remote.renew_tokens();
+        }
+    }
+
     /// The controller-side handle of a joined host, made on first use.
     pub fn remote(&self, host_id: i64) -> Arc<RemoteAgent> {
         self.remotes()

@@ -89,6 +89,12 @@ impl RemoteAgent {
         self.revision.send_modify(|r| *r += 1);
     }
 
+    /// Answers the agent's watch now, unchanged but for fresh configuration tokens
+    /// (after a key rotation revoked the ones it has).
+    pub fn renew_tokens(&self) {
+        self.revision.send_modify(|r| *r += 1);
+    }
+
     /// The assignments (and log requests) once they differ from revision `seen`, or
     /// after `wait`.
     pub async fn watch(&self, seen: u64, wait: Duration) -> wharf_api::agent::Assignments {
@@ -103,6 +109,8 @@ impl RemoteAgent {
             log_requests: std::mem::take(
                 &mut *self.log_requests.lock().unwrap_or_else(|p| p.into_inner()),
             ),
+            // Filled in by the route that answers, with the keyring's current key.
+            config_tokens: Default::default(),
         }
     }
 

@@ -32,7 +32,7 @@ pub struct Extras {
 
 /// The variables naming where an instance reads its configuration at runtime.
 pub const CONFIG_URL_VAR: &str = "WHARF_CONFIG_URL";
-pub const CONFIG_TOKEN_VAR: &str = "WHARF_CONFIG_TOKEN";
+pub const CONFIG_TOKEN_VAR: &str = wharf_api::agent::CONFIG_TOKEN_VAR;
 
 /// Renders every slot of `spec` at `version` / `digest`.
 pub fn render(

@@ -483,6 +483,44 @@ fn a_reload_reaches_instances_on_remote_hosts_once_per_change() {
         pid,
         "reloaded, not restarted"
     );
+
+    // After a key rotation the instance's token is revoked; the agent restarts a
+    // crashed instance with the fresh one the controller sends with its assignments.
+    p.ok(&["secret", "rotate-key"]);
+    // The rotation answers the agent's watch at once with fresh tokens; that lands in
+    // the agent's memory, which nothing outside shows: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let old = pid.as_i64().unwrap() as i32;
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-old),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let mut restarted = None;
+    assert!(wait_until(Duration::from_secs(20), || {
+        restarted = p.instances("watcher", "fleet")[0]["pid"]
+            .as_i64()
+            .filter(|now| *now != old as i64);
+        restarted.is_some()
+    }));
+    let environ = std::fs::read(format!("/proc/{}/environ", restarted.unwrap())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    let var = |name: &str| {
+        environ
+            .split('\0')
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let read = reqwest::blocking::Client::new()
+        .get(var("WHARF_CONFIG_URL"))
+        .bearer_auth(var("WHARF_CONFIG_TOKEN"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        read.status().as_u16(),
+        200,
+        "the restarted instance reads its configuration"
+    );
 }
 
 #[test]
