@@ -208,11 +208,48 @@ impl FromRequestParts<Arc<Controller>> for Caller {
             )
             .hint("ask an admin for a new token (`wharf token issue`)"));
         }
-        Ok(Caller {
+        let caller = Caller {
             name: record.name,
             scopes: Some(record.scopes),
-        })
+        };
+        // Where the environment is in the path, a change it may not make is refused
+        // here, before its body is read (a token must not make the controller buffer
+        // bodies for environments it has no grant on).
+        if let Some((env, action, call, target)) = change_in_path(&parts.method, parts.uri.path()) {
+            caller
+                .require(env, action)
+                .inspect_err(|_| c.record(&caller, call, &target, "denied"))?;
+        }
+        Ok(caller)
     }
+}
+
+/// The environment, action, audit name and target of a change whose environment is in
+/// its path: `/v1/secrets/ENV/SERVICE/KEY` (secret) and `/v1/config/ENV/SERVICE`
+/// (config).
+fn change_in_path<'a>(
+    method: &axum::http::Method,
+    path: &'a str,
+) -> Option<(&'a str, Action, &'static str, String)> {
+    if method == axum::http::Method::GET {
+        return None;
+    }
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (v1, kind, env) = (segments.next()?, segments.next()?, segments.next()?);
+    // `/v1/secrets/rotate-key` names no environment (it needs admin, checked by its
+    // handler): only paths that go on to a service are checked here.
+    let service = segments.next()?;
+    let (action, call) = match (v1, kind, method == axum::http::Method::DELETE) {
+        ("v1", "secrets", false) => (Action::Secret, "secret set"),
+        ("v1", "secrets", true) => (Action::Secret, "secret unset"),
+        ("v1", "config", _) => (Action::Config, "config set"),
+        _ => return None,
+    };
+    let target = match segments.next() {
+        Some(key) => format!("{service} in {env}: {key}"),
+        None => format!("{service} in {env}"),
+    };
+    Some((env, action, call, target))
 }
 
 /// Makes an API token: the token text (shown once) and the record with its hash.

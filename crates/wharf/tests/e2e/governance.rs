@@ -1342,3 +1342,45 @@ fn beyond_loopback_the_api_takes_only_https_and_the_cli_pins_its_ca() {
     );
     let _ = child.wait();
 }
+
+#[test]
+fn a_change_a_token_may_not_make_is_refused_before_its_body_is_read() {
+    let mut p = Project::new(DEFINITION, &["catalog"]);
+    let c = AuthController::start(&p);
+    let admin = [("WHARF_TOKEN", c.admin.as_str())];
+    let out = p.wharf_with(&["apply"], &admin, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = p.ok(&["token", "issue", "ci-only", "--scope", "ci:secret"]);
+    let ci = stdout(&out).trim().to_owned();
+    // A body far over the route's limit: refused for the grant (403), not for its size
+    // (413), so the controller never buffered it.
+    let big = vec![b'x'; 5 * 1024 * 1024];
+    let answer = reqwest::blocking::Client::new()
+        .put(format!("{}/v1/secrets/production/catalog/PIN", c.url))
+        .bearer_auth(&ci)
+        .body(big.clone())
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    // In its own environment the same body meets the size limit instead.
+    let answer = reqwest::blocking::Client::new()
+        .put(format!("{}/v1/secrets/ci/catalog/PIN", c.url))
+        .bearer_auth(&ci)
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), 413);
+    // The refusal is audited like any other.
+    let out = p.wharf_with(&["audit", "--output", "json"], &admin, None);
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "ci-only"
+                && e["action"] == "secret set"
+                && e["outcome"] == "denied"),
+        "{audit}"
+    );
+}
