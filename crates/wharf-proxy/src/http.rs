@@ -1,0 +1,246 @@
+//! HTTP/1.1 through a service's address: each request goes to the backend the balancer
+//! picks, over a pool of keep-alive connections; a request without a body that could
+//! not be delivered (connection refused) is tried once on another backend.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::route::{InFlight, Route};
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+type Backends = Client<HttpConnector, ProxyBody>;
+
+/// How long a backend may take to start answering.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client connection may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `route` on `listener` until `shutdown`; `name` is the service, for errors.
+pub async fn serve_http(
+    listener: TcpListener,
+    route: Arc<Route>,
+    shutdown: CancellationToken,
+    name: String,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let backends: Backends = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector);
+    let name: Arc<str> = name.into();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => {
+                    // Out of descriptors or similar: try again shortly, do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (route, backends, name, shutdown) = (
+            route.clone(),
+            backends.clone(),
+            name.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let (route, backends, name) = (route.clone(), backends.clone(), name.clone());
+                async move {
+                    Ok::<_, Infallible>(forward(request, peer, &route, &backends, &name).await)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// Sends one request on, and its answer back.
+async fn forward(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    route: &Route,
+    backends: &Backends,
+    name: &str,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    forwarded_for(&mut parts.headers, peer);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    // Only a request with no body can be sent twice.
+    let retriable = body.is_end_stream();
+    let mut body = Some(body.boxed());
+    let mut tried = None;
+    for _ in 0..2 {
+        let Some(in_flight) = route.choose(tried) else {
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no healthy instance of `{name}` to send this to\n"),
+            );
+        };
+        let addr = in_flight.backend().addr;
+        let mut out = Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("http://{addr}{path}"))
+            .version(hyper::Version::HTTP_11);
+        if let Some(headers) = out.headers_mut() {
+            *headers = parts.headers.clone();
+        }
+        let this_body = body
+            .take()
+            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
+        let Ok(out) = out.body(this_body) else {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "the request cannot be forwarded\n".into(),
+            );
+        };
+        match tokio::time::timeout(RESPONSE_TIMEOUT, backends.request(out)).await {
+            Ok(Ok(response)) => {
+                let (mut head, incoming) = response.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                // The request counts against its backend until its answer is sent.
+                let guarded = Guarded {
+                    inner: incoming,
+                    _in_flight: in_flight,
+                };
+                return Response::from_parts(head, guarded.boxed());
+            }
+            Ok(Err(e)) if e.is_connect() && retriable => {
+                tracing::debug!(%addr, "backend refused a request, trying another: {e}");
+                tried = Some(addr);
+            }
+            Ok(Err(e)) => {
+                return answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the instance of `{name}` at {addr} failed: {e}\n"),
+                );
+            }
+            Err(_) => {
+                return answer(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the instance of `{name}` at {addr} did not answer within {}s\n",
+                        RESPONSE_TIMEOUT.as_secs()
+                    ),
+                );
+            }
+        }
+    }
+    answer(
+        StatusCode::BAD_GATEWAY,
+        format!("no instance of `{name}` accepted the connection\n"),
+    )
+}
+
+fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// Headers that describe one connection, not the message (RFC 9110, 7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
+/// A backend's answer body that keeps its request counted until it is all sent.
+struct Guarded {
+    inner: Incoming,
+    _in_flight: InFlight,
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

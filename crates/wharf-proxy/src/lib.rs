@@ -1,0 +1,18 @@
+//! The traffic layer: a listener per service that balances over the service's healthy
+//! instances (power of two choices over least outstanding requests), with a routing
+//! table swapped atomically, so moving traffic from one instance to another refuses
+//! nothing. HTTP/1.1 is proxied request by request over pooled keep-alive connections
+//! to the backends; plain TCP connection by connection.
+//!
+//! Servers are `serve_*(listener, route, shutdown)`; the agent owns the listeners and
+//! replaces the backend set as instances become healthy or leave.
+
+mod balance;
+mod http;
+mod route;
+mod tcp;
+
+pub use balance::pick;
+pub use http::serve_http;
+pub use route::{Backend, Route};
+pub use tcp::serve_tcp;

@@ -1,0 +1,156 @@
+//! A service's backends: the set is replaced whole (an atomic swap), while each
+//! backend's count of outstanding requests survives the swaps it stays in, so a new set
+//! starts from the load the proxy already knows.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+
+/// One instance traffic may go to.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    outstanding: AtomicUsize,
+}
+
+impl Backend {
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request (or connection) against a backend until dropped.
+pub(crate) struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The backends of one service, swapped atomically.
+#[derive(Default)]
+pub struct Route {
+    backends: ArcSwap<Vec<Arc<Backend>>>,
+    draws: AtomicU64,
+}
+
+impl Route {
+    pub fn new(addrs: &[SocketAddr]) -> Self {
+        let route = Self::default();
+        route.set(addrs);
+        route
+    }
+
+    /// Replaces the set of backends. Requests already sent keep going to the old ones
+    /// (drain them with [`Route::outstanding_on`] before stopping those).
+    pub fn set(&self, addrs: &[SocketAddr]) {
+        let current = self.backends.load();
+        let next: Vec<Arc<Backend>> = addrs
+            .iter()
+            .map(|addr| {
+                current
+                    .iter()
+                    .find(|b| b.addr == *addr)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Backend {
+                            addr: *addr,
+                            outstanding: AtomicUsize::new(0),
+                        })
+                    })
+            })
+            .collect();
+        self.backends.store(Arc::new(next));
+    }
+
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.backends.load().iter().map(|b| b.addr).collect()
+    }
+
+    /// Requests (or connections) outstanding on `addr` that this route sent, including
+    /// to a backend no longer in the set.
+    pub fn outstanding_on(&self, addr: SocketAddr, retired: &[Arc<Backend>]) -> usize {
+        self.backends
+            .load()
+            .iter()
+            .chain(retired)
+            .filter(|b| b.addr == addr)
+            .map(|b| b.outstanding())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The backends now, to keep while draining the ones a swap removes.
+    pub fn snapshot(&self) -> Vec<Arc<Backend>> {
+        self.backends.load().as_ref().clone()
+    }
+
+    /// Chooses a backend (other than `except`, when there is another) and counts a
+    /// request on it.
+    pub(crate) fn choose(&self, except: Option<SocketAddr>) -> Option<InFlight> {
+        let all = self.backends.load();
+        let candidates: Vec<&Arc<Backend>> = all
+            .iter()
+            .filter(|b| Some(b.addr) != except || all.len() == 1)
+            .collect();
+        let loads: Vec<usize> = candidates.iter().map(|b| b.outstanding()).collect();
+        let i = crate::balance::pick(&loads, self.draws())?;
+        let backend = candidates[i].clone();
+        backend.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(backend))
+    }
+
+    /// Two cheap pseudo-random draws (a counter through SplitMix64): spreading load
+    /// needs no cryptographic randomness.
+    fn draws(&self) -> (u64, u64) {
+        let n = self.draws.fetch_add(2, Ordering::Relaxed);
+        (splitmix(n), splitmix(n + 1))
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_swap_keeps_the_load_of_backends_that_stay() {
+        let route = Route::new(&[addr(1), addr(2)]);
+        let held = route.choose(Some(addr(2))).unwrap();
+        assert_eq!(held.backend().addr, addr(1));
+        route.set(&[addr(1), addr(3)]);
+        let kept = route.snapshot();
+        assert_eq!(
+            kept[0].outstanding(),
+            1,
+            "the request in flight still counts"
+        );
+        assert_eq!(kept[1].outstanding(), 0);
+        drop(held);
+        assert_eq!(route.outstanding_on(addr(1), &[]), 0);
+    }
+
+    #[test]
+    fn an_empty_route_chooses_nothing() {
+        assert!(Route::new(&[]).choose(None).is_none());
+    }
+}

@@ -1,0 +1,212 @@
+//! The proxy with real sockets: backends are small HTTP servers on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wharf_proxy::{Route, serve_http, serve_tcp};
+
+/// A backend answering its name; stopped by its token (its connections close).
+async fn backend(name: &'static str) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                a = listener.accept() => a.unwrap(),
+                _ = token.cancelled() => return,
+            };
+            let token = token.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async move {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(name))))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = token.cancelled() => {}
+                }
+            });
+        }
+    });
+    (addr, stop)
+}
+
+async fn proxy(route: Arc<Route>) -> (String, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_http(listener, route, stop.clone(), "web".into()));
+    (url, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_spread_over_the_backends() {
+    let (a, _sa) = backend("a").await;
+    let (b, _sb) = backend("b").await;
+    let (url, _stop) = proxy(Arc::new(Route::new(&[a, b]))).await;
+    let client = reqwest::Client::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let body = client.get(&url).send().await.unwrap().text().await.unwrap();
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.values().all(|n| *n > 40), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_traffic_to_new_backends_under_load_fails_no_request() {
+    let (a, stop_a) = backend("old").await;
+    let (b, stop_b) = backend("old").await;
+    let route = Arc::new(Route::new(&[a, b]));
+    let (url, _stop) = proxy(route.clone()).await;
+    let running = Arc::new(AtomicBool::new(true));
+    let (sent, failed, new) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (url, running, sent, failed, new) = (
+            url.clone(),
+            running.clone(),
+            sent.clone(),
+            failed.clone(),
+            new.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while running.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        if r.text().await.unwrap_or_default() == "new" {
+                            new.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let wait_for = |n: usize| {
+        let sent = sent.clone();
+        async move {
+            let begun = Instant::now();
+            while sent.load(Ordering::Relaxed) < n && begun.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(300).await;
+    // The switch: new backends in, old ones drained, then stopped.
+    let (c, _sc) = backend("new").await;
+    let (d, _sd) = backend("new").await;
+    let retired = route.snapshot();
+    route.set(&[c, d]);
+    let begun = Instant::now();
+    while [a, b]
+        .iter()
+        .any(|addr| route.outstanding_on(*addr, &retired) > 0)
+    {
+        assert!(
+            begun.elapsed() < Duration::from_secs(5),
+            "the old backends drain"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    stop_a.cancel();
+    stop_b.cancel();
+    let after = sent.load(Ordering::Relaxed);
+    wait_for(after + 300).await;
+    running.store(false, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(
+        new.load(Ordering::Relaxed) >= 250,
+        "traffic moved to the new backends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_healthy_instance_the_answer_says_so() {
+    let (url, _stop) = proxy(Arc::new(Route::new(&[]))).await;
+    let answer = reqwest::get(&url).await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("no healthy instance of `web`")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_by_one_backend_is_sent_to_another() {
+    // A port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (live, _s) = backend("live").await;
+    let (url, _stop) = proxy(Arc::new(Route::new(&[dead, live]))).await;
+    let client = reqwest::Client::new();
+    for _ in 0..50 {
+        let answer = client.get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "live");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_reach_a_backend_byte_for_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = echo.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_tcp(
+        listener,
+        Arc::new(Route::new(&[echo_addr])),
+        stop.clone(),
+    ));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"PING redis\r\n").await.unwrap();
+    let mut got = [0u8; 12];
+    client.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"PING redis\r\n");
+    stop.cancel();
+}
