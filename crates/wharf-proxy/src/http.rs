@@ -87,16 +87,26 @@ pub async fn serve_http(
     }
 }
 
-/// Sends one request on, and its answer back.
+/// Sends one request on, and its answer back. A request to switch protocols
+/// (websockets) keeps its `Upgrade` header; once the backend agrees (101), the two
+/// connections are joined byte for byte.
 async fn forward(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
     route: &Route,
     backends: &Backends,
     name: &str,
 ) -> Response<ProxyBody> {
+    let upgrade = wants_upgrade(request.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
     forwarded_for(&mut parts.headers, peer);
     let path = parts
         .uri
@@ -132,6 +142,30 @@ async fn forward(
             );
         };
         match tokio::time::timeout(RESPONSE_TIMEOUT, backends.request(out)).await {
+            Ok(Ok(mut response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let Some(client_upgrade) = client_upgrade else {
+                    return answer(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the instance of `{name}` at {addr} switched protocols unasked\n"),
+                    );
+                };
+                let backend_upgrade = hyper::upgrade::on(&mut response);
+                // The connection stays counted against its backend while it lasts.
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    if let (Ok(client), Ok(backend)) = tokio::join!(client_upgrade, backend_upgrade)
+                    {
+                        let (mut client, mut backend) =
+                            (TokioIo::new(client), TokioIo::new(backend));
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                    }
+                });
+                let (head, _) = response.into_parts();
+                return Response::from_parts(
+                    head,
+                    Empty::new().map_err(|never| match never {}).boxed(),
+                );
+            }
             Ok(Ok(response)) => {
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
@@ -180,6 +214,18 @@ fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` with `Upgrade`).
+fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// Headers that describe one connection, not the message (RFC 9110, 7.6.1).

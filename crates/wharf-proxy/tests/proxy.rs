@@ -210,3 +210,72 @@ async fn tcp_connections_reach_a_backend_byte_for_byte() {
     assert_eq!(&got, b"PING redis\r\n");
     stop.cancel();
 }
+
+/// A backend that switches every request to an echo protocol.
+async fn echo_upgrading_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        let upgraded = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(io) = upgraded.await {
+                                let mut io = TokioIo::new(io);
+                                let (mut r, mut w) = tokio::io::split(&mut io);
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            }
+                        });
+                        let response = Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "echo")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_like_a_websocket_is_joined_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = echo_upgrading_backend().await;
+    let route = Arc::new(Route::new(&[backend]));
+    let (url, _stop) = proxy(route.clone()).await;
+    let mut tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    tcp.write_all(b"hello over the socket").await.unwrap();
+    let mut echoed = [0u8; 21];
+    tcp.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"hello over the socket");
+    // The open socket counts against its backend (so a drain waits for it).
+    assert_eq!(route.outstanding_on(backend, &[]), 1);
+    drop(tcp);
+}
