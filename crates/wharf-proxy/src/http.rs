@@ -44,7 +44,15 @@ pub async fn serve_http(
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
     let name: Arc<str> = name.into();
+    let permits = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -64,6 +72,7 @@ pub async fn serve_http(
             shutdown.clone(),
         );
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let (route, backends, name) = (route.clone(), backends.clone(), name.clone());
                 async move {

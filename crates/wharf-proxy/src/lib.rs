@@ -16,3 +16,7 @@ pub use balance::pick;
 pub use http::serve_http;
 pub use route::{Backend, Route};
 pub use tcp::serve_tcp;
+
+/// At most this many client connections per service address at once; more wait in
+/// the listen backlog instead of exhausting the agent's file descriptors.
+pub const MAX_CONNECTIONS: usize = 10_000;

@@ -12,7 +12,15 @@ use crate::route::Route;
 
 /// Serves `route` on `listener` until `shutdown`.
 pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
         let (mut client, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -26,6 +34,7 @@ pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: Cance
         let _ = client.set_nodelay(true);
         let route = route.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut tried = None;
             for _ in 0..2 {
                 let Some(in_flight) = route.choose(tried) else {
