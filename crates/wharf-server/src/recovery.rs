@@ -94,6 +94,7 @@ impl Executor {
             .unwrap_or(false);
         let events = unheard();
         match decide::recovery(&facts(d), &all, resume) {
+            Resolution::Superseded(0) => Ok((0, "it ran nothing; nothing to undo".to_owned())),
             Resolution::Superseded(by) => {
                 Ok((by, format!("deployment #{by} replaced it; nothing to undo")))
             }
@@ -144,13 +145,13 @@ impl Executor {
                     user: RECOVERY_USER.into(),
                 };
                 let outcome = self.stop(request, &events).await?;
+                let why = if d.kind == DeploymentKind::Stop {
+                    "the stop was finished"
+                } else {
+                    "nothing ran before it, so its instances were stopped"
+                };
                 Ok(match finished(&outcome) {
-                    Some((by, _)) => (
-                        by,
-                        format!(
-                            "nothing ran before it, so its instances were stopped by deployment #{by}"
-                        ),
-                    ),
+                    Some((by, _)) => (by, format!("{why} by deployment #{by}")),
                     None => (0, "nothing of it was left running".to_owned()),
                 })
             }
