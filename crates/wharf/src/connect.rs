@@ -40,6 +40,15 @@ fn client(url: &str, state_dir: Option<&Path>, key: Option<&str>) -> Client {
 
 pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
     if let Some(url) = &global.controller {
+        // This project's own controller named by its address: the key from its state
+        // folder goes with the calls (once it proved it holds it), as without --controller.
+        // (The token is still only WHARF_TOKEN's, as for any address given.)
+        if let Ok(state_dir) = project::state_dir(global)
+            && let Ok(Some((_, file))) = running(&state_dir).await
+            && file.url.trim_end_matches('/') == url.trim_end_matches('/')
+        {
+            return Ok(client(url, None, Some(&file.key)));
+        }
         let client = remote(url).await?;
         client.health(None).await.map_err(Failure::from)?;
         return Ok(client);

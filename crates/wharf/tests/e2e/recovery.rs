@@ -512,3 +512,12 @@ fn a_reconcile_keeps_a_configuration_change_that_was_reloaded_in_place() {
         "nothing restored: {revisions}"
     );
 }
+
+#[test]
+fn the_owner_may_name_the_local_controller_by_its_address() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    let url = p.controller_url();
+    let out = p.ok(&["--controller", &url, "status", "--env", "ci"]);
+    assert!(stdout(&out).contains("steady"), "{}", text(&out));
+}
