@@ -11,6 +11,7 @@ mod plan;
 mod releases;
 mod sockets;
 mod supervisor;
+pub mod traffic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -91,6 +92,8 @@ pub struct Agent {
     instances: Mutex<HashMap<InstanceKey, Handle>>,
     /// Gives back the secret values of a plan read from disk (where they are not kept).
     secret_source: Option<SecretSource>,
+    /// The services' stable addresses on this host.
+    traffic: Arc<traffic::Traffic>,
 }
 
 /// Looks up the secret values of a recovered plan.
@@ -141,6 +144,7 @@ impl Agent {
             sink,
             instances: Mutex::new(HashMap::new()),
             secret_source: None,
+            traffic: Arc::default(),
         })
     }
 
@@ -350,6 +354,13 @@ impl Agent {
             memory_bytes: None,
         };
         self.sink.instance_changed(&plan, &status);
+        if let Some(port) = plan.address {
+            self.traffic.ensure(&plan.key, port, plan.tcp);
+        }
+        // An adopted instance that was serving keeps serving while it is checked again.
+        if adopted {
+            self.traffic.set(&plan.key, rotation_member(&plan, &status));
+        }
         let status = Arc::new(watch::channel(status).0);
         let (control, control_rx) = mpsc::channel(4);
         let handle = Handle {
@@ -369,6 +380,7 @@ impl Agent {
             status,
             check_first: adopted,
             secrets: self.secret_source.clone(),
+            traffic: self.traffic.clone(),
         };
         let task = tokio::spawn(supervisor.run(running, control_rx));
         self.lock().insert(plan.key, Handle { task, ..handle });
@@ -452,12 +464,22 @@ impl Agent {
             }
         }
         status.send_modify(|s| s.health = Health::Healthy);
+        self.traffic
+            .set(key, rotation_member(&plan, &status.borrow()));
         self.sink.instance_changed(&plan, &status.borrow());
         Ok(())
     }
 
     /// Stops an instance and forgets it. Returns how it ended, or `None` if unknown.
     pub async fn stop(&self, key: &InstanceKey) -> Option<Exit> {
+        // Out of the rotation first, and its requests answered, before it is stopped.
+        let drain = self
+            .lock()
+            .get(key)
+            .map(|h| h.plan.stop_timeout.min(Duration::from_secs(30)));
+        if let Some(limit) = drain {
+            self.traffic.drain(key, limit).await;
+        }
         let handle = self.lock().remove(key)?;
         let (done, exited) = oneshot::channel();
         let grace = handle.plan.stop_timeout;
@@ -611,4 +633,17 @@ pub(crate) fn answered_by_instance(plan: &InstancePlan, pid: Option<u32>) -> Res
         (DriverKind::Process, Some(port), Some(pid)) => sockets::check_listener(port, pid),
         _ => Ok(()),
     }
+}
+
+/// Where the instance takes traffic through its service's address, if it is in the
+/// rotation now: running, with its port, and passing its check (or without one).
+pub(crate) fn rotation_member(
+    plan: &InstancePlan,
+    status: &InstanceStatus,
+) -> Option<std::net::SocketAddr> {
+    let port = plan.port?;
+    plan.address?;
+    let serving = status.state == InstanceState::Running
+        && (status.health == Health::Healthy || plan.health.is_none());
+    serving.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }

@@ -43,11 +43,15 @@ pub(crate) struct Supervisor {
     /// Where a restart gets its secret values afresh (its runtime configuration token
     /// too, which expires and dies with a key rotation), when this agent has one.
     pub secrets: Option<crate::SecretSource>,
+    /// The service addresses, told when this instance joins or leaves the rotation.
+    pub traffic: Arc<crate::traffic::Traffic>,
 }
 
 impl Supervisor {
     fn update(&self, change: impl FnOnce(&mut InstanceStatus)) {
         self.status.send_modify(change);
+        let member = crate::rotation_member(&self.plan, &self.status.borrow());
+        self.traffic.set(&self.plan.key, member);
         self.sink
             .instance_changed(&self.plan, &self.status.borrow());
     }

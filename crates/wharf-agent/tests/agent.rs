@@ -62,6 +62,8 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         stop_timeout: Duration::from_secs(2),
         resources: Default::default(),
         logs: Default::default(),
+        address: None,
+        tcp: false,
         driver: Default::default(),
         image: false,
         secret_keys: vec![],

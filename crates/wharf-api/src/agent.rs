@@ -32,6 +32,13 @@ pub struct InstancePlan {
     /// How much output the instance keeps.
     #[serde(default)]
     pub logs: wharf_core::model::LogLimits,
+    /// The port of its service's stable address on the agent's host, where the agent
+    /// balances over the service's healthy instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<u16>,
+    /// Traffic through the address is plain TCP.
+    #[serde(default)]
+    pub tcp: bool,
     /// Which driver runs it.
     #[serde(default)]
     pub driver: wharf_core::model::DriverKind,

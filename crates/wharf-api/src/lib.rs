@@ -351,6 +351,10 @@ pub struct ServiceStatus {
     /// the controller resolved it when it started again (or that it is resolving it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<Interruption>,
+    /// The service's stable address on each host that runs it (`http://127.0.0.1:PORT`
+    /// there), balanced over its healthy instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// A deploy a controller crash interrupted, and how it was resolved.

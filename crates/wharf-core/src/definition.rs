@@ -247,6 +247,8 @@ impl Checker<'_> {
             ),
             resources: self.resources(raw.resources.as_ref(), &at(&["resources"])),
             logs: self.logs(raw.logs.as_ref(), &at(&["logs"])),
+            address_port: raw.address_port,
+            tcp: raw.protocol == Some(crate::raw::RawProtocol::Tcp),
             min_healthy_time: self.duration(
                 raw.min_healthy_time.as_ref(),
                 Duration::ZERO,

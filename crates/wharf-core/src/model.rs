@@ -34,6 +34,10 @@ pub struct Service {
     pub resources: crate::placement::Resources,
     pub on_change: OnChange,
     pub logs: LogLimits,
+    /// The port of the service's stable address, when the definition fixes it.
+    pub address_port: Option<u16>,
+    /// Traffic through the address is plain TCP rather than HTTP.
+    pub tcp: bool,
 }
 
 /// How much output an instance keeps: its log is rotated when it reaches `max_bytes`

@@ -78,6 +78,21 @@ pub struct RawService {
     /// How much output each instance keeps: `{ max_size: 10Mi, keep: 3 }` (the default).
     #[serde(default)]
     pub logs: Option<RawLogs>,
+    /// The port of the service's stable address (default: one assigned once and kept).
+    #[serde(default)]
+    pub address_port: Option<u16>,
+    /// `http` (default: proxied request by request) or `tcp` (connection by connection,
+    /// for redis and databases).
+    #[serde(default)]
+    pub protocol: Option<RawProtocol>,
+}
+
+/// How traffic reaches a service through its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProtocol {
+    Http,
+    Tcp,
 }
 
 /// An instance's log files: rotated when one reaches `max_size`, `keep` old files kept.

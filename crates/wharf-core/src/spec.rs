@@ -34,6 +34,9 @@ pub struct DeploySpec {
     /// are looked up where they run).
     #[serde(default)]
     pub peer_nodes: BTreeMap<String, String>,
+    /// The fixed address ports of peers that give `address_port`.
+    #[serde(default)]
+    pub peer_address_ports: BTreeMap<String, u16>,
     /// What one instance requests of its host.
     #[serde(default)]
     pub resources: crate::placement::Resources,
@@ -69,6 +72,12 @@ pub struct DeploySpec {
     /// How much output each instance keeps.
     #[serde(default)]
     pub logs: crate::model::LogLimits,
+    /// The port of the service's stable address, when the definition fixes it.
+    #[serde(default)]
+    pub address_port: Option<u16>,
+    /// Traffic through the address is plain TCP.
+    #[serde(default)]
+    pub tcp: bool,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -243,7 +252,16 @@ impl Definition {
                     .map(|s| (name.to_owned(), s.port.clone()))
             })
             .collect();
+        let peer_address_ports = environment
+            .service_names()
+            .into_iter()
+            .filter_map(|name| {
+                let port = self.services.get(name)?.address_port?;
+                Some((name.to_owned(), port))
+            })
+            .collect();
         Ok(DeploySpec {
+            peer_address_ports,
             service: service.to_owned(),
             env: env.to_owned(),
             run: svc.run.clone(),
@@ -265,6 +283,8 @@ impl Definition {
             hosts_required: environment.hosts.is_some(),
             resume_interrupted: environment.resume_interrupted,
             logs: svc.logs,
+            address_port: svc.address_port,
+            tcp: svc.tcp,
             peer_nodes: environment
                 .service_names()
                 .into_iter()

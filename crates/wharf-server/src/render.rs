@@ -45,18 +45,15 @@ pub fn render(
 ) -> Result<Rendered, ServerError> {
     let mut peers = BTreeMap::new();
     for (name, port) in &spec.peers {
-        // Instance 0 of the peer: on the node the definition names, else where it runs.
-        let node = match spec.peer_nodes.get(name) {
-            Some(node) => node.clone(),
-            None => store
-                .instances(Some(&spec.env), Some(name))?
-                .into_iter()
-                .find(|i| i.instance == 0)
-                .map(|i| i.node)
-                .unwrap_or_default(),
-        };
+        // A peer with a port is reached at its stable address, which balances over its
+        // healthy instances.
         let port = match port {
-            Some(p) => Some(instance_port(store, &spec.env, name, &node, p, 0)?),
+            Some(_) => Some(address_port(
+                store,
+                &spec.env,
+                name,
+                spec.peer_address_ports.get(name).copied(),
+            )?),
             None => None,
         };
         let address = PeerAddress {
@@ -66,6 +63,15 @@ pub fn render(
         };
         peers.insert(name.clone(), address);
     }
+    let address = match &spec.port {
+        Some(_) => Some(address_port(
+            store,
+            &spec.env,
+            &spec.service,
+            spec.address_port,
+        )?),
+        None => None,
+    };
     let mut plans = Vec::new();
     for slot in &spec.slots {
         let port = match &spec.port {
@@ -147,6 +153,8 @@ pub fn render(
             stop_timeout: spec.stop_timeout,
             resources: spec.resources,
             logs: spec.logs,
+            address,
+            tcp: spec.tcp,
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
             image_ref: spec.image_ref.clone(),
@@ -160,6 +168,31 @@ pub fn render(
         plans,
         config_digest,
     })
+}
+
+/// The node name under which a service's address port is kept (no node can be named
+/// so: node names start with a letter or digit).
+pub(crate) const ADDRESS_NODE: &str = "@address";
+
+/// The port of a service's stable address: the fixed one, or one assigned once per
+/// service and environment and kept.
+pub fn address_port(
+    store: &dyn Store,
+    env: &str,
+    service: &str,
+    fixed: Option<u16>,
+) -> Result<u16, ServerError> {
+    match fixed {
+        Some(port) => Ok(port),
+        None => instance_port(
+            store,
+            env,
+            service,
+            ADDRESS_NODE,
+            &PortSpec::Named("address".into()),
+            0,
+        ),
+    }
 }
 
 /// The port of an instance: fixed ports count up from their base; named ports are

@@ -519,11 +519,20 @@ async fn status(
             let versions = distinct(instances.iter().map(|i| i.version.clone()));
             let digests = distinct(instances.iter().map(|i| i.digest.clone()));
             let drift = c.drift(&service, &env).unwrap_or(None);
-            let desired = c
-                .definitions
-                .spec_for(&service, &env)
-                .ok()
-                .map(|spec| spec.slots.len());
+            let spec = c.definitions.spec_for(&service, &env).ok();
+            let desired = spec.as_ref().map(|spec| spec.slots.len());
+            let address = spec.filter(|s| s.port.is_some()).and_then(|s| {
+                let port = match s.address_port {
+                    Some(port) => Some(port),
+                    None => c
+                        .store
+                        .assigned_port(&env, &service, crate::render::ADDRESS_NODE, 0)
+                        .ok()
+                        .flatten(),
+                };
+                let scheme = if s.tcp { "tcp" } else { "http" };
+                port.map(|p| format!("{scheme}://127.0.0.1:{p}"))
+            });
             let interrupted = c
                 .store
                 .history(&service, &env)
@@ -546,6 +555,7 @@ async fn status(
                 desired,
                 warnings,
                 interrupted,
+                address,
             }
         })
         .collect();

@@ -46,6 +46,12 @@ pub fn render(report: &StatusReport) -> String {
     let mut rows = Vec::new();
     let mut urls = Vec::new();
     for service in &report.services {
+        if let Some(address) = &service.address {
+            urls.push(format!(
+                "  {} ({}): {address}/ (balanced over its healthy instances)",
+                service.service, service.env
+            ));
+        }
         for i in &service.instances {
             rows.push(vec![
                 i.env.clone(),
@@ -69,7 +75,7 @@ pub fn render(report: &StatusReport) -> String {
                     .map(table::size)
                     .unwrap_or_else(|| "-".into()),
             ]);
-            if let Some(port) = i.port {
+            if let Some(port) = i.port.filter(|_| service.address.is_none()) {
                 urls.push(format!(
                     "  {} ({} #{}): http://127.0.0.1:{port}/",
                     i.service, i.env, i.instance

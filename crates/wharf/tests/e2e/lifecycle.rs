@@ -158,12 +158,23 @@ fn layered_config_instances_and_peers_in_a_multi_instance_environment() {
         (first["instance"].as_str(), second["instance"].as_str()),
         (Some("0"), Some("1"))
     );
+    // Peers are found through config: the service's stable address, which balances
+    // over its instances.
     let orders = get_json(p.port("orders", "uat", 0));
-    assert_eq!(
-        orders["peer"],
-        format!("http://127.0.0.1:{}", p.port("catalog", "uat", 0)),
-        "peers are found through config"
-    );
+    let status = p.json(&["status", "--env", "uat"]);
+    let catalog = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "catalog")
+        .unwrap()["address"]
+        .clone();
+    assert_eq!(orders["peer"], catalog, "peers are found through config");
+    let through = reqwest::blocking::get(format!("{}/", catalog.as_str().unwrap()))
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(through["message"], "from uat");
 }
 
 #[test]

@@ -17,3 +17,4 @@ mod netns;
 mod recovery;
 mod registry;
 mod shop;
+mod traffic;

@@ -1,0 +1,142 @@
+//! The agent's service addresses: for each service with an address, a listener
+//! (`wharf-proxy`) that balances over the healthy instances this agent runs. An
+//! instance joins the rotation once healthy and leaves it when it fails its check or
+//! is about to stop; a stop waits for the requests it still serves (the drain).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wharf_driver::InstanceKey;
+use wharf_proxy::{Backend, Route};
+
+/// One service's address on this agent.
+struct Address {
+    port: u16,
+    route: Arc<Route>,
+    members: HashMap<u32, SocketAddr>,
+    /// Backends taken out of the rotation, kept until drained.
+    retired: Vec<Arc<Backend>>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct Traffic {
+    addresses: Mutex<HashMap<(String, String), Address>>,
+}
+
+impl Traffic {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Address>> {
+        self.addresses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure the service of `key` listens on `port` (on loopback); a port that
+    /// cannot be bound is reported and the service goes without an address.
+    pub fn ensure(&self, key: &InstanceKey, port: u16, tcp: bool) {
+        let id = (key.env.clone(), key.service.clone());
+        let mut all = self.lock();
+        if all.get(&id).is_some_and(|a| a.port == port) {
+            return;
+        }
+        if let Some(old) = all.remove(&id) {
+            old.stop.cancel();
+        }
+        let listener = match std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        }) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(service = %key.service, env = %key.env, "cannot listen on the service's address 127.0.0.1:{port}: {e}");
+                return;
+            }
+        };
+        let route = Arc::new(Route::new(&[]));
+        let stop = CancellationToken::new();
+        if tcp {
+            tokio::spawn(wharf_proxy::serve_tcp(
+                listener,
+                route.clone(),
+                stop.clone(),
+            ));
+        } else {
+            tokio::spawn(wharf_proxy::serve_http(
+                listener,
+                route.clone(),
+                stop.clone(),
+                key.service.clone(),
+            ));
+        }
+        all.insert(
+            id,
+            Address {
+                port,
+                route,
+                members: HashMap::new(),
+                retired: Vec::new(),
+                stop,
+            },
+        );
+    }
+
+    /// Puts the instance in the rotation (`Some(its address)`) or takes it out.
+    pub fn set(&self, key: &InstanceKey, member: Option<SocketAddr>) {
+        let mut all = self.lock();
+        let Some(address) = all.get_mut(&(key.env.clone(), key.service.clone())) else {
+            return;
+        };
+        let before = address.members.get(&key.instance).copied();
+        if before == member {
+            return;
+        }
+        if before.is_some() {
+            address.retired.extend(address.route.snapshot());
+        }
+        match member {
+            Some(addr) => address.members.insert(key.instance, addr),
+            None => address.members.remove(&key.instance),
+        };
+        let mut addrs: Vec<SocketAddr> = address.members.values().copied().collect();
+        addrs.sort();
+        address.route.set(&addrs);
+    }
+
+    /// Takes the instance out of the rotation and waits (up to `limit`) until the
+    /// requests it was sent are answered.
+    pub async fn drain(&self, key: &InstanceKey, limit: Duration) {
+        let target = {
+            let all = self.lock();
+            all.get(&(key.env.clone(), key.service.clone()))
+                .and_then(|a| a.members.get(&key.instance).copied())
+        };
+        let Some(target) = target else {
+            return;
+        };
+        self.set(key, None);
+        let begun = Instant::now();
+        while begun.elapsed() < limit {
+            let busy = {
+                let all = self.lock();
+                all.get(&(key.env.clone(), key.service.clone()))
+                    .map(|a| a.route.outstanding_on(target, &a.retired))
+                    .unwrap_or(0)
+            };
+            if busy == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
+            a.retired.retain(|b| b.addr != target);
+        }
+    }
+
+    /// Every address stops listening (the agent is going away).
+    pub fn close(&self) {
+        for (_, address) in self.lock().drain() {
+            address.stop.cancel();
+        }
+    }
+}
