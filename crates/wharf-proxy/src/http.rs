@@ -127,10 +127,13 @@ async fn forward(
     let mut body = Some(body.boxed());
     let mut tried = None;
     for _ in 0..2 {
-        let Some(in_flight) = route.choose(tried) else {
+        let Some(in_flight) = route.choose_or_wait(tried, route.pause()).await else {
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("no healthy instance of `{name}` to send this to\n"),
+                format!(
+                    "no healthy instance of `{name}` to send this to (waited {:?})\n",
+                    route.pause()
+                ),
             );
         };
         let addr = in_flight.backend().addr;

@@ -17,6 +17,10 @@ pub use http::serve_http;
 pub use route::{Backend, Route};
 pub use tcp::serve_tcp;
 
+/// How long a request (or connection) waits for a backend when its service has none,
+/// before it is refused.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// At most this many client connections per service address at once; more wait in
 /// the listen backlog instead of exhausting the agent's file descriptors.
 pub const MAX_CONNECTIONS: usize = 10_000;

@@ -41,6 +41,10 @@ impl Drop for InFlight {
 pub struct Route {
     backends: ArcSwap<Vec<Arc<Backend>>>,
     draws: AtomicU64,
+    /// Woken at every swap: requests that found no backend wait here for one.
+    changed: tokio::sync::Notify,
+    /// How long they wait (default [`crate::PAUSE`]).
+    pause: Option<std::time::Duration>,
 }
 
 impl Route {
@@ -48,6 +52,16 @@ impl Route {
         let route = Self::default();
         route.set(addrs);
         route
+    }
+
+    /// How long a request waits for a backend when there is none.
+    pub fn with_pause(mut self, pause: std::time::Duration) -> Self {
+        self.pause = Some(pause);
+        self
+    }
+
+    pub fn pause(&self) -> std::time::Duration {
+        self.pause.unwrap_or(crate::PAUSE)
     }
 
     /// Replaces the set of backends. Requests already sent keep going to the old ones
@@ -70,6 +84,31 @@ impl Route {
             })
             .collect();
         self.backends.store(Arc::new(next));
+        self.changed.notify_waiters();
+    }
+
+    /// A backend, waiting up to `pause` for one when there is none (an instance being
+    /// replaced in place leaves the service without one for a moment: its requests
+    /// wait for the new one instead of being refused).
+    pub(crate) async fn choose_or_wait(
+        &self,
+        except: Option<SocketAddr>,
+        pause: std::time::Duration,
+    ) -> Option<InFlight> {
+        let deadline = tokio::time::Instant::now() + pause;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so a swap between the look and the wait is
+            // not missed.
+            changed.as_mut().enable();
+            if let Some(chosen) = self.choose(except) {
+                return Some(chosen);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
     }
 
     pub fn addrs(&self) -> Vec<SocketAddr> {

@@ -37,7 +37,7 @@ pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: Cance
             let _permit = permit;
             let mut tried = None;
             for _ in 0..2 {
-                let Some(in_flight) = route.choose(tried) else {
+                let Some(in_flight) = route.choose_or_wait(tried, route.pause()).await else {
                     return;
                 };
                 let addr = in_flight.backend().addr;

@@ -152,16 +152,27 @@ async fn moving_traffic_to_new_backends_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_healthy_instance_the_answer_says_so() {
-    let (url, _stop) = proxy(Arc::new(Route::new(&[]))).await;
+    let route = Route::new(&[]).with_pause(Duration::from_millis(200));
+    let (url, _stop) = proxy(Arc::new(route)).await;
     let answer = reqwest::get(&url).await.unwrap();
     assert_eq!(answer.status(), 503);
-    assert!(
-        answer
-            .text()
-            .await
-            .unwrap()
-            .contains("no healthy instance of `web`")
-    );
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("no healthy instance of `web`"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_a_backend_while_the_service_has_none() {
+    let route = Arc::new(Route::new(&[]));
+    let (url, _stop) = proxy(route.clone()).await;
+    let request = tokio::spawn(async move { reqwest::get(&url).await.unwrap() });
+    // The replacement becomes healthy a moment later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!request.is_finished(), "it waits rather than being refused");
+    let (b, _sb) = backend("new").await;
+    route.set(&[b]);
+    let answer = request.await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "new");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

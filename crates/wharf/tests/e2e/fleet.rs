@@ -495,31 +495,31 @@ fn a_reload_reaches_instances_on_remote_hosts_once_per_change() {
         nix::unistd::Pid::from_raw(-old),
         nix::sys::signal::Signal::SIGKILL,
     );
-    let mut restarted = None;
-    assert!(wait_until(Duration::from_secs(20), || {
-        restarted = p.instances("watcher", "fleet")[0]["pid"]
-            .as_i64()
-            .filter(|now| *now != old as i64);
-        restarted.is_some()
-    }));
-    let environ = std::fs::read(format!("/proc/{}/environ", restarted.unwrap())).unwrap();
-    let environ = String::from_utf8_lossy(&environ);
-    let var = |name: &str| {
-        environ
-            .split('\0')
-            .find_map(|v| v.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_owned()
+    // The restarted instance (whatever its pid by now) reads its configuration.
+    let reads = |pid: i64| -> Option<u16> {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let environ = String::from_utf8_lossy(&environ).into_owned();
+        let var = |name: &str| {
+            environ
+                .split('\0')
+                .find_map(|v| v.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        let answer = reqwest::blocking::Client::new()
+            .get(var("WHARF_CONFIG_URL")?)
+            .bearer_auth(var("WHARF_CONFIG_TOKEN")?)
+            .send()
+            .ok()?;
+        Some(answer.status().as_u16())
     };
-    let read = reqwest::blocking::Client::new()
-        .get(var("WHARF_CONFIG_URL"))
-        .bearer_auth(var("WHARF_CONFIG_TOKEN"))
-        .send()
-        .unwrap();
-    assert_eq!(
-        read.status().as_u16(),
-        200,
-        "the restarted instance reads its configuration"
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let now = p.instances("watcher", "fleet")[0]["pid"].as_i64();
+            last = now.filter(|pid| *pid != old as i64).and_then(reads);
+            last == Some(200)
+        }),
+        "the restarted instance reads its configuration: {last:?}"
     );
 }
 

@@ -97,3 +97,60 @@ fn rolling_deploys_behind_the_service_address_fail_no_request() {
         "traffic reached the new version"
     );
 }
+
+const SOLO: &str = r#"
+services:
+  solo:
+    build: ./solo
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, interval: 100ms }
+environments:
+  ci: {}
+"#;
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn a_single_instance_replaced_in_place_makes_requests_wait_not_fail() {
+    let mut p = Project::new(SOLO, &["solo"]);
+    p.ok(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
+    let url = address(&mut p, "solo");
+    let running = Arc::new(AtomicBool::new(true));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (running, sent, failed) = (running.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap();
+            while running.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if !http
+                    .get(format!("{url}/"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || sent
+        .load(Ordering::Relaxed)
+        > 20));
+    for version in ["v2", "v3"] {
+        p.ok(&["deploy", "solo", "--env", "ci", "--version", version]);
+    }
+    let after = sent.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || sent
+        .load(Ordering::Relaxed)
+        > after + 20));
+    running.store(false, Ordering::Relaxed);
+    client.join().unwrap();
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "{sent} requests through a 1-instance service's address during 2 deploys, {failed} failed"
+    );
+    assert_eq!(failed, 0, "of {sent} requests");
+}
