@@ -95,22 +95,7 @@ pub async fn join(
     };
     // The CA is fetched without verification, then checked against the pin: nothing
     // secret is sent before the controller is known to be the right one.
-    let probe = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .resolve(CONTROLLER_NAME, addr)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(unreachable)?;
-    let ca_pem = probe
-        .get(format!("{base}/v1/join/ca"))
-        .send()
-        .await
-        .map_err(unreachable)?
-        .text()
-        .await
-        .map_err(unreachable)?;
-    let fingerprint =
-        wharf_pki::fingerprint_pem(&ca_pem).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let (ca_pem, fingerprint) = unverified_ca(addr, &format!("{base}/v1/join/ca"), url).await?;
     if fingerprint != token.ca_fingerprint {
         return Err(ClientError::Protocol(format!(
             "the controller at {url} presents CA {fingerprint}, not the one the token names; refusing to join"
@@ -147,6 +132,36 @@ pub async fn join(
         ca_pem: joined.ca.clone(),
     };
     Ok((joined, credentials))
+}
+
+/// The CA a controller presents at `ca_url`, fetched without verifying it, and its
+/// fingerprint: to be checked against a pin before anything is sent.
+pub(crate) async fn unverified_ca(
+    addr: SocketAddr,
+    ca_url: &str,
+    url: &str,
+) -> Result<(String, String), ClientError> {
+    let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+        url: url.into(),
+        reason: e.to_string(),
+    };
+    let probe = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(CONTROLLER_NAME, addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(unreachable)?;
+    let pem = probe
+        .get(ca_url)
+        .send()
+        .await
+        .map_err(unreachable)?
+        .text()
+        .await
+        .map_err(unreachable)?;
+    let fingerprint =
+        wharf_pki::fingerprint_pem(&pem).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    Ok((pem, fingerprint))
 }
 
 pub(crate) fn pinned_builder(

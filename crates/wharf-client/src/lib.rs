@@ -121,22 +121,8 @@ impl Client {
         let ca_pem = match pin {
             CaPin::Pem(pem) => pem.clone(),
             CaPin::Fingerprint(wanted) => {
-                let probe = reqwest::Client::builder()
-                    .danger_accept_invalid_certs(true)
-                    .resolve(wharf_pki::CONTROLLER_NAME, addr)
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .map_err(unreachable)?;
-                let pem = probe
-                    .get(format!("{base}/v1/ca"))
-                    .send()
-                    .await
-                    .map_err(unreachable)?
-                    .text()
-                    .await
-                    .map_err(unreachable)?;
-                let presented = wharf_pki::fingerprint_pem(&pem)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let (pem, presented) =
+                    agent::unverified_ca(addr, &format!("{base}/v1/ca"), url).await?;
                 if !presented.eq_ignore_ascii_case(wanted) {
                     return Err(ClientError::Protocol(format!(
                         "the controller at {url} presents CA sha256:{presented}, not the sha256:{wanted} WHARF_CA pins; nothing was sent to it"
