@@ -44,27 +44,8 @@ pub async fn serve_http(
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
     let name: Arc<str> = name.into();
-    let permits = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => {
-                    // Out of descriptors or similar: try again shortly, do not spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let _ = tcp.set_nodelay(true);
+    let acceptor = crate::accept::Acceptor::new(listener, shutdown.clone());
+    while let Some(crate::accept::Accepted { tcp, peer, permit }) = acceptor.next().await {
         let (route, backends, name, shutdown) = (
             route.clone(),
             backends.clone(),

@@ -7,6 +7,7 @@
 //! Servers are `serve_*(listener, route, shutdown)`; the agent owns the listeners and
 //! replaces the backend set as instances become healthy or leave.
 
+mod accept;
 mod balance;
 mod http;
 mod route;

@@ -12,26 +12,9 @@ use crate::route::Route;
 
 /// Serves `route` on `listener` until `shutdown`.
 pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: CancellationToken) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let (mut client, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let _ = client.set_nodelay(true);
+    let acceptor = crate::accept::Acceptor::new(listener, shutdown);
+    while let Some(accepted) = acceptor.next().await {
+        let (mut client, permit) = (accepted.tcp, accepted.permit);
         let route = route.clone();
         tokio::spawn(async move {
             let _permit = permit;
