@@ -27,20 +27,9 @@ environments:
 "#;
 
 /// The same service, where an interrupted deploy is finished rather than undone.
-const WEB_RESUMED: &str = r#"
-services:
-  web:
-    build: ./web
-    run: ["sh", "-c", "sleep 0.3 && exec python3 app.py"]
-    port: http
-    health: { http: /health, interval: 100ms }
-environments:
-  ci:
-    recovery: resume
-    nodes:
-      - name: local
-        services: [{ name: web, instances: 3 }]
-"#;
+fn web_resumed() -> String {
+    WEB.replace("  ci:\n", "  ci:\n    recovery: resume\n")
+}
 
 /// A small deterministic generator: the seed is printed so a failing round replays.
 struct Lcg(u64);
@@ -66,27 +55,6 @@ fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Processes on this machine that carry one of this project's instance tags, by tag.
-fn tagged_processes(p: &Project) -> Vec<String> {
-    let id = std::fs::read_to_string(p.state_dir().join("agent/id")).unwrap_or_default();
-    let prefix = format!("WHARF_TAG={}:ci/web/", id.trim());
-    let mut tags = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        for var in environ.split(|b| *b == 0) {
-            let var = String::from_utf8_lossy(var);
-            if var.starts_with(&prefix)
-                && alive(entry.file_name().to_str().unwrap().parse().unwrap_or(0))
-            {
-                tags.push(var.into_owned());
-            }
-        }
-    }
-    tags
 }
 
 /// Whether `web` runs exactly its three instances at one version, all healthy, with
@@ -152,7 +120,12 @@ fn recovered(p: &mut Project, round: &str) -> (Duration, String) {
     });
     assert!(done, "{round}: {last}");
     let took = begun.elapsed();
-    let tags = tagged_processes(p);
+    let tags: Vec<String> = p
+        .tagged_processes()
+        .into_iter()
+        .map(|(_, tag)| tag)
+        .filter(|tag| tag.starts_with("ci/web/"))
+        .collect();
     let distinct: BTreeSet<&String> = tags.iter().collect();
     assert_eq!(
         tags.len(),
@@ -234,7 +207,7 @@ fn a_crash_right_after_the_old_process_exits_leaves_no_instance_missing() {
 
 #[test]
 fn an_environment_with_recovery_resume_finishes_the_interrupted_deploy() {
-    let mut p = Project::new(WEB_RESUMED, &["web"]);
+    let mut p = Project::new(&web_resumed(), &["web"]);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     p.ok(&["build", "web", "--version", "v2"]);
     let mut deploy = spawn(&p, &["deploy", "web", "--env", "ci", "--version", "v2"]);

@@ -216,6 +216,31 @@ impl Project {
             .unwrap()
     }
 
+    /// Live processes carrying one of this project's instance tags: pid and tag
+    /// (`ENV/SERVICE/NODE/INSTANCE`), children of instances included.
+    pub fn tagged_processes(&self) -> Vec<(i32, String)> {
+        let id = std::fs::read_to_string(self.state_dir().join("agent/id")).unwrap_or_default();
+        let prefix = format!("WHARF_TAG={}:", id.trim());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let tag = environ.split(|b| *b == 0).find_map(|v| {
+                String::from_utf8_lossy(v)
+                    .strip_prefix(&prefix)
+                    .map(str::to_owned)
+            });
+            if let Some(tag) = tag.filter(|_| alive(pid)) {
+                found.push((pid, tag));
+            }
+        }
+        found
+    }
+
     fn controller_file(&self) -> Option<Value> {
         let text = std::fs::read(self.state_dir().join("controller.json")).ok()?;
         serde_json::from_slice(&text).ok()

@@ -343,7 +343,7 @@ fn a_program_on_the_dead_controllers_port_gets_no_token_no_secret_and_no_signal(
     assert!(decoy.try_wait().unwrap().is_none(), "the decoy is alive");
     let _ = decoy.kill();
     // The fake keeps the port, so `wharf down` cannot clean up: stop the instances here.
-    for pid in tagged_pids(&p) {
+    for (pid, _) in p.tagged_processes() {
         let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
     }
 }
@@ -408,7 +408,7 @@ fn stopping_a_service_whose_instances_are_all_gone_keeps_it_stopped() {
     for i in p_instances_offline(&p) {
         let _ = std::fs::remove_file(i);
     }
-    for pid in tagged_pids(&p) {
+    for (pid, _) in p.tagged_processes() {
         let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
     }
     let out = p.ok(&["stop", "web", "--env", "ci"]);
@@ -429,25 +429,6 @@ fn p_instances_offline(p: &Project) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(p.state_dir().join("agent/instances"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
-}
-
-/// Pids of the project's instance processes (group leaders carrying its tag).
-fn tagged_pids(p: &Project) -> Vec<i32> {
-    let id = std::fs::read_to_string(p.state_dir().join("agent/id")).unwrap_or_default();
-    let needle = format!("WHARF_TAG={}:", id.trim());
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| {
-                    env.split(|b| *b == 0)
-                        .any(|v| v.starts_with(needle.as_bytes()))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 const RELOADED: &str = r#"
@@ -476,14 +457,10 @@ fn a_reconcile_keeps_a_configuration_change_that_was_reloaded_in_place() {
     let controller = p.controller_pid().unwrap();
     kill(Pid::from_raw(controller), Signal::SIGTERM).unwrap();
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
-    let lost = tagged_pids(&p)
+    let (lost, _) = p
+        .tagged_processes()
         .into_iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|v| v.ends_with(b"ci/web/local/1"))
-            })
-        })
+        .find(|(_, tag)| tag == "ci/web/local/1")
         .expect("instance #1 runs");
     kill(Pid::from_raw(-lost), Signal::SIGKILL).unwrap();
     let record = find_file(&p.state_dir().join("agent"), "ci--web--local--1.json").unwrap();
