@@ -355,7 +355,8 @@ impl Agent {
         };
         self.sink.instance_changed(&plan, &status);
         if let Some(port) = plan.address {
-            self.traffic.ensure(&plan.key, port, plan.tcp);
+            self.traffic
+                .ensure(&plan.key, port, plan.tcp, plan.pause_timeout);
         }
         // An adopted instance that was serving keeps serving while it is checked again.
         if adopted {
@@ -473,10 +474,7 @@ impl Agent {
     /// Stops an instance and forgets it. Returns how it ended, or `None` if unknown.
     pub async fn stop(&self, key: &InstanceKey) -> Option<Exit> {
         // Out of the rotation first, and its requests answered, before it is stopped.
-        let drain = self
-            .lock()
-            .get(key)
-            .map(|h| h.plan.stop_timeout.min(Duration::from_secs(30)));
+        let drain = self.lock().get(key).map(|h| h.plan.drain_timeout);
         if let Some(limit) = drain {
             self.traffic.drain(key, limit).await;
         }

@@ -34,10 +34,11 @@ impl Traffic {
 
     /// Makes sure the service of `key` listens on `port` (on loopback); a port that
     /// cannot be bound is reported and the service goes without an address.
-    pub fn ensure(&self, key: &InstanceKey, port: u16, tcp: bool) {
+    pub fn ensure(&self, key: &InstanceKey, port: u16, tcp: bool, pause: Duration) {
         let id = (key.env.clone(), key.service.clone());
         let mut all = self.lock();
-        if all.get(&id).is_some_and(|a| a.port == port) {
+        if let Some(address) = all.get(&id).filter(|a| a.port == port) {
+            address.route.set_pause(pause);
             return;
         }
         if let Some(old) = all.remove(&id) {
@@ -53,7 +54,7 @@ impl Traffic {
                 return;
             }
         };
-        let route = Arc::new(Route::new(&[]));
+        let route = Arc::new(Route::new(&[]).with_pause(pause));
         let stop = CancellationToken::new();
         if tcp {
             tokio::spawn(wharf_proxy::serve_tcp(

@@ -64,6 +64,8 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         logs: Default::default(),
         address: None,
         tcp: false,
+        drain_timeout: Duration::from_secs(30),
+        pause_timeout: Duration::from_secs(10),
         driver: Default::default(),
         image: false,
         secret_keys: vec![],

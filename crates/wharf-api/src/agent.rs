@@ -39,6 +39,12 @@ pub struct InstancePlan {
     /// Traffic through the address is plain TCP.
     #[serde(default)]
     pub tcp: bool,
+    /// How long the instance may take to answer what it was sent when it stops.
+    #[serde(default = "default_drain", with = "wharf_core::model::millis")]
+    pub drain_timeout: Duration,
+    /// How long requests through the address wait while no instance serves.
+    #[serde(default = "default_pause", with = "wharf_core::model::millis")]
+    pub pause_timeout: Duration,
     /// Which driver runs it.
     #[serde(default)]
     pub driver: wharf_core::model::DriverKind,
@@ -57,6 +63,14 @@ pub struct InstancePlan {
     /// revision), for `on_change: reload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
+}
+
+fn default_drain() -> Duration {
+    wharf_core::rollout::DEFAULT_DRAIN_TIMEOUT
+}
+
+fn default_pause() -> Duration {
+    wharf_core::rollout::DEFAULT_PAUSE_TIMEOUT
 }
 
 /// A reload request carried by a plan.

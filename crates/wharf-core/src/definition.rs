@@ -224,6 +224,7 @@ impl Checker<'_> {
             .health
             .as_ref()
             .map(|h| self.health(name, h, port.is_some()));
+        let rollout = self.rollout(raw, &at(&["rollout"]));
         if raw.max_parallel == Some(0) {
             self.report(
                 &at(&["max_parallel"]),
@@ -256,7 +257,48 @@ impl Checker<'_> {
             ),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
             on_change: self.on_change(name, raw),
+            rollout,
         }
+    }
+
+    fn rollout(&mut self, raw: &RawService, path: &[PathSegment]) -> crate::rollout::Rollout {
+        let mut rollout = crate::rollout::Rollout::default();
+        // `max_parallel` predates `rollout:`: it sets how many are replaced at once.
+        if let Some(n) = raw.max_parallel.filter(|n| *n > 0) {
+            rollout.limits.max_surge = n;
+        }
+        let Some(given) = &raw.rollout else {
+            return rollout;
+        };
+        let sub = |k: &str| {
+            let mut p = path.to_vec();
+            p.extend([key(k), PathSegment::Value]);
+            p
+        };
+        if let Some(n) = given.max_surge {
+            rollout.limits.max_surge = n;
+        }
+        if let Some(n) = given.max_unavailable {
+            rollout.limits.max_unavailable = n;
+        }
+        if rollout.limits.max_surge == 0 && rollout.limits.max_unavailable == 0 {
+            self.report(
+                &sub(if given.max_unavailable.is_some() { "max_unavailable" } else { "max_surge" }),
+                "`max_surge` and `max_unavailable` cannot both be 0: no instance could be replaced".into(),
+                Some("set `max_surge: 1` (start each new instance beside the old one) or `max_unavailable: 1` (replace in place)".into()),
+            );
+        }
+        rollout.drain_timeout = self.duration(
+            given.drain_timeout.as_ref(),
+            rollout.drain_timeout,
+            &sub("drain_timeout"),
+        );
+        rollout.pause_timeout = self.duration(
+            given.pause_timeout.as_ref(),
+            rollout.pause_timeout,
+            &sub("pause_timeout"),
+        );
+        rollout
     }
 
     fn on_change(&mut self, name: &str, raw: &RawService) -> OnChange {

@@ -12,6 +12,7 @@ pub mod placement;
 pub mod plan;
 pub mod quantity;
 pub mod raw;
+pub mod rollout;
 pub mod spec;
 pub mod structure;
 pub mod suggest;

@@ -38,6 +38,8 @@ pub struct Service {
     pub address_port: Option<u16>,
     /// Traffic through the address is plain TCP rather than HTTP.
     pub tcp: bool,
+    /// How a new version replaces the running one.
+    pub rollout: crate::rollout::Rollout,
 }
 
 /// How much output an instance keeps: its log is rotated when it reaches `max_bytes`

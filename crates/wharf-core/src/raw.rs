@@ -85,6 +85,41 @@ pub struct RawService {
     /// for redis and databases).
     #[serde(default)]
     pub protocol: Option<RawProtocol>,
+    /// How a new version replaces the running one: `{ max_surge: 1, max_unavailable: 0,
+    /// drain_timeout: 30s, pause_timeout: 10s }` (the defaults).
+    #[serde(default)]
+    pub rollout: Option<RawRollout>,
+}
+
+/// How a rolling upgrade replaces instances.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// `rolling` (the default and, for now, the only strategy).
+    #[serde(default)]
+    pub strategy: Option<RawStrategy>,
+    /// New instances started beside the old ones at once (default 1, or `max_parallel`).
+    /// A service with a fixed port cannot run two instances on it and is replaced in place.
+    #[serde(default)]
+    pub max_surge: Option<u32>,
+    /// Instances stopped before their successors start, at once (default 0).
+    #[serde(default)]
+    pub max_unavailable: Option<u32>,
+    /// How long a stopping instance may take to answer the requests it was sent before
+    /// it is stopped anyway (default `30s`).
+    #[serde(default)]
+    pub drain_timeout: Option<String>,
+    /// How long a request through the service's address waits for an instance while
+    /// none serves (default `10s`), e.g. while a fixed-port instance is replaced in place.
+    #[serde(default)]
+    pub pause_timeout: Option<String>,
+}
+
+/// Rollout strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawStrategy {
+    Rolling,
 }
 
 /// How traffic reaches a service through its address.

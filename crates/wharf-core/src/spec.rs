@@ -22,6 +22,10 @@ pub struct DeploySpec {
     #[serde(with = "crate::model::millis")]
     pub stop_timeout: Duration,
     pub max_parallel: u32,
+    /// How a new version replaces the running one (stored specs from before it roll
+    /// with the defaults).
+    #[serde(default)]
+    pub rollout: crate::rollout::Rollout,
     /// How long each batch must stay healthy before the next one starts.
     #[serde(default, with = "crate::model::millis")]
     pub min_healthy_time: Duration,
@@ -269,6 +273,7 @@ impl Definition {
             health: svc.health.clone(),
             stop_timeout: svc.stop_timeout,
             max_parallel: svc.max_parallel,
+            rollout: svc.rollout,
             min_healthy_time: svc.min_healthy_time,
             driver: svc.driver,
             slots,

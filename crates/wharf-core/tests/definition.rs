@@ -243,3 +243,41 @@ environments:
         "{err}"
     );
 }
+
+#[test]
+fn rollout_limits_and_timeouts_are_read_and_checked() {
+    let text = GOOD.replace(
+        "    health: { http: /health, timeout: 5s }\n",
+        "    health: { http: /health, timeout: 5s }\n    rollout: { max_surge: 2, max_unavailable: 1, drain_timeout: 5s, pause_timeout: 2s }\n",
+    );
+    let def = load(&text, "wharf.yaml", &FOLDERS).unwrap();
+    let rollout = def.services["catalog"].rollout;
+    assert_eq!(
+        (rollout.limits.max_surge, rollout.limits.max_unavailable),
+        (2, 1)
+    );
+    assert_eq!(rollout.drain_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(rollout.pause_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(
+        def.services["orders"].rollout,
+        wharf_core::rollout::Rollout::default(),
+        "one new instance at a time beside the old, 30 s to drain, 10 s to pause"
+    );
+
+    let table = [
+        (
+            "rollout: { max_surge: 0, max_unavailable: 0 }",
+            "cannot both be 0",
+        ),
+        ("rollout: { strategy: canary }", "canary"),
+        ("rollout: { drain_timeout: soon }", "wharf.yaml:8:31"),
+        ("rollout: { max_sruge: 1 }", "did you mean `max_surge`?"),
+    ];
+    for (yaml, expected) in table {
+        let out = errors(&GOOD.replace(
+            "    health: { http: /health, timeout: 5s }\n",
+            &format!("    health: {{ http: /health, timeout: 5s }}\n    {yaml}\n"),
+        ));
+        assert!(out.contains(expected), "{yaml}: {out}");
+    }
+}

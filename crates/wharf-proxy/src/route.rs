@@ -43,8 +43,8 @@ pub struct Route {
     draws: AtomicU64,
     /// Woken at every swap: requests that found no backend wait here for one.
     changed: tokio::sync::Notify,
-    /// How long they wait (default [`crate::PAUSE`]).
-    pause: Option<std::time::Duration>,
+    /// How long they wait, in milliseconds (0: [`crate::PAUSE`]).
+    pause_ms: AtomicU64,
 }
 
 impl Route {
@@ -55,13 +55,22 @@ impl Route {
     }
 
     /// How long a request waits for a backend when there is none.
-    pub fn with_pause(mut self, pause: std::time::Duration) -> Self {
-        self.pause = Some(pause);
+    pub fn with_pause(self, pause: std::time::Duration) -> Self {
+        self.set_pause(pause);
         self
     }
 
+    /// Changes how long requests wait for a backend (a new definition may say so).
+    pub fn set_pause(&self, pause: std::time::Duration) {
+        let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.pause_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub fn pause(&self) -> std::time::Duration {
-        self.pause.unwrap_or(crate::PAUSE)
+        match self.pause_ms.load(Ordering::Relaxed) {
+            0 => crate::PAUSE,
+            ms => std::time::Duration::from_millis(ms),
+        }
     }
 
     /// Replaces the set of backends. Requests already sent keep going to the old ones

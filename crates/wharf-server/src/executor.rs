@@ -12,8 +12,10 @@ use wharf_agent::InstancePlan;
 use wharf_api::{DeployEvent, RollbackRequest, StopRequest};
 use wharf_core::decide::{self, DeploymentFacts};
 use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
+use wharf_core::model::PortSpec;
 use wharf_core::placement::{self, HostView, Resources};
 use wharf_core::plan::{self, DesiredInstance, ObservedInstance, Plan, Slot, Step};
+use wharf_core::rollout;
 use wharf_core::spec::DeploySpec;
 use wharf_driver::InstanceKey;
 use wharf_store::NewDeployment;
@@ -64,10 +66,14 @@ pub(crate) struct Order {
     pub note: Option<String>,
 }
 
-/// A deploy placed and rendered, ready to plan.
+/// A deploy placed, numbered, rendered and planned.
 struct Prepared {
     rendered: crate::render::Rendered,
     config_revision: i64,
+    plan: Plan,
+    /// The spec as the deployment records it: its slots under the numbers their
+    /// instances run under once it is done.
+    spec: DeploySpec,
 }
 
 /// What a step changed, so a rollback can undo it.
@@ -94,14 +100,19 @@ struct RolledBack {
     complete: bool,
     /// Some earlier instance was started again (false on a first deploy).
     restored_previous: bool,
+    /// Earlier instances kept running throughout (successors started beside them).
+    kept_previous: bool,
 }
 
 impl RolledBack {
     fn message(&self) -> String {
-        let outcome = match (self.complete, self.restored_previous) {
-            (true, true) => "the previous version was restored",
-            (true, false) => "its new instances were removed (nothing ran before)",
-            (false, _) => "the rollback did not complete; see `wharf status`",
+        let outcome = match (self.complete, self.restored_previous, self.kept_previous) {
+            (true, true, _) => "the previous version was restored",
+            (true, false, true) => {
+                "the previous version was restored: it kept serving while the new instances started beside it"
+            }
+            (true, false, false) => "its new instances were removed (nothing ran before)",
+            (false, _, _) => "the rollback did not complete; see `wharf status`",
         };
         let mut message = format!("{}; {outcome}", self.failure.reason);
         if !self.failure.log_tail.is_empty() {
@@ -123,6 +134,28 @@ fn plan_of(plans: &HashMap<Slot, InstancePlan>, slot: &Slot) -> Result<InstanceP
             slot.instance, slot.node
         )
     })
+}
+
+/// How long a new instance may take to pass its check.
+fn start_timeout(spec: &DeploySpec) -> Duration {
+    spec.health
+        .as_ref()
+        .map(|h| h.timeout)
+        .unwrap_or(DEFAULT_START_TIMEOUT)
+}
+
+/// What the rendered plans want, as the reconciler sees it.
+fn desired_of(rendered: &crate::render::Rendered) -> Vec<DesiredInstance> {
+    rendered
+        .plans
+        .iter()
+        .map(|p| DesiredInstance {
+            slot: slot_of(&p.key),
+            version: p.version.clone(),
+            digest: p.digest.clone(),
+            config_digest: p.config_digest.clone(),
+        })
+        .collect()
 }
 
 fn slot_of(key: &InstanceKey) -> Slot {
@@ -453,7 +486,7 @@ impl Executor {
             version: req.version.clone(),
             digest: digest.to_owned(),
             config_digest: prepared.rendered.config_digest.clone(),
-            spec: serde_json::to_value(&req.spec).expect("specs serialize"),
+            spec: serde_json::to_value(&prepared.spec).expect("specs serialize"),
             user: req.user.clone(),
             started_at: now_millis(),
             config_revision: prepared.config_revision,
@@ -469,12 +502,70 @@ impl Executor {
         let (config_revision, extras) =
             self.config
                 .extras(&spec.service, &spec.env, req.config_revision)?;
-        let placed = self.place(spec)?;
+        let observed = self.observed(&spec.env, &spec.service);
+        let mut placed = self.place(spec, &observed)?;
         self.check_hosts(&placed)?;
-        let rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
+        // Each slot keeps the number its node runs it under (a surged rollout moved it).
+        let wanted: Vec<Slot> = placed
+            .slots
+            .iter()
+            .map(|s| Slot {
+                node: s.node.clone(),
+                instance: s.instance,
+            })
+            .collect();
+        let running: Vec<Slot> = observed.iter().map(|o| o.slot.clone()).collect();
+        for (slot, number) in placed
+            .slots
+            .iter_mut()
+            .zip(rollout::number_slots(&wanted, &running))
+        {
+            slot.instance = number;
+        }
+        let mut rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
+        let surge_possible = !matches!(spec.port, Some(PortSpec::Fixed(_)));
+        let limits = spec.rollout.limits.effective(surge_possible);
+        let mut plan = rollout::roll(
+            plan::plan(&desired_of(&rendered), &observed, 1),
+            limits,
+            &running.iter().map(|s| s.instance).collect::<Vec<_>>(),
+        );
+        let surged: Vec<(Slot, u32)> = plan
+            .steps()
+            .filter(|s| rollout::is_surged(s))
+            .filter_map(|s| match s {
+                Step::Replace { from, to } => Some((from.slot.clone(), to.slot.instance)),
+                _ => None,
+            })
+            .collect();
+        if !surged.is_empty() {
+            for slot in &mut placed.slots {
+                if let Some((_, n)) = surged
+                    .iter()
+                    .find(|(from, _)| from.node == slot.node && from.instance == slot.instance)
+                {
+                    slot.instance = *n;
+                }
+            }
+            rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
+            let desired = desired_of(&rendered);
+            for step in plan.batches.iter_mut().flatten() {
+                if let Step::Replace { to, .. } = step
+                    && let Some(now) = desired.iter().find(|d| d.slot == to.slot)
+                {
+                    *to = now.clone();
+                }
+            }
+        }
+        let mut numbered = spec.clone();
+        for (slot, placed) in numbered.slots.iter_mut().zip(&placed.slots) {
+            slot.instance = placed.instance;
+        }
         Ok(Prepared {
             rendered,
             config_revision,
+            plan,
+            spec: numbered,
         })
     }
 
@@ -552,22 +643,7 @@ impl Executor {
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
         let spec = &req.spec;
-        let desired: Vec<DesiredInstance> = prepared
-            .rendered
-            .plans
-            .iter()
-            .map(|p| DesiredInstance {
-                slot: slot_of(&p.key),
-                version: p.version.clone(),
-                digest: p.digest.clone(),
-                config_digest: p.config_digest.clone(),
-            })
-            .collect();
-        let plan = plan::plan(
-            &desired,
-            &self.observed(&spec.env, &spec.service),
-            spec.max_parallel,
-        );
+        let plan = prepared.plan.clone();
         let planned = |deployment| DeployEvent::Planned {
             deployment,
             service: spec.service.clone(),
@@ -584,6 +660,7 @@ impl Executor {
                 message: "dry run: nothing was changed".into(),
             });
         }
+        let approved_now = approved.is_some();
         let guard = match approved {
             Some(guard) => guard,
             None => DeployGuard::new(
@@ -593,6 +670,13 @@ impl Executor {
             ),
         };
         let id = guard.id();
+        if approved_now {
+            // Held earlier: numbered against what runs now.
+            self.store.set_deployment_spec(
+                id,
+                &serde_json::to_value(&prepared.spec).expect("specs serialize"),
+            )?;
+        }
         events.send(planned(Some(id)));
         self.config.hub.invalidate(&spec.env, &spec.service);
         let rendered = prepared.rendered;
@@ -653,7 +737,11 @@ impl Executor {
 
     /// For a pooled service, picks the host of every slot; other specs pass unchanged.
     /// A pool that does not fit is refused here, before anything changes.
-    fn place(&self, spec: &DeploySpec) -> Result<DeploySpec, ServerError> {
+    fn place(
+        &self,
+        spec: &DeploySpec,
+        observed: &[ObservedInstance],
+    ) -> Result<DeploySpec, ServerError> {
         let Some(pool) = &spec.pool else {
             return Ok(spec.clone());
         };
@@ -686,10 +774,14 @@ impl Executor {
                 }
             })
             .collect();
-        let current = statuses
+        // Where each running instance is, by rank: a surged rollout gives instances new
+        // numbers, and the slot they fill is their place in the order.
+        let mut running: Vec<&Slot> = observed.iter().map(|o| &o.slot).collect();
+        running.sort_by_key(|s| s.instance);
+        let current = running
             .iter()
-            .filter(|(p, _)| p.key.env == spec.env && p.key.service == spec.service)
-            .map(|(p, _)| (p.key.instance, p.key.node.clone()))
+            .enumerate()
+            .map(|(rank, s)| (rank as u32, s.node.clone()))
             .collect();
         let placement = placement::place(pool, &hosts, &current).map_err(|infeasible| {
             let reasons: Vec<String> = infeasible.iter().map(|i| format!("instance {}: {}", i.instance, i.reasons.join("; "))).collect();
@@ -704,8 +796,10 @@ impl Executor {
             .hint("join more hosts (`wharf token create`), lower the pool's count or resources, or undrain a host")
         })?;
         let mut placed = spec.clone();
-        for slot in &mut placed.slots {
-            slot.node = placement.get(&slot.instance).cloned().ok_or_else(|| {
+        // Placement places positions 0..count; a slot's position is its place in the
+        // spec (its number may have moved with a surged rollout).
+        for (position, slot) in placed.slots.iter_mut().enumerate() {
+            slot.node = placement.get(&(position as u32)).cloned().ok_or_else(|| {
                 ServerError::internal(format!(
                     "placement left instance {} of `{}` without a host",
                     slot.instance, spec.service
@@ -803,24 +897,20 @@ impl Executor {
         spec: &DeploySpec,
         events: &Events,
     ) -> Result<(), RolledBack> {
-        let timeout = spec
-            .health
-            .as_ref()
-            .map(|h| h.timeout)
-            .unwrap_or(DEFAULT_START_TIMEOUT);
+        let timeout = start_timeout(spec);
         let mut done = Vec::new();
         for batch in &plan.batches {
-            let started = match self
+            let (started, replaced) = match self
                 .apply_batch(batch, plans, spec, events, &mut done)
                 .await
             {
-                Ok(started) => started,
+                Ok(applied) => applied,
                 Err(reason) => {
                     let failure = Failure {
                         reason,
                         log_tail: String::new(),
                     };
-                    return Err(self.roll_back(failure, done, timeout, events).await);
+                    return Err(self.roll_back(failure, done, spec, events).await);
                 }
             };
             let begun = Instant::now();
@@ -857,10 +947,42 @@ impl Executor {
                 failure = self.stayed_healthy(&started, spec.min_healthy_time).await;
             }
             if let Some(failure) = failure {
-                return Err(self.roll_back(failure, done, timeout, events).await);
+                return Err(self.roll_back(failure, done, spec, events).await);
             }
+            self.retire(&replaced, events, &mut done).await;
         }
         Ok(())
+    }
+
+    /// Stops the instances a batch started successors for beside them, now that those
+    /// serve: each leaves the rotation, answers what it was sent (the drain), and stops.
+    async fn retire(&self, replaced: &[(InstanceKey, u32)], events: &Events, done: &mut Vec<Done>) {
+        let mut stopping = Vec::new();
+        for (key, successor) in replaced {
+            let Some(previous) = self.fleet.link(key).plan(key) else {
+                continue;
+            };
+            events.progress(
+                key,
+                format!(
+                    "draining {}: traffic moved to instance #{successor}",
+                    previous.version
+                ),
+            );
+            done.push(Done::Stopped(previous));
+            stopping.push(key);
+        }
+        join_all(
+            stopping
+                .iter()
+                .map(|key| async move { self.fleet.link(key).stop(key).await }),
+        )
+        .await;
+        for key in stopping {
+            let _ = self
+                .store
+                .remove_instance(&key.env, &key.service, &key.node, key.instance);
+        }
     }
 
     /// Waits `min_healthy_time`, then checks that every instance of the batch still runs
@@ -901,7 +1023,8 @@ impl Executor {
 
     /// Carries out one batch: every stop it needs at once, then every start, grouped by
     /// agent so a remote host takes its share in one assignment change. Returns the
-    /// instances started, to be health-checked.
+    /// instances started, to be health-checked, and the instances that successors were
+    /// started beside (with the successor's number), to be stopped once those serve.
     async fn apply_batch(
         &self,
         batch: &[Step],
@@ -909,11 +1032,36 @@ impl Executor {
         spec: &DeploySpec,
         events: &Events,
         done: &mut Vec<Done>,
-    ) -> Result<Vec<InstanceKey>, String> {
+    ) -> Result<(Vec<InstanceKey>, Vec<(InstanceKey, u32)>), String> {
         let mut stops = Vec::new();
         let mut starts = Vec::new();
+        let mut replaced = Vec::new();
         for step in batch {
             match step {
+                Step::Replace { from, to } if rollout::is_surged(step) => {
+                    let plan = plan_of(plans, &to.slot)?;
+                    let old = InstanceKey {
+                        env: spec.env.clone(),
+                        service: spec.service.clone(),
+                        node: from.slot.node.clone(),
+                        instance: from.slot.instance,
+                    };
+                    let message = if from.version == to.version {
+                        format!(
+                            "starting {} with new configuration beside instance #{}",
+                            to.version, from.slot.instance
+                        )
+                    } else {
+                        format!(
+                            "starting {} beside instance #{} ({})",
+                            to.version, from.slot.instance, from.version
+                        )
+                    };
+                    events.progress(&plan.key, message);
+                    done.push(Done::Started(plan.key.clone()));
+                    replaced.push((old, to.slot.instance));
+                    starts.push(plan);
+                }
                 Step::Start { to } => {
                     let plan = plan_of(plans, &to.slot)?;
                     events.progress(&plan.key, format!("starting {}", plan.version));
@@ -985,7 +1133,7 @@ impl Executor {
                 .await
                 .map_err(|e| format!("cannot start instances of `{}`: {e}", spec.service))?;
         }
-        Ok(started)
+        Ok((started, replaced))
     }
 
     /// Undoes `done` in reverse; returns the failure and whether everything was restored.
@@ -993,9 +1141,10 @@ impl Executor {
         &self,
         failure: Failure,
         done: Vec<Done>,
-        timeout: Duration,
+        spec: &DeploySpec,
         events: &Events,
     ) -> RolledBack {
+        let timeout = start_timeout(spec);
         events.send(DeployEvent::RollingBack {
             reason: failure.reason.clone(),
         });
@@ -1046,6 +1195,8 @@ impl Executor {
             failure,
             complete,
             restored_previous,
+            // What still runs once every new instance is gone ran before.
+            kept_previous: !self.observed(&spec.env, &spec.service).is_empty(),
         }
     }
 

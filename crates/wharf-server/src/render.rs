@@ -155,6 +155,8 @@ pub fn render(
             logs: spec.logs,
             address,
             tcp: spec.tcp,
+            drain_timeout: spec.rollout.drain_timeout,
+            pause_timeout: spec.rollout.pause_timeout,
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
             image_ref: spec.image_ref.clone(),

@@ -330,6 +330,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn set_deployment_spec(&self, id: i64, spec: &serde_json::Value) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE deployments SET spec = ?2 WHERE id = ?1 AND state = 'in_progress'",
+            params![id, spec.to_string()],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NoDeployment(id));
+        }
+        Ok(())
+    }
+
     fn put_instances(&self, rows: &[InstanceRecord]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());

@@ -11,6 +11,18 @@ pub fn describe_step(service: &str, step: &Step) -> String {
     let at = format!("{service} #{} on {}", slot.instance, slot.node);
     match step {
         Step::Start { to } => format!("start    {at}: {}", to.version),
+        // Started beside the old instance, which stops once the new one serves.
+        Step::Replace { from, to } if from.slot != to.slot => {
+            let what = if from.version == to.version {
+                format!("{} with new configuration", to.version)
+            } else {
+                format!("{} -> {}", from.version, to.version)
+            };
+            format!(
+                "replace  {service} #{} on {}: {what}, started beside it as #{}",
+                from.slot.instance, from.slot.node, to.slot.instance
+            )
+        }
         Step::Replace { from, to } if from.version == to.version => {
             format!("restart  {at}: {} with new configuration", to.version)
         }

@@ -152,7 +152,7 @@ fn three_agents_join_and_a_rollout_rolls_host_by_host_and_back() {
     );
     assert!(!downloads.join(format!("{hex}.partial")).exists());
     for (i, host) in ["web-1", "web-2", "web-3"].iter().enumerate() {
-        let answer = get_json(p.port("svc", "fleet", i as u64));
+        let answer = get_json(p.port("svc", "fleet", i));
         assert_eq!(answer["message"], format!("hello from {host}"));
     }
     // Their logs stay on their hosts; `wharf logs` asks the agents for them.

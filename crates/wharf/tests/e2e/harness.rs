@@ -168,6 +168,24 @@ impl Project {
             .unwrap_or_else(|e| panic!("bad json from {args:?}: {e}\n{}", text(&out)))
     }
 
+    /// The port of a service's stable address in an environment.
+    pub fn address_port(&mut self, service: &str, env: &str) -> u16 {
+        let status = self.json(&["status", "--env", env]);
+        let address = status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == service)
+            .and_then(|s| s["address"].as_str())
+            .unwrap_or_else(|| panic!("`{service}` in `{env}` has no address: {status}"))
+            .to_owned();
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad address {address}"))
+    }
+
     /// Instances of a service in an environment, from `wharf status --output json`.
     pub fn instances(&mut self, service: &str, env: &str) -> Vec<Value> {
         let status = self.json(&["status", "--env", env]);
@@ -180,12 +198,14 @@ impl Project {
             .collect()
     }
 
-    pub fn port(&mut self, service: &str, env: &str, instance: u64) -> u16 {
-        let all = self.instances(service, env);
+    /// The port of the `rank`-th instance (by number): a rollout that starts new
+    /// instances beside the old ones gives them new numbers.
+    pub fn port(&mut self, service: &str, env: &str, rank: usize) -> u16 {
+        let mut all = self.instances(service, env);
+        all.sort_by_key(|i| i["instance"].as_u64());
         let i = all
-            .iter()
-            .find(|i| i["instance"] == instance)
-            .unwrap_or_else(|| panic!("no instance {instance} of {service} in {env}: {all:?}"));
+            .get(rank)
+            .unwrap_or_else(|| panic!("no instance at rank {rank} of {service} in {env}: {all:?}"));
         i["port"].as_u64().unwrap() as u16
     }
 

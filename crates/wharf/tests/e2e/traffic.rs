@@ -98,12 +98,13 @@ fn rolling_deploys_behind_the_service_address_fail_no_request() {
     );
 }
 
+/// A service that owns a fixed port: a new instance cannot start beside the old one.
 const SOLO: &str = r#"
 services:
   solo:
     build: ./solo
     run: ["python3", "app.py"]
-    port: http
+    port: FIXED
     health: { http: /health, interval: 100ms }
 environments:
   ci: {}
@@ -111,8 +112,13 @@ environments:
 
 #[test]
 #[allow(clippy::print_stderr)]
-fn a_single_instance_replaced_in_place_makes_requests_wait_not_fail() {
-    let mut p = Project::new(SOLO, &["solo"]);
+fn a_fixed_port_instance_replaced_in_place_makes_requests_wait_not_fail() {
+    let fixed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut p = Project::new(&SOLO.replace("FIXED", &fixed.to_string()), &["solo"]);
     p.ok(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
     let url = address(&mut p, "solo");
     let running = Arc::new(AtomicBool::new(true));
@@ -140,8 +146,14 @@ fn a_single_instance_replaced_in_place_makes_requests_wait_not_fail() {
         .load(Ordering::Relaxed)
         > 20));
     for version in ["v2", "v3"] {
-        p.ok(&["deploy", "solo", "--env", "ci", "--version", version]);
+        let out = p.ok(&["deploy", "solo", "--env", "ci", "--version", version]);
+        assert!(
+            stderr(&out).contains("replacing"),
+            "replaced in place: {}",
+            text(&out)
+        );
     }
+    assert_eq!(p.port("solo", "ci", 0), fixed, "it keeps its own port");
     let after = sent.load(Ordering::Relaxed);
     assert!(wait_until(Duration::from_secs(10), || sent
         .load(Ordering::Relaxed)
@@ -153,4 +165,153 @@ fn a_single_instance_replaced_in_place_makes_requests_wait_not_fail() {
         "{sent} requests through a 1-instance service's address during 2 deploys, {failed} failed"
     );
     assert_eq!(failed, 0, "of {sent} requests");
+}
+
+/// An app whose `/slow` answers after a second, so rollouts meet requests in flight.
+const SLOW_APP: &str = r#"
+import json, os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(1)
+        body = b"ok" if self.path == "/health" else json.dumps({
+            "version": os.environ.get("WHARF_VERSION"),
+            "instance": os.environ.get("WHARF_INSTANCE"),
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+const PAIR: &str = r#"
+services:
+  pair:
+    build: ./pair
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, interval: 100ms }
+environments:
+  ci:
+    nodes:
+      - name: local
+        services: [{ name: pair, instances: 2 }]
+"#;
+
+/// Clients sending requests in a loop until stopped: (sent, failed, versions seen).
+struct Load {
+    running: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, paths: &[&'static str]) -> Load {
+        let running = Arc::new(AtomicBool::new(true));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let threads = paths
+            .iter()
+            .map(|path| {
+                let (running, sent, failed, seen) =
+                    (running.clone(), sent.clone(), failed.clone(), seen.clone());
+                let url = format!("{url}{path}");
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(20))
+                        .build()
+                        .unwrap();
+                    while running.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match http.get(&url).send() {
+                            Ok(r) if r.status().is_success() => {
+                                let body: serde_json::Value = r.json().unwrap_or_default();
+                                if let Some(v) = body["version"].as_str() {
+                                    seen.lock().unwrap().insert(v.to_owned());
+                                }
+                            }
+                            Ok(r) => failed
+                                .lock()
+                                .unwrap()
+                                .push(format!("{url}: {}", r.status())),
+                            Err(e) => failed.lock().unwrap().push(format!("{url}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            running,
+            sent,
+            failed,
+            seen,
+            threads,
+        }
+    }
+
+    fn stop(self) -> (usize, Vec<String>, std::collections::BTreeSet<String>) {
+        self.running.store(false, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        let seen = self.seen.lock().unwrap().clone();
+        (self.sent.load(Ordering::Relaxed), failed, seen)
+    }
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn twenty_surged_rollouts_under_load_with_slow_requests_fail_none() {
+    let mut p = Project::new(PAIR, &[]);
+    p.write("pair/app.py", SLOW_APP);
+    p.ok(&["deploy", "pair", "--env", "ci", "--version", "v0"]);
+    let url = address(&mut p, "pair");
+    let load = Load::start(&url, &["/", "/", "/", "/slow", "/slow"]);
+    assert!(wait_until(Duration::from_secs(10), || load
+        .sent
+        .load(Ordering::Relaxed)
+        > 20));
+    let mut numbers = std::collections::BTreeSet::new();
+    for n in 1..=20 {
+        let version = format!("v{n}");
+        let out = p.ok(&["deploy", "pair", "--env", "ci", "--version", &version]);
+        let err = stderr(&out);
+        assert!(
+            err.contains("beside instance") && err.contains("draining"),
+            "each new instance starts beside the old one, which then drains: {err}"
+        );
+        for i in p.instances("pair", "ci") {
+            numbers.insert(i["instance"].as_u64().unwrap());
+        }
+    }
+    let (sent, failed, seen) = load.stop();
+    eprintln!(
+        "{sent} requests (2 of 5 clients asking for 1 s answers) through a 2-instance service's address during 20 surged rollouts, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "of {sent}: {failed:?}");
+    assert!(seen.contains("v20"), "traffic reached the last version");
+    let instances = p.instances("pair", "ci");
+    assert_eq!(
+        instances.len(),
+        2,
+        "the old instances are gone: {instances:?}"
+    );
+    assert!(
+        numbers.len() <= 4,
+        "rollouts alternate between two sets of numbers: {numbers:?}"
+    );
+    let history = p.json(&["history", "pair", "--env", "ci"]);
+    assert_eq!(history.as_array().unwrap().len(), 21);
 }
