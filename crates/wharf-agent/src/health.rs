@@ -9,6 +9,40 @@ use tokio::net::TcpStream;
 use wharf_core::model::Probe;
 
 /// Longest a single probe may take.
+/// Consecutive check results of a running instance, so one slow answer does not take
+/// it out of the rotation and one lucky answer does not put it back (HAProxy's `rise`
+/// and `fall`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Streak {
+    passes: u32,
+    fails: u32,
+}
+
+impl Streak {
+    /// Records a check; returns the health the instance now has when it changes. An
+    /// instance of unknown health (just restarted or adopted) takes the first result.
+    pub fn record(
+        &mut self,
+        passed: bool,
+        now: wharf_core::lifecycle::Health,
+        rise: u32,
+        fall: u32,
+    ) -> Option<wharf_core::lifecycle::Health> {
+        use wharf_core::lifecycle::Health;
+        let unknown = now == Health::Unknown;
+        if passed {
+            self.passes = self.passes.saturating_add(1);
+            self.fails = 0;
+            (now != Health::Healthy && (unknown || self.passes >= rise)).then_some(Health::Healthy)
+        } else {
+            self.fails = self.fails.saturating_add(1);
+            self.passes = 0;
+            (now != Health::Unhealthy && (unknown || self.fails >= fall))
+                .then_some(Health::Unhealthy)
+        }
+    }
+}
+
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one probe; the error says what failed, in words for the user.
@@ -104,6 +138,48 @@ async fn run(
             } else {
                 Err(format!("{} failed ({status})", describe(probe, port)))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod streak_tests {
+    use super::Streak;
+    use wharf_core::lifecycle::Health::{self, *};
+
+    /// Feeds results to a streak starting at `start`, returning the health after each.
+    fn run(start: Health, results: &[bool]) -> Vec<Health> {
+        let mut streak = Streak::default();
+        let mut health = start;
+        results
+            .iter()
+            .map(|&passed| {
+                if let Some(next) = streak.record(passed, health, 2, 2) {
+                    health = next;
+                }
+                health
+            })
+            .collect()
+    }
+
+    #[test]
+    fn health_changes_after_two_results_in_a_row() {
+        let table: &[(Health, &[bool], &[Health])] = &[
+            (Healthy, &[false], &[Healthy]),
+            (Healthy, &[false, false], &[Healthy, Unhealthy]),
+            (Healthy, &[false, true, false], &[Healthy, Healthy, Healthy]),
+            (Unhealthy, &[true], &[Unhealthy]),
+            (Unhealthy, &[true, true], &[Unhealthy, Healthy]),
+            (Unknown, &[true], &[Healthy]),
+            (Unknown, &[false], &[Unhealthy]),
+            (
+                Healthy,
+                &[false, false, true, false, true, true],
+                &[Healthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
+            ),
+        ];
+        for (start, results, expected) in table {
+            assert_eq!(&run(*start, results), expected, "{start:?} {results:?}");
         }
     }
 }

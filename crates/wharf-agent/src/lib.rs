@@ -382,6 +382,7 @@ impl Agent {
             check_first: adopted,
             secrets: self.secret_source.clone(),
             traffic: self.traffic.clone(),
+            streak: health::Streak::default(),
         };
         let task = tokio::spawn(supervisor.run(running, control_rx));
         self.lock().insert(plan.key, Handle { task, ..handle });

@@ -45,6 +45,8 @@ pub(crate) struct Supervisor {
     pub secrets: Option<crate::SecretSource>,
     /// The service addresses, told when this instance joins or leaves the rotation.
     pub traffic: Arc<crate::traffic::Traffic>,
+    /// The run of passed or failed checks so far, against `rise` and `fall`.
+    pub streak: health::Streak,
 }
 
 impl Supervisor {
@@ -65,6 +67,14 @@ impl Supervisor {
         let mut started = Instant::now();
         let mut ticker = tokio::time::interval(CHECK_EVERY);
         ticker.tick().await;
+        let every = self
+            .plan
+            .health
+            .as_ref()
+            .map_or(CHECK_EVERY, |h| h.running_interval());
+        let mut checks = tokio::time::interval(every);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checks.tick().await;
         let mut last_sample: Option<(Instant, u64)> = None;
         if self.check_first {
             self.check().await;
@@ -89,8 +99,12 @@ impl Supervisor {
                     }
                 },
                 _ = ticker.tick() => {
-                    self.check().await;
+                    self.rotate_logs();
                     self.sample(&*running, &mut last_sample);
+                    continue;
+                }
+                _ = checks.tick() => {
+                    self.check().await;
                     continue;
                 }
             };
@@ -145,6 +159,7 @@ impl Supervisor {
             }
             started = Instant::now();
             let pid = running.handle_id();
+            self.streak = health::Streak::default();
             self.update(|s| {
                 s.state = InstanceState::Running;
                 s.health = Health::Unknown;
@@ -170,18 +185,21 @@ impl Supervisor {
         });
     }
 
-    async fn check(&self) {
-        // Output appended directly (no log writer) is rotated here, every few seconds.
+    /// Output appended directly (no log writer) is rotated here, every few seconds.
+    fn rotate_logs(&self) {
         let _ = logs::rotate_if_needed(
             &self.launch.log_path,
             self.plan.logs.max_bytes,
             self.plan.logs.keep,
         );
+    }
+
+    async fn check(&mut self) {
         let Some(check) = &self.plan.health else {
             return;
         };
         let pid = self.status.borrow().pid;
-        let health = match health::probe(
+        let passed = health::probe(
             &check.probe,
             self.plan.port,
             &self.launch.workdir,
@@ -189,13 +207,12 @@ impl Supervisor {
         )
         .await
         .and_then(|()| crate::answered_by_instance(&self.plan, pid))
-        {
-            Ok(()) => Health::Healthy,
-            Err(_) => Health::Unhealthy,
+        .is_ok();
+        let now = self.status.borrow().health;
+        let Some(health) = self.streak.record(passed, now, check.rise, check.fall) else {
+            return;
         };
-        if self.status.borrow().health != health
-            && self.status.borrow().state == InstanceState::Running
-        {
+        if now != health && self.status.borrow().state == InstanceState::Running {
             self.update(|s| s.health = health);
         }
     }

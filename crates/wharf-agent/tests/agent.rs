@@ -58,6 +58,8 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
             probe,
             timeout: Duration::from_secs(3),
             interval: Duration::from_millis(20),
+            fall: 2,
+            rise: 2,
         }),
         stop_timeout: Duration::from_secs(2),
         resources: Default::default(),

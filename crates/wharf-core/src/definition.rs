@@ -420,7 +420,24 @@ impl Checker<'_> {
             p
         };
         let (timeout_path, interval_path) = (at("timeout"), at("interval"));
+        let mut threshold = |k: &str, given: Option<u32>| match given {
+            None => 2,
+            Some(n @ 1..=100) => n,
+            Some(n) => {
+                let mut p = at(k);
+                p.push(PathSegment::Value);
+                self.report(
+                    &p,
+                    format!("`{k}: {n}` is not a usable number of checks"),
+                    Some("use 1 to 100 (default 2)".into()),
+                );
+                2
+            }
+        };
+        let (fall, rise) = (threshold("fall", raw.fall), threshold("rise", raw.rise));
         HealthCheck {
+            fall,
+            rise,
             probe,
             timeout: self.duration(raw.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT, &timeout_path),
             interval: self.duration(

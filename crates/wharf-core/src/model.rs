@@ -110,6 +110,24 @@ pub struct HealthCheck {
     /// Time between checks while waiting.
     #[serde(with = "millis")]
     pub interval: Duration,
+    /// Consecutive failures that take a running instance out of the rotation.
+    #[serde(default = "two")]
+    pub fall: u32,
+    /// Consecutive passes that put it back.
+    #[serde(default = "two")]
+    pub rise: u32,
+}
+
+fn two() -> u32 {
+    2
+}
+
+impl HealthCheck {
+    /// How often a running instance is re-checked.
+    pub fn running_interval(&self) -> Duration {
+        self.interval
+            .clamp(Duration::from_millis(250), Duration::from_secs(2))
+    }
 }
 
 /// One kind of health probe.

@@ -256,9 +256,17 @@ pub struct RawHealth {
     #[serde(default)]
     pub timeout: Option<String>,
     /// Longest time between checks while an instance starts, e.g. `200ms` (default 100ms;
-    /// checks run every 10ms for the first 2s, then back off to this). A running instance is re-checked every 2s.
+    /// checks run every 10ms for the first 2s, then back off to this). A running instance
+    /// is re-checked every `interval` (at least 250ms, at most 2s).
     #[serde(default)]
     pub interval: Option<String>,
+    /// Consecutive failed checks after which a running instance leaves the rotation
+    /// (default 2).
+    #[serde(default)]
+    pub fall: Option<u32>,
+    /// Consecutive passed checks after which it joins again (default 2).
+    #[serde(default)]
+    pub rise: Option<u32>,
 }
 
 /// An instance driver.

@@ -160,6 +160,13 @@ async fn forward(
                 );
             }
             Ok(Ok(response)) => {
+                in_flight
+                    .backend()
+                    .record(if response.status().is_server_error() {
+                        crate::Outcome::ServerError
+                    } else {
+                        crate::Outcome::Answered
+                    });
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 // The request counts against its backend until its answer is sent.
@@ -170,10 +177,14 @@ async fn forward(
                 return Response::from_parts(head, guarded.boxed());
             }
             Ok(Err(e)) if e.is_connect() && retriable => {
+                in_flight.backend().record(crate::Outcome::ConnectFailed);
                 tracing::debug!(%addr, "backend refused a request, trying another: {e}");
                 tried = Some(addr);
             }
             Ok(Err(e)) => {
+                if e.is_connect() {
+                    in_flight.backend().record(crate::Outcome::ConnectFailed);
+                }
                 return answer(
                     StatusCode::BAD_GATEWAY,
                     format!("the instance of `{name}` at {addr} failed: {e}\n"),

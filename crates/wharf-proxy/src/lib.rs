@@ -10,11 +10,13 @@
 mod accept;
 mod balance;
 mod http;
+mod outlier;
 mod route;
 mod tcp;
 
 pub use balance::pick;
 pub use http::serve_http;
+pub use outlier::Outcome;
 pub use route::{Backend, Route};
 pub use tcp::serve_tcp;
 

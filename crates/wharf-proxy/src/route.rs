@@ -13,11 +13,33 @@ use arc_swap::ArcSwap;
 pub struct Backend {
     pub addr: SocketAddr,
     outstanding: AtomicUsize,
+    /// Recent failures, for passive ejection.
+    outliers: crate::outlier::Record,
 }
 
 impl Backend {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            outstanding: AtomicUsize::new(0),
+            outliers: Default::default(),
+        }
+    }
+
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Records how a request to it went (a refused connection or a run of 5xx takes it
+    /// out of the balancer for a while).
+    pub fn record(&self, outcome: crate::Outcome) {
+        if self.outliers.record(outcome) {
+            tracing::warn!(addr = %self.addr, ?outcome, "instance ejected from the balancer for a while");
+        }
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.outliers.is_ejected()
     }
 }
 
@@ -84,12 +106,7 @@ impl Route {
                     .iter()
                     .find(|b| b.addr == *addr)
                     .cloned()
-                    .unwrap_or_else(|| {
-                        Arc::new(Backend {
-                            addr: *addr,
-                            outstanding: AtomicUsize::new(0),
-                        })
-                    })
+                    .unwrap_or_else(|| Arc::new(Backend::new(*addr)))
             })
             .collect();
         self.backends.store(Arc::new(next));
@@ -146,9 +163,12 @@ impl Route {
     /// request on it.
     pub(crate) fn choose(&self, except: Option<SocketAddr>) -> Option<InFlight> {
         let all = self.backends.load();
-        let candidates: Vec<&Arc<Backend>> = all
+        let ejected: Vec<bool> = all.iter().map(|b| b.is_ejected()).collect();
+        let usable = crate::outlier::usable(&ejected);
+        let candidates: Vec<&Arc<Backend>> = usable
             .iter()
-            .filter(|b| Some(b.addr) != except || all.len() == 1)
+            .map(|&i| &all[i])
+            .filter(|b| Some(b.addr) != except || usable.len() == 1)
             .collect();
         let loads: Vec<usize> = candidates.iter().map(|b| b.outstanding()).collect();
         let i = crate::balance::pick(&loads, self.draws())?;

@@ -28,12 +28,16 @@ pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: Cance
                     tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr));
                 match connect.await {
                     Ok(Ok(mut backend)) => {
+                        in_flight.backend().record(crate::Outcome::Answered);
                         let _ = backend.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
                         drop(in_flight);
                         return;
                     }
-                    _ => tried = Some(addr),
+                    _ => {
+                        in_flight.backend().record(crate::Outcome::ConnectFailed);
+                        tried = Some(addr);
+                    }
                 }
             }
         });

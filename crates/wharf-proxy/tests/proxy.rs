@@ -15,6 +15,14 @@ use wharf_proxy::{Route, serve_http, serve_tcp};
 
 /// A backend answering its name; stopped by its token (its connections close).
 async fn backend(name: &'static str) -> (SocketAddr, CancellationToken) {
+    answering(name, hyper::StatusCode::OK).await
+}
+
+/// A backend answering its name with `status`.
+async fn answering(
+    name: &'static str,
+    status: hyper::StatusCode,
+) -> (SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -28,7 +36,9 @@ async fn backend(name: &'static str) -> (SocketAddr, CancellationToken) {
             let token = token.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_req| async move {
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(name))))
+                    let mut response = Response::new(Full::new(Bytes::from(name)));
+                    *response.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(response)
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service);
@@ -289,4 +299,51 @@ async fn an_upgraded_connection_like_a_websocket_is_joined_through() {
     // The open socket counts against its backend (so a drain waits for it).
     assert_eq!(route.outstanding_on(backend, &[]), 1);
     drop(tcp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answering_a_run_of_5xx_is_ejected_for_a_while() {
+    let (good, _sg) = backend("good").await;
+    let (bad, _sb) = answering("bad", hyper::StatusCode::INTERNAL_SERVER_ERROR).await;
+    let (url, _stop) = proxy(Arc::new(Route::new(&[good, bad]))).await;
+    let client = reqwest::Client::new();
+    let mut errors = 0;
+    for _ in 0..200 {
+        if client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_server_error()
+        {
+            errors += 1;
+        }
+    }
+    // Without ejection about half would fail; with it, the run that ejects it (and, on
+    // a slow machine, one more run once the first ejection of 2 s is over).
+    assert!(
+        (5..=10).contains(&errors),
+        "five 5xx in a row eject the backend: {errors} of 200 failed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_costs_no_request_and_a_lone_one_is_never_ejected() {
+    let (good, _sg) = backend("good").await;
+    let (dead, stop_dead) = backend("dead").await;
+    stop_dead.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (url, _stop) = proxy(Arc::new(Route::new(&[good, dead]))).await;
+    let client = reqwest::Client::new();
+    for _ in 0..50 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "good");
+    }
+    // A service with one backend keeps trying it, ejected or not.
+    let (url, _stop) = proxy(Arc::new(Route::new(&[dead]))).await;
+    for _ in 0..3 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), hyper::StatusCode::BAD_GATEWAY);
+    }
 }

@@ -315,3 +315,104 @@ fn twenty_surged_rollouts_under_load_with_slow_requests_fail_none() {
     let history = p.json(&["history", "pair", "--env", "ci"]);
     assert_eq!(history.as_array().unwrap().len(), 21);
 }
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn a_killed_instance_leaves_the_rotation_failing_only_what_it_had_in_flight() {
+    let mut p = Project::new(PAIR, &[]);
+    p.write("pair/app.py", SLOW_APP);
+    p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
+    let url = address(&mut p, "pair");
+    let clients = ["/", "/", "/", "/"];
+    let load = Load::start(&url, &clients);
+    assert!(wait_until(Duration::from_secs(10), || load
+        .sent
+        .load(Ordering::Relaxed)
+        > 50));
+    let victim = p.instances("pair", "ci")[0]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let at_kill = load.sent.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || load
+        .sent
+        .load(Ordering::Relaxed)
+        > at_kill + 500));
+    let (sent, failed, _) = load.stop();
+    eprintln!(
+        "SIGKILL of 1 of 2 instances under {} clients: {} of {sent} requests failed",
+        clients.len(),
+        failed.len()
+    );
+    assert!(
+        failed.len() <= clients.len(),
+        "at most the requests in flight on it fail (one per client): {failed:?}"
+    );
+}
+
+/// Healthy while the file its instance number names does not exist.
+const MOODY_APP: &str = r#"
+import json, os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SICK = os.path.join(os.environ["SICK_DIR"], "sick-" + os.environ["WHARF_INSTANCE"])
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        sick = self.path == "/health" and os.path.exists(SICK)
+        body = json.dumps({"instance": os.environ["WHARF_INSTANCE"]}).encode()
+        self.send_response(500 if sick else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn an_instance_failing_its_checks_leaves_the_rotation_and_rejoins_when_healthy() {
+    let flags = tempfile::tempdir().unwrap();
+    let definition = PAIR.replace(
+        "    health: { http: /health, interval: 100ms }\n",
+        &format!(
+            "    health: {{ http: /health, interval: 250ms }}\n    config: {{ SICK_DIR: {} }}\n",
+            flags.path().display()
+        ),
+    );
+    let mut p = Project::new(&definition, &[]);
+    p.write("pair/app.py", MOODY_APP);
+    p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
+    let port = p.address_port("pair", "ci");
+    let numbers: Vec<String> = p
+        .instances("pair", "ci")
+        .iter()
+        .map(|i| i["instance"].to_string())
+        .collect();
+    let answered = || -> std::collections::BTreeSet<String> {
+        (0..40)
+            .map(|_| get_json(port)["instance"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(answered().len(), 2, "both instances serve");
+
+    std::fs::write(flags.path().join(format!("sick-{}", numbers[0])), "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || answered()
+            == std::collections::BTreeSet::from([numbers[1].clone()])),
+        "the failing instance leaves the rotation"
+    );
+    let sick = p.instances("pair", "ci");
+    assert!(
+        sick.iter().any(|i| i["health"] == "unhealthy"),
+        "status shows it: {sick:?}"
+    );
+    std::fs::remove_file(flags.path().join(format!("sick-{}", numbers[0]))).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || answered().len() == 2),
+        "it rejoins once its checks pass again"
+    );
+}
