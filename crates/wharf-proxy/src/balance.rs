@@ -5,7 +5,11 @@
 /// The index to send to among `loads.len()` backends, given two random draws. `None`
 /// when there is no backend.
 pub fn pick(loads: &[usize], draws: (u64, u64)) -> Option<usize> {
-    let n = loads.len();
+    pick_by(loads.len(), |i| loads[i], draws)
+}
+
+/// [`pick`] over `n` backends whose loads `load` gives (nothing collected).
+pub fn pick_by(n: usize, load: impl Fn(usize) -> usize, draws: (u64, u64)) -> Option<usize> {
     if n == 0 {
         return None;
     }
@@ -15,7 +19,7 @@ pub fn pick(loads: &[usize], draws: (u64, u64)) -> Option<usize> {
     }
     // The second draw skips the first, so the two candidates always differ.
     let b = (a + 1 + (draws.1 % (n as u64 - 1)) as usize) % n;
-    Some(if loads[b] < loads[a] { b } else { a })
+    Some(if load(b) < load(a) { b } else { a })
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub async fn serve_http(
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     let backends: Backends = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
+        .http1_writev(false)
         .build(connector);
     let name: Arc<str> = name.into();
     let acceptor = crate::accept::Acceptor::new(listener, shutdown.clone());
@@ -61,6 +62,7 @@ pub async fn serve_http(
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .writev(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service)

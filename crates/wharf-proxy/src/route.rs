@@ -163,16 +163,26 @@ impl Route {
     /// request on it.
     pub(crate) fn choose(&self, except: Option<SocketAddr>) -> Option<InFlight> {
         let all = self.backends.load();
-        let ejected: Vec<bool> = all.iter().map(|b| b.is_ejected()).collect();
-        let usable = crate::outlier::usable(&ejected);
-        let candidates: Vec<&Arc<Backend>> = usable
-            .iter()
-            .map(|&i| &all[i])
-            .filter(|b| Some(b.addr) != except || usable.len() == 1)
-            .collect();
-        let loads: Vec<usize> = candidates.iter().map(|b| b.outstanding()).collect();
-        let i = crate::balance::pick(&loads, self.draws())?;
-        let backend = candidates[i].clone();
+        // The common case (nothing ejected, nothing to avoid) allocates nothing: this
+        // runs for every request.
+        let backend = if except.is_none() && !all.iter().any(|b| b.is_ejected()) {
+            let i = crate::balance::pick_by(all.len(), |i| all[i].outstanding(), self.draws())?;
+            all[i].clone()
+        } else {
+            let ejected: Vec<bool> = all.iter().map(|b| b.is_ejected()).collect();
+            let usable = crate::outlier::usable(&ejected);
+            let candidates: Vec<&Arc<Backend>> = usable
+                .iter()
+                .map(|&i| &all[i])
+                .filter(|b| Some(b.addr) != except || usable.len() == 1)
+                .collect();
+            let i = crate::balance::pick_by(
+                candidates.len(),
+                |i| candidates[i].outstanding(),
+                self.draws(),
+            )?;
+            candidates[i].clone()
+        };
         backend.outstanding.fetch_add(1, Ordering::Relaxed);
         Some(InFlight(backend))
     }
