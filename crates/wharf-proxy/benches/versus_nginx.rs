@@ -1,7 +1,9 @@
 //! Throughput and latency under load: wrk against one backend (1 KiB answers) straight,
 //! through a service address of wharf's proxy running on one core, and through Debian's
 //! nginx as a reverse proxy (one worker, keep-alive upstream), in the same run and with
-//! the same load generator, rounds interleaved.
+//! the same load generator, rounds interleaved. The load generator runs on CPU 0; the
+//! backend and the proxy under test (either) share CPU 1, so both proxies get exactly
+//! one core, the same one, and neither competes with wrk.
 //!
 //! Run with `cargo bench -p wharf-proxy --bench versus_nginx` (needs `nginx` and `wrk`:
 //! `apt-get install nginx wrk`). WHARF_BENCH_SECONDS per measurement (default 5),
@@ -33,12 +35,21 @@ fn free_listener() -> StdListener {
     l
 }
 
-/// Runs `serve` on a thread of its own with a single-threaded runtime: one core.
+/// The CPU the servers run on; wrk gets [`LOAD_CPU`].
+const SERVER_CPU: usize = 1;
+const LOAD_CPU: usize = 0;
+
+/// Runs `serve` on a thread of its own with a single-threaded runtime, on
+/// [`SERVER_CPU`].
 fn on_one_core<F>(serve: impl FnOnce() -> F + Send + 'static)
 where
     F: std::future::Future<Output = ()>,
 {
     std::thread::spawn(move || {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(SERVER_CPU).is_ok() {
+            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+        }
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -118,8 +129,8 @@ fn nginx(backend: SocketAddr) -> (SocketAddr, Nginx) {
         dir = dir.path().display()
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-p"])
+    let child = Command::new("taskset")
+        .args(["-c", &SERVER_CPU.to_string(), "nginx", "-p"])
         .arg(dir.path())
         .arg("-c")
         .arg(dir.path().join("nginx.conf"))
@@ -146,8 +157,11 @@ struct Measured {
 }
 
 fn wrk(addr: SocketAddr, seconds: u64, connections: u64) -> Measured {
-    let out = Command::new("wrk")
+    let out = Command::new("taskset")
         .args([
+            "-c",
+            &LOAD_CPU.to_string(),
+            "wrk",
             "-t1",
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
@@ -194,7 +208,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    for tool in ["nginx", "wrk"] {
+    for tool in ["nginx", "wrk", "taskset"] {
         if Command::new(tool)
             .arg("-v")
             .stdout(Stdio::null())
@@ -202,7 +216,9 @@ fn main() {
             .status()
             .is_err()
         {
-            eprintln!("skipping: this benchmark needs `{tool}` (apt-get install nginx wrk)");
+            eprintln!(
+                "skipping: this benchmark needs `{tool}` (apt-get install nginx wrk util-linux)"
+            );
             return;
         }
     }
@@ -212,14 +228,19 @@ fn main() {
     let backend = backend();
     let wharf = wharf_proxy(backend);
     let (nginx_addr, _nginx) = nginx(backend);
-    let targets = [
+    // WHARF_BENCH_ONLY=wharf (or nginx, direct) measures one path, e.g. under perf.
+    let only = std::env::var("WHARF_BENCH_ONLY").unwrap_or_default();
+    let targets: Vec<(&str, SocketAddr)> = [
         ("direct to the backend", backend),
         ("wharf-proxy (1 core)", wharf),
         ("nginx (1 worker)", nginx_addr),
-    ];
+    ]
+    .into_iter()
+    .filter(|(name, _)| name.contains(only.as_str()))
+    .collect();
     // Warm-up: pools filled, nginx's upstream keep-alive connections open.
-    for (_, addr) in targets {
-        wrk(addr, 1, connections);
+    for (_, addr) in &targets {
+        wrk(*addr, 1, connections);
     }
     let mut results: Vec<Vec<Measured>> = vec![Vec::new(); targets.len()];
     for _ in 0..rounds {
@@ -228,7 +249,7 @@ fn main() {
         }
     }
     println!(
-        "wrk -t1 -c{connections} -d{seconds}s, 1 KiB answers, median of {rounds} interleaved rounds"
+        "wrk -t1 -c{connections} -d{seconds}s on CPU {LOAD_CPU}, backend and proxy on CPU {SERVER_CPU}, 1 KiB answers, median of {rounds} interleaved rounds"
     );
     println!("| path | req/s | p50 | p99 |");
     println!("|---|---|---|---|");

@@ -14,16 +14,13 @@ use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::route::{InFlight, Route};
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
-type Backends = Client<HttpConnector, ProxyBody>;
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// How long a backend may take to start answering.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,29 +34,15 @@ pub async fn serve_http(
     shutdown: CancellationToken,
     name: String,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let backends: Backends = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .http1_writev(false)
-        .build(connector);
     let name: Arc<str> = name.into();
     let acceptor = crate::accept::Acceptor::new(listener, shutdown.clone());
     while let Some(crate::accept::Accepted { tcp, peer, permit }) = acceptor.next().await {
-        let (route, backends, name, shutdown) = (
-            route.clone(),
-            backends.clone(),
-            name.clone(),
-            shutdown.clone(),
-        );
+        let (route, name, shutdown) = (route.clone(), name.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
-                let (route, backends, name) = (route.clone(), backends.clone(), name.clone());
-                async move {
-                    Ok::<_, Infallible>(forward(request, peer, &route, &backends, &name).await)
-                }
+                let (route, name) = (route.clone(), name.clone());
+                async move { Ok::<_, Infallible>(forward(request, peer, &route, &name).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .writev(false)
@@ -86,7 +69,6 @@ async fn forward(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     route: &Route,
-    backends: &Backends,
     name: &str,
 ) -> Response<ProxyBody> {
     let upgrade = wants_upgrade(request.headers());
@@ -100,11 +82,18 @@ async fn forward(
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
     forwarded_for(&mut parts.headers, peer);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+    // Sent on in origin form (a path): an absolute-form request loses its authority.
+    let path: hyper::Uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+        parts.uri.clone()
+    } else {
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .parse()
+            .unwrap_or_else(|_| hyper::Uri::from_static("/"))
+    };
     // Only a request with no body can be sent twice.
     let retriable = body.is_end_stream();
     let mut body = Some(body.boxed());
@@ -120,9 +109,25 @@ async fn forward(
             );
         };
         let addr = in_flight.backend().addr;
+        let checkout = match in_flight.backend().pool.checkout(addr).await {
+            Ok(checkout) => checkout,
+            Err(e) => {
+                in_flight.backend().record(crate::Outcome::ConnectFailed);
+                if retriable {
+                    tracing::debug!(%addr, "backend refused a connection, trying another: {e}");
+                    tried = Some(addr);
+                    continue;
+                }
+                return answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot connect to the instance of `{name}` at {addr}: {e}\n"),
+                );
+            }
+        };
+        let (mut sender, reused) = (checkout.sender, checkout.reused);
         let mut out = Request::builder()
             .method(parts.method.clone())
-            .uri(format!("http://{addr}{path}"))
+            .uri(path.clone())
             .version(hyper::Version::HTTP_11);
         if let Some(headers) = out.headers_mut() {
             *headers = parts.headers.clone();
@@ -136,7 +141,7 @@ async fn forward(
                 "the request cannot be forwarded\n".into(),
             );
         };
-        match tokio::time::timeout(RESPONSE_TIMEOUT, backends.request(out)).await {
+        match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(out)).await {
             Ok(Ok(mut response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let Some(client_upgrade) = client_upgrade else {
                     return answer(
@@ -172,21 +177,23 @@ async fn forward(
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 // The request counts against its backend until its answer is sent.
-                let guarded = Guarded {
+                let mut guarded = Guarded {
                     inner: incoming,
-                    _in_flight: in_flight,
+                    sender: Some(sender),
+                    in_flight,
                 };
+                // An empty answer may never be polled: its connection is free now.
+                if guarded.inner.is_end_stream() {
+                    guarded.finished();
+                }
                 return Response::from_parts(head, guarded.boxed());
             }
-            Ok(Err(e)) if e.is_connect() && retriable => {
-                in_flight.backend().record(crate::Outcome::ConnectFailed);
-                tracing::debug!(%addr, "backend refused a request, trying another: {e}");
-                tried = Some(addr);
+            // A kept connection the backend closed meanwhile: the request never reached
+            // it, so it is sent again.
+            Ok(Err(e)) if reused && retriable && (e.is_canceled() || e.is_incomplete_message()) => {
+                tracing::debug!(%addr, "a kept connection was closed, trying again: {e}");
             }
             Ok(Err(e)) => {
-                if e.is_connect() {
-                    in_flight.backend().record(crate::Outcome::ConnectFailed);
-                }
                 return answer(
                     StatusCode::BAD_GATEWAY,
                     format!("the instance of `{name}` at {addr} failed: {e}\n"),
@@ -271,10 +278,20 @@ fn forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
-/// A backend's answer body that keeps its request counted until it is all sent.
+/// A backend's answer body that keeps its request counted until it is all sent, and
+/// gives its connection back to the pool once it has been read to its end.
 struct Guarded {
     inner: Incoming,
-    _in_flight: InFlight,
+    sender: Option<crate::pool::Sender>,
+    in_flight: InFlight,
+}
+
+impl Guarded {
+    fn finished(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.in_flight.backend().pool.give_back(sender);
+        }
+    }
 }
 
 impl Body for Guarded {
@@ -285,7 +302,14 @@ impl Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.finished(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finished(),
+            Poll::Ready(Some(Err(_))) => self.sender = None,
+            _ => {}
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

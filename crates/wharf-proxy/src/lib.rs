@@ -11,6 +11,7 @@ mod accept;
 mod balance;
 mod http;
 mod outlier;
+mod pool;
 mod route;
 mod tcp;
 

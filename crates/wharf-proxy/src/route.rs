@@ -9,12 +9,22 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 
 /// One instance traffic may go to.
-#[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
     outstanding: AtomicUsize,
     /// Recent failures, for passive ejection.
     outliers: crate::outlier::Record,
+    /// Its idle keep-alive connections.
+    pub(crate) pool: crate::pool::Pool,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("addr", &self.addr)
+            .field("outstanding", &self.outstanding())
+            .finish()
+    }
 }
 
 impl Backend {
@@ -23,6 +33,7 @@ impl Backend {
             addr,
             outstanding: AtomicUsize::new(0),
             outliers: Default::default(),
+            pool: Default::default(),
         }
     }
 

@@ -1264,7 +1264,10 @@ fn beyond_loopback_the_api_takes_only_https_and_the_cli_pins_its_ca() {
         .to_owned();
     let admin = std::fs::read_to_string(state.join("admin.token")).unwrap();
     let admin = admin.trim();
-    // The controller says which CA to pin.
+    // The controller says which CA to pin (its log is written as it goes).
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("WHARF_CA="))
+    });
     let logged = std::fs::read_to_string(&log).unwrap();
     let fingerprint = logged
         .split("WHARF_CA=")

@@ -1,0 +1,85 @@
+//! Keep-alive connections to one backend: a stack of idle HTTP/1.1 senders. A sender goes
+//! back on the stack when the answer it carried has been read to its end (so the next
+//! request on it never waits behind a body), and is dropped otherwise; a backend that
+//! leaves the route takes its connections with it.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::http::ProxyBody;
+
+/// How long connecting to a backend may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept per backend.
+const MAX_IDLE: usize = 256;
+
+pub(crate) type Sender = SendRequest<ProxyBody>;
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Sender>>,
+}
+
+/// A connection to use, and whether it was reused (a reused one may have been closed by
+/// the backend meanwhile: a request that fails on it may be tried again).
+pub(crate) struct Checkout {
+    pub sender: Sender,
+    pub reused: bool,
+}
+
+impl Pool {
+    fn pop(&self) -> Option<Sender> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// An idle connection that is still open, or a new one.
+    pub(crate) async fn checkout(&self, addr: SocketAddr) -> std::io::Result<Checkout> {
+        while let Some(mut sender) = self.pop() {
+            if sender.is_closed() {
+                continue;
+            }
+            // Returned once its answer was read: ready at once, or as soon as its
+            // connection task has seen the end.
+            if sender.ready().await.is_ok() {
+                return Ok(Checkout {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(Checkout {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// Takes a connection back whose answer was read to its end.
+    pub(crate) fn give_back(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+}
