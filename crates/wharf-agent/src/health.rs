@@ -16,6 +16,9 @@ use wharf_core::model::Probe;
 pub struct Streak {
     passes: u32,
     fails: u32,
+    /// The health the last result left: when something else changed it since (the
+    /// start-up wait marking the instance healthy), the run starts over.
+    seen: Option<wharf_core::lifecycle::Health>,
 }
 
 impl Streak {
@@ -29,8 +32,11 @@ impl Streak {
         fall: u32,
     ) -> Option<wharf_core::lifecycle::Health> {
         use wharf_core::lifecycle::Health;
+        if self.seen != Some(now) {
+            (self.passes, self.fails) = (0, 0);
+        }
         let unknown = now == Health::Unknown;
-        if passed {
+        let next = if passed {
             self.passes = self.passes.saturating_add(1);
             self.fails = 0;
             (now != Health::Healthy && (unknown || self.passes >= rise)).then_some(Health::Healthy)
@@ -39,7 +45,9 @@ impl Streak {
             self.passes = 0;
             (now != Health::Unhealthy && (unknown || self.fails >= fall))
                 .then_some(Health::Unhealthy)
-        }
+        };
+        self.seen = Some(next.unwrap_or(now));
+        next
     }
 }
 
@@ -160,6 +168,17 @@ mod streak_tests {
                 health
             })
             .collect()
+    }
+
+    #[test]
+    fn a_health_set_elsewhere_starts_the_run_over() {
+        let mut streak = Streak::default();
+        // Failures while starting make it unhealthy; the start-up wait then finds it
+        // healthy: one failure more does not take it out.
+        assert_eq!(streak.record(false, Unknown, 2, 2), Some(Unhealthy));
+        assert_eq!(streak.record(false, Unhealthy, 2, 2), None);
+        assert_eq!(streak.record(false, Healthy, 2, 2), None);
+        assert_eq!(streak.record(false, Healthy, 2, 2), Some(Unhealthy));
     }
 
     #[test]

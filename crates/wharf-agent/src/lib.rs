@@ -479,7 +479,10 @@ impl Agent {
         if let Some(limit) = drain {
             self.traffic.drain(key, limit).await;
         }
-        let handle = self.lock().remove(key)?;
+        let Some(handle) = self.lock().remove(key) else {
+            self.traffic.forget(key);
+            return None;
+        };
         let (done, exited) = oneshot::channel();
         let grace = handle.plan.stop_timeout;
         let exit = if handle
@@ -493,6 +496,7 @@ impl Agent {
             None
         };
         let _ = std::fs::remove_file(self.state_file(key));
+        self.traffic.forget(key);
         exit
     }
 

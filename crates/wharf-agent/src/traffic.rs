@@ -17,6 +17,9 @@ struct Address {
     port: u16,
     route: Arc<Route>,
     members: HashMap<u32, SocketAddr>,
+    /// Instances being drained: nothing puts them back in the rotation (their status
+    /// still says running and healthy) until they are stopped.
+    draining: std::collections::HashSet<u32>,
     /// Backends taken out of the rotation, kept until drained.
     retired: Vec<Arc<Backend>>,
     stop: CancellationToken,
@@ -76,6 +79,7 @@ impl Traffic {
                 port,
                 route,
                 members: HashMap::new(),
+                draining: Default::default(),
                 retired: Vec::new(),
                 stop,
             },
@@ -88,11 +92,15 @@ impl Traffic {
         let Some(address) = all.get_mut(&(key.env.clone(), key.service.clone())) else {
             return;
         };
+        let member = member.filter(|_| !address.draining.contains(&key.instance));
         let before = address.members.get(&key.instance).copied();
         if before == member {
             return;
         }
         if before.is_some() {
+            // Kept until what was sent to them is answered; then let go (with their
+            // idle connections).
+            address.retired.retain(|b| b.outstanding() > 0);
             address.retired.extend(address.route.snapshot());
         }
         match member {
@@ -115,6 +123,9 @@ impl Traffic {
         let Some(target) = target else {
             return;
         };
+        if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
+            a.draining.insert(key.instance);
+        }
         self.set(key, None);
         let begun = Instant::now();
         while begun.elapsed() < limit {
@@ -134,10 +145,58 @@ impl Traffic {
         }
     }
 
+    /// The instance is stopped: a new one under its key may join the rotation.
+    pub fn forget(&self, key: &InstanceKey) {
+        if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
+            a.draining.remove(&key.instance);
+        }
+    }
+
     /// Every address stops listening (the agent is going away).
     pub fn close(&self) {
         for (_, address) in self.lock().drain() {
             address.stop.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> InstanceKey {
+        InstanceKey {
+            env: "ci".into(),
+            service: "web".into(),
+            node: "local".into(),
+            instance: 0,
+        }
+    }
+
+    fn in_rotation(traffic: &Traffic) -> Vec<SocketAddr> {
+        let all = traffic.lock();
+        all.get(&("ci".to_owned(), "web".to_owned()))
+            .map(|a| a.route.addrs())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_draining_instance_is_not_put_back_by_a_status_report() {
+        let traffic = Traffic::default();
+        traffic.ensure(&key(), 0, false, Duration::from_secs(1));
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        traffic.set(&key(), Some(addr));
+        assert_eq!(in_rotation(&traffic), vec![addr]);
+        traffic.drain(&key(), Duration::from_secs(1)).await;
+        // Its supervisor still reports it running and healthy until it is stopped.
+        traffic.set(&key(), Some(addr));
+        assert!(
+            in_rotation(&traffic).is_empty(),
+            "it stays out while it stops"
+        );
+        traffic.forget(&key());
+        traffic.set(&key(), Some(addr));
+        assert_eq!(in_rotation(&traffic), vec![addr], "a new instance joins");
+        traffic.close();
     }
 }

@@ -94,8 +94,18 @@ async fn forward(
             .parse()
             .unwrap_or_else(|_| hyper::Uri::from_static("/"))
     };
-    // Only a request with no body can be sent twice.
-    let retriable = body.is_end_stream();
+    // Only a request with no body, of a method that may be repeated, is sent again
+    // (and only where it cannot have been processed: refused, or never sent).
+    let retriable = body.is_end_stream()
+        && matches!(
+            parts.method,
+            hyper::Method::GET
+                | hyper::Method::HEAD
+                | hyper::Method::OPTIONS
+                | hyper::Method::TRACE
+                | hyper::Method::PUT
+                | hyper::Method::DELETE
+        );
     let mut body = Some(body.boxed());
     let mut tried = None;
     for _ in 0..2 {
@@ -190,7 +200,7 @@ async fn forward(
             }
             // A kept connection the backend closed meanwhile: the request never reached
             // it, so it is sent again.
-            Ok(Err(e)) if reused && retriable && (e.is_canceled() || e.is_incomplete_message()) => {
+            Ok(Err(e)) if reused && retriable && e.is_canceled() => {
                 tracing::debug!(%addr, "a kept connection was closed, trying again: {e}");
             }
             Ok(Err(e)) => {

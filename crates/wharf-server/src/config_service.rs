@@ -254,36 +254,19 @@ impl ConfigService {
         // A deploy in progress counts: its new instances read their configuration
         // while it waits for them to be healthy.
         if let Some(current) = running_deployment(&*self.store, service, env, true)? {
-            let mut spec = spec_of(&current)?;
-            // Pooled slots are placed where their instances run.
-            let running = self.store.instances(Some(env), Some(service))?;
-            for slot in spec.slots.iter_mut().filter(|s| s.node.is_empty()) {
-                if let Some(i) = running.iter().find(|i| i.instance == slot.instance) {
-                    slot.node = i.node.clone();
-                }
+            for (instance, body) in self.views_of(&current, service, env, revision, &overrides)? {
+                by_instance.insert(instance, body);
             }
-            spec.slots.retain(|s| !s.node.is_empty());
-            let extras = Extras {
-                overrides: overrides.clone(),
-                ..Default::default()
-            };
-            let rendered = render(
-                &*self.store,
-                &spec,
-                &current.version,
-                &current.digest,
-                current.id,
-                &extras,
-            )?;
-            for plan in rendered.plans {
-                let body = RuntimeConfig {
-                    service: service.to_owned(),
-                    env: env.to_owned(),
-                    revision,
-                    values: plan.env,
-                };
-                let bytes = serde_json::to_vec(&body).expect("configs serialize");
-                by_instance.insert(plan.key.instance, Bytes::from(bytes));
+            // During a rollout the instances it replaces still run (under numbers of
+            // their own) and still read theirs.
+            if let Some(before) = running_deployment(&*self.store, service, env, false)?
+                .filter(|before| before.id != current.id)
+            {
+                for (instance, body) in
+                    self.views_of(&before, service, env, revision, &overrides)?
+                {
+                    by_instance.entry(instance).or_insert(body);
+                }
             }
         } else {
             let body = RuntimeConfig {
@@ -299,6 +282,50 @@ impl ConfigService {
             revision,
             by_instance,
         })
+    }
+
+    /// What each instance of `deployment` reads, with today's overrides.
+    fn views_of(
+        &self,
+        deployment: &wharf_store::DeploymentRecord,
+        service: &str,
+        env: &str,
+        revision: i64,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Vec<(u32, Bytes)>, ServerError> {
+        let mut by_instance = Vec::new();
+        let mut spec = spec_of(deployment)?;
+        // Pooled slots are placed where their instances run.
+        let running = self.store.instances(Some(env), Some(service))?;
+        for slot in spec.slots.iter_mut().filter(|s| s.node.is_empty()) {
+            if let Some(i) = running.iter().find(|i| i.instance == slot.instance) {
+                slot.node = i.node.clone();
+            }
+        }
+        spec.slots.retain(|s| !s.node.is_empty());
+        let extras = Extras {
+            overrides: overrides.clone(),
+            ..Default::default()
+        };
+        let rendered = render(
+            &*self.store,
+            &spec,
+            &deployment.version,
+            &deployment.digest,
+            deployment.id,
+            &extras,
+        )?;
+        for plan in rendered.plans {
+            let body = RuntimeConfig {
+                service: service.to_owned(),
+                env: env.to_owned(),
+                revision,
+                values: plan.env,
+            };
+            let bytes = serde_json::to_vec(&body).expect("configs serialize");
+            by_instance.push((plan.key.instance, Bytes::from(bytes)));
+        }
+        Ok(by_instance)
     }
 
     /// Seals and stores a secret.

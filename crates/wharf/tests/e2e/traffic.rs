@@ -240,10 +240,14 @@ impl Load {
                                     seen.lock().unwrap().insert(v.to_owned());
                                 }
                             }
-                            Ok(r) => failed
-                                .lock()
-                                .unwrap()
-                                .push(format!("{url}: {}", r.status())),
+                            Ok(r) => {
+                                let status = r.status();
+                                let body = r.text().unwrap_or_default();
+                                failed
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{url}: {status}: {body}"));
+                            }
                             Err(e) => failed.lock().unwrap().push(format!("{url}: {e}")),
                         }
                     }
