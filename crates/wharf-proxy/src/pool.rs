@@ -15,6 +15,10 @@ use crate::http::ProxyBody;
 
 /// How long connecting to a backend may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a kept connection may take to be free again: one whose request body is
+/// still being sent (the backend answered before reading it all) is dropped instead of
+/// holding the next request.
+const READY_WAIT: Duration = Duration::from_millis(50);
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 256;
 
@@ -45,7 +49,7 @@ impl Pool {
             }
             // Returned once its answer was read: ready at once, or as soon as its
             // connection task has seen the end.
-            if sender.ready().await.is_ok() {
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
                 return Ok(Checkout {
                     sender,
                     reused: true,
