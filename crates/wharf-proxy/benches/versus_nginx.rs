@@ -10,15 +10,13 @@
 //! WHARF_BENCH_ROUNDS (default 3), WHARF_BENCH_CONNECTIONS (default 50).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Response;
-use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use wharf_proxy::{Route, serve_http};
 
@@ -61,26 +59,7 @@ where
 fn backend() -> SocketAddr {
     let listener = free_listener();
     let addr = listener.local_addr().unwrap();
-    on_one_core(move || async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let body = Bytes::from(vec![b'x'; 1024]);
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req| {
-                    let body = body.clone();
-                    async move { Ok::<_, std::convert::Infallible>(Response::new(Full::new(body))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
+    on_one_core(move || common::serve_kib(tokio::net::TcpListener::from_std(listener).unwrap()));
     addr
 }
 

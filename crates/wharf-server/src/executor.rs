@@ -970,15 +970,20 @@ impl Executor {
                 ),
             );
             done.push(Done::Stopped(previous));
-            stopping.push(key);
+            stopping.push(key.clone());
         }
+        self.stop_all(&stopping, |_| false).await;
+    }
+
+    /// Stops `keys` at once (each agent drains before it stops) and forgets the
+    /// instances that `restarting` does not name.
+    async fn stop_all(&self, keys: &[InstanceKey], restarting: impl Fn(&InstanceKey) -> bool) {
         join_all(
-            stopping
-                .iter()
+            keys.iter()
                 .map(|key| async move { self.fleet.link(key).stop(key).await }),
         )
         .await;
-        for key in stopping {
+        for key in keys.iter().filter(|key| !restarting(key)) {
             let _ = self
                 .store
                 .remove_instance(&key.env, &key.service, &key.node, key.instance);
@@ -1104,19 +1109,8 @@ impl Executor {
                 }
             }
         }
-        join_all(
-            stops
-                .iter()
-                .map(|key| async move { self.fleet.link(key).stop(key).await }),
-        )
-        .await;
-        for key in &stops {
-            if !starts.iter().any(|p| &p.key == key) {
-                let _ = self
-                    .store
-                    .remove_instance(&key.env, &key.service, &key.node, key.instance);
-            }
-        }
+        self.stop_all(&stops, |key| starts.iter().any(|p| &p.key == key))
+            .await;
         let started: Vec<InstanceKey> = starts.iter().map(|p| p.key.clone()).collect();
         let mut by_agent: HashMap<usize, (Arc<dyn AgentLink>, Vec<InstancePlan>)> = HashMap::new();
         for plan in starts {

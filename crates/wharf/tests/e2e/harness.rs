@@ -168,17 +168,22 @@ impl Project {
             .unwrap_or_else(|e| panic!("bad json from {args:?}: {e}\n{}", text(&out)))
     }
 
-    /// The port of a service's stable address in an environment.
-    pub fn address_port(&mut self, service: &str, env: &str) -> u16 {
+    /// A service's stable address in an environment (`http://127.0.0.1:PORT`).
+    pub fn address(&mut self, service: &str, env: &str) -> String {
         let status = self.json(&["status", "--env", env]);
-        let address = status["services"]
+        status["services"]
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["service"] == service)
             .and_then(|s| s["address"].as_str())
             .unwrap_or_else(|| panic!("`{service}` in `{env}` has no address: {status}"))
-            .to_owned();
+            .to_owned()
+    }
+
+    /// The port of a service's stable address in an environment.
+    pub fn address_port(&mut self, service: &str, env: &str) -> u16 {
+        let address = self.address(service, env);
         address
             .rsplit(':')
             .next()

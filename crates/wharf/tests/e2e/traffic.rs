@@ -27,75 +27,30 @@ environments:
         services: [{ name: web, instances: 3 }, front]
 "#;
 
-fn address(p: &mut Project, service: &str) -> String {
-    let status = p.json(&["status", "--env", "ci"]);
-    status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == service)
-        .and_then(|s| s["address"].as_str())
-        .unwrap_or_else(|| panic!("no address for {service}: {status}"))
-        .to_owned()
-}
-
 #[test]
 #[allow(clippy::print_stderr)]
 fn rolling_deploys_behind_the_service_address_fail_no_request() {
     let mut p = Project::new(WEB, &["web", "front"]);
     p.ok(&["deploy", "--env", "ci", "--version", "v1"]);
-    let web = address(&mut p, "web");
+    let web = p.address("web", "ci");
     // Peers are given the address, not one instance.
     let front = p.port("front", "ci", 0);
     assert_eq!(get_json(front)["peer"], web.as_str());
     let table = stdout(&p.ok(&["status", "--env", "ci"]));
     assert!(table.contains(&format!("web (ci): {web}/")), "{table}");
 
-    let running = Arc::new(AtomicBool::new(true));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-    let client = {
-        let (running, sent, failed, seen, url) = (
-            running.clone(),
-            sent.clone(),
-            failed.clone(),
-            seen.clone(),
-            web.clone(),
-        );
-        std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap();
-            while running.load(Ordering::Relaxed) {
-                sent.fetch_add(1, Ordering::Relaxed);
-                match http.get(format!("{url}/")).send() {
-                    Ok(r) if r.status().is_success() => {
-                        let body: serde_json::Value = r.json().unwrap_or_default();
-                        if let Some(v) = body["version"].as_str() {
-                            seen.lock().unwrap().insert(v.to_owned());
-                        }
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-    };
+    let load = Load::start(&web, &["/"], Duration::from_secs(5));
     for version in ["v2", "v3", "v4"] {
         p.ok(&["deploy", "web", "--env", "ci", "--version", version]);
     }
-    running.store(false, Ordering::Relaxed);
-    client.join().unwrap();
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    eprintln!("{sent} requests through the address during 3 rolling deploys, {failed} failed");
-    assert_eq!(failed, 0, "of {sent} requests");
-    assert!(sent > 100, "the load ran: {sent}");
-    assert!(
-        seen.lock().unwrap().contains("v4"),
-        "traffic reached the new version"
+    let (sent, failed, seen) = load.stop();
+    eprintln!(
+        "{sent} requests through the address during 3 rolling deploys, {} failed",
+        failed.len()
     );
+    assert!(failed.is_empty(), "of {sent} requests: {failed:?}");
+    assert!(sent > 100, "the load ran: {sent}");
+    assert!(seen.contains("v4"), "traffic reached the new version");
 }
 
 /// A service that owns a fixed port: a new instance cannot start beside the old one.
@@ -120,29 +75,10 @@ fn a_fixed_port_instance_replaced_in_place_makes_requests_wait_not_fail() {
         .port();
     let mut p = Project::new(&SOLO.replace("FIXED", &fixed.to_string()), &["solo"]);
     p.ok(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
-    let url = address(&mut p, "solo");
-    let running = Arc::new(AtomicBool::new(true));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let client = {
-        let (running, sent, failed) = (running.clone(), sent.clone(), failed.clone());
-        std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(15))
-                .build()
-                .unwrap();
-            while running.load(Ordering::Relaxed) {
-                sent.fetch_add(1, Ordering::Relaxed);
-                if !http
-                    .get(format!("{url}/"))
-                    .send()
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-    assert!(wait_until(Duration::from_secs(10), || sent
+    let url = p.address("solo", "ci");
+    let load = Load::start(&url, &["/"], Duration::from_secs(15));
+    assert!(wait_until(Duration::from_secs(10), || load
+        .sent
         .load(Ordering::Relaxed)
         > 20));
     for version in ["v2", "v3"] {
@@ -154,17 +90,17 @@ fn a_fixed_port_instance_replaced_in_place_makes_requests_wait_not_fail() {
         );
     }
     assert_eq!(p.port("solo", "ci", 0), fixed, "it keeps its own port");
-    let after = sent.load(Ordering::Relaxed);
-    assert!(wait_until(Duration::from_secs(10), || sent
+    let after = load.sent.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(10), || load
+        .sent
         .load(Ordering::Relaxed)
         > after + 20));
-    running.store(false, Ordering::Relaxed);
-    client.join().unwrap();
-    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (sent, failed, _) = load.stop();
     eprintln!(
-        "{sent} requests through a 1-instance service's address during 2 deploys, {failed} failed"
+        "{sent} requests through a 1-instance service's address during 2 deploys, {} failed",
+        failed.len()
     );
-    assert_eq!(failed, 0, "of {sent} requests");
+    assert!(failed.is_empty(), "of {sent} requests: {failed:?}");
 }
 
 /// An app whose `/slow` answers after a second, so rollouts meet requests in flight.
@@ -215,7 +151,8 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: &str, paths: &[&'static str]) -> Load {
+    /// One client per path, each with `timeout` per request.
+    fn start(url: &str, paths: &[&'static str], timeout: Duration) -> Load {
         let running = Arc::new(AtomicBool::new(true));
         let sent = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -228,7 +165,7 @@ impl Load {
                 let url = format!("{url}{path}");
                 std::thread::spawn(move || {
                     let http = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_secs(20))
+                        .timeout(timeout)
                         .build()
                         .unwrap();
                     while running.load(Ordering::Relaxed) {
@@ -280,8 +217,12 @@ fn twenty_surged_rollouts_under_load_with_slow_requests_fail_none() {
     let mut p = Project::new(PAIR, &[]);
     p.write("pair/app.py", SLOW_APP);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v0"]);
-    let url = address(&mut p, "pair");
-    let load = Load::start(&url, &["/", "/", "/", "/slow", "/slow"]);
+    let url = p.address("pair", "ci");
+    let load = Load::start(
+        &url,
+        &["/", "/", "/", "/slow", "/slow"],
+        Duration::from_secs(20),
+    );
     assert!(wait_until(Duration::from_secs(10), || load
         .sent
         .load(Ordering::Relaxed)
@@ -326,9 +267,9 @@ fn a_killed_instance_leaves_the_rotation_failing_only_what_it_had_in_flight() {
     let mut p = Project::new(PAIR, &[]);
     p.write("pair/app.py", SLOW_APP);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
-    let url = address(&mut p, "pair");
+    let url = p.address("pair", "ci");
     let clients = ["/", "/", "/", "/"];
-    let load = Load::start(&url, &clients);
+    let load = Load::start(&url, &clients, Duration::from_secs(20));
     assert!(wait_until(Duration::from_secs(10), || load
         .sent
         .load(Ordering::Relaxed)
