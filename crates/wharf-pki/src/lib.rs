@@ -146,10 +146,16 @@ impl Authority {
     pub fn sign_agent(&self, csr_pem: &str, host_id: i64, serial: u64) -> Result<String, PkiError> {
         let request = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::BadRequest(e.to_string()))?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = name(&format!("{HOST_PREFIX}{host_id}"));
+        // The name is also the certificate's DNS name, so agents can verify each other
+        // when one reaches an instance on another's host (the mesh).
+        let host = host_name(host_id);
+        let mut params = CertificateParams::new(vec![host.clone()])?;
+        params.distinguished_name = name(&host);
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial.to_be_bytes()));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
         params.not_after = rcgen::date_time_ymd(2099, 1, 1);
         let cert = params.signed_by(&request.public_key, &self.issuer()?)?;
         Ok(cert.pem())
@@ -196,6 +202,56 @@ impl Authority {
             .map_err(|e| PkiError::Tls(e.to_string()))?;
         Ok(Arc::new(config))
     }
+}
+
+/// The name an agent certificate gives its host.
+pub fn host_name(host_id: i64) -> String {
+    format!("{HOST_PREFIX}{host_id}")
+}
+
+/// The TLS configurations of the mesh between agents: each agent's listener asks for a
+/// certificate of the same CA from whoever connects, and each agent reaching another
+/// verifies the other's certificate names the host it meant to reach.
+pub struct MeshTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+pub fn mesh_tls(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<MeshTls, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    let tls = |e: &dyn std::fmt::Display| PkiError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(ca.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls(&e))?;
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| tls(&e))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| tls(&e))?;
+    Ok(MeshTls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
 }
 
 /// What a verified agent certificate says: its host and serial.

@@ -109,7 +109,7 @@ async fn forward(
     let mut body = Some(body.boxed());
     let mut tried = None;
     for _ in 0..2 {
-        let Some(in_flight) = route.choose_or_wait(tried, route.pause()).await else {
+        let Some(in_flight) = route.choose_or_wait(tried.as_ref(), route.pause()).await else {
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -118,12 +118,14 @@ async fn forward(
                 ),
             );
         };
-        let addr = in_flight.backend().addr;
-        let checkout = match in_flight.backend().pool.checkout(addr).await {
+        let addr = in_flight.backend().target.clone();
+        let checkout = match in_flight.backend().pool.checkout(&addr).await {
             Ok(checkout) => checkout,
             Err(e) => {
                 in_flight.backend().record(crate::Outcome::ConnectFailed);
-                if retriable {
+                // Nothing of the request was sent (its body is still here): any request
+                // may go to another instance.
+                if tried.is_none() {
                     tracing::debug!(%addr, "backend refused a connection, trying another: {e}");
                     tried = Some(addr);
                     continue;

@@ -10,15 +10,18 @@
 mod accept;
 mod balance;
 mod http;
+pub mod mesh;
 mod outlier;
 mod pool;
 mod route;
+mod target;
 mod tcp;
 
 pub use balance::pick;
 pub use http::serve_http;
 pub use outlier::Outcome;
 pub use route::{Backend, Route};
+pub use target::{MeshTarget, Target};
 pub use tcp::serve_tcp;
 
 /// How long a request (or connection) waits for a backend when its service has none,

@@ -3,18 +3,15 @@
 //! request on it never waits behind a body), and is dropped otherwise; a backend that
 //! leaves the route takes its connections with it.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::http::ProxyBody;
-
-/// How long connecting to a backend may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::target::Target;
 /// How long a kept connection may take to be free again: one whose request body is
 /// still being sent (the backend answered before reading it all) is dropped instead of
 /// holding the next request.
@@ -27,6 +24,8 @@ pub(crate) type Sender = SendRequest<ProxyBody>;
 #[derive(Default)]
 pub(crate) struct Pool {
     idle: Mutex<Vec<Sender>>,
+    /// Its backend left the route: nothing more is kept.
+    closed: AtomicBool,
 }
 
 /// A connection to use, and whether it was reused (a reused one may have been closed by
@@ -42,7 +41,7 @@ impl Pool {
     }
 
     /// An idle connection that is still open, or a new one.
-    pub(crate) async fn checkout(&self, addr: SocketAddr) -> std::io::Result<Checkout> {
+    pub(crate) async fn checkout(&self, target: &Target) -> std::io::Result<Checkout> {
         while let Some(mut sender) = self.pop() {
             if sender.is_closed() {
                 continue;
@@ -56,15 +55,10 @@ impl Pool {
                 });
             }
         }
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        let _ = tcp.set_nodelay(true);
+        let stream = target.connect().await?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .writev(false)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
@@ -78,12 +72,20 @@ impl Pool {
 
     /// Takes a connection back whose answer was read to its end.
     pub(crate) fn give_back(&self, sender: Sender) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.closed.load(Ordering::Relaxed) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(sender);
         }
+    }
+}
+
+impl Pool {
+    /// Closes the idle connections, and those in use once their answers are read.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }

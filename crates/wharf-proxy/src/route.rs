@@ -2,15 +2,16 @@
 //! backend's count of outstanding requests survives the swaps it stays in, so a new set
 //! starts from the load the proxy already knows.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::target::Target;
+
 /// One instance traffic may go to.
 pub struct Backend {
-    pub addr: SocketAddr,
+    pub target: Target,
     outstanding: AtomicUsize,
     /// Recent failures, for passive ejection.
     outliers: crate::outlier::Record,
@@ -21,16 +22,16 @@ pub struct Backend {
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
-            .field("addr", &self.addr)
+            .field("target", &self.target)
             .field("outstanding", &self.outstanding())
             .finish()
     }
 }
 
 impl Backend {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(target: Target) -> Self {
         Self {
-            addr,
+            target,
             outstanding: AtomicUsize::new(0),
             outliers: Default::default(),
             pool: Default::default(),
@@ -45,7 +46,7 @@ impl Backend {
     /// out of the balancer for a while).
     pub fn record(&self, outcome: crate::Outcome) {
         if self.outliers.record(outcome) {
-            tracing::warn!(addr = %self.addr, ?outcome, "instance ejected from the balancer for a while");
+            tracing::warn!(target = %self.target, ?outcome, "instance ejected from the balancer for a while");
         }
     }
 
@@ -81,9 +82,9 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(addrs: &[SocketAddr]) -> Self {
+    pub fn new<T: Into<Target> + Clone>(targets: &[T]) -> Self {
         let route = Self::default();
-        route.set(addrs);
+        route.set(targets);
         route
     }
 
@@ -107,19 +108,28 @@ impl Route {
     }
 
     /// Replaces the set of backends. Requests already sent keep going to the old ones
-    /// (drain them with [`Route::outstanding_on`] before stopping those).
-    pub fn set(&self, addrs: &[SocketAddr]) {
+    /// (drain them with [`Route::outstanding_on`] before stopping those); the idle
+    /// connections of a backend that leaves are closed at once, the others once their
+    /// answers are read, so the instance (or another host's agent) sees them go.
+    pub fn set<T: Into<Target> + Clone>(&self, targets: &[T]) {
         let current = self.backends.load();
-        let next: Vec<Arc<Backend>> = addrs
+        let next: Vec<Arc<Backend>> = targets
             .iter()
-            .map(|addr| {
+            .map(|t| {
+                let target: Target = t.clone().into();
                 current
                     .iter()
-                    .find(|b| b.addr == *addr)
+                    .find(|b| b.target == target)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Backend::new(*addr)))
+                    .unwrap_or_else(|| Arc::new(Backend::new(target)))
             })
             .collect();
+        for gone in current
+            .iter()
+            .filter(|b| !next.iter().any(|n| Arc::ptr_eq(n, b)))
+        {
+            gone.pool.close();
+        }
         self.backends.store(Arc::new(next));
         self.changed.notify_waiters();
     }
@@ -129,7 +139,7 @@ impl Route {
     /// wait for the new one instead of being refused).
     pub(crate) async fn choose_or_wait(
         &self,
-        except: Option<SocketAddr>,
+        except: Option<&Target>,
         pause: std::time::Duration,
     ) -> Option<InFlight> {
         let deadline = tokio::time::Instant::now() + pause;
@@ -148,18 +158,23 @@ impl Route {
         }
     }
 
-    pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.backends.load().iter().map(|b| b.addr).collect()
+    pub fn targets(&self) -> Vec<Target> {
+        self.backends
+            .load()
+            .iter()
+            .map(|b| b.target.clone())
+            .collect()
     }
 
-    /// Requests (or connections) outstanding on `addr` that this route sent, including
-    /// to a backend no longer in the set.
-    pub fn outstanding_on(&self, addr: SocketAddr, retired: &[Arc<Backend>]) -> usize {
+    /// Requests (or connections) outstanding on `target` that this route sent,
+    /// including to a backend no longer in the set.
+    pub fn outstanding_on(&self, target: impl Into<Target>, retired: &[Arc<Backend>]) -> usize {
+        let target = target.into();
         self.backends
             .load()
             .iter()
             .chain(retired)
-            .filter(|b| b.addr == addr)
+            .filter(|b| b.target == target)
             .map(|b| b.outstanding())
             .max()
             .unwrap_or(0)
@@ -172,7 +187,7 @@ impl Route {
 
     /// Chooses a backend (other than `except`, when there is another) and counts a
     /// request on it.
-    pub(crate) fn choose(&self, except: Option<SocketAddr>) -> Option<InFlight> {
+    pub(crate) fn choose(&self, except: Option<&Target>) -> Option<InFlight> {
         let all = self.backends.load();
         // The common case (nothing ejected, nothing to avoid) allocates nothing: this
         // runs for every request.
@@ -185,7 +200,7 @@ impl Route {
             let candidates: Vec<&Arc<Backend>> = usable
                 .iter()
                 .map(|&i| &all[i])
-                .filter(|b| Some(b.addr) != except || usable.len() == 1)
+                .filter(|b| Some(&b.target) != except || usable.len() == 1)
                 .collect();
             let i = crate::balance::pick_by(
                 candidates.len(),
@@ -217,15 +232,15 @@ fn splitmix(mut x: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Target {
+        Target::Local(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]
     fn a_swap_keeps_the_load_of_backends_that_stay() {
         let route = Route::new(&[addr(1), addr(2)]);
-        let held = route.choose(Some(addr(2))).unwrap();
-        assert_eq!(held.backend().addr, addr(1));
+        let held = route.choose(Some(&addr(2))).unwrap();
+        assert_eq!(held.backend().target, addr(1));
         route.set(&[addr(1), addr(3)]);
         let kept = route.snapshot();
         assert_eq!(
@@ -240,6 +255,6 @@ mod tests {
 
     #[test]
     fn an_empty_route_chooses_nothing() {
-        assert!(Route::new(&[]).choose(None).is_none());
+        assert!(Route::new::<Target>(&[]).choose(None).is_none());
     }
 }

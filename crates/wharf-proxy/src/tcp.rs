@@ -3,9 +3,8 @@
 //! both ways until either side closes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::route::Route;
@@ -20,23 +19,21 @@ pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: Cance
             let _permit = permit;
             let mut tried = None;
             for _ in 0..2 {
-                let Some(in_flight) = route.choose_or_wait(tried, route.pause()).await else {
+                let Some(in_flight) = route.choose_or_wait(tried.as_ref(), route.pause()).await
+                else {
                     return;
                 };
-                let addr = in_flight.backend().addr;
-                let connect =
-                    tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr));
-                match connect.await {
-                    Ok(Ok(mut backend)) => {
+                let target = in_flight.backend().target.clone();
+                match target.connect().await {
+                    Ok(mut backend) => {
                         in_flight.backend().record(crate::Outcome::Answered);
-                        let _ = backend.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
                         drop(in_flight);
                         return;
                     }
-                    _ => {
+                    Err(_) => {
                         in_flight.backend().record(crate::Outcome::ConnectFailed);
-                        tried = Some(addr);
+                        tried = Some(target);
                     }
                 }
             }

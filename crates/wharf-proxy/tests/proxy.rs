@@ -162,7 +162,7 @@ async fn moving_traffic_to_new_backends_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_healthy_instance_the_answer_says_so() {
-    let route = Route::new(&[]).with_pause(Duration::from_millis(200));
+    let route = Route::default().with_pause(Duration::from_millis(200));
     let (url, _stop) = proxy(Arc::new(route)).await;
     let answer = reqwest::get(&url).await.unwrap();
     assert_eq!(answer.status(), 503);
@@ -172,7 +172,7 @@ async fn without_a_healthy_instance_the_answer_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_waits_for_a_backend_while_the_service_has_none() {
-    let route = Arc::new(Route::new(&[]));
+    let route = Arc::new(Route::default());
     let (url, _stop) = proxy(route.clone()).await;
     let request = tokio::spawn(async move { reqwest::get(&url).await.unwrap() });
     // The replacement becomes healthy a moment later.
@@ -346,4 +346,144 @@ async fn a_dead_backend_costs_no_request_and_a_lone_one_is_never_ejected() {
         let r = client.get(&url).send().await.unwrap();
         assert_eq!(r.status(), hyper::StatusCode::BAD_GATEWAY);
     }
+}
+
+/// Two agents' mesh credentials, from one certificate authority: hosts 1 and 2.
+fn mesh_pair() -> (wharf_pki::MeshTls, wharf_pki::MeshTls, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = wharf_pki::Authority::load_or_create(dir.path()).unwrap();
+    let host = |id| {
+        let key = wharf_pki::new_agent_key("agent").unwrap();
+        let cert = ca.sign_agent(&key.csr_pem, id, id as u64).unwrap();
+        wharf_pki::mesh_tls(&cert, &key.key_pem, ca.cert_pem()).unwrap()
+    };
+    (host(1), host(2), dir)
+}
+
+/// Host 2's agent: a mesh listener admitting host 1 to `ports`.
+async fn mesh_agent(
+    tls: &wharf_pki::MeshTls,
+    ports: Vec<u16>,
+) -> (
+    SocketAddr,
+    Arc<wharf_proxy::mesh::MeshInbound>,
+    CancellationToken,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let via = listener.local_addr().unwrap();
+    let inbound = wharf_proxy::mesh::MeshInbound::new(Box::new(move |cert, port| {
+        wharf_pki::agent_identity(cert).is_some_and(|id| id.host_id == 1) && ports.contains(&port)
+    }));
+    let stop = CancellationToken::new();
+    tokio::spawn(wharf_proxy::mesh::serve_mesh(
+        listener,
+        tls.server.clone(),
+        inbound.clone(),
+        stop.clone(),
+    ));
+    (via, inbound, stop)
+}
+
+fn on_host_2(
+    via: SocketAddr,
+    port: u16,
+    dialer: &Arc<wharf_proxy::mesh::MeshDialer>,
+) -> wharf_proxy::Target {
+    wharf_proxy::Target::Mesh(wharf_proxy::MeshTarget {
+        host: "host-2".into(),
+        via,
+        port,
+        dialer: dialer.clone(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_another_host_is_reached_through_its_agent() {
+    let (one, two, _dir) = mesh_pair();
+    let (instance, _si) = backend("remote").await;
+    let (via, inbound, _sm) = mesh_agent(&two, vec![instance.port()]).await;
+    let dialer = Arc::new(wharf_proxy::mesh::MeshDialer::new(one.client.clone()));
+    let route = Arc::new(Route::new(&[on_host_2(via, instance.port(), &dialer)]));
+    let (url, _stop) = proxy(route.clone()).await;
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "remote");
+    }
+    assert_eq!(
+        inbound.tunnels_to(instance.port()),
+        1,
+        "one kept connection carried them all"
+    );
+    // Leaving the route closes the kept connection: the other agent sees it go.
+    route.set::<SocketAddr>(&[]);
+    let closed = async {
+        while inbound.tunnels_to(instance.port()) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the tunnel closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_the_other_agent_does_not_admit_is_refused_and_another_instance_answers() {
+    let (one, two, _dir) = mesh_pair();
+    let (instance, _si) = backend("not yours").await;
+    let (local, _sl) = backend("local").await;
+    let (via, _inbound, _sm) = mesh_agent(&two, vec![]).await;
+    let dialer = Arc::new(wharf_proxy::mesh::MeshDialer::new(one.client.clone()));
+    let route = Arc::new(Route::new(&[
+        on_host_2(via, instance.port(), &dialer),
+        wharf_proxy::Target::Local(local),
+    ]));
+    let (url, _stop) = proxy(route).await;
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let r = client.post(&url).body("x").send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "local", "nothing sent was lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_another_name_or_without_a_certificate_is_not_trusted() {
+    let (one, two, dir) = mesh_pair();
+    let (instance, _si) = backend("remote").await;
+    let (via, _inbound, _sm) = mesh_agent(&two, vec![instance.port()]).await;
+    // Host 1 meant host 3: host 2's certificate does not name it.
+    let dialer = Arc::new(wharf_proxy::mesh::MeshDialer::new(one.client.clone()));
+    let mut wrong = on_host_2(via, instance.port(), &dialer);
+    if let wharf_proxy::Target::Mesh(m) = &mut wrong {
+        m.host = "host-3".into();
+    }
+    assert!(wrong.connect().await.is_err());
+    // A caller that trusts the CA but has no certificate of its own is refused.
+    let ca = wharf_pki::Authority::load_or_create(dir.path()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let anonymous = Arc::new(wharf_proxy::mesh::MeshDialer::new(Arc::new(anonymous)));
+    assert!(
+        on_host_2(via, instance.port(), &anonymous)
+            .connect()
+            .await
+            .is_err()
+    );
+    assert!(
+        on_host_2(via, instance.port(), &dialer)
+            .connect()
+            .await
+            .is_ok()
+    );
 }
