@@ -50,6 +50,8 @@ pub enum ConnectError {
     State { path: PathBuf, reason: String },
     #[error("the controller refused this agent's credential: {0}")]
     Refused(String),
+    #[error("cannot listen for other hosts on {0}: {1}; pick another with `--mesh-listen`")]
+    Mesh(std::net::SocketAddr, std::io::Error),
 }
 
 /// How to reach the controller and who this host is.
@@ -59,6 +61,65 @@ pub struct ConnectOptions {
     pub join_token: Option<String>,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Where other hosts' agents reach this host's instances (mutual TLS); port 0 picks
+    /// a free one, which the agent reports.
+    pub mesh_listen: std::net::SocketAddr,
+}
+
+/// The mesh: this agent's listener for other hosts, and its dialer to theirs.
+struct Mesh {
+    port: u16,
+    dialer: Arc<wharf_proxy::mesh::MeshDialer>,
+    /// The hosts the controller says may reach this one.
+    peers: Arc<std::sync::RwLock<std::collections::HashSet<i64>>>,
+}
+
+/// Starts the mesh listener: a caller is admitted to a port only with a certificate of
+/// a host the controller lists as a peer, and only to an instance in a rotation here.
+async fn start_mesh(
+    options: &ConnectOptions,
+    credentials: &Credentials,
+    agent: &Arc<Agent>,
+    stop: &CancellationToken,
+) -> Result<Mesh, ConnectError> {
+    let tls = wharf_pki::mesh_tls(
+        &credentials.cert_pem,
+        &credentials.key_pem,
+        &credentials.ca_pem,
+    )
+    .map_err(|e| state_err(&options.state_dir, e))?;
+    let listener = tokio::net::TcpListener::bind(options.mesh_listen)
+        .await
+        .map_err(|e| ConnectError::Mesh(options.mesh_listen, e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| ConnectError::Mesh(options.mesh_listen, e))?
+        .port();
+    let peers: Arc<std::sync::RwLock<std::collections::HashSet<i64>>> = Arc::default();
+    let (traffic, allowed) = (Arc::downgrade(agent.traffic()), peers.clone());
+    let inbound = wharf_proxy::mesh::MeshInbound::new(Box::new(move |cert, port| {
+        let Some(caller) = wharf_pki::agent_identity(cert) else {
+            return false;
+        };
+        let peer = allowed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&caller.host_id);
+        peer && traffic.upgrade().is_some_and(|t| t.serves_port(port))
+    }));
+    agent.traffic().set_inbound(inbound.clone());
+    tokio::spawn(wharf_proxy::mesh::serve_mesh(
+        listener,
+        tls.server,
+        inbound,
+        stop.clone(),
+    ));
+    tracing::info!("reachable by the environment's other hosts on port {port} (mutual TLS)");
+    Ok(Mesh {
+        port,
+        dialer: Arc::new(wharf_proxy::mesh::MeshDialer::new(tls.client)),
+        peers,
+    })
 }
 
 fn state_err(path: &Path, e: impl std::fmt::Display) -> ConnectError {
@@ -239,6 +300,7 @@ pub async fn run(
         joined.env
     );
     let failures: Failures = Arc::default();
+    let mesh = start_mesh(&options, &credentials, &agent, &stop).await?;
 
     // A refused report (revoked credential) ends the agent as a refused watch does.
     let refused = stop.child_token();
@@ -248,8 +310,16 @@ pub async fn run(
         failures.clone(),
         changed.clone(),
         refused.clone(),
+        mesh.port,
     ));
-    let result = watch_loop(&client, &agent, &failures, &changed, &refused, &tokens).await;
+    let watching = Watching {
+        client: &client,
+        agent: &agent,
+        env: &joined.env,
+        mesh: &mesh,
+        tokens: &tokens,
+    };
+    let result = watch_loop(watching, &failures, &changed, &refused).await;
     reporter.abort();
     let reported = reporter.await.ok().flatten();
     agent.detach();
@@ -266,9 +336,11 @@ async fn report_loop(
     failures: Failures,
     changed: Arc<Notify>,
     refused: CancellationToken,
+    mesh_port: u16,
 ) -> Option<String> {
     loop {
         let report = AgentReport {
+            mesh_port: Some(mesh_port),
             instances: agent
                 .statuses()
                 .into_iter()
@@ -307,14 +379,66 @@ async fn report_loop(
 /// The newest runtime configuration token per `ENV/SERVICE`.
 type Tokens = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>;
 
+/// What the watch loop works with.
+struct Watching<'a> {
+    client: &'a AgentClient,
+    agent: &'a Arc<Agent>,
+    env: &'a str,
+    mesh: &'a Mesh,
+    tokens: &'a Tokens,
+}
+
+/// Reconciles to the newest plans, one reconcile at a time, apart from the watch: a
+/// stop that drains for seconds does not hold back the routes that follow it (which
+/// the drains of other hosts wait for).
+fn reconciler(agent: Arc<Agent>, failures: Failures, changed: Arc<Notify>) -> Reconciler {
+    let latest: Arc<Mutex<Option<Vec<InstancePlan>>>> = Arc::default();
+    let wake = Arc::new(Notify::new());
+    let (slot, woken) = (latest.clone(), wake.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            woken.notified().await;
+            let plans = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(plans) = plans {
+                reconcile(&agent, plans, &failures, &changed).await;
+            }
+        }
+    });
+    Reconciler {
+        latest,
+        wake,
+        _task: AbortOnDrop(task),
+    }
+}
+
+/// The newest plans not reconciled yet, and the task that reconciles them.
+struct Reconciler {
+    latest: Arc<Mutex<Option<Vec<InstancePlan>>>>,
+    wake: Arc<Notify>,
+    _task: AbortOnDrop,
+}
+
+impl Reconciler {
+    fn reconcile(&self, plans: Vec<InstancePlan>) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(plans);
+        self.wake.notify_one();
+    }
+}
+
 async fn watch_loop(
-    client: &AgentClient,
-    agent: &Arc<Agent>,
+    w: Watching<'_>,
     failures: &Failures,
     changed: &Arc<Notify>,
     stop: &CancellationToken,
-    tokens: &Tokens,
 ) -> Result<(), ConnectError> {
+    let Watching {
+        client,
+        agent,
+        env,
+        mesh,
+        tokens,
+    } = w;
+    let reconciler = reconciler(agent.clone(), failures.clone(), changed.clone());
     let mut index = 0;
     let mut backoff = Duration::from_millis(200);
     while !stop.is_cancelled() {
@@ -337,7 +461,10 @@ async fn watch_loop(
                         }
                     });
                 }
-                reconcile(agent, a.plans, failures, changed).await;
+                *mesh.peers.write().unwrap_or_else(|p| p.into_inner()) =
+                    a.mesh_peers.iter().copied().collect();
+                agent.traffic().set_routes(env, &a.routes, &mesh.dialer);
+                reconciler.reconcile(a.plans);
             }
             Err(ClientError::Api {
                 status: 403, error, ..
@@ -350,6 +477,15 @@ async fn watch_loop(
         }
     }
     Ok(())
+}
+
+/// Ends a task when its owner goes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn same_plan(a: &InstancePlan, b: &InstancePlan) -> bool {

@@ -502,6 +502,11 @@ impl Agent {
 
     /// Stops supervising without stopping anything: instances keep running for the next
     /// agent to adopt. Used when the agent itself shuts down.
+    /// Its service addresses.
+    pub fn traffic(&self) -> &Arc<traffic::Traffic> {
+        &self.traffic
+    }
+
     pub fn detach(&self) {
         for (_, handle) in self.lock().drain() {
             handle.task.abort();

@@ -1,16 +1,20 @@
 //! The agent's service addresses: for each service with an address, a listener
-//! (`wharf-proxy`) that balances over the healthy instances this agent runs. An
-//! instance joins the rotation once healthy and leaves it when it fails its check or
-//! is about to stop; a stop waits for the requests it still serves (the drain).
+//! (`wharf-proxy`) that balances over the service's healthy instances, those this agent
+//! runs and (on a host of a fleet) those the controller lists on the environment's
+//! other hosts, reached through their agents (the mesh). An instance joins the rotation
+//! once healthy and leaves it when it fails its check or is about to stop; a stop waits
+//! for the requests it still serves, from this host and through the mesh (the drain).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use wharf_api::agent::ServiceRoute;
 use wharf_driver::InstanceKey;
-use wharf_proxy::{Backend, Route};
+use wharf_proxy::mesh::{MeshDialer, MeshInbound};
+use wharf_proxy::{Backend, MeshTarget, Route, Target};
 
 /// One service's address on this agent.
 struct Address {
@@ -19,26 +23,49 @@ struct Address {
     members: HashMap<u32, SocketAddr>,
     /// Instances being drained: nothing puts them back in the rotation (their status
     /// still says running and healthy) until they are stopped.
-    draining: std::collections::HashSet<u32>,
+    draining: HashSet<u32>,
+    /// Its instances on other hosts, as the controller last listed them.
+    remote: Vec<Target>,
     /// Backends taken out of the rotation, kept until drained.
     retired: Vec<Arc<Backend>>,
     stop: CancellationToken,
 }
 
+impl Address {
+    /// Puts the current members in the route (a swap: nothing in flight is lost).
+    fn publish(&mut self) {
+        self.retired.retain(|b| b.outstanding() > 0);
+        self.retired.extend(self.route.snapshot());
+        let mut local: Vec<SocketAddr> = self.members.values().copied().collect();
+        local.sort();
+        let mut targets: Vec<Target> = local.into_iter().map(Target::Local).collect();
+        targets.extend(self.remote.iter().cloned());
+        self.route.set(&targets);
+    }
+}
+
+type Id = (String, String);
+
 #[derive(Default)]
 pub struct Traffic {
-    addresses: Mutex<HashMap<(String, String), Address>>,
+    addresses: Mutex<HashMap<Id, Address>>,
+    /// This agent's mesh listener, once it has one: drains wait for its tunnels too.
+    inbound: OnceLock<Arc<MeshInbound>>,
 }
 
 impl Traffic {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Address>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Address>> {
         self.addresses.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes sure the service of `key` listens on `port` (on loopback); a port that
     /// cannot be bound is reported and the service goes without an address.
     pub fn ensure(&self, key: &InstanceKey, port: u16, tcp: bool, pause: Duration) {
-        let id = (key.env.clone(), key.service.clone());
+        self.ensure_for((&key.env, &key.service), port, tcp, pause);
+    }
+
+    fn ensure_for(&self, (env, service): (&str, &str), port: u16, tcp: bool, pause: Duration) {
+        let id = (env.to_owned(), service.to_owned());
         let mut all = self.lock();
         if let Some(address) = all.get(&id).filter(|a| a.port == port) {
             address.route.set_pause(pause);
@@ -53,11 +80,11 @@ impl Traffic {
         }) {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(service = %key.service, env = %key.env, "cannot listen on the service's address 127.0.0.1:{port}: {e}");
+                tracing::error!(%service, %env, "cannot listen on the service's address 127.0.0.1:{port}: {e}");
                 return;
             }
         };
-        let route = Arc::new(Route::new(&[]).with_pause(pause));
+        let route = Arc::new(Route::default().with_pause(pause));
         let stop = CancellationToken::new();
         if tcp {
             tokio::spawn(wharf_proxy::serve_tcp(
@@ -70,7 +97,7 @@ impl Traffic {
                 listener,
                 route.clone(),
                 stop.clone(),
-                key.service.clone(),
+                service.to_owned(),
             ));
         }
         all.insert(
@@ -79,7 +106,8 @@ impl Traffic {
                 port,
                 route,
                 members: HashMap::new(),
-                draining: Default::default(),
+                draining: HashSet::new(),
+                remote: Vec::new(),
                 retired: Vec::new(),
                 stop,
             },
@@ -93,55 +121,111 @@ impl Traffic {
             return;
         };
         let member = member.filter(|_| !address.draining.contains(&key.instance));
-        let before = address.members.get(&key.instance).copied();
-        if before == member {
+        if address.members.get(&key.instance).copied() == member {
             return;
-        }
-        if before.is_some() {
-            // Kept until what was sent to them is answered; then let go (with their
-            // idle connections).
-            address.retired.retain(|b| b.outstanding() > 0);
-            address.retired.extend(address.route.snapshot());
         }
         match member {
             Some(addr) => address.members.insert(key.instance, addr),
             None => address.members.remove(&key.instance),
         };
-        let mut addrs: Vec<SocketAddr> = address.members.values().copied().collect();
-        addrs.sort();
-        address.route.set(&addrs);
+        address.publish();
+    }
+
+    /// The environment's addresses as the controller lists them, with the instances on
+    /// other hosts; an address neither listed nor used here any more stops listening.
+    pub fn set_routes(&self, env: &str, routes: &[ServiceRoute], dialer: &Arc<MeshDialer>) {
+        for route in routes {
+            self.ensure_for(
+                (env, &route.service),
+                route.port,
+                route.tcp,
+                route.pause_timeout,
+            );
+        }
+        let mut all = self.lock();
+        all.retain(|(e, service), address| {
+            if e != env {
+                return true;
+            }
+            let listed = routes.iter().find(|r| &r.service == service);
+            let remote: Vec<Target> = listed
+                .map(|r| {
+                    r.members
+                        .iter()
+                        .map(|m| {
+                            Target::Mesh(MeshTarget {
+                                host: wharf_pki::host_name(m.host_id),
+                                via: m.via,
+                                port: m.port,
+                                dialer: dialer.clone(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if remote != address.remote {
+                address.remote = remote;
+                address.publish();
+            }
+            let used =
+                listed.is_some() || !address.members.is_empty() || !address.draining.is_empty();
+            if !used {
+                address.stop.cancel();
+            }
+            used
+        });
+    }
+
+    /// Whether `port` is one of this agent's instances in a rotation (what the mesh
+    /// lets other hosts reach).
+    pub fn serves_port(&self, port: u16) -> bool {
+        self.lock().values().any(|a| {
+            a.members
+                .iter()
+                .any(|(n, addr)| addr.port() == port && !a.draining.contains(n))
+        })
+    }
+
+    /// Remembers the mesh listener, whose tunnels a drain waits for.
+    pub fn set_inbound(&self, inbound: Arc<MeshInbound>) {
+        let _ = self.inbound.set(inbound);
     }
 
     /// Takes the instance out of the rotation and waits (up to `limit`) until the
-    /// requests it was sent are answered.
+    /// requests it was sent are answered, and other hosts' proxies have closed their
+    /// connections to it (they do once the controller's routes drop it).
     pub async fn drain(&self, key: &InstanceKey, limit: Duration) {
-        let target = {
-            let all = self.lock();
-            all.get(&(key.env.clone(), key.service.clone()))
-                .and_then(|a| a.members.get(&key.instance).copied())
-        };
+        let id = (key.env.clone(), key.service.clone());
+        let target = self
+            .lock()
+            .get(&id)
+            .and_then(|a| a.members.get(&key.instance).copied());
         let Some(target) = target else {
             return;
         };
-        if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
+        if let Some(a) = self.lock().get_mut(&id) {
             a.draining.insert(key.instance);
         }
         self.set(key, None);
         let begun = Instant::now();
         while begun.elapsed() < limit {
-            let busy = {
-                let all = self.lock();
-                all.get(&(key.env.clone(), key.service.clone()))
-                    .map(|a| a.route.outstanding_on(target, &a.retired))
-                    .unwrap_or(0)
-            };
-            if busy == 0 {
+            let here = self
+                .lock()
+                .get(&id)
+                .map(|a| a.route.outstanding_on(target, &a.retired))
+                .unwrap_or(0);
+            let through_mesh = self
+                .inbound
+                .get()
+                .map(|m| m.tunnels_to(target.port()))
+                .unwrap_or(0);
+            if here == 0 && through_mesh == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
-            a.retired.retain(|b| b.addr != target);
+        if let Some(a) = self.lock().get_mut(&id) {
+            a.retired.retain(|b| b.target != target);
         }
     }
 
@@ -173,10 +257,10 @@ mod tests {
         }
     }
 
-    fn in_rotation(traffic: &Traffic) -> Vec<SocketAddr> {
+    fn in_rotation(traffic: &Traffic) -> Vec<Target> {
         let all = traffic.lock();
         all.get(&("ci".to_owned(), "web".to_owned()))
-            .map(|a| a.route.addrs())
+            .map(|a| a.route.targets())
             .unwrap_or_default()
     }
 
@@ -186,7 +270,8 @@ mod tests {
         traffic.ensure(&key(), 0, false, Duration::from_secs(1));
         let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         traffic.set(&key(), Some(addr));
-        assert_eq!(in_rotation(&traffic), vec![addr]);
+        assert_eq!(in_rotation(&traffic), vec![Target::Local(addr)]);
+        assert!(traffic.serves_port(4000));
         traffic.drain(&key(), Duration::from_secs(1)).await;
         // Its supervisor still reports it running and healthy until it is stopped.
         traffic.set(&key(), Some(addr));
@@ -194,9 +279,14 @@ mod tests {
             in_rotation(&traffic).is_empty(),
             "it stays out while it stops"
         );
+        assert!(!traffic.serves_port(4000), "nor does the mesh reach it");
         traffic.forget(&key());
         traffic.set(&key(), Some(addr));
-        assert_eq!(in_rotation(&traffic), vec![addr], "a new instance joins");
+        assert_eq!(
+            in_rotation(&traffic),
+            vec![Target::Local(addr)],
+            "a new instance joins"
+        );
         traffic.close();
     }
 }

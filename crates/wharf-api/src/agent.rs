@@ -148,6 +148,35 @@ pub struct Assignments {
     /// so a token that expired or died with a key rotation is never started again.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub config_tokens: BTreeMap<String, String>,
+    /// The addresses of the host's environment: every service with an address gets a
+    /// listener on this host, balancing over its instances here and those listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<ServiceRoute>,
+    /// The hosts of the environment that may reach this host's instances (their ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mesh_peers: Vec<i64>,
+}
+
+/// A service's address in the environment, and its healthy instances on other hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRoute {
+    pub service: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tcp: bool,
+    #[serde(default = "default_pause", with = "wharf_core::model::millis")]
+    pub pause_timeout: Duration,
+    pub members: Vec<RemoteMember>,
+}
+
+/// An instance on another host, reached through that host's agent (the mesh).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteMember {
+    pub host_id: i64,
+    /// That agent's mesh listener.
+    pub via: std::net::SocketAddr,
+    /// The instance's port on that host.
+    pub port: u16,
 }
 
 /// The variable holding an instance's runtime configuration token.
@@ -210,4 +239,7 @@ pub struct ReportedFailure {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentReport {
     pub instances: Vec<ReportedInstance>,
+    /// The port of this agent's mesh listener, on the address it reports from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_port: Option<u16>,
 }

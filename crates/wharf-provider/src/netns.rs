@@ -88,6 +88,12 @@ impl<R: Runner> NetnsProvider<R> {
             ])?;
             self.ip(&["link", "set", &record.bridge, "up"])?;
         }
+        // Hosts reach each other across the bridge (the mesh between their agents):
+        // where Docker set the forwarding policy to DROP and bridged frames pass
+        // iptables, that needs a rule. Machines without iptables forward already.
+        if self.runner.run(&forwarding("-C", &record.bridge)).is_err() {
+            let _ = self.runner.run(&forwarding("-I", &record.bridge));
+        }
         let mut made = Vec::new();
         for name in names {
             if record.hosts.contains_key(&key(env, name)) {
@@ -222,11 +228,20 @@ impl<R: Runner> NetnsProvider<R> {
             self.save(&record)?;
         }
         if record.hosts.is_empty() && !record.bridge.is_empty() {
+            let _ = self.runner.run(&forwarding("-D", &record.bridge));
             let _ = self.ip(&["link", "del", &record.bridge]);
             self.file.remove();
         }
         Ok(removed)
     }
+}
+
+/// The iptables rule that lets hosts on `bridge` reach each other (`action`: -C checks,
+/// -I inserts, -D deletes it).
+fn forwarding<'a>(action: &'a str, bridge: &'a str) -> Vec<&'a str> {
+    vec![
+        "iptables", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT",
+    ]
 }
 
 #[cfg(test)]

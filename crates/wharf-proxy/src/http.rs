@@ -188,6 +188,9 @@ async fn forward(
                     });
                 let (mut head, incoming) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
+                // The version is the connection's, not the message's: a client of
+                // HTTP/1.1 keeps its connection whatever the instance speaks.
+                head.version = parts.version;
                 // The request counts against its backend until its answer is sent.
                 let mut guarded = Guarded {
                     inner: incoming,

@@ -201,6 +201,7 @@ async fn assignments(
         }
     }
     drop(keyring);
+    (assignments.routes, assignments.mesh_peers) = c.fleet.routes_for(&host);
     Ok(Json(assignments))
 }
 

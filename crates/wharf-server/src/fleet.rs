@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use wharf_agent::{Agent, InstancePlan, InstanceStatus, Unhealthy};
+use wharf_api::agent::{RemoteMember, ServiceRoute};
+use wharf_core::lifecycle::HostState;
 use wharf_driver::InstanceKey;
 use wharf_store::{HostRecord, Store};
 
@@ -126,6 +128,8 @@ pub struct Fleet {
     /// Hosts by (environment, name), read from the store at most every [`HOSTS_TTL`]:
     /// a deploy of thousands of instances looks hosts up for each of them.
     hosts: Mutex<HostIndex>,
+    /// Bumped when what other hosts route to changes (see [`RemoteAgent::watch`]).
+    routes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Hosts by (environment, name), and when they were read.
@@ -141,6 +145,7 @@ impl Fleet {
             remotes: Mutex::new(HashMap::new()),
             store,
             hosts: Mutex::new((None, HashMap::new())),
+            routes: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -161,6 +166,51 @@ impl Fleet {
     /// Forgets the host index, after a change the next lookup must see.
     pub fn hosts_changed(&self) {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
+        // A host that went down or came back changes where traffic may go.
+        self.routes.send_modify(|r| *r += 1);
+    }
+
+    /// What `host`'s agent routes: every service address of its environment, with the
+    /// healthy instances on the environment's other hosts that take traffic (ready or
+    /// draining, their mesh listener known); and which hosts may reach its instances.
+    pub fn routes_for(&self, host: &HostRecord) -> (Vec<ServiceRoute>, Vec<i64>) {
+        let hosts = self.store.hosts(Some(&host.env)).unwrap_or_default();
+        let mut routes: std::collections::BTreeMap<String, ServiceRoute> = Default::default();
+        let mut peers = Vec::new();
+        for other in &hosts {
+            let serves = matches!(other.state, HostState::Ready | HostState::Draining);
+            if other.id != host.id && serves {
+                peers.push(other.id);
+            }
+            let remote = self.remote(other.id);
+            let via = remote.mesh_port().and_then(|port| {
+                let ip: std::net::IpAddr = other.address.parse().ok()?;
+                Some(std::net::SocketAddr::new(ip, port))
+            });
+            for entry in remote.route_entries() {
+                let route = routes
+                    .entry(entry.service.clone())
+                    .or_insert_with(|| ServiceRoute {
+                        service: entry.service.clone(),
+                        port: entry.address,
+                        tcp: entry.tcp,
+                        pause_timeout: entry.pause_timeout,
+                        members: Vec::new(),
+                    });
+                let member = (other.id != host.id && serves)
+                    .then_some(())
+                    .and(via)
+                    .zip(entry.serving);
+                if let Some((via, port)) = member {
+                    route.members.push(RemoteMember {
+                        host_id: other.id,
+                        via,
+                        port,
+                    });
+                }
+            }
+        }
+        (routes.into_values().collect(), peers)
     }
 
     fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RemoteAgent>>> {
@@ -178,7 +228,13 @@ impl Fleet {
     pub fn remote(&self, host_id: i64) -> Arc<RemoteAgent> {
         self.remotes()
             .entry(host_id)
-            .or_insert_with(|| Arc::new(RemoteAgent::new(host_id, self.store.clone())))
+            .or_insert_with(|| {
+                Arc::new(RemoteAgent::new(
+                    host_id,
+                    self.store.clone(),
+                    self.routes.clone(),
+                ))
+            })
             .clone()
     }
 

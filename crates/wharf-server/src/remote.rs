@@ -34,13 +34,29 @@ pub struct RemoteAgent {
     /// Who waits for which log request's answer.
     log_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
     next_log_request: std::sync::atomic::AtomicU64,
+    /// Shared by every host: bumped when any host's routable instances change, so the
+    /// watch of every agent answers with fresh routes.
+    routes: Arc<watch::Sender<u64>>,
+    /// The port of its mesh listener, as it last reported.
+    mesh_port: Mutex<Option<u16>>,
+}
+
+/// A service address this host has instances for, and the instance's port when it is
+/// running and healthy (so other hosts may send it traffic).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteEntry {
+    pub service: String,
+    pub address: u16,
+    pub tcp: bool,
+    pub pause_timeout: Duration,
+    pub serving: Option<u16>,
 }
 
 /// How long `wharf logs` waits for a remote agent's answer.
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
 impl RemoteAgent {
-    pub fn new(host_id: i64, store: Arc<dyn Store>) -> Self {
+    pub fn new(host_id: i64, store: Arc<dyn Store>, routes: Arc<watch::Sender<u64>>) -> Self {
         // Revisions start from the clock, so an agent still holding a revision from
         // before a controller restart never mistakes it for the current one.
         let first = std::time::SystemTime::now()
@@ -58,7 +74,44 @@ impl RemoteAgent {
             log_requests: Mutex::new(Vec::new()),
             log_answers: Mutex::new(std::collections::HashMap::new()),
             next_log_request: std::sync::atomic::AtomicU64::new(1),
+            routes,
+            mesh_port: Mutex::new(None),
         }
+    }
+
+    pub fn mesh_port(&self) -> Option<u16> {
+        *self.mesh_port.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its service addresses and the instances that may take traffic, in a stable order.
+    pub fn route_entries(&self) -> Vec<RouteEntry> {
+        let mut entries: Vec<RouteEntry> = self
+            .assigned()
+            .values()
+            .filter_map(|plan| {
+                let address = plan.address?;
+                let serving = self
+                    .reported_for(plan)
+                    .filter(|r| {
+                        r.status.state == InstanceState::Running
+                            && (r.status.health == Health::Healthy || plan.health.is_none())
+                    })
+                    .and(plan.port);
+                Some(RouteEntry {
+                    service: plan.key.service.clone(),
+                    address,
+                    tcp: plan.tcp,
+                    pause_timeout: plan.pause_timeout,
+                    serving,
+                })
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    fn routes_changed(&self) {
+        self.routes.send_modify(|r| *r += 1);
     }
 
     fn assigned(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceKey, InstancePlan>> {
@@ -97,12 +150,21 @@ impl RemoteAgent {
 
     /// The assignments (and log requests) once they differ from revision `seen`, or
     /// after `wait`.
+    /// The revision counts both its own changes and the routes' (both only grow).
     pub async fn watch(&self, seen: u64, wait: Duration) -> wharf_api::agent::Assignments {
         let mut changes = self.revision.subscribe();
-        if *changes.borrow() == seen {
-            let _ = tokio::time::timeout(wait, changes.changed()).await;
+        let mut routes = self.routes.subscribe();
+        let now = || self.revision.borrow().wrapping_add(*self.routes.borrow());
+        if now() == seen {
+            let _ = tokio::time::timeout(wait, async {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = routes.changed() => {}
+                }
+            })
+            .await;
         }
-        let revision = *self.revision.borrow();
+        let revision = now();
         wharf_api::agent::Assignments {
             revision,
             plans: self.assigned().values().cloned().collect(),
@@ -111,6 +173,8 @@ impl RemoteAgent {
             ),
             // Filled in by the route that answers, with the keyring's current key.
             config_tokens: Default::default(),
+            routes: Vec::new(),
+            mesh_peers: Vec::new(),
         }
     }
 
@@ -164,6 +228,11 @@ impl RemoteAgent {
     /// Takes in a report; returns the instances whose plan or status changed since the
     /// last one (heartbeats of a steady host change nothing, and write nothing).
     pub fn report(&self, report: AgentReport) -> Vec<ReportedInstance> {
+        let before = self.route_entries();
+        let mesh_changed = {
+            let mut port = self.mesh_port.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *port, report.mesh_port) != report.mesh_port
+        };
         let mut reported = self.reported();
         let changed: Vec<ReportedInstance> = report
             .instances
@@ -184,6 +253,9 @@ impl RemoteAgent {
         *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(std::time::Instant::now());
         self.reports.send_modify(|n| *n += 1);
+        if mesh_changed || self.route_entries() != before {
+            self.routes_changed();
+        }
         changed
     }
 
@@ -242,6 +314,7 @@ impl AgentLink for RemoteAgent {
             .map_err(|e| e.to_string())?;
         self.assigned().insert(plan.key.clone(), plan);
         self.revision.send_modify(|r| *r += 1);
+        self.routes_changed();
         Ok(())
     }
 
@@ -270,6 +343,7 @@ impl AgentLink for RemoteAgent {
         }
         drop(assigned);
         self.revision.send_modify(|r| *r += 1);
+        self.routes_changed();
         Ok(())
     }
 
@@ -279,6 +353,8 @@ impl AgentLink for RemoteAgent {
             .remove_assignment(&key.env, &key.service, &key.node, key.instance);
         self.assigned().remove(key);
         self.revision.send_modify(|r| *r += 1);
+        // Other hosts' proxies let go of it as it stops.
+        self.routes_changed();
         // A silent agent will not confirm; it stops the instance when it is back.
         let fresh = self
             .last_report

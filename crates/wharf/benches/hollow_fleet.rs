@@ -56,6 +56,7 @@ async fn hollow(url: String, token: JoinToken, name: String) {
     let mut plans = Vec::new();
     loop {
         let report = AgentReport {
+            mesh_port: None,
             instances: plans
                 .iter()
                 .map(|plan: &wharf_api::agent::InstancePlan| ReportedInstance {

@@ -370,6 +370,11 @@ pub struct AgentArgs {
     /// Where the agent keeps its state (default: /var/lib/wharf-agent, or WHARF_HOME).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Where the environment's other hosts reach this host's instances, over mutual TLS
+    /// with the controller's certificates (port 0: any free port, reported to the
+    /// controller).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    pub mesh_listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

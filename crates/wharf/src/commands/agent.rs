@@ -59,11 +59,14 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode>
         join_token: args.join_token,
         name,
         labels,
+        mesh_listen: args.mesh_listen,
     };
     connected::run(options, driver, cancel_on_signal())
         .await
         .map_err(|e| match e {
-            ConnectError::NotJoined | ConnectError::BadToken(_) => Failure::input(e.to_string()),
+            ConnectError::NotJoined | ConnectError::BadToken(_) | ConnectError::Mesh(..) => {
+                Failure::input(e.to_string())
+            }
             ConnectError::Refused(_) => Failure::operation(e.to_string())
                 .hint("issue a new token with `wharf token create` and join again"),
             other => Failure::operation(other.to_string()),

@@ -331,3 +331,152 @@ fn on_separate_hosts_a_late_failure_rolls_back_and_restarts_lose_nothing() {
         "the revoked agent stops"
     );
 }
+
+const SPREAD: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s, interval: 500ms }
+    resources: { cpu: 0.1, memory: 32Mi }
+environments:
+  staging:
+    hosts: { provider: netns, count: 3, prefix: node }
+    pools:
+      svc: { count: 2, max_per_host: 1 }
+"#;
+
+/// Clients on one host of the environment (inside its namespace), sending requests to
+/// the service's address on that host's loopback, one connection per request, until
+/// stopped: (sent, failures).
+struct HostLoad {
+    running: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl HostLoad {
+    fn start(netns: &[String], port: u16) -> HostLoad {
+        let running = Arc::new(AtomicBool::new(true));
+        let threads = netns
+            .iter()
+            .map(|ns| {
+                let (ns, running) = (ns.clone(), running.clone());
+                std::thread::spawn(move || {
+                    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                    let (mut sent, mut failed) = (0, Vec::new());
+                    while running.load(Ordering::Relaxed) {
+                        sent += 1;
+                        if let Err(e) = get_on_loopback(port) {
+                            failed.push(format!("{ns}: {e}"));
+                        }
+                    }
+                    (sent, failed)
+                })
+            })
+            .collect();
+        HostLoad { running, threads }
+    }
+
+    fn stop(self) -> (usize, Vec<String>) {
+        self.running.store(false, Ordering::Relaxed);
+        let (mut sent, mut failed) = (0, Vec::new());
+        for t in self.threads {
+            let (s, f) = t.join().unwrap();
+            sent += s;
+            failed.extend(f);
+        }
+        (sent, failed)
+    }
+}
+
+/// One GET of `/` on 127.0.0.1:`port` in this thread's namespace: Ok if it answered 200.
+fn get_on_loopback(port: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(answer.lines().next().unwrap_or("no answer").to_owned())
+    }
+}
+
+fn namespaces(p: &Project) -> Vec<String> {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir().join("netns.json")).unwrap()).unwrap();
+    record["hosts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|h| h["netns"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() {
+    if !runs_here() {
+        return;
+    }
+    let mut staging = Staging(Project::new(SPREAD, &["svc"]));
+    let p = &mut staging.0;
+    p.ok(&["env", "up", "staging"]);
+    p.ok(&["deploy", "svc", "--env", "staging", "--version", "v0"]);
+    let port = p.address_port("svc", "staging");
+    let hosts = namespaces(p);
+    assert_eq!(hosts.len(), 3);
+    // Two instances on three hosts: one host has none, and still answers at the address.
+    let nodes: std::collections::BTreeSet<String> = p
+        .instances("svc", "staging")
+        .iter()
+        .map(|i| i["node"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(nodes.len(), 2, "one instance per host");
+    let everywhere = wait_until(Duration::from_secs(5), || {
+        hosts.iter().all(|ns| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                get_on_loopback(port).is_ok()
+            })
+            .join()
+            .unwrap()
+        })
+    });
+    assert!(
+        everywhere,
+        "every host answers at 127.0.0.1:{port}, the one without an instance too"
+    );
+
+    let load = HostLoad::start(&hosts, port);
+    for n in 1..=20 {
+        p.ok(&[
+            "deploy",
+            "svc",
+            "--env",
+            "staging",
+            "--version",
+            &format!("v{n}"),
+        ]);
+    }
+    let (sent, failed) = load.stop();
+    eprintln!(
+        "netns: {sent} requests from 3 hosts through the address during 20 rollouts of a 2-instance service, {} failed",
+        failed.len()
+    );
+    assert!(sent > 100, "the clients kept sending: {sent}");
+    assert!(failed.is_empty(), "of {sent}: {failed:?}");
+    let now = p.instances("svc", "staging");
+    assert!(
+        now.len() == 2 && now.iter().all(|i| i["version"] == "v20"),
+        "every rollout replaced the instances: {now:?}"
+    );
+}
