@@ -464,6 +464,9 @@ async fn watch_loop(
                 *mesh.peers.write().unwrap_or_else(|p| p.into_inner()) =
                     a.mesh_peers.iter().copied().collect();
                 agent.traffic().set_routes(env, &a.routes, &mesh.dialer);
+                agent
+                    .traffic()
+                    .set_ingresses(a.ingress.map(|i| (env.to_owned(), i)).into_iter().collect());
                 reconciler.reconcile(a.plans);
             }
             Err(ClientError::Api {

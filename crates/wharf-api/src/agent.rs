@@ -155,6 +155,9 @@ pub struct Assignments {
     /// The hosts of the environment that may reach this host's instances (their ids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mesh_peers: Vec<i64>,
+    /// The environment's entry, when its definition has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<wharf_core::model::Ingress>,
 }
 
 /// A service's address in the environment, and its healthy instances on other hosts.

@@ -73,17 +73,17 @@ pub fn load(
     }
 }
 
-struct Checker<'t> {
+pub(crate) struct Checker<'t> {
     tree: &'t YamlNode,
     problems: Vec<YamlProblem>,
 }
 
-fn key(k: &str) -> PathSegment {
+pub(crate) fn key(k: &str) -> PathSegment {
     PathSegment::Key(k.to_owned())
 }
 
 impl Checker<'_> {
-    fn report(&mut self, path: &[PathSegment], message: String, hint: Option<String>) {
+    pub(crate) fn report(&mut self, path: &[PathSegment], message: String, hint: Option<String>) {
         self.problems.push(YamlProblem {
             location: self.tree.locate(path),
             message,
@@ -129,8 +129,18 @@ impl Checker<'_> {
             environments,
             pipeline,
         };
+        let mut definition = definition;
         self.templates(&definition);
         self.drivers(&definition);
+        for (name, environment) in &raw.environments {
+            if let Some(ingress) = &environment.ingress {
+                let checked = crate::ingress::check(self, &definition, name, ingress);
+                if let Some(env) = definition.environments.get_mut(name) {
+                    env.ingress = Some(checked);
+                }
+            }
+        }
+        crate::ingress::check_shared_ports(self, &definition);
         definition
     }
 
@@ -665,6 +675,8 @@ impl Checker<'_> {
             _ => None,
         };
         Environment {
+            // Checked once the services are known (`ingresses`).
+            ingress: None,
             approval,
             resume_interrupted: raw.recovery == Some(crate::raw::RawRecovery::Resume),
             name: name.to_owned(),

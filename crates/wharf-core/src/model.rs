@@ -150,10 +150,28 @@ pub enum DriverKind {
     Docker,
 }
 
+/// An environment's entry (see [`crate::raw::RawIngress`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingress {
+    pub listen: std::net::SocketAddr,
+    pub routes: Vec<IngressRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressRoute {
+    /// Lowercase, without a port.
+    pub host: Option<String>,
+    /// Starts with `/`, and ends without one unless it is `/`.
+    pub path: String,
+    pub service: String,
+    pub strip_prefix: bool,
+}
+
 /// An environment of the pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Environment {
     pub name: String,
+    pub ingress: Option<Ingress>,
     pub after: Option<String>,
     /// Per-service configuration layer of this environment.
     pub config: BTreeMap<String, BTreeMap<String, String>>,

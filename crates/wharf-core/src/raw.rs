@@ -310,6 +310,38 @@ pub struct RawEnvironment {
     /// is finished when the controller starts again.
     #[serde(default)]
     pub recovery: Option<RawRecovery>,
+    /// The environment's entry: one listener on each of its hosts that routes requests
+    /// by host name and path to the services' addresses.
+    #[serde(default)]
+    pub ingress: Option<RawIngress>,
+}
+
+/// `ingress: { listen, routes }` of an environment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngress {
+    /// Where it listens on each host: `127.0.0.1:8080`, or `0.0.0.0:80` to be reached
+    /// from other machines.
+    pub listen: String,
+    /// Tried most specific first: a route naming a host beats one that does not, then
+    /// the longest path wins.
+    #[serde(default)]
+    pub routes: Vec<RawIngressRoute>,
+}
+
+/// One route of an ingress: requests for `host` (any host when absent) whose path
+/// starts with `path` (whole segments; `/` when absent) go to `service`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIngressRoute {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    pub service: String,
+    /// Sends `/api/items` to the service as `/items` for `path: /api`.
+    #[serde(default)]
+    pub strip_prefix: bool,
 }
 
 /// The hosts of an environment and the provider that makes them.

@@ -281,3 +281,71 @@ fn rollout_limits_and_timeouts_are_read_and_checked() {
         assert!(out.contains(expected), "{yaml}: {out}");
     }
 }
+
+const WITH_INGRESS: &str = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    port: http
+  orders:
+    build: ./orders
+    run: ["./orders"]
+    port: 9000
+environments:
+  local:
+    ingress:
+      listen: 127.0.0.1:8080
+      routes:
+        - { host: Shop.Local, service: web }
+        - { path: /api/, service: orders, strip_prefix: true }
+"#;
+
+#[test]
+fn an_ingress_resolves_with_hosts_lowercased_and_paths_trimmed() {
+    let def = load(WITH_INGRESS, "wharf.yaml", &FOLDERS).unwrap();
+    let ingress = def.environments["local"].ingress.clone().unwrap();
+    assert_eq!(ingress.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(ingress.routes[0].host.as_deref(), Some("shop.local"));
+    assert_eq!(ingress.routes[0].path, "/");
+    assert_eq!(ingress.routes[1].path, "/api");
+    assert!(ingress.routes[1].strip_prefix);
+}
+
+#[test]
+fn ingress_routes_to_unknown_services_overlapping_or_on_a_taken_port_are_errors() {
+    let text = WITH_INGRESS
+        .replace("127.0.0.1:8080", "127.0.0.1:9000")
+        .replace("service: web }", "service: wbe }")
+        .replace(
+            "strip_prefix: true }",
+            "strip_prefix: true }\n        - { path: /api, service: web }",
+        );
+    let out = errors(&text);
+    assert!(
+        out.contains("routes to unknown service `wbe`")
+            && out.contains("valid services: `orders`, `web`"),
+        "{out}"
+    );
+    assert!(out.contains("wharf.yaml:16:"), "the route's line: {out}");
+    assert!(
+        out.contains(
+            "routes 1 and 2 of the ingress of `local` both take any host with paths under `/api`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("listens on port 9000, the `port` of service `orders`"),
+        "{out}"
+    );
+    let bad = errors(&WITH_INGRESS.replace("127.0.0.1:8080", "8080"));
+    assert!(bad.contains("cannot listen on `8080`"), "{bad}");
+    let two = errors(&WITH_INGRESS.replace(
+        "environments:\n",
+        "environments:\n  ci:\n    ingress: { listen: \"127.0.0.1:8080\", routes: [{ service: web }] }\n",
+    ));
+    assert!(
+        two.contains("the ingresses of `ci` and `local` both listen on port 8080"),
+        "{two}"
+    );
+}

@@ -35,14 +35,31 @@ pub async fn serve_http(
     name: String,
 ) {
     let name: Arc<str> = name.into();
+    serve_requests(listener, shutdown, move |request, peer| {
+        let (route, name) = (route.clone(), name.clone());
+        async move { forward(request, peer, &route, &name).await }
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 connections on `listener` until `shutdown`, each request answered by
+/// `answer` (given the client's address).
+pub(crate) async fn serve_requests<F, Fut>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    answer: F,
+) where
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let acceptor = crate::accept::Acceptor::new(listener, shutdown.clone());
     while let Some(crate::accept::Accepted { tcp, peer, permit }) = acceptor.next().await {
-        let (route, name, shutdown) = (route.clone(), name.clone(), shutdown.clone());
+        let (answer, shutdown) = (answer.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
-                let (route, name) = (route.clone(), name.clone());
-                async move { Ok::<_, Infallible>(forward(request, peer, &route, &name).await) }
+                let answer = answer.clone();
+                async move { Ok::<_, Infallible>(answer(request, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .writev(false)
@@ -65,7 +82,7 @@ pub async fn serve_http(
 /// Sends one request on, and its answer back. A request to switch protocols
 /// (websockets) keeps its `Upgrade` header; once the backend agrees (101), the two
 /// connections are joined byte for byte.
-async fn forward(
+pub(crate) async fn forward(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     route: &Route,
@@ -231,7 +248,7 @@ async fn forward(
     )
 }
 
-fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
+pub(crate) fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
     let mut response = Response::new(
         Full::new(Bytes::from(text))
             .map_err(|never| match never {})

@@ -10,6 +10,7 @@
 mod accept;
 mod balance;
 mod http;
+pub mod ingress;
 pub mod mesh;
 mod outlier;
 mod pool;

@@ -202,6 +202,7 @@ async fn assignments(
     }
     drop(keyring);
     (assignments.routes, assignments.mesh_peers) = c.fleet.routes_for(&host);
+    assignments.ingress = crate::ingress::of_env(&c, &host.env);
     Ok(Json(assignments))
 }
 

@@ -167,6 +167,11 @@ impl Fleet {
     pub fn hosts_changed(&self) {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
         // A host that went down or came back changes where traffic may go.
+        self.routes_changed();
+    }
+
+    /// Answers every agent's watch with fresh routes.
+    pub fn routes_changed(&self) {
         self.routes.send_modify(|r| *r += 1);
     }
 

@@ -17,6 +17,7 @@ mod error;
 mod executor;
 mod fleet;
 mod hosts;
+mod ingress;
 mod listen;
 mod logs;
 mod metrics;
@@ -326,6 +327,7 @@ pub async fn run(
         controller.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(ingress::watch(controller.clone(), shutdown.clone()));
     {
         let (executor, shutdown) = (controller.executor.clone(), shutdown.clone());
         tokio::spawn(async move {

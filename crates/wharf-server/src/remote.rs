@@ -175,6 +175,7 @@ impl RemoteAgent {
             config_tokens: Default::default(),
             routes: Vec::new(),
             mesh_peers: Vec::new(),
+            ingress: None,
         }
     }
 

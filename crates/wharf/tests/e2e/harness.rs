@@ -29,6 +29,9 @@ class Handler(BaseHTTPRequestHandler):
                 "level": os.environ.get("LEVEL"),
                 "peer": os.environ.get("PEER_URL"),
                 "port": os.environ.get("PORT"),
+                "path": self.path,
+                "forwarded_proto": self.headers.get("X-Forwarded-Proto"),
+                "forwarded_host": self.headers.get("X-Forwarded-Host"),
             }).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

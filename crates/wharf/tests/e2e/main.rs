@@ -11,6 +11,7 @@ mod docker;
 mod fleet;
 mod governance;
 mod hostile;
+mod ingress;
 mod lifecycle;
 mod limits;
 mod netns;

@@ -345,6 +345,9 @@ environments:
     hosts: { provider: netns, count: 3, prefix: node }
     pools:
       svc: { count: 2, max_per_host: 1 }
+    ingress:
+      listen: 0.0.0.0:18080
+      routes: [{ path: /, service: svc }]
 "#;
 
 /// Clients on one host of the environment (inside its namespace), sending requests to
@@ -455,6 +458,25 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
         everywhere,
         "every host answers at 127.0.0.1:{port}, the one without an instance too"
     );
+    // The entry listens on every host's own address, reached from outside the hosts.
+    let addresses: Vec<String> = p
+        .json(&["hosts", "--env", "staging"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["address"].as_str().unwrap().to_owned())
+        .collect();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for address in &addresses {
+        let url = format!("http://{address}:18080/");
+        let served = wait_until(Duration::from_secs(5), || {
+            http.get(&url).send().is_ok_and(|r| r.status().is_success())
+        });
+        assert!(served, "the ingress answers at {url}");
+    }
 
     let load = HostLoad::start(&hosts, port);
     for n in 1..=20 {

@@ -1,0 +1,179 @@
+//! An environment's entry: its validation, where the definition is checked.
+//!
+//! Routes are tried most specific first (a route naming a host before one that does
+//! not, then the longest path), so the order they are written in never matters; two
+//! routes that would match the same requests are an error.
+
+use crate::definition::{Checker, key};
+use crate::model::{Definition, Ingress, IngressRoute, PortSpec};
+use crate::raw::RawIngress;
+use crate::suggest::hint_for;
+use crate::yaml::PathSegment;
+
+pub(crate) fn check(
+    checker: &mut Checker<'_>,
+    definition: &Definition,
+    env: &str,
+    raw: &RawIngress,
+) -> Ingress {
+    let base = [key("environments"), key(env), key("ingress")];
+    let at = |rest: &[PathSegment]| {
+        let mut path = base.to_vec();
+        path.extend_from_slice(rest);
+        path
+    };
+    let listen = match raw.listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => addr,
+        _ => {
+            checker.report(
+                &at(&[key("listen")]),
+                format!(
+                    "the ingress of `{env}` cannot listen on `{}`: not an address and port",
+                    raw.listen
+                ),
+                Some(
+                    "write an IP address and a port, such as `127.0.0.1:8080` or `0.0.0.0:80`"
+                        .into(),
+                ),
+            );
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let services: Vec<&str> = definition.services.keys().map(String::as_str).collect();
+    let mut routes: Vec<IngressRoute> = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        let here = |k: &str| at(&[key("routes"), PathSegment::Index(i), key(k)]);
+        match definition.services.get(&route.service) {
+            None => checker.report(
+                &here("service"),
+                format!(
+                    "the ingress of `{env}` routes to unknown service `{}`",
+                    route.service
+                ),
+                Some(hint_for(&route.service, "service", &services)),
+            ),
+            Some(s) if s.port.is_none() => checker.report(
+                &here("service"),
+                format!(
+                    "service `{}` has no port for the ingress to send requests to",
+                    route.service
+                ),
+                Some("give the service a `port:`, or remove the route".into()),
+            ),
+            Some(s) if s.tcp => checker.report(
+                &here("service"),
+                format!(
+                    "the ingress routes HTTP, and service `{}` is `protocol: tcp`",
+                    route.service
+                ),
+                Some("reach a tcp service at its own address (`{{ services.NAME.url }}`)".into()),
+            ),
+            Some(_) => {}
+        }
+        let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &host {
+            let valid = !h.is_empty()
+                && h.len() <= 253
+                && h.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !valid {
+                checker.report(
+                    &here("host"),
+                    format!("`{h}` is not a host name"),
+                    Some("write a name such as `shop.example.com`, without scheme or port".into()),
+                );
+            }
+        }
+        let path = match route.path.as_deref() {
+            None => "/".to_owned(),
+            Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => {
+                let trimmed = p.trim_end_matches('/');
+                if trimmed.is_empty() {
+                    "/".to_owned()
+                } else {
+                    trimmed.to_owned()
+                }
+            }
+            Some(p) => {
+                checker.report(
+                    &here("path"),
+                    format!("`{p}` is not a path prefix"),
+                    Some("start it with `/`, without a query, such as `/api`".into()),
+                );
+                "/".to_owned()
+            }
+        };
+        if let Some(j) = routes.iter().position(|r| r.host == host && r.path == path) {
+            checker.report(
+                &at(&[key("routes"), PathSegment::Index(i)]),
+                format!(
+                    "routes {j} and {i} of the ingress of `{env}` both take {} with paths under `{path}`",
+                    host.as_deref().map(|h| format!("host `{h}`")).unwrap_or("any host".into())
+                ),
+                Some("remove one, or give them different hosts or paths".into()),
+            );
+        }
+        routes.push(IngressRoute {
+            host,
+            path,
+            service: route.service.clone(),
+            strip_prefix: route.strip_prefix,
+        });
+    }
+    if raw.routes.is_empty() {
+        checker.report(
+            &at(&[]),
+            format!("the ingress of `{env}` has no routes"),
+            Some("add `routes: [{ path: /, service: web }]`".into()),
+        );
+    }
+    for (name, service) in &definition.services {
+        let fixed = match &service.port {
+            Some(PortSpec::Fixed(p)) => Some(*p),
+            _ => None,
+        };
+        for (what, port) in [("port", fixed), ("address_port", service.address_port)] {
+            if port == Some(listen.port()) {
+                checker.report(
+                    &at(&[key("listen")]),
+                    format!(
+                        "the ingress of `{env}` listens on port {}, the `{what}` of service `{name}`",
+                        listen.port()
+                    ),
+                    Some("give the ingress or the service another port".into()),
+                );
+            }
+        }
+    }
+    Ingress { listen, routes }
+}
+
+/// Environments that run on this machine (no hosts of their own) share its ports: two
+/// ingresses there cannot listen on the same one.
+pub(crate) fn check_shared_ports(checker: &mut Checker<'_>, definition: &Definition) {
+    let mut taken: Vec<(&str, u16)> = Vec::new();
+    for (env, environment) in &definition.environments {
+        let Some(ingress) = environment
+            .ingress
+            .as_ref()
+            .filter(|_| environment.hosts.is_none())
+        else {
+            continue;
+        };
+        let port = ingress.listen.port();
+        if port == 0 {
+            continue;
+        }
+        if let Some((other, _)) = taken.iter().find(|(_, p)| *p == port) {
+            checker.report(
+                &[key("environments"), key(env), key("ingress"), key("listen")],
+                format!("the ingresses of `{other}` and `{env}` both listen on port {port} of this machine"),
+                Some("give each environment's ingress its own port".into()),
+            );
+        }
+        taken.push((env, port));
+    }
+}
