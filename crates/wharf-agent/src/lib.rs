@@ -5,6 +5,7 @@
 //! them.
 
 pub mod connected;
+mod entry;
 pub mod health;
 pub mod logs;
 mod plan;

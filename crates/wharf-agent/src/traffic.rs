@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use wharf_api::agent::ServiceRoute;
-use wharf_core::model::Ingress;
 use wharf_driver::InstanceKey;
 use wharf_proxy::mesh::{MeshDialer, MeshInbound};
 use wharf_proxy::{Backend, MeshTarget, Route, Target};
@@ -47,18 +46,11 @@ impl Address {
 
 type Id = (String, String);
 
-/// An environment's entry running on this agent.
-struct Entry {
-    listen: SocketAddr,
-    ingress: Arc<wharf_proxy::ingress::Ingress>,
-    stop: CancellationToken,
-}
-
 #[derive(Default)]
 pub struct Traffic {
     addresses: Mutex<HashMap<Id, Address>>,
     /// Entries by environment.
-    entries: Mutex<HashMap<String, Entry>>,
+    pub(crate) entries: Mutex<HashMap<String, crate::entry::Entry>>,
     /// This agent's mesh listener, once it has one: drains wait for its tunnels too.
     inbound: OnceLock<Arc<MeshInbound>>,
 }
@@ -247,74 +239,10 @@ impl Traffic {
     }
 
     /// The route of a service's address here, if it has one.
-    fn route_of(&self, env: &str, service: &str) -> Option<Arc<Route>> {
+    pub(crate) fn route_of(&self, env: &str, service: &str) -> Option<Arc<Route>> {
         self.lock()
             .get(&(env.to_owned(), service.to_owned()))
             .map(|a| a.route.clone())
-    }
-
-    /// Runs exactly these environments' entries: a new one starts listening, a changed
-    /// one takes its new routes (or moves if it listens elsewhere), others stop.
-    pub fn set_ingresses(self: &Arc<Self>, wanted: std::collections::BTreeMap<String, Ingress>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|env, entry| {
-            let keep = wanted.get(env).is_some_and(|i| i.listen == entry.listen);
-            if !keep {
-                entry.stop.cancel();
-            }
-            keep
-        });
-        for (env, ingress) in wanted {
-            let routes: Vec<wharf_proxy::ingress::IngressRoute> = ingress
-                .routes
-                .iter()
-                .map(|r| wharf_proxy::ingress::IngressRoute {
-                    host: r.host.clone(),
-                    path: r.path.clone(),
-                    service: r.service.clone(),
-                    strip_prefix: r.strip_prefix,
-                })
-                .collect();
-            if let Some(entry) = entries.get(&env) {
-                let mut sorted = routes.clone();
-                sorted.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path.len())));
-                if entry.ingress.routes() != sorted {
-                    entry.ingress.set(routes);
-                }
-                continue;
-            }
-            let listener = match std::net::TcpListener::bind(ingress.listen).and_then(|l| {
-                l.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(l)
-            }) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(%env, "cannot listen for the environment's ingress on {}: {e}", ingress.listen);
-                    continue;
-                }
-            };
-            let traffic = Arc::downgrade(self);
-            let name = env.clone();
-            let proxy = wharf_proxy::ingress::Ingress::new(
-                routes,
-                Box::new(move |service| traffic.upgrade()?.route_of(&name, service)),
-            );
-            let stop = CancellationToken::new();
-            tokio::spawn(wharf_proxy::ingress::serve_ingress(
-                listener,
-                proxy.clone(),
-                stop.clone(),
-            ));
-            tracing::info!(%env, "the environment's ingress listens on {}", ingress.listen);
-            entries.insert(
-                env,
-                Entry {
-                    listen: ingress.listen,
-                    ingress: proxy,
-                    stop,
-                },
-            );
-        }
     }
 
     /// Every address stops listening (the agent is going away).
@@ -325,7 +253,7 @@ impl Traffic {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
         {
-            entry.stop.cancel();
+            entry.stop();
         }
         for (_, address) in self.lock().drain() {
             address.stop.cancel();

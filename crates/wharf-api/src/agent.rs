@@ -157,7 +157,35 @@ pub struct Assignments {
     pub mesh_peers: Vec<i64>,
     /// The environment's entry, when its definition has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress: Option<wharf_core::model::Ingress>,
+    pub ingress: Option<IngressPlan>,
+}
+
+/// An environment's entry, with the certificates of its HTTPS routes opened from their
+/// secrets (sent over the agent's mutual TLS, kept in memory only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressPlan {
+    pub ingress: wharf_core::model::Ingress,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<HostCertificate>,
+}
+
+/// A certificate chain and key (PEM) for one host name.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCertificate {
+    pub host: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Never prints a key.
+impl std::fmt::Debug for IngressPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<&str> = self.certificates.iter().map(|c| c.host.as_str()).collect();
+        f.debug_struct("IngressPlan")
+            .field("ingress", &self.ingress)
+            .field("certificates_for", &hosts)
+            .finish()
+    }
 }
 
 /// A service's address in the environment, and its healthy instances on other hosts.

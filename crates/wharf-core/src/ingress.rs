@@ -22,14 +22,13 @@ pub(crate) fn check(
         path.extend_from_slice(rest);
         path
     };
-    let listen = match raw.listen.parse::<std::net::SocketAddr>() {
+    let mut address = |text: &str, field: &str| match text.parse::<std::net::SocketAddr>() {
         Ok(addr) if addr.port() != 0 => addr,
         _ => {
             checker.report(
-                &at(&[key("listen")]),
+                &at(&[key(field)]),
                 format!(
-                    "the ingress of `{env}` cannot listen on `{}`: not an address and port",
-                    raw.listen
+                    "the ingress of `{env}` cannot listen on `{text}`: not an address and port"
                 ),
                 Some(
                     "write an IP address and a port, such as `127.0.0.1:8080` or `0.0.0.0:80`"
@@ -39,6 +38,15 @@ pub(crate) fn check(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0))
         }
     };
+    let listen = address(&raw.listen, "listen");
+    let tls_listen = raw.tls_listen.as_deref().map(|t| address(t, "tls_listen"));
+    if tls_listen.is_some_and(|t| t.port() != 0 && t == listen) {
+        checker.report(
+            &at(&[key("tls_listen")]),
+            format!("the ingress of `{env}` takes HTTP and HTTPS on the same address"),
+            Some("give `tls_listen` a port of its own, such as 8443".into()),
+        );
+    }
     let services: Vec<&str> = definition.services.keys().map(String::as_str).collect();
     let mut routes: Vec<IngressRoute> = Vec::new();
     for (i, route) in raw.routes.iter().enumerate() {
@@ -116,11 +124,29 @@ pub(crate) fn check(
                 Some("remove one, or give them different hosts or paths".into()),
             );
         }
+        if route.tls.is_some() && host.is_none() {
+            checker.report(
+                &here("tls"),
+                "a route with `tls` names the `host` its certificate is for".into(),
+                Some("add `host: shop.example.com`".into()),
+            );
+        }
+        if route.tls.is_some() && tls_listen.is_none() {
+            checker.report(
+                &here("tls"),
+                format!("the ingress of `{env}` has a route with `tls` but no `tls_listen`"),
+                Some("add `tls_listen: 127.0.0.1:8443` to the ingress".into()),
+            );
+        }
         routes.push(IngressRoute {
             host,
             path,
             service: route.service.clone(),
             strip_prefix: route.strip_prefix,
+            tls: route.tls.as_ref().map(|t| crate::model::RouteTls {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+            }),
         });
     }
     if raw.routes.is_empty() {
@@ -148,7 +174,21 @@ pub(crate) fn check(
             }
         }
     }
-    Ingress { listen, routes }
+    if tls_listen.is_some() && routes.iter().all(|r| r.tls.is_none()) {
+        checker.report(
+            &at(&[key("tls_listen")]),
+            format!("the ingress of `{env}` listens for HTTPS, but no route has `tls`"),
+            Some(
+                "give a route `tls: { cert: TLS_CERT, key: TLS_KEY }`, or remove `tls_listen`"
+                    .into(),
+            ),
+        );
+    }
+    Ingress {
+        listen,
+        tls_listen,
+        routes,
+    }
 }
 
 /// Environments that run on this machine (no hosts of their own) share its ports: two
@@ -163,17 +203,21 @@ pub(crate) fn check_shared_ports(checker: &mut Checker<'_>, definition: &Definit
         else {
             continue;
         };
-        let port = ingress.listen.port();
-        if port == 0 {
-            continue;
+        for (field, addr) in [
+            ("listen", Some(ingress.listen)),
+            ("tls_listen", ingress.tls_listen),
+        ] {
+            let Some(port) = addr.map(|a| a.port()).filter(|p| *p != 0) else {
+                continue;
+            };
+            if let Some((other, _)) = taken.iter().find(|(_, p)| *p == port) {
+                checker.report(
+                    &[key("environments"), key(env), key("ingress"), key(field)],
+                    format!("the ingresses of `{other}` and `{env}` both listen on port {port} of this machine"),
+                    Some("give each environment's ingress its own port".into()),
+                );
+            }
+            taken.push((env, port));
         }
-        if let Some((other, _)) = taken.iter().find(|(_, p)| *p == port) {
-            checker.report(
-                &[key("environments"), key(env), key("ingress"), key("listen")],
-                format!("the ingresses of `{other}` and `{env}` both listen on port {port} of this machine"),
-                Some("give each environment's ingress its own port".into()),
-            );
-        }
-        taken.push((env, port));
     }
 }

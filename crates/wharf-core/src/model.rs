@@ -154,7 +154,15 @@ pub enum DriverKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ingress {
     pub listen: std::net::SocketAddr,
+    pub tls_listen: Option<std::net::SocketAddr>,
     pub routes: Vec<IngressRoute>,
+}
+
+/// The secrets (of the route's service) holding a route's certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTls {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +173,7 @@ pub struct IngressRoute {
     pub path: String,
     pub service: String,
     pub strip_prefix: bool,
+    pub tls: Option<RouteTls>,
 }
 
 /// An environment of the pipeline.

@@ -323,6 +323,10 @@ pub struct RawIngress {
     /// Where it listens on each host: `127.0.0.1:8080`, or `0.0.0.0:80` to be reached
     /// from other machines.
     pub listen: String,
+    /// Where it takes HTTPS on each host, for the routes with `tls` (the certificate
+    /// is chosen by the name the client asks for).
+    #[serde(default)]
+    pub tls_listen: Option<String>,
     /// Tried most specific first: a route naming a host beats one that does not, then
     /// the longest path wins.
     #[serde(default)]
@@ -342,6 +346,18 @@ pub struct RawIngressRoute {
     /// Sends `/api/items` to the service as `/items` for `path: /api`.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// HTTPS for `host` on `tls_listen`, with a certificate and key (PEM) kept as
+    /// secrets of the route's service in the environment.
+    #[serde(default)]
+    pub tls: Option<RawRouteTls>,
+}
+
+/// The names of the secrets holding a route's certificate chain and private key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteTls {
+    pub cert: String,
+    pub key: String,
 }
 
 /// The hosts of an environment and the provider that makes them.

@@ -349,3 +349,28 @@ fn ingress_routes_to_unknown_services_overlapping_or_on_a_taken_port_are_errors(
         "{two}"
     );
 }
+
+#[test]
+fn an_https_route_names_its_host_and_the_ingress_a_tls_listen() {
+    let text = WITH_INGRESS.replace(
+        "{ path: /api/, service: orders, strip_prefix: true }",
+        "{ path: /api/, service: orders, tls: { cert: C, key: K } }",
+    );
+    let out = errors(&text);
+    assert!(
+        out.contains("a route with `tls` names the `host` its certificate is for"),
+        "{out}"
+    );
+    assert!(
+        out.contains("has a route with `tls` but no `tls_listen`"),
+        "{out}"
+    );
+    let idle = errors(&WITH_INGRESS.replace(
+        "listen: 127.0.0.1:8080\n",
+        "listen: 127.0.0.1:8080\n      tls_listen: 127.0.0.1:8443\n",
+    ));
+    assert!(
+        idle.contains("listens for HTTPS, but no route has `tls`"),
+        "{idle}"
+    );
+}

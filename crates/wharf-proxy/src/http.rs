@@ -35,7 +35,7 @@ pub async fn serve_http(
     name: String,
 ) {
     let name: Arc<str> = name.into();
-    serve_requests(listener, shutdown, move |request, peer| {
+    serve_requests(listener, shutdown, None, move |request, peer| {
         let (route, name) = (route.clone(), name.clone());
         async move { forward(request, peer, &route, &name).await }
     })
@@ -43,10 +43,12 @@ pub async fn serve_http(
 }
 
 /// Serves HTTP/1.1 connections on `listener` until `shutdown`, each request answered by
-/// `answer` (given the client's address).
+/// `answer` (given the client's address); over TLS with the configuration `tls` holds
+/// at each connection's start, when given.
 pub(crate) async fn serve_requests<F, Fut>(
     listener: TcpListener,
     shutdown: CancellationToken,
+    tls: Option<Arc<arc_swap::ArcSwap<rustls::ServerConfig>>>,
     answer: F,
 ) where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -54,28 +56,51 @@ pub(crate) async fn serve_requests<F, Fut>(
 {
     let acceptor = crate::accept::Acceptor::new(listener, shutdown.clone());
     while let Some(crate::accept::Accepted { tcp, peer, permit }) = acceptor.next().await {
-        let (answer, shutdown) = (answer.clone(), shutdown.clone());
+        let (answer, shutdown, tls) = (answer.clone(), shutdown.clone(), tls.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                let answer = answer.clone();
-                async move { Ok::<_, Infallible>(answer(request, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .writev(false)
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            match tls {
+                None => serve_connection(TokioIo::new(tcp), peer, answer, shutdown).await,
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(config.load_full()).accept(tcp);
+                    // A client that never finishes its handshake is let go like one
+                    // that never sends its headers.
+                    if let Ok(Ok(stream)) = tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
+                        serve_connection(TokioIo::new(stream), peer, answer, shutdown).await;
+                    }
                 }
             }
         });
+    }
+}
+
+async fn serve_connection<I, F, Fut>(
+    io: I,
+    peer: SocketAddr,
+    answer: F,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let answer = answer.clone();
+        async move { Ok::<_, Infallible>(answer(request, peer).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .writev(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        }
     }
 }
 

@@ -68,6 +68,7 @@ impl Ingress {
         &self,
         mut request: Request<Incoming>,
         peer: SocketAddr,
+        https: bool,
     ) -> Response<ProxyBody> {
         let host = request_host(&request);
         let path = request.uri().path().to_owned();
@@ -101,7 +102,8 @@ impl Ingress {
             }
         }
         let headers = request.headers_mut();
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let proto = if https { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
         if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
             headers.insert("x-forwarded-host", value);
         }
@@ -135,17 +137,70 @@ fn request_host(request: &Request<Incoming>) -> Option<String> {
     Some(raw.trim_end_matches('.').to_ascii_lowercase())
 }
 
-/// Serves `ingress` on `listener` until `shutdown`.
+/// Serves `ingress` on `listener` until `shutdown`: over TLS with the certificates
+/// `tls` holds (see [`tls_config`]), when given.
 pub async fn serve_ingress(
     listener: TcpListener,
     ingress: Arc<Ingress>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     shutdown: CancellationToken,
 ) {
-    crate::http::serve_requests(listener, shutdown, move |request, peer| {
+    let https = tls.is_some();
+    crate::http::serve_requests(listener, shutdown, tls, move |request, peer| {
         let ingress = ingress.clone();
-        async move { ingress.handle(request, peer).await }
+        async move { ingress.handle(request, peer, https).await }
     })
     .await
+}
+
+/// A TLS configuration choosing the certificate by the name the client asks for (SNI),
+/// from `(host, certificate chain PEM, private key PEM)`; a host whose PEM cannot be
+/// used is left out, with why.
+pub fn tls_config(
+    certificates: &[(String, String, String)],
+) -> (rustls::ServerConfig, Vec<String>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
+    let mut problems = Vec::new();
+    for (host, cert_pem, key_pem) in certificates {
+        let certified = (|| -> Result<rustls::sign::CertifiedKey, String> {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("the certificate is not PEM: {e}"))?;
+            if chain.is_empty() {
+                return Err("the certificate holds no certificate".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+                .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
+            let signing = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| format!("the key cannot sign: {e}"))?;
+            let certified = rustls::sign::CertifiedKey::new(chain, signing);
+            certified
+                .keys_match()
+                .map_err(|e| format!("the key does not belong to the certificate: {e}"))?;
+            Ok(certified)
+        })()
+        .and_then(|c| {
+            resolver
+                .add(host, c)
+                .map_err(|e| format!("the certificate does not name `{host}`: {e}"))
+        });
+        if let Err(why) = certified {
+            problems.push(format!("{host}: {why}"));
+        }
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the default protocol versions are supported")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (config, problems)
 }
 
 #[cfg(test)]

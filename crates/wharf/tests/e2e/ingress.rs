@@ -114,3 +114,60 @@ fn a_new_definition_changes_the_routes_without_a_deploy() {
     assert!(moved, "the route moved to /orders");
     assert_eq!(through(listen, "example.org", "/api/x").unwrap().0, 404);
 }
+
+#[test]
+fn https_routes_take_their_certificates_from_secrets_set_after_the_deploy() {
+    let (listen, tls_listen) = (free_port(), free_port());
+    let definition = shop(listen)
+        .replace(
+            &format!("listen: 127.0.0.1:{listen}\n"),
+            &format!("listen: 127.0.0.1:{listen}\n      tls_listen: 127.0.0.1:{tls_listen}\n"),
+        )
+        .replace(
+            "{ host: shop.local, service: web }",
+            "{ host: shop.local, service: web, tls: { cert: TLS_CERT, key: TLS_KEY } }",
+        );
+    let mut p = Project::new(&definition, &["web", "orders"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let certified = rcgen::generate_simple_self_signed(vec!["shop.local".to_owned()]).unwrap();
+    let (cert_pem, key_pem) = (certified.cert.pem(), certified.signing_key.serialize_pem());
+    let https = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve(
+            "shop.local",
+            std::net::SocketAddr::from(([127, 0, 0, 1], tls_listen)),
+        )
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("https://shop.local:{tls_listen}/cart");
+    assert!(
+        https.get(&url).send().is_err(),
+        "no certificate is served before its secrets are set"
+    );
+    for (name, value) in [("TLS_CERT", &cert_pem), ("TLS_KEY", &key_pem)] {
+        let out = p.wharf_with(
+            &["secret", "set", "web", "--env", "ci", name],
+            &[],
+            Some(value.as_bytes()),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let mut answer = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            answer = https.get(&url).send().ok().and_then(|r| r.text().ok());
+            answer.is_some()
+        }),
+        "HTTPS works once the secrets are set, without a deploy"
+    );
+    let body: Value = serde_json::from_str(&answer.unwrap()).unwrap();
+    assert_eq!(body["message"], "web");
+    assert_eq!(body["forwarded_proto"], "https");
+    assert_eq!(body["path"], "/cart");
+    // The key never shows in the controller's log.
+    let log = std::fs::read_to_string(p.state_dir().join("server.log")).unwrap();
+    assert!(log.contains("ingress"), "the controller's log: {log}");
+    let key_line = key_pem.lines().nth(1).unwrap();
+    assert!(!log.contains(key_line), "the key leaked into the log");
+}
