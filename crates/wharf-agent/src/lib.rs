@@ -356,8 +356,13 @@ impl Agent {
         };
         self.sink.instance_changed(&plan, &status);
         if let Some(port) = plan.address {
-            self.traffic
-                .ensure(&plan.key, port, plan.tcp, plan.pause_timeout);
+            self.traffic.ensure(
+                &plan.key,
+                port,
+                plan.tcp,
+                plan.pause_timeout,
+                plan.response_timeout,
+            );
         }
         // An adopted instance that was serving keeps serving while it is checked again.
         if adopted {

@@ -62,15 +62,36 @@ impl Traffic {
 
     /// Makes sure the service of `key` listens on `port` (on loopback); a port that
     /// cannot be bound is reported and the service goes without an address.
-    pub fn ensure(&self, key: &InstanceKey, port: u16, tcp: bool, pause: Duration) {
-        self.ensure_for((&key.env, &key.service), port, tcp, pause);
+    pub fn ensure(
+        &self,
+        key: &InstanceKey,
+        port: u16,
+        tcp: bool,
+        pause: Duration,
+        response_timeout: Duration,
+    ) {
+        self.ensure_for(
+            (&key.env, &key.service),
+            port,
+            tcp,
+            (pause, response_timeout),
+        );
     }
 
-    fn ensure_for(&self, (env, service): (&str, &str), port: u16, tcp: bool, pause: Duration) {
+    /// `timeouts`: how long requests wait for an instance, and for its answer.
+    fn ensure_for(
+        &self,
+        (env, service): (&str, &str),
+        port: u16,
+        tcp: bool,
+        timeouts: (Duration, Duration),
+    ) {
+        let (pause, response_timeout) = timeouts;
         let id = (env.to_owned(), service.to_owned());
         let mut all = self.lock();
         if let Some(address) = all.get(&id).filter(|a| a.port == port) {
             address.route.set_pause(pause);
+            address.route.set_response_timeout(response_timeout);
             return;
         }
         if let Some(old) = all.remove(&id) {
@@ -87,6 +108,7 @@ impl Traffic {
             }
         };
         let route = Arc::new(Route::default().with_pause(pause));
+        route.set_response_timeout(response_timeout);
         let stop = CancellationToken::new();
         if tcp {
             tokio::spawn(wharf_proxy::serve_tcp(
@@ -141,7 +163,7 @@ impl Traffic {
                 (env, &route.service),
                 route.port,
                 route.tcp,
-                route.pause_timeout,
+                (route.pause_timeout, route.response_timeout),
             );
         }
         let mut all = self.lock();
@@ -284,7 +306,8 @@ mod tests {
     #[tokio::test]
     async fn a_draining_instance_is_not_put_back_by_a_status_report() {
         let traffic = Traffic::default();
-        traffic.ensure(&key(), 0, false, Duration::from_secs(1));
+        let second = Duration::from_secs(1);
+        traffic.ensure(&key(), 0, false, second, second);
         let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         traffic.set(&key(), Some(addr));
         assert_eq!(in_rotation(&traffic), vec![Target::Local(addr)]);

@@ -68,6 +68,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         tcp: false,
         drain_timeout: Duration::from_secs(30),
         pause_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(60),
         driver: Default::default(),
         image: false,
         secret_keys: vec![],

@@ -45,6 +45,12 @@ pub struct InstancePlan {
     /// How long requests through the address wait while no instance serves.
     #[serde(default = "default_pause", with = "wharf_core::model::millis")]
     pub pause_timeout: Duration,
+    /// How long the instance may take to start answering a request through the address.
+    #[serde(
+        default = "wharf_core::model::default_response_timeout",
+        with = "wharf_core::model::millis"
+    )]
+    pub response_timeout: Duration,
     /// Which driver runs it.
     #[serde(default)]
     pub driver: wharf_core::model::DriverKind,
@@ -197,6 +203,11 @@ pub struct ServiceRoute {
     pub tcp: bool,
     #[serde(default = "default_pause", with = "wharf_core::model::millis")]
     pub pause_timeout: Duration,
+    #[serde(
+        default = "wharf_core::model::default_response_timeout",
+        with = "wharf_core::model::millis"
+    )]
+    pub response_timeout: Duration,
     pub members: Vec<RemoteMember>,
 }
 

@@ -268,6 +268,11 @@ impl Checker<'_> {
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
             on_change: self.on_change(name, raw),
             rollout,
+            response_timeout: self.duration(
+                raw.response_timeout.as_ref(),
+                crate::model::DEFAULT_RESPONSE_TIMEOUT,
+                &at(&["response_timeout"]),
+            ),
         }
     }
 

@@ -40,6 +40,15 @@ pub struct Service {
     pub tcp: bool,
     /// How a new version replaces the running one.
     pub rollout: crate::rollout::Rollout,
+    /// How long an instance may take to start answering through the address.
+    pub response_timeout: Duration,
+}
+
+/// The default of `response_timeout`.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
 }
 
 /// How much output an instance keeps: its log is rotated when it reaches `max_bytes`

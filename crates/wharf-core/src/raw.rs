@@ -89,6 +89,10 @@ pub struct RawService {
     /// drain_timeout: 30s, pause_timeout: 10s }` (the defaults).
     #[serde(default)]
     pub rollout: Option<RawRollout>,
+    /// How long an instance may take to start answering a request through the address
+    /// before the request is answered 504 (default `60s`).
+    #[serde(default)]
+    pub response_timeout: Option<String>,
 }
 
 /// How a rolling upgrade replaces instances.

@@ -26,6 +26,11 @@ pub struct DeploySpec {
     /// with the defaults).
     #[serde(default)]
     pub rollout: crate::rollout::Rollout,
+    #[serde(
+        default = "crate::model::default_response_timeout",
+        with = "crate::model::millis"
+    )]
+    pub response_timeout: Duration,
     /// How long each batch must stay healthy before the next one starts.
     #[serde(default, with = "crate::model::millis")]
     pub min_healthy_time: Duration,
@@ -274,6 +279,7 @@ impl Definition {
             stop_timeout: svc.stop_timeout,
             max_parallel: svc.max_parallel,
             rollout: svc.rollout,
+            response_timeout: svc.response_timeout,
             min_healthy_time: svc.min_healthy_time,
             driver: svc.driver,
             slots,

@@ -248,10 +248,19 @@ environments:
 fn rollout_limits_and_timeouts_are_read_and_checked() {
     let text = GOOD.replace(
         "    health: { http: /health, timeout: 5s }\n",
-        "    health: { http: /health, timeout: 5s }\n    rollout: { max_surge: 2, max_unavailable: 1, drain_timeout: 5s, pause_timeout: 2s }\n",
+        "    health: { http: /health, timeout: 5s }\n    rollout: { max_surge: 2, max_unavailable: 1, drain_timeout: 5s, pause_timeout: 2s }\n    response_timeout: 3s\n",
     );
     let def = load(&text, "wharf.yaml", &FOLDERS).unwrap();
     let rollout = def.services["catalog"].rollout;
+    assert_eq!(
+        def.services["catalog"].response_timeout,
+        std::time::Duration::from_secs(3)
+    );
+    assert_eq!(
+        def.services["orders"].response_timeout,
+        std::time::Duration::from_secs(60),
+        "a minute by default"
+    );
     assert_eq!(
         (rollout.limits.max_surge, rollout.limits.max_unavailable),
         (2, 1)

@@ -22,8 +22,6 @@ use crate::route::{InFlight, Route};
 
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// How long a backend may take to start answering.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client connection may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -195,7 +193,8 @@ pub(crate) async fn forward(
                 "the request cannot be forwarded\n".into(),
             );
         };
-        match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(out)).await {
+        let limit = route.response_timeout();
+        match tokio::time::timeout(limit, sender.send_request(out)).await {
             Ok(Ok(mut response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let Some(client_upgrade) = client_upgrade else {
                     return answer(
@@ -259,10 +258,7 @@ pub(crate) async fn forward(
             Err(_) => {
                 return answer(
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "the instance of `{name}` at {addr} did not answer within {}s\n",
-                        RESPONSE_TIMEOUT.as_secs()
-                    ),
+                    format!("the instance of `{name}` at {addr} did not answer within {limit:?}\n"),
                 );
             }
         }

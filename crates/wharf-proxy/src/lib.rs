@@ -29,6 +29,9 @@ pub use tcp::serve_tcp;
 /// before it is refused.
 pub const PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long an instance may take to start answering a request, unless its route says.
+pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// At most this many client connections per service address at once; more wait in
 /// the listen backlog instead of exhausting the agent's file descriptors.
 pub const MAX_CONNECTIONS: usize = 10_000;

@@ -79,6 +79,9 @@ pub struct Route {
     changed: tokio::sync::Notify,
     /// How long they wait, in milliseconds (0: [`crate::PAUSE`]).
     pause_ms: AtomicU64,
+    /// How long an instance may take to start answering, in milliseconds (0:
+    /// [`crate::RESPONSE_TIMEOUT`]).
+    response_ms: AtomicU64,
 }
 
 impl Route {
@@ -98,6 +101,21 @@ impl Route {
     pub fn set_pause(&self, pause: std::time::Duration) {
         let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
         self.pause_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Changes how long an instance may take to start answering.
+    pub fn set_response_timeout(&self, timeout: std::time::Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.response_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn response_timeout(&self) -> std::time::Duration {
+        match self.response_ms.load(Ordering::Relaxed) {
+            0 => crate::RESPONSE_TIMEOUT,
+            ms => std::time::Duration::from_millis(ms),
+        }
     }
 
     pub fn pause(&self) -> std::time::Duration {

@@ -529,3 +529,41 @@ async fn an_instance_speaking_http_1_0_does_not_cost_clients_their_kept_connecti
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_hangs_is_cut_at_the_response_timeout_while_others_answer() {
+    // Takes connections and requests, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let (good, _sg) = backend("good").await;
+    let route = Arc::new(Route::new(&[hanging]));
+    route.set_response_timeout(Duration::from_millis(300));
+    let (url, _stop) = proxy(route).await;
+    let (good_url, _stop_good) = proxy(Arc::new(Route::new(&[good]))).await;
+    let client = reqwest::Client::new();
+    let begun = Instant::now();
+    let stuck = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(&url).send().await.unwrap() }
+    });
+    // Meanwhile the agent's other addresses answer at once.
+    for _ in 0..10 {
+        let r = client.get(&good_url).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "good");
+    }
+    let r = stuck.await.unwrap();
+    assert_eq!(r.status(), hyper::StatusCode::GATEWAY_TIMEOUT);
+    assert!(begun.elapsed() >= Duration::from_millis(300));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("did not answer within 300ms")
+    );
+}

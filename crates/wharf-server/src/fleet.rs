@@ -200,6 +200,7 @@ impl Fleet {
                         port: entry.address,
                         tcp: entry.tcp,
                         pause_timeout: entry.pause_timeout,
+                        response_timeout: entry.response_timeout,
                         members: Vec::new(),
                     });
                 let member = (other.id != host.id && serves)

@@ -49,6 +49,7 @@ pub struct RouteEntry {
     pub address: u16,
     pub tcp: bool,
     pub pause_timeout: Duration,
+    pub response_timeout: Duration,
     pub serving: Option<u16>,
 }
 
@@ -102,6 +103,7 @@ impl RemoteAgent {
                     address,
                     tcp: plan.tcp,
                     pause_timeout: plan.pause_timeout,
+                    response_timeout: plan.response_timeout,
                     serving,
                 })
             })

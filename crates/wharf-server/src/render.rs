@@ -157,6 +157,7 @@ pub fn render(
             tcp: spec.tcp,
             drain_timeout: spec.rollout.drain_timeout,
             pause_timeout: spec.rollout.pause_timeout,
+            response_timeout: spec.response_timeout,
             driver: slot.driver.unwrap_or(spec.driver),
             image: spec.image,
             image_ref: spec.image_ref.clone(),
