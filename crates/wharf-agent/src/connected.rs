@@ -341,6 +341,7 @@ async fn report_loop(
     loop {
         let report = AgentReport {
             mesh_port: Some(mesh_port),
+            traffic: agent.traffic().counts(),
             instances: agent
                 .statuses()
                 .into_iter()

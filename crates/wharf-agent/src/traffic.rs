@@ -210,6 +210,57 @@ impl Traffic {
         })
     }
 
+    /// What each address measured, in total and per backend it sends to now or still
+    /// drains.
+    pub fn counts(&self) -> Vec<wharf_api::traffic::AddressCounts> {
+        use wharf_api::traffic::{AddressCounts, BackendCounts, Counts};
+        let wire = |s: wharf_proxy::stats::Snapshot| Counts {
+            requests: s.requests,
+            errors: s.errors,
+            micros: s.micros,
+            buckets: s.buckets,
+        };
+        let mut all: Vec<AddressCounts> = self
+            .lock()
+            .iter()
+            .map(|((env, service), a)| {
+                let mut seen: Vec<&Arc<Backend>> = Vec::new();
+                let current = a.route.snapshot();
+                // The retired ones may still be in the route: each counts once.
+                for b in current.iter().chain(&a.retired) {
+                    if !seen.iter().any(|s| Arc::ptr_eq(s, b)) {
+                        seen.push(b);
+                    }
+                }
+                let backends = seen
+                    .into_iter()
+                    .map(|b| {
+                        let (host_id, port) = match &b.target {
+                            Target::Local(addr) => (None, addr.port()),
+                            Target::Mesh(m) => (
+                                m.host.strip_prefix("host-").and_then(|id| id.parse().ok()),
+                                m.port,
+                            ),
+                        };
+                        BackendCounts {
+                            host_id,
+                            port,
+                            counts: wire(b.stats.snapshot()),
+                        }
+                    })
+                    .collect();
+                AddressCounts {
+                    env: env.clone(),
+                    service: service.clone(),
+                    totals: wire(a.route.stats.snapshot()),
+                    backends,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.env, &a.service).cmp(&(&b.env, &b.service)));
+        all
+    }
+
     /// Remembers the mesh listener, whose tunnels a drain waits for.
     pub fn set_inbound(&self, inbound: Arc<MeshInbound>) {
         let _ = self.inbound.set(inbound);

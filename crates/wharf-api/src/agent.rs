@@ -284,4 +284,7 @@ pub struct AgentReport {
     /// The port of this agent's mesh listener, on the address it reports from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_port: Option<u16>,
+    /// What its service addresses measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<crate::traffic::AddressCounts>,
 }

@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod records;
+pub mod traffic;
 
 pub use records::*;
 use serde::{Deserialize, Serialize};

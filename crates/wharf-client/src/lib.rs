@@ -267,6 +267,15 @@ impl Client {
             .await
     }
 
+    /// What the services' addresses measured on every host.
+    pub async fn traffic(
+        &self,
+        env: Option<&str>,
+    ) -> Result<Vec<wharf_api::traffic::ServiceTraffic>> {
+        self.get("/v1/traffic", &[("env", env.map(str::to_owned))])
+            .await
+    }
+
     pub async fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
         self.get(
             "/v1/history",

@@ -106,10 +106,30 @@ async fn serve_connection<I, F, Fut>(
 /// (websockets) keeps its `Upgrade` header; once the backend agrees (101), the two
 /// connections are joined byte for byte.
 pub(crate) async fn forward(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    route: &Route,
+    name: &str,
+) -> Response<ProxyBody> {
+    let begun = std::time::Instant::now();
+    let mut sent_to = None;
+    let response = send_on(request, peer, route, name, &mut sent_to).await;
+    // Measured to the answer's head: how long the client waited for it to start.
+    let (failed, took) = (response.status().is_server_error(), begun.elapsed());
+    route.stats.record(failed, took);
+    if let Some(backend) = sent_to {
+        backend.stats.record(failed, took);
+    }
+    response
+}
+
+/// [`forward`] without the measuring; `sent_to` is the last backend the request went to.
+async fn send_on(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     route: &Route,
     name: &str,
+    sent_to: &mut Option<Arc<crate::route::Backend>>,
 ) -> Response<ProxyBody> {
     let upgrade = wants_upgrade(request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
@@ -159,6 +179,7 @@ pub(crate) async fn forward(
             );
         };
         let addr = in_flight.backend().target.clone();
+        *sent_to = Some(in_flight.shared());
         let checkout = match in_flight.backend().pool.checkout(&addr).await {
             Ok(checkout) => checkout,
             Err(e) => {

@@ -15,6 +15,7 @@ pub mod mesh;
 mod outlier;
 mod pool;
 mod route;
+pub mod stats;
 mod target;
 mod tcp;
 

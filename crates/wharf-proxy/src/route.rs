@@ -17,6 +17,8 @@ pub struct Backend {
     outliers: crate::outlier::Record,
     /// Its idle keep-alive connections.
     pub(crate) pool: crate::pool::Pool,
+    /// What the requests sent to it saw.
+    pub stats: crate::stats::Stats,
 }
 
 impl std::fmt::Debug for Backend {
@@ -35,6 +37,7 @@ impl Backend {
             outstanding: AtomicUsize::new(0),
             outliers: Default::default(),
             pool: Default::default(),
+            stats: Default::default(),
         }
     }
 
@@ -62,6 +65,10 @@ impl InFlight {
     pub(crate) fn backend(&self) -> &Backend {
         &self.0
     }
+
+    pub(crate) fn shared(&self) -> Arc<Backend> {
+        self.0.clone()
+    }
 }
 
 impl Drop for InFlight {
@@ -79,6 +86,8 @@ pub struct Route {
     changed: tokio::sync::Notify,
     /// How long they wait, in milliseconds (0: [`crate::PAUSE`]).
     pause_ms: AtomicU64,
+    /// What the requests through it saw, whichever backend answered.
+    pub stats: crate::stats::Stats,
     /// How long an instance may take to start answering, in milliseconds (0:
     /// [`crate::RESPONSE_TIMEOUT`]).
     response_ms: AtomicU64,

@@ -118,6 +118,10 @@ impl AgentLink for NoHost {
     }
 }
 
+/// Where an instance listens: its host (`None`: the local agent), environment, service
+/// and port.
+pub type PortKey = (Option<i64>, String, String, u16);
+
 /// Every agent of this controller.
 pub struct Fleet {
     /// Runs the nodes no joined host claims (a dev controller's own machine); none on a
@@ -281,6 +285,49 @@ impl Fleet {
             all.extend(AgentLink::statuses(&*remote));
         }
         all
+    }
+
+    /// What every agent's addresses measured, by the host that reported it (`None`:
+    /// the local agent).
+    pub fn address_counts(&self) -> Vec<(Option<i64>, Vec<wharf_api::traffic::AddressCounts>)> {
+        let mut all = Vec::new();
+        if let Some(local) = &self.local {
+            all.push((None, local.traffic().counts()));
+        }
+        let remotes: Vec<(i64, Arc<RemoteAgent>)> = self
+            .remotes()
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
+        for (id, remote) in remotes {
+            all.push((Some(id), remote.traffic()));
+        }
+        all
+    }
+
+    /// Instances by where they listen: (host, env, service, port) -> (node, instance).
+    pub fn plans_by_port(&self) -> HashMap<PortKey, (String, u32)> {
+        let mut by_port = HashMap::new();
+        let mut add = |host: Option<i64>, plans: Vec<(InstancePlan, InstanceStatus)>| {
+            for (plan, _) in plans {
+                if let Some(port) = plan.port {
+                    let k = plan.key;
+                    by_port.insert((host, k.env, k.service, port), (k.node, k.instance));
+                }
+            }
+        };
+        if let Some(local) = &self.local {
+            add(None, local.statuses());
+        }
+        let remotes: Vec<(i64, Arc<RemoteAgent>)> = self
+            .remotes()
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
+        for (id, remote) in remotes {
+            add(Some(id), AgentLink::statuses(&*remote));
+        }
+        by_port
     }
 
     /// Loads the assignments of every known host, at controller start.

@@ -27,6 +27,7 @@ mod remote;
 mod render;
 mod routes;
 mod sink;
+mod traffic;
 mod wire;
 
 use std::fs::File;

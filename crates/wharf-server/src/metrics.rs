@@ -72,6 +72,69 @@ pub fn render(instances: &[InstanceRecord], now_millis: i64) -> String {
     out
 }
 
+/// Renders what the services' addresses measured: per service and per instance,
+/// requests, failures and a latency histogram (seconds to the answer's start).
+pub fn render_traffic(services: &[wharf_api::traffic::ServiceTraffic]) -> String {
+    use wharf_api::traffic::{BUCKET_BOUNDS_MS, Counts};
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut rows: Vec<(&str, String, &Counts)> = Vec::new();
+    for s in services {
+        let base = format!(
+            "env=\"{}\",service=\"{}\"",
+            escape(&s.env),
+            escape(&s.service)
+        );
+        rows.push(("service", base.clone(), &s.totals));
+        for i in &s.instances {
+            let labels = format!(
+                "{base},node=\"{}\",instance=\"{}\"",
+                escape(&i.node),
+                i.instance
+            );
+            rows.push(("instance", labels, &i.counts));
+        }
+    }
+    let mut out = String::new();
+    for scope in ["service", "instance"] {
+        let of_scope = || rows.iter().filter(move |(s, _, _)| *s == scope);
+        let requests = format!("wharf_{scope}_requests_total");
+        let _ = writeln!(
+            out,
+            "# HELP {requests} Requests through the service's addresses."
+        );
+        let _ = writeln!(out, "# TYPE {requests} counter");
+        for (_, labels, c) in of_scope() {
+            let _ = writeln!(out, "{requests}{{{labels}}} {}", c.requests);
+        }
+        let errors = format!("wharf_{scope}_request_errors_total");
+        let _ = writeln!(out, "# HELP {errors} Requests answered 5xx, or not at all.");
+        let _ = writeln!(out, "# TYPE {errors} counter");
+        for (_, labels, c) in of_scope() {
+            let _ = writeln!(out, "{errors}{{{labels}}} {}", c.errors);
+        }
+        let duration = format!("wharf_{scope}_request_duration_seconds");
+        let _ = writeln!(out, "# HELP {duration} Time until the answer started.");
+        let _ = writeln!(out, "# TYPE {duration} histogram");
+        for (_, labels, c) in of_scope() {
+            let mut cumulative = 0;
+            for (i, n) in c.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = BUCKET_BOUNDS_MS
+                    .get(i)
+                    .map(|ms| format!("{}", ms / 1000.0))
+                    .unwrap_or_else(|| "+Inf".into());
+                let _ = writeln!(
+                    out,
+                    "{duration}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(out, "{duration}_sum{{{labels}}} {}", c.micros as f64 / 1e6);
+            let _ = writeln!(out, "{duration}_count{{{labels}}} {}", c.requests);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

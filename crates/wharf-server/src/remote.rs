@@ -39,6 +39,8 @@ pub struct RemoteAgent {
     routes: Arc<watch::Sender<u64>>,
     /// The port of its mesh listener, as it last reported.
     mesh_port: Mutex<Option<u16>>,
+    /// What its addresses measured, as it last reported.
+    traffic: Mutex<Vec<wharf_api::traffic::AddressCounts>>,
 }
 
 /// A service address this host has instances for, and the instance's port when it is
@@ -77,7 +79,15 @@ impl RemoteAgent {
             next_log_request: std::sync::atomic::AtomicU64::new(1),
             routes,
             mesh_port: Mutex::new(None),
+            traffic: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn traffic(&self) -> Vec<wharf_api::traffic::AddressCounts> {
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn mesh_port(&self) -> Option<u16> {
@@ -236,6 +246,7 @@ impl RemoteAgent {
             let mut port = self.mesh_port.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *port, report.mesh_port) != report.mesh_port
         };
+        *self.traffic.lock().unwrap_or_else(|p| p.into_inner()) = report.traffic;
         let mut reported = self.reported();
         let changed: Vec<ReportedInstance> = report
             .instances

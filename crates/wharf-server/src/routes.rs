@@ -54,6 +54,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/logs", get(logs))
         .route("/v1/tokens", post(create_token))
         .route("/metrics", get(prometheus))
+        .route("/v1/traffic", get(traffic))
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{name}/{action}", post(host_action))
         .merge(crate::api_config::routes())
@@ -743,6 +744,26 @@ async fn logs(
     Ok((content_type, text).into_response())
 }
 
+/// What the services' addresses measured, on every host (`wharf top`).
+async fn traffic(
+    State(c): Ctl,
+    caller: Caller,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Vec<wharf_api::traffic::ServiceTraffic>>, ServerError> {
+    if let Some(env) = &q.env {
+        caller.require(env, Action::Read)?;
+    }
+    c.definitions
+        .check_names(q.service.as_deref(), q.env.as_deref())?;
+    let all = crate::traffic::collect(&c.fleet)
+        .into_iter()
+        .filter(|t| caller.may(&t.env, Action::Read))
+        .filter(|t| q.env.as_ref().is_none_or(|e| *e == t.env))
+        .filter(|t| q.service.as_ref().is_none_or(|s| *s == t.service))
+        .collect();
+    Ok(Json(all))
+}
+
 async fn prometheus(State(c): Ctl, caller: Caller) -> Result<Response, ServerError> {
     let readable: Vec<_> = c
         .store
@@ -750,7 +771,12 @@ async fn prometheus(State(c): Ctl, caller: Caller) -> Result<Response, ServerErr
         .into_iter()
         .filter(|i| caller.may(&i.env, Action::Read))
         .collect();
-    let text = crate::metrics::render(&readable, now_millis());
+    let traffic: Vec<_> = crate::traffic::collect(&c.fleet)
+        .into_iter()
+        .filter(|t| caller.may(&t.env, Action::Read))
+        .collect();
+    let mut text = crate::metrics::render(&readable, now_millis());
+    text.push_str(&crate::metrics::render_traffic(&traffic));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -57,6 +57,7 @@ async fn hollow(url: String, token: JoinToken, name: String) {
     loop {
         let report = AgentReport {
             mesh_port: None,
+            traffic: Vec::new(),
             instances: plans
                 .iter()
                 .map(|plan: &wharf_api::agent::InstancePlan| ReportedInstance {

@@ -165,16 +165,32 @@ pub async fn top(
     let client = crate::connect::controller(global, printer).await?;
     let clear = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !printer.json();
     let mut shown = 0;
+    // Rates are over the time between two reads: the first one is a second before the
+    // first view.
+    let mut earlier = client.traffic(env).await.map_err(Failure::from)?;
+    let mut read_at = std::time::Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+    }
     loop {
         let report = client.status(env).await.map_err(Failure::from)?;
+        let traffic = client.traffic(env).await.map_err(Failure::from)?;
+        let seconds = read_at.elapsed().as_secs_f64().max(0.001);
+        read_at = std::time::Instant::now();
+        let rates = TrafficRates::between(&earlier, &traffic, seconds);
         if printer.json() {
-            printer.json_data(&report);
+            printer.json_data(&serde_json::json!({
+                "status": report,
+                "traffic": rates.json(),
+            }));
         } else {
             if clear {
                 printer.stream("\x1b[2J\x1b[H");
             }
-            printer.data(&render_top(&report));
+            printer.data(&render_top(&report, &rates));
         }
+        earlier = traffic;
         shown += 1;
         if iterations.is_some_and(|n| shown >= n) {
             return Ok(ExitCode::SUCCESS);
@@ -186,7 +202,122 @@ pub async fn top(
     }
 }
 
-fn render_top(report: &StatusReport) -> String {
+/// Requests per second, the share that failed and latency percentiles, per service
+/// and per instance, between two reads of the traffic counters.
+struct TrafficRates {
+    services: Vec<(String, String, Rate)>,
+    instances: std::collections::BTreeMap<(String, String, String, u32), Rate>,
+}
+
+#[derive(Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    errors: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+impl Rate {
+    fn of(c: &wharf_api::traffic::Counts, seconds: f64) -> Rate {
+        Rate {
+            per_second: c.requests as f64 / seconds,
+            errors: if c.requests == 0 {
+                0.0
+            } else {
+                c.errors as f64 / c.requests as f64
+            },
+            p50_ms: c.quantile_ms(0.5),
+            p99_ms: c.quantile_ms(0.99),
+        }
+    }
+
+    fn cells(&self) -> [String; 4] {
+        let ms = |v: Option<f64>| match v {
+            Some(v) if v.is_finite() => format!("<{v}ms"),
+            Some(_) => ">10s".into(),
+            None => "-".into(),
+        };
+        [
+            format!("{:.1}", self.per_second),
+            format!("{:.1}%", self.errors * 100.0),
+            ms(self.p50_ms),
+            ms(self.p99_ms),
+        ]
+    }
+}
+
+impl TrafficRates {
+    fn between(
+        earlier: &[wharf_api::traffic::ServiceTraffic],
+        now: &[wharf_api::traffic::ServiceTraffic],
+        seconds: f64,
+    ) -> Self {
+        let mut services = Vec::new();
+        let mut instances = std::collections::BTreeMap::new();
+        for s in now {
+            let before = earlier
+                .iter()
+                .find(|e| e.env == s.env && e.service == s.service);
+            let empty = wharf_api::traffic::Counts::default();
+            let totals = s.totals.since(before.map(|b| &b.totals).unwrap_or(&empty));
+            services.push((s.env.clone(), s.service.clone(), Rate::of(&totals, seconds)));
+            for i in &s.instances {
+                let was = before
+                    .and_then(|b| {
+                        b.instances
+                            .iter()
+                            .find(|e| e.node == i.node && e.instance == i.instance)
+                    })
+                    .map(|e| &e.counts)
+                    .unwrap_or(&empty);
+                instances.insert(
+                    (s.env.clone(), s.service.clone(), i.node.clone(), i.instance),
+                    Rate::of(&i.counts.since(was), seconds),
+                );
+            }
+        }
+        TrafficRates {
+            services,
+            instances,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let one = |r: &Rate| {
+            serde_json::json!({
+                "requests_per_second": r.per_second,
+                "error_ratio": r.errors,
+                "p50_ms": r.p50_ms.filter(|v| v.is_finite()),
+                "p99_ms": r.p99_ms.filter(|v| v.is_finite()),
+            })
+        };
+        let instances: Vec<serde_json::Value> = self
+            .instances
+            .iter()
+            .map(|((env, service, node, instance), r)| {
+                let mut v = one(r);
+                v["env"] = env.as_str().into();
+                v["service"] = service.as_str().into();
+                v["node"] = node.as_str().into();
+                v["instance"] = (*instance).into();
+                v
+            })
+            .collect();
+        let services: Vec<serde_json::Value> = self
+            .services
+            .iter()
+            .map(|(env, service, r)| {
+                let mut v = one(r);
+                v["env"] = env.as_str().into();
+                v["service"] = service.as_str().into();
+                v
+            })
+            .collect();
+        serde_json::json!({ "services": services, "instances": instances })
+    }
+}
+
+fn render_top(report: &StatusReport, rates: &TrafficRates) -> String {
     let mut instances: Vec<_> = report
         .services
         .iter()
@@ -196,7 +327,7 @@ fn render_top(report: &StatusReport) -> String {
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|i| {
-            vec![
+            let mut row = vec![
                 i.env.clone(),
                 i.service.clone(),
                 i.instance.to_string(),
@@ -212,13 +343,37 @@ fn render_top(report: &StatusReport) -> String {
                     "-".into()
                 },
                 i.health.as_str().to_owned(),
-            ]
+            ];
+            let key = (i.env.clone(), i.service.clone(), i.node.clone(), i.instance);
+            match rates.instances.get(&key) {
+                Some(rate) => row.extend(rate.cells()),
+                None => row.extend(["-", "-", "-", "-"].map(String::from)),
+            }
+            row
         })
         .collect();
-    table::render(
+    let mut out = table::render(
         &[
-            "ENV", "SERVICE", "#", "NODE", "CPU", "MEM", "RESTARTS", "UPTIME", "HEALTH",
+            "ENV", "SERVICE", "#", "NODE", "CPU", "MEM", "RESTARTS", "UPTIME", "HEALTH", "REQ/S",
+            "ERR", "P50", "P99",
         ],
         &rows,
-    )
+    );
+    if !rates.services.is_empty() {
+        let rows: Vec<Vec<String>> = rates
+            .services
+            .iter()
+            .map(|(env, service, rate)| {
+                let mut row = vec![env.clone(), service.clone()];
+                row.extend(rate.cells());
+                row
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table::render(
+            &["ENV", "SERVICE", "REQ/S", "ERR", "P50", "P99"],
+            &rows,
+        ));
+    }
+    out
 }

@@ -361,3 +361,59 @@ fn an_instance_failing_its_checks_leaves_the_rotation_and_rejoins_when_healthy()
         "it rejoins once its checks pass again"
     );
 }
+
+#[test]
+fn the_addresses_count_requests_per_service_and_instance_for_metrics_and_top() {
+    let mut p = Project::new(PAIR, &["pair"]);
+    p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
+    let url = p.address("pair", "ci");
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..200 {
+        assert!(http.get(&url).send().unwrap().status().is_success());
+    }
+    let metrics = p
+        .http()
+        .get(format!("{}/metrics", p.controller_url()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let value = |line_start: &str| -> Vec<f64> {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(line_start))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect()
+    };
+    assert_eq!(
+        value("wharf_service_requests_total{env=\"ci\",service=\"pair\"}"),
+        vec![200.0],
+        "{metrics}"
+    );
+    let per_instance = value("wharf_instance_requests_total{env=\"ci\",service=\"pair\"");
+    assert_eq!(per_instance.len(), 2, "{metrics}");
+    assert_eq!(per_instance.iter().sum::<f64>(), 200.0);
+    assert!(
+        per_instance.iter().all(|n| *n > 40.0),
+        "balanced: {per_instance:?}"
+    );
+    assert_eq!(
+        value("wharf_service_request_duration_seconds_count{env=\"ci\",service=\"pair\"}"),
+        vec![200.0]
+    );
+    assert_eq!(
+        value("wharf_service_request_errors_total{env=\"ci\",service=\"pair\"}"),
+        vec![0.0]
+    );
+    // `wharf top` shows the rate while requests flow.
+    let load = Load::start(&url, &["/", "/"], Duration::from_secs(10));
+    let top = p.json(&["top", "--env", "ci", "-n", "1"]);
+    load.stop();
+    let service = &top["traffic"]["services"][0];
+    assert_eq!(service["service"], "pair", "{top}");
+    assert!(
+        service["requests_per_second"].as_f64().unwrap() > 10.0,
+        "{top}"
+    );
+    assert_eq!(top["traffic"]["instances"].as_array().unwrap().len(), 2);
+}
