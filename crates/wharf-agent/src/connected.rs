@@ -71,7 +71,7 @@ struct Mesh {
     port: u16,
     dialer: Arc<wharf_proxy::mesh::MeshDialer>,
     /// The hosts the controller says may reach this one.
-    peers: Arc<std::sync::RwLock<std::collections::HashSet<i64>>>,
+    peers: Arc<std::sync::RwLock<std::collections::HashSet<(i64, u64)>>>,
 }
 
 /// Starts the mesh listener: a caller is admitted to a port only with a certificate of
@@ -95,7 +95,7 @@ async fn start_mesh(
         .local_addr()
         .map_err(|e| ConnectError::Mesh(options.mesh_listen, e))?
         .port();
-    let peers: Arc<std::sync::RwLock<std::collections::HashSet<i64>>> = Arc::default();
+    let peers: Arc<std::sync::RwLock<std::collections::HashSet<(i64, u64)>>> = Arc::default();
     let (traffic, allowed) = (Arc::downgrade(agent.traffic()), peers.clone());
     let inbound = wharf_proxy::mesh::MeshInbound::new(Box::new(move |cert, port| {
         let Some(caller) = wharf_pki::agent_identity(cert) else {
@@ -104,7 +104,7 @@ async fn start_mesh(
         let peer = allowed
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&caller.host_id);
+            .contains(&(caller.host_id, caller.serial));
         peer && traffic.upgrade().is_some_and(|t| t.serves_port(port))
     }));
     agent.traffic().set_inbound(inbound.clone());
@@ -465,9 +465,9 @@ async fn watch_loop(
                 *mesh.peers.write().unwrap_or_else(|p| p.into_inner()) =
                     a.mesh_peers.iter().copied().collect();
                 agent.traffic().set_routes(env, &a.routes, &mesh.dialer);
-                agent
-                    .traffic()
-                    .set_ingresses(a.ingress.map(|i| (env.to_owned(), i)).into_iter().collect());
+                // One that could not listen is tried again with the next answer.
+                let entries = a.ingress.map(|i| (env.to_owned(), i)).into_iter().collect();
+                let _ = agent.traffic().set_ingresses(entries);
                 reconciler.reconcile(a.plans);
             }
             Err(ClientError::Api {

@@ -25,11 +25,15 @@ struct Https {
     listen: SocketAddr,
     config: Arc<ArcSwap<rustls::ServerConfig>>,
     certificates: Vec<HostCertificate>,
+    stop: CancellationToken,
 }
 
 impl Entry {
     pub(crate) fn stop(&self) {
         self.stop.cancel();
+        if let Some(tls) = &self.tls {
+            tls.stop.cancel();
+        }
     }
 }
 
@@ -53,40 +57,85 @@ fn tls_config(env: &str, certificates: &[HostCertificate]) -> rustls::ServerConf
     config
 }
 
+/// Starts the HTTPS listener of an entry; `None` if it cannot listen (logged).
+fn start_https(
+    env: &str,
+    listen: SocketAddr,
+    ingress: &Arc<Ingress>,
+    certificates: &[HostCertificate],
+) -> Option<Https> {
+    let listener = bind(listen)
+        .map_err(
+            |e| tracing::error!(%env, "cannot listen for the ingress's HTTPS on {listen}: {e}"),
+        )
+        .ok()?;
+    let config = Arc::new(ArcSwap::from_pointee(tls_config(env, certificates)));
+    let stop = CancellationToken::new();
+    tokio::spawn(wharf_proxy::ingress::serve_ingress(
+        listener,
+        ingress.clone(),
+        Some(config.clone()),
+        stop.clone(),
+    ));
+    tracing::info!(%env, "the environment's ingress takes HTTPS on {listen}");
+    Some(Https {
+        listen,
+        config,
+        certificates: certificates.to_vec(),
+        stop,
+    })
+}
+
+fn proxy_routes(plan: &IngressPlan) -> Vec<IngressRoute> {
+    let mut routes: Vec<IngressRoute> = plan
+        .ingress
+        .routes
+        .iter()
+        .map(|r| IngressRoute {
+            host: r.host.clone(),
+            path: r.path.clone(),
+            service: r.service.clone(),
+            strip_prefix: r.strip_prefix,
+        })
+        .collect();
+    routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path.len())));
+    routes
+}
+
 impl Traffic {
     /// Runs exactly these environments' entries: a new one starts listening, a changed
-    /// one takes its new routes and certificates (or moves if it listens elsewhere),
-    /// others stop.
-    pub fn set_ingresses(self: &Arc<Self>, wanted: BTreeMap<String, IngressPlan>) {
+    /// one takes its new routes and certificates (its plain listener kept when only its
+    /// HTTPS one moves), others stop. Returns whether every listener is up (one that
+    /// could not bind is tried again at the next call).
+    pub fn set_ingresses(self: &Arc<Self>, wanted: BTreeMap<String, IngressPlan>) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|env, entry| {
-            let keep = wanted.get(env).is_some_and(|p| {
-                p.ingress.listen == entry.listen
-                    && p.ingress.tls_listen == entry.tls.as_ref().map(|t| t.listen)
-            });
+            let keep = wanted
+                .get(env)
+                .is_some_and(|p| p.ingress.listen == entry.listen);
             if !keep {
-                entry.stop.cancel();
+                entry.stop();
             }
             keep
         });
+        let mut all_up = true;
         for (env, plan) in wanted {
-            let mut routes: Vec<IngressRoute> = plan
-                .ingress
-                .routes
-                .iter()
-                .map(|r| IngressRoute {
-                    host: r.host.clone(),
-                    path: r.path.clone(),
-                    service: r.service.clone(),
-                    strip_prefix: r.strip_prefix,
-                })
-                .collect();
+            let routes = proxy_routes(&plan);
             if let Some(entry) = entries.get_mut(&env) {
-                routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path.len())));
                 if entry.ingress.routes() != routes {
                     entry.ingress.set(routes);
                 }
-                if let Some(https) = entry
+                let tls_moved = entry.tls.as_ref().map(|t| t.listen) != plan.ingress.tls_listen;
+                if tls_moved {
+                    if let Some(old) = entry.tls.take() {
+                        old.stop.cancel();
+                    }
+                    entry.tls = plan
+                        .ingress
+                        .tls_listen
+                        .and_then(|l| start_https(&env, l, &entry.ingress, &plan.certificates));
+                    all_up &= entry.tls.is_some() == plan.ingress.tls_listen.is_some();
+                } else if let Some(https) = entry
                     .tls
                     .as_mut()
                     .filter(|t| t.certificates != plan.certificates)
@@ -102,6 +151,7 @@ impl Traffic {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!(%env, "cannot listen for the environment's ingress on {}: {e}", plan.ingress.listen);
+                    all_up = false;
                     continue;
                 }
             };
@@ -119,24 +169,11 @@ impl Traffic {
                 stop.clone(),
             ));
             tracing::info!(%env, "the environment's ingress listens on {}", plan.ingress.listen);
-            let tls = plan.ingress.tls_listen.and_then(|listen| {
-                let listener = bind(listen)
-                    .map_err(|e| tracing::error!(%env, "cannot listen for the ingress's HTTPS on {listen}: {e}"))
-                    .ok()?;
-                let config = Arc::new(ArcSwap::from_pointee(tls_config(&env, &plan.certificates)));
-                tokio::spawn(wharf_proxy::ingress::serve_ingress(
-                    listener,
-                    ingress.clone(),
-                    Some(config.clone()),
-                    stop.clone(),
-                ));
-                tracing::info!(%env, "the environment's ingress takes HTTPS on {listen}");
-                Some(Https {
-                    listen,
-                    config,
-                    certificates: plan.certificates.clone(),
-                })
-            });
+            let tls = plan
+                .ingress
+                .tls_listen
+                .and_then(|l| start_https(&env, l, &ingress, &plan.certificates));
+            all_up &= tls.is_some() == plan.ingress.tls_listen.is_some();
             entries.insert(
                 env,
                 Entry {
@@ -147,5 +184,63 @@ impl Traffic {
                 },
             );
         }
+        all_up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_core::model::{Ingress as Definition, IngressRoute as Route};
+
+    fn free() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn plan(listen: SocketAddr, tls_listen: Option<SocketAddr>) -> BTreeMap<String, IngressPlan> {
+        let ingress = Definition {
+            listen,
+            tls_listen,
+            routes: vec![Route {
+                host: Some("shop.local".into()),
+                path: "/".into(),
+                service: "web".into(),
+                strip_prefix: false,
+                tls: None,
+            }],
+        };
+        BTreeMap::from([(
+            "ci".to_owned(),
+            IngressPlan {
+                ingress,
+                certificates: Vec::new(),
+            },
+        )])
+    }
+
+    async fn listening(addr: SocketAddr) -> bool {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn moving_the_https_listener_keeps_the_plain_one_and_a_taken_port_is_retried() {
+        let traffic = Arc::new(Traffic::default());
+        let (http, first, second) = (free(), free(), free());
+        assert!(traffic.set_ingresses(plan(http, Some(first))));
+        assert!(listening(http).await && listening(first).await);
+        assert!(traffic.set_ingresses(plan(http, Some(second))));
+        assert!(listening(http).await, "the plain listener stayed");
+        assert!(listening(second).await, "HTTPS moved");
+        // A port someone else holds: reported, and tried again at the next call.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap();
+        assert!(!traffic.set_ingresses(plan(http, Some(busy))));
+        drop(taken);
+        assert!(traffic.set_ingresses(plan(http, Some(busy))));
+        assert!(listening(busy).await);
+        traffic.close();
     }
 }

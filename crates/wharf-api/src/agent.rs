@@ -158,9 +158,10 @@ pub struct Assignments {
     /// listener on this host, balancing over its instances here and those listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<ServiceRoute>,
-    /// The hosts of the environment that may reach this host's instances (their ids).
+    /// The hosts of the environment that may reach this host's instances: their ids,
+    /// and the serial of the one certificate each may use (a revoked one is not it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mesh_peers: Vec<i64>,
+    pub mesh_peers: Vec<(i64, u64)>,
     /// The environment's entry, when its definition has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressPlan>,

@@ -131,6 +131,30 @@ pub(crate) fn check(
                 Some("add `host: shop.example.com`".into()),
             );
         }
+        if let (Some(tls), Some(h)) = (&route.tls, &host) {
+            if h.parse::<std::net::IpAddr>().is_ok()
+                || h.split('.').all(|l| l.chars().all(|c| c.is_ascii_digit()))
+            {
+                checker.report(
+                    &here("host"),
+                    format!("`{h}` is an address: a certificate is chosen by a host name"),
+                    Some("route a name such as `shop.example.com` with `tls`".into()),
+                );
+            }
+            let other = routes.iter().position(|r| {
+                r.host.as_ref() == Some(h)
+                    && r.tls
+                        .as_ref()
+                        .is_some_and(|t| t.cert != tls.cert || t.key != tls.key)
+            });
+            if let Some(j) = other {
+                checker.report(
+                    &here("tls"),
+                    format!("routes {j} and {i} give host `{h}` different certificates"),
+                    Some("a host has one certificate: name the same secrets in both".into()),
+                );
+            }
+        }
         if route.tls.is_some() && tls_listen.is_none() {
             checker.report(
                 &here("tls"),
@@ -161,13 +185,19 @@ pub(crate) fn check(
             Some(PortSpec::Fixed(p)) => Some(*p),
             _ => None,
         };
-        for (what, port) in [("port", fixed), ("address_port", service.address_port)] {
-            if port == Some(listen.port()) {
+        let ours = [("listen", Some(listen)), ("tls_listen", tls_listen)];
+        for ((what, port), (field, addr)) in
+            [("port", fixed), ("address_port", service.address_port)]
+                .into_iter()
+                .flat_map(|p| ours.into_iter().map(move |o| (p, o)))
+        {
+            let Some(addr) = addr else { continue };
+            if port == Some(addr.port()) {
                 checker.report(
-                    &at(&[key("listen")]),
+                    &at(&[key(field)]),
                     format!(
                         "the ingress of `{env}` listens on port {}, the `{what}` of service `{name}`",
-                        listen.port()
+                        addr.port()
                     ),
                     Some("give the ingress or the service another port".into()),
                 );

@@ -382,4 +382,21 @@ fn an_https_route_names_its_host_and_the_ingress_a_tls_listen() {
         idle.contains("listens for HTTPS, but no route has `tls`"),
         "{idle}"
     );
+    let clash = errors(
+        &WITH_INGRESS
+            .replace("listen: 127.0.0.1:8080\n", "listen: 127.0.0.1:8080\n      tls_listen: 127.0.0.1:9000\n")
+            .replace(
+                "{ host: Shop.Local, service: web }",
+                "{ host: shop.local, service: web, tls: { cert: A, key: B } }\n        - { host: shop.local, path: /x, service: web, tls: { cert: C, key: B } }\n        - { host: 10.0.0.1, service: web, tls: { cert: A, key: B } }",
+            ),
+    );
+    assert!(
+        clash.contains("give host `shop.local` different certificates"),
+        "{clash}"
+    );
+    assert!(clash.contains("`10.0.0.1` is an address"), "{clash}");
+    assert!(
+        clash.contains("listens on port 9000, the `port` of service `orders`"),
+        "tls_listen is checked too: {clash}"
+    );
 }

@@ -71,7 +71,16 @@ impl Ingress {
         https: bool,
     ) -> Response<ProxyBody> {
         let host = request_host(&request);
-        let path = request.uri().path().to_owned();
+        let Some(path) = normal_path(request.uri().path()) else {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the path `{}` has `.` or `..` segments or an encoded slash; send it resolved\n",
+                    request.uri().path()
+                ),
+            );
+        };
+        let sent_host = request.headers().get(header::HOST).cloned();
         let Some(chosen) = self.select(host.as_deref(), &path) else {
             return answer(
                 StatusCode::NOT_FOUND,
@@ -90,9 +99,13 @@ impl Ingress {
                 ),
             );
         };
-        if chosen.strip_prefix && chosen.path != "/" {
-            let rest = &path[chosen.path.len()..];
-            let rest = if rest.is_empty() { "/" } else { rest };
+        let rest = if chosen.strip_prefix && chosen.path != "/" {
+            path.get(chosen.path.len()..).unwrap_or("")
+        } else {
+            &path
+        };
+        let rest = if rest.is_empty() { "/" } else { rest };
+        if rest != request.uri().path() {
             let target = match request.uri().query() {
                 Some(q) => format!("{rest}?{q}"),
                 None => rest.to_owned(),
@@ -104,11 +117,52 @@ impl Ingress {
         let headers = request.headers_mut();
         let proto = if https { "https" } else { "http" };
         headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-        if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        // What the client asked for, port included; never what it claims was asked
+        // of a proxy before this one (this is the edge).
+        headers.remove("x-forwarded-host");
+        if let Some(value) = sent_host {
             headers.insert("x-forwarded-host", value);
         }
         forward(request, peer, &route, &chosen.service).await
     }
+}
+
+/// The path with percent-escapes of unreserved characters decoded (`/%61pi` is
+/// `/api`, RFC 3986 6.2.2.2), or `None` when it has dot segments or an encoded slash,
+/// which would let a request match one route and reach another's paths.
+fn normal_path(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(b) if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => {
+                out.push(char::from(b));
+                i += 3;
+            }
+            Some(b'/') | Some(b'\\') => return None,
+            _ => {
+                let end = path[i..]
+                    .char_indices()
+                    .nth(1)
+                    .map(|(n, _)| i + n)
+                    .unwrap_or(bytes.len());
+                out.push_str(&path[i..end]);
+                i = end;
+            }
+        }
+    }
+    if out
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return None;
+    }
+    Some(out)
 }
 
 /// Whether `path` is `prefix` or under it, segment by segment.
@@ -214,6 +268,28 @@ mod tests {
             service: service.into(),
             strip_prefix: false,
         }
+    }
+
+    #[test]
+    fn paths_are_normalized_before_matching_and_dot_segments_refused() {
+        assert_eq!(normal_path("/%61pi/items").as_deref(), Some("/api/items"));
+        assert_eq!(
+            normal_path("/a%20b").as_deref(),
+            Some("/a%20b"),
+            "reserved stays"
+        );
+        assert_eq!(normal_path("/caf\u{e9}").as_deref(), Some("/caf\u{e9}"));
+        for bad in [
+            "/api/../admin",
+            "/api/%2e%2e/admin",
+            "/./x",
+            "/a%2Fb",
+            "/a%5cb",
+        ] {
+            assert_eq!(normal_path(bad), None, "{bad}");
+        }
+        assert_eq!(normal_path("/a%zz").as_deref(), Some("/a%zz"));
+        assert_eq!(normal_path("/a%").as_deref(), Some("/a%"));
     }
 
     #[test]

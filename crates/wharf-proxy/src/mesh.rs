@@ -29,6 +29,9 @@ pub const UNREACHABLE: u8 = 2;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tunnels open at once through one agent.
 const MAX_TUNNELS: usize = 10_000;
+/// Callers still in their handshake at once: callers that never authenticate cannot
+/// take the places of the tunnels.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Reaches instances on other hosts with this agent's certificate.
 pub struct MeshDialer {
@@ -124,6 +127,7 @@ pub async fn serve_mesh(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
@@ -137,10 +141,16 @@ pub async fn serve_mesh(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let Ok(shaking) = handshakes.clone().try_acquire_owned() else {
+            continue;
+        };
         let (acceptor, inbound) = (acceptor.clone(), inbound.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(&acceptor, &inbound, tcp)).await {
+            let admitted =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(&acceptor, &inbound, tcp)).await;
+            drop(shaking);
+            match admitted {
                 Ok(Ok(Some((mut tls, mut instance, open)))) => {
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut instance).await;
                     drop(open);
@@ -173,15 +183,17 @@ async fn admit(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec());
+    // Counted before it is admitted: a drain that begins between the look and the
+    // count would otherwise see no tunnel and stop the instance under it.
+    *inbound.lock().entry(port).or_default() += 1;
+    let open = Open(inbound.clone(), port);
     let allowed = caller.is_some_and(|der| (inbound.admit)(&der, port));
     if !allowed {
+        drop(open);
         let _ = tls.write_all(&[REFUSED]).await;
         let _ = tls.shutdown().await;
         return Ok(None);
     }
-    // Counted before it is connected, so a drain that looks now sees it.
-    *inbound.lock().entry(port).or_default() += 1;
-    let open = Open(inbound.clone(), port);
     match TcpStream::connect(("127.0.0.1", port)).await {
         Ok(instance) => {
             let _ = instance.set_nodelay(true);

@@ -201,8 +201,8 @@ async fn assignments(
         }
     }
     drop(keyring);
-    (assignments.routes, assignments.mesh_peers) = c.fleet.routes_for(&host);
-    assignments.ingress = crate::ingress::plan_of_env(&c, &host.env).map(|(plan, _)| plan);
+    (assignments.routes, assignments.mesh_peers) = c.fleet.routes_for(&host)?;
+    assignments.ingress = crate::ingress::plan_of_env(&c, &host.env)?.map(|(plan, _)| plan);
     Ok(Json(assignments))
 }
 

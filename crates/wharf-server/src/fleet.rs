@@ -122,6 +122,9 @@ impl AgentLink for NoHost {
 /// and port.
 pub type PortKey = (Option<i64>, String, String, u16);
 
+/// A host that may reach others through the mesh: its id and certificate serial.
+pub type MeshPeer = (i64, u64);
+
 /// Every agent of this controller.
 pub struct Fleet {
     /// Runs the nodes no joined host claims (a dev controller's own machine); none on a
@@ -182,14 +185,19 @@ impl Fleet {
     /// What `host`'s agent routes: every service address of its environment, with the
     /// healthy instances on the environment's other hosts that take traffic (ready or
     /// draining, their mesh listener known); and which hosts may reach its instances.
-    pub fn routes_for(&self, host: &HostRecord) -> (Vec<ServiceRoute>, Vec<i64>) {
-        let hosts = self.store.hosts(Some(&host.env)).unwrap_or_default();
+    pub fn routes_for(
+        &self,
+        host: &HostRecord,
+    ) -> Result<(Vec<ServiceRoute>, Vec<MeshPeer>), wharf_store::StoreError> {
+        // A store that fails now fails the answer: the agent keeps the routes it has
+        // rather than being told there are none.
+        let hosts = self.store.hosts(Some(&host.env))?;
         let mut routes: std::collections::BTreeMap<String, ServiceRoute> = Default::default();
         let mut peers = Vec::new();
         for other in &hosts {
             let serves = matches!(other.state, HostState::Ready | HostState::Draining);
             if other.id != host.id && serves {
-                peers.push(other.id);
+                peers.push((other.id, other.cert_serial));
             }
             let remote = self.remote(other.id);
             let via = remote.mesh_port().and_then(|port| {
@@ -220,7 +228,7 @@ impl Fleet {
                 }
             }
         }
-        (routes.into_values().collect(), peers)
+        Ok((routes.into_values().collect(), peers))
     }
 
     fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RemoteAgent>>> {

@@ -76,7 +76,10 @@ fn the_entry_routes_by_host_and_path_and_tells_the_service_where_requests_came_f
     assert_eq!(web["message"], "web", "{web}");
     assert_eq!(web["path"], "/cart?x=1");
     assert_eq!(web["forwarded_proto"], "http");
-    assert_eq!(web["forwarded_host"], "shop.local");
+    assert_eq!(
+        web["forwarded_host"], "Shop.Local:8080",
+        "as the client sent it"
+    );
     // Any other host: the path route, its prefix stripped.
     let orders = json("example.org", "/api/items?page=2");
     assert_eq!(orders["message"], "orders", "{orders}");
