@@ -64,6 +64,9 @@ pub struct ConnectOptions {
     /// Where other hosts' agents reach this host's instances (mutual TLS); port 0 picks
     /// a free one, which the agent reports.
     pub mesh_listen: std::net::SocketAddr,
+    /// The program (`wharf`) that holds the listening sockets of the service addresses
+    /// and ingresses across restarts of this agent; `None` binds them here.
+    pub listener_holder: Option<PathBuf>,
 }
 
 /// The mesh: this agent's listener for other hosts, and its dialer to theirs.
@@ -72,6 +75,19 @@ struct Mesh {
     dialer: Arc<wharf_proxy::mesh::MeshDialer>,
     /// The hosts the controller says may reach this one.
     peers: Arc<std::sync::RwLock<std::collections::HashSet<(i64, u64)>>>,
+    /// Where they are remembered for the next start.
+    known: PathBuf,
+}
+
+impl Mesh {
+    fn set_peers(&self, peers: &[(i64, u64)]) {
+        let peers: std::collections::HashSet<(i64, u64)> = peers.iter().copied().collect();
+        let mut current = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if *current != peers {
+            let _ = serde_json::to_vec(&peers).map(|b| std::fs::write(&self.known, b));
+            *current = peers;
+        }
+    }
 }
 
 /// Starts the mesh listener: a caller is admitted to a port only with a certificate of
@@ -88,14 +104,34 @@ async fn start_mesh(
         &credentials.ca_pem,
     )
     .map_err(|e| state_err(&options.state_dir, e))?;
-    let listener = tokio::net::TcpListener::bind(options.mesh_listen)
-        .await
+    // Port 0 picks a port once: a restarted agent keeps it (and, held, its waiting
+    // connections), so other hosts' routes stay right across the restart.
+    let chosen = options.state_dir.join("mesh_port");
+    let mut listen = options.mesh_listen;
+    if listen.port() == 0
+        && let Some(port) = std::fs::read_to_string(&chosen)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+    {
+        listen.set_port(port);
+    }
+    let listener = agent
+        .traffic()
+        .listen(listen)
+        .or_else(|_| agent.traffic().listen(options.mesh_listen))
         .map_err(|e| ConnectError::Mesh(options.mesh_listen, e))?;
     let port = listener
         .local_addr()
         .map_err(|e| ConnectError::Mesh(options.mesh_listen, e))?
         .port();
-    let peers: Arc<std::sync::RwLock<std::collections::HashSet<(i64, u64)>>> = Arc::default();
+    let _ = std::fs::write(&chosen, port.to_string());
+    // The peers the controller last named, until it names them again.
+    let known = options.state_dir.join("mesh_peers.json");
+    let remembered: std::collections::HashSet<(i64, u64)> = std::fs::read(&known)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let peers = Arc::new(std::sync::RwLock::new(remembered));
     let (traffic, allowed) = (Arc::downgrade(agent.traffic()), peers.clone());
     let inbound = wharf_proxy::mesh::MeshInbound::new(Box::new(move |cert, port| {
         let Some(caller) = wharf_pki::agent_identity(cert) else {
@@ -119,6 +155,7 @@ async fn start_mesh(
         port,
         dialer: Arc::new(wharf_proxy::mesh::MeshDialer::new(tls.client)),
         peers,
+        known,
     })
 }
 
@@ -300,6 +337,14 @@ pub async fn run(
         joined.env
     );
     let failures: Failures = Arc::default();
+    if let Some(program) = &options.listener_holder {
+        agent
+            .traffic()
+            .hold_listeners_in(crate::listeners::Listeners::new(
+                options.state_dir.join("listeners.sock"),
+                program.clone(),
+            ));
+    }
     let mesh = start_mesh(&options, &credentials, &agent, &stop).await?;
 
     // A refused report (revoked credential) ends the agent as a refused watch does.
@@ -322,6 +367,8 @@ pub async fn run(
     let result = watch_loop(watching, &failures, &changed, &refused).await;
     reporter.abort();
     let reported = reporter.await.ok().flatten();
+    // Connections waiting in the held sockets are the next agent's.
+    agent.traffic().close_gracefully(crate::CLOSE_LIMIT).await;
     agent.detach();
     match (result, reported) {
         (Ok(()), Some(refusal)) => Err(ConnectError::Refused(refusal)),
@@ -462,8 +509,7 @@ async fn watch_loop(
                         }
                     });
                 }
-                *mesh.peers.write().unwrap_or_else(|p| p.into_inner()) =
-                    a.mesh_peers.iter().copied().collect();
+                mesh.set_peers(&a.mesh_peers);
                 agent.traffic().set_routes(env, &a.routes, &mesh.dialer);
                 // One that could not listen is tried again with the next answer.
                 let entries = a.ingress.map(|i| (env.to_owned(), i)).into_iter().collect();

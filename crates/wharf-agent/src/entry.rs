@@ -37,12 +37,6 @@ impl Entry {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener)
-}
-
 /// The certificates as rustls serves them; a host whose certificate cannot be used is
 /// logged (never its key) and left out.
 fn tls_config(env: &str, certificates: &[HostCertificate]) -> rustls::ServerConfig {
@@ -59,19 +53,21 @@ fn tls_config(env: &str, certificates: &[HostCertificate]) -> rustls::ServerConf
 
 /// Starts the HTTPS listener of an entry; `None` if it cannot listen (logged).
 fn start_https(
+    traffic: &Traffic,
     env: &str,
     listen: SocketAddr,
     ingress: &Arc<Ingress>,
     certificates: &[HostCertificate],
 ) -> Option<Https> {
-    let listener = bind(listen)
+    let listener = traffic
+        .listen(listen)
         .map_err(
             |e| tracing::error!(%env, "cannot listen for the ingress's HTTPS on {listen}: {e}"),
         )
         .ok()?;
     let config = Arc::new(ArcSwap::from_pointee(tls_config(env, certificates)));
     let stop = CancellationToken::new();
-    tokio::spawn(wharf_proxy::ingress::serve_ingress(
+    traffic.tasks.spawn(wharf_proxy::ingress::serve_ingress(
         listener,
         ingress.clone(),
         Some(config.clone()),
@@ -115,6 +111,10 @@ impl Traffic {
                 .is_some_and(|p| p.ingress.listen == entry.listen);
             if !keep {
                 entry.stop();
+                self.release(entry.listen);
+                if let Some(tls) = &entry.tls {
+                    self.release(tls.listen);
+                }
             }
             keep
         });
@@ -129,11 +129,11 @@ impl Traffic {
                 if tls_moved {
                     if let Some(old) = entry.tls.take() {
                         old.stop.cancel();
+                        self.release(old.listen);
                     }
-                    entry.tls = plan
-                        .ingress
-                        .tls_listen
-                        .and_then(|l| start_https(&env, l, &entry.ingress, &plan.certificates));
+                    entry.tls = plan.ingress.tls_listen.and_then(|l| {
+                        start_https(self, &env, l, &entry.ingress, &plan.certificates)
+                    });
                     all_up &= entry.tls.is_some() == plan.ingress.tls_listen.is_some();
                 } else if let Some(https) = entry
                     .tls
@@ -147,7 +147,7 @@ impl Traffic {
                 }
                 continue;
             }
-            let listener = match bind(plan.ingress.listen) {
+            let listener = match self.listen(plan.ingress.listen) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!(%env, "cannot listen for the environment's ingress on {}: {e}", plan.ingress.listen);
@@ -162,7 +162,7 @@ impl Traffic {
                 Box::new(move |service| traffic.upgrade()?.route_of(&name, service)),
             );
             let stop = CancellationToken::new();
-            tokio::spawn(wharf_proxy::ingress::serve_ingress(
+            self.tasks.spawn(wharf_proxy::ingress::serve_ingress(
                 listener,
                 ingress.clone(),
                 None,
@@ -172,7 +172,7 @@ impl Traffic {
             let tls = plan
                 .ingress
                 .tls_listen
-                .and_then(|l| start_https(&env, l, &ingress, &plan.certificates));
+                .and_then(|l| start_https(self, &env, l, &ingress, &plan.certificates));
             all_up &= tls.is_some() == plan.ingress.tls_listen.is_some();
             entries.insert(
                 env,

@@ -7,11 +7,15 @@
 pub mod connected;
 mod entry;
 pub mod health;
+pub mod listeners;
 pub mod logs;
 mod plan;
 mod releases;
 mod sockets;
 mod supervisor;
+
+/// How long a stopping agent lets its addresses' connections finish what they carry.
+pub const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
 pub mod traffic;
 
 use std::collections::{BTreeMap, HashMap};
@@ -506,13 +510,13 @@ impl Agent {
         exit
     }
 
-    /// Stops supervising without stopping anything: instances keep running for the next
-    /// agent to adopt. Used when the agent itself shuts down.
     /// Its service addresses.
     pub fn traffic(&self) -> &Arc<traffic::Traffic> {
         &self.traffic
     }
 
+    /// Stops supervising without stopping anything: instances keep running for the next
+    /// agent to adopt. Used when the agent itself shuts down.
     pub fn detach(&self) {
         for (_, handle) in self.lock().drain() {
             handle.task.abort();

@@ -53,11 +53,46 @@ pub struct Traffic {
     pub(crate) entries: Mutex<HashMap<String, crate::entry::Entry>>,
     /// This agent's mesh listener, once it has one: drains wait for its tunnels too.
     inbound: OnceLock<Arc<MeshInbound>>,
+    /// Where listening sockets come from when they must outlive the agent.
+    listeners: OnceLock<crate::listeners::Listeners>,
+    /// Every listener's task, so a shutdown can wait for their connections.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
 }
 
 impl Traffic {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Address>> {
         self.addresses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes listening sockets from a holder process from now on, so that they (and
+    /// the connections waiting in them) outlive this agent.
+    pub fn hold_listeners_in(&self, listeners: crate::listeners::Listeners) {
+        let _ = self.listeners.set(listeners);
+    }
+
+    /// A listening socket on `addr`: the held one when there is a holder (a holder that
+    /// cannot be reached is reported, and the socket bound here instead).
+    pub(crate) fn listen(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let held = self.listeners.get().map(|l| l.bind(addr));
+        let listener = match held {
+            Some(Ok(listener)) => listener,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "cannot get {addr} from the listener holder ({e}); binding it here, so it will not outlive this agent"
+                );
+                std::net::TcpListener::bind(addr)?
+            }
+            None => std::net::TcpListener::bind(addr)?,
+        };
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
+    /// The listener on `addr` is no longer wanted: the holder closes its copy.
+    pub(crate) fn release(&self, addr: SocketAddr) {
+        if let Some(listeners) = self.listeners.get() {
+            listeners.release(addr);
+        }
     }
 
     /// Makes sure the service of `key` listens on `port` (on loopback); a port that
@@ -96,11 +131,9 @@ impl Traffic {
         }
         if let Some(old) = all.remove(&id) {
             old.stop.cancel();
+            self.release(SocketAddr::from(([127, 0, 0, 1], old.port)));
         }
-        let listener = match std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
-        }) {
+        let listener = match self.listen(SocketAddr::from(([127, 0, 0, 1], port))) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%service, %env, "cannot listen on the service's address 127.0.0.1:{port}: {e}");
@@ -111,13 +144,13 @@ impl Traffic {
         route.set_response_timeout(response_timeout);
         let stop = CancellationToken::new();
         if tcp {
-            tokio::spawn(wharf_proxy::serve_tcp(
+            self.tasks.spawn(wharf_proxy::serve_tcp(
                 listener,
                 route.clone(),
                 stop.clone(),
             ));
         } else {
-            tokio::spawn(wharf_proxy::serve_http(
+            self.tasks.spawn(wharf_proxy::serve_http(
                 listener,
                 route.clone(),
                 stop.clone(),
@@ -195,6 +228,7 @@ impl Traffic {
                 listed.is_some() || !address.members.is_empty() || !address.draining.is_empty();
             if !used {
                 address.stop.cancel();
+                self.release(SocketAddr::from(([127, 0, 0, 1], address.port)));
             }
             used
         });
@@ -316,6 +350,14 @@ impl Traffic {
         self.lock()
             .get(&(env.to_owned(), service.to_owned()))
             .map(|a| a.route.clone())
+    }
+
+    /// Stops taking connections (those waiting stay queued in held sockets for the next
+    /// agent), lets the connections it has finish what they carry, up to `limit`.
+    pub async fn close_gracefully(&self, limit: Duration) {
+        self.close();
+        self.tasks.close();
+        let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
     }
 
     /// Every address stops listening (the agent is going away).

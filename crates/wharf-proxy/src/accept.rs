@@ -32,6 +32,13 @@ impl Acceptor {
         }
     }
 
+    /// Waits (up to `limit`) until every connection it handed out has ended: after a
+    /// shutdown, so the server's task ends only once what it carried is answered.
+    pub(crate) async fn drained(&self, limit: Duration) {
+        let all = u32::try_from(crate::MAX_CONNECTIONS).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(limit, self.permits.acquire_many(all)).await;
+    }
+
     /// The next connection (with `TCP_NODELAY`), or `None` once shut down.
     pub(crate) async fn next(&self) -> Option<Accepted> {
         loop {

@@ -70,7 +70,11 @@ pub(crate) async fn serve_requests<F, Fut>(
             }
         });
     }
+    acceptor.drained(DRAIN_LIMIT).await;
 }
+
+/// How long a server that shuts down waits for its connections' requests.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 async fn serve_connection<I, F, Fut>(
     io: I,

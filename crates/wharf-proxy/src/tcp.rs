@@ -39,4 +39,6 @@ pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: Cance
             }
         });
     }
+    // Connections go on until their ends close them, up to this.
+    acceptor.drained(std::time::Duration::from_secs(30)).await;
 }

@@ -170,6 +170,9 @@ pub struct Options {
     pub auth: bool,
     /// The master keyring (default: `master.keys` in the state folder).
     pub master_key_file: Option<PathBuf>,
+    /// The program (`wharf`) that holds the local agent's listening sockets across
+    /// controller restarts; `None` binds them in this process.
+    pub listener_holder: Option<PathBuf>,
 }
 
 /// The file a controller with authentication writes its first admin token to.
@@ -206,6 +209,7 @@ pub async fn run(
         agent_listen,
         auth,
         master_key_file,
+        listener_holder,
     } = options;
     // Once a state folder ran with authentication it keeps it: a controller restarted
     // without `--auth` (say, by a CLI after an upgrade) must not come back open. A
@@ -244,6 +248,15 @@ pub async fn run(
     let agent = match mode {
         Mode::Dev(drivers) => {
             let agent = local_agent(state_dir, &store, &keyring, &artifacts, drivers)?;
+            // Before recovery, which brings the addresses of adopted instances back.
+            if let Some(program) = listener_holder {
+                agent
+                    .traffic()
+                    .hold_listeners_in(wharf_agent::listeners::Listeners::new(
+                        state_dir.join("agent").join("listeners.sock"),
+                        program,
+                    ));
+            }
             let recovery = agent.recover().await;
             tracing::info!(
                 adopted = recovery.adopted.len(),
@@ -392,6 +405,11 @@ pub async fn run(
     )
     .await;
     if let Some(agent) = &agent {
+        // Connections waiting in the held sockets are the next controller's.
+        agent
+            .traffic()
+            .close_gracefully(wharf_agent::CLOSE_LIMIT)
+            .await;
         agent.detach();
     }
     let _ = std::fs::remove_file(state_dir.join(CONTROLLER_FILE));

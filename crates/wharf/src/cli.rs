@@ -56,6 +56,10 @@ pub enum Command {
         keep: u32,
         path: std::path::PathBuf,
     },
+    /// Hold the listening sockets of an agent's service addresses across its restarts
+    /// (started by the agent).
+    #[command(hide = true)]
+    ListenerHolder { socket: std::path::PathBuf },
     /// Print the JSON Schema of wharf.yaml.
     Schema,
     /// Submit wharf.yaml to the controller as its next definition revision (checked

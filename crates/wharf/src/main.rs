@@ -23,6 +23,14 @@ fn main() -> ExitCode {
     {
         return log_writer(path, *max_bytes, *keep);
     }
+    if let cli::Command::ListenerHolder { socket } = &cli.command {
+        // Signals from the terminal or a stopping agent must not take the sockets away.
+        let _ = nix::sys::signal::SigSet::all().thread_block();
+        return match wharf_agent::listeners::hold(socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(1),
+        };
+    }
     let printer = printer::Printer::new(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

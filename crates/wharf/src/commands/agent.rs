@@ -60,6 +60,7 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode>
         name,
         labels,
         mesh_listen: args.mesh_listen,
+        listener_holder: std::env::current_exe().ok(),
     };
     connected::run(options, driver, cancel_on_signal())
         .await

@@ -32,6 +32,10 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             "`wharf log-writer` is started by the process driver, not by hand",
         )
         .into()),
+        Command::ListenerHolder { .. } => Err(crate::failure::Failure::input(
+            "`wharf listener-holder` is started by the agent, not by hand",
+        )
+        .into()),
         Command::Validate => validate::validate(global, printer),
         Command::Schema => validate::schema(printer),
         Command::Apply { message } => definition::apply(global, printer, message).await,

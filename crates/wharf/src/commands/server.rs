@@ -43,6 +43,7 @@ pub async fn server(
         agent_listen: args.agent_listen,
         auth: args.auth,
         master_key_file: args.master_key_file,
+        listener_holder: std::env::current_exe().ok(),
     };
     let mode = if args.dev {
         wharf_server::Mode::Dev(Box::new(local_drivers))

@@ -489,9 +489,31 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
             &format!("v{n}"),
         ]);
     }
+    // The agent of the host without an instance restarts (as for an upgrade): its
+    // address and ingress refuse nothing meanwhile (their sockets are held).
+    let serving: Vec<String> = p
+        .instances("svc", "staging")
+        .iter()
+        .map(|i| i["node"].as_str().unwrap().to_owned())
+        .collect();
+    let spare = ["node-1", "node-2", "node-3"]
+        .into_iter()
+        .find(|h| !serving.iter().any(|s| s == h))
+        .unwrap();
+    for host in [spare, spare] {
+        let agent = agent_pid(p, host);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || !alive(agent)));
+        p.ok(&["host", "start", host]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
     let (sent, failed) = load.stop();
     eprintln!(
-        "netns: {sent} requests from 3 hosts through the address during 20 rollouts of a 2-instance service, {} failed",
+        "netns: {sent} requests from 3 hosts through the address during 20 rollouts of a 2-instance service and 2 agent restarts, {} failed",
         failed.len()
     );
     assert!(sent > 100, "the clients kept sending: {sent}");

@@ -417,3 +417,70 @@ fn the_addresses_count_requests_per_service_and_instance_for_metrics_and_top() {
     );
     assert_eq!(top["traffic"]["instances"].as_array().unwrap().len(), 2);
 }
+
+/// One GET on 127.0.0.1:`port`, a connection of its own: Ok if it answered 200.
+fn get_once(port: u16, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: pair\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    match answer.lines().next() {
+        Some(line) if line.starts_with("HTTP/1.1 200") => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn a_controller_restart_refuses_no_connection_to_the_addresses() {
+    let mut p = Project::new(PAIR, &["pair"]);
+    p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
+    let port = p.address_port("pair", "ci");
+    let running = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let running = running.clone();
+            std::thread::spawn(move || {
+                let (mut sent, mut failed) = (0, Vec::new());
+                while running.load(Ordering::Relaxed) {
+                    sent += 1;
+                    if let Err(e) = get_once(port, Duration::from_secs(30)) {
+                        failed.push(e);
+                    }
+                }
+                (sent, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let controller = p.controller_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(controller),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || !alive(controller)));
+        // Down for a moment: connections wait in the held socket meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        p.ok(&["status", "--env", "ci"]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    running.store(false, Ordering::Relaxed);
+    let (mut sent, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (s, f) = c.join().unwrap();
+        sent += s;
+        failed.extend(f);
+    }
+    eprintln!(
+        "{sent} requests, each on a connection of its own, across 2 controller restarts: {} failed",
+        failed.len()
+    );
+    assert!(sent > 30, "{sent}");
+    assert!(failed.is_empty(), "of {sent}: {failed:?}");
+}
