@@ -10,7 +10,7 @@
 //! connection closes.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -51,10 +51,21 @@ impl Listeners {
     }
 
     fn connect(&self) -> std::io::Result<UnixStream> {
-        if let Ok(stream) = UnixStream::connect(&self.socket) {
-            return Ok(stream);
+        let timed = |stream: UnixStream| -> std::io::Result<UnixStream> {
+            // A holder that hangs must not hang the agent.
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+            Ok(stream)
+        };
+        match UnixStream::connect(&self.socket) {
+            Ok(stream) => return timed(stream),
+            // Only a socket nobody serves is replaced.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused) => {
+                let _ = std::fs::remove_file(&self.socket);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        let _ = std::fs::remove_file(&self.socket);
         let mut command = std::process::Command::new(&self.program);
         command
             .arg("listener-holder")
@@ -76,11 +87,12 @@ impl Listeners {
             if let Ok(stream) = UnixStream::connect(&self.socket) {
                 // Reaped by a thread: the holder outlives this process anyway.
                 std::thread::spawn(move || child.wait());
-                return Ok(stream);
+                return timed(stream);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
+        let _ = child.wait();
         Err(std::io::Error::other(format!(
             "the listener holder did not start at {}",
             self.socket.display()
@@ -97,7 +109,8 @@ fn receive(stream: &UnixStream) -> std::io::Result<(bool, Option<OwnedFd>, Strin
             stream.as_raw_fd(),
             &mut iov,
             Some(&mut space),
-            MsgFlags::empty(),
+            // Never inherited by the instances this agent starts.
+            MsgFlags::MSG_CMSG_CLOEXEC,
         )?;
         let fd = msg.cmsgs()?.find_map(|c| match c {
             ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
@@ -123,6 +136,7 @@ fn receive(stream: &UnixStream) -> std::io::Result<(bool, Option<OwnedFd>, Strin
 /// bind or a lookup.
 pub fn hold(socket: &Path) -> std::io::Result<()> {
     let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mine = std::fs::metadata(socket).map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
     listener.set_nonblocking(true)?;
     let mut held: HashMap<SocketAddr, TcpListener> = HashMap::new();
@@ -130,8 +144,13 @@ pub fn hold(socket: &Path) -> std::io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
+                // Only wharf itself (an agent) may ask: not an instance running as the
+                // same user.
+                if !caller_is_wharf(&stream) {
+                    continue;
+                }
                 let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
                 let _ = answer(&stream, &mut held);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -148,14 +167,49 @@ pub fn hold(socket: &Path) -> std::io::Result<()> {
                     return Ok(());
                 }
             }
-            Err(e) => return Err(e),
+            // Out of descriptors, say: the sockets held matter more than this caller.
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }
 
+/// Whether the process at the other end runs the same program as this one.
+fn caller_is_wharf(stream: &UnixStream) -> bool {
+    let Ok(credentials) =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+    else {
+        return false;
+    };
+    let exe = |pid: &str| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let (theirs, ours) = (exe(&credentials.pid().to_string()), exe("self"));
+    theirs.is_some() && theirs == ours
+}
+
+/// One request line, read within 2 s all told (a caller that trickles it is cut).
+fn request_line(stream: &UnixStream) -> std::io::Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut reader = stream;
+    while line.len() < 256 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "too slow",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        if reader.read(&mut byte)? == 0 || byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
 fn answer(stream: &UnixStream, held: &mut HashMap<SocketAddr, TcpListener>) -> std::io::Result<()> {
-    let mut line = String::new();
-    BufReader::new(stream).take(256).read_line(&mut line)?;
+    let line = request_line(stream)?;
     let (verb, addr) = line.trim().split_once(' ').unwrap_or(("", ""));
     let Ok(addr) = addr.parse::<SocketAddr>() else {
         return refuse(stream, &format!("not an address: `{addr}`"));

@@ -20,15 +20,16 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds `other` (as an agent sent it: its buckets are taken as they come, any past
+    /// the last bound counted in the last one).
     pub fn add(&mut self, other: &Counts) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.micros += other.micros;
-        if self.buckets.len() < other.buckets.len() {
-            self.buckets.resize(other.buckets.len(), 0);
-        }
-        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
-            *mine += theirs;
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.micros = self.micros.saturating_add(other.micros);
+        self.buckets.resize(BUCKET_BOUNDS_MS.len() + 1, 0);
+        for (i, theirs) in other.buckets.iter().enumerate() {
+            let at = i.min(BUCKET_BOUNDS_MS.len());
+            self.buckets[at] = self.buckets[at].saturating_add(*theirs);
         }
     }
 

@@ -32,11 +32,16 @@ impl Acceptor {
         }
     }
 
-    /// Waits (up to `limit`) until every connection it handed out has ended: after a
-    /// shutdown, so the server's task ends only once what it carried is answered.
-    pub(crate) async fn drained(&self, limit: Duration) {
+    /// Closes its listener (no new connection lands in it), then waits up to `limit`
+    /// until every connection it handed out has ended: after a shutdown, so the
+    /// server's task ends only once what it carried is answered.
+    pub(crate) async fn drained(self, limit: Duration) {
+        let Acceptor {
+            listener, permits, ..
+        } = self;
+        drop(listener);
         let all = u32::try_from(crate::MAX_CONNECTIONS).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(limit, self.permits.acquire_many(all)).await;
+        let _ = tokio::time::timeout(limit, permits.acquire_many(all)).await;
     }
 
     /// The next connection (with `TCP_NODELAY`), or `None` once shut down.

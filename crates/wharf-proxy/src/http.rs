@@ -73,6 +73,9 @@ pub(crate) async fn serve_requests<F, Fut>(
     acceptor.drained(DRAIN_LIMIT).await;
 }
 
+/// How long a connection may go on as usual once its server shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+
 /// How long a server that shuts down waits for its connections' requests.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -100,8 +103,12 @@ async fn serve_connection<I, F, Fut>(
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            // A connection just accepted may not have sent its request yet: closing it
+            // at once would answer that request with nothing. It gets a moment first.
+            if tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await.is_err() {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            }
         }
     }
 }

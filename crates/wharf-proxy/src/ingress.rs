@@ -80,7 +80,11 @@ impl Ingress {
                 ),
             );
         };
-        let sent_host = request.headers().get(header::HOST).cloned();
+        // What routing used: the absolute URI's authority, else the Host header.
+        let sent_host = match request.uri().authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => request.headers().get(header::HOST).cloned(),
+        };
         let Some(chosen) = self.select(host.as_deref(), &path) else {
             return answer(
                 StatusCode::NOT_FOUND,
@@ -156,9 +160,11 @@ fn normal_path(path: &str) -> Option<String> {
             }
         }
     }
-    if out
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
+    // A backslash is a separator to some backends.
+    if out.contains('\\')
+        || out
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
     {
         return None;
     }
@@ -283,6 +289,7 @@ mod tests {
             "/api/../admin",
             "/api/%2e%2e/admin",
             "/./x",
+            "/a\\..\\b",
             "/a%2Fb",
             "/a%5cb",
         ] {

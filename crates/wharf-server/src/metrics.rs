@@ -116,20 +116,24 @@ pub fn render_traffic(services: &[wharf_api::traffic::ServiceTraffic]) -> String
         let _ = writeln!(out, "# HELP {duration} Time until the answer started.");
         let _ = writeln!(out, "# TYPE {duration} histogram");
         for (_, labels, c) in of_scope() {
-            let mut cumulative = 0;
-            for (i, n) in c.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = BUCKET_BOUNDS_MS
-                    .get(i)
-                    .map(|ms| format!("{}", ms / 1000.0))
-                    .unwrap_or_else(|| "+Inf".into());
+            // Every bound once, then +Inf, which is the count: whatever an agent sent.
+            let mut cumulative = 0u64;
+            for (i, bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+                cumulative = cumulative.saturating_add(c.buckets.get(i).copied().unwrap_or(0));
+                let le = bound / 1000.0;
                 let _ = writeln!(
                     out,
                     "{duration}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
                 );
             }
+            let total = c
+                .buckets
+                .iter()
+                .skip(BUCKET_BOUNDS_MS.len())
+                .fold(cumulative, |a, b| a.saturating_add(*b));
+            let _ = writeln!(out, "{duration}_bucket{{{labels},le=\"+Inf\"}} {total}");
             let _ = writeln!(out, "{duration}_sum{{{labels}}} {}", c.micros as f64 / 1e6);
-            let _ = writeln!(out, "{duration}_count{{{labels}}} {}", c.requests);
+            let _ = writeln!(out, "{duration}_count{{{labels}}} {total}");
         }
     }
     out

@@ -165,12 +165,12 @@ pub async fn top(
     let client = crate::connect::controller(global, printer).await?;
     let clear = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !printer.json();
     let mut shown = 0;
-    // Rates are over the time between two reads: the first one is a second before the
-    // first view.
+    // Rates are over the time between two reads: the first one is 2 s before the first
+    // view (agents on other hosts report their counts every 2 s).
     let mut earlier = client.traffic(env).await.map_err(Failure::from)?;
     let mut read_at = std::time::Instant::now();
     tokio::select! {
-        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
     }
     loop {
@@ -255,21 +255,24 @@ impl TrafficRates {
         let mut services = Vec::new();
         let mut instances = std::collections::BTreeMap::new();
         for s in now {
-            let before = earlier
+            // Only what both reads saw has a rate (a new one shows `-` until the next).
+            let Some(before) = earlier
                 .iter()
-                .find(|e| e.env == s.env && e.service == s.service);
-            let empty = wharf_api::traffic::Counts::default();
-            let totals = s.totals.since(before.map(|b| &b.totals).unwrap_or(&empty));
+                .find(|e| e.env == s.env && e.service == s.service)
+            else {
+                continue;
+            };
+            let totals = s.totals.since(&before.totals);
             services.push((s.env.clone(), s.service.clone(), Rate::of(&totals, seconds)));
             for i in &s.instances {
-                let was = before
-                    .and_then(|b| {
-                        b.instances
-                            .iter()
-                            .find(|e| e.node == i.node && e.instance == i.instance)
-                    })
+                let Some(was) = before
+                    .instances
+                    .iter()
+                    .find(|e| e.node == i.node && e.instance == i.instance)
                     .map(|e| &e.counts)
-                    .unwrap_or(&empty);
+                else {
+                    continue;
+                };
                 instances.insert(
                     (s.env.clone(), s.service.clone(), i.node.clone(), i.instance),
                     Rate::of(&i.counts.since(was), seconds),
