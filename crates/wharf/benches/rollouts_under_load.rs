@@ -1,4 +1,4 @@
-//! Rolling deploys under load: a 2-instance service takes 1,000 requests a second
+//! Rolling deploys under load: a 2-instance service (WHARF_BENCH_INSTANCES) takes 1,000 requests a second
 //! through its address (8 clients, keep-alive, paced) while it is deployed 100 times.
 //! Reports the requests that failed, their latency, and how long each deploy took
 //! (each replaces both instances: a new one beside the old, the switch, the drain), next
@@ -22,6 +22,8 @@ import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: with Nagle on, the body waits for a delayed ACK.
+    disable_nagle_algorithm = True
     def do_GET(self):
         self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a): pass
@@ -63,14 +65,15 @@ fn direct_start(dir: &std::path::Path) -> f64 {
 fn main() {
     let rollouts = env_or("WHARF_BENCH_ROLLOUTS", 100);
     let rate = env_or("WHARF_BENCH_RATE", 1000);
+    let instances = env_or("WHARF_BENCH_INSTANCES", 2);
     let project = tempfile::tempdir().unwrap();
     let dir = project.path();
     std::fs::create_dir_all(dir.join("svc")).unwrap();
     std::fs::write(dir.join("svc/app.py"), APP).unwrap();
     std::fs::write(
         dir.join("wharf.yaml"),
-        "services:\n  svc:\n    build: ./svc\n    run: [python3, app.py]\n    port: http\n    health: { http: /health, interval: 100ms }\n\
-         environments:\n  bench:\n    nodes:\n      - name: local\n        services: [{ name: svc, instances: 2 }]\n",
+        format!("services:\n  svc:\n    build: ./svc\n    run: [python3, app.py]\n    port: http\n    health: {{ http: /health, interval: 100ms }}\n\
+         environments:\n  bench:\n    nodes:\n      - name: local\n        services: [{{ name: svc, instances: {instances} }}]\n"),
     )
     .unwrap();
     wharf(
@@ -160,11 +163,11 @@ fn main() {
     let (s50, s99) = p50_p99(direct);
     stop_controller(dir);
     println!(
-        "| rollouts | requests | req/s | failed | latency p50 | latency p99 | deploy p50 | deploy p99 | direct start p50 | direct start p99 |"
+        "| instances | rollouts | requests | req/s | failed | latency p50 | latency p99 | deploy p50 | deploy p99 | direct start p50 | direct start p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {rollouts} | {} | {:.0} | {} | {l50:.2} ms | {l99:.2} ms | {d50:.0} ms | {d99:.0} ms | {s50:.0} ms | {s99:.0} ms |",
+        "| {instances} | {rollouts} | {} | {:.0} | {} | {l50:.2} ms | {l99:.2} ms | {d50:.0} ms | {d99:.0} ms | {s50:.0} ms | {s99:.0} ms |",
         answered + failed.len(),
         (answered + failed.len()) as f64 / seconds,
         failed.len()
