@@ -290,6 +290,15 @@ pub enum DeployEvent {
         reason: String,
         log_tail: String,
     },
+    /// How much of the service's traffic the new version takes, after a batch.
+    Traffic {
+        service: String,
+        version: String,
+        percent: u32,
+        /// Instances in the rotation that run it, of all in the rotation.
+        instances: usize,
+        of: usize,
+    },
     /// Rolling back to what ran before.
     RollingBack { reason: String },
     /// Something the user should know that does not stop the operation.

@@ -950,8 +950,45 @@ impl Executor {
                 return Err(self.roll_back(failure, done, spec, events).await);
             }
             self.retire(&replaced, events, &mut done).await;
+            self.traffic_moved(plans, spec, events);
         }
         Ok(())
+    }
+
+    /// Says how much of the service's traffic the new version takes now: the share of
+    /// its instances in the rotation that run it.
+    fn traffic_moved(
+        &self,
+        plans: &HashMap<Slot, InstancePlan>,
+        spec: &DeploySpec,
+        events: &Events,
+    ) {
+        let Some(new) = plans.values().next().filter(|_| spec.port.is_some()) else {
+            return;
+        };
+        let serving: Vec<bool> = self
+            .fleet
+            .statuses()
+            .into_iter()
+            .filter(|(p, s)| {
+                p.key.env == spec.env
+                    && p.key.service == spec.service
+                    && s.state == wharf_core::lifecycle::InstanceState::Running
+                    && s.health == wharf_core::lifecycle::Health::Healthy
+            })
+            .map(|(p, _)| p.deployment_id == new.deployment_id)
+            .collect();
+        let on_new = serving.iter().filter(|n| **n).count();
+        if serving.is_empty() {
+            return;
+        }
+        events.send(DeployEvent::Traffic {
+            service: spec.service.clone(),
+            version: new.version.clone(),
+            percent: (on_new * 100 / serving.len()) as u32,
+            instances: on_new,
+            of: serving.len(),
+        });
     }
 
     /// Stops the instances a batch started successors for beside them, now that those

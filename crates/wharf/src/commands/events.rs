@@ -90,6 +90,17 @@ impl<'p> EventView<'p> {
                 self.progress.status(&text);
                 self.progress.line(&text);
             }
+            DeployEvent::Traffic {
+                service,
+                version,
+                percent,
+                instances,
+                of,
+            } => {
+                self.progress.line(&format!(
+                    "  {service}: {percent}% on {version} ({instances} of {of} instances in the rotation)"
+                ));
+            }
             DeployEvent::Healthy {
                 service,
                 node,

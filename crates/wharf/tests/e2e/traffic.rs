@@ -236,6 +236,12 @@ fn twenty_surged_rollouts_under_load_with_slow_requests_fail_none() {
             err.contains("beside instance") && err.contains("draining"),
             "each new instance starts beside the old one, which then drains: {err}"
         );
+        assert!(
+            err.contains(&format!(
+                "pair: 50% on {version} (1 of 2 instances in the rotation)"
+            )) && err.contains(&format!("pair: 100% on {version}")),
+            "the deploy shows traffic moving: {err}"
+        );
         for i in p.instances("pair", "ci") {
             numbers.insert(i["instance"].as_u64().unwrap());
         }
