@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +73,9 @@ pub(crate) async fn serve_requests<F, Fut>(
     acceptor.drained(DRAIN_LIMIT).await;
 }
 
+/// Requests at once on one HTTP/2 connection.
+const MAX_STREAMS: u32 = 256;
+
 /// How long a connection may go on as usual once its server shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
@@ -93,12 +96,19 @@ async fn serve_connection<I, F, Fut>(
         let answer = answer.clone();
         async move { Ok::<_, Infallible>(answer(request, peer).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    // HTTP/1.1, or HTTP/2 for a client that starts with its preface (h2c with prior
+    // knowledge, or h2 chosen by ALPN over TLS); instances are spoken to in HTTP/1.1.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .writev(false)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(io, service)
-        .with_upgrades();
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS);
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -153,6 +163,15 @@ async fn send_on(
         parts.headers.insert(header::UPGRADE, protocol.clone());
     }
     forwarded_for(&mut parts.headers, peer);
+    // An HTTP/2 request names its host in the URI (`:authority`); HTTP/1.1 needs `Host`.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
     // Sent on in origin form (a path): an absolute-form request loses its authority.
     let path: hyper::Uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
         parts.uri.clone()

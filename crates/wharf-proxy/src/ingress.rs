@@ -259,7 +259,7 @@ pub fn tls_config(
         .expect("the default protocol versions are supported")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     (config, problems)
 }
 

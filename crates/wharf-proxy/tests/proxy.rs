@@ -567,3 +567,37 @@ async fn an_instance_that_hangs_is_cut_at_the_response_timeout_while_others_answ
             .contains("did not answer within 300ms")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_is_served_by_http1_instances() {
+    let (a, _sa) = backend("a").await;
+    let (url, _stop) = proxy(Arc::new(Route::new(&[a]))).await;
+    let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // Several requests at once on the one connection.
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let request = hyper::Request::get(format!("{url}/x"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        answers.push(sender.send_request(request));
+    }
+    for answer in answers {
+        let response = answer.await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"a");
+    }
+}
