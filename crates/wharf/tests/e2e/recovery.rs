@@ -30,7 +30,7 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
     let steady_pid = p.instances("steady", "ci")[0]["pid"].clone();
     p.ok(&["build", "slow", "--version", "v1"]);
 
-    let deploy = std::process::Command::new(WHARF)
+    let mut deploy = std::process::Command::new(WHARF)
         .args(["deploy", "slow", "--env", "ci", "--version", "v1"])
         .current_dir(p.path())
         .env("NO_COLOR", "1")
@@ -38,25 +38,37 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Kill the controller while the slow instance is still starting.
+    // What the CLI prints, as it prints it.
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (printed, pipe) = (printed.clone(), deploy.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = printed.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        })
+    };
+    // Kill the controller while the slow instance is still starting (and once the CLI
+    // has the deployment's number: it names it when the controller goes away).
     let controller = p.controller_pid().unwrap();
     assert!(wait_until(Duration::from_secs(5), || !p
         .instances("slow", "ci")
-        .is_empty()));
+        .is_empty()
+        && printed.lock().unwrap().contains("(deployment #")));
     kill(Pid::from_raw(controller), Signal::SIGKILL).unwrap();
     // The CLI says plainly what happened and where to look, and exits 1.
-    let out = deploy.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let status = deploy.wait().unwrap();
+    reader.join().unwrap();
+    let said = printed.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{said}");
     assert!(
-        stderr(&out).contains("stopped answering during deployment #"),
-        "{}",
-        text(&out)
+        said.contains("stopped answering during deployment #"),
+        "{said}"
     );
-    assert!(
-        stderr(&out).contains("wharf deployments show"),
-        "{}",
-        text(&out)
-    );
+    assert!(said.contains("wharf deployments show"), "{said}");
     assert!(wait_until(Duration::from_secs(5), || !alive(controller)));
 
     // The next command starts a new controller on the same state, which resolves the
