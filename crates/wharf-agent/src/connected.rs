@@ -328,6 +328,16 @@ pub async fn run(
             })
             .unwrap_or_default()
     })));
+    // Before recovery, which brings the addresses of adopted instances back: they take
+    // the held sockets, and the connections waiting in them.
+    if let Some(program) = &options.listener_holder {
+        agent
+            .traffic()
+            .hold_listeners_in(crate::listeners::Listeners::new(
+                options.state_dir.join("listeners.sock"),
+                program.clone(),
+            ));
+    }
     let recovery = agent.recover().await;
     tracing::info!(
         adopted = recovery.adopted.len(),
@@ -337,14 +347,6 @@ pub async fn run(
         joined.env
     );
     let failures: Failures = Arc::default();
-    if let Some(program) = &options.listener_holder {
-        agent
-            .traffic()
-            .hold_listeners_in(crate::listeners::Listeners::new(
-                options.state_dir.join("listeners.sock"),
-                program.clone(),
-            ));
-    }
     let mesh = start_mesh(&options, &credentials, &agent, &stop).await?;
 
     // A refused report (revoked credential) ends the agent as a refused watch does.

@@ -511,6 +511,17 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
         p.ok(&["host", "start", host]);
     }
     std::thread::sleep(Duration::from_millis(500));
+    let log = std::fs::read_to_string(
+        p.state_dir()
+            .join("hosts/staging")
+            .join(spare)
+            .join("agent.log"),
+    )
+    .unwrap();
+    assert!(
+        log.contains("agent started") && !log.contains("cannot listen"),
+        "the restarted agent took its held sockets back: {log}"
+    );
     let (sent, failed) = load.stop();
     eprintln!(
         "netns: {sent} requests from 3 hosts through the address during 20 rollouts of a 2-instance service and 2 agent restarts, {} failed",
@@ -518,6 +529,39 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
     );
     assert!(sent > 100, "the clients kept sending: {sent}");
     assert!(failed.is_empty(), "of {sent}: {failed:?}");
+    // A host with an instance: its restarted agent adopts the instance and takes the
+    // held socket of its address back rather than binding one of its own.
+    let busy = serving[0].clone();
+    let agent = agent_pid(p, &busy);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !alive(agent)));
+    p.ok(&["host", "start", &busy]);
+    let log_of = |host: &str| {
+        std::fs::read_to_string(
+            p.state_dir()
+                .join("hosts/staging")
+                .join(host)
+                .join("agent.log"),
+        )
+        .unwrap_or_default()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || log_of(&busy)
+            .matches("agent started")
+            .count()
+            == 2),
+        "{}",
+        log_of(&busy)
+    );
+    assert!(
+        !log_of(&busy).contains("cannot listen"),
+        "{}",
+        log_of(&busy)
+    );
     let now = p.instances("svc", "staging");
     assert!(
         now.len() == 2 && now.iter().all(|i| i["version"] == "v20"),
