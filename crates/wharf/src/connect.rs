@@ -13,8 +13,9 @@ use crate::failure::Failure;
 use crate::printer::Printer;
 use crate::project;
 
-/// How long a freshly started local controller may take to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a freshly started local controller may take to answer (it recovers its
+/// instances and addresses first, which on a loaded machine takes a while).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The API token: WHARF_TOKEN, else the admin token a local controller with
 /// authentication wrote to its state folder (readable by its owner only).

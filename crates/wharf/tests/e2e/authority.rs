@@ -478,7 +478,7 @@ fn a_controller_that_cannot_start_says_why_at_once() {
     let out = p.wharf(&["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stderr(&out).contains("could not start"), "{}", text(&out));
-    assert!(!stderr(&out).contains("within 15s"), "{}", text(&out));
+    assert!(!stderr(&out).contains("within 30s"), "{}", text(&out));
     assert!(
         stderr(&out).contains("database"),
         "the cause: {}",
