@@ -295,6 +295,14 @@ impl Fleet {
         all
     }
 
+    /// The joined hosts' handles by id, taken out of the lock (their calls may block).
+    fn joined(&self) -> Vec<(i64, Arc<RemoteAgent>)> {
+        self.remotes()
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect()
+    }
+
     /// What every agent's addresses measured, by the host that reported it (`None`:
     /// the local agent).
     pub fn address_counts(&self) -> Vec<(Option<i64>, Vec<wharf_api::traffic::AddressCounts>)> {
@@ -302,12 +310,7 @@ impl Fleet {
         if let Some(local) = &self.local {
             all.push((None, local.traffic().counts()));
         }
-        let remotes: Vec<(i64, Arc<RemoteAgent>)> = self
-            .remotes()
-            .iter()
-            .map(|(id, r)| (*id, r.clone()))
-            .collect();
-        for (id, remote) in remotes {
+        for (id, remote) in self.joined() {
             all.push((Some(id), remote.traffic()));
         }
         all
@@ -327,12 +330,7 @@ impl Fleet {
         if let Some(local) = &self.local {
             add(None, local.statuses());
         }
-        let remotes: Vec<(i64, Arc<RemoteAgent>)> = self
-            .remotes()
-            .iter()
-            .map(|(id, r)| (*id, r.clone()))
-            .collect();
-        for (id, remote) in remotes {
+        for (id, remote) in self.joined() {
             add(Some(id), AgentLink::statuses(&*remote));
         }
         by_port
