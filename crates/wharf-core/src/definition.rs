@@ -234,7 +234,10 @@ impl Checker<'_> {
             .health
             .as_ref()
             .map(|h| self.health(name, h, port.is_some()));
-        let rollout = self.rollout(raw, &at(&["rollout"]));
+        let mut rollout = self.rollout(raw, &at(&["rollout"]));
+        if rollout.strategy.splits() {
+            rollout.strategy = self.strategy(raw, &port, &at(&["rollout"]));
+        }
         if raw.max_parallel == Some(0) {
             self.report(
                 &at(&["max_parallel"]),
@@ -313,7 +316,181 @@ impl Checker<'_> {
             rollout.pause_timeout,
             &sub("pause_timeout"),
         );
+        rollout.preview_port = given.preview_port;
+        if given.preview_port == Some(0) {
+            self.report(
+                &sub("preview_port"),
+                "port 0 is not a usable port".into(),
+                Some("leave `preview_port` out to let wharf pick one and keep it".into()),
+            );
+        }
+        let rolling = matches!(given.strategy, None | Some(crate::raw::RawStrategy::Rolling));
+        let strategy_keys = [
+            ("preview_port", given.preview_port.is_some()),
+            ("scale_down_delay", given.scale_down_delay.is_some()),
+            ("steps", given.steps.is_some()),
+            ("pin", given.pin.is_some()),
+            ("analysis", given.analysis.is_some()),
+        ];
+        for (name, set) in strategy_keys {
+            if rolling && set {
+                self.report(
+                    &sub(name),
+                    format!("`{name}` does not apply to a rolling rollout"),
+                    Some("set `strategy: blue-green` or `strategy: canary`".into()),
+                );
+            }
+        }
+        // Settled by `strategy` once the port is known; marked here.
+        if matches!(
+            given.strategy,
+            Some(crate::raw::RawStrategy::BlueGreen | crate::raw::RawStrategy::Canary)
+        ) {
+            rollout.strategy = crate::strategy::Strategy::Canary {
+                steps: Vec::new(),
+                pin: Default::default(),
+                analysis: Default::default(),
+            };
+        }
         rollout
+    }
+
+    /// The blue-green or canary settings of `rollout:`: both sets run at once behind the
+    /// service's address, so the service needs one and ports of wharf's choosing.
+    fn strategy(
+        &mut self,
+        raw: &RawService,
+        port: &Option<PortSpec>,
+        path: &[PathSegment],
+    ) -> crate::strategy::Strategy {
+        use crate::raw::RawStrategy;
+        use crate::strategy::{Analysis, CanaryStep, Pin, Strategy};
+        let Some(given) = &raw.rollout else {
+            return Strategy::Rolling;
+        };
+        let sub = |k: &[&str]| {
+            let mut p = path.to_vec();
+            p.extend(k.iter().map(|k| key(k)));
+            p.push(PathSegment::Value);
+            p
+        };
+        let named = match given.strategy {
+            Some(RawStrategy::BlueGreen) => "blue-green",
+            _ => "canary",
+        };
+        match port {
+            None => self.report(
+                &sub(&["strategy"]),
+                format!("a {named} rollout moves traffic between two sets of instances, and this service has no `port:`, so no address to move it on"),
+                Some("give the service a named port (`port: http`), or use `strategy: rolling`".into()),
+            ),
+            Some(PortSpec::Fixed(p)) => self.report(
+                &sub(&["strategy"]),
+                format!("a {named} rollout runs the new instances beside the old ones, which cannot both listen on the fixed port {p}"),
+                Some("give the port a name (`port: http`) so wharf picks one per instance, and clients use the service's address (`address_port:` fixes that one)".into()),
+            ),
+            _ => {}
+        }
+        let other_keys: [(&str, bool); 4] = [
+            ("scale_down_delay", given.scale_down_delay.is_some()),
+            ("steps", given.steps.is_some()),
+            ("pin", given.pin.is_some()),
+            ("analysis", given.analysis.is_some()),
+        ];
+        let theirs: &[&str] = match given.strategy {
+            Some(RawStrategy::BlueGreen) => &["scale_down_delay"],
+            _ => &["steps", "pin", "analysis"],
+        };
+        for (name, set) in other_keys {
+            if set && !theirs.contains(&name) {
+                self.report(
+                    &sub(&[name]),
+                    format!("`{name}` does not apply to a {named} rollout"),
+                    None,
+                );
+            }
+        }
+        if given.strategy == Some(RawStrategy::BlueGreen) {
+            return Strategy::BlueGreen {
+                scale_down_delay: self.duration(
+                    given.scale_down_delay.as_ref(),
+                    crate::strategy::DEFAULT_SCALE_DOWN_DELAY,
+                    &sub(&["scale_down_delay"]),
+                ),
+            };
+        }
+        let mut steps = Vec::new();
+        for (i, step) in given.steps.iter().flatten().enumerate() {
+            let at = |k: &str| {
+                let mut p = path.to_vec();
+                p.extend([key("steps"), PathSegment::Index(i), key(k), PathSegment::Value]);
+                p
+            };
+            if !(1..=100).contains(&step.weight) {
+                self.report(
+                    &at("weight"),
+                    format!("a step's weight is a percentage of requests, 1 to 100, not {}", step.weight),
+                    None,
+                );
+            }
+            let pause = step.pause.as_ref().map(|p| match crate::duration::parse(p) {
+                Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                Err(e) => {
+                    self.report(&at("pause"), e, Some("write a number with a unit, such as `5m` or `30s`".into()));
+                    0
+                }
+            });
+            steps.push(CanaryStep {
+                weight: step.weight.clamp(1, 100) as u8,
+                pause_ms: pause,
+            });
+        }
+        if steps.is_empty() {
+            self.report(
+                &sub(&["strategy"]),
+                "a canary rollout needs `steps`, the shares of traffic the new version takes in turn".into(),
+                Some("e.g. `steps: [{ weight: 10, pause: 5m }, { weight: 50, pause: 10m }]`".into()),
+            );
+        }
+        let mut pin = Pin::default();
+        if let Some(given) = &given.pin {
+            if let Some(header) = &given.header {
+                if header.is_empty() || !header.bytes().all(is_token_byte) {
+                    self.report(&sub(&["pin", "header"]), format!("`{header}` is not a header name"), Some("letters, digits and `-`, e.g. `X-Canary`".into()));
+                }
+                pin.header = header.to_ascii_lowercase();
+            }
+            if let Some(cookie) = &given.cookie {
+                if cookie.is_empty() || !cookie.bytes().all(is_token_byte) {
+                    self.report(&sub(&["pin", "cookie"]), format!("`{cookie}` is not a cookie name"), Some("letters, digits, `-` and `_`".into()));
+                }
+                pin.cookie = cookie.clone();
+            }
+        }
+        let mut analysis = Analysis::default();
+        if let Some(given) = &given.analysis {
+            if let Some(text) = &given.max_error_increase {
+                match parse_percent_bp(text) {
+                    Some(bp) => analysis.max_error_increase_bp = bp,
+                    None => self.report(&sub(&["analysis", "max_error_increase"]), format!("`{text}` is not a percentage"), Some("e.g. `5%` or `0.5%`".into())),
+                }
+            }
+            analysis.max_p99_increase_ms = self
+                .duration(
+                    given.max_p99_increase.as_ref(),
+                    Duration::from_millis(analysis.max_p99_increase_ms),
+                    &sub(&["analysis", "max_p99_increase"]),
+                )
+                .as_millis() as u64;
+            if let Some(n) = given.min_requests {
+                analysis.min_requests = n;
+            }
+        }
+        Strategy::Canary {
+            steps,
+            pin,
+            analysis,
+        }
     }
 
     fn on_change(&mut self, name: &str, raw: &RawService) -> OnChange {
@@ -918,4 +1095,17 @@ fn join(base: &str, rest: &str) -> String {
             rest.trim_start_matches("./")
         )
     }
+}
+
+/// A byte allowed in a header or cookie name (RFC 9110's token).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `5%` or `0.5%` (the sign optional) in basis points.
+fn parse_percent_bp(text: &str) -> Option<u32> {
+    let number: f64 = text.trim().trim_end_matches('%').trim().parse().ok()?;
+    (0.0..=100.0)
+        .contains(&number)
+        .then(|| (number * 100.0).round() as u32)
 }

@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod raw;
 pub mod rollout;
 pub mod spec;
+pub mod strategy;
 pub mod structure;
 pub mod suggest;
 pub mod template;

@@ -99,9 +99,30 @@ pub struct RawService {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRollout {
-    /// `rolling` (the default and, for now, the only strategy).
+    /// `rolling` (the default: instances replaced a few at a time), `blue-green` (the
+    /// whole new set beside the old, at a preview address until promoted) or `canary`
+    /// (the new set takes a growing share of the traffic, by `steps`).
     #[serde(default)]
     pub strategy: Option<RawStrategy>,
+    /// blue-green: how long the old set keeps running after a promotion, so an abort
+    /// switches back at once (default `30s`).
+    #[serde(default)]
+    pub scale_down_delay: Option<String>,
+    /// blue-green and canary: the port of the address that reaches only the new set
+    /// (assigned once and kept when not given).
+    #[serde(default)]
+    pub preview_port: Option<u16>,
+    /// canary: the shares of traffic the new set takes, in order, each held for its
+    /// `pause` (without one, until `wharf rollout promote`).
+    #[serde(default)]
+    pub steps: Option<Vec<RawCanaryStep>>,
+    /// canary: the header and cookie that pin a client to the new set (`always`) or to
+    /// the old one (`never`), whatever the weight.
+    #[serde(default)]
+    pub pin: Option<RawPin>,
+    /// canary: when the proxies' own measures abort the rollout.
+    #[serde(default)]
+    pub analysis: Option<RawAnalysis>,
     /// New instances started beside the old ones at once (default 1, or `max_parallel`).
     /// A service with a fixed port cannot run two instances on it and is replaced in place.
     #[serde(default)]
@@ -124,6 +145,47 @@ pub struct RawRollout {
 #[serde(rename_all = "kebab-case")]
 pub enum RawStrategy {
     Rolling,
+    BlueGreen,
+    Canary,
+}
+
+/// One step of a canary: `{ weight: 10, pause: 5m }`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanaryStep {
+    /// The percentage of requests the new set takes (1 to 100).
+    pub weight: u32,
+    /// How long the step lasts; without it, until `wharf rollout promote`.
+    #[serde(default)]
+    pub pause: Option<String>,
+}
+
+/// The header and cookie that pin a client to one set during a canary.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPin {
+    /// Default `X-Wharf-Canary`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Default `wharf_canary`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+/// When a canary is aborted: its 5xx rate or its p99 latency beyond the stable set's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    /// How many percentage points the new set's 5xx rate may exceed the old set's by
+    /// (default `5%`).
+    #[serde(default)]
+    pub max_error_increase: Option<String>,
+    /// How much the new set's p99 latency may exceed the old set's by (default `500ms`).
+    #[serde(default)]
+    pub max_p99_increase: Option<String>,
+    /// Requests the new set must have answered before it is judged (default 20).
+    #[serde(default)]
+    pub min_requests: Option<u64>,
 }
 
 /// How traffic reaches a service through its address.

@@ -15,10 +15,16 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{Plan, Slot, Step};
 
 /// How a service's rollouts run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     #[serde(flatten)]
     pub limits: Limits,
+    /// Rolling, blue-green or canary (specs stored before strategies roll).
+    #[serde(default)]
+    pub strategy: crate::strategy::Strategy,
+    /// The fixed port of the preview address, for the strategies that have one.
+    #[serde(default)]
+    pub preview_port: Option<u16>,
     /// How long a stopping instance may take to answer what it was sent.
     #[serde(with = "crate::model::millis")]
     pub drain_timeout: Duration,
@@ -31,6 +37,8 @@ impl Default for Rollout {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            strategy: Default::default(),
+            preview_port: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             pause_timeout: DEFAULT_PAUSE_TIMEOUT,
         }

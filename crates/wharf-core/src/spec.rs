@@ -278,7 +278,7 @@ impl Definition {
             health: svc.health.clone(),
             stop_timeout: svc.stop_timeout,
             max_parallel: svc.max_parallel,
-            rollout: svc.rollout,
+            rollout: svc.rollout.clone(),
             response_timeout: svc.response_timeout,
             min_healthy_time: svc.min_healthy_time,
             driver: svc.driver,

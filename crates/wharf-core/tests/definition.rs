@@ -251,7 +251,7 @@ fn rollout_limits_and_timeouts_are_read_and_checked() {
         "    health: { http: /health, timeout: 5s }\n    rollout: { max_surge: 2, max_unavailable: 1, drain_timeout: 5s, pause_timeout: 2s }\n    response_timeout: 3s\n",
     );
     let def = load(&text, "wharf.yaml", &FOLDERS).unwrap();
-    let rollout = def.services["catalog"].rollout;
+    let rollout = def.services["catalog"].rollout.clone();
     assert_eq!(
         def.services["catalog"].response_timeout,
         std::time::Duration::from_secs(3)
@@ -287,6 +287,76 @@ fn rollout_limits_and_timeouts_are_read_and_checked() {
             "    health: { http: /health, timeout: 5s }\n",
             &format!("    health: {{ http: /health, timeout: 5s }}\n    {yaml}\n"),
         ));
+        assert!(out.contains(expected), "{yaml}: {out}");
+    }
+}
+
+#[test]
+fn blue_green_and_canary_rollouts_are_read() {
+    use wharf_core::strategy::{Analysis, CanaryStep, Pin, Strategy};
+    let with = |yaml: &str| {
+        GOOD.replace(
+            "    health: { http: /health, timeout: 5s }\n",
+            &format!("    health: {{ http: /health, timeout: 5s }}\n    {yaml}\n"),
+        )
+    };
+    let def = load(
+        &with("rollout: { strategy: blue-green, scale_down_delay: 2m, preview_port: 8100 }"),
+        "wharf.yaml",
+        &FOLDERS,
+    )
+    .unwrap();
+    let rollout = &def.services["catalog"].rollout;
+    assert_eq!(
+        rollout.strategy,
+        Strategy::BlueGreen {
+            scale_down_delay: std::time::Duration::from_secs(120)
+        }
+    );
+    assert_eq!(rollout.preview_port, Some(8100));
+    let def = load(
+        &with("rollout: { strategy: canary, steps: [{ weight: 10, pause: 5m }, { weight: 50 }], pin: { header: X-Canary }, analysis: { max_error_increase: 1.5%, max_p99_increase: 200ms } }"),
+        "wharf.yaml",
+        &FOLDERS,
+    )
+    .unwrap();
+    assert_eq!(
+        def.services["catalog"].rollout.strategy,
+        Strategy::Canary {
+            steps: vec![
+                CanaryStep { weight: 10, pause_ms: Some(300_000) },
+                CanaryStep { weight: 50, pause_ms: None },
+            ],
+            pin: Pin { header: "x-canary".into(), ..Pin::default() },
+            analysis: Analysis {
+                max_error_increase_bp: 150,
+                max_p99_increase_ms: 200,
+                ..Analysis::default()
+            },
+        }
+    );
+}
+
+#[test]
+fn blue_green_and_canary_rollouts_are_checked() {
+    let table = [
+        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 0 }] }", "1 to 100, not 0"),
+        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 5, pause: later }] }", "wharf.yaml:8:"),
+        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 5 }], pin: { header: \"a b\" } }", "not a header name"),
+        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 5 }], analysis: { max_error_increase: lots } }", "not a percentage"),
+        ("catalog", "rollout: { strategy: blue-green, steps: [{ weight: 5 }] }", "`steps` does not apply to a blue-green rollout"),
+        ("catalog", "rollout: { scale_down_delay: 1m }", "does not apply to a rolling rollout"),
+        ("orders", "rollout: { strategy: blue-green }", "cannot both listen on the fixed port 9000"),
+    ];
+    for (service, yaml, expected) in table {
+        let text = match service {
+            "catalog" => GOOD.replace(
+                "    health: { http: /health, timeout: 5s }\n",
+                &format!("    health: {{ http: /health, timeout: 5s }}\n    {yaml}\n"),
+            ),
+            _ => GOOD.replace("    port: 9000\n", &format!("    port: 9000\n    {yaml}\n")),
+        };
+        let out = errors(&text);
         assert!(out.contains(expected), "{yaml}: {out}");
     }
 }
