@@ -153,6 +153,9 @@ async fn send_on(
     sent_to: &mut Option<Arc<crate::route::Backend>>,
 ) -> Response<ProxyBody> {
     let upgrade = wants_upgrade(request.headers());
+    let pinned = route
+        .split()
+        .and_then(|split| pinned_track(request.headers(), &split));
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -199,7 +202,10 @@ async fn send_on(
     let mut body = Some(body.boxed());
     let mut tried = None;
     for _ in 0..2 {
-        let Some(in_flight) = route.choose_or_wait(tried.as_ref(), route.pause()).await else {
+        let Some(in_flight) = route
+            .choose_or_wait(tried.as_ref(), route.pause(), pinned)
+            .await
+        else {
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -422,5 +428,66 @@ impl Body for Guarded {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The set a request asks for while a split is in force: its pin header, else its pin
+/// cookie, saying `always` (the canary) or `never` (the stable set).
+fn pinned_track(headers: &HeaderMap, split: &crate::route::Split) -> Option<crate::route::Track> {
+    use crate::route::Track;
+    let track = |value: &str| match value.trim() {
+        v if v.eq_ignore_ascii_case("always") => Some(Track::Canary),
+        v if v.eq_ignore_ascii_case("never") => Some(Track::Stable),
+        _ => None,
+    };
+    if let Some(found) = headers
+        .get(split.header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .and_then(track)
+    {
+        return Some(found);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, _)| name.trim() == split.cookie)
+        .and_then(|(_, value)| track(value))
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+    use crate::route::{Split, Track};
+
+    #[test]
+    fn a_header_or_a_cookie_pins_a_request() {
+        let split = Split {
+            weight: 10,
+            header: "x-canary".into(),
+            cookie: "canary".into(),
+        };
+        type Case = (&'static [(&'static str, &'static str)], Option<Track>);
+        let table: &[Case] = &[
+            (&[], None),
+            (&[("X-Canary", "always")], Some(Track::Canary)),
+            (&[("x-canary", "Never")], Some(Track::Stable)),
+            (&[("x-canary", "maybe")], None),
+            (&[("cookie", "a=1; canary=always")], Some(Track::Canary)),
+            (&[("cookie", "canaryx=always")], None),
+            (&[("x-canary", "never"), ("cookie", "canary=always")], Some(Track::Stable)),
+        ];
+        for (headers, want) in table {
+            let mut map = HeaderMap::new();
+            for (k, v) in *headers {
+                map.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_static(v),
+                );
+            }
+            assert_eq!(pinned_track(&map, &split), *want, "{headers:?}");
+        }
     }
 }

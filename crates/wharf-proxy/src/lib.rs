@@ -22,7 +22,7 @@ mod tcp;
 pub use balance::pick;
 pub use http::serve_http;
 pub use outlier::Outcome;
-pub use route::{Backend, Route};
+pub use route::{Backend, Route, Split, Track};
 pub use target::{MeshTarget, Target};
 pub use tcp::serve_tcp;
 

@@ -77,10 +77,36 @@ impl Drop for InFlight {
     }
 }
 
+/// Which of two sets a request goes to while a new version runs beside the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Stable,
+    Canary,
+}
+
+/// A traffic split: the header and cookie that pin a request to a set (`always`: the
+/// canary, `never`: the stable set), and the canary's share of the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Percent of requests (or connections) to the canary, 0 to 100.
+    pub weight: u8,
+    /// Lowercase.
+    pub header: String,
+    pub cookie: String,
+}
+
+/// The backends, each marked canary or not, and the split between them.
+#[derive(Default)]
+struct Members {
+    backends: Vec<Arc<Backend>>,
+    canary: Vec<bool>,
+    split: Option<Split>,
+}
+
 /// The backends of one service, swapped atomically.
 #[derive(Default)]
 pub struct Route {
-    backends: ArcSwap<Vec<Arc<Backend>>>,
+    members: ArcSwap<Members>,
     draws: AtomicU64,
     /// Woken at every swap: requests that found no backend wait here for one.
     changed: tokio::sync::Notify,
@@ -139,26 +165,51 @@ impl Route {
     /// connections of a backend that leaves are closed at once, the others once their
     /// answers are read, so the instance (or another host's agent) sees them go.
     pub fn set<T: Into<Target> + Clone>(&self, targets: &[T]) {
-        let current = self.backends.load();
-        let next: Vec<Arc<Backend>> = targets
+        self.set_split::<T>(targets, &[], None);
+    }
+
+    /// Replaces the set with `stable` and `canary` backends, split by `split` (none:
+    /// one set of all of them), in one swap.
+    pub fn set_split<T: Into<Target> + Clone>(
+        &self,
+        stable: &[T],
+        canary: &[T],
+        split: Option<Split>,
+    ) {
+        let current = self.members.load();
+        let mut next = Members {
+            split: split.filter(|_| !canary.is_empty()),
+            ..Members::default()
+        };
+        for (t, is_canary) in stable
             .iter()
-            .map(|t| {
-                let target: Target = t.clone().into();
-                current
-                    .iter()
-                    .find(|b| b.target == target)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Backend::new(target)))
-            })
-            .collect();
+            .map(|t| (t, false))
+            .chain(canary.iter().map(|t| (t, true)))
+        {
+            let target: Target = t.clone().into();
+            let backend = current
+                .backends
+                .iter()
+                .find(|b| b.target == target)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Backend::new(target)));
+            next.backends.push(backend);
+            next.canary.push(is_canary && next.split.is_some());
+        }
         for gone in current
+            .backends
             .iter()
-            .filter(|b| !next.iter().any(|n| Arc::ptr_eq(n, b)))
+            .filter(|b| !next.backends.iter().any(|n| Arc::ptr_eq(n, b)))
         {
             gone.pool.close();
         }
-        self.backends.store(Arc::new(next));
+        self.members.store(Arc::new(next));
         self.changed.notify_waiters();
+    }
+
+    /// The split in force, if any: what a request's pin is read from.
+    pub fn split(&self) -> Option<Split> {
+        self.members.load().split.clone()
     }
 
     /// A backend, waiting up to `pause` for one when there is none (an instance being
@@ -168,6 +219,7 @@ impl Route {
         &self,
         except: Option<&Target>,
         pause: std::time::Duration,
+        pinned: Option<Track>,
     ) -> Option<InFlight> {
         let deadline = tokio::time::Instant::now() + pause;
         loop {
@@ -176,7 +228,7 @@ impl Route {
             // Registered before looking, so a swap between the look and the wait is
             // not missed.
             changed.as_mut().enable();
-            if let Some(chosen) = self.choose(except) {
+            if let Some(chosen) = self.choose_pinned(except, pinned) {
                 return Some(chosen);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -186,8 +238,9 @@ impl Route {
     }
 
     pub fn targets(&self) -> Vec<Target> {
-        self.backends
+        self.members
             .load()
+            .backends
             .iter()
             .map(|b| b.target.clone())
             .collect()
@@ -197,8 +250,9 @@ impl Route {
     /// including to a backend no longer in the set.
     pub fn outstanding_on(&self, target: impl Into<Target>, retired: &[Arc<Backend>]) -> usize {
         let target = target.into();
-        self.backends
+        self.members
             .load()
+            .backends
             .iter()
             .chain(retired)
             .filter(|b| b.target == target)
@@ -209,13 +263,59 @@ impl Route {
 
     /// The backends now, to keep while draining the ones a swap removes.
     pub fn snapshot(&self) -> Vec<Arc<Backend>> {
-        self.backends.load().as_ref().clone()
+        self.members.load().backends.clone()
     }
 
     /// Chooses a backend (other than `except`, when there is another) and counts a
     /// request on it.
     pub(crate) fn choose(&self, except: Option<&Target>) -> Option<InFlight> {
-        let all = self.backends.load();
+        self.choose_pinned(except, None)
+    }
+
+    /// [`Route::choose`] within the set a split sends the request to: the one it is
+    /// pinned to, else the canary for `weight` percent of draws. A set with nothing in
+    /// it gives way to the other only where the other may take traffic anyway (pinned,
+    /// or a weight between 0 and 100): a blue-green preview never takes the main
+    /// address's traffic before it is promoted.
+    pub(crate) fn choose_pinned(
+        &self,
+        except: Option<&Target>,
+        pinned: Option<Track>,
+    ) -> Option<InFlight> {
+        let members = self.members.load();
+        let Some(split) = &members.split else {
+            return self.choose_among(&members.backends, except);
+        };
+        let drawn = || {
+            if splitmix(self.draws.fetch_add(1, Ordering::Relaxed)) % 100 < u64::from(split.weight)
+            {
+                Track::Canary
+            } else {
+                Track::Stable
+            }
+        };
+        let track = pinned.unwrap_or_else(drawn);
+        let of = |track: Track| -> Vec<Arc<Backend>> {
+            members
+                .backends
+                .iter()
+                .zip(&members.canary)
+                .filter(|(_, c)| **c == (track == Track::Canary))
+                .map(|(b, _)| b.clone())
+                .collect()
+        };
+        let mut set = of(track);
+        let may_give_way = pinned.is_some() || (1..100).contains(&split.weight);
+        if set.is_empty() && may_give_way {
+            set = of(match track {
+                Track::Canary => Track::Stable,
+                Track::Stable => Track::Canary,
+            });
+        }
+        self.choose_among(&set, except)
+    }
+
+    fn choose_among(&self, all: &[Arc<Backend>], except: Option<&Target>) -> Option<InFlight> {
         // The common case (nothing ejected, nothing to avoid) allocates nothing: this
         // runs for every request.
         let backend = if except.is_none() && !all.iter().any(|b| b.is_ejected()) {
@@ -278,6 +378,51 @@ mod tests {
         assert_eq!(kept[1].outstanding(), 0);
         drop(held);
         assert_eq!(route.outstanding_on(addr(1), &[]), 0);
+    }
+
+    fn split(weight: u8) -> Option<Split> {
+        Some(Split {
+            weight,
+            header: "x-wharf-canary".into(),
+            cookie: "wharf_canary".into(),
+        })
+    }
+
+    fn sent_to(route: &Route, pinned: Option<Track>, n: usize) -> Vec<u16> {
+        (0..n)
+            .map(|_| match route.choose_pinned(None, pinned) {
+                Some(f) => match &f.backend().target {
+                    Target::Local(a) => a.port(),
+                    Target::Mesh(_) => 0,
+                },
+                None => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_split_sends_its_weight_to_the_canary_and_pins_win() {
+        let route = Route::default();
+        route.set_split(&[addr(1)], &[addr(2)], split(0));
+        assert!(sent_to(&route, None, 200).iter().all(|p| *p == 1), "weight 0: none to the canary");
+        assert!(sent_to(&route, Some(Track::Canary), 20).iter().all(|p| *p == 2), "pinned to it");
+        route.set_split(&[addr(1)], &[addr(2)], split(100));
+        assert!(sent_to(&route, None, 200).iter().all(|p| *p == 2));
+        assert!(sent_to(&route, Some(Track::Stable), 20).iter().all(|p| *p == 1));
+        route.set_split(&[addr(1)], &[addr(2)], split(10));
+        let canary = sent_to(&route, None, 2000).iter().filter(|p| **p == 2).count();
+        assert!((100..300).contains(&canary), "about 10% of 2000: {canary}");
+    }
+
+    #[test]
+    fn an_unpromoted_preview_never_takes_the_main_traffic() {
+        let route = Route::default();
+        route.set_split::<Target>(&[], &[addr(2)], split(0));
+        assert_eq!(sent_to(&route, None, 20), vec![0; 20], "no stable instance: nothing");
+        route.set_split::<Target>(&[], &[addr(2)], split(50));
+        assert_eq!(sent_to(&route, None, 20), vec![2; 20], "halfway: the canary serves");
+        route.set_split::<Target>(&[addr(1)], &[], split(100));
+        assert_eq!(sent_to(&route, None, 5), vec![1; 5], "no canary: no split");
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub async fn serve_tcp(listener: TcpListener, route: Arc<Route>, shutdown: Cance
             let _permit = permit;
             let mut tried = None;
             for _ in 0..2 {
-                let Some(in_flight) = route.choose_or_wait(tried.as_ref(), route.pause()).await
+                let Some(in_flight) = route
+                    .choose_or_wait(tried.as_ref(), route.pause(), None)
+                    .await
                 else {
                     return;
                 };
