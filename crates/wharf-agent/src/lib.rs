@@ -362,6 +362,7 @@ impl Agent {
         if let Some(port) = plan.address {
             self.traffic.ensure(
                 &plan.key,
+                plan.deployment_id,
                 port,
                 plan.tcp,
                 plan.pause_timeout,

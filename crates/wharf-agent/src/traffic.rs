@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use wharf_api::agent::ServiceRoute;
+use wharf_api::agent::{ServiceRoute, TrafficSplit};
 use wharf_driver::InstanceKey;
 use wharf_proxy::mesh::{MeshDialer, MeshInbound};
 use wharf_proxy::{Backend, MeshTarget, Route, Target};
@@ -19,28 +19,84 @@ use wharf_proxy::{Backend, MeshTarget, Route, Target};
 /// One service's address on this agent.
 struct Address {
     port: u16,
+    /// Plain TCP rather than HTTP.
+    tcp: bool,
     route: Arc<Route>,
     members: HashMap<u32, SocketAddr>,
+    /// The deployment each local instance runs (a split tells its sets apart by it).
+    deployments: HashMap<u32, i64>,
     /// Instances being drained: nothing puts them back in the rotation (their status
     /// still says running and healthy) until they are stopped.
     draining: HashSet<u32>,
-    /// Its instances on other hosts, as the controller last listed them.
-    remote: Vec<Target>,
+    /// Its instances on other hosts, as the controller last listed them, with the
+    /// deployment each runs.
+    remote: Vec<(Target, i64)>,
+    /// The split of a blue-green or canary rollout in progress.
+    split: Option<TrafficSplit>,
+    /// The address that reaches only a rollout's new set, while it runs.
+    preview: Option<Preview>,
     /// Backends taken out of the rotation, kept until drained.
     retired: Vec<Arc<Backend>>,
     stop: CancellationToken,
 }
 
+/// A preview address: its own listener over a route of the new set only.
+struct Preview {
+    port: u16,
+    route: Arc<Route>,
+    stop: CancellationToken,
+}
+
 impl Address {
-    /// Puts the current members in the route (a swap: nothing in flight is lost).
+    /// Puts the current members in the route (a swap: nothing in flight is lost), split
+    /// between the old and the new set while a rollout runs.
     fn publish(&mut self) {
         self.retired.retain(|b| b.outstanding() > 0);
         self.retired.extend(self.route.snapshot());
-        let mut local: Vec<SocketAddr> = self.members.values().copied().collect();
+        if let Some(preview) = &self.preview {
+            self.retired.extend(preview.route.snapshot());
+        }
+        let mut local: Vec<(SocketAddr, i64)> = self
+            .members
+            .iter()
+            .map(|(n, addr)| (*addr, self.deployments.get(n).copied().unwrap_or(0)))
+            .collect();
         local.sort();
-        let mut targets: Vec<Target> = local.into_iter().map(Target::Local).collect();
-        targets.extend(self.remote.iter().cloned());
-        self.route.set(&targets);
+        let all: Vec<(Target, i64)> = local
+            .into_iter()
+            .map(|(addr, d)| (Target::Local(addr), d))
+            .chain(self.remote.iter().cloned())
+            .collect();
+        let Some(split) = &self.split else {
+            let targets: Vec<Target> = all.into_iter().map(|(t, _)| t).collect();
+            self.route.set(&targets);
+            return;
+        };
+        let (canary, stable): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|(_, d)| *d == split.candidate);
+        let canary: Vec<Target> = canary.into_iter().map(|(t, _)| t).collect();
+        let stable: Vec<Target> = stable.into_iter().map(|(t, _)| t).collect();
+        self.route.set_split(
+            &stable,
+            &canary,
+            Some(wharf_proxy::Split {
+                weight: split.weight,
+                header: split.header.clone(),
+                cookie: split.cookie.clone(),
+            }),
+        );
+        if let Some(preview) = &self.preview {
+            preview.route.set(&canary);
+        }
+    }
+
+    /// Requests outstanding on `target` through this address or its preview.
+    fn outstanding_on(&self, target: SocketAddr) -> usize {
+        let preview = self
+            .preview
+            .as_ref()
+            .map_or(0, |p| p.route.outstanding_on(target, &[]));
+        self.route.outstanding_on(target, &self.retired).max(preview)
     }
 }
 
@@ -49,6 +105,9 @@ type Id = (String, String);
 #[derive(Default)]
 pub struct Traffic {
     addresses: Mutex<HashMap<Id, Address>>,
+    /// The splits the controller set, kept for addresses opened later (instances
+    /// adopted after a restart).
+    splits: Mutex<HashMap<Id, TrafficSplit>>,
     /// Entries by environment.
     pub(crate) entries: Mutex<HashMap<String, crate::entry::Entry>>,
     /// This agent's mesh listener, once it has one: drains wait for its tunnels too.
@@ -97,9 +156,11 @@ impl Traffic {
 
     /// Makes sure the service of `key` listens on `port` (on loopback); a port that
     /// cannot be bound is reported and the service goes without an address.
+    /// `deployment` is the one the instance runs.
     pub fn ensure(
         &self,
         key: &InstanceKey,
+        deployment: i64,
         port: u16,
         tcp: bool,
         pause: Duration,
@@ -111,6 +172,12 @@ impl Traffic {
             tcp,
             (pause, response_timeout),
         );
+        if let Some(address) = self
+            .lock()
+            .get_mut(&(key.env.clone(), key.service.clone()))
+        {
+            address.deployments.insert(key.instance, deployment);
+        }
     }
 
     /// `timeouts`: how long requests wait for an instance, and for its answer.
@@ -129,9 +196,10 @@ impl Traffic {
             address.route.set_response_timeout(response_timeout);
             return;
         }
-        if let Some(old) = all.remove(&id) {
+        if let Some(mut old) = all.remove(&id) {
             old.stop.cancel();
             self.release(SocketAddr::from(([127, 0, 0, 1], old.port)));
+            self.close_preview(&mut old);
         }
         let listener = match self.listen(SocketAddr::from(([127, 0, 0, 1], port))) {
             Ok(l) => l,
@@ -157,18 +225,29 @@ impl Traffic {
                 service.to_owned(),
             ));
         }
-        all.insert(
-            id,
-            Address {
+        let split = self
+            .splits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        let mut address = Address {
                 port,
+                tcp,
                 route,
                 members: HashMap::new(),
+                deployments: HashMap::new(),
                 draining: HashSet::new(),
                 remote: Vec::new(),
+                split: None,
+                preview: None,
                 retired: Vec::new(),
                 stop,
-            },
-        );
+            };
+        if split.is_some() {
+            self.apply_split(env, service, &mut address, split);
+        }
+        all.insert(id, address);
     }
 
     /// Puts the instance in the rotation (`Some(its address)`) or takes it out.
@@ -205,23 +284,26 @@ impl Traffic {
                 return true;
             }
             let listed = routes.iter().find(|r| &r.service == service);
-            let remote: Vec<Target> = listed
+            let remote: Vec<(Target, i64)> = listed
                 .map(|r| {
                     r.members
                         .iter()
                         .map(|m| {
-                            Target::Mesh(MeshTarget {
+                            let target = Target::Mesh(MeshTarget {
                                 host: wharf_pki::host_name(m.host_id),
                                 via: m.via,
                                 port: m.port,
                                 dialer: dialer.clone(),
-                            })
+                            });
+                            (target, m.deployment)
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            if remote != address.remote {
+            let split = listed.and_then(|r| r.split.clone());
+            if remote != address.remote || split != address.split {
                 address.remote = remote;
+                self.apply_split(env, service, address, split);
                 address.publish();
             }
             let used =
@@ -229,9 +311,82 @@ impl Traffic {
             if !used {
                 address.stop.cancel();
                 self.release(SocketAddr::from(([127, 0, 0, 1], address.port)));
+                self.close_preview(address);
             }
             used
         });
+    }
+
+    /// Splits a service's traffic between a rollout's new set and the old one (none:
+    /// the rollout is over), as the controller decided.
+    pub fn set_split(&self, env: &str, service: &str, split: Option<TrafficSplit>) {
+        {
+            let id = (env.to_owned(), service.to_owned());
+            let mut splits = self.splits.lock().unwrap_or_else(|p| p.into_inner());
+            match &split {
+                Some(s) => splits.insert(id, s.clone()),
+                None => splits.remove(&id),
+            };
+        }
+        let mut all = self.lock();
+        let Some(address) = all.get_mut(&(env.to_owned(), service.to_owned())) else {
+            return;
+        };
+        if address.split == split {
+            return;
+        }
+        self.apply_split(env, service, address, split);
+        address.publish();
+    }
+
+    /// Records `split` on `address`, opening or closing its preview listener.
+    fn apply_split(
+        &self,
+        env: &str,
+        service: &str,
+        address: &mut Address,
+        split: Option<TrafficSplit>,
+    ) {
+        let wanted = split.as_ref().and_then(|s| s.preview_port);
+        address.split = split;
+        if address.preview.as_ref().map(|p| p.port) == wanted {
+            return;
+        }
+        self.close_preview(address);
+        let Some(port) = wanted else {
+            return;
+        };
+        let listener = match self.listen(SocketAddr::from(([127, 0, 0, 1], port))) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%service, %env, "cannot listen on the preview address 127.0.0.1:{port}: {e}");
+                return;
+            }
+        };
+        let route = Arc::new(Route::default().with_pause(address.route.pause()));
+        route.set_response_timeout(address.route.response_timeout());
+        let stop = CancellationToken::new();
+        // Whether the main address is plain TCP shows in which server it runs; the
+        // preview speaks the same.
+        if address.tcp {
+            self.tasks
+                .spawn(wharf_proxy::serve_tcp(listener, route.clone(), stop.clone()));
+        } else {
+            self.tasks.spawn(wharf_proxy::serve_http(
+                listener,
+                route.clone(),
+                stop.clone(),
+                format!("{service} (preview)"),
+            ));
+        }
+        address.preview = Some(Preview { port, route, stop });
+    }
+
+    fn close_preview(&self, address: &mut Address) {
+        if let Some(preview) = address.preview.take() {
+            preview.stop.cancel();
+            self.release(SocketAddr::from(([127, 0, 0, 1], preview.port)));
+        }
     }
 
     /// Whether `port` is one of this agent's instances in a rotation (what the mesh
@@ -321,7 +476,7 @@ impl Traffic {
             let here = self
                 .lock()
                 .get(&id)
-                .map(|a| a.route.outstanding_on(target, &a.retired))
+                .map(|a| a.outstanding_on(target))
                 .unwrap_or(0);
             let through_mesh = self
                 .inbound
@@ -342,6 +497,7 @@ impl Traffic {
     pub fn forget(&self, key: &InstanceKey) {
         if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
             a.draining.remove(&key.instance);
+            a.deployments.remove(&key.instance);
         }
     }
 
@@ -372,6 +528,9 @@ impl Traffic {
         }
         for (_, address) in self.lock().drain() {
             address.stop.cancel();
+            if let Some(preview) = address.preview {
+                preview.stop.cancel();
+            }
         }
     }
 }
@@ -400,7 +559,7 @@ mod tests {
     async fn a_draining_instance_is_not_put_back_by_a_status_report() {
         let traffic = Traffic::default();
         let second = Duration::from_secs(1);
-        traffic.ensure(&key(), 0, false, second, second);
+        traffic.ensure(&key(), 1, 0, false, second, second);
         let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         traffic.set(&key(), Some(addr));
         assert_eq!(in_rotation(&traffic), vec![Target::Local(addr)]);

@@ -210,6 +210,24 @@ pub struct ServiceRoute {
     )]
     pub response_timeout: Duration,
     pub members: Vec<RemoteMember>,
+    /// While a blue-green or canary rollout runs: how traffic is split between its new
+    /// set and the old one.
+    #[serde(default)]
+    pub split: Option<TrafficSplit>,
+}
+
+/// A rollout's split of a service's traffic, as every host's address applies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficSplit {
+    /// The deployment whose instances are the new set.
+    pub candidate: i64,
+    /// Percent of requests to the new set.
+    pub weight: u8,
+    /// The header and cookie that pin a request to a set (lowercase header).
+    pub header: String,
+    pub cookie: String,
+    /// The address that reaches only the new set.
+    pub preview_port: Option<u16>,
 }
 
 /// An instance on another host, reached through that host's agent (the mesh).
@@ -220,6 +238,9 @@ pub struct RemoteMember {
     pub via: std::net::SocketAddr,
     /// The instance's port on that host.
     pub port: u16,
+    /// The deployment it runs, which tells the sets of a split apart.
+    #[serde(default)]
+    pub deployment: i64,
 }
 
 /// The variable holding an instance's runtime configuration token.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use wharf_agent::{Agent, InstancePlan, InstanceStatus, Unhealthy};
-use wharf_api::agent::{RemoteMember, ServiceRoute};
+use wharf_api::agent::{RemoteMember, ServiceRoute, TrafficSplit};
 use wharf_core::lifecycle::HostState;
 use wharf_driver::InstanceKey;
 use wharf_store::{HostRecord, Store};
@@ -137,6 +137,8 @@ pub struct Fleet {
     hosts: Mutex<HostIndex>,
     /// Bumped when what other hosts route to changes (see [`RemoteAgent::watch`]).
     routes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The traffic splits of the rollouts in progress, by (environment, service).
+    splits: Mutex<HashMap<(String, String), TrafficSplit>>,
 }
 
 /// Hosts by (environment, name), and when they were read.
@@ -153,7 +155,33 @@ impl Fleet {
             store,
             hosts: Mutex::new((None, HashMap::new())),
             routes: Arc::new(tokio::sync::watch::channel(0).0),
+            splits: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Splits a service's traffic between a rollout's new set and the old one, on every
+    /// host of its environment (none: no split, the rollout is over).
+    pub fn set_split(&self, env: &str, service: &str, split: Option<TrafficSplit>) {
+        let key = (env.to_owned(), service.to_owned());
+        {
+            let mut splits = self.splits.lock().unwrap_or_else(|p| p.into_inner());
+            match &split {
+                Some(s) => splits.insert(key, s.clone()),
+                None => splits.remove(&key),
+            };
+        }
+        if let Some(local) = &self.local {
+            local.traffic().set_split(env, service, split);
+        }
+        self.routes_changed();
+    }
+
+    fn split_of(&self, env: &str, service: &str) -> Option<TrafficSplit> {
+        self.splits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(env.to_owned(), service.to_owned()))
+            .cloned()
     }
 
     /// The host named `node` in `env`, if one joined.
@@ -214,6 +242,7 @@ impl Fleet {
                         pause_timeout: entry.pause_timeout,
                         response_timeout: entry.response_timeout,
                         members: Vec::new(),
+                        split: self.split_of(&host.env, &entry.service),
                     });
                 let member = (other.id != host.id && serves)
                     .then_some(())
@@ -224,6 +253,7 @@ impl Fleet {
                         host_id: other.id,
                         via,
                         port,
+                        deployment: entry.deployment,
                     });
                 }
             }

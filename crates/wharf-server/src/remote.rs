@@ -53,6 +53,7 @@ pub struct RouteEntry {
     pub pause_timeout: Duration,
     pub response_timeout: Duration,
     pub serving: Option<u16>,
+    pub deployment: i64,
 }
 
 /// How long `wharf logs` waits for a remote agent's answer.
@@ -115,6 +116,7 @@ impl RemoteAgent {
                     pause_timeout: plan.pause_timeout,
                     response_timeout: plan.response_timeout,
                     serving,
+                    deployment: plan.deployment_id,
                 })
             })
             .collect();

@@ -238,6 +238,23 @@ pub trait Store: Send + Sync {
         approval: &NewDeployment,
     ) -> Result<(DefinitionRecord, i64)>;
 
+    /// Stores a rollout's phase and progress (its pending command is left as it is).
+    fn put_rollout(&self, rollout: &RolloutRecord) -> Result<()>;
+    /// The newest rollout of a service in an environment.
+    fn rollout(&self, env: &str, service: &str) -> Result<Option<RolloutRecord>>;
+    /// Every rollout still in one of `phases`.
+    fn rollouts_in(&self, phases: &[&str]) -> Result<Vec<RolloutRecord>>;
+    /// Gives rollout `deployment_id` a command, if it is still in one of `phases`;
+    /// whether it was.
+    fn command_rollout(
+        &self,
+        deployment_id: i64,
+        phases: &[&str],
+        command: &str,
+        by: &str,
+    ) -> Result<bool>;
+    /// Takes (and clears) the pending command of a rollout.
+    fn take_rollout_command(&self, deployment_id: i64) -> Result<Option<(String, String)>>;
     /// Appends to the audit log.
     fn audit(&self, at: i64, actor: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest `limit` audit entries, newest first.

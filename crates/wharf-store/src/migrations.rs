@@ -164,4 +164,17 @@ pub const MIGRATIONS: &[&str] = &[
     // (0): the periodic reconcile brings their services back to what runs.
     "ALTER TABLE deployments ADD COLUMN resolved_by INTEGER;
     UPDATE deployments SET resolved_by = 0 WHERE state = 'interrupted';",
+    // 10: blue-green and canary rollouts: their progress (the controller's JSON), and a
+    // command someone gave that the rollout has not carried out yet.
+    "CREATE TABLE rollouts (
+        deployment_id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        env TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        progress TEXT NOT NULL,
+        command TEXT,
+        command_by TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX rollouts_by_service ON rollouts (env, service, deployment_id);",
 ];

@@ -187,6 +187,21 @@ pub struct ApiTokenRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// A blue-green or canary rollout: the deployment whose new set it moves traffic to,
+/// where it is (`phase`, and the controller's own record of its progress), and the
+/// command given to it that it has not carried out yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRecord {
+    pub deployment_id: i64,
+    pub service: String,
+    pub env: String,
+    pub phase: String,
+    pub progress: serde_json::Value,
+    pub command: Option<String>,
+    pub command_by: Option<String>,
+    pub updated_at: i64,
+}
+
 /// One mutating call, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

@@ -295,14 +295,14 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let sql =
-            format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress'");
+            format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress' AND {NOT_ROLLING_OUT}");
         let unfinished: Vec<DeploymentRecord> = {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map([], deployment_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         tx.execute(
-            "UPDATE deployments SET state = 'interrupted', message = ?1, finished_at = ?2 WHERE state = 'in_progress'",
+            &format!("UPDATE deployments SET state = 'interrupted', message = ?1, finished_at = ?2 WHERE state = 'in_progress' AND {NOT_ROLLING_OUT}"),
             params![message, at],
         )?;
         tx.commit()?;
@@ -915,6 +915,97 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn put_rollout(&self, r: &RolloutRecord) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO rollouts (deployment_id, service, env, phase, progress, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (deployment_id) DO UPDATE SET phase = ?4, progress = ?5, updated_at = ?6",
+            params![
+                r.deployment_id,
+                r.service,
+                r.env,
+                r.phase,
+                r.progress.to_string(),
+                r.updated_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn rollout(&self, env: &str, service: &str) -> Result<Option<RolloutRecord>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE env = ?1 AND service = ?2 ORDER BY deployment_id DESC LIMIT 1"
+        );
+        let found = conn
+            .query_row(&sql, params![env, service], rollout_row)
+            .optional()?;
+        found.transpose()
+    }
+
+    fn rollouts_in(&self, phases: &[&str]) -> Result<Vec<RolloutRecord>> {
+        let conn = self.conn();
+        let sql = format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY deployment_id");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows: Vec<Result<RolloutRecord>> = stmt
+            .query_map([], rollout_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut all = Vec::new();
+        for row in rows {
+            let row = row?;
+            if phases.contains(&row.phase.as_str()) {
+                all.push(row);
+            }
+        }
+        Ok(all)
+    }
+
+    fn command_rollout(
+        &self,
+        deployment_id: i64,
+        phases: &[&str],
+        command: &str,
+        by: &str,
+    ) -> Result<bool> {
+        let conn = self.conn();
+        let phase: Option<String> = conn
+            .query_row(
+                "SELECT phase FROM rollouts WHERE deployment_id = ?1",
+                params![deployment_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if !phase.is_some_and(|p| phases.contains(&p.as_str())) {
+            return Ok(false);
+        }
+        conn.execute(
+            "UPDATE rollouts SET command = ?2, command_by = ?3 WHERE deployment_id = ?1",
+            params![deployment_id, command, by],
+        )?;
+        Ok(true)
+    }
+
+    fn take_rollout_command(&self, deployment_id: i64) -> Result<Option<(String, String)>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pending: Option<(Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT command, command_by FROM rollouts WHERE deployment_id = ?1",
+                params![deployment_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        tx.execute(
+            "UPDATE rollouts SET command = NULL, command_by = NULL WHERE deployment_id = ?1",
+            params![deployment_id],
+        )?;
+        tx.commit()?;
+        Ok(match pending {
+            Some((Some(command), by)) => Some((command, by.unwrap_or_default())),
+            _ => None,
+        })
+    }
+
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -927,6 +1018,32 @@ impl Store for SqliteStore {
             .map(|t| serde_json::from_str(t).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
     }
+}
+
+/// A deployment whose rollout has its new set serving is not interrupted by a restart:
+/// the rollout goes on from its stored progress.
+const NOT_ROLLING_OUT: &str =
+    "id NOT IN (SELECT deployment_id FROM rollouts WHERE phase IN ('paused', 'promoted'))";
+
+const ROLLOUT_COLUMNS: &str =
+    "deployment_id, service, env, phase, progress, command, command_by, updated_at";
+
+/// A rollout row; its progress must be JSON (the outer error is SQLite's).
+fn rollout_row(r: &Row<'_>) -> rusqlite::Result<Result<RolloutRecord>> {
+    let progress: String = r.get(4)?;
+    let record = |progress| RolloutRecord {
+        deployment_id: r.get(0).unwrap_or_default(),
+        service: r.get(1).unwrap_or_default(),
+        env: r.get(2).unwrap_or_default(),
+        phase: r.get(3).unwrap_or_default(),
+        progress,
+        command: r.get(5).unwrap_or_default(),
+        command_by: r.get(6).unwrap_or_default(),
+        updated_at: r.get(7).unwrap_or_default(),
+    };
+    Ok(serde_json::from_str(&progress)
+        .map(record)
+        .map_err(|e| StoreError::Corrupt(e.to_string())))
 }
 
 const HOST_COLUMNS: &str =
@@ -1119,6 +1236,44 @@ mod tests {
             size: 10,
             created_at: 1,
         }
+    }
+
+    #[test]
+    fn a_serving_rollout_outlives_a_restart_and_takes_commands_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let rolling = store.begin_deployment(&deployment("ann")).unwrap();
+        let row = |phase: &str| RolloutRecord {
+            deployment_id: rolling,
+            service: "catalog".into(),
+            env: "ci".into(),
+            phase: phase.into(),
+            progress: serde_json::json!({ "weight": 10 }),
+            command: None,
+            command_by: None,
+            updated_at: 1,
+        };
+        store.put_rollout(&row("paused")).unwrap();
+        assert!(
+            store.interrupt_unfinished("stopped", 2).unwrap().is_empty(),
+            "its deployment stays in progress"
+        );
+        assert!(store.command_rollout(rolling, &["paused"], "abort", "bob").unwrap());
+        assert!(!store.command_rollout(rolling, &["promoted"], "abort", "bob").unwrap());
+        store.put_rollout(&row("paused")).unwrap();
+        assert_eq!(
+            store.take_rollout_command(rolling).unwrap(),
+            Some(("abort".into(), "bob".into())),
+            "a progress update keeps the pending command"
+        );
+        assert_eq!(store.take_rollout_command(rolling).unwrap(), None);
+        assert_eq!(store.rollouts_in(&["paused"]).unwrap().len(), 1);
+        store.put_rollout(&row("starting")).unwrap();
+        assert_eq!(
+            store.interrupt_unfinished("stopped", 3).unwrap().len(),
+            1,
+            "a rollout still starting its new set is interrupted like a deploy"
+        );
+        assert_eq!(store.rollout("ci", "catalog").unwrap().unwrap().phase, "starting");
     }
 
     fn deployment(user: &str) -> NewDeployment {
