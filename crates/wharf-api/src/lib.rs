@@ -247,6 +247,50 @@ pub struct RollbackRequest {
     pub user: String,
 }
 
+/// `POST /v1/rollouts/promote` and `/v1/rollouts/abort`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    pub service: String,
+    pub env: String,
+    /// Promote: every remaining step at once (blue-green: scale the old set down now).
+    #[serde(default)]
+    pub full: bool,
+    pub user: String,
+}
+
+/// A blue-green or canary rollout as `wharf rollout status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// The deployment of the new version.
+    pub deployment: i64,
+    pub service: String,
+    pub env: String,
+    pub strategy: String,
+    /// `starting`, `paused`, `promoted`, `succeeded` or `aborted`.
+    pub phase: String,
+    pub version: String,
+    /// The version the old set runs.
+    pub stable_version: String,
+    /// Percent of requests to the new version.
+    pub weight: u8,
+    /// The canary step it is at (1-based) and how many there are; 0 of 0 for blue-green.
+    pub step: usize,
+    pub steps: usize,
+    /// When the current step ends on its own, in ms since the epoch, if it does.
+    pub step_ends_at: Option<i64>,
+    /// The address that reaches only the new version.
+    pub preview: Option<String>,
+    pub events: Vec<RolloutEvent>,
+}
+
+/// One thing that happened to a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutEvent {
+    pub at: i64,
+    pub by: String,
+    pub what: String,
+}
+
 /// `POST /v1/stop`: stop one service, or all services of an environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopRequest {

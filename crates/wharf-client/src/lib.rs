@@ -555,6 +555,29 @@ impl Client {
     }
 
     /// `drain`, `undrain` or `revoke` a host.
+    /// The newest blue-green or canary rollout of a service in an environment.
+    pub async fn rollout(&self, service: &str, env: &str) -> Result<RolloutView> {
+        self.call(
+            self.http
+                .get(format!("{}/v1/rollouts/{env}/{service}", self.base)),
+        )
+        .await
+    }
+
+    /// `action` is `promote` or `abort`; answers once the rollout carried it out.
+    pub async fn rollout_command(
+        &self,
+        action: &str,
+        request: &RolloutRequest,
+    ) -> Result<RolloutView> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/rollouts/{action}", self.base))
+                .json(request),
+        )
+        .await
+    }
+
     pub async fn host_action(
         &self,
         name: &str,

@@ -267,12 +267,7 @@ impl Route {
     }
 
     /// Chooses a backend (other than `except`, when there is another) and counts a
-    /// request on it.
-    pub(crate) fn choose(&self, except: Option<&Target>) -> Option<InFlight> {
-        self.choose_pinned(except, None)
-    }
-
-    /// [`Route::choose`] within the set a split sends the request to: the one it is
+    /// request on it, within the set a split sends the request to: the one it is
     /// pinned to, else the canary for `weight` percent of draws. A set with nothing in
     /// it gives way to the other only where the other may take traffic anyway (pinned,
     /// or a weight between 0 and 100): a blue-green preview never takes the main
@@ -366,7 +361,7 @@ mod tests {
     #[test]
     fn a_swap_keeps_the_load_of_backends_that_stay() {
         let route = Route::new(&[addr(1), addr(2)]);
-        let held = route.choose(Some(&addr(2))).unwrap();
+        let held = route.choose_pinned(Some(&addr(2)), None).unwrap();
         assert_eq!(held.backend().target, addr(1));
         route.set(&[addr(1), addr(3)]);
         let kept = route.snapshot();
@@ -427,6 +422,6 @@ mod tests {
 
     #[test]
     fn an_empty_route_chooses_nothing() {
-        assert!(Route::new::<Target>(&[]).choose(None).is_none());
+        assert!(Route::new::<Target>(&[]).choose_pinned(None, None).is_none());
     }
 }

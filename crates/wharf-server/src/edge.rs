@@ -128,6 +128,12 @@ pub fn rollback(req: &RollbackRequest) -> Result<(), ServerError> {
     req.to.as_deref().map_or(Ok(()), version)
 }
 
+/// A service and an environment named in a path or a body.
+pub fn names(service: &str, env: &str) -> Result<(), ServerError> {
+    name("service", service)?;
+    name("environment", env)
+}
+
 pub fn stop(req: &StopRequest) -> Result<(), ServerError> {
     name("environment", &req.env)?;
     req.service

@@ -94,7 +94,7 @@ struct Failure {
 }
 
 /// How a rollback went.
-struct RolledBack {
+pub(crate) struct RolledBack {
     failure: Failure,
     /// Every instance the deploy touched is back as it was.
     complete: bool,
@@ -105,7 +105,12 @@ struct RolledBack {
 }
 
 impl RolledBack {
-    fn message(&self) -> String {
+    /// Every instance the deploy touched is back as it was.
+    pub(crate) fn complete(&self) -> bool {
+        self.complete
+    }
+
+    pub(crate) fn message(&self) -> String {
         let outcome = match (self.complete, self.restored_previous, self.kept_previous) {
             (true, true, _) => "the previous version was restored",
             (true, false, true) => {
@@ -156,6 +161,14 @@ fn desired_of(rendered: &crate::render::Rendered) -> Vec<DesiredInstance> {
             config_digest: p.config_digest.clone(),
         })
         .collect()
+}
+
+/// Whether a deploy runs its new set beside the old under a traffic split: a deploy or
+/// promotion of a blue-green or canary service. Rollbacks, recoveries and reconciles
+/// restore what ran, the rolling way.
+fn splits(spec: &DeploySpec, kind: DeploymentKind) -> bool {
+    spec.rollout.strategy.splits()
+        && matches!(kind, DeploymentKind::Deploy | DeploymentKind::Promote)
 }
 
 fn slot_of(key: &InstanceKey) -> Slot {
@@ -241,7 +254,7 @@ impl Executor {
             )
             .hint("run the controller with `--auth` (API tokens name who approves)"));
         }
-        let prepared = self.prepare(&req, &digest)?;
+        let prepared = self.prepare(&req, kind, &digest)?;
         if needs_approval && !req.dry_run {
             let id = self.store.begin_deployment(&NewDeployment {
                 pending_approval: true,
@@ -360,7 +373,7 @@ impl Executor {
             config_revision: Some(held.config_revision),
             note: None,
         };
-        let prepared = match self.prepare(&req, &held.digest) {
+        let prepared = match self.prepare(&req, held.kind, &held.digest) {
             Ok(p) => p,
             Err(e) => {
                 guard.finish(DeploymentState::Failed, &e.message)?;
@@ -497,7 +510,12 @@ impl Executor {
 
     /// Places and renders a deploy: everything that can fail on input, before anything
     /// changes.
-    fn prepare(&self, req: &Order, digest: &str) -> Result<Prepared, ServerError> {
+    fn prepare(
+        &self,
+        req: &Order,
+        kind: DeploymentKind,
+        digest: &str,
+    ) -> Result<Prepared, ServerError> {
         let spec = &req.spec;
         let (config_revision, extras) =
             self.config
@@ -524,7 +542,15 @@ impl Executor {
         }
         let mut rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
         let surge_possible = !matches!(spec.port, Some(PortSpec::Fixed(_)));
-        let limits = spec.rollout.limits.effective(surge_possible);
+        let limits = if splits(spec, kind) {
+            // The whole new set starts at once beside the old one.
+            rollout::Limits {
+                max_surge: u32::MAX / 2,
+                max_unavailable: 0,
+            }
+        } else {
+            spec.rollout.limits.effective(surge_possible)
+        };
         let mut plan = rollout::roll(
             plan::plan(&desired_of(&rendered), &observed, 1),
             limits,
@@ -704,7 +730,13 @@ impl Executor {
                 (slot_of(&p.key), p)
             })
             .collect();
-        let (state, message) = match self.execute(&plan, &plans, spec, events).await {
+        let replaces = plan.steps().any(|s| matches!(s, Step::Replace { .. }));
+        if splits(spec, kind) && replaces {
+            return self
+                .roll_out(guard, req, &plan, &plans, events)
+                .await;
+        }
+        let (state, message) = match self.execute(&plan, &plans, spec, events, false).await {
             Ok(()) if plan.is_empty() => (
                 DeploymentState::Succeeded,
                 "no changes: every instance already runs this version and configuration".to_owned(),
@@ -890,12 +922,15 @@ impl Executor {
 
     /// Carries out a plan. On failure returns the reason and whether the rollback
     /// restored every instance it touched.
-    async fn execute(
+    /// `keep_replaced`: the instances that new ones start beside keep running (a
+    /// blue-green or canary rollout retires them when it ends).
+    pub(crate) async fn execute(
         &self,
         plan: &Plan,
         plans: &HashMap<Slot, InstancePlan>,
         spec: &DeploySpec,
         events: &Events,
+        keep_replaced: bool,
     ) -> Result<(), RolledBack> {
         let timeout = start_timeout(spec);
         let mut done = Vec::new();
@@ -949,8 +984,10 @@ impl Executor {
             if let Some(failure) = failure {
                 return Err(self.roll_back(failure, done, spec, events).await);
             }
-            self.retire(&replaced, events, &mut done).await;
-            self.traffic_moved(plans, spec, events);
+            if !keep_replaced {
+                self.retire(&replaced, events, &mut done).await;
+                self.traffic_moved(plans, spec, events);
+            }
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ mod logs;
 mod metrics;
 mod rate;
 mod recovery;
+mod rollouts;
+mod api_rollouts;
 mod remote;
 mod render;
 mod routes;
@@ -257,6 +259,11 @@ pub async fn run(
                         program,
                     ));
             }
+            // Before recovery too: an adopted instance of a rollout's new set joins
+            // its split, not the main rotation.
+            for (env, service, split) in rollouts::stored_splits(&*store) {
+                agent.traffic().set_split(&env, &service, Some(split));
+            }
             let recovery = agent.recover().await;
             tracing::info!(
                 adopted = recovery.adopted.len(),
@@ -269,6 +276,9 @@ pub async fn run(
         Mode::Production => None,
     };
     let fleet = Fleet::new(agent.clone(), store.clone());
+    for (env, service, split) in rollouts::stored_splits(&*store) {
+        fleet.set_split(&env, &service, Some(split));
+    }
     fleet.restore(&secret_source(store.clone(), keyring.clone()));
     let live: Vec<_> = fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
     for row in store.instances(None, None)? {
@@ -346,6 +356,7 @@ pub async fn run(
         let (executor, shutdown) = (controller.executor.clone(), shutdown.clone());
         tokio::spawn(async move {
             executor.resolve_interrupted().await;
+            executor.resume_rollouts().await;
             recovery::watch(executor, shutdown).await;
         });
     }

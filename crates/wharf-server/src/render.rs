@@ -198,6 +198,27 @@ pub fn address_port(
     }
 }
 
+/// The port of a rollout's preview address: the fixed one, or one assigned once per
+/// service and environment and kept.
+pub fn preview_port(
+    store: &dyn Store,
+    env: &str,
+    service: &str,
+    fixed: Option<u16>,
+) -> Result<u16, ServerError> {
+    match fixed {
+        Some(port) => Ok(port),
+        None => instance_port(
+            store,
+            env,
+            service,
+            "@preview",
+            &PortSpec::Named("preview".into()),
+            0,
+        ),
+    }
+}
+
 /// The port of an instance: fixed ports count up from their base; named ports are
 /// assigned once per slot and kept, so a service keeps its address across versions.
 fn instance_port(

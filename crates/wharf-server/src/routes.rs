@@ -58,6 +58,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/hosts", get(list_hosts))
         .route("/v1/hosts/{name}/{action}", post(host_action))
         .merge(crate::api_config::routes())
+        .merge(crate::api_rollouts::routes())
         .merge(crate::api_access::routes())
         .merge(crate::definitions::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))

@@ -995,10 +995,12 @@ impl Store for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        tx.execute(
-            "UPDATE rollouts SET command = NULL, command_by = NULL WHERE deployment_id = ?1",
-            params![deployment_id],
-        )?;
+        if matches!(pending, Some((Some(_), _))) {
+            tx.execute(
+                "UPDATE rollouts SET command = NULL, command_by = NULL WHERE deployment_id = ?1",
+                params![deployment_id],
+            )?;
+        }
         tx.commit()?;
         Ok(match pending {
             Some((Some(command), by)) => Some((command, by.unwrap_or_default())),

@@ -159,6 +159,9 @@ pub enum Command {
     /// Act on one host.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Follow, promote or abort a blue-green or canary rollout.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Provision or remove an environment's hosts (`hosts: { provider: netns }`).
     #[command(subcommand)]
     Env(EnvCommand),
@@ -330,6 +333,29 @@ pub enum TokenCommand {
         #[arg(long, default_value_t = 1)]
         uses: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Where the rollout is: its phase, the new version's share of requests, its steps.
+    Status(RolloutArgs),
+    /// Blue-green: switch all traffic to the new version. Canary: the next step.
+    Promote {
+        #[command(flatten)]
+        target: RolloutArgs,
+        /// Every remaining step at once (blue-green: retire the old set now).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Send every request back to the old version and stop the new one.
+    Abort(RolloutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    pub service: String,
+    #[arg(long = "env", short = 'e')]
+    pub env: String,
 }
 
 #[derive(Debug, Subcommand)]

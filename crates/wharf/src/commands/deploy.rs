@@ -201,6 +201,14 @@ fn report(printer: &Printer, request: &DeployRequest, last: &DeployEvent, dry_ru
             "{} {message}",
             printer.paint("waiting:", Tone::Warn)
         ));
+    } else if *state == DeploymentState::InProgress {
+        let id = deployment
+            .map(|d| format!(" (deployment #{d})"))
+            .unwrap_or_default();
+        printer.info(&format!(
+            "{} {service} {version} in {env}{id}: {message}",
+            printer.paint("rolling out", Tone::Good)
+        ));
     }
 }
 

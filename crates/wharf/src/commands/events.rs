@@ -147,7 +147,9 @@ pub fn succeeded(event: &DeployEvent) -> bool {
     matches!(
         event,
         DeployEvent::Finished {
-            state: DeploymentState::Succeeded | DeploymentState::PendingApproval,
+            state: DeploymentState::Succeeded
+                | DeploymentState::PendingApproval
+                | DeploymentState::InProgress,
             ..
         }
     )

@@ -14,6 +14,7 @@ mod hosts;
 mod logs;
 mod pipeline;
 mod rollback;
+mod rollout;
 mod secret;
 mod server;
 mod status;
@@ -73,6 +74,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Token(command) => hosts::token(global, printer, command).await,
         Command::Hosts { env } => hosts::list(global, printer, env.as_deref()).await,
         Command::Host(command) => hosts::act(global, printer, command).await,
+        Command::Rollout(command) => rollout::rollout(global, printer, command).await,
         Command::Env(command) => env::env(global, printer, command).await,
         Command::Config(command) => config::config(global, printer, command).await,
         Command::Secret(command) => secret::secret(global, printer, command).await,
