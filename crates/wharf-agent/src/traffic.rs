@@ -96,7 +96,9 @@ impl Address {
             .preview
             .as_ref()
             .map_or(0, |p| p.route.outstanding_on(target, &[]));
-        self.route.outstanding_on(target, &self.retired).max(preview)
+        self.route
+            .outstanding_on(target, &self.retired)
+            .max(preview)
     }
 }
 
@@ -172,10 +174,7 @@ impl Traffic {
             tcp,
             (pause, response_timeout),
         );
-        if let Some(address) = self
-            .lock()
-            .get_mut(&(key.env.clone(), key.service.clone()))
-        {
+        if let Some(address) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {
             address.deployments.insert(key.instance, deployment);
         }
     }
@@ -232,18 +231,18 @@ impl Traffic {
             .get(&id)
             .cloned();
         let mut address = Address {
-                port,
-                tcp,
-                route,
-                members: HashMap::new(),
-                deployments: HashMap::new(),
-                draining: HashSet::new(),
-                remote: Vec::new(),
-                split: None,
-                preview: None,
-                retired: Vec::new(),
-                stop,
-            };
+            port,
+            tcp,
+            route,
+            members: HashMap::new(),
+            deployments: HashMap::new(),
+            draining: HashSet::new(),
+            remote: Vec::new(),
+            split: None,
+            preview: None,
+            retired: Vec::new(),
+            stop,
+        };
         if split.is_some() {
             self.apply_split(env, service, &mut address, split);
         }
@@ -369,8 +368,11 @@ impl Traffic {
         // Whether the main address is plain TCP shows in which server it runs; the
         // preview speaks the same.
         if address.tcp {
-            self.tasks
-                .spawn(wharf_proxy::serve_tcp(listener, route.clone(), stop.clone()));
+            self.tasks.spawn(wharf_proxy::serve_tcp(
+                listener,
+                route.clone(),
+                stop.clone(),
+            ));
         } else {
             self.tasks.spawn(wharf_proxy::serve_http(
                 listener,

@@ -324,7 +324,10 @@ impl Checker<'_> {
                 Some("leave `preview_port` out to let wharf pick one and keep it".into()),
             );
         }
-        let rolling = matches!(given.strategy, None | Some(crate::raw::RawStrategy::Rolling));
+        let rolling = matches!(
+            given.strategy,
+            None | Some(crate::raw::RawStrategy::Rolling)
+        );
         let strategy_keys = [
             ("preview_port", given.preview_port.is_some()),
             ("scale_down_delay", given.scale_down_delay.is_some()),
@@ -423,23 +426,38 @@ impl Checker<'_> {
         for (i, step) in given.steps.iter().flatten().enumerate() {
             let at = |k: &str| {
                 let mut p = path.to_vec();
-                p.extend([key("steps"), PathSegment::Index(i), key(k), PathSegment::Value]);
+                p.extend([
+                    key("steps"),
+                    PathSegment::Index(i),
+                    key(k),
+                    PathSegment::Value,
+                ]);
                 p
             };
             if !(1..=100).contains(&step.weight) {
                 self.report(
                     &at("weight"),
-                    format!("a step's weight is a percentage of requests, 1 to 100, not {}", step.weight),
+                    format!(
+                        "a step's weight is a percentage of requests, 1 to 100, not {}",
+                        step.weight
+                    ),
                     None,
                 );
             }
-            let pause = step.pause.as_ref().map(|p| match crate::duration::parse(p) {
-                Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                Err(e) => {
-                    self.report(&at("pause"), e, Some("write a number with a unit, such as `5m` or `30s`".into()));
-                    0
-                }
-            });
+            let pause = step
+                .pause
+                .as_ref()
+                .map(|p| match crate::duration::parse(p) {
+                    Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    Err(e) => {
+                        self.report(
+                            &at("pause"),
+                            e,
+                            Some("write a number with a unit, such as `5m` or `30s`".into()),
+                        );
+                        0
+                    }
+                });
             steps.push(CanaryStep {
                 weight: step.weight.clamp(1, 100) as u8,
                 pause_ms: pause,
@@ -456,13 +474,21 @@ impl Checker<'_> {
         if let Some(given) = &given.pin {
             if let Some(header) = &given.header {
                 if header.is_empty() || !header.bytes().all(is_token_byte) {
-                    self.report(&sub(&["pin", "header"]), format!("`{header}` is not a header name"), Some("letters, digits and `-`, e.g. `X-Canary`".into()));
+                    self.report(
+                        &sub(&["pin", "header"]),
+                        format!("`{header}` is not a header name"),
+                        Some("letters, digits and `-`, e.g. `X-Canary`".into()),
+                    );
                 }
                 pin.header = header.to_ascii_lowercase();
             }
             if let Some(cookie) = &given.cookie {
                 if cookie.is_empty() || !cookie.bytes().all(is_token_byte) {
-                    self.report(&sub(&["pin", "cookie"]), format!("`{cookie}` is not a cookie name"), Some("letters, digits, `-` and `_`".into()));
+                    self.report(
+                        &sub(&["pin", "cookie"]),
+                        format!("`{cookie}` is not a cookie name"),
+                        Some("letters, digits, `-` and `_`".into()),
+                    );
                 }
                 pin.cookie = cookie.clone();
             }
@@ -472,7 +498,11 @@ impl Checker<'_> {
             if let Some(text) = &given.max_error_increase {
                 match parse_percent_bp(text) {
                     Some(bp) => analysis.max_error_increase_bp = bp,
-                    None => self.report(&sub(&["analysis", "max_error_increase"]), format!("`{text}` is not a percentage"), Some("e.g. `5%` or `0.5%`".into())),
+                    None => self.report(
+                        &sub(&["analysis", "max_error_increase"]),
+                        format!("`{text}` is not a percentage"),
+                        Some("e.g. `5%` or `0.5%`".into()),
+                    ),
                 }
             }
             analysis.max_p99_increase_ms = self

@@ -111,7 +111,9 @@ pub struct Measured {
 
 impl Measured {
     fn error_bp(&self) -> u64 {
-        (self.errors * 10_000).checked_div(self.requests).unwrap_or(0)
+        (self.errors * 10_000)
+            .checked_div(self.requests)
+            .unwrap_or(0)
     }
 }
 
@@ -213,7 +215,9 @@ pub fn begin(strategy: &Strategy, now: i64) -> Progress {
 pub enum Command {
     /// Blue-green: switch all traffic (again: scale the old set down now). Canary: the
     /// next step, or with `full` every step at once.
-    Promote { full: bool },
+    Promote {
+        full: bool,
+    },
     Abort,
 }
 
@@ -259,8 +263,7 @@ pub fn next(
     if at.phase == Phase::Starting || !at.phase.is_active() {
         return Next::Wait;
     }
-    if command == Some(Command::Abort) || (failing && matches!(strategy, Strategy::Canary { .. }))
-    {
+    if command == Some(Command::Abort) || (failing && matches!(strategy, Strategy::Canary { .. })) {
         return Next::Abort;
     }
     let elapsed = u64::try_from(now.saturating_sub(at.since)).unwrap_or(0);
@@ -275,9 +278,7 @@ pub fn next(
             }),
             (Phase::Paused, Some(Command::Promote { full: true })) => Next::Finish,
             (Phase::Promoted, Some(Command::Promote { .. })) => Next::Finish,
-            (Phase::Promoted, _) if elapsed >= scale_down_delay.as_millis() as u64 => {
-                Next::Finish
-            }
+            (Phase::Promoted, _) if elapsed >= scale_down_delay.as_millis() as u64 => Next::Finish,
             _ => Next::Wait,
         },
         Strategy::Canary { steps, .. } => {
@@ -355,13 +356,29 @@ mod tests {
 
     #[test]
     fn the_rule_over_strategies_commands_and_time() {
-        type Case = (&'static str, Strategy, Progress, i64, Option<Command>, bool, Next);
+        type Case = (
+            &'static str,
+            Strategy,
+            Progress,
+            i64,
+            Option<Command>,
+            bool,
+            Next,
+        );
         let paused = at(Phase::Paused, 0, 0, 0);
         let promoted = at(Phase::Promoted, 0, 100, 0);
         let first = at(Phase::Paused, 0, 10, 0);
         let second = at(Phase::Paused, 1, 50, 0);
         let table: Vec<Case> = vec![
-            ("bg waits", blue_green(), paused, 10_000, None, false, Next::Wait),
+            (
+                "bg waits",
+                blue_green(),
+                paused,
+                10_000,
+                None,
+                false,
+                Next::Wait,
+            ),
             (
                 "bg promote switches all",
                 blue_green(),
@@ -371,13 +388,69 @@ mod tests {
                 false,
                 Next::Move(at(Phase::Promoted, 0, 100, 5)),
             ),
-            ("bg full promote scales down at once", blue_green(), paused, 5, FULL, false, Next::Finish),
-            ("bg keeps the old set for the delay", blue_green(), promoted, 499, None, false, Next::Wait),
-            ("bg scales down after the delay", blue_green(), promoted, 500, None, false, Next::Finish),
-            ("bg promoted again scales down now", blue_green(), promoted, 1, PROMOTE, false, Next::Finish),
-            ("bg abort after promotion", blue_green(), promoted, 1, ABORT, false, Next::Abort),
-            ("bg is not judged", blue_green(), promoted, 1, None, true, Next::Wait),
-            ("canary step held", canary(), first, 999, None, false, Next::Wait),
+            (
+                "bg full promote scales down at once",
+                blue_green(),
+                paused,
+                5,
+                FULL,
+                false,
+                Next::Finish,
+            ),
+            (
+                "bg keeps the old set for the delay",
+                blue_green(),
+                promoted,
+                499,
+                None,
+                false,
+                Next::Wait,
+            ),
+            (
+                "bg scales down after the delay",
+                blue_green(),
+                promoted,
+                500,
+                None,
+                false,
+                Next::Finish,
+            ),
+            (
+                "bg promoted again scales down now",
+                blue_green(),
+                promoted,
+                1,
+                PROMOTE,
+                false,
+                Next::Finish,
+            ),
+            (
+                "bg abort after promotion",
+                blue_green(),
+                promoted,
+                1,
+                ABORT,
+                false,
+                Next::Abort,
+            ),
+            (
+                "bg is not judged",
+                blue_green(),
+                promoted,
+                1,
+                None,
+                true,
+                Next::Wait,
+            ),
+            (
+                "canary step held",
+                canary(),
+                first,
+                999,
+                None,
+                false,
+                Next::Wait,
+            ),
             (
                 "canary step over",
                 canary(),
@@ -396,16 +469,76 @@ mod tests {
                 false,
                 Next::Move(at(Phase::Paused, 1, 50, 3)),
             ),
-            ("canary step without pause waits", canary(), second, 1 << 40, None, false, Next::Wait),
-            ("canary last promote finishes", canary(), second, 3, PROMOTE, false, Next::Finish),
-            ("canary full promote", canary(), first, 3, FULL, false, Next::Finish),
-            ("canary failing aborts", canary(), first, 3, None, true, Next::Abort),
-            ("failing beats a promotion", canary(), first, 3, PROMOTE, true, Next::Abort),
-            ("starting waits", canary(), at(Phase::Starting, 0, 0, 0), 5, PROMOTE, false, Next::Wait),
-            ("finished waits", canary(), at(Phase::Aborted, 0, 0, 0), 5, ABORT, false, Next::Wait),
+            (
+                "canary step without pause waits",
+                canary(),
+                second,
+                1 << 40,
+                None,
+                false,
+                Next::Wait,
+            ),
+            (
+                "canary last promote finishes",
+                canary(),
+                second,
+                3,
+                PROMOTE,
+                false,
+                Next::Finish,
+            ),
+            (
+                "canary full promote",
+                canary(),
+                first,
+                3,
+                FULL,
+                false,
+                Next::Finish,
+            ),
+            (
+                "canary failing aborts",
+                canary(),
+                first,
+                3,
+                None,
+                true,
+                Next::Abort,
+            ),
+            (
+                "failing beats a promotion",
+                canary(),
+                first,
+                3,
+                PROMOTE,
+                true,
+                Next::Abort,
+            ),
+            (
+                "starting waits",
+                canary(),
+                at(Phase::Starting, 0, 0, 0),
+                5,
+                PROMOTE,
+                false,
+                Next::Wait,
+            ),
+            (
+                "finished waits",
+                canary(),
+                at(Phase::Aborted, 0, 0, 0),
+                5,
+                ABORT,
+                false,
+                Next::Wait,
+            ),
         ];
         for (case, strategy, progress, now, command, failing, want) in table {
-            assert_eq!(next(&strategy, &progress, now, command, failing), want, "{case}");
+            assert_eq!(
+                next(&strategy, &progress, now, command, failing),
+                want,
+                "{case}"
+            );
         }
     }
 
@@ -431,14 +564,39 @@ mod tests {
         };
         type Case = (&'static str, Measured, Measured, bool);
         let table: Vec<Case> = vec![
-            ("too few requests to judge", m(100, 0, 1.0), m(19, 19, 1.0), false),
+            (
+                "too few requests to judge",
+                m(100, 0, 1.0),
+                m(19, 19, 1.0),
+                false,
+            ),
             ("as good as stable", m(100, 1, 5.0), m(50, 0, 5.0), false),
-            ("errors within the margin", m(100, 0, 5.0), m(100, 5, 5.0), false),
+            (
+                "errors within the margin",
+                m(100, 0, 5.0),
+                m(100, 5, 5.0),
+                false,
+            ),
             ("errors beyond it", m(100, 0, 5.0), m(100, 6, 5.0), true),
-            ("stable failing too", m(100, 50, 5.0), m(100, 50, 5.0), false),
-            ("slower beyond the margin", m(100, 0, 5.0), m(100, 0, 1000.0), true),
+            (
+                "stable failing too",
+                m(100, 50, 5.0),
+                m(100, 50, 5.0),
+                false,
+            ),
+            (
+                "slower beyond the margin",
+                m(100, 0, 5.0),
+                m(100, 0, 1000.0),
+                true,
+            ),
             ("slower within it", m(100, 0, 5.0), m(100, 0, 500.0), false),
-            ("stable answered nothing", Measured::default(), m(100, 10, 5.0), true),
+            (
+                "stable answered nothing",
+                Measured::default(),
+                m(100, 10, 5.0),
+                true,
+            ),
         ];
         for (case, stable, canary, fails) in table {
             assert_eq!(verdict(&a, &stable, &canary).is_some(), fails, "{case}");

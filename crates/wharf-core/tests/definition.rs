@@ -324,10 +324,19 @@ fn blue_green_and_canary_rollouts_are_read() {
         def.services["catalog"].rollout.strategy,
         Strategy::Canary {
             steps: vec![
-                CanaryStep { weight: 10, pause_ms: Some(300_000) },
-                CanaryStep { weight: 50, pause_ms: None },
+                CanaryStep {
+                    weight: 10,
+                    pause_ms: Some(300_000)
+                },
+                CanaryStep {
+                    weight: 50,
+                    pause_ms: None
+                },
             ],
-            pin: Pin { header: "x-canary".into(), ..Pin::default() },
+            pin: Pin {
+                header: "x-canary".into(),
+                ..Pin::default()
+            },
             analysis: Analysis {
                 max_error_increase_bp: 150,
                 max_p99_increase_ms: 200,
@@ -340,13 +349,41 @@ fn blue_green_and_canary_rollouts_are_read() {
 #[test]
 fn blue_green_and_canary_rollouts_are_checked() {
     let table = [
-        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 0 }] }", "1 to 100, not 0"),
-        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 5, pause: later }] }", "wharf.yaml:8:"),
-        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 5 }], pin: { header: \"a b\" } }", "not a header name"),
-        ("catalog", "rollout: { strategy: canary, steps: [{ weight: 5 }], analysis: { max_error_increase: lots } }", "not a percentage"),
-        ("catalog", "rollout: { strategy: blue-green, steps: [{ weight: 5 }] }", "`steps` does not apply to a blue-green rollout"),
-        ("catalog", "rollout: { scale_down_delay: 1m }", "does not apply to a rolling rollout"),
-        ("orders", "rollout: { strategy: blue-green }", "cannot both listen on the fixed port 9000"),
+        (
+            "catalog",
+            "rollout: { strategy: canary, steps: [{ weight: 0 }] }",
+            "1 to 100, not 0",
+        ),
+        (
+            "catalog",
+            "rollout: { strategy: canary, steps: [{ weight: 5, pause: later }] }",
+            "wharf.yaml:8:",
+        ),
+        (
+            "catalog",
+            "rollout: { strategy: canary, steps: [{ weight: 5 }], pin: { header: \"a b\" } }",
+            "not a header name",
+        ),
+        (
+            "catalog",
+            "rollout: { strategy: canary, steps: [{ weight: 5 }], analysis: { max_error_increase: lots } }",
+            "not a percentage",
+        ),
+        (
+            "catalog",
+            "rollout: { strategy: blue-green, steps: [{ weight: 5 }] }",
+            "`steps` does not apply to a blue-green rollout",
+        ),
+        (
+            "catalog",
+            "rollout: { scale_down_delay: 1m }",
+            "does not apply to a rolling rollout",
+        ),
+        (
+            "orders",
+            "rollout: { strategy: blue-green }",
+            "cannot both listen on the fixed port 9000",
+        ),
     ];
     for (service, yaml, expected) in table {
         let text = match service {

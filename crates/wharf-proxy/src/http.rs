@@ -477,7 +477,10 @@ mod pin_tests {
             (&[("x-canary", "maybe")], None),
             (&[("cookie", "a=1; canary=always")], Some(Track::Canary)),
             (&[("cookie", "canaryx=always")], None),
-            (&[("x-canary", "never"), ("cookie", "canary=always")], Some(Track::Stable)),
+            (
+                &[("x-canary", "never"), ("cookie", "canary=always")],
+                Some(Track::Stable),
+            ),
         ];
         for (headers, want) in table {
             let mut map = HeaderMap::new();

@@ -178,7 +178,7 @@ impl Route {
     ) {
         let current = self.members.load();
         let mut next = Members {
-            split: split.filter(|_| !canary.is_empty()),
+            split,
             ..Members::default()
         };
         for (t, is_canary) in stable
@@ -194,7 +194,7 @@ impl Route {
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Backend::new(target)));
             next.backends.push(backend);
-            next.canary.push(is_canary && next.split.is_some());
+            next.canary.push(is_canary);
         }
         for gone in current
             .backends
@@ -268,10 +268,10 @@ impl Route {
 
     /// Chooses a backend (other than `except`, when there is another) and counts a
     /// request on it, within the set a split sends the request to: the one it is
-    /// pinned to, else the canary for `weight` percent of draws. A set with nothing in
-    /// it gives way to the other only where the other may take traffic anyway (pinned,
-    /// or a weight between 0 and 100): a blue-green preview never takes the main
-    /// address's traffic before it is promoted.
+    /// pinned to, else the canary for `weight` percent of draws. A drawn set with
+    /// nothing in it gives way to the other unless the weight is 0: a blue-green preview never takes the main address's traffic before
+    /// it is promoted, and a pinned request waits for its own set (as while its
+    /// instances come back after a restart).
     pub(crate) fn choose_pinned(
         &self,
         except: Option<&Target>,
@@ -300,7 +300,7 @@ impl Route {
                 .collect()
         };
         let mut set = of(track);
-        let may_give_way = pinned.is_some() || (1..100).contains(&split.weight);
+        let may_give_way = pinned.is_none() && split.weight > 0;
         if set.is_empty() && may_give_way {
             set = of(match track {
                 Track::Canary => Track::Stable,
@@ -399,13 +399,45 @@ mod tests {
     fn a_split_sends_its_weight_to_the_canary_and_pins_win() {
         let route = Route::default();
         route.set_split(&[addr(1)], &[addr(2)], split(0));
-        assert!(sent_to(&route, None, 200).iter().all(|p| *p == 1), "weight 0: none to the canary");
-        assert!(sent_to(&route, Some(Track::Canary), 20).iter().all(|p| *p == 2), "pinned to it");
+        assert!(
+            sent_to(&route, None, 200).iter().all(|p| *p == 1),
+            "weight 0: none to the canary"
+        );
+        assert!(
+            sent_to(&route, Some(Track::Canary), 20)
+                .iter()
+                .all(|p| *p == 2),
+            "pinned to it"
+        );
+        route.set_split(&[addr(1)], &[], split(50));
+        assert_eq!(
+            sent_to(&route, Some(Track::Canary), 5),
+            vec![0; 5],
+            "a pin waits for its set"
+        );
+        assert_eq!(
+            sent_to(&route, None, 5),
+            vec![1; 5],
+            "others go to the set that serves"
+        );
+        route.set_split::<Target>(&[], &[addr(2)], split(50));
+        assert_eq!(
+            sent_to(&route, Some(Track::Stable), 5),
+            vec![0; 5],
+            "a pin waits for its set"
+        );
         route.set_split(&[addr(1)], &[addr(2)], split(100));
         assert!(sent_to(&route, None, 200).iter().all(|p| *p == 2));
-        assert!(sent_to(&route, Some(Track::Stable), 20).iter().all(|p| *p == 1));
+        assert!(
+            sent_to(&route, Some(Track::Stable), 20)
+                .iter()
+                .all(|p| *p == 1)
+        );
         route.set_split(&[addr(1)], &[addr(2)], split(10));
-        let canary = sent_to(&route, None, 2000).iter().filter(|p| **p == 2).count();
+        let canary = sent_to(&route, None, 2000)
+            .iter()
+            .filter(|p| **p == 2)
+            .count();
         assert!((100..300).contains(&canary), "about 10% of 2000: {canary}");
     }
 
@@ -413,15 +445,31 @@ mod tests {
     fn an_unpromoted_preview_never_takes_the_main_traffic() {
         let route = Route::default();
         route.set_split::<Target>(&[], &[addr(2)], split(0));
-        assert_eq!(sent_to(&route, None, 20), vec![0; 20], "no stable instance: nothing");
+        assert_eq!(
+            sent_to(&route, None, 20),
+            vec![0; 20],
+            "no stable instance: nothing"
+        );
         route.set_split::<Target>(&[], &[addr(2)], split(50));
-        assert_eq!(sent_to(&route, None, 20), vec![2; 20], "halfway: the canary serves");
+        assert_eq!(
+            sent_to(&route, None, 20),
+            vec![2; 20],
+            "halfway: the canary serves"
+        );
         route.set_split::<Target>(&[addr(1)], &[], split(100));
-        assert_eq!(sent_to(&route, None, 5), vec![1; 5], "no canary: no split");
+        assert_eq!(
+            sent_to(&route, None, 5),
+            vec![1; 5],
+            "no canary: the old set serves"
+        );
     }
 
     #[test]
     fn an_empty_route_chooses_nothing() {
-        assert!(Route::new::<Target>(&[]).choose_pinned(None, None).is_none());
+        assert!(
+            Route::new::<Target>(&[])
+                .choose_pinned(None, None)
+                .is_none()
+        );
     }
 }

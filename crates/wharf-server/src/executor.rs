@@ -732,9 +732,7 @@ impl Executor {
             .collect();
         let replaces = plan.steps().any(|s| matches!(s, Step::Replace { .. }));
         if splits(spec, kind) && replaces {
-            return self
-                .roll_out(guard, req, &plan, &plans, events)
-                .await;
+            return self.roll_out(guard, req, &plan, &plans, events).await;
         }
         let (state, message) = match self.execute(&plan, &plans, spec, events, false).await {
             Ok(()) if plan.is_empty() => (

@@ -116,14 +116,22 @@ pub fn stored_splits(store: &dyn Store) -> Vec<(String, String, TrafficSplit)> {
         .into_iter()
         .filter_map(|r| {
             let rollout = parse(&r).ok()?;
-            Some((r.env.clone(), r.service.clone(), rollout.split(r.deployment_id)))
+            Some((
+                r.env.clone(),
+                r.service.clone(),
+                rollout.split(r.deployment_id),
+            ))
         })
         .collect()
 }
 
 /// Stops `keys` at once (each drains first) and forgets them.
 async fn stop_and_forget(fleet: &Fleet, store: &dyn Store, keys: &[InstanceKey]) {
-    join_all(keys.iter().map(|key| async move { fleet.link(key).stop(key).await })).await;
+    join_all(
+        keys.iter()
+            .map(|key| async move { fleet.link(key).stop(key).await }),
+    )
+    .await;
     for key in keys {
         let _ = store.remove_instance(&key.env, &key.service, &key.node, key.instance);
     }
@@ -178,7 +186,8 @@ impl Executor {
                 rollout.stable_version
             ),
         );
-        self.store.put_rollout(&record(id, service, env, &rollout))?;
+        self.store
+            .put_rollout(&record(id, service, env, &rollout))?;
         self.fleet.set_split(env, service, Some(rollout.split(id)));
         // The old set stays, surplus instances too, until the rollout ends.
         let beside = Plan {
@@ -200,7 +209,8 @@ impl Executor {
             let message = rolled_back.message();
             rollout.progress.phase = Phase::Aborted;
             rollout.log(BY_WHARF, format!("the new set did not start: {message}"));
-            self.store.put_rollout(&record(id, service, env, &rollout))?;
+            self.store
+                .put_rollout(&record(id, service, env, &rollout))?;
             let state = if rolled_back.complete() {
                 DeploymentState::RolledBack
             } else {
@@ -227,8 +237,15 @@ impl Executor {
                 rollout.version
             ),
         };
-        rollout.log(BY_WHARF, format!("the new set is healthy; {}% of requests on it", rollout.progress.weight));
-        self.store.put_rollout(&record(id, service, env, &rollout))?;
+        rollout.log(
+            BY_WHARF,
+            format!(
+                "the new set is healthy; {}% of requests on it",
+                rollout.progress.weight
+            ),
+        );
+        self.store
+            .put_rollout(&record(id, service, env, &rollout))?;
         self.fleet.set_split(env, service, Some(rollout.split(id)));
         events.send(DeployEvent::Traffic {
             service: service.to_owned(),
@@ -269,12 +286,17 @@ impl Executor {
                     BY_WHARF,
                     "the controller stopped while the new set started; the deploy was resolved as interrupted".into(),
                 );
-                let _ = self.store.put_rollout(&record(r.deployment_id, &r.service, &r.env, &rollout));
+                let _ =
+                    self.store
+                        .put_rollout(&record(r.deployment_id, &r.service, &r.env, &rollout));
                 continue;
             }
             self.fleet
                 .set_split(&r.env, &r.service, Some(rollout.split(r.deployment_id)));
-            rollout.log(BY_WHARF, "the controller restarted; the rollout goes on".into());
+            rollout.log(
+                BY_WHARF,
+                "the controller restarted; the rollout goes on".into(),
+            );
             let driver = Driver {
                 store: self.store.clone(),
                 fleet: self.fleet.clone(),
@@ -321,9 +343,14 @@ impl Executor {
             };
             return Err(ServerError::new(
                 axum::http::StatusCode::CONFLICT,
-                format!("cannot {verb} the rollout of `{service}` in `{env}` (deployment #{}): {why}", before.deployment),
+                format!(
+                    "cannot {verb} the rollout of `{service}` in `{env}` (deployment #{}): {why}",
+                    before.deployment
+                ),
             )
-            .hint(format!("`wharf rollout status {service} --env {env}` shows it")));
+            .hint(format!(
+                "`wharf rollout status {service} --env {env}` shows it"
+            )));
         }
         let text = serde_json::to_string(&command).unwrap_or_default();
         let active = [Phase::Starting, Phase::Paused, Phase::Promoted].map(Phase::as_str);
@@ -340,9 +367,12 @@ impl Executor {
         loop {
             tokio::time::sleep(TICK).await;
             let now = self.rollout_view(service, env)?;
-            let taken = now.deployment != before.deployment || now.events.len() > before.events.len();
+            let taken =
+                now.deployment != before.deployment || now.events.len() > before.events.len();
             let settled = !matches!(now.phase.as_str(), "starting")
-                && (now.phase != before.phase || now.weight != before.weight || !Phase::parse(&now.phase).is_some_and(Phase::is_active));
+                && (now.phase != before.phase
+                    || now.weight != before.weight
+                    || !Phase::parse(&now.phase).is_some_and(Phase::is_active));
             if (taken && settled) || begun.elapsed() > Duration::from_secs(60) {
                 return Ok(now);
             }
@@ -365,7 +395,11 @@ fn view(r: &RolloutRecord, rollout: &Rollout) -> RolloutView {
         version: rollout.version.clone(),
         stable_version: rollout.stable_version.clone(),
         weight: rollout.progress.weight,
-        step: if steps.is_empty() { 0 } else { rollout.progress.step + 1 },
+        step: if steps.is_empty() {
+            0
+        } else {
+            rollout.progress.step + 1
+        },
         steps: steps.len(),
         step_ends_at: steps
             .get(rollout.progress.step)
@@ -445,7 +479,10 @@ impl Driver {
                 }
                 Next::Finish => {
                     self.rollout.ending = Some(Ending::Finish);
-                    format!("finishing: all requests on {}, {} retired", self.rollout.version, self.rollout.stable_version)
+                    format!(
+                        "finishing: all requests on {}, {} retired",
+                        self.rollout.version, self.rollout.stable_version
+                    )
                 }
                 Next::Abort => {
                     self.rollout.ending = Some(Ending::Abort);
@@ -453,11 +490,18 @@ impl Driver {
                         Some(reason) if command != Some(Command::Abort) => {
                             format!("aborted by its analysis: {reason}")
                         }
-                        _ => format!("aborted: all requests back on {}", self.rollout.stable_version),
+                        _ => format!(
+                            "aborted: all requests back on {}",
+                            self.rollout.stable_version
+                        ),
                     }
                 }
             };
-            let by = if command.is_some() { by } else { BY_WHARF.to_owned() };
+            let by = if command.is_some() {
+                by
+            } else {
+                BY_WHARF.to_owned()
+            };
             self.rollout.log(&by, what);
             if self.save().is_err() {
                 // Not acted on unless stored; the next tick tries again.
@@ -482,8 +526,18 @@ impl Driver {
     async fn end(mut self, ending: Ending) {
         let id = self.guard.id();
         let (weight, retired, phase, state) = match ending {
-            Ending::Finish => (100, self.rollout.old.clone(), Phase::Succeeded, DeploymentState::Succeeded),
-            Ending::Abort => (0, self.rollout.new.clone(), Phase::Aborted, DeploymentState::RolledBack),
+            Ending::Finish => (
+                100,
+                self.rollout.old.clone(),
+                Phase::Succeeded,
+                DeploymentState::Succeeded,
+            ),
+            Ending::Abort => (
+                0,
+                self.rollout.new.clone(),
+                Phase::Aborted,
+                DeploymentState::RolledBack,
+            ),
         };
         self.rollout.progress.weight = weight;
         self.fleet

@@ -294,8 +294,9 @@ impl Store for SqliteStore {
     fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let sql =
-            format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress' AND {NOT_ROLLING_OUT}");
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress' AND {NOT_ROLLING_OUT}"
+        );
         let unfinished: Vec<DeploymentRecord> = {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map([], deployment_row)?;
@@ -1259,8 +1260,16 @@ mod tests {
             store.interrupt_unfinished("stopped", 2).unwrap().is_empty(),
             "its deployment stays in progress"
         );
-        assert!(store.command_rollout(rolling, &["paused"], "abort", "bob").unwrap());
-        assert!(!store.command_rollout(rolling, &["promoted"], "abort", "bob").unwrap());
+        assert!(
+            store
+                .command_rollout(rolling, &["paused"], "abort", "bob")
+                .unwrap()
+        );
+        assert!(
+            !store
+                .command_rollout(rolling, &["promoted"], "abort", "bob")
+                .unwrap()
+        );
         store.put_rollout(&row("paused")).unwrap();
         assert_eq!(
             store.take_rollout_command(rolling).unwrap(),
@@ -1275,7 +1284,10 @@ mod tests {
             1,
             "a rollout still starting its new set is interrupted like a deploy"
         );
-        assert_eq!(store.rollout("ci", "catalog").unwrap().unwrap().phase, "starting");
+        assert_eq!(
+            store.rollout("ci", "catalog").unwrap().unwrap().phase,
+            "starting"
+        );
     }
 
     fn deployment(user: &str) -> NewDeployment {

@@ -71,7 +71,14 @@ fn show(printer: &Printer, view: &RolloutView) {
         .unwrap_or_else(|| "-".into());
     printer.data(&table::render(
         &[
-            "DEPLOYMENT", "STRATEGY", "PHASE", "STABLE", "NEW", "WEIGHT", "STEP", "STEP ENDS",
+            "DEPLOYMENT",
+            "STRATEGY",
+            "PHASE",
+            "STABLE",
+            "NEW",
+            "WEIGHT",
+            "STEP",
+            "STEP ENDS",
             "PREVIEW",
         ],
         &[vec![

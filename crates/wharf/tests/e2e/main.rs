@@ -17,5 +17,6 @@ mod limits;
 mod netns;
 mod recovery;
 mod registry;
+mod rollouts;
 mod shop;
 mod traffic;
