@@ -579,3 +579,100 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
         "every rollout replaced the instances: {now:?}"
     );
 }
+
+/// The body of GET `/` on 127.0.0.1:`port` inside namespace `ns`.
+fn body_in(ns: &str, port: u16) -> Option<String> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).ok()?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// Whether the next `n` answers on every host come from `version`.
+fn every_host_answers(hosts: &[String], port: u16, version: &str, n: usize) -> bool {
+    let wanted = format!("\"version\": \"{version}\"");
+    hosts
+        .iter()
+        .all(|ns| (0..n).all(|_| body_in(ns, port).is_some_and(|b| b.contains(&wanted))))
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn a_blue_green_rollout_switches_every_host_at_once_and_fails_no_request() {
+    if !runs_here() {
+        return;
+    }
+    let _one_fleet_at_a_time = one_at_a_time();
+    let definition = SPREAD.replace(
+        "    resources: { cpu: 0.1, memory: 32Mi }\n",
+        "    resources: { cpu: 0.1, memory: 32Mi }\n    rollout: { strategy: blue-green, scale_down_delay: 1h }\n",
+    );
+    let mut staging = Staging(Project::new(&definition, &["svc"]));
+    let p = &mut staging.0;
+    p.ok(&["env", "up", "staging"]);
+    p.ok(&["deploy", "svc", "--env", "staging", "--version", "v0"]);
+    let port = p.address_port("svc", "staging");
+    let hosts = namespaces(p);
+    assert!(wait_until(Duration::from_secs(10), || every_host_answers(
+        &hosts, port, "v0", 1
+    )));
+    let load = HostLoad::start(&hosts, port);
+
+    p.ok(&["deploy", "svc", "--env", "staging", "--version", "v1"]);
+    let status = p.json(&["rollout", "status", "svc", "--env", "staging"]);
+    let preview: u16 = status["preview"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || every_host_answers(
+            &hosts, preview, "v1", 2
+        )),
+        "every host's preview address reaches the new set"
+    );
+    assert!(
+        every_host_answers(&hosts, port, "v0", 5),
+        "the address stays on the old set"
+    );
+
+    let begun = Instant::now();
+    p.ok(&["rollout", "promote", "svc", "--env", "staging"]);
+    assert!(wait_until(Duration::from_secs(10), || every_host_answers(
+        &hosts, port, "v1", 3
+    )));
+    let switched = begun.elapsed();
+    let begun = Instant::now();
+    p.ok(&["rollout", "abort", "svc", "--env", "staging"]);
+    assert!(wait_until(Duration::from_secs(10), || every_host_answers(
+        &hosts, port, "v0", 3
+    )));
+    let back = begun.elapsed();
+    assert!(wait_until(Duration::from_secs(20), || p
+        .instances("svc", "staging")
+        .iter()
+        .all(|i| i["version"] == "v0")));
+    let (sent, failed) = load.stop();
+    eprintln!(
+        "netns blue-green: every host on the new set {} ms after `promote` began, back on the old {} ms after `abort` began (each including the CLI's run); {sent} requests from 3 hosts, {} failed",
+        switched.as_millis(),
+        back.as_millis(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "of {sent}: {failed:?}");
+}
