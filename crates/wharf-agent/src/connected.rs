@@ -338,6 +338,9 @@ pub async fn run(
                 program.clone(),
             ));
     }
+    agent
+        .traffic()
+        .remember_splits_in(options.state_dir.join("traffic_splits.json"));
     let recovery = agent.recover().await;
     tracing::info!(
         adopted = recovery.adopted.len(),

@@ -37,6 +37,8 @@ struct Address {
     preview: Option<Preview>,
     /// Backends taken out of the rotation, kept until drained.
     retired: Vec<Arc<Backend>>,
+    /// The same for the preview address (not counted in the address's traffic).
+    preview_retired: Vec<Arc<Backend>>,
     stop: CancellationToken,
 }
 
@@ -53,8 +55,9 @@ impl Address {
     fn publish(&mut self) {
         self.retired.retain(|b| b.outstanding() > 0);
         self.retired.extend(self.route.snapshot());
+        self.preview_retired.retain(|b| b.outstanding() > 0);
         if let Some(preview) = &self.preview {
-            self.retired.extend(preview.route.snapshot());
+            self.preview_retired.extend(preview.route.snapshot());
         }
         let mut local: Vec<(SocketAddr, i64)> = self
             .members
@@ -92,13 +95,17 @@ impl Address {
 
     /// Requests outstanding on `target` through this address or its preview.
     fn outstanding_on(&self, target: SocketAddr) -> usize {
-        let preview = self
-            .preview
-            .as_ref()
-            .map_or(0, |p| p.route.outstanding_on(target, &[]));
-        self.route
-            .outstanding_on(target, &self.retired)
-            .max(preview)
+        let preview = match &self.preview {
+            Some(p) => p.route.outstanding_on(target, &self.preview_retired),
+            None => self
+                .preview_retired
+                .iter()
+                .filter(|b| b.target == Target::Local(target))
+                .map(|b| b.outstanding())
+                .max()
+                .unwrap_or(0),
+        };
+        self.route.outstanding_on(target, &self.retired) + preview
     }
 }
 
@@ -110,6 +117,8 @@ pub struct Traffic {
     /// The splits the controller set, kept for addresses opened later (instances
     /// adopted after a restart).
     splits: Mutex<HashMap<Id, TrafficSplit>>,
+    /// Where they are kept across restarts, on a host of a fleet.
+    splits_file: OnceLock<std::path::PathBuf>,
     /// Entries by environment.
     pub(crate) entries: Mutex<HashMap<String, crate::entry::Entry>>,
     /// This agent's mesh listener, once it has one: drains wait for its tunnels too.
@@ -241,6 +250,7 @@ impl Traffic {
             split: None,
             preview: None,
             retired: Vec::new(),
+            preview_retired: Vec::new(),
             stop,
         };
         if split.is_some() {
@@ -277,6 +287,21 @@ impl Traffic {
                 (route.pause_timeout, route.response_timeout),
             );
         }
+        {
+            // A service gone from the routes has no rollout any more.
+            let listed: Vec<&str> = routes.iter().map(|r| r.service.as_str()).collect();
+            let stale: Vec<String> = self
+                .splits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .filter(|(e, s)| e == env && !listed.contains(&s.as_str()))
+                .map(|(_, s)| s.clone())
+                .collect();
+            for service in stale {
+                self.remember_split((env, &service), None);
+            }
+        }
         let mut all = self.lock();
         all.retain(|(e, service), address| {
             if e != env {
@@ -300,6 +325,7 @@ impl Traffic {
                 })
                 .unwrap_or_default();
             let split = listed.and_then(|r| r.split.clone());
+            self.remember_split((env, service), split.clone());
             if remote != address.remote || split != address.split {
                 address.remote = remote;
                 self.apply_split(env, service, address, split);
@@ -319,14 +345,7 @@ impl Traffic {
     /// Splits a service's traffic between a rollout's new set and the old one (none:
     /// the rollout is over), as the controller decided.
     pub fn set_split(&self, env: &str, service: &str, split: Option<TrafficSplit>) {
-        {
-            let id = (env.to_owned(), service.to_owned());
-            let mut splits = self.splits.lock().unwrap_or_else(|p| p.into_inner());
-            match &split {
-                Some(s) => splits.insert(id, s.clone()),
-                None => splits.remove(&id),
-            };
-        }
+        self.remember_split((env, service), split.clone());
         let mut all = self.lock();
         let Some(address) = all.get_mut(&(env.to_owned(), service.to_owned())) else {
             return;
@@ -336,6 +355,43 @@ impl Traffic {
         }
         self.apply_split(env, service, address, split);
         address.publish();
+    }
+
+    /// Keeps the split of a service for addresses opened later, in the splits file too
+    /// when there is one (an agent that restarts reads it before it adopts instances).
+    fn remember_split(&self, (env, service): (&str, &str), split: Option<TrafficSplit>) {
+        let id = (env.to_owned(), service.to_owned());
+        let mut splits = self.splits.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match &split {
+            Some(s) => splits.insert(id, s.clone()).as_ref() != Some(s),
+            None => splits.remove(&id).is_some(),
+        };
+        if changed && let Some(path) = self.splits_file.get() {
+            let all: Vec<(&Id, &TrafficSplit)> = splits.iter().collect();
+            let tmp = path.with_extension("tmp");
+            let written = serde_json::to_vec(&all)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&tmp, b))
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::warn!("cannot keep the traffic splits in {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Keeps the splits the controller sets in `path`, and takes back those it holds:
+    /// an instance of a rollout's new set adopted after a restart joins its split, not
+    /// the main rotation, before the controller is reached again.
+    pub fn remember_splits_in(&self, path: std::path::PathBuf) {
+        let kept: Vec<(Id, TrafficSplit)> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        self.splits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(kept);
+        let _ = self.splits_file.set(path);
     }
 
     /// Records `split` on `address`, opening or closing its preview listener.
@@ -386,6 +442,8 @@ impl Traffic {
 
     fn close_preview(&self, address: &mut Address) {
         if let Some(preview) = address.preview.take() {
+            // What it still carries is drained like the rest.
+            address.preview_retired.extend(preview.route.snapshot());
             preview.stop.cancel();
             self.release(SocketAddr::from(([127, 0, 0, 1], preview.port)));
         }
@@ -492,6 +550,8 @@ impl Traffic {
         }
         if let Some(a) = self.lock().get_mut(&id) {
             a.retired.retain(|b| b.target != target);
+            a.preview_retired
+                .retain(|b| b.target != Target::Local(target));
         }
     }
 
@@ -555,6 +615,68 @@ mod tests {
         all.get(&("ci".to_owned(), "web".to_owned()))
             .map(|a| a.route.targets())
             .unwrap_or_default()
+    }
+
+    fn instance(n: u32) -> InstanceKey {
+        InstanceKey {
+            instance: n,
+            ..key()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_split_outlives_an_agent_restart_and_its_preview_reaches_only_the_new_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("traffic_splits.json");
+        let second = Duration::from_secs(1);
+        let preview = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let split = TrafficSplit {
+            candidate: 2,
+            weight: 0,
+            header: String::new(),
+            cookie: String::new(),
+            preview_port: Some(preview),
+        };
+        let (old, new): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:4001".parse().unwrap(),
+            "127.0.0.1:4002".parse().unwrap(),
+        );
+        {
+            let before = Traffic::default();
+            before.remember_splits_in(file.clone());
+            before.set_split("ci", "web", Some(split.clone()));
+            before.close();
+        }
+        // The next agent reads the split before it adopts anything.
+        let traffic = Traffic::default();
+        traffic.remember_splits_in(file.clone());
+        traffic.ensure(&instance(0), 1, 0, false, second, second);
+        traffic.ensure(&instance(1), 2, 0, false, second, second);
+        traffic.set(&instance(0), Some(old));
+        traffic.set(&instance(1), Some(new));
+        {
+            let all = traffic.lock();
+            let address = all.get(&("ci".to_owned(), "web".to_owned())).unwrap();
+            assert_eq!(address.split.as_ref(), Some(&split));
+            let preview = address.preview.as_ref().expect("the preview listens");
+            assert_eq!(preview.route.targets(), vec![Target::Local(new)]);
+            assert_eq!(address.route.split().map(|s| s.weight), Some(0));
+        }
+        traffic.set_split("ci", "web", None);
+        assert!(
+            traffic.lock()[&("ci".to_owned(), "web".to_owned())]
+                .preview
+                .is_none(),
+            "the rollout over, the preview closes"
+        );
+        let kept: Vec<(Id, TrafficSplit)> =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert!(kept.is_empty(), "nor is it kept: {kept:?}");
+        traffic.close();
     }
 
     #[tokio::test]

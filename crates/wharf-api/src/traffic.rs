@@ -33,10 +33,12 @@ impl Counts {
         }
     }
 
-    /// What happened between `earlier` and this read (a counter that restarted counts
-    /// from zero).
+    /// What happened between `earlier` and this read. Counters that restarted (fewer
+    /// requests than before) count from zero, all of them: fields judged apart could
+    /// pair one set's errors with another's requests.
     pub fn since(&self, earlier: &Counts) -> Counts {
-        let minus = |a: u64, b: u64| if a >= b { a - b } else { a };
+        let restarted = self.requests < earlier.requests;
+        let minus = |a: u64, b: u64| if restarted { a } else { a.saturating_sub(b) };
         Counts {
             requests: minus(self.requests, earlier.requests),
             errors: minus(self.errors, earlier.errors),

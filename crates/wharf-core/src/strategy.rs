@@ -132,7 +132,10 @@ pub fn verdict(analysis: &Analysis, stable: &Measured, canary: &Measured) -> Opt
             f64::from(analysis.max_error_increase_bp) / 100.0
         ));
     }
-    if let (Some(ours), Some(theirs)) = (canary.p99_ms, stable.p99_ms.or(Some(0.0)))
+    // Latency is only compared with a stable set that answered enough to have a p99 (a
+    // step of weight 100 leaves it none); errors are compared with none at all.
+    let stable_measured = stable.requests >= analysis.min_requests.max(1);
+    if let (Some(ours), Some(theirs)) = (canary.p99_ms, stable.p99_ms.filter(|_| stable_measured))
         && ours > theirs + analysis.max_p99_increase_ms as f64
     {
         return Some(format!(
@@ -244,7 +247,8 @@ pub enum Refusal {
 pub fn may(command: Command, phase: Phase) -> Result<(), Refusal> {
     match (command, phase) {
         (_, Phase::Succeeded | Phase::Aborted) => Err(Refusal::Finished(phase)),
-        (Command::Promote { .. }, Phase::Starting) => Err(Refusal::StillStarting),
+        // The deploy still starting the new set decides: it rolls a failing start back.
+        (_, Phase::Starting) => Err(Refusal::StillStarting),
         _ => Ok(()),
     }
 }
@@ -546,7 +550,11 @@ mod tests {
     fn commands_refused_by_phase() {
         let promote = Command::Promote { full: false };
         assert_eq!(may(promote, Phase::Paused), Ok(()));
-        assert_eq!(may(Command::Abort, Phase::Starting), Ok(()));
+        assert_eq!(may(Command::Abort, Phase::Promoted), Ok(()));
+        assert_eq!(
+            may(Command::Abort, Phase::Starting),
+            Err(Refusal::StillStarting)
+        );
         assert_eq!(may(promote, Phase::Starting), Err(Refusal::StillStarting));
         assert_eq!(
             may(Command::Abort, Phase::Succeeded),
@@ -592,10 +600,22 @@ mod tests {
             ),
             ("slower within it", m(100, 0, 5.0), m(100, 0, 500.0), false),
             (
-                "stable answered nothing",
+                "stable answered nothing, canary erring",
                 Measured::default(),
                 m(100, 10, 5.0),
                 true,
+            ),
+            (
+                "stable answered nothing, canary slow",
+                Measured::default(),
+                m(100, 0, 900.0),
+                false,
+            ),
+            (
+                "stable answered too little for a p99",
+                m(3, 0, 1.0),
+                m(100, 0, 900.0),
+                false,
             ),
         ];
         for (case, stable, canary, fails) in table {

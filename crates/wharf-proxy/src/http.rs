@@ -435,6 +435,11 @@ impl Body for Guarded {
 /// cookie, saying `always` (the canary) or `never` (the stable set).
 fn pinned_track(headers: &HeaderMap, split: &crate::route::Split) -> Option<crate::route::Track> {
     use crate::route::Track;
+    if split.header.is_empty() {
+        // A split without pins (a blue-green preview): nothing reaches the new set
+        // through the address before it is promoted.
+        return None;
+    }
     let track = |value: &str| match value.trim() {
         v if v.eq_ignore_ascii_case("always") => Some(Track::Canary),
         v if v.eq_ignore_ascii_case("never") => Some(Track::Stable),

@@ -247,6 +247,7 @@ pub async fn run(
     // controller runs, below), instances adopted, and rows of instances that no longer
     // exist are dropped.
     store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
+    let splits = rollouts::stored_splits(&*store)?;
     let agent = match mode {
         Mode::Dev(drivers) => {
             let agent = local_agent(state_dir, &store, &keyring, &artifacts, drivers)?;
@@ -261,8 +262,8 @@ pub async fn run(
             }
             // Before recovery too: an adopted instance of a rollout's new set joins
             // its split, not the main rotation.
-            for (env, service, split) in rollouts::stored_splits(&*store) {
-                agent.traffic().set_split(&env, &service, Some(split));
+            for (env, service, split) in &splits {
+                agent.traffic().set_split(env, service, Some(split.clone()));
             }
             let recovery = agent.recover().await;
             tracing::info!(
@@ -276,7 +277,7 @@ pub async fn run(
         Mode::Production => None,
     };
     let fleet = Fleet::new(agent.clone(), store.clone());
-    for (env, service, split) in rollouts::stored_splits(&*store) {
+    for (env, service, split) in splits {
         fleet.set_split(&env, &service, Some(split));
     }
     fleet.restore(&secret_source(store.clone(), keyring.clone()));
@@ -355,8 +356,10 @@ pub async fn run(
     {
         let (executor, shutdown) = (controller.executor.clone(), shutdown.clone());
         tokio::spawn(async move {
-            executor.resolve_interrupted().await;
+            // Rollouts first: their commands and timers do not wait for the others.
             executor.resume_rollouts().await;
+            executor.resolve_interrupted().await;
+            executor.close_started_rollouts();
             recovery::watch(executor, shutdown).await;
         });
     }

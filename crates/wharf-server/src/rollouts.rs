@@ -69,16 +69,20 @@ impl Rollout {
         });
     }
 
+    /// The split every address applies now. Only a canary pins clients, and not while
+    /// it ends: a pinned request would wait for a set being retired.
     fn split(&self, candidate: i64) -> TrafficSplit {
-        let pin = match &self.strategy {
-            Strategy::Canary { pin, .. } => pin.clone(),
-            _ => Default::default(),
+        let (header, cookie) = match &self.strategy {
+            Strategy::Canary { pin, .. } if self.ending.is_none() => {
+                (pin.header.clone(), pin.cookie.clone())
+            }
+            _ => (String::new(), String::new()),
         };
         TrafficSplit {
             candidate,
             weight: self.progress.weight,
-            header: pin.header,
-            cookie: pin.cookie,
+            header,
+            cookie,
             preview_port: self.preview_port,
         }
     }
@@ -108,23 +112,26 @@ fn parse(record: &RolloutRecord) -> Result<Rollout, ServerError> {
 
 /// The splits of the rollouts whose sets run, as stored: applied before anything is
 /// adopted at start, so no instance of a new set serves the main address unasked.
-pub fn stored_splits(store: &dyn Store) -> Vec<(String, String, TrafficSplit)> {
+pub fn stored_splits(
+    store: &dyn Store,
+) -> Result<Vec<(String, String, TrafficSplit)>, wharf_store::StoreError> {
     let active = [Phase::Starting, Phase::Paused, Phase::Promoted].map(Phase::as_str);
-    store
-        .rollouts_in(&active)
-        .unwrap_or_default()
+    Ok(store
+        .rollouts_in(&active)?
         .into_iter()
-        .filter_map(|r| {
-            let rollout = parse(&r).ok()?;
-            Some((
+        .filter_map(|r| match parse(&r) {
+            Ok(rollout) => Some((
                 r.env.clone(),
                 r.service.clone(),
                 rollout.split(r.deployment_id),
-            ))
+            )),
+            Err(e) => {
+                tracing::error!("{}", e.message);
+                None
+            }
         })
-        .collect()
+        .collect())
 }
-
 /// Stops `keys` at once (each drains first) and forgets them.
 async fn stop_and_forget(fleet: &Fleet, store: &dyn Store, keys: &[InstanceKey]) {
     join_all(
@@ -152,13 +159,26 @@ impl Executor {
         let spec = &req.spec;
         let id = guard.id();
         let (service, env) = (spec.service.as_str(), spec.env.as_str());
-        let running: Vec<(InstanceKey, String)> = self
-            .fleet
-            .statuses()
-            .into_iter()
-            .filter(|(p, _)| p.key.env == env && p.key.service == service && p.deployment_id != id)
-            .map(|(p, _)| (p.key, p.version))
-            .collect();
+        let key = |slot: &Slot| InstanceKey {
+            env: env.to_owned(),
+            service: service.to_owned(),
+            node: slot.node.clone(),
+            instance: slot.instance,
+        };
+        // The old set is what the plan replaces or stops; the new one what it starts.
+        // Instances it leaves unchanged stay whatever the outcome.
+        let mut running: Vec<(InstanceKey, String)> = Vec::new();
+        let mut new = Vec::new();
+        for step in plan.steps() {
+            match step {
+                Step::Start { to } => new.push(key(&to.slot)),
+                Step::Replace { from, to } => {
+                    running.push((key(&from.slot), from.version.clone()));
+                    new.push(key(&to.slot));
+                }
+                Step::Stop { from } => running.push((key(&from.slot), from.version.clone())),
+            }
+        }
         let preview_port =
             crate::render::preview_port(&*self.store, env, service, spec.rollout.preview_port)?;
         let mut rollout = Rollout {
@@ -173,7 +193,7 @@ impl Executor {
             stable_version: running.first().map(|(_, v)| v.clone()).unwrap_or_default(),
             preview_port: Some(preview_port),
             old: running.into_iter().map(|(k, _)| k).collect(),
-            new: plans.values().map(|p| p.key.clone()).collect(),
+            new,
             ending: None,
             events: Vec::new(),
         };
@@ -244,8 +264,14 @@ impl Executor {
                 rollout.progress.weight
             ),
         );
-        self.store
-            .put_rollout(&record(id, service, env, &rollout))?;
+        if let Err(e) = self.store.put_rollout(&record(id, service, env, &rollout)) {
+            // Not stored, so not begun: the new set goes, as if it had failed.
+            stop_and_forget(&self.fleet, &*self.store, &rollout.new).await;
+            self.fleet.set_split(env, service, None);
+            let message = format!("the rollout could not be stored ({e}); the new set was stopped");
+            guard.finish(DeploymentState::Failed, &message)?;
+            return Err(ServerError::internal(message));
+        }
         self.fleet.set_split(env, service, Some(rollout.split(id)));
         events.send(DeployEvent::Traffic {
             service: service.to_owned(),
@@ -270,21 +296,26 @@ impl Executor {
         })
     }
 
-    /// At start: rollouts whose new set serves go on; those that were still starting
-    /// theirs were resolved as interrupted deploys, and only their split is left.
+    /// At start, before interrupted deploys are resolved: rollouts whose new set
+    /// serves go on (their deployment is still in progress).
     pub async fn resume_rollouts(&self) {
-        let active = [Phase::Starting, Phase::Paused, Phase::Promoted].map(Phase::as_str);
-        for r in self.store.rollouts_in(&active).unwrap_or_default() {
+        let serving = [Phase::Paused, Phase::Promoted].map(Phase::as_str);
+        for r in self.store.rollouts_in(&serving).unwrap_or_default() {
             let Ok(mut rollout) = parse(&r) else {
                 tracing::error!("rollout #{} cannot be read; left as it is", r.deployment_id);
                 continue;
             };
-            if rollout.progress.phase == Phase::Starting {
+            let in_progress = matches!(
+                self.store.deployment(r.deployment_id),
+                Ok(Some(d)) if d.state == DeploymentState::InProgress
+            );
+            if !in_progress {
+                // Its deployment ended (its last record was lost): nothing to drive.
                 self.fleet.set_split(&r.env, &r.service, None);
                 rollout.progress.phase = Phase::Aborted;
                 rollout.log(
                     BY_WHARF,
-                    "the controller stopped while the new set started; the deploy was resolved as interrupted".into(),
+                    "its deployment had ended; the rollout is closed".into(),
                 );
                 let _ =
                     self.store
@@ -305,10 +336,30 @@ impl Executor {
                 guard: DeployGuard::new(self.store.clone(), r.deployment_id),
                 rollout,
             };
-            tokio::spawn(driver.run());
+            tokio::spawn(driver.run_resumed());
         }
     }
 
+    /// At start, once interrupted deploys are resolved: a rollout that was still
+    /// starting its new set went with its deploy (rolled back, or resumed the rolling
+    /// way); its split goes too.
+    pub fn close_started_rollouts(&self) {
+        let starting = [Phase::Starting.as_str()];
+        for r in self.store.rollouts_in(&starting).unwrap_or_default() {
+            self.fleet.set_split(&r.env, &r.service, None);
+            let Ok(mut rollout) = parse(&r) else {
+                continue;
+            };
+            rollout.progress.phase = Phase::Aborted;
+            rollout.log(
+                BY_WHARF,
+                "the controller stopped while the new set started; the deploy was resolved as interrupted".into(),
+            );
+            let _ = self
+                .store
+                .put_rollout(&record(r.deployment_id, &r.service, &r.env, &rollout));
+        }
+    }
     /// The newest rollout of a service in an environment.
     pub fn rollout_view(&self, service: &str, env: &str) -> Result<RolloutView, ServerError> {
         let Some(r) = self.store.rollout(env, service)? else {
@@ -373,6 +424,13 @@ impl Executor {
                 && (now.phase != before.phase
                     || now.weight != before.weight
                     || !Phase::parse(&now.phase).is_some_and(Phase::is_active));
+            if taken && settled && command != Command::Abort && now.phase == "aborted" {
+                return Err(ServerError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    format!("the rollout of `{service}` in `{env}` was aborted meanwhile; nothing was promoted"),
+                )
+                .hint(format!("`wharf rollout status {service} --env {env}` shows who aborted it and why")));
+            }
             if (taken && settled) || begun.elapsed() > Duration::from_secs(60) {
                 return Ok(now);
             }
@@ -424,10 +482,24 @@ struct Driver {
     rollout: Rollout,
 }
 
+/// After a controller restart, how long the analysis waits for every host to report
+/// before it takes its baseline (a host's first report carries all it counted).
+const RESUME_GRACE: Duration = Duration::from_secs(5);
+
 impl Driver {
-    async fn run(mut self) {
+    async fn run(self) {
+        self.drive(Duration::ZERO).await
+    }
+
+    async fn run_resumed(self) {
+        self.drive(RESUME_GRACE).await
+    }
+
+    /// `grace`: how long until the analysis' baseline is taken.
+    async fn drive(mut self, grace: Duration) {
         let id = self.guard.id();
-        let mut baseline = self.counts();
+        let begun = Instant::now();
+        let mut baseline = grace.is_zero().then(|| self.counts());
         let mut analysed = Instant::now();
         loop {
             if let Some(ending) = self.rollout.ending {
@@ -445,11 +517,15 @@ impl Driver {
             let judged = matches!(self.rollout.strategy, Strategy::Canary { .. })
                 && self.rollout.progress.phase == Phase::Paused
                 && analysed.elapsed() >= ANALYSIS_EVERY;
-            let failing = if judged {
-                analysed = Instant::now();
-                self.verdict(&baseline)
-            } else {
-                None
+            if baseline.is_none() && begun.elapsed() >= grace {
+                baseline = Some(self.counts());
+            }
+            let failing = match &baseline {
+                Some(baseline) if judged => {
+                    analysed = Instant::now();
+                    self.verdict(baseline)
+                }
+                _ => None,
             };
             let now = now_millis();
             let next = strategy::next(
@@ -459,11 +535,12 @@ impl Driver {
                 command,
                 failing.is_some(),
             );
+            // Changed on a copy, kept only once stored.
+            let mut moved = self.rollout.clone();
             let what = match next {
                 Next::Wait => continue,
                 Next::Move(progress) => {
-                    self.rollout.progress = progress;
-                    baseline = self.counts();
+                    moved.progress = progress;
                     match progress.phase {
                         Phase::Promoted => format!(
                             "promoted: all requests on {}; {} kept until the scale-down delay is over",
@@ -478,14 +555,14 @@ impl Driver {
                     }
                 }
                 Next::Finish => {
-                    self.rollout.ending = Some(Ending::Finish);
+                    moved.ending = Some(Ending::Finish);
                     format!(
                         "finishing: all requests on {}, {} retired",
                         self.rollout.version, self.rollout.stable_version
                     )
                 }
                 Next::Abort => {
-                    self.rollout.ending = Some(Ending::Abort);
+                    moved.ending = Some(Ending::Abort);
                     match &failing {
                         Some(reason) if command != Some(Command::Abort) => {
                             format!("aborted by its analysis: {reason}")
@@ -502,25 +579,27 @@ impl Driver {
             } else {
                 BY_WHARF.to_owned()
             };
-            self.rollout.log(&by, what);
-            if self.save().is_err() {
-                // Not acted on unless stored; the next tick tries again.
+            moved.log(&by, what);
+            if self.save(&moved).is_err() {
+                // Not acted on unless stored: the timer or the analysis decides again at
+                // the next tick (a command is lost, and its caller sees nothing change).
                 continue;
             }
+            self.rollout = moved;
             if matches!(next, Next::Move(_)) {
+                baseline = Some(self.counts());
                 self.fleet
                     .set_split(&self.env, &self.service, Some(self.rollout.split(id)));
             }
         }
     }
 
-    fn save(&self) -> Result<(), ()> {
+    fn save(&self, rollout: &Rollout) -> Result<(), ()> {
         let id = self.guard.id();
         self.store
-            .put_rollout(&record(id, &self.service, &self.env, &self.rollout))
+            .put_rollout(&record(id, &self.service, &self.env, rollout))
             .map_err(|e| tracing::error!("rollout #{id}: cannot store its progress: {e}"))
     }
-
     /// Carries out a stored ending: the winning set takes all traffic, the other is
     /// drained and stopped, the split goes, and the deployment ends.
     async fn end(mut self, ending: Ending) {
@@ -565,7 +644,14 @@ impl Driver {
             ),
         };
         self.rollout.log(BY_WHARF, message.clone());
-        let _ = self.save();
+        // Its end is stored before its deployment ends (a restart in between resumes
+        // nothing: see `resume_rollouts`); a store that fails is tried a few times.
+        for _ in 0..10 {
+            if self.save(&self.rollout).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         if let Err(e) = self.guard.finish(state, &message) {
             tracing::error!("rollout #{id}: cannot end its deployment: {e}");
         }

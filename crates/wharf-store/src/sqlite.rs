@@ -979,8 +979,9 @@ impl Store for SqliteStore {
         if !phase.is_some_and(|p| phases.contains(&p.as_str())) {
             return Ok(false);
         }
+        // An abort waiting to be carried out is never replaced by another command.
         conn.execute(
-            "UPDATE rollouts SET command = ?2, command_by = ?3 WHERE deployment_id = ?1",
+            "UPDATE rollouts SET command = ?2, command_by = ?3 WHERE deployment_id = ?1 AND (command IS NULL OR command NOT LIKE '%abort%')",
             params![deployment_id, command, by],
         )?;
         Ok(true)
@@ -1268,6 +1269,11 @@ mod tests {
         assert!(
             !store
                 .command_rollout(rolling, &["promoted"], "abort", "bob")
+                .unwrap()
+        );
+        assert!(
+            store
+                .command_rollout(rolling, &["paused"], "promote", "cy")
                 .unwrap()
         );
         store.put_rollout(&row("paused")).unwrap();

@@ -145,8 +145,17 @@ fn blue_green_previews_promotes_and_aborts_failing_no_request() {
         "no main traffic before promotion"
     );
     assert_eq!(before, 0);
-
-    // A second deploy meanwhile is refused: the rollout holds the service.
+    let pinned: serde_json::Value = reqwest::blocking::Client::new()
+        .get(&address)
+        .header("x-wharf-canary", "always")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        pinned["version"], "v1",
+        "no pin reaches an unpromoted blue-green set"
+    ); // A second deploy meanwhile is refused: the rollout holds the service.
     let refused = p.wharf(&["deploy", "web", "--env", "ci", "--version", "v3"]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
 
