@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod netns;
 mod recovery;
+mod redis;
 mod registry;
 mod rollouts;
 mod shop;
