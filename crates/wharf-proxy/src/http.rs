@@ -260,14 +260,22 @@ async fn send_on(
                     );
                 };
                 let backend_upgrade = hyper::upgrade::on(&mut response);
+                let websocket = upgrade
+                    .as_ref()
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
                 // The connection stays counted against its backend while it lasts.
                 tokio::spawn(async move {
+                    let leaving = in_flight.backend().leaving.clone();
                     let _in_flight = in_flight;
                     if let (Ok(client), Ok(backend)) = tokio::join!(client_upgrade, backend_upgrade)
                     {
                         let (mut client, mut backend) =
                             (TokioIo::new(client), TokioIo::new(backend));
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                        if websocket {
+                            crate::websocket::join(client, backend, leaving).await;
+                        } else {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                        }
                     }
                 });
                 let (head, _) = response.into_parts();

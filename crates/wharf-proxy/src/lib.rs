@@ -18,6 +18,7 @@ mod route;
 pub mod stats;
 mod target;
 mod tcp;
+mod websocket;
 
 pub use balance::pick;
 pub use http::serve_http;

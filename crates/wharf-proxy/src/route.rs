@@ -19,8 +19,9 @@ pub struct Backend {
     pub(crate) pool: crate::pool::Pool,
     /// What the requests sent to it saw.
     pub stats: crate::stats::Stats,
+    /// Cancelled when it leaves the route: its websockets are closed cleanly.
+    pub(crate) leaving: tokio_util::sync::CancellationToken,
 }
-
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
@@ -38,6 +39,7 @@ impl Backend {
             outliers: Default::default(),
             pool: Default::default(),
             stats: Default::default(),
+            leaving: Default::default(),
         }
     }
 
@@ -202,6 +204,7 @@ impl Route {
             .filter(|b| !next.backends.iter().any(|n| Arc::ptr_eq(n, b)))
         {
             gone.pool.close();
+            gone.leaving.cancel();
         }
         self.members.store(Arc::new(next));
         self.changed.notify_waiters();

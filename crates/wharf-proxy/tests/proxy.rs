@@ -232,8 +232,12 @@ async fn tcp_connections_reach_a_backend_byte_for_byte() {
     stop.cancel();
 }
 
-/// A backend that switches every request to an echo protocol.
+/// A backend that switches every request to `protocol`, then echoes what it gets.
 async fn echo_upgrading_backend() -> SocketAddr {
+    upgrading_backend("echo").await
+}
+
+async fn upgrading_backend(protocol: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -253,7 +257,7 @@ async fn echo_upgrading_backend() -> SocketAddr {
                         let response = Response::builder()
                             .status(101)
                             .header("connection", "upgrade")
-                            .header("upgrade", "echo")
+                            .header("upgrade", protocol)
                             .body(Full::new(Bytes::new()))
                             .unwrap();
                         Ok::<_, std::convert::Infallible>(response)
@@ -299,6 +303,76 @@ async fn an_upgraded_connection_like_a_websocket_is_joined_through() {
     // The open socket counts against its backend (so a drain waits for it).
     assert_eq!(route.outstanding_on(backend, &[]), 1);
     drop(tcp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_of_an_instance_leaving_the_rotation_gets_a_close_frame() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = upgrading_backend("websocket").await;
+    let route = Arc::new(Route::new(&[backend]));
+    let (url, _stop) = proxy(route.clone()).await;
+    let mut tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    // A masked text frame "hello", echoed back by the instance as it came.
+    let frame = [
+        0x81,
+        0x85,
+        1,
+        2,
+        3,
+        4,
+        b'h' ^ 1,
+        b'e' ^ 2,
+        b'l' ^ 3,
+        b'l' ^ 4,
+        b'o' ^ 1,
+    ];
+    tcp.write_all(&frame).await.unwrap();
+    let mut echoed = [0u8; 11];
+    tcp.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(echoed, frame);
+    // The instance leaves the rotation (its drain begins): the client is told.
+    let retired = route.snapshot();
+    route.set::<SocketAddr>(&[]);
+    assert_eq!(
+        route.outstanding_on(backend, &retired),
+        1,
+        "the socket holds the drain"
+    );
+    let mut close = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut close))
+        .await
+        .expect("a close frame comes at once")
+        .unwrap();
+    assert_eq!(close, [0x88, 0x02, 0x03, 0xE9], "close, 1001 going away");
+    // Once answered, the connection ends and no longer holds the drain.
+    tcp.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+    let drained = async {
+        while route.outstanding_on(backend, &retired) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
