@@ -490,3 +490,154 @@ fn a_controller_restart_refuses_no_connection_to_the_addresses() {
     assert!(sent > 30, "{sent}");
     assert!(failed.is_empty(), "of {sent}: {failed:?}");
 }
+
+/// The app with a websocket at `/ws`: after the handshake it sends a text frame every
+/// 50 ms, and answers a close with a close.
+const WEBSOCKET_APP: &str = r#"
+import base64, hashlib, os, struct, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path != "/ws":
+            body = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        closed = threading.Event()
+        def reader():
+            try:
+                while True:
+                    head = self.rfile.read(2)
+                    if len(head) < 2:
+                        break
+                    n = head[1] & 0x7F
+                    if n == 126:
+                        n = struct.unpack(">H", self.rfile.read(2))[0]
+                    elif n == 127:
+                        n = struct.unpack(">Q", self.rfile.read(8))[0]
+                    self.rfile.read(4 + n)
+                    if head[0] & 0x0F == 8:
+                        break
+            finally:
+                closed.set()
+        threading.Thread(target=reader, daemon=True).start()
+        version = os.environ.get("WHARF_VERSION", "").encode()
+        try:
+            while not closed.is_set():
+                self.wfile.write(bytes([0x81, len(version)]) + version)
+                self.wfile.flush()
+                time.sleep(0.05)
+            self.wfile.write(bytes([0x88, 0x02, 0x03, 0xE8]))
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// One websocket session through `addr`: frames read until the server closes it. Ok
+/// with the number of frames when it ended by a close frame; Err when it was cut.
+fn websocket_session(addr: &str) -> Result<usize, String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(90)))
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte)
+            .map_err(|e| format!("handshake: {e}"))?;
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(String::from_utf8_lossy(&head).into_owned());
+    }
+    let mut frames = 0;
+    loop {
+        let mut header = [0u8; 2];
+        tcp.read_exact(&mut header)
+            .map_err(|e| format!("cut after {frames} frames: {e}"))?;
+        let mut payload = vec![0u8; usize::from(header[1] & 0x7F)];
+        tcp.read_exact(&mut payload)
+            .map_err(|e| format!("cut in a frame: {e}"))?;
+        if header[0] & 0x0F == 8 {
+            // Answer the close, as a client does.
+            let _ = tcp.write_all(&[0x88, 0x80, 0, 0, 0, 0]);
+            return Ok(frames);
+        }
+        frames += 1;
+    }
+}
+
+#[test]
+#[allow(clippy::print_stderr)]
+fn long_lived_websockets_are_closed_cleanly_when_their_instance_is_drained() {
+    let definition = WEB.replace(
+        "    health: { http: /health, interval: 100ms }\n  front:",
+        "    health: { http: /health, interval: 100ms }\n    rollout: { drain_timeout: 2m }\n  front:",
+    );
+    let mut p = Project::new(&definition, &["web", "front"]);
+    p.write("web/app.py", WEBSOCKET_APP);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let addr = p
+        .address("web", "ci")
+        .trim_start_matches("http://")
+        .to_owned();
+    let running = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (running, addr) = (running.clone(), addr.clone());
+            std::thread::spawn(move || {
+                let (mut closed, mut cut) = (0, Vec::new());
+                while running.load(Ordering::Relaxed) {
+                    match websocket_session(&addr) {
+                        Ok(_) => closed += 1,
+                        Err(e) => cut.push(e),
+                    }
+                }
+                (closed, cut)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for version in ["v2", "v3"] {
+        p.ok(&["deploy", "web", "--env", "ci", "--version", version]);
+    }
+    running.store(false, Ordering::Relaxed);
+    // The sessions open now end with the next deploy.
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v4"]);
+    let (mut closed, mut cut) = (0, Vec::new());
+    for c in clients {
+        let (n, failed) = c.join().unwrap();
+        closed += n;
+        cut.extend(failed);
+    }
+    eprintln!(
+        "websockets through the address during 3 rolling deploys: {closed} closed by a close frame, {} cut",
+        cut.len()
+    );
+    assert!(cut.is_empty(), "{cut:?}");
+    assert!(
+        closed >= 3,
+        "every client's socket was closed at least once: {closed}"
+    );
+}
