@@ -583,6 +583,7 @@ impl Executor {
                 }
             }
         }
+        self.check_fixed_ports(spec, &rendered, &plan)?;
         let mut numbered = spec.clone();
         for (slot, placed) in numbered.slots.iter_mut().zip(&placed.slots) {
             slot.instance = placed.instance;
@@ -595,8 +596,73 @@ impl Executor {
         })
     }
 
-    /// In an environment with `hosts:`, every node must be a host that joined: nothing
-    /// falls back to running on the controller's machine (with the secrets of an
+    /// A fixed port a new instance would need on this machine must be free (or held by
+    /// the instance it replaces): one taken by another service, or by a program wharf
+    /// does not run, is refused now, its owner named, rather than left to crash-loop on
+    /// "address already in use". Hosts of a fleet check their own ports as they start.
+    fn check_fixed_ports(
+        &self,
+        spec: &DeploySpec,
+        rendered: &crate::render::Rendered,
+        plan: &Plan,
+    ) -> Result<(), ServerError> {
+        if !matches!(spec.port, Some(PortSpec::Fixed(_))) {
+            return Ok(());
+        }
+        let starting: Vec<&Slot> = plan
+            .steps()
+            .filter_map(|s| match s {
+                Step::Start { to } | Step::Replace { to, .. } => Some(&to.slot),
+                Step::Stop { .. } => None,
+            })
+            .collect();
+        let statuses = self.fleet.statuses();
+        for p in &rendered.plans {
+            let Some(port) = p.port else { continue };
+            if !starting.contains(&&slot_of(&p.key)) || !self.fleet.is_local(&p.key) {
+                continue;
+            }
+            let this_service =
+                |q: &InstancePlan| q.key.env == spec.env && q.key.service == spec.service;
+            if statuses
+                .iter()
+                .any(|(q, _)| this_service(q) && q.port == Some(port))
+            {
+                continue;
+            }
+            let taken_by = |q: &InstancePlan| q.port == Some(port) || q.address == Some(port);
+            let owner = match statuses
+                .iter()
+                .find(|(q, _)| !this_service(q) && taken_by(q))
+            {
+                Some((q, _)) if q.port == Some(port) => format!(
+                    "instance #{} of `{}` in `{}`",
+                    q.key.instance, q.key.service, q.key.env
+                ),
+                Some((q, _)) => format!("the address of `{}` in `{}`", q.key.service, q.key.env),
+                None if crate::port_owner::is_free(port) => continue,
+                None => crate::port_owner::owner(port)
+                    .unwrap_or_else(|| "a program wharf does not run".to_owned()),
+            };
+            return Err(ServerError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "port {port}, which instance #{} of `{}` in `{}` needs (`port: {}`), is taken by {owner}; nothing was changed",
+                    p.key.instance,
+                    spec.service,
+                    spec.env,
+                    match spec.port { Some(PortSpec::Fixed(base)) => base, _ => port }
+                ),
+            )
+            .hint(format!(
+                "stop what holds it, or give `{}` a named port (`port: http`) so wharf picks a free one per instance and clients use its address",
+                spec.service
+            )));
+        }
+        Ok(())
+    }
+
+    /// In an environment with `hosts:`, every node must be a host that joined: nothing/// falls back to running on the controller's machine (with the secrets of an
     /// environment that was meant to be elsewhere).
     fn check_hosts(&self, spec: &DeploySpec) -> Result<(), ServerError> {
         // Whether the environment has hosts is policy: the stored definition's, not that

@@ -22,6 +22,7 @@ mod ingress;
 mod listen;
 mod logs;
 mod metrics;
+mod port_owner;
 mod rate;
 mod recovery;
 mod remote;

@@ -641,3 +641,58 @@ fn long_lived_websockets_are_closed_cleanly_when_their_instance_is_drained() {
         "every client's socket was closed at least once: {closed}"
     );
 }
+
+#[test]
+fn a_fixed_port_already_taken_is_refused_at_plan_time_with_its_owner_named() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fixed = squatter.local_addr().unwrap().port();
+    let definition = SOLO
+        .replace("FIXED", &fixed.to_string())
+        .replace("  ci: {}\n", "  ci: {}\n  uat: {}\n");
+    let mut p = Project::new(&definition, &["solo"]);
+    let out = p.wharf(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("port {fixed}"))
+            && said.contains(&format!("pid {}", std::process::id())),
+        "the owner is named: {said}"
+    );
+    assert!(said.contains("nothing was changed"), "{said}");
+    assert!(p.instances("solo", "ci").is_empty());
+    let dry = p.wharf(&[
+        "deploy",
+        "solo",
+        "--env",
+        "ci",
+        "--version",
+        "v1",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        dry.status.code(),
+        Some(1),
+        "a dry run says so too: {}",
+        text(&dry)
+    );
+
+    drop(squatter);
+    p.ok(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
+    let out = p.wharf(&[
+        "deploy",
+        "solo",
+        "--env",
+        "uat",
+        "--version",
+        "v1",
+        "--force",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("taken by instance #0 of `solo` in `ci`"),
+        "{}",
+        text(&out)
+    );
+    // Its own instance, replaced in place, is no conflict.
+    p.ok(&["deploy", "solo", "--env", "ci", "--version", "v2"]);
+}
