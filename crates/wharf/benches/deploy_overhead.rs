@@ -117,6 +117,56 @@ fn main() {
         println!(
             "| {n} | {runs} | {w50:.1} ms | {w99:.1} ms | {d50:.1} ms | {d99:.1} ms | {o50:.1} ms | {o99:.1} ms |"
         );
+        if n == 1 {
+            replacing(dir, runs);
+        }
         stop_controller(dir);
     }
+}
+
+/// A new version replacing the one running, switch included: the deploy returns once
+/// the new instance serves at the address and the old one is drained and stopped.
+fn replacing(dir: &Path, runs: usize) {
+    wharf(dir, &["build", "svc", "--version", "v2"]);
+    wharf(
+        dir,
+        &[
+            "deploy",
+            "svc",
+            "--env",
+            "bench",
+            "--version",
+            "v1",
+            "--quiet",
+        ],
+    );
+    let (mut with_wharf, mut bare, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let version = if run % 2 == 0 { "v2" } else { "v1" };
+        let begun = Instant::now();
+        wharf(
+            dir,
+            &[
+                "deploy",
+                "svc",
+                "--env",
+                "bench",
+                "--version",
+                version,
+                "--quiet",
+            ],
+        );
+        let w = begun.elapsed().as_secs_f64() * 1000.0;
+        let d = direct(&dir.join("svc"), 1).as_secs_f64() * 1000.0;
+        with_wharf.push(w);
+        bare.push(d);
+        overhead.push(w - d);
+    }
+    let (w50, w99) = p50_p99(with_wharf);
+    let (d50, d99) = p50_p99(bare);
+    let (o50, o99) = p50_p99(overhead);
+    println!(
+        "| 1 (replacing the running one, switch included) | {runs} | {w50:.1} ms | {w99:.1} ms | {d50:.1} ms | {d99:.1} ms | {o50:.1} ms | {o99:.1} ms |"
+    );
+    wharf(dir, &["down", "--env", "bench", "--quiet"]);
 }
