@@ -59,7 +59,10 @@ where
 fn backend() -> SocketAddr {
     let listener = free_listener();
     let addr = listener.local_addr().unwrap();
-    on_one_core(move || common::serve_kib(tokio::net::TcpListener::from_std(listener).unwrap()));
+    // Made into a tokio listener inside the runtime (`from_std` needs its reactor).
+    on_one_core(move || async move {
+        common::serve_kib(tokio::net::TcpListener::from_std(listener).unwrap()).await
+    });
     addr
 }
 
