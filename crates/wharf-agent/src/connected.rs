@@ -372,12 +372,63 @@ pub async fn run(
     let result = watch_loop(watching, &failures, &changed, &refused).await;
     reporter.abort();
     let reported = reporter.await.ok().flatten();
-    // Connections waiting in the held sockets are the next agent's.
+    if result.is_ok() && reported.is_none() {
+        leave_the_mesh(&client, &agent, &failures, mesh.port).await;
+    } // Connections waiting in the held sockets are the next agent's.
     agent.traffic().close_gracefully(crate::CLOSE_LIMIT).await;
     agent.detach();
     match (result, reported) {
         (Ok(()), Some(refusal)) => Err(ConnectError::Refused(refusal)),
         (result, _) => result,
+    }
+}
+
+/// Before a stopping agent closes: it tells the controller, which takes its instances
+/// out of the other hosts' routes; their proxies then close the tunnels they keep here
+/// once what they carry is answered. Waits for that, up to [`crate::CLOSE_LIMIT`].
+async fn leave_the_mesh(
+    client: &AgentClient,
+    agent: &Arc<Agent>,
+    failures: &Failures,
+    mesh_port: u16,
+) {
+    let report = AgentReport {
+        leaving: true,
+        ..report_now(agent, failures, mesh_port)
+    };
+    let told = tokio::time::timeout(Duration::from_secs(1), client.report(&report)).await;
+    if !matches!(told, Ok(Ok(()))) {
+        return;
+    }
+    let begun = std::time::Instant::now();
+    while agent.traffic().mesh_tunnels() > 0 && begun.elapsed() < crate::CLOSE_LIMIT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What the agent runs and measured now, as a report.
+fn report_now(agent: &Agent, failures: &Failures, mesh_port: u16) -> AgentReport {
+    AgentReport {
+        mesh_port: Some(mesh_port),
+        traffic: agent.traffic().counts(),
+        instances: agent
+            .statuses()
+            .into_iter()
+            .map(|(plan, status)| {
+                let failure = failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&plan.key)
+                    .filter(|(id, _)| *id == plan.deployment_id)
+                    .map(|(_, f)| f.clone());
+                ReportedInstance {
+                    plan: (&plan).into(),
+                    status,
+                    failure,
+                }
+            })
+            .collect(),
+        leaving: false,
     }
 }
 
@@ -391,27 +442,7 @@ async fn report_loop(
     mesh_port: u16,
 ) -> Option<String> {
     loop {
-        let report = AgentReport {
-            mesh_port: Some(mesh_port),
-            traffic: agent.traffic().counts(),
-            instances: agent
-                .statuses()
-                .into_iter()
-                .map(|(plan, status)| {
-                    let failure = failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&plan.key)
-                        .filter(|(id, _)| *id == plan.deployment_id)
-                        .map(|(_, f)| f.clone());
-                    ReportedInstance {
-                        plan: (&plan).into(),
-                        status,
-                        failure,
-                    }
-                })
-                .collect(),
-        };
+        let report = report_now(&agent, &failures, mesh_port);
         match client.report(&report).await {
             Ok(()) => {}
             Err(ClientError::Api {

@@ -510,6 +510,11 @@ impl Traffic {
         all
     }
 
+    /// Tunnels other hosts hold open to this agent's instances now.
+    pub fn mesh_tunnels(&self) -> usize {
+        self.inbound.get().map_or(0, |m| m.tunnels())
+    }
+
     /// Remembers the mesh listener, whose tunnels a drain waits for.
     pub fn set_inbound(&self, inbound: Arc<MeshInbound>) {
         let _ = self.inbound.set(inbound);

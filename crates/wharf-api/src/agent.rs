@@ -309,4 +309,8 @@ pub struct AgentReport {
     /// What its service addresses measured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<crate::traffic::AddressCounts>,
+    /// The agent is stopping (a restart, an upgrade): other hosts should send nothing
+    /// more through the mesh to its instances until it reports again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }

@@ -93,6 +93,11 @@ impl MeshInbound {
         })
     }
 
+    /// Tunnels open now, to any port.
+    pub fn tunnels(&self) -> usize {
+        self.lock().values().sum()
+    }
+
     /// Tunnels open now to `port`.
     pub fn tunnels_to(&self, port: u16) -> usize {
         self.lock().get(&port).copied().unwrap_or(0)

@@ -272,9 +272,10 @@ impl Route {
     /// Chooses a backend (other than `except`, when there is another) and counts a
     /// request on it, within the set a split sends the request to: the one it is
     /// pinned to, else the canary for `weight` percent of draws. A drawn set with
-    /// nothing in it gives way to the other unless the weight is 0: a blue-green preview never takes the main address's traffic before
-    /// it is promoted, and a pinned request waits for its own set (as while its
-    /// instances come back after a restart).
+    /// nothing in it gives way to the other unless the weight is 0: a blue-green
+    /// preview never takes the main address's traffic before it is promoted. A pinned
+    /// request waits for its own set (as while its instances come back after a
+    /// restart).
     pub(crate) fn choose_pinned(
         &self,
         except: Option<&Target>,

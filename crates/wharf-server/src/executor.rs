@@ -662,7 +662,8 @@ impl Executor {
         Ok(())
     }
 
-    /// In an environment with `hosts:`, every node must be a host that joined: nothing/// falls back to running on the controller's machine (with the secrets of an
+    /// In an environment with `hosts:`, every node must be a host that joined: nothing
+    /// falls back to running on the controller's machine (with the secrets of an
     /// environment that was meant to be elsewhere).
     fn check_hosts(&self, spec: &DeploySpec) -> Result<(), ServerError> {
         // Whether the environment has hosts is policy: the stored definition's, not that

@@ -228,6 +228,9 @@ impl Fleet {
                 peers.push((other.id, other.cert_serial));
             }
             let remote = self.remote(other.id);
+            // A host whose agent is stopping takes no new traffic from the others (its
+            // peers keep admitting it, for what is in flight).
+            let serves = serves && !remote.is_leaving();
             let via = remote.mesh_port().and_then(|port| {
                 let ip: std::net::IpAddr = other.address.parse().ok()?;
                 Some(std::net::SocketAddr::new(ip, port))

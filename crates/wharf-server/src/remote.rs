@@ -39,6 +39,8 @@ pub struct RemoteAgent {
     routes: Arc<watch::Sender<u64>>,
     /// The port of its mesh listener, as it last reported.
     mesh_port: Mutex<Option<u16>>,
+    /// Its agent said it is stopping: its instances are out of other hosts' routes.
+    leaving: std::sync::atomic::AtomicBool,
     /// What its addresses measured, as it last reported.
     traffic: Mutex<Vec<wharf_api::traffic::AddressCounts>>,
 }
@@ -80,6 +82,7 @@ impl RemoteAgent {
             next_log_request: std::sync::atomic::AtomicU64::new(1),
             routes,
             mesh_port: Mutex::new(None),
+            leaving: Default::default(),
             traffic: Mutex::new(Vec::new()),
         }
     }
@@ -89,6 +92,11 @@ impl RemoteAgent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether its agent said it is stopping (and has not reported since).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn mesh_port(&self) -> Option<u16> {
@@ -248,6 +256,10 @@ impl RemoteAgent {
             let mut port = self.mesh_port.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::replace(&mut *port, report.mesh_port) != report.mesh_port
         };
+        let leaving_changed = self
+            .leaving
+            .swap(report.leaving, std::sync::atomic::Ordering::Relaxed)
+            != report.leaving;
         *self.traffic.lock().unwrap_or_else(|p| p.into_inner()) = report.traffic;
         let mut reported = self.reported();
         let changed: Vec<ReportedInstance> = report
@@ -269,7 +281,7 @@ impl RemoteAgent {
         *self.last_report.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(std::time::Instant::now());
         self.reports.send_modify(|n| *n += 1);
-        if mesh_changed || self.route_entries() != before {
+        if mesh_changed || leaving_changed || self.route_entries() != before {
             self.routes_changed();
         }
         changed

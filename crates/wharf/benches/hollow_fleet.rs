@@ -58,6 +58,7 @@ async fn hollow(url: String, token: JoinToken, name: String) {
         let report = AgentReport {
             mesh_port: None,
             traffic: Vec::new(),
+            leaving: false,
             instances: plans
                 .iter()
                 .map(|plan: &wharf_api::agent::InstancePlan| ReportedInstance {

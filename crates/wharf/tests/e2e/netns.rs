@@ -370,9 +370,15 @@ struct HostLoad {
 
 impl HostLoad {
     fn start(netns: &[String], port: u16) -> HostLoad {
+        Self::start_on(netns, port, "/", 1)
+    }
+
+    /// `clients` clients per host, each asking for `path`.
+    fn start_on(netns: &[String], port: u16, path: &'static str, clients: usize) -> HostLoad {
         let running = Arc::new(AtomicBool::new(true));
         let threads = netns
             .iter()
+            .flat_map(|ns| std::iter::repeat_n(ns, clients))
             .map(|ns| {
                 let (ns, running) = (ns.clone(), running.clone());
                 std::thread::spawn(move || {
@@ -381,7 +387,7 @@ impl HostLoad {
                     let (mut sent, mut failed) = (0, Vec::new());
                     while running.load(Ordering::Relaxed) {
                         sent += 1;
-                        if let Err(e) = get_on_loopback(port) {
+                        if let Err(e) = get_on_loopback(port, path) {
                             failed.push(format!("{ns}: {e}"));
                         }
                     }
@@ -404,14 +410,17 @@ impl HostLoad {
     }
 }
 
-/// One GET of `/` on 127.0.0.1:`port` in this thread's namespace: Ok if it answered 200.
-fn get_on_loopback(port: u16) -> Result<(), String> {
+/// One GET of `path` on 127.0.0.1:`port` in this thread's namespace: Ok if it answered
+/// 200.
+fn get_on_loopback(port: u16, path: &str) -> Result<(), String> {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(20)))
         .map_err(|e| e.to_string())?;
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).map_err(|e| e.to_string())?;
     if answer.starts_with("HTTP/1.1 200") {
@@ -419,6 +428,18 @@ fn get_on_loopback(port: u16) -> Result<(), String> {
     } else {
         Err(answer.lines().next().unwrap_or("no answer").to_owned())
     }
+}
+
+/// Each host's node name and namespace.
+fn host_namespaces(p: &Project) -> Vec<(String, String)> {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.state_dir().join("netns.json")).unwrap()).unwrap();
+    record["hosts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(node, h)| (node.clone(), h["netns"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 fn namespaces(p: &Project) -> Vec<String> {
@@ -441,6 +462,8 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
     let _one_fleet_at_a_time = one_at_a_time();
     let mut staging = Staging(Project::new(SPREAD, &["svc"]));
     let p = &mut staging.0;
+    // `/slow` answers after a second: requests in flight through the mesh meet restarts.
+    p.write("svc/app.py", crate::traffic::SLOW_APP);
     p.ok(&["env", "up", "staging"]);
     p.ok(&["deploy", "svc", "--env", "staging", "--version", "v0"]);
     let port = p.address_port("svc", "staging");
@@ -459,7 +482,7 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
             std::thread::spawn(move || {
                 let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
                 nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                get_on_loopback(port).is_ok()
+                get_on_loopback(port, "/").is_ok()
             })
             .join()
             .unwrap()
@@ -533,16 +556,18 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
         log.contains("agent started") && !log.contains("cannot listen"),
         "the restarted agent took its held sockets back: {log}"
     );
-    let (sent, failed) = load.stop();
-    eprintln!(
-        "netns: {sent} requests from 3 hosts through the address during 20 rollouts of a 2-instance service and 2 agent restarts, {} failed",
-        failed.len()
-    );
-    assert!(sent > 100, "the clients kept sending: {sent}");
-    assert!(failed.is_empty(), "of {sent}: {failed:?}");
     // A host with an instance: its restarted agent adopts the instance and takes the
-    // held socket of its address back rather than binding one of its own.
+    // held socket of its address back rather than binding one of its own; the other
+    // hosts stop sending it traffic through the mesh before it goes, so what they had
+    // in flight there is answered.
     let busy = serving[0].clone();
+    let others: Vec<String> = host_namespaces(p)
+        .into_iter()
+        .filter(|(node, _)| *node != busy)
+        .map(|(_, ns)| ns)
+        .collect();
+    let slow = HostLoad::start_on(&others, port, "/slow", 4);
+    std::thread::sleep(Duration::from_millis(1500));
     let agent = agent_pid(p, &busy);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent),
@@ -573,6 +598,17 @@ fn every_host_serves_the_address_over_all_hosts_and_twenty_rollouts_fail_none() 
         "{}",
         log_of(&busy)
     );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (slow_sent, slow_failed) = slow.stop();
+    let (sent, failed) = load.stop();
+    eprintln!(
+        "netns: {sent} requests from 3 hosts through the address during 20 rollouts of a 2-instance service and 3 agent restarts (one of a host with an instance), {} failed; {slow_sent} one-second requests from the other hosts while the busy host's agent restarted, {} failed",
+        failed.len(),
+        slow_failed.len()
+    );
+    assert!(slow_failed.is_empty(), "of {slow_sent}: {slow_failed:?}");
+    assert!(sent > 100, "the clients kept sending: {sent}");
+    assert!(failed.is_empty(), "of {sent}: {failed:?}");
     let now = p.instances("svc", "staging");
     assert!(
         now.len() == 2 && now.iter().all(|i| i["version"] == "v20"),

@@ -104,7 +104,7 @@ fn a_fixed_port_instance_replaced_in_place_makes_requests_wait_not_fail() {
 }
 
 /// An app whose `/slow` answers after a second, so rollouts meet requests in flight.
-const SLOW_APP: &str = r#"
+pub(crate) const SLOW_APP: &str = r#"
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
