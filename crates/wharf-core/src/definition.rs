@@ -1062,6 +1062,41 @@ impl Checker<'_> {
         let service_names: Vec<&str> = def.services.keys().map(String::as_str).collect();
         let templates = template::TemplateCheck::new(&service_names);
         for (name, service) in &def.services {
+            for (i, arg) in service.run.iter().enumerate() {
+                if let Err(e) = templates.check(arg) {
+                    self.report(
+                        &[
+                            key("services"),
+                            key(name),
+                            key("run"),
+                            PathSegment::Index(i),
+                        ],
+                        format!("`run` argument {} of service `{name}`: {e}", i + 1),
+                        e.hint(),
+                    );
+                }
+            }
+            if let Some(crate::model::HealthCheck {
+                probe: crate::model::Probe::Command { argv },
+                ..
+            }) = &service.health
+            {
+                for (i, arg) in argv.iter().enumerate() {
+                    if let Err(e) = templates.check(arg) {
+                        self.report(
+                            &[
+                                key("services"),
+                                key(name),
+                                key("health"),
+                                key("command"),
+                                PathSegment::Index(i),
+                            ],
+                            format!("health command argument {} of service `{name}`: {e}", i + 1),
+                            e.hint(),
+                        );
+                    }
+                }
+            }
             for (k, v) in &service.config {
                 if let Err(e) = templates.check(v) {
                     self.report(

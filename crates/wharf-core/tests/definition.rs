@@ -398,6 +398,25 @@ fn blue_green_and_canary_rollouts_are_checked() {
     }
 }
 
+#[test]
+fn templates_in_run_and_health_commands_are_checked() {
+    let out = errors(&GOOD.replace(
+        "    run: [\"python3\", \"app.py\"]\n    port: http\n",
+        "    run: [\"python3\", \"app.py\", \"--port\", \"{{ prot }}\"]\n    port: http\n",
+    ));
+    assert!(
+        out.contains("`run` argument 4 of service `catalog`"),
+        "{out}"
+    );
+    assert!(out.contains("did you mean `port`?"), "{out}");
+    assert!(out.contains("wharf.yaml:5:42"), "at the argument: {out}");
+    let good = GOOD.replace(
+        "    run: [\"python3\", \"app.py\"]\n    port: http\n",
+        "    run: [\"python3\", \"app.py\", \"--port\", \"{{ port }}\"]\n    port: http\n",
+    );
+    assert!(load(&good, "wharf.yaml", &FOLDERS).is_ok());
+}
+
 const WITH_INGRESS: &str = r#"
 services:
   web:

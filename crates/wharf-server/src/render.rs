@@ -94,6 +94,35 @@ pub fn render(
             node: slot.node.clone(),
             services: peers.clone(),
         };
+        // `run` and a health command are templates too (`--port {{ port }}`).
+        let in_context = |what: String, text: &str| {
+            wharf_core::template::render(text, &context).map_err(|e| {
+                let err = ServerError::bad_request(format!(
+                    "{what} of `{}` in `{}`: {e}",
+                    spec.service, spec.env
+                ));
+                match e.hint() {
+                    Some(h) => err.hint(h),
+                    None => err,
+                }
+            })
+        };
+        let argv = spec
+            .run
+            .iter()
+            .enumerate()
+            .map(|(i, arg)| in_context(format!("`run` argument {}", i + 1), arg))
+            .collect::<Result<Vec<String>, ServerError>>()?;
+        let mut health = spec.health.clone();
+        if let Some(wharf_core::model::HealthCheck {
+            probe: wharf_core::model::Probe::Command { argv },
+            ..
+        }) = &mut health
+        {
+            for (i, arg) in argv.iter_mut().enumerate() {
+                *arg = in_context(format!("health command argument {}", i + 1), arg)?;
+            }
+        }
         let layered = wharf_core::config::layer(&slot.config, &extras.overrides);
         let mut env = render_instance(&layered, &context).map_err(|(key, e)| {
             let err = ServerError::bad_request(format!(
@@ -141,15 +170,15 @@ pub fn render(
             // replace the instance too, so it counts into the digest.
             config_digest: config_digest([
                 &visible,
-                &[("\0run".to_owned(), spec.run.join("\0"))]
+                &[("\0run".to_owned(), argv.join("\0"))]
                     .into_iter()
                     .collect(),
             ]),
             deployment_id,
-            argv: spec.run.clone(),
+            argv,
             env,
             port,
-            health: spec.health.clone(),
+            health,
             stop_timeout: spec.stop_timeout,
             resources: spec.resources,
             logs: spec.logs,

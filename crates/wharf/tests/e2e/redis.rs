@@ -123,3 +123,38 @@ fn redis_server_through_its_address_refuses_no_connection_during_deploys() {
         .collect();
     assert_eq!(versions, ["v3"]);
 }
+
+/// The same redis-server, told its port by a template in `run`: wharf picks a port per
+/// instance, so a new version starts beside the old one.
+const REDIS_NAMED: &str = r#"
+services:
+  cache:
+    build: ./cache
+    run: ["/usr/bin/redis-server", "--port", "{{ port }}", "--save", "", "--appendonly", "no"]
+    port: redis
+    protocol: tcp
+    health: { tcp: true, interval: 100ms }
+environments:
+  ci: {}
+"#;
+
+#[test]
+fn redis_server_told_its_port_by_a_template_in_run_is_surged() {
+    if !redis_installed() {
+        return;
+    }
+    let mut p = Project::new(REDIS_NAMED, &["cache"]);
+    p.ok(&["deploy", "cache", "--env", "ci", "--version", "v1"]);
+    let first = p.port("cache", "ci", 0);
+    ping(first).expect("redis listens on the port wharf chose");
+    let address = p.address_port("cache", "ci");
+    ping(address).expect("and answers through its address");
+    let out = p.ok(&["deploy", "cache", "--env", "ci", "--version", "v2"]);
+    assert!(stderr(&out).contains("beside"), "surged: {}", text(&out));
+    assert_ne!(
+        p.port("cache", "ci", 0),
+        first,
+        "the new instance has a port of its own"
+    );
+    ping(address).unwrap();
+}
