@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// The definition file (default: wharf.yaml in this folder or a parent).
-    #[arg(short = 'f', long = "file", global = true, env = "WHARF_FILE")]
+    #[arg(short = 'F', long = "file", global = true, env = "WHARF_FILE")]
     pub file: Option<PathBuf>,
     /// The controller to use (default: this project's local controller, started if needed).
     /// For `wharf agent`: the controller's agent address, as `wharf token create` prints it.
@@ -44,6 +44,13 @@ pub enum OutputFormat {
 pub enum Command {
     /// Check a definition file and report every problem in it.
     Validate,
+    /// The version of this CLI and of the project's controller, if one runs.
+    Version,
+    /// Print a shell completion script: `wharf completions bash > /etc/bash_completion.d/wharf`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Copy standard input to an instance's log file, rotating it by size as it writes
     /// (started by the process driver for each instance).
     #[command(hide = true)]
@@ -124,13 +131,13 @@ pub enum Command {
         #[arg(long = "env", short = 'e')]
         env: String,
         /// Keep printing new lines as they are written.
-        #[arg(long, short = 'F')]
+        #[arg(long, short = 'f')]
         follow: bool,
         /// Only this instance (its number, as `wharf status` shows it).
         #[arg(long)]
         instance: Option<u32>,
         /// How many lines of the past to show.
-        #[arg(long, short = 'n', default_value_t = 100)]
+        #[arg(long, short = 'n', visible_alias = "tail", default_value_t = 100)]
         lines: usize,
     },
     /// Stop a service in an environment.

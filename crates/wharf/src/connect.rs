@@ -39,6 +39,20 @@ fn client(url: &str, state_dir: Option<&Path>, key: Option<&str>) -> Client {
     )
 }
 
+/// The controller to use if one runs (none is started): the one `--controller` names,
+/// or the project's local one.
+pub async fn existing(global: &Global) -> Option<Client> {
+    if let Some(url) = &global.controller {
+        return remote(url).await.ok();
+    }
+    let state_dir = project::state_dir(global).ok()?;
+    running(&state_dir)
+        .await
+        .ok()
+        .flatten()
+        .map(|(client, _)| client)
+}
+
 pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
     if let Some(url) = &global.controller {
         // This project's own controller named by its address: the key from its state

@@ -20,6 +20,7 @@ mod server;
 mod status;
 mod stop;
 mod validate;
+mod version;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,12 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         )
         .into()),
         Command::Validate => validate::validate(global, printer),
+        Command::Version => version::version(global, printer).await,
+        Command::Completions { shell } => {
+            let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "wharf", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => validate::schema(printer),
         Command::Apply { message } => definition::apply(global, printer, message).await,
         Command::Definition(command) => definition::definition(global, printer, command).await,

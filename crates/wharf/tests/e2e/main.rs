@@ -8,6 +8,7 @@ mod containers;
 mod crash;
 mod definition;
 mod docker;
+mod first_hour;
 mod fleet;
 mod governance;
 mod hostile;

@@ -16,7 +16,7 @@ impl Shop {
     fn wharf(&self, args: &[&str]) -> Output {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         Command::new(WHARF)
-            .arg("-f")
+            .arg("--file")
             .arg(&self.file)
             .args(args)
             .env("WHARF_HOME", self.home.path())
