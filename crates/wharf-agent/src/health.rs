@@ -8,6 +8,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wharf_core::model::Probe;
 
+/// How much of a health answer is read before the check closes its connection.
+const MAX_ANSWER: usize = 1 << 20;
+/// How long the rest of an answer may pause before the check stops reading it.
+const ANSWER_IDLE: Duration = Duration::from_millis(100);
+
 /// Longest a single probe may take.
 /// Consecutive check results of a running instance, so one slow answer does not take
 /// it out of the rotation and one lucky answer does not put it back (HAProxy's `rise`
@@ -115,6 +120,19 @@ async fn run(
                 }
                 read += n;
             }
+            // The rest of the answer is read too (up to a bound), so the connection
+            // closes cleanly: closing with unread data resets it, and the instance logs
+            // a reset connection for every check.
+            let mut rest = [0u8; 4096];
+            let mut left = MAX_ANSWER;
+            // A server that keeps the connection open despite `Connection: close` is
+            // let go once it sends nothing for a moment.
+            while left > 0 {
+                match tokio::time::timeout(ANSWER_IDLE, stream.read(&mut rest)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(n)) => left = left.saturating_sub(n),
+                }
+            }
             let line = String::from_utf8_lossy(&head[..read]);
             let status = line
                 .split_whitespace()
@@ -200,5 +218,49 @@ mod streak_tests {
         for (start, results, expected) in table {
             assert_eq!(&run(*start, results), expected, "{start:?} {results:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    /// A server that answers in two writes, then reads: a check that closed before the
+    /// whole answer came makes that read fail with a reset.
+    #[tokio::test]
+    async fn an_http_check_reads_the_whole_answer_and_closes_cleanly() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = tcp.read(&mut request).await.unwrap();
+            tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4000\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let written = tcp.write_all(&[b'x'; 4000]).await;
+            // A check that went away before the rest came has reset the connection by
+            // the time the server writes again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let again = tcp.write_all(b"\r\n").await;
+            (written.is_ok(), again.is_ok())
+        });
+        let probe = Probe::Http {
+            path: "/health".into(),
+        };
+        probe_ok(&probe, port).await;
+        let (written, clean) = server.await.unwrap();
+        assert!(
+            written && clean,
+            "the check's connection ended with a reset"
+        );
+    }
+
+    async fn probe_ok(probe: &Probe, port: u16) {
+        let env = BTreeMap::new();
+        super::probe(probe, Some(port), Path::new("."), &env)
+            .await
+            .unwrap();
     }
 }
