@@ -297,6 +297,10 @@ pub struct StopRequest {
     pub env: String,
     pub service: Option<String>,
     pub user: String,
+    /// Without a service: stop only the services that run in the environment but are
+    /// no longer in it in the stored definition (what `wharf deploy --env ENV` prunes).
+    #[serde(default)]
+    pub prune: bool,
 }
 
 /// Progress of a long operation.

@@ -1496,9 +1496,23 @@ impl Executor {
     ) -> Result<DeployEvent, ServerError> {
         let mut by_service: std::collections::BTreeMap<String, Vec<InstancePlan>> =
             Default::default();
+        // What the stored definition runs in the environment: a prune stops the rest.
+        let defined: Vec<String> = self
+            .definitions
+            .current()
+            .ok()
+            .and_then(|c| {
+                c.definition
+                    .environments
+                    .get(&req.env)
+                    .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
+            })
+            .unwrap_or_default();
+        let pruned = |service: &str| !req.prune || !defined.iter().any(|d| d == service);
         for (plan, _) in self.fleet.statuses() {
             if plan.key.env == req.env
                 && req.service.as_ref().is_none_or(|s| *s == plan.key.service)
+                && pruned(&plan.key.service)
             {
                 by_service
                     .entry(plan.key.service.clone())
@@ -1510,17 +1524,8 @@ impl Executor {
         // stop is recorded too, or the reconcile would bring it back.
         let named: Vec<String> = match &req.service {
             Some(service) => vec![service.clone()],
-            None => self
-                .definitions
-                .current()
-                .ok()
-                .and_then(|c| {
-                    c.definition
-                        .environments
-                        .get(&req.env)
-                        .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
-                })
-                .unwrap_or_default(),
+            None if req.prune => Vec::new(),
+            None => defined.clone(),
         };
         let mut ran: HashMap<String, (String, String)> = HashMap::new();
         for service in named {

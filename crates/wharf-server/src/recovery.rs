@@ -143,6 +143,7 @@ impl Executor {
                     env: d.env.clone(),
                     service: Some(d.service.clone()),
                     user: RECOVERY_USER.into(),
+                    prune: false,
                 };
                 let outcome = self.stop(request, &events).await?;
                 let why = if d.kind == DeploymentKind::Stop {

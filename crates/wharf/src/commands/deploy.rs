@@ -86,7 +86,7 @@ pub async fn deploy(
         crate::commands::definition::ensure_applied(&project, &client, printer).await?;
     }
     let mut finished = Vec::new();
-    for service in services {
+    for service in services.clone() {
         let (version, unregistered_digest) = ensure_built(
             &project,
             &client,
@@ -136,10 +136,63 @@ pub async fn deploy(
             return Err(failure(&request, finished.last().expect("just pushed")).into());
         }
     }
+    if target.service.is_none() {
+        prune(&client, printer, &env, &services, args.dry_run).await?;
+    }
     if printer.json() && !args.dry_run {
         printer.json_data(&finished);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A deploy of every service of an environment also stops the services that run there
+/// but are no longer in it (a dry run lists them).
+async fn prune(
+    client: &Client,
+    printer: &Printer,
+    env: &str,
+    wanted: &[String],
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let status = client.status(Some(env)).await.map_err(Failure::from)?;
+    let mut gone: Vec<String> = status
+        .services
+        .iter()
+        .filter(|s| s.env == env && !s.instances.is_empty() && !wanted.contains(&s.service))
+        .map(|s| s.service.clone())
+        .collect();
+    gone.sort();
+    gone.dedup();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let names = gone
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if dry_run {
+        printer.info(&format!("would stop {names}: no longer in `{env}`"));
+        return Ok(());
+    }
+    let request = wharf_api::StopRequest {
+        env: env.to_owned(),
+        service: None,
+        user: current_user(),
+        prune: true,
+    };
+    let mut view = EventView::new(printer);
+    let last = client
+        .stop(&request, |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
+    if !succeeded(&last) {
+        return Err(
+            Failure::operation(format!("stopping {names} (no longer in `{env}`) failed")).into(),
+        );
+    }
+    printer.info(&format!("stopped {names}: no longer in `{env}`"));
+    Ok(())
 }
 
 /// Whether a call was refused because another deploy of the service holds its lock.

@@ -221,6 +221,7 @@ async fn down(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<E
         env: env.to_owned(),
         service: None,
         user: current_user(),
+        prune: false,
     };
     client.stop(&request, |_| {}).await.map_err(Failure::from)?;
     let mut removed = docker_provider(global)?

@@ -20,6 +20,7 @@ pub async fn stop(
         env: env.to_owned(),
         service: service.clone(),
         user: current_user(),
+        prune: false,
     };
     let mut view = EventView::new(printer);
     let last = client

@@ -64,3 +64,53 @@ fn the_definition_file_is_capital_f_and_logs_follow_is_f() {
         "{help}"
     );
 }
+
+const TWO: &str = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    port: http
+  worker:
+    build: ./worker
+    run: ["python3", "app.py"]
+    port: http
+environments:
+  ci:
+    nodes:
+      - name: local
+        services: [web, worker]
+"#;
+
+#[test]
+fn deploying_an_environment_stops_the_services_no_longer_in_it() {
+    let mut p = Project::new(TWO, &["web", "worker"]);
+    p.ok(&["deploy", "--env", "ci", "--version", "v1"]);
+    assert_eq!(p.instances("worker", "ci").len(), 1);
+    p.write(
+        "wharf.yaml",
+        &TWO.replace("services: [web, worker]", "services: [web]"),
+    );
+    // One service's deploy prunes nothing.
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    assert_eq!(p.instances("worker", "ci").len(), 1);
+    let dry = p.ok(&["deploy", "--env", "ci", "--version", "v1", "--dry-run"]);
+    assert!(
+        stderr(&dry).contains("would stop `worker`: no longer in `ci`"),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(
+        p.instances("worker", "ci").len(),
+        1,
+        "a dry run changes nothing"
+    );
+    let out = p.ok(&["deploy", "--env", "ci", "--version", "v1"]);
+    assert!(
+        stderr(&out).contains("stopped `worker`: no longer in `ci`"),
+        "{}",
+        text(&out)
+    );
+    assert!(p.instances("worker", "ci").is_empty());
+    assert_eq!(p.instances("web", "ci").len(), 1, "the rest keeps running");
+}
