@@ -205,6 +205,11 @@ impl<'s> Walker<'s> {
                     None if properties.is_some() => None,
                     None => Some(&Value::Bool(true)),
                 });
+            // Top-level `x-` keys are extensions, as in compose files: a place for the
+            // anchors that services alias (`x-defaults: &defaults {...}`), ignored.
+            if path.is_empty() && entry.key.starts_with("x-") {
+                continue;
+            }
             match child_schema {
                 Some(child_schema) => {
                     let value = self.walk(&entry.value, child_schema, &child_path, out);

@@ -182,6 +182,70 @@ struct TreeBuilder {
     seen: Vec<std::collections::HashMap<String, Location>>,
     root: Option<Node>,
     documents: usize,
+    /// Anchored nodes by anchor id, with their size in nodes.
+    anchors: std::collections::HashMap<usize, (Node, usize)>,
+    /// The anchor of each open collection (0: none).
+    open_anchors: Vec<usize>,
+    /// Nodes produced by aliases so far, against [`MAX_ALIASED_NODES`].
+    aliased: usize,
+}
+
+/// How many nodes aliases may produce in one file: enough for any real definition,
+/// far too few for an alias bomb (each alias doubling the last) to exhaust memory.
+pub const MAX_ALIASED_NODES: usize = 1_000_000;
+
+/// The number of nodes in `node`'s tree.
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        NodeValue::Scalar { .. } => 0,
+        NodeValue::Sequence(items) => items.iter().map(size).sum(),
+        NodeValue::Mapping(entries) => entries.iter().map(|e| size(&e.value)).sum(),
+    }
+}
+
+/// Applies the merge keys (`<<: *base`, or `<<: [*a, *b]`) of a mapping: the entries of
+/// the merged mappings that the mapping does not give itself (earlier ones first).
+fn merge(node: &mut Node) -> Result<(), YamlProblem> {
+    let NodeValue::Mapping(entries) = &mut node.value else {
+        return Ok(());
+    };
+    if !entries.iter().any(|e| e.key == "<<") {
+        return Ok(());
+    }
+    let (merges, mut own): (Vec<Entry>, Vec<Entry>) = std::mem::take(entries)
+        .into_iter()
+        .partition(|e| e.key == "<<");
+    for merged in merges {
+        let was_sequence = matches!(merged.value.value, NodeValue::Sequence(_));
+        let sources = match merged.value.value {
+            NodeValue::Mapping(_) => vec![merged.value],
+            NodeValue::Sequence(items) => items,
+            NodeValue::Scalar { .. } => Vec::new(),
+        };
+        if sources.is_empty() && !was_sequence {
+            return Err(YamlProblem {
+                location: merged.key_location,
+                message: "a merge key `<<` takes a mapping or a list of mappings".into(),
+                hint: Some("e.g. `<<: *defaults` where `&defaults` marks a mapping".into()),
+            });
+        }
+        for source in sources {
+            let NodeValue::Mapping(theirs) = source.value else {
+                return Err(YamlProblem {
+                    location: source.location,
+                    message: "a merge key `<<` takes a mapping or a list of mappings".into(),
+                    hint: None,
+                });
+            };
+            for entry in theirs {
+                if !own.iter().any(|e| e.key == entry.key) {
+                    own.push(entry);
+                }
+            }
+        }
+    }
+    *entries = own;
+    Ok(())
 }
 
 impl TreeBuilder {
@@ -197,14 +261,31 @@ impl TreeBuilder {
                     });
                 }
             }
-            Event::Alias(_) => {
-                return Err(YamlProblem {
-                    location,
-                    message: "YAML aliases (`*name`) are not supported in wharf.yaml".into(),
-                    hint: Some("write the value out in full".into()),
-                });
+            Event::Alias(id) => {
+                let Some((anchored, count)) = self.anchors.get(&id) else {
+                    return Err(YamlProblem {
+                        location,
+                        message: "this alias names no anchor defined before it".into(),
+                        hint: Some("define `&name` on a value above its first `*name`".into()),
+                    });
+                };
+                self.aliased += count;
+                if self.aliased > MAX_ALIASED_NODES {
+                    return Err(YamlProblem {
+                        location,
+                        message: format!(
+                            "the aliases of this file expand to more than {MAX_ALIASED_NODES} values"
+                        ),
+                        hint: Some(
+                            "an alias of an alias of an alias...: write the values out".into(),
+                        ),
+                    });
+                }
+                let mut node = anchored.clone();
+                node.location = location;
+                self.finish(node)?;
             }
-            Event::Scalar(text, style, _, _) => {
+            Event::Scalar(text, style, anchor, _) => {
                 let node = Node {
                     location,
                     value: NodeValue::Scalar {
@@ -212,26 +293,31 @@ impl TreeBuilder {
                         plain: style == ScalarStyle::Plain,
                     },
                 };
+                if anchor > 0 {
+                    self.anchors.insert(anchor, (node.clone(), 1));
+                }
                 self.finish(node)?;
             }
-            Event::SequenceStart(..) => {
+            Event::SequenceStart(anchor, _) => {
                 self.stack.push(Node {
                     location,
                     value: NodeValue::Sequence(Vec::new()),
                 });
                 self.keys.push(None);
                 self.seen.push(Default::default());
+                self.open_anchors.push(anchor);
             }
-            Event::MappingStart(..) => {
+            Event::MappingStart(anchor, _) => {
                 self.stack.push(Node {
                     location,
                     value: NodeValue::Mapping(Vec::new()),
                 });
                 self.keys.push(None);
                 self.seen.push(Default::default());
+                self.open_anchors.push(anchor);
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(node) = self.stack.pop() else {
+                let Some(mut node) = self.stack.pop() else {
                     return Err(YamlProblem {
                         location,
                         message: "unbalanced YAML collection".into(),
@@ -240,6 +326,12 @@ impl TreeBuilder {
                 };
                 self.keys.pop();
                 self.seen.pop();
+                merge(&mut node)?;
+                let anchor = self.open_anchors.pop().unwrap_or(0);
+                if anchor > 0 {
+                    let count = size(&node);
+                    self.anchors.insert(anchor, (node.clone(), count));
+                }
                 self.finish(node)?;
             }
             _ => {}
@@ -334,6 +426,63 @@ mod tests {
         assert_eq!(err.location.line, 3);
         assert!(
             err.message.contains("first defined at line 1"),
+            "{}",
+            err.message
+        );
+    }
+
+    fn json(node: &Node) -> String {
+        match &node.value {
+            NodeValue::Scalar { text, .. } => text.clone(),
+            NodeValue::Sequence(items) => {
+                format!("[{}]", items.iter().map(json).collect::<Vec<_>>().join(","))
+            }
+            NodeValue::Mapping(entries) => format!(
+                "{{{}}}",
+                entries
+                    .iter()
+                    .map(|e| format!("{}:{}", e.key, json(&e.value)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys_expand() {
+        let root = parse(
+            "base: &base { a: 1, b: 2 }\nlist: &l [x, y]\none:\n  <<: *base\n  b: 3\n  l: *l\ntwo:\n  <<: [{ c: 4 }, *base]\n  a: 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            json(&root.get("one").unwrap().value),
+            "{b:3,l:[x,y],a:1}",
+            "own keys win"
+        );
+        assert_eq!(json(&root.get("two").unwrap().value), "{a:0,c:4,b:2}");
+        let aliased = &root.get("one").unwrap().value.get("l").unwrap().value;
+        assert_eq!(
+            aliased.location.line, 6,
+            "an alias is located where it is written"
+        );
+    }
+
+    #[test]
+    fn bad_aliases_and_alias_bombs_are_refused() {
+        let err = parse("a: *nothing\n").unwrap_err();
+        assert!(err.message.contains("unknown anchor"), "{}", err.message);
+        let err = parse("a: &s x\nb:\n  <<: *s\n").unwrap_err();
+        assert!(err.message.contains("merge key"), "{}", err.message);
+        // Each level repeats the last nine times: 9^8 values.
+        let mut bomb = String::from("l0: &l0 [a, a, a, a, a, a, a, a, a]\n");
+        for level in 1..8 {
+            let previous = format!("*l{}", level - 1);
+            let items = vec![previous.as_str(); 9].join(", ");
+            bomb.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+        }
+        let err = parse(&bomb).unwrap_err();
+        assert!(
+            err.message.contains("expand to more than"),
             "{}",
             err.message
         );

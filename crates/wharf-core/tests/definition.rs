@@ -417,6 +417,44 @@ fn templates_in_run_and_health_commands_are_checked() {
     assert!(load(&good, "wharf.yaml", &FOLDERS).is_ok());
 }
 
+#[test]
+fn anchors_aliases_merge_keys_and_extension_keys_shape_a_definition() {
+    let text = r#"
+x-python: &python
+  run: ["python3", "app.py"]
+  port: http
+  health: { http: /health }
+services:
+  catalog:
+    <<: *python
+    build: ./catalog
+  orders:
+    <<: *python
+    build: ./orders
+    port: 9000
+environments:
+  local:
+    nodes:
+      - { name: laptop, services: [catalog, orders] }
+"#;
+    let def = load(text, "wharf.yaml", &FOLDERS).unwrap();
+    assert_eq!(def.services["catalog"].run, ["python3", "app.py"]);
+    assert_eq!(
+        def.services["catalog"].port,
+        Some(PortSpec::Named("http".into()))
+    );
+    assert_eq!(
+        def.services["orders"].port,
+        Some(PortSpec::Fixed(9000)),
+        "its own key wins"
+    );
+    let out = errors(&text.replace("x-python", "python"));
+    assert!(
+        out.contains("unknown key `python`"),
+        "only `x-` keys are extensions: {out}"
+    );
+}
+
 const WITH_INGRESS: &str = r#"
 services:
   web:
