@@ -477,7 +477,7 @@ mod tests {
         let mut bomb = String::from("l0: &l0 [a, a, a, a, a, a, a, a, a]\n");
         for level in 1..8 {
             let previous = format!("*l{}", level - 1);
-            let items = vec![previous.as_str(); 9].join(", ");
+            let items = [previous.as_str(); 9].join(", ");
             bomb.push_str(&format!("l{level}: &l{level} [{items}]\n"));
         }
         let err = parse(&bomb).unwrap_err();
