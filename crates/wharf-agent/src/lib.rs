@@ -437,7 +437,7 @@ impl Agent {
         let fail = |reason: String| {
             Err(Unhealthy {
                 reason,
-                log_tail: logs::tail_of_last_run(&log_path, 20),
+                log_tail: logs::report_of_last_run(&log_path),
             })
         };
         loop {

@@ -163,6 +163,46 @@ pub fn tail_of_last_run(path: &Path, lines: usize) -> String {
     run.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
+/// What a failed start printed, for its report: the first lines of its last run (where
+/// an error at start usually is) and its last lines, runs of one repeated line (a
+/// health probe's request logged again and again) collapsed to one with a count.
+pub fn report_of_last_run(path: &Path) -> String {
+    let all = tail(path, 2000);
+    let mut run: Vec<&str> = all
+        .lines()
+        .rev()
+        .take_while(|l| !l.starts_with(MARKER))
+        .collect();
+    run.reverse();
+    summarize(&run, 5, 20)
+}
+
+/// `first` lines and `last` lines of `lines`, with repeats collapsed (`line (x 480)`).
+pub fn summarize(lines: &[&str], first: usize, last: usize) -> String {
+    let mut collapsed: Vec<(String, usize)> = Vec::new();
+    for line in lines {
+        match collapsed.last_mut() {
+            Some((previous, n)) if previous == line => *n += 1,
+            _ => collapsed.push(((*line).to_owned(), 1)),
+        }
+    }
+    let shown = |(line, n): &(String, usize)| match n {
+        1 => line.clone(),
+        n => format!("{line} (x {n})"),
+    };
+    if collapsed.len() <= first + last + 1 {
+        return collapsed.iter().map(shown).collect::<Vec<_>>().join("\n");
+    }
+    let skipped: usize = collapsed[first..collapsed.len() - last]
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let mut out: Vec<String> = collapsed[..first].iter().map(shown).collect();
+    out.push(format!("... ({skipped} lines)"));
+    out.extend(collapsed[collapsed.len() - last..].iter().map(shown));
+    out.join("\n")
+}
+
 /// The last `lines` lines of a log file (empty if it does not exist).
 pub fn tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = File::open(path) else {
@@ -189,6 +229,25 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn a_report_keeps_the_first_and_last_lines_and_collapses_repeats() {
+        let probe = "GET /health 200";
+        let mut lines = vec!["starting", "error: database handshake failed"];
+        lines.extend(std::iter::repeat_n(probe, 480));
+        lines.extend(["exiting"]);
+        assert_eq!(
+            summarize(&lines, 5, 20),
+            format!("starting\nerror: database handshake failed\n{probe} (x 480)\nexiting")
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let out = summarize(&many, 2, 3);
+        assert_eq!(
+            out,
+            "line 0\nline 1\n... (35 lines)\nline 37\nline 38\nline 39"
+        );
+    }
 
     #[test]
     fn rotation_keeps_numbered_copies_and_truncates_in_place() {
