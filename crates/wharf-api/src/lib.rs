@@ -291,6 +291,14 @@ pub struct RolloutEvent {
     pub what: String,
 }
 
+/// `POST /v1/restart`: replace every instance of a service by a fresh one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartRequest {
+    pub service: String,
+    pub env: String,
+    pub user: String,
+}
+
 /// `POST /v1/stop`: stop one service, or all services of an environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopRequest {

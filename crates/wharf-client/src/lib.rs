@@ -385,6 +385,14 @@ impl Client {
         self.operation("/v1/rollback", request, on_event).await
     }
 
+    pub async fn restart(
+        &self,
+        request: &RestartRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        self.operation("/v1/restart", request, on_event).await
+    }
+
     pub async fn stop(
         &self,
         request: &StopRequest,

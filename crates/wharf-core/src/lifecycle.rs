@@ -111,6 +111,9 @@ pub enum DeploymentKind {
     /// Instances brought back to the running deployment's set (one went missing, or an
     /// instance not wanted appeared), found by the periodic reconcile.
     Reconcile,
+    /// Every instance replaced by a fresh one of the same version and configuration
+    /// (`wharf restart`), the rolling way.
+    Restart,
 }
 
 impl DeploymentKind {
@@ -125,6 +128,7 @@ impl DeploymentKind {
             Self::Definition => "definition",
             Self::Recovery => "recovery",
             Self::Reconcile => "reconcile",
+            Self::Restart => "restart",
         }
     }
 
@@ -139,6 +143,7 @@ impl DeploymentKind {
             Self::Definition,
             Self::Recovery,
             Self::Reconcile,
+            Self::Restart,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

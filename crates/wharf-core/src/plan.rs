@@ -120,6 +120,27 @@ pub fn plan(desired: &[DesiredInstance], observed: &[ObservedInstance], max_para
     Plan { batches, unchanged }
 }
 
+/// The plan of a restart: every instance already running what is desired is replaced
+/// too, by a fresh one (in one batch; the rollout re-batches).
+pub fn replacing_unchanged(
+    mut plan: Plan,
+    desired: &[DesiredInstance],
+    observed: &[ObservedInstance],
+) -> Plan {
+    let replaces: Vec<Step> = std::mem::take(&mut plan.unchanged)
+        .into_iter()
+        .filter_map(|slot| {
+            let from = observed.iter().find(|o| o.slot == slot)?.clone();
+            let to = desired.iter().find(|d| d.slot == slot)?.clone();
+            Some(Step::Replace { from, to })
+        })
+        .collect();
+    if !replaces.is_empty() {
+        plan.batches.push(replaces);
+    }
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

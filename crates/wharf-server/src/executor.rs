@@ -551,8 +551,12 @@ impl Executor {
         } else {
             spec.rollout.limits.effective(surge_possible)
         };
+        let mut planned = plan::plan(&desired_of(&rendered), &observed, 1);
+        if kind == DeploymentKind::Restart {
+            planned = plan::replacing_unchanged(planned, &desired_of(&rendered), &observed);
+        }
         let mut plan = rollout::roll(
-            plan::plan(&desired_of(&rendered), &observed, 1),
+            planned,
             limits,
             &running.iter().map(|s| s.instance).collect::<Vec<_>>(),
         );
@@ -1486,6 +1490,32 @@ impl Executor {
             .hub
             .announce_current(&*self.store, &target.env, &target.service);
         outcome
+    }
+
+    /// Replaces every instance of a service by a fresh one of what runs now, the rolling
+    /// way (each new one serves before the one it replaces is drained).
+    pub async fn restart(
+        &self,
+        service: &str,
+        env: &str,
+        user: String,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let Some(running) = self.current_deployment(service, env)? else {
+            return Err(ServerError::not_found(format!(
+                "`{service}` does not run in `{env}`: nothing to restart"
+            ))
+            .hint(format!("`wharf deploy {service} --env {env}` starts it")));
+        };
+        self.redeploy(
+            &running,
+            DeploymentKind::Restart,
+            user,
+            Some("restart".into()),
+            false,
+            events,
+        )
+        .await
     }
 
     /// Stops one service or every service of an environment, recording it in history.

@@ -49,6 +49,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/v1/rollback", post(rollback))
         .route("/v1/stop", post(stop))
+        .route("/v1/restart", post(restart))
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
@@ -439,6 +440,29 @@ async fn rollback(
     };
     Ok(stream_operation(c, audit, |c, events| async move {
         c.executor.rollback(req, &events).await
+    }))
+}
+
+async fn restart(
+    State(c): Ctl,
+    caller: Caller,
+    Json(req): Json<RestartRequest>,
+) -> Result<Response, ServerError> {
+    crate::edge::names(&req.service, &req.env)?;
+    let target = format!("{} in {}", req.service, req.env);
+    authorize(&c, &caller, &req.env, Action::Deploy, "restart", &target)?;
+    c.definitions
+        .check_names(Some(&req.service), Some(&req.env))?;
+    let user = acting_user(&c, &caller, &req.user);
+    let audit = Audited {
+        caller,
+        action: "restart",
+        target,
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
+        c.executor
+            .restart(&req.service, &req.env, user, &events)
+            .await
     }))
 }
 

@@ -125,6 +125,13 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Replace every instance of a service by a fresh one, the rolling way (each new one
+    /// serves before the one it replaces is drained).
+    Restart {
+        service: String,
+        #[arg(long = "env", short = 'e')]
+        env: String,
+    },
     /// Show a service's logs.
     Logs {
         service: String,

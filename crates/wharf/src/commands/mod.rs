@@ -74,6 +74,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             instance,
             lines,
         } => logs::logs(global, printer, &service, &env, follow, instance, lines).await,
+        Command::Restart { service, env } => {
+            rollback::restart(global, printer, &service, &env).await
+        }
         Command::Stop { service, env } => stop::stop(global, printer, &env, Some(service)).await,
         Command::Down { env } => stop::stop(global, printer, &env, None).await,
         Command::Server(args) => server::server(global, printer, args).await,

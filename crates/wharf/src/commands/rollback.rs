@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use wharf_api::{DeployEvent, RollbackRequest};
+use wharf_api::{DeployEvent, RestartRequest, RollbackRequest};
 
 use crate::cli::Global;
 use crate::commands::current_user;
@@ -50,6 +50,51 @@ pub async fn rollback(
     printer.info(&format!(
         "{} {service} in {env}{id}: {message}",
         printer.paint("rolled back", Tone::Good)
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wharf restart`: every instance replaced by a fresh one of what runs now.
+pub async fn restart(
+    global: &Global,
+    printer: &Printer,
+    service: &str,
+    env: &str,
+) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let request = RestartRequest {
+        service: service.to_owned(),
+        env: env.to_owned(),
+        user: current_user(),
+    };
+    let mut view = EventView::new(printer);
+    let last = client
+        .restart(&request, |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
+    let DeployEvent::Finished {
+        deployment,
+        message,
+        ..
+    } = &last
+    else {
+        unreachable!("the client returns only finished events")
+    };
+    let id = deployment
+        .map(|d| format!(" (deployment #{d})"))
+        .unwrap_or_default();
+    if !succeeded(&last) {
+        return Err(Failure::operation(format!(
+            "restart of {service} in {env}{id} failed: {message}"
+        ))
+        .into());
+    }
+    if printer.json() {
+        printer.json_data(&last);
+    }
+    printer.info(&format!(
+        "{} {service} in {env}{id}: {message}",
+        printer.paint("restarted", Tone::Good)
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -114,3 +114,71 @@ fn deploying_an_environment_stops_the_services_no_longer_in_it() {
     assert!(p.instances("worker", "ci").is_empty());
     assert_eq!(p.instances("web", "ci").len(), 1, "the rest keeps running");
 }
+
+#[test]
+fn restart_replaces_every_instance_and_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let definition = ONE.replace(
+        "  ci: {}\n",
+        "  ci:\n    nodes:\n      - name: local\n        services: [{ name: web, instances: 2 }]\n",
+    );
+    let mut p = Project::new(&definition, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let before: Vec<i64> = p
+        .instances("web", "ci")
+        .iter()
+        .map(|i| i["pid"].as_i64().unwrap())
+        .collect();
+    let address = p.address("web", "ci");
+    let (running, sent, failed) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let client = {
+        let (running, sent, failed) = (running.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            while running.load(Ordering::Relaxed) {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if !http
+                    .get(&address)
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let out = p.ok(&["restart", "web", "--env", "ci"]);
+    assert!(
+        stderr(&out).contains("restarted web in ci"),
+        "{}",
+        text(&out)
+    );
+    running.store(false, Ordering::Relaxed);
+    client.join().unwrap();
+    let after = p.instances("web", "ci");
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|i| i["version"] == "v1"));
+    assert!(
+        after
+            .iter()
+            .all(|i| !before.contains(&i["pid"].as_i64().unwrap())),
+        "every instance is new: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {}",
+        sent.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        p.json(&["history", "web", "--env", "ci"])[0]["kind"],
+        "restart"
+    );
+    let out = p.wharf(&["restart", "web", "--env", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
