@@ -394,6 +394,7 @@ impl Agent {
             secrets: self.secret_source.clone(),
             traffic: self.traffic.clone(),
             streak: health::Streak::default(),
+            failing: (0, false),
         };
         let task = tokio::spawn(supervisor.run(running, control_rx));
         self.lock().insert(plan.key, Handle { task, ..handle });

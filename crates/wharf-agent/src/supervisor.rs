@@ -47,6 +47,9 @@ pub(crate) struct Supervisor {
     pub traffic: Arc<crate::traffic::Traffic>,
     /// The run of passed or failed checks so far, against `rise` and `fall`.
     pub streak: health::Streak,
+    /// Failed checks in a row since the instance was last healthy (against
+    /// `unhealthy_after`), and whether it was healthy since it started.
+    pub failing: (u32, bool),
 }
 
 impl Supervisor {
@@ -104,8 +107,20 @@ impl Supervisor {
                     continue;
                 }
                 _ = checks.tick() => {
-                    self.check().await;
-                    continue;
+                    let Some(failed) = self.check().await else {
+                        continue;
+                    };
+                    // Liveness: it served, and has failed its checks since.
+                    tracing::warn!(instance = %self.plan.key, "instance failed {failed} health checks in a row; restarting it");
+                    logs::mark(
+                        &self.launch.log_path,
+                        &format!("stopping {}: it failed {failed} health checks in a row", self.plan.version),
+                    );
+                    let _ = running.stop(self.plan.stop_timeout).await;
+                    self.update(|s| {
+                        s.last_exit = Some(format!("failed {failed} health checks in a row and was restarted"));
+                    });
+                    Exit::Unknown
                 }
             };
             // It ended on its own: record it, wait out the backoff, start it again.
@@ -113,11 +128,20 @@ impl Supervisor {
                 backoff = FIRST_BACKOFF;
             }
             tracing::warn!(instance = %self.plan.key, %exit, "instance ended; restarting in {backoff:?}");
+            let restarted_unhealthy = self.failing.0 > 0
+                && self
+                    .plan
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.unhealthy_after > 0)
+                && self.failing.0 >= self.plan.health.as_ref().map_or(0, |h| h.unhealthy_after);
             self.update(|s| {
                 s.state = InstanceState::Restarting;
                 s.health = Health::Unhealthy;
                 s.pid = None;
-                s.last_exit = Some(exit.to_string());
+                if !restarted_unhealthy {
+                    s.last_exit = Some(exit.to_string());
+                }
             });
             loop {
                 tokio::select! {
@@ -160,6 +184,7 @@ impl Supervisor {
             started = Instant::now();
             let pid = running.handle_id();
             self.streak = health::Streak::default();
+            self.failing = (0, false);
             self.update(|s| {
                 s.state = InstanceState::Running;
                 s.health = Health::Unknown;
@@ -194,10 +219,9 @@ impl Supervisor {
         );
     }
 
-    async fn check(&mut self) {
-        let Some(check) = &self.plan.health else {
-            return;
-        };
+    /// Runs one check; returns the failures in a row when they call for a restart.
+    async fn check(&mut self) -> Option<u32> {
+        let check = self.plan.health.clone()?;
         let pid = self.status.borrow().pid;
         let passed = health::probe(
             &check.probe,
@@ -209,11 +233,18 @@ impl Supervisor {
         .and_then(|()| crate::answered_by_instance(&self.plan, pid))
         .is_ok();
         let now = self.status.borrow().health;
-        let Some(health) = self.streak.record(passed, now, check.rise, check.fall) else {
-            return;
-        };
-        if now != health && self.status.borrow().state == InstanceState::Running {
+        let (failed, was_healthy) = &mut self.failing;
+        *failed = if passed { 0 } else { *failed + 1 };
+        *was_healthy |= now == Health::Healthy;
+        let restart =
+            (check.unhealthy_after > 0 && *was_healthy && *failed >= check.unhealthy_after)
+                .then_some(*failed);
+        if let Some(health) = self.streak.record(passed, now, check.rise, check.fall)
+            && now != health
+            && self.status.borrow().state == InstanceState::Running
+        {
             self.update(|s| s.health = health);
         }
+        restart
     }
 }

@@ -60,6 +60,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
             interval: Duration::from_millis(20),
             fall: 2,
             rise: 2,
+            unhealthy_after: 3,
         }),
         stop_timeout: Duration::from_secs(2),
         resources: Default::default(),

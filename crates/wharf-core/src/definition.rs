@@ -657,9 +657,24 @@ impl Checker<'_> {
             }
         };
         let (fall, rise) = (threshold("fall", raw.fall), threshold("rise", raw.rise));
+        let unhealthy_after = match raw.unhealthy_after {
+            None => 3,
+            Some(n @ 0..=100) => n,
+            Some(n) => {
+                let mut p = at("unhealthy_after");
+                p.push(PathSegment::Value);
+                self.report(
+                    &p,
+                    format!("`unhealthy_after: {n}` is not a usable number of checks"),
+                    Some("use 1 to 100 (default 3), or 0 never to restart on failed checks".into()),
+                );
+                3
+            }
+        };
         HealthCheck {
             fall,
             rise,
+            unhealthy_after,
             probe,
             timeout: self.duration(raw.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT, &timeout_path),
             interval: self.duration(

@@ -125,10 +125,17 @@ pub struct HealthCheck {
     /// Consecutive passes that put it back.
     #[serde(default = "two")]
     pub rise: u32,
+    /// Consecutive failures that restart a running instance that was healthy (0: never).
+    #[serde(default = "three")]
+    pub unhealthy_after: u32,
 }
 
 fn two() -> u32 {
     2
+}
+
+fn three() -> u32 {
+    3
 }
 
 impl HealthCheck {

@@ -333,6 +333,10 @@ pub struct RawHealth {
     /// Consecutive passed checks after which it joins again (default 2).
     #[serde(default)]
     pub rise: Option<u32>,
+    /// Consecutive failed checks after which a running instance that was healthy is
+    /// restarted (default 3; 0: never).
+    #[serde(default)]
+    pub unhealthy_after: Option<u32>,
 }
 
 /// An instance driver.

@@ -426,3 +426,59 @@ fn logs_written_at_20_mb_per_second_never_pass_the_size_limit() {
         "partial lines"
     );
 }
+
+/// An app whose check fails while the file `SICK` names exists.
+const SICKENING_APP: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        sick = os.path.exists(os.environ["SICK"])
+        code = 500 if self.path == "/health" and sick else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn an_instance_that_turns_unhealthy_is_restarted() {
+    let sick = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let path = sick.to_str().unwrap().to_owned();
+    std::fs::remove_file(&path).unwrap();
+    let definition = format!(
+        "services:\n  web:\n    build: ./web\n    run: [\"python3\", \"app.py\"]\n    port: http\n    health: {{ http: /health, interval: 100ms }}\n    config: {{ SICK: \"{path}\" }}\nenvironments:\n  ci: {{}}\n"
+    );
+    let mut p = Project::new(&definition, &["web"]);
+    p.write("web/app.py", SICKENING_APP);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let pid = p.instances("web", "ci")[0]["pid"].clone();
+    std::fs::write(&path, "").unwrap();
+    assert!(
+        wait_until(
+            Duration::from_secs(15),
+            || p.instances("web", "ci")[0]["restarts"] == 1
+        ),
+        "restarted after its checks failed: {:?}",
+        p.instances("web", "ci")
+    );
+    let now = &p.instances("web", "ci")[0];
+    assert_ne!(now["pid"], pid, "a new process");
+    let log = stdout(&p.ok(&["logs", "web", "--env", "ci"]));
+    assert!(
+        log.contains("it failed 3 health checks in a row"),
+        "the log says why: {log}"
+    );
+    // Still failing, it is not restarted again and again: it was not healthy since.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(p.instances("web", "ci")[0]["restarts"], 1);
+    std::fs::remove_file(&path).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || p
+        .instances("web", "ci")[0]["health"]
+        == "healthy"));
+}
