@@ -14,11 +14,27 @@ pub async fn logs(
     lines: usize,
 ) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
+    // With `-o json`, one JSON object per line of output (JSON Lines), as it comes.
+    let mut partial = String::new();
+    let json = printer.json();
+    let as_json = |line: &str| {
+        serde_json::json!({ "service": service, "env": env, "line": line }).to_string()
+    };
     client
         .logs(env, service, instance, follow, lines, |text| {
-            printer.stream(text)
+            if !json {
+                return printer.stream(text);
+            }
+            partial.push_str(text);
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                printer.data(&as_json(line.trim_end_matches(['\n', '\r'])));
+            }
         })
         .await
         .map_err(Failure::from)?;
+    if json && !partial.is_empty() {
+        printer.data(&as_json(&partial));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -182,3 +182,25 @@ fn restart_replaces_every_instance_and_fails_no_request() {
     let out = p.wharf(&["restart", "web", "--env", "nowhere"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn logs_in_json_are_one_object_per_line() {
+    let mut p = Project::new(ONE, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let out = p.ok(&["logs", "web", "--env", "ci", "-o", "json"]);
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["line"]
+            .as_str()
+            .is_some_and(|t| t.contains("starting on"))),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["service"] == "web" && l["env"] == "ci")
+    );
+}
