@@ -334,6 +334,7 @@ impl Agent {
                 memory_bytes: plan.resources.memory_bytes,
             },
             image: plan.image.then(|| plan.digest.clone()),
+            stop_signal: plan.stop_signal.clone(),
         })
     }
 

@@ -63,6 +63,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
             unhealthy_after: 3,
         }),
         stop_timeout: Duration::from_secs(2),
+        stop_signal: None,
         resources: Default::default(),
         logs: Default::default(),
         address: None,

@@ -26,6 +26,9 @@ pub struct InstancePlan {
     pub health: Option<HealthCheck>,
     #[serde(with = "wharf_core::model::millis")]
     pub stop_timeout: Duration,
+    /// The signal a stop sends first (default TERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
     /// What the instance requests of its host (counted by placement).
     #[serde(default)]
     pub resources: wharf_core::placement::Resources,

@@ -259,6 +259,7 @@ impl Checker<'_> {
                 DEFAULT_STOP_TIMEOUT,
                 &at(&["stop_timeout"]),
             ),
+            stop_signal: self.stop_signal(raw, &at(&["stop_signal"])),
             resources: self.resources(raw.resources.as_ref(), &at(&["resources"])),
             logs: self.logs(raw.logs.as_ref(), &at(&["logs"])),
             address_port: raw.address_port,
@@ -521,6 +522,28 @@ impl Checker<'_> {
             pin,
             analysis,
         }
+    }
+
+    /// `stop_signal`, as a name without `SIG` (`QUIT`); one a stop cannot be graceful
+    /// with is refused.
+    fn stop_signal(&mut self, raw: &RawService, path: &[PathSegment]) -> Option<String> {
+        let given = raw.stop_signal.as_ref()?;
+        let name = given.trim().trim_start_matches("SIG").to_ascii_uppercase();
+        const STOPPING: [&str; 7] = ["TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "WINCH"];
+        if STOPPING.contains(&name.as_str()) {
+            return Some(name);
+        }
+        let mut at = path.to_vec();
+        at.push(PathSegment::Value);
+        self.report(
+            &at,
+            format!("`{given}` is not a signal a stop can start with"),
+            Some(format!(
+                "one of {} (a stop ends with SIGKILL after `stop_timeout` anyway)",
+                STOPPING.join(", ")
+            )),
+        );
+        None
     }
 
     fn on_change(&mut self, name: &str, raw: &RawService) -> OnChange {

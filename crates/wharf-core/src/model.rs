@@ -29,6 +29,8 @@ pub struct Service {
     pub config: BTreeMap<String, String>,
     pub driver: DriverKind,
     pub stop_timeout: Duration,
+    /// The signal a stop sends first (`TERM`, `QUIT`, ...), without `SIG`.
+    pub stop_signal: Option<String>,
     pub max_parallel: u32,
     pub min_healthy_time: Duration,
     pub resources: crate::placement::Resources,

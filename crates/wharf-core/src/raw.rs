@@ -56,6 +56,10 @@ pub struct RawService {
     /// How long a stopping instance gets between SIGTERM and SIGKILL, e.g. `10s`.
     #[serde(default)]
     pub stop_timeout: Option<String>,
+    /// The signal that asks an instance to stop (default `TERM`; nginx wants `QUIT` for a
+    /// graceful stop).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
     /// How many instances of a rolling upgrade are replaced at once (default 1).
     #[serde(default)]
     pub max_parallel: Option<u32>,

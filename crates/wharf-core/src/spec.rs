@@ -21,6 +21,8 @@ pub struct DeploySpec {
     pub health: Option<HealthCheck>,
     #[serde(with = "crate::model::millis")]
     pub stop_timeout: Duration,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
     pub max_parallel: u32,
     /// How a new version replaces the running one (stored specs from before it roll
     /// with the defaults).
@@ -277,6 +279,7 @@ impl Definition {
             port: svc.port.clone(),
             health: svc.health.clone(),
             stop_timeout: svc.stop_timeout,
+            stop_signal: svc.stop_signal.clone(),
             max_parallel: svc.max_parallel,
             rollout: svc.rollout.clone(),
             response_timeout: svc.response_timeout,

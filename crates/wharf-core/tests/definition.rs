@@ -455,6 +455,23 @@ environments:
     );
 }
 
+#[test]
+fn a_stop_signal_is_read_and_checked() {
+    let with = |value: &str| {
+        GOOD.replace(
+            "    port: http\n    health:",
+            &format!("    port: http\n    stop_signal: {value}\n    health:"),
+        )
+    };
+    let def = load(&with("SIGQUIT"), "wharf.yaml", &FOLDERS).unwrap();
+    assert_eq!(def.services["catalog"].stop_signal.as_deref(), Some("QUIT"));
+    let out = errors(&with("KILL"));
+    assert!(
+        out.contains("`KILL` is not a signal a stop can start with"),
+        "{out}"
+    );
+}
+
 const WITH_INGRESS: &str = r#"
 services:
   web:

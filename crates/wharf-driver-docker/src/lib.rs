@@ -313,6 +313,8 @@ impl Driver for DockerDriver {
             labels: Some(labels),
             exposed_ports: published.map(|key| vec![key]),
             host_config: Some(host_config),
+            // `docker stop` sends it first (the image's own when none is given).
+            stop_signal: spec.stop_signal.as_ref().map(|s| format!("SIG{s}")),
             ..Default::default()
         };
         let options = CreateContainerOptions {

@@ -188,6 +188,7 @@ impl Driver for ProcessDriver {
         Ok(Box::new(ChildProcess {
             child,
             pid,
+            stop_signal: stop_signal_of(Some(spec)),
             tracked: Tracked {
                 group,
                 cgroups: self.cgroups.clone(),
@@ -202,12 +203,13 @@ impl Driver for ProcessDriver {
             .unwrap_or_default()
     }
 
-    async fn adopt(&self, found: &Found, _: Option<&LaunchSpec>) -> Option<Box<dyn Running>> {
+    async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>> {
         proc_scan::is_alive(found.handle_id).then(|| {
             let group = cgroups::group_name(&found.tag);
             let group = self.cgroups.usage(&group).is_some().then_some(group);
             Box::new(AdoptedProcess {
                 pid: found.handle_id,
+                stop_signal: stop_signal_of(launch),
                 tracked: Tracked {
                     group,
                     cgroups: self.cgroups.clone(),
@@ -230,6 +232,8 @@ fn resolve_program(program: &str, workdir: &Path) -> std::path::PathBuf {
 struct ChildProcess {
     child: Child,
     pid: u32,
+    /// What a stop sends first.
+    stop_signal: Signal,
     tracked: Tracked,
 }
 
@@ -285,7 +289,7 @@ impl Running for ChildProcess {
     }
 
     async fn stop(&mut self, grace: Duration) -> Exit {
-        terminate_group(self.pid);
+        terminate_group(self.pid, self.stop_signal);
         if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
             kill_group(self.pid);
             return exit;
@@ -298,6 +302,7 @@ impl Running for ChildProcess {
 /// A process found running from an earlier agent; not our child, so it is polled.
 struct AdoptedProcess {
     pid: u32,
+    stop_signal: Signal,
     tracked: Tracked,
 }
 
@@ -328,7 +333,7 @@ impl Running for AdoptedProcess {
     }
 
     async fn stop(&mut self, grace: Duration) -> Exit {
-        terminate_group(self.pid);
+        terminate_group(self.pid, self.stop_signal);
         if tokio::time::timeout(grace, self.wait()).await.is_err() {
             kill_group(self.pid);
             self.wait().await;
@@ -338,8 +343,16 @@ impl Running for AdoptedProcess {
     }
 }
 
-fn terminate_group(pid: u32) {
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+fn terminate_group(pid: u32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pid as i32), signal);
+}
+
+/// The signal a launch asks a stop to send first: SIGTERM unless it names another.
+fn stop_signal_of(launch: Option<&LaunchSpec>) -> Signal {
+    launch
+        .and_then(|l| l.stop_signal.as_deref())
+        .and_then(|name| format!("SIG{name}").parse().ok())
+        .unwrap_or(Signal::SIGTERM)
 }
 
 /// Kills whatever is left of the group (children that ignored SIGTERM).

@@ -25,6 +25,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         image: None,
         secret_keys: vec![],
         pull: None,
+        stop_signal: None,
     }
 }
 
@@ -71,6 +72,24 @@ async fn stop_ends_the_whole_process_group_even_when_sigterm_is_ignored() {
         stat.is_empty() || stat.contains(") Z"),
         "grandchild survived: {stat}"
     );
+}
+
+#[tokio::test]
+async fn a_stop_sends_the_stop_signal_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = ProcessDriver::new("t9/");
+    // Like nginx: QUIT is the graceful stop; TERM would not be.
+    let script = "trap 'echo graceful > how; exit 0' QUIT; trap 'echo fast > how; exit 1' TERM; touch ready; while :; do sleep 0.05; done";
+    let mut launch = spec(dir.path(), "t9/a", script);
+    launch.stop_signal = Some("QUIT".into());
+    let mut running = driver.start(&launch).await.unwrap();
+    while !dir.path().join("ready").exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let exit = running.stop(Duration::from_secs(5)).await;
+    assert_eq!(exit, Exit::Code(0));
+    let how = std::fs::read_to_string(dir.path().join("how")).unwrap();
+    assert_eq!(how.trim(), "graceful");
 }
 
 #[tokio::test]

@@ -68,6 +68,9 @@ pub struct LaunchSpec {
     /// Keys of `env` that hold secrets: never written to files by a driver.
     #[serde(default)]
     pub secret_keys: Vec<String>,
+    /// The signal a stop sends first (`QUIT`...; default TERM).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,

@@ -180,6 +180,7 @@ pub fn render(
             port,
             health,
             stop_timeout: spec.stop_timeout,
+            stop_signal: spec.stop_signal.clone(),
             resources: spec.resources,
             logs: spec.logs,
             address,
