@@ -557,6 +557,16 @@ impl Running for Container {
             }
             _ => Exit::Unknown,
         };
+        // The engine knows whether the kernel killed it for its memory limit.
+        let oom_killed = self
+            .docker
+            .inspect_container(&self.name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|state| state.oom_killed)
+            .unwrap_or(false);
+        let exit = if oom_killed { Exit::OutOfMemory } else { exit };
         // Its output is in the instance's log already; a restart makes a new container.
         let _ = remove(&self.docker, &self.name).await;
         exit

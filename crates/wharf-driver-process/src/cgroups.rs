@@ -188,6 +188,20 @@ impl Cgroups {
         }
     }
 
+    /// Whether the kernel killed a process of the group for going over its memory limit.
+    pub fn oom_killed(&self, group: &str) -> bool {
+        let events = match self {
+            Cgroups::V2 { root } => root.join(group).join("memory.events"),
+            Cgroups::V1 { memory, .. } => memory.join(group).join("memory.oom_control"),
+            Cgroups::Unavailable(_) => return false,
+        };
+        fs::read_to_string(events).is_ok_and(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .any(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        })
+    }
+
     /// Removes a group once its processes are gone.
     pub fn remove(&self, group: &str) {
         for dir in self.folders(group) {

@@ -251,6 +251,12 @@ impl Tracked {
         }
     }
 
+    fn oom_killed(&self) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|group| self.cgroups.oom_killed(group))
+    }
+
     fn ended(&self) {
         if let Some(group) = &self.group {
             self.cgroups.remove(group);
@@ -278,6 +284,7 @@ impl Running for ChildProcess {
                 use std::os::unix::process::ExitStatusExt;
                 match (status.code(), status.signal()) {
                     (Some(code), _) => Exit::Code(code),
+                    (None, Some(9)) if self.tracked.oom_killed() => Exit::OutOfMemory,
                     (None, Some(signal)) => Exit::Signal(signal),
                     _ => Exit::Unknown,
                 }

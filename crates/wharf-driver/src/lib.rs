@@ -126,6 +126,8 @@ pub struct Usage {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Killed by the kernel for using more memory than its limit.
+    OutOfMemory,
     /// Gone, but the driver could not learn how (an adopted process).
     Unknown,
 }
@@ -135,6 +137,10 @@ impl fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exited with status {c}"),
             Exit::Signal(s) => write!(f, "was killed by signal {s}"),
+            Exit::OutOfMemory => write!(
+                f,
+                "was killed for using more memory than its limit (out of memory)"
+            ),
             Exit::Unknown => write!(f, "exited"),
         }
     }

@@ -64,6 +64,11 @@ fn a_noisy_neighbour_stays_within_its_limits_and_the_quiet_one_stays_healthy() {
         memhog["restarts"].as_u64().unwrap() >= 1,
         "the memory hog is killed at its limit and restarted: {memhog}"
     );
+    let log = stdout(&p.ok(&["logs", "memhog", "--env", "ci"]));
+    assert!(
+        log.contains("out of memory"),
+        "the kill is named for what it is: {log}"
+    );
     let quiet = p.instances("quiet", "ci")[0].clone();
     assert_eq!(quiet["health"], "healthy");
     assert_eq!(quiet["restarts"], 0);
