@@ -305,8 +305,28 @@ impl Agent {
                 source,
             })?;
         }
+        // Its own folder, per environment, service and slot: kept across versions and
+        // restarts, never shared with another environment.
+        let data_dir = self
+            .state_dir
+            .join("data")
+            .join(&plan.key.env)
+            .join(&plan.key.service)
+            .join(plan.data_slot.unwrap_or(plan.key.instance).to_string());
+        std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::State {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let data = data_dir.display().to_string();
+        let placed =
+            |text: &String| text.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, &data);
         // Registry credentials are for the engine, not the instance.
-        let mut env = plan.env.clone();
+        let mut env: std::collections::BTreeMap<String, String> = plan
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), placed(v)))
+            .collect();
+        env.insert("WHARF_DATA_DIR".into(), data.clone());
         let username = env.remove(wharf_driver::REGISTRY_USERNAME);
         let password = env.remove(wharf_driver::REGISTRY_PASSWORD);
         let pull = plan
@@ -321,7 +341,7 @@ impl Agent {
         Ok(LaunchSpec {
             key: plan.key.clone(),
             workdir: workdir.to_owned(),
-            argv: plan.argv.clone(),
+            argv: plan.argv.iter().map(placed).collect(),
             env,
             secret_keys: plan.secret_keys.clone(),
             pull,
@@ -335,6 +355,7 @@ impl Agent {
             },
             image: plan.image.then(|| plan.digest.clone()),
             stop_signal: plan.stop_signal.clone(),
+            data_dir: Some(data_dir),
         })
     }
 

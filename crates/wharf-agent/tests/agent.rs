@@ -64,6 +64,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         }),
         stop_timeout: Duration::from_secs(2),
         stop_signal: None,
+        data_slot: None,
         resources: Default::default(),
         logs: Default::default(),
         address: None,

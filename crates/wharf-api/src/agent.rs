@@ -29,6 +29,10 @@ pub struct InstancePlan {
     /// The signal a stop sends first (default TERM).
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// Which of the service's slots it fills (its place in the deploy, kept across
+    /// versions while instance numbers alternate), naming its data folder.
+    #[serde(default)]
+    pub data_slot: Option<u32>,
     /// What the instance requests of its host (counted by placement).
     #[serde(default)]
     pub resources: wharf_core::placement::Resources,

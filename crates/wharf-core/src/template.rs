@@ -10,8 +10,12 @@ use crate::suggest;
 
 /// The names a config template may use.
 pub const NAMES: &[&str] = &[
-    "port", "env", "version", "instance", "service", "node", "services",
+    "port", "env", "version", "instance", "service", "node", "services", "data_dir",
 ];
+
+/// What `{{ data_dir }}` renders to: the agent that runs the instance puts its data
+/// folder's path there (only it knows where that is).
+pub const DATA_DIR_PLACEHOLDER: &str = "${WHARF_DATA_DIR}";
 
 /// What a template sees when it is rendered for one instance.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +28,8 @@ pub struct TemplateContext {
     pub node: String,
     /// Address of every service of the environment, for `{{ services.NAME.url }}`.
     pub services: BTreeMap<String, PeerAddress>,
+    /// [`DATA_DIR_PLACEHOLDER`].
+    pub data_dir: &'static str,
 }
 
 /// Where another service of the same environment answers.
@@ -115,6 +121,7 @@ impl<'a> TemplateCheck<'a> {
             service: "s".into(),
             node: "n".into(),
             services: peers,
+            data_dir: DATA_DIR_PLACEHOLDER,
         };
         Self {
             services,
@@ -177,6 +184,7 @@ mod tests {
             service: "catalog".into(),
             node: "web-1".into(),
             services: BTreeMap::new(),
+            data_dir: DATA_DIR_PLACEHOLDER,
         }
     }
 

@@ -289,8 +289,13 @@ impl Driver for DockerDriver {
         let published = port.as_ref().map(|p| format!("{p}/tcp"));
         let config_dir = write_config_files(spec)
             .map_err(|e| failed(&image, format!("cannot write the configuration files: {e}")))?;
+        let mut binds = vec![format!("{}:{CONFIG_MOUNT}:ro", config_dir.display())];
+        // The instance's data folder, at the path `WHARF_DATA_DIR` names.
+        if let Some(data) = &spec.data_dir {
+            binds.push(format!("{0}:{0}", data.display()));
+        }
         let host_config = HostConfig {
-            binds: Some(vec![format!("{}:{CONFIG_MOUNT}:ro", config_dir.display())]),
+            binds: Some(binds),
             port_bindings: published.as_ref().map(|key| {
                 let binding = PortBinding {
                     host_ip: Some("127.0.0.1".into()),

@@ -26,6 +26,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         secret_keys: vec![],
         pull: None,
         stop_signal: None,
+        data_dir: None,
     }
 }
 

@@ -71,6 +71,10 @@ pub struct LaunchSpec {
     /// The signal a stop sends first (`QUIT`...; default TERM).
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// The instance's own persistent folder (also in `env` as `WHARF_DATA_DIR`), which
+    /// an image-based driver mounts at the same path.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,

@@ -73,7 +73,7 @@ pub fn render(
         None => None,
     };
     let mut plans = Vec::new();
-    for slot in &spec.slots {
+    for (rank, slot) in spec.slots.iter().enumerate() {
         let port = match &spec.port {
             Some(p) => Some(instance_port(
                 store,
@@ -93,6 +93,7 @@ pub fn render(
             service: spec.service.clone(),
             node: slot.node.clone(),
             services: peers.clone(),
+            data_dir: wharf_core::template::DATA_DIR_PLACEHOLDER,
         };
         // `run` and a health command are templates too (`--port {{ port }}`).
         let in_context = |what: String, text: &str| {
@@ -181,6 +182,7 @@ pub fn render(
             health,
             stop_timeout: spec.stop_timeout,
             stop_signal: spec.stop_signal.clone(),
+            data_slot: Some(rank as u32),
             resources: spec.resources,
             logs: spec.logs,
             address,

@@ -204,3 +204,71 @@ fn logs_in_json_are_one_object_per_line() {
             .all(|l| l["service"] == "web" && l["env"] == "ci")
     );
 }
+
+/// An app that counts its starts in a file of its data folder, told by a template.
+const COUNTING_APP: &str = r#"
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+data = sys.argv[1]
+assert data == os.environ["WHARF_DATA_DIR"], (data, os.environ["WHARF_DATA_DIR"])
+path = os.path.join(data, "starts")
+starts = int(open(path).read()) + 1 if os.path.exists(path) else 1
+open(path, "w").write(str(starts))
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"starts": starts, "data": data, "version": os.environ["WHARF_VERSION"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn each_instance_has_a_data_folder_of_its_own_kept_across_versions() {
+    let definition = r#"
+services:
+  store:
+    build: ./store
+    run: ["python3", "app.py", "{{ data_dir }}"]
+    port: http
+    health: { http: /health, interval: 100ms }
+environments:
+  local: {}
+  ci:
+    after: local
+"#;
+    let mut p = Project::new(definition, &["store"]);
+    p.write("store/app.py", COUNTING_APP);
+    p.ok(&["deploy", "store", "--env", "local", "--version", "v1"]);
+    p.ok(&["deploy", "store", "--env", "ci", "--version", "v1"]);
+    let local = get_json(p.address_port("store", "local"));
+    let ci = get_json(p.address_port("store", "ci"));
+    assert_ne!(
+        local["data"], ci["data"],
+        "never shared between environments"
+    );
+    assert_eq!(
+        (local["starts"].as_u64(), ci["starts"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // A new version (started beside the old one, under a new instance number) finds
+    // the folder its slot had.
+    p.ok(&["deploy", "store", "--env", "local", "--version", "v2"]);
+    let again = get_json(p.address_port("store", "local"));
+    assert_eq!(again["version"], "v2");
+    assert_eq!(again["data"], local["data"], "{again}");
+    assert_eq!(
+        again["starts"], 2,
+        "it kept what the old version wrote: {again}"
+    );
+    // `down` keeps data.
+    p.ok(&["down", "--env", "local"]);
+    p.ok(&["deploy", "store", "--env", "local", "--version", "v2"]);
+    assert_eq!(get_json(p.address_port("store", "local"))["starts"], 3);
+}
