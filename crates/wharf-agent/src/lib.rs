@@ -90,6 +90,8 @@ pub struct Agent {
     id: String,
     state_dir: PathBuf,
     logs_dir: PathBuf,
+    /// The instances' own persistent folders (`data/ENV/SERVICE/SLOT`).
+    data_dir: PathBuf,
     /// The process driver, and any other the agent was given.
     drivers: std::collections::BTreeMap<DriverKind, Arc<dyn Driver>>,
     releases: Releases,
@@ -112,7 +114,8 @@ pub(crate) fn now_millis() -> i64 {
 }
 
 impl Agent {
-    /// An agent keeping its state under `root` (`instances/`, `releases/`, `logs/`).
+    /// An agent keeping its state under `root` (`instances/`, `releases/`, `logs/`,
+    /// `data/`).
     /// `id` distinguishes its instances from other agents' on the same host.
     pub fn new(
         id: &str,
@@ -144,6 +147,7 @@ impl Agent {
             id: id.to_owned(),
             state_dir,
             logs_dir,
+            data_dir: root.join("data"),
             drivers: [(DriverKind::Process, driver)].into_iter().collect(),
             releases: Releases::new(root.join("releases"), source),
             sink,
@@ -308,8 +312,7 @@ impl Agent {
         // Its own folder, per environment, service and slot: kept across versions and
         // restarts, never shared with another environment.
         let data_dir = self
-            .state_dir
-            .join("data")
+            .data_dir
             .join(&plan.key.env)
             .join(&plan.key.service)
             .join(plan.data_slot.unwrap_or(plan.key.instance).to_string());

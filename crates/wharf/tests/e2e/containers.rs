@@ -141,13 +141,23 @@ fn an_image_service_runs_as_a_limited_container_is_adopted_and_rolls_back() {
     let mounts = docker(&[
         "inspect",
         "--format",
-        "{{range .Mounts}}{{.Source}}>{{.Destination}}:{{.RW}}{{end}}",
+        "{{range .Mounts}}{{.Source}}>{{.Destination}}:{{.RW}}\n{{end}}",
         &container,
     ]);
-    let (source, rest) = mounts
-        .split_once('>')
-        .unwrap_or_else(|| panic!("no mount: {mounts}"));
-    assert_eq!(rest, "/run/wharf/config:false", "{mounts}");
+    let (source, _) = mounts
+        .lines()
+        .find_map(|m| {
+            m.split_once('>')
+                .filter(|(_, rest)| *rest == "/run/wharf/config:false")
+        })
+        .unwrap_or_else(|| panic!("no configuration mount: {mounts}"));
+    // And its data folder, writable, at the path WHARF_DATA_DIR names.
+    assert!(
+        mounts
+            .lines()
+            .any(|m| m.contains("/data/ci/inv/0>") && m.ends_with(":true")),
+        "{mounts}"
+    );
     let source = Path::new(source);
     assert_eq!(
         std::fs::read_to_string(source.join("LOW_STOCK_THRESHOLD")).unwrap(),
