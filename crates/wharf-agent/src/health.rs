@@ -12,6 +12,9 @@ use wharf_core::model::Probe;
 const MAX_ANSWER: usize = 1 << 20;
 /// How long the rest of an answer may pause before the check stops reading it.
 const ANSWER_IDLE: Duration = Duration::from_millis(100);
+/// How long the rest of an answer is read at most (an endpoint that streams is judged
+/// by its status line).
+const ANSWER_LIMIT: Duration = Duration::from_millis(500);
 
 /// Longest a single probe may take.
 /// Consecutive check results of a running instance, so one slow answer does not take
@@ -125,10 +128,12 @@ async fn run(
             // a reset connection for every check.
             let mut rest = [0u8; 4096];
             let mut left = MAX_ANSWER;
+            let deadline = tokio::time::Instant::now() + ANSWER_LIMIT;
             // A server that keeps the connection open despite `Connection: close` is
             // let go once it sends nothing for a moment.
             while left > 0 {
-                match tokio::time::timeout(ANSWER_IDLE, stream.read(&mut rest)).await {
+                let until = (tokio::time::Instant::now() + ANSWER_IDLE).min(deadline);
+                match tokio::time::timeout_at(until, stream.read(&mut rest)).await {
                     Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
                     Ok(Ok(n)) => left = left.saturating_sub(n),
                 }
@@ -145,6 +150,14 @@ async fn run(
             }
         }
         Probe::Command { argv } => {
+            // `{{ data_dir }}` is the instance's folder, which only the agent knows.
+            let argv: Vec<String> = match env.get("WHARF_DATA_DIR") {
+                Some(dir) => argv
+                    .iter()
+                    .map(|a| a.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, dir))
+                    .collect(),
+                None => argv.clone(),
+            };
             let Some((program, args)) = argv.split_first() else {
                 return Err("the health check command is empty".into());
             };

@@ -301,6 +301,14 @@ impl Agent {
         Ok(())
     }
 
+    /// The instance's own persistent folder: per environment, service and slot.
+    fn instance_data_dir(&self, plan: &InstancePlan) -> PathBuf {
+        self.data_dir
+            .join(&plan.key.env)
+            .join(&plan.key.service)
+            .join(plan.data_slot.unwrap_or(plan.key.instance).to_string())
+    }
+
     fn launch_spec(&self, plan: &InstancePlan, workdir: &Path) -> Result<LaunchSpec, AgentError> {
         let log_path = self.log_path(&plan.key);
         if let Some(dir) = log_path.parent() {
@@ -311,11 +319,7 @@ impl Agent {
         }
         // Its own folder, per environment, service and slot: kept across versions and
         // restarts, never shared with another environment.
-        let data_dir = self
-            .data_dir
-            .join(&plan.key.env)
-            .join(&plan.key.service)
-            .join(plan.data_slot.unwrap_or(plan.key.instance).to_string());
+        let data_dir = self.instance_data_dir(plan);
         std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::State {
             path: data_dir.clone(),
             source,
@@ -466,6 +470,12 @@ impl Agent {
                 log_tail: logs::report_of_last_run(&log_path),
             })
         };
+        // A health command sees what the instance sees of its data folder.
+        let mut probe_env = plan.env.clone();
+        probe_env.insert(
+            "WHARF_DATA_DIR".into(),
+            self.instance_data_dir(&plan).display().to_string(),
+        );
         loop {
             {
                 let s = status.borrow();
@@ -479,7 +489,7 @@ impl Agent {
                 None => {}
                 Some(check) => {
                     let pid = status.borrow().pid;
-                    match health::probe(&check.probe, plan.port, &workdir, &plan.env)
+                    match health::probe(&check.probe, plan.port, &workdir, &probe_env)
                         .await
                         .and_then(|()| answered_by_instance(&plan, pid))
                     {

@@ -79,6 +79,8 @@ impl Supervisor {
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checks.tick().await;
         let mut last_sample: Option<(Instant, u64)> = None;
+        // Whether the last end was a restart for failed checks (its exit says so).
+        let mut liveness_restart = false;
         if self.check_first {
             self.check().await;
         }
@@ -110,7 +112,10 @@ impl Supervisor {
                     let Some(failed) = self.check().await else {
                         continue;
                     };
-                    // Liveness: it served, and has failed its checks since.
+                    // Liveness: it served, and has failed its checks since. It leaves the
+                    // rotation first (its checks may not have taken it out yet).
+                    self.update(|s| s.health = Health::Unhealthy);
+                    liveness_restart = true;
                     tracing::warn!(instance = %self.plan.key, "instance failed {failed} health checks in a row; restarting it");
                     logs::mark(
                         &self.launch.log_path,
@@ -128,13 +133,7 @@ impl Supervisor {
                 backoff = FIRST_BACKOFF;
             }
             tracing::warn!(instance = %self.plan.key, %exit, "instance ended; restarting in {backoff:?}");
-            let restarted_unhealthy = self.failing.0 > 0
-                && self
-                    .plan
-                    .health
-                    .as_ref()
-                    .is_some_and(|h| h.unhealthy_after > 0)
-                && self.failing.0 >= self.plan.health.as_ref().map_or(0, |h| h.unhealthy_after);
+            let restarted_unhealthy = std::mem::take(&mut liveness_restart);
             self.update(|s| {
                 s.state = InstanceState::Restarting;
                 s.health = Health::Unhealthy;
@@ -227,7 +226,7 @@ impl Supervisor {
             &check.probe,
             self.plan.port,
             &self.launch.workdir,
-            &self.plan.env,
+            &self.launch.env,
         )
         .await
         .and_then(|()| crate::answered_by_instance(&self.plan, pid))
@@ -236,9 +235,14 @@ impl Supervisor {
         let (failed, was_healthy) = &mut self.failing;
         *failed = if passed { 0 } else { *failed + 1 };
         *was_healthy |= now == Health::Healthy;
-        let restart =
-            (check.unhealthy_after > 0 && *was_healthy && *failed >= check.unhealthy_after)
-                .then_some(*failed);
+        // Never one that is stopping or being drained: its stop decides.
+        let serving = self.status.borrow().state == InstanceState::Running
+            && !self.traffic.is_draining(&self.plan.key);
+        let restart = (check.unhealthy_after > 0
+            && *was_healthy
+            && serving
+            && *failed >= check.unhealthy_after)
+            .then_some(*failed);
         if let Some(health) = self.streak.record(passed, now, check.rise, check.fall)
             && now != health
             && self.status.borrow().state == InstanceState::Running

@@ -560,6 +560,13 @@ impl Traffic {
         }
     }
 
+    /// Whether the instance is being drained (it is about to stop).
+    pub fn is_draining(&self, key: &InstanceKey) -> bool {
+        self.lock()
+            .get(&(key.env.clone(), key.service.clone()))
+            .is_some_and(|a| a.draining.contains(&key.instance))
+    }
+
     /// The instance is stopped: a new one under its key may join the rotation.
     pub fn forget(&self, key: &InstanceKey) {
         if let Some(a) = self.lock().get_mut(&(key.env.clone(), key.service.clone())) {

@@ -385,6 +385,15 @@ impl Client {
         self.operation("/v1/rollback", request, on_event).await
     }
 
+    /// Stops the services that run in the environment but are no longer in it.
+    pub async fn prune(
+        &self,
+        request: &StopRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        self.operation("/v1/prune", request, on_event).await
+    }
+
     pub async fn restart(
         &self,
         request: &RestartRequest,

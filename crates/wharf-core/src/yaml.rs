@@ -190,16 +190,20 @@ struct TreeBuilder {
     aliased: usize,
 }
 
-/// How many nodes aliases may produce in one file: enough for any real definition,
-/// far too few for an alias bomb (each alias doubling the last) to exhaust memory.
+/// How much aliases (and the copies anchors keep) may produce in one file, in values
+/// (each 64 bytes of text counting as one more): enough for any real definition, far
+/// too little for an alias bomb, by count or by length, to exhaust memory.
 pub const MAX_ALIASED_NODES: usize = 1_000_000;
 
-/// The number of nodes in `node`'s tree.
+/// The cost of `node`'s tree against [`MAX_ALIASED_NODES`].
 fn size(node: &Node) -> usize {
     1 + match &node.value {
-        NodeValue::Scalar { .. } => 0,
+        NodeValue::Scalar { text, .. } => text.len() / 64,
         NodeValue::Sequence(items) => items.iter().map(size).sum(),
-        NodeValue::Mapping(entries) => entries.iter().map(|e| size(&e.value)).sum(),
+        NodeValue::Mapping(entries) => entries
+            .iter()
+            .map(|e| size(&e.value) + e.key.len() / 64)
+            .sum(),
     }
 }
 
@@ -269,19 +273,8 @@ impl TreeBuilder {
                         hint: Some("define `&name` on a value above its first `*name`".into()),
                     });
                 };
-                self.aliased += count;
-                if self.aliased > MAX_ALIASED_NODES {
-                    return Err(YamlProblem {
-                        location,
-                        message: format!(
-                            "the aliases of this file expand to more than {MAX_ALIASED_NODES} values"
-                        ),
-                        hint: Some(
-                            "an alias of an alias of an alias...: write the values out".into(),
-                        ),
-                    });
-                }
-                let mut node = anchored.clone();
+                let (mut node, count) = (anchored.clone(), *count);
+                self.spend(count, location)?;
                 node.location = location;
                 self.finish(node)?;
             }
@@ -294,7 +287,9 @@ impl TreeBuilder {
                     },
                 };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, (node.clone(), 1));
+                    let count = size(&node);
+                    self.spend(count, location)?;
+                    self.anchors.insert(anchor, (node.clone(), count));
                 }
                 self.finish(node)?;
             }
@@ -329,12 +324,29 @@ impl TreeBuilder {
                 merge(&mut node)?;
                 let anchor = self.open_anchors.pop().unwrap_or(0);
                 if anchor > 0 {
+                    // The copy an anchor keeps counts too (nested anchors copy again).
                     let count = size(&node);
+                    self.spend(count, location)?;
                     self.anchors.insert(anchor, (node.clone(), count));
                 }
                 self.finish(node)?;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Counts what aliases and anchors copy against [`MAX_ALIASED_NODES`].
+    fn spend(&mut self, count: usize, location: Location) -> Result<(), YamlProblem> {
+        self.aliased = self.aliased.saturating_add(count);
+        if self.aliased > MAX_ALIASED_NODES {
+            return Err(YamlProblem {
+                location,
+                message: format!(
+                    "the aliases of this file expand to more than {MAX_ALIASED_NODES} values"
+                ),
+                hint: Some("an alias of an alias of an alias...: write the values out".into()),
+            });
         }
         Ok(())
     }
@@ -481,6 +493,19 @@ mod tests {
             bomb.push_str(&format!("l{level}: &l{level} [{items}]\n"));
         }
         let err = parse(&bomb).unwrap_err();
+        assert!(
+            err.message.contains("expand to more than"),
+            "{}",
+            err.message
+        );
+        // Few values, but long ones: 1 MB of text, ten copies a level, four levels.
+        let mut long = format!("l0: &l0 \"{}\"\n", "x".repeat(1 << 20));
+        for level in 1..5 {
+            let previous = format!("*l{}", level - 1);
+            let items = [previous.as_str(); 10].join(", ");
+            long.push_str(&format!("l{level}: &l{level} [{items}]\n"));
+        }
+        let err = parse(&long).unwrap_err();
         assert!(
             err.message.contains("expand to more than"),
             "{}",

@@ -620,7 +620,13 @@ impl Executor {
                 Step::Stop { .. } => None,
             })
             .collect();
-        let statuses = self.fleet.statuses();
+        // Only this machine's instances share its ports.
+        let statuses: Vec<_> = self
+            .fleet
+            .statuses()
+            .into_iter()
+            .filter(|(q, _)| self.fleet.is_local(&q.key))
+            .collect();
         for p in &rendered.plans {
             let Some(port) = p.port else { continue };
             if !starting.contains(&&slot_of(&p.key)) || !self.fleet.is_local(&p.key) {
@@ -1538,6 +1544,16 @@ impl Executor {
                     .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
             })
             .unwrap_or_default();
+        if req.prune && defined.is_empty() {
+            return Err(ServerError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "the stored definition has no services in `{}`; nothing is pruned",
+                    req.env
+                ),
+            )
+            .hint("`wharf down --env ENV` stops every service of an environment"));
+        }
         let pruned = |service: &str| !req.prune || !defined.iter().any(|d| d == service);
         for (plan, _) in self.fleet.statuses() {
             if plan.key.env == req.env

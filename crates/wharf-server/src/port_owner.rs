@@ -4,9 +4,13 @@
 
 use std::net::TcpListener;
 
-/// Whether `port` can be listened on here (on every address).
+/// Whether `port` is free of other programs here: only "address in use" counts as
+/// taken (a port below 1024 this controller may not bind is no conflict).
 pub fn is_free(port: u16) -> bool {
-    TcpListener::bind(("0.0.0.0", port)).is_ok()
+    !matches!(
+        TcpListener::bind(("0.0.0.0", port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
 }
 
 /// The process listening on `port`, as `redis-server (pid 412)`, if it can be found.

@@ -50,6 +50,9 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/stop", post(stop))
         .route("/v1/restart", post(restart))
+        // Its own path: a controller that predates it answers 404 rather than reading a
+        // prune as "stop everything".
+        .route("/v1/prune", post(prune))
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route("/v1/logs", get(logs))
@@ -441,6 +444,16 @@ async fn rollback(
     Ok(stream_operation(c, audit, |c, events| async move {
         c.executor.rollback(req, &events).await
     }))
+}
+
+async fn prune(
+    State(c): Ctl,
+    caller: Caller,
+    Json(mut req): Json<StopRequest>,
+) -> Result<Response, ServerError> {
+    req.prune = true;
+    req.service = None;
+    stop(State(c), caller, Json(req)).await
 }
 
 async fn restart(

@@ -183,7 +183,7 @@ async fn prune(
     };
     let mut view = EventView::new(printer);
     let last = client
-        .stop(&request, |e| view.show(e))
+        .prune(&request, |e| view.show(e))
         .await
         .map_err(Failure::from)?;
     if !succeeded(&last) {
