@@ -165,6 +165,35 @@ impl Traffic {
         }
     }
 
+    /// Serves a new route on `listener` (plain TCP or HTTP), tracked for shutdown;
+    /// `timeouts`: how long requests wait for an instance, and for its answer.
+    fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        tcp: bool,
+        (pause, response_timeout): (Duration, Duration),
+        name: String,
+    ) -> (Arc<Route>, CancellationToken) {
+        let route = Arc::new(Route::default().with_pause(pause));
+        route.set_response_timeout(response_timeout);
+        let stop = CancellationToken::new();
+        if tcp {
+            self.tasks.spawn(wharf_proxy::serve_tcp(
+                listener,
+                route.clone(),
+                stop.clone(),
+            ));
+        } else {
+            self.tasks.spawn(wharf_proxy::serve_http(
+                listener,
+                route.clone(),
+                stop.clone(),
+                name,
+            ));
+        }
+        (route, stop)
+    }
+
     /// Makes sure the service of `key` listens on `port` (on loopback); a port that
     /// cannot be bound is reported and the service goes without an address.
     /// `deployment` is the one the instance runs.
@@ -216,23 +245,8 @@ impl Traffic {
                 return;
             }
         };
-        let route = Arc::new(Route::default().with_pause(pause));
-        route.set_response_timeout(response_timeout);
-        let stop = CancellationToken::new();
-        if tcp {
-            self.tasks.spawn(wharf_proxy::serve_tcp(
-                listener,
-                route.clone(),
-                stop.clone(),
-            ));
-        } else {
-            self.tasks.spawn(wharf_proxy::serve_http(
-                listener,
-                route.clone(),
-                stop.clone(),
-                service.to_owned(),
-            ));
-        }
+        let (route, stop) =
+            self.serve(listener, tcp, (pause, response_timeout), service.to_owned());
         let split = self
             .splits
             .lock()
@@ -418,25 +432,14 @@ impl Traffic {
                 return;
             }
         };
-        let route = Arc::new(Route::default().with_pause(address.route.pause()));
-        route.set_response_timeout(address.route.response_timeout());
-        let stop = CancellationToken::new();
-        // Whether the main address is plain TCP shows in which server it runs; the
-        // preview speaks the same.
-        if address.tcp {
-            self.tasks.spawn(wharf_proxy::serve_tcp(
-                listener,
-                route.clone(),
-                stop.clone(),
-            ));
-        } else {
-            self.tasks.spawn(wharf_proxy::serve_http(
-                listener,
-                route.clone(),
-                stop.clone(),
-                format!("{service} (preview)"),
-            ));
-        }
+        // The preview speaks what the main address speaks, with its timeouts.
+        let timeouts = (address.route.pause(), address.route.response_timeout());
+        let (route, stop) = self.serve(
+            listener,
+            address.tcp,
+            timeouts,
+            format!("{service} (preview)"),
+        );
         address.preview = Some(Preview { port, route, stop });
     }
 

@@ -217,17 +217,7 @@ pub fn address_port(
     service: &str,
     fixed: Option<u16>,
 ) -> Result<u16, ServerError> {
-    match fixed {
-        Some(port) => Ok(port),
-        None => instance_port(
-            store,
-            env,
-            service,
-            ADDRESS_NODE,
-            &PortSpec::Named("address".into()),
-            0,
-        ),
-    }
+    kept_port(store, (env, service), ADDRESS_NODE, "address", fixed)
 }
 
 /// The port of a rollout's preview address: the fixed one, or one assigned once per
@@ -238,16 +228,20 @@ pub fn preview_port(
     service: &str,
     fixed: Option<u16>,
 ) -> Result<u16, ServerError> {
+    kept_port(store, (env, service), "@preview", "preview", fixed)
+}
+
+/// `fixed`, or a port assigned once to the service under the pseudo-node `node`.
+fn kept_port(
+    store: &dyn Store,
+    (env, service): (&str, &str),
+    node: &str,
+    name: &str,
+    fixed: Option<u16>,
+) -> Result<u16, ServerError> {
     match fixed {
         Some(port) => Ok(port),
-        None => instance_port(
-            store,
-            env,
-            service,
-            "@preview",
-            &PortSpec::Named("preview".into()),
-            0,
-        ),
+        None => instance_port(store, env, service, node, &PortSpec::Named(name.into()), 0),
     }
 }
 

@@ -27,29 +27,41 @@ pub async fn rollback(
         .rollback(&request, |e| view.show(e))
         .await
         .map_err(Failure::from)?;
+    finish(printer, &last, ("rollback", "rolled back"), service, env)
+}
+
+/// Reports how an operation on one service ended: `(noun, past)` name it ("rollback",
+/// "rolled back").
+fn finish(
+    printer: &Printer,
+    last: &DeployEvent,
+    (noun, past): (&str, &str),
+    service: &str,
+    env: &str,
+) -> anyhow::Result<ExitCode> {
     let DeployEvent::Finished {
         deployment,
         message,
         ..
-    } = &last
+    } = last
     else {
         unreachable!("the client returns only finished events")
     };
     let id = deployment
         .map(|d| format!(" (deployment #{d})"))
         .unwrap_or_default();
-    if !succeeded(&last) {
+    if !succeeded(last) {
         return Err(Failure::operation(format!(
-            "rollback of {service} in {env}{id} failed: {message}"
+            "{noun} of {service} in {env}{id} failed: {message}"
         ))
         .into());
     }
     if printer.json() {
-        printer.json_data(&last);
+        printer.json_data(last);
     }
     printer.info(&format!(
         "{} {service} in {env}{id}: {message}",
-        printer.paint("rolled back", Tone::Good)
+        printer.paint(past, Tone::Good)
     ));
     Ok(ExitCode::SUCCESS)
 }
@@ -72,29 +84,5 @@ pub async fn restart(
         .restart(&request, |e| view.show(e))
         .await
         .map_err(Failure::from)?;
-    let DeployEvent::Finished {
-        deployment,
-        message,
-        ..
-    } = &last
-    else {
-        unreachable!("the client returns only finished events")
-    };
-    let id = deployment
-        .map(|d| format!(" (deployment #{d})"))
-        .unwrap_or_default();
-    if !succeeded(&last) {
-        return Err(Failure::operation(format!(
-            "restart of {service} in {env}{id} failed: {message}"
-        ))
-        .into());
-    }
-    if printer.json() {
-        printer.json_data(&last);
-    }
-    printer.info(&format!(
-        "{} {service} in {env}{id}: {message}",
-        printer.paint("restarted", Tone::Good)
-    ));
-    Ok(ExitCode::SUCCESS)
+    finish(printer, &last, ("restart", "restarted"), service, env)
 }
