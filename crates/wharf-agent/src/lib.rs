@@ -7,6 +7,7 @@
 pub mod connected;
 mod entry;
 pub mod health;
+mod instance_files;
 pub mod listeners;
 pub mod logs;
 mod plan;
@@ -48,6 +49,8 @@ pub enum AgentError {
     Driver(#[from] wharf_driver::DriverError),
     #[error("this agent has no {0:?} driver")]
     NoDriver(DriverKind),
+    #[error("cannot write the instance's files: {0}")]
+    Files(String),
     #[error("cannot write agent state `{path}`: {source}")]
     State {
         path: PathBuf,
@@ -223,22 +226,43 @@ impl Agent {
         }
     }
 
-    /// Sends the reload signal a plan asks for, once per generation.
+    /// Sends the reload signal a plan asks for, once per generation, after writing the
+    /// plan's files (rendered with the new configuration).
     pub async fn reload_if_asked(&self, plan: &InstancePlan) -> Option<Result<(), String>> {
         let reload = plan.reload.clone()?;
+        self.reload(&plan.key, reload, &plan.files).await
+    }
+
+    /// Rewrites an instance's files, then sends it `reload.signal`; nothing when it has
+    /// seen this generation already.
+    pub async fn reload(
+        &self,
+        key: &InstanceKey,
+        reload: Reload,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Option<Result<(), String>> {
         let newer = {
             let mut instances = self.lock();
-            let handle = instances.get_mut(&plan.key)?;
+            let handle = instances.get_mut(key)?;
             let seen = handle.plan.reload.as_ref().map(|r| r.generation);
             if seen.is_some_and(|g| g >= reload.generation) {
                 return None;
             }
             handle.plan.reload = Some(reload.clone());
+            handle.plan.files = files.clone();
             handle.plan.clone()
         };
-        // Remembered on disk, so a restarted agent does not signal the same change again.
+        // Remembered on disk, so a restarted agent does not signal the same change again
+        // (and writes these files, not the old ones, when it starts the instance again).
         let _ = self.write_state(&newer);
-        Some(self.signal(&plan.key, &reload.signal).await)
+        if let Err(e) = instance_files::write(
+            &self.instance_data_dir(&newer),
+            files,
+            wharf_core::template::DATA_DIR_PLACEHOLDER,
+        ) {
+            return Some(Err(e));
+        }
+        Some(self.signal(key, &reload.signal).await)
     }
 
     /// Adds a driver (the process driver is always there).
@@ -324,6 +348,12 @@ impl Agent {
             path: data_dir.clone(),
             source,
         })?;
+        instance_files::write(
+            &data_dir,
+            &plan.files,
+            wharf_core::template::DATA_DIR_PLACEHOLDER,
+        )
+        .map_err(AgentError::Files)?;
         let data = data_dir.display().to_string();
         let placed =
             |text: &String| text.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, &data);
@@ -363,6 +393,8 @@ impl Agent {
             image: plan.image.then(|| plan.digest.clone()),
             stop_signal: plan.stop_signal.clone(),
             data_dir: Some(data_dir),
+            container_port: plan.container_port,
+            entrypoint: plan.entrypoint.clone(),
         })
     }
 

@@ -54,6 +54,9 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         argv: vec!["sh".into(), "run.sh".into()],
         env: BTreeMap::from([("MARK".to_owned(), "ready".to_owned())]),
         port: None,
+        files: Default::default(),
+        container_port: None,
+        entrypoint: None,
         health: health.map(|probe| HealthCheck {
             probe,
             timeout: Duration::from_secs(3),

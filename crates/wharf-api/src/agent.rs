@@ -76,6 +76,16 @@ pub struct InstancePlan {
     /// revision), for `on_change: reload`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload: Option<Reload>,
+    /// Files written into the instance's data folder before it starts (and before a
+    /// reload signal): relative path -> rendered text, without secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// For a container: its own fixed port, published on `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
+    /// For an image: the program that runs `argv`, replacing the image's ENTRYPOINT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
 }
 
 fn default_drain() -> Duration {

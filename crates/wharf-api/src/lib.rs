@@ -10,6 +10,8 @@ mod records;
 pub mod traffic;
 
 pub use records::*;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use wharf_core::plan::Step;
 
@@ -115,6 +117,9 @@ pub struct DefinitionSubmission {
     pub source: String,
     /// The file's name, for error locations.
     pub path: String,
+    /// The files it refers to (env files, file templates): path as written -> text.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]
@@ -158,6 +163,9 @@ pub struct DefinitionSource {
     #[serde(flatten)]
     pub revision: DefinitionRevision,
     pub source: String,
+    /// The files submitted with it (env files, file templates).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// `POST /v1/config/{env}/{service}`: change the overrides, making a revision.

@@ -16,6 +16,28 @@ use crate::yaml::{self, Node as YamlNode, PathSegment, YamlProblem};
 pub trait FolderCheck {
     /// Whether `relative` (to the definition file's folder) is an existing folder.
     fn is_folder(&self, relative: &str) -> bool;
+
+    /// The text of the file `relative` names (an env file, a file template), which goes
+    /// into the definition's revision beside wharf.yaml.
+    fn read_file(&self, relative: &str) -> Result<String, String> {
+        Err(format!("`{relative}` cannot be read here"))
+    }
+}
+
+/// The files a definition read, as submitted with it (path as written -> text): the
+/// controller loads a revision from its text and these, never from its own disk.
+pub struct Bundled<'a>(pub &'a BTreeMap<String, String>);
+
+impl FolderCheck for Bundled<'_> {
+    fn is_folder(&self, _: &str) -> bool {
+        true
+    }
+
+    fn read_file(&self, relative: &str) -> Result<String, String> {
+        self.0.get(relative).cloned().ok_or_else(|| {
+            format!("`{relative}` was not submitted with the definition (submit it with `wharf apply` from the project folder)")
+        })
+    }
 }
 
 /// Accepts every folder; for callers that validate a definition away from its files.
@@ -121,7 +143,12 @@ impl Checker<'_> {
         let environments: BTreeMap<String, Environment> = raw
             .environments
             .iter()
-            .map(|(name, e)| (name.clone(), self.environment(name, e, &service_names)))
+            .map(|(name, e)| {
+                (
+                    name.clone(),
+                    self.environment(name, e, &service_names, folders),
+                )
+            })
             .collect();
         let pipeline = self.pipeline(&raw.environments);
         let definition = Definition {
@@ -222,7 +249,26 @@ impl Checker<'_> {
         let port = raw.port.as_ref().map(|p| match p {
             RawPort::Fixed(n) => PortSpec::Fixed(*n),
             RawPort::Named(n) => PortSpec::Named(n.clone()),
+            RawPort::Mapped(m) => match m.host {
+                Some(n) => PortSpec::Fixed(n),
+                None => PortSpec::Named(m.name.clone().unwrap_or_else(|| "http".into())),
+            },
         });
+        let container_port = self.container_port(name, raw, driver, &at(&["port"]));
+        if raw.entrypoint.is_some() && raw.image.is_none() {
+            self.report(
+                &at(&["entrypoint"]),
+                format!("service `{name}` has an `entrypoint` but runs no image"),
+                Some("`entrypoint` replaces an image's ENTRYPOINT; a `build` service runs `run` as it stands".into()),
+            );
+        }
+        let mut config = raw.config.clone();
+        if let Some(paths) = &raw.env_file {
+            for (k, v) in self.env_files(paths, &at(&["env_file"]), folders) {
+                config.entry(k).or_insert(v);
+            }
+        }
+        let files = self.instance_files(name, raw, folders);
         if port == Some(PortSpec::Fixed(0)) {
             self.report(
                 &at(&["port"]),
@@ -251,7 +297,10 @@ impl Checker<'_> {
             run: raw.run.clone(),
             port,
             health,
-            config: raw.config.clone(),
+            config,
+            files,
+            entrypoint: raw.entrypoint.clone(),
+            container_port,
             driver,
             image: raw.image.clone(),
             stop_timeout: self.duration(
@@ -264,11 +313,9 @@ impl Checker<'_> {
             logs: self.logs(raw.logs.as_ref(), &at(&["logs"])),
             address_port: raw.address_port,
             tcp: raw.protocol == Some(crate::raw::RawProtocol::Tcp),
-            min_healthy_time: self.duration(
-                raw.min_healthy_time.as_ref(),
-                Duration::ZERO,
-                &at(&["min_healthy_time"]),
-            ),
+            min_healthy_time: raw.min_healthy_time.as_ref().map(|given| {
+                self.duration(Some(given), Duration::ZERO, &at(&["min_healthy_time"]))
+            }),
             max_parallel: raw.max_parallel.unwrap_or(1).max(1),
             on_change: self.on_change(name, raw),
             rollout,
@@ -278,6 +325,131 @@ impl Checker<'_> {
                 &at(&["response_timeout"]),
             ),
         }
+    }
+
+    /// The container's own port of `port: { container: N }`, which needs a container.
+    fn container_port(
+        &mut self,
+        name: &str,
+        raw: &RawService,
+        driver: DriverKind,
+        path: &[PathSegment],
+    ) -> Option<u16> {
+        let Some(RawPort::Mapped(mapped)) = &raw.port else {
+            return None;
+        };
+        if driver != DriverKind::Docker {
+            self.report(
+                path,
+                format!("service `{name}` maps a container port but does not run a container"),
+                Some("`port: { container: N }` needs `image:` or `driver: docker`; a process listens on `{{ port }}`".into()),
+            );
+        }
+        if mapped.container == 0 || mapped.host == Some(0) {
+            self.report(path, "port 0 is not a usable port".into(), None);
+        }
+        if mapped.name.is_some() && mapped.host.is_some() {
+            self.report(
+                path,
+                format!("service `{name}`'s port has both `name` and `host`"),
+                Some(
+                    "keep `name` (wharf assigns a port per instance) or `host` (a fixed number)"
+                        .into(),
+                ),
+            );
+        }
+        Some(mapped.container)
+    }
+
+    /// The values of env files, each checked, the later file winning.
+    fn env_files(
+        &mut self,
+        paths: &RawPaths,
+        path: &[PathSegment],
+        folders: &dyn FolderCheck,
+    ) -> BTreeMap<String, String> {
+        let mut values = BTreeMap::new();
+        for file in paths.paths() {
+            let text = match folders.read_file(file) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.report(
+                        path,
+                        format!("cannot read env file `{file}`: {e}"),
+                        Some("env files are read relative to wharf.yaml's folder".into()),
+                    );
+                    continue;
+                }
+            };
+            match crate::files::parse_env_file(&text) {
+                Ok(pairs) => {
+                    for (k, v) in pairs {
+                        match crate::files::literal(&v) {
+                            Some(v) => {
+                                values.insert(k, v);
+                            }
+                            None => self.report(
+                                path,
+                                format!("{file}: the value of `{k}` contains `endraw`, which an env file's value cannot hold"),
+                                Some("set it with `wharf config set` or `wharf secret set` instead".into()),
+                            ),
+                        }
+                    }
+                }
+                Err(e) => self.report(
+                    path,
+                    format!("{file}:{}: {}", e.line, e.message),
+                    Some("env files hold `KEY=VALUE` lines and `# comments`".into()),
+                ),
+            }
+        }
+        values
+    }
+
+    /// `files:` of a service: path -> template text, each path checked and each
+    /// template read.
+    fn instance_files(
+        &mut self,
+        name: &str,
+        raw: &RawService,
+        folders: &dyn FolderCheck,
+    ) -> BTreeMap<String, String> {
+        let mut files = BTreeMap::new();
+        for (path, file) in &raw.files {
+            let at = [key("services"), key(name), key("files"), key(path)];
+            if let Some(problem) = crate::files::instance_file_problem(path) {
+                self.report(
+                    &at,
+                    format!("file {problem}"),
+                    Some("name a file relative to the instance's data folder, such as `nginx.conf` or `conf.d/site.conf`".into()),
+                );
+                continue;
+            }
+            let text = match (&file.template, &file.content) {
+                (Some(template), None) => match folders.read_file(template) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.report(
+                            &at,
+                            format!("cannot read template `{template}`: {e}"),
+                            Some("templates are read relative to wharf.yaml's folder".into()),
+                        );
+                        continue;
+                    }
+                },
+                (None, Some(content)) => content.clone(),
+                _ => {
+                    self.report(
+                        &at,
+                        format!("file `{path}` of service `{name}` needs exactly one of `template` and `content`"),
+                        Some("`template: ./file.tmpl` reads a file beside wharf.yaml; `content:` gives the text inline".into()),
+                    );
+                    continue;
+                }
+            };
+            files.insert(path.clone(), text);
+        }
+        files
     }
 
     fn rollout(&mut self, raw: &RawService, path: &[PathSegment]) -> crate::rollout::Rollout {
@@ -884,9 +1056,34 @@ impl Checker<'_> {
         HostsSpec { provider, names }
     }
 
-    fn environment(&mut self, name: &str, raw: &RawEnvironment, services: &[&str]) -> Environment {
+    fn environment(
+        &mut self,
+        name: &str,
+        raw: &RawEnvironment,
+        services: &[&str],
+        folders: &dyn FolderCheck,
+    ) -> Environment {
         let base = vec![key("environments"), key(name)];
         check_name(self, name, "environment", &base);
+        // An env file sits beneath the environment's `config:` of the same service.
+        let mut config = raw.config.clone();
+        for (service, paths) in &raw.env_file {
+            let mut p = base.clone();
+            p.extend([key("env_file"), key(service)]);
+            if !known(services, service) {
+                self.report(
+                    &p,
+                    format!("environment `{name}` has an env file for unknown service `{service}`"),
+                    Some(hint_for(service, "service", services)),
+                );
+                continue;
+            }
+            let from_files = self.env_files(paths, &p, folders);
+            let layer = config.entry(service.clone()).or_default();
+            for (k, v) in from_files {
+                layer.entry(k).or_insert(v);
+            }
+        }
         for service in raw.config.keys() {
             if !known(services, service) {
                 let mut p = base.clone();
@@ -931,7 +1128,7 @@ impl Checker<'_> {
             resume_interrupted: raw.recovery == Some(crate::raw::RawRecovery::Resume),
             name: name.to_owned(),
             after: raw.after.clone(),
-            config: raw.config.clone(),
+            config,
             nodes,
             pools,
             hosts,
@@ -1100,6 +1297,36 @@ impl Checker<'_> {
         let service_names: Vec<&str> = def.services.keys().map(String::as_str).collect();
         let templates = template::TemplateCheck::new(&service_names);
         for (name, service) in &def.services {
+            if !service.files.is_empty() {
+                // A file may use any key the service's configuration has somewhere.
+                let mut keys: BTreeSet<String> = service.config.keys().cloned().collect();
+                for environment in def.environments.values() {
+                    keys.extend(
+                        environment
+                            .config
+                            .get(name)
+                            .into_iter()
+                            .flat_map(|c| c.keys().cloned()),
+                    );
+                    for node in &environment.nodes {
+                        keys.extend(
+                            node.config
+                                .get(name)
+                                .into_iter()
+                                .flat_map(|c| c.keys().cloned()),
+                        );
+                    }
+                }
+                for (path, text) in &service.files {
+                    if let Err(e) = templates.check_file(text, &keys) {
+                        self.report(
+                            &[key("services"), key(name), key("files"), key(path)],
+                            format!("file `{path}` of service `{name}`: {e}"),
+                            e.hint(),
+                        );
+                    }
+                }
+            }
             for (i, arg) in service.run.iter().enumerate() {
                 if let Err(e) = templates.check(arg) {
                     self.report(

@@ -6,6 +6,7 @@ pub mod decide;
 pub mod definition;
 pub mod diagnostic;
 pub mod duration;
+pub mod files;
 pub mod ingress;
 pub mod lifecycle;
 pub mod model;

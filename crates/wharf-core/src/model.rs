@@ -32,7 +32,8 @@ pub struct Service {
     /// The signal a stop sends first (`TERM`, `QUIT`, ...), without `SIG`.
     pub stop_signal: Option<String>,
     pub max_parallel: u32,
-    pub min_healthy_time: Duration,
+    /// `None`: the environment's default (see `spec::default_min_healthy_time`).
+    pub min_healthy_time: Option<Duration>,
     pub resources: crate::placement::Resources,
     pub on_change: OnChange,
     pub logs: LogLimits,
@@ -44,6 +45,12 @@ pub struct Service {
     pub rollout: crate::rollout::Rollout,
     /// How long an instance may take to start answering through the address.
     pub response_timeout: Duration,
+    /// Files rendered into each instance's data folder: relative path -> template text.
+    pub files: BTreeMap<String, String>,
+    /// For an image: the program that runs `run`, replacing the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    /// For a container: its own fixed port, published on the instance's port.
+    pub container_port: Option<u16>,
 }
 
 /// The default of `response_timeout`.

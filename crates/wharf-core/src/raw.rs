@@ -97,6 +97,48 @@ pub struct RawService {
     /// before the request is answered 504 (default `60s`).
     #[serde(default)]
     pub response_timeout: Option<String>,
+    /// Files written into each instance's data folder before it starts, rendered as
+    /// templates for that instance (`{{ port }}`, `{{ config.KEY }}`...) and rendered
+    /// again on every configuration change: `{ "nginx.conf": { template: ./nginx.conf.tmpl } }`
+    /// or `{ "app.ini": { content: "port = {{ port }}" } }`.
+    #[serde(default)]
+    pub files: BTreeMap<String, RawFile>,
+    /// Files of `KEY=VALUE` lines (docker compose's `.env` format) read by the CLI into
+    /// the service's configuration, beneath `config:`. Never packed into the artifact.
+    #[serde(default)]
+    pub env_file: Option<RawPaths>,
+    /// For an image: the program that runs `run` (the image's ENTRYPOINT otherwise;
+    /// `[]` runs `run` as it stands).
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+}
+
+/// A file of `files:`: exactly one of `template` (a file beside wharf.yaml, read when
+/// the definition is submitted) or `content`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+/// One path or several.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawPaths {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawPaths {
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            RawPaths::One(p) => vec![p.as_str()],
+            RawPaths::Many(ps) => ps.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// How a rolling upgrade replaces instances.
@@ -301,12 +343,26 @@ pub struct RawBuildStep {
     pub include: Vec<String>,
 }
 
-/// A fixed port number or the name of a port wharf assigns.
+/// A fixed port number, the name of a port wharf assigns, or a container's own port
+/// published on one of those: `{ name: http, container: 80 }`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawPort {
     Fixed(u16),
     Named(String),
+    Mapped(RawMappedPort),
+}
+
+/// A container's fixed port (`container`) published on the instance's port: a named one
+/// wharf assigns (`name`, default `http`) or a fixed number (`host`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMappedPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub host: Option<u16>,
+    pub container: u16,
 }
 
 /// The health check of an instance: exactly one of `http`, `tcp` or `command`.
@@ -388,6 +444,10 @@ pub struct RawEnvironment {
     /// by host name and path to the services' addresses.
     #[serde(default)]
     pub ingress: Option<RawIngress>,
+    /// Per-service env files for this environment, `{ service: .env.staging }`: beneath
+    /// this environment's `config:` of the service, above the service's own.
+    #[serde(default)]
+    pub env_file: BTreeMap<String, RawPaths>,
 }
 
 /// `ingress: { listen, routes }` of an environment.

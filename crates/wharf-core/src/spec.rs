@@ -89,6 +89,27 @@ pub struct DeploySpec {
     /// Traffic through the address is plain TCP.
     #[serde(default)]
     pub tcp: bool,
+    /// Files rendered into each instance's data folder: relative path -> template text.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// For an image: the program that runs `run`, replacing the image's ENTRYPOINT.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// For a container: its own fixed port, published on the instance's port.
+    #[serde(default)]
+    pub container_port: Option<u16>,
+}
+
+/// How long new instances must stay healthy when the service does not say: 1s in the
+/// first environment of the pipeline (fast feedback), 10s in the later ones, as Nomad's
+/// `min_healthy_time`, so a release that crashes soon after its first passing check
+/// fails there instead of passing the gate.
+pub fn default_min_healthy_time(environment: &Environment) -> Duration {
+    if environment.after.is_none() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    }
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -283,7 +304,9 @@ impl Definition {
             max_parallel: svc.max_parallel,
             rollout: svc.rollout.clone(),
             response_timeout: svc.response_timeout,
-            min_healthy_time: svc.min_healthy_time,
+            min_healthy_time: svc
+                .min_healthy_time
+                .unwrap_or_else(|| default_min_healthy_time(environment)),
             driver: svc.driver,
             slots,
             peers,
@@ -299,6 +322,9 @@ impl Definition {
             logs: svc.logs,
             address_port: svc.address_port,
             tcp: svc.tcp,
+            files: svc.files.clone(),
+            entrypoint: svc.entrypoint.clone(),
+            container_port: svc.container_port,
             peer_nodes: environment
                 .service_names()
                 .into_iter()

@@ -13,6 +13,12 @@ pub const NAMES: &[&str] = &[
     "port", "env", "version", "instance", "service", "node", "services", "data_dir",
 ];
 
+/// The names a file template (`files:`) may use: those of [`NAMES`] and `config`, the
+/// instance's configuration values without its secrets.
+pub const FILE_NAMES: &[&str] = &[
+    "port", "env", "version", "instance", "service", "node", "services", "data_dir", "config",
+];
+
 /// What `{{ data_dir }}` renders to: the agent that runs the instance puts its data
 /// folder's path there (only it knows where that is).
 pub const DATA_DIR_PLACEHOLDER: &str = "${WHARF_DATA_DIR}";
@@ -62,15 +68,39 @@ impl fmt::Display for TemplateError {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // A file's last line ends with its newline, as it was written.
+    env.set_keep_trailing_newline(true);
     env
 }
 
 /// Renders `text` for one instance.
 pub fn render(text: &str, context: &TemplateContext) -> Result<String, TemplateError> {
-    render_with(text, context)
+    render_with(text, context, NAMES)
 }
 
-fn render_with(text: &str, context: impl Serialize) -> Result<String, TemplateError> {
+/// What a file template sees: an instance's context and its configuration.
+#[derive(Serialize)]
+struct FileContext<'a, C: Serialize> {
+    #[serde(flatten)]
+    context: C,
+    config: &'a BTreeMap<String, String>,
+}
+
+/// Renders a file template (`files:`) for one instance, whose configuration values
+/// (never its secrets) are `config`.
+pub fn render_file(
+    text: &str,
+    context: &TemplateContext,
+    config: &BTreeMap<String, String>,
+) -> Result<String, TemplateError> {
+    render_with(text, FileContext { context, config }, FILE_NAMES)
+}
+
+fn render_with(
+    text: &str,
+    context: impl Serialize,
+    names: &[&str],
+) -> Result<String, TemplateError> {
     if !text.contains("{{") && !text.contains("{%") {
         return Ok(text.to_owned());
     }
@@ -79,16 +109,17 @@ fn render_with(text: &str, context: impl Serialize) -> Result<String, TemplateEr
     if let Some(unknown) = template
         .undeclared_variables(false)
         .into_iter()
-        .find(|v| !NAMES.contains(&v.as_str()))
+        .find(|v| !names.contains(&v.as_str()))
     {
-        return Err(unknown_name(&unknown));
+        return Err(unknown_name(&unknown, names));
     }
     template.render(context).map_err(|e| TemplateError {
         message: format!(
-            "template `{text}` cannot be rendered: {}",
+            "{} cannot be rendered: {}",
+            shown(text, e.line()),
             e.detail().unwrap_or("undefined value")
         ),
-        hint: Some(format!("templates may use {}", NAMES.join(", "))),
+        hint: Some(format!("templates may use {}", names.join(", "))),
     })
 }
 
@@ -98,6 +129,8 @@ fn render_with(text: &str, context: impl Serialize) -> Result<String, TemplateEr
 pub struct TemplateCheck<'a> {
     services: &'a [&'a str],
     context: minijinja::Value,
+    /// The same, for file templates, which add `config` beside its names.
+    fields: TemplateContext,
 }
 
 impl<'a> TemplateCheck<'a> {
@@ -126,11 +159,38 @@ impl<'a> TemplateCheck<'a> {
         Self {
             services,
             context: minijinja::Value::from_serialize(&context),
+            fields: context,
         }
     }
 
     pub fn check(&self, text: &str) -> Result<(), TemplateError> {
-        render_with(text, &self.context).map(|_| ()).map_err(|e| {
+        self.explained(text, render_with(text, &self.context, NAMES))
+    }
+
+    /// Checks a file template, whose `config` holds `config_keys` (every key the
+    /// service's configuration has in some environment).
+    pub fn check_file(
+        &self,
+        text: &str,
+        config_keys: &std::collections::BTreeSet<String>,
+    ) -> Result<(), TemplateError> {
+        let config: BTreeMap<String, String> = config_keys
+            .iter()
+            .map(|k| (k.clone(), "x".into()))
+            .collect();
+        let context = FileContext {
+            context: &self.fields,
+            config: &config,
+        };
+        self.explained(text, render_with(text, context, FILE_NAMES))
+    }
+
+    fn explained(
+        &self,
+        text: &str,
+        result: Result<String, TemplateError>,
+    ) -> Result<(), TemplateError> {
+        result.map(|_| ()).map_err(|e| {
             // `services.X` with an unknown X is the likely mistake; name the valid ones.
             if let Some(rest) = text.split("services.").nth(1) {
                 let name: String = rest
@@ -154,19 +214,34 @@ pub fn check(text: &str, services: &[&str]) -> Result<(), TemplateError> {
     TemplateCheck::new(services).check(text)
 }
 
+/// A short template quoted, a long one (a file) by the line at fault.
+fn shown(text: &str, line: Option<usize>) -> String {
+    if text.len() <= 80 && !text.contains('\n') {
+        return format!("template `{text}`");
+    }
+    match line {
+        Some(n) => format!("line {n}"),
+        None => "the template".into(),
+    }
+}
+
 fn syntax_error(e: minijinja::Error) -> TemplateError {
+    let at = e.line().map(|n| format!(" (line {n})")).unwrap_or_default();
     TemplateError {
-        message: format!("invalid template: {}", e.detail().unwrap_or("syntax error")),
+        message: format!(
+            "invalid template{at}: {}",
+            e.detail().unwrap_or("syntax error")
+        ),
         hint: Some("templates look like `{{ port }}`".into()),
     }
 }
 
-fn unknown_name(name: &str) -> TemplateError {
+fn unknown_name(name: &str, names: &[&str]) -> TemplateError {
     TemplateError {
         message: format!("template uses undefined name `{name}`"),
-        hint: Some(match suggest::closest(name, NAMES.iter().copied()) {
+        hint: Some(match suggest::closest(name, names.iter().copied()) {
             Some(best) => format!("did you mean `{best}`?"),
-            None => format!("templates may use {}", NAMES.join(", ")),
+            None => format!("templates may use {}", names.join(", ")),
         }),
     }
 }

@@ -271,9 +271,19 @@ impl Driver for DockerDriver {
         // A container of an earlier run of this instance is in the way: it is over.
         let _ = remove(&self.docker, &name).await;
         let port = spec.env.get("PORT").cloned();
+        // With `port: { container: N }` the container listens on its own N, published on
+        // the instance's port; inside, PORT says N.
+        let inside = spec
+            .container_port
+            .map(|n| n.to_string())
+            .or_else(|| port.clone());
+        let mut spec_env = spec.env.clone();
+        if let (Some(inside), Some(_)) = (&inside, &port) {
+            spec_env.insert("PORT".into(), inside.clone());
+        }
         // No WHARF_TAG in the environment: that marks processes of the process driver,
         // which would otherwise claim the container's process as its own.
-        let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: Vec<String> = spec_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let labels: HashMap<String, String> = [
             (TAG_LABEL.to_owned(), spec.tag.clone()),
             (SERVICE_LABEL.to_owned(), spec.key.service.clone()),
@@ -286,7 +296,10 @@ impl Driver for DockerDriver {
         ]
         .into_iter()
         .collect();
-        let published = port.as_ref().map(|p| format!("{p}/tcp"));
+        let published = port
+            .as_ref()
+            .and(inside.as_ref())
+            .map(|p| format!("{p}/tcp"));
         let config_dir = write_config_files(spec)
             .map_err(|e| failed(&image, format!("cannot write the configuration files: {e}")))?;
         let mut binds = vec![format!("{}:{CONFIG_MOUNT}:ro", config_dir.display())];
@@ -314,6 +327,14 @@ impl Driver for DockerDriver {
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: (!spec.argv.is_empty()).then(|| spec.argv.clone()),
+            // `entrypoint: []` clears the image's (the engine wants `[""]` for that).
+            entrypoint: spec.entrypoint.as_ref().map(|e| {
+                if e.is_empty() {
+                    vec![String::new()]
+                } else {
+                    e.clone()
+                }
+            }),
             env: Some(env),
             labels: Some(labels),
             exposed_ports: published.map(|key| vec![key]),

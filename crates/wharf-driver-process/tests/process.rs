@@ -27,6 +27,8 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         pull: None,
         stop_signal: None,
         data_dir: None,
+        container_port: None,
+        entrypoint: None,
     }
 }
 

@@ -75,6 +75,12 @@ pub struct LaunchSpec {
     /// an image-based driver mounts at the same path.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// For a container: its own fixed port, published on the instance's `PORT`.
+    #[serde(default)]
+    pub container_port: Option<u16>,
+    /// For an image: the program that runs `argv` instead of the image's ENTRYPOINT.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,

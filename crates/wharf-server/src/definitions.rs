@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use sha2::{Digest, Sha256};
 use wharf_api::{DefinitionApplied, DefinitionRevision, DefinitionSource, DefinitionSubmission};
 use wharf_core::Definition;
 use wharf_core::decide::{RevisionChange, revision_change};
@@ -123,6 +122,7 @@ async fn show(
     Ok(Json(DefinitionSource {
         revision: revision_view(&record),
         source: record.source,
+        files: record.files,
     }))
 }
 
@@ -159,8 +159,8 @@ fn no_definition() -> ServerError {
     .hint("`wharf apply` submits wharf.yaml (and `wharf deploy` does when it changed)")
 }
 
-fn digest_of(source: &str) -> String {
-    hex::encode(Sha256::digest(source.as_bytes()))
+fn digest_of(source: &str, files: &std::collections::BTreeMap<String, String>) -> String {
+    wharf_core::files::definition_digest(source, files)
 }
 
 /// The grants a revision change needs: deploy somewhere for any change, `ENV:admin`
@@ -214,14 +214,14 @@ impl Definitions {
             .ok_or_else(no_definition)?;
         // The controller validated it before storing it; a failure here means the
         // stored text no longer parses with this build of wharf.
-        let definition = wharf_core::load(&record.source, &record.path, &wharf_core::AnyFolder)
-            .map_err(|e| {
-                ServerError::internal(format!(
-                    "stored definition revision {} no longer validates:\n{e}",
-                    record.revision
-                ))
-                .hint("`wharf apply` a corrected wharf.yaml")
-            })?;
+        let files = wharf_core::definition::Bundled(&record.files);
+        let definition = wharf_core::load(&record.source, &record.path, &files).map_err(|e| {
+            ServerError::internal(format!(
+                "stored definition revision {} no longer validates:\n{e}",
+                record.revision
+            ))
+            .hint("`wharf apply` a corrected wharf.yaml")
+        })?;
         let current = Arc::new(Current {
             revision: record.revision,
             digest: record.digest,
@@ -302,7 +302,7 @@ impl Definitions {
         // One apply at a time, so none is judged against a revision another replaced.
         let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let path = crate::edge::submission_path(&submission);
-        let digest = digest_of(&submission.source);
+        let digest = digest_of(&submission.source, &submission.files);
         let previous = match self.current() {
             Ok(current) => Some(current),
             Err(e) if e.status == StatusCode::CONFLICT => None,
@@ -387,6 +387,7 @@ impl Definitions {
             digest: digest.clone(),
             path,
             source: submission.source,
+            files: submission.files,
             user: user.to_owned(),
             at: now_millis(),
             message: submission.message.unwrap_or_default(),

@@ -14,23 +14,37 @@ use crate::error::ServerError;
 /// Definitions larger than this are refused before parsing.
 pub const MAX_DEFINITION_BYTES: usize = 8 * 1024 * 1024;
 
+/// How many env files and file templates a definition may refer to.
+pub const MAX_DEFINITION_FILES: usize = 1000;
+
 /// Parses and validates a submitted definition; too large or invalid is bad input.
 pub fn definition(
     submission: &wharf_api::DefinitionSubmission,
 ) -> Result<wharf_core::Definition, ServerError> {
-    if submission.source.len() > MAX_DEFINITION_BYTES {
+    let size = submission.source.len()
+        + submission
+            .files
+            .iter()
+            .map(|(p, t)| p.len() + t.len())
+            .sum::<usize>();
+    if size > MAX_DEFINITION_BYTES {
         return Err(ServerError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the definition is {} bytes; at most {MAX_DEFINITION_BYTES} are accepted",
-                submission.source.len()
+                "the definition and its files are {size} bytes; at most {MAX_DEFINITION_BYTES} are accepted"
             ),
         ));
+    }
+    if submission.files.len() > MAX_DEFINITION_FILES {
+        return Err(ServerError::bad_request(format!(
+            "the definition refers to {} files; at most {MAX_DEFINITION_FILES} are accepted",
+            submission.files.len()
+        )));
     }
     wharf_core::load(
         &submission.source,
         &submission_path(submission),
-        &wharf_core::AnyFolder,
+        &wharf_core::definition::Bundled(&submission.files),
     )
     .map_err(|e| {
         ServerError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())

@@ -1146,7 +1146,23 @@ impl Executor {
         batch: &[InstanceKey],
         min_healthy_time: Duration,
     ) -> Option<Failure> {
-        tokio::time::sleep(min_healthy_time).await;
+        // Watched through the window, so an instance that falls over fails the batch at
+        // once rather than when the window ends.
+        let deadline = tokio::time::Instant::now() + min_healthy_time;
+        loop {
+            let now = tokio::time::Instant::now();
+            if let Some(failure) = self.unsteady(batch, min_healthy_time) {
+                return Some(failure);
+            }
+            if now >= deadline {
+                return None;
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// The first instance of `batch` that no longer runs its first process healthily.
+    fn unsteady(&self, batch: &[InstanceKey], min_healthy_time: Duration) -> Option<Failure> {
         for key in batch {
             let status = self
                 .fleet

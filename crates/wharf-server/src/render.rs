@@ -135,6 +135,22 @@ pub fn render(
                 None => err,
             }
         })?;
+        // Files see the configuration, never the secrets (added below).
+        let mut files = BTreeMap::new();
+        for (path, text) in &spec.files {
+            let rendered =
+                wharf_core::template::render_file(text, &context, &env).map_err(|e| {
+                    let err = ServerError::bad_request(format!(
+                        "file `{path}` of `{}` in `{}`: {e}",
+                        spec.service, spec.env
+                    ));
+                    match e.hint() {
+                        Some(h) => err.hint(h),
+                        None => err,
+                    }
+                })?;
+            files.insert(path.clone(), rendered);
+        }
         // Secrets count into the digest by version, so the digest reveals nothing of them.
         let mut hidden = BTreeMap::new();
         let mut secret_keys = Vec::new();
@@ -173,6 +189,11 @@ pub fn render(
                 &visible,
                 &[("\0run".to_owned(), argv.join("\0"))]
                     .into_iter()
+                    .chain(
+                        files
+                            .iter()
+                            .map(|(p, t)| (format!("\0file:{p}"), t.clone())),
+                    )
                     .collect(),
             ]),
             deployment_id,
@@ -195,6 +216,9 @@ pub fn render(
             image_ref: spec.image_ref.clone(),
             reload: None,
             secret_keys,
+            files,
+            container_port: spec.container_port,
+            entrypoint: spec.entrypoint.clone(),
         });
     }
     let redacted: Vec<InstancePlan> = plans.iter().map(|p| p.redacted()).collect();

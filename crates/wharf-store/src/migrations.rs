@@ -177,4 +177,7 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX rollouts_by_service ON rollouts (env, service, deployment_id);",
+    // 11: the files a definition revision refers to (env files, file templates), as a
+    // JSON object of path -> text, submitted with it.
+    "ALTER TABLE definitions ADD COLUMN files TEXT NOT NULL DEFAULT '{}';",
 ];

@@ -224,6 +224,8 @@ pub struct DefinitionRecord {
     /// The file name it was submitted as, for error locations.
     pub path: String,
     pub source: String,
+    /// The files submitted with it (env files, file templates), path -> text.
+    pub files: std::collections::BTreeMap<String, String>,
     pub user: String,
     pub at: i64,
     pub message: String,

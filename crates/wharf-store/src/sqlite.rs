@@ -750,7 +750,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn()
             .query_row(
-                "SELECT revision, digest, path, source, user, at, message, state FROM definitions
+                "SELECT revision, digest, path, source, user, at, message, state, files FROM definitions
                  WHERE revision = ?1 OR (?1 IS NULL AND state = 'active')
                  ORDER BY revision DESC LIMIT 1",
                 params![revision],
@@ -762,7 +762,7 @@ impl Store for SqliteStore {
     fn definitions(&self) -> Result<Vec<DefinitionRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT revision, digest, path, source, user, at, message, state FROM definitions
+            "SELECT revision, digest, path, source, user, at, message, state, files FROM definitions
              ORDER BY revision DESC",
         )?;
         let rows = stmt.query_map([], definition_row)?;
@@ -1144,10 +1144,18 @@ fn insert_definition(
         |r| r.get(0),
     )?;
     tx.execute(
-        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state, files)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
-            revision, d.digest, d.path, d.source, d.user, d.at, d.message, state
+            revision,
+            d.digest,
+            d.path,
+            d.source,
+            d.user,
+            d.at,
+            d.message,
+            state,
+            serde_json::to_string(&d.files).map_err(|e| StoreError::Corrupt(e.to_string()))?
         ],
     )?;
     Ok(DefinitionRecord {
@@ -1167,6 +1175,16 @@ fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
         at: r.get(5)?,
         message: r.get(6)?,
         state: r.get(7)?,
+        files: {
+            let text: String = r.get(8)?;
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    8,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?
+        },
     })
 }
 
@@ -1528,6 +1546,7 @@ mod tests {
             digest: format!("d-{source}"),
             path: "wharf.yaml".into(),
             source: source.into(),
+            files: Default::default(),
             user: "ann".into(),
             at: 1,
             message: String::new(),

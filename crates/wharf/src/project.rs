@@ -18,6 +18,9 @@ pub struct Project {
     pub definition: Definition,
     /// The file's text, as the controller is sent it.
     pub text: String,
+    /// The files it refers to (env files, file templates), sent with it: path as
+    /// written -> text.
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 /// The definition file: `-f`, else wharf.yaml in the current folder or a parent.
@@ -46,11 +49,38 @@ pub fn find_file(global: &Global) -> Result<PathBuf, Failure> {
     .hint("run wharf inside a project, or pass the file with `-f path/to/wharf.yaml`"))
 }
 
-struct DiskFolders<'a>(&'a Path);
+/// The definition's folder on disk; remembers each file it was asked to read, so the
+/// controller is sent exactly those.
+struct DiskFolders<'a> {
+    dir: &'a Path,
+    read: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
+}
+
+/// The largest env file or template read.
+const MAX_REFERRED_FILE: u64 = 1024 * 1024;
 
 impl FolderCheck for DiskFolders<'_> {
     fn is_folder(&self, relative: &str) -> bool {
-        self.0.join(relative).is_dir()
+        self.dir.join(relative).is_dir()
+    }
+
+    fn read_file(&self, relative: &str) -> Result<String, String> {
+        let path = self.dir.join(relative);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if size > MAX_REFERRED_FILE {
+            return Err(format!(
+                "{} is {size} bytes; at most {MAX_REFERRED_FILE} are read",
+                path.display()
+            ));
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.read
+            .borrow_mut()
+            .insert(relative.to_owned(), text.clone());
+        Ok(text)
     }
 }
 
@@ -66,12 +96,18 @@ pub fn load(global: &Global) -> anyhow::Result<Project> {
         dir
     };
     let shown = display_path(&file);
-    let definition = wharf_core::load(&text, &shown, &DiskFolders(&dir))?;
+    let folders = DiskFolders {
+        dir: &dir,
+        read: Default::default(),
+    };
+    let definition = wharf_core::load(&text, &shown, &folders)?;
+    let files = folders.read.into_inner();
     Ok(Project {
         file,
         dir,
         definition,
         text,
+        files,
     })
 }
 

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use sha2::{Digest, Sha256};
 use wharf_api::{DefinitionApplied, DefinitionSubmission};
 use wharf_client::Client;
 
@@ -39,6 +38,7 @@ async fn submit(
     let submission = DefinitionSubmission {
         source: project.text.clone(),
         path: project::display_path(&project.file),
+        files: project.files.clone(),
         message,
         user: current_user(),
     };
@@ -100,7 +100,7 @@ pub async fn ensure_applied(
     client: &Client,
     printer: &Printer,
 ) -> anyhow::Result<()> {
-    let digest = hex::encode(Sha256::digest(project.text.as_bytes()));
+    let digest = wharf_core::files::definition_digest(&project.text, &project.files);
     match client.definition(None).await {
         Ok(current) if current.revision.digest == digest => return Ok(()),
         Ok(_) => {}

@@ -108,6 +108,7 @@ pub async fn deploy(
             proposed_definition: args.dry_run.then(|| wharf_api::DefinitionSubmission {
                 source: project.text.clone(),
                 path: crate::project::display_path(&project.file),
+                files: project.files.clone(),
                 message: None,
                 user: String::new(),
             }),

@@ -8,6 +8,7 @@ mod containers;
 mod crash;
 mod definition;
 mod docker;
+mod files;
 mod first_hour;
 mod fleet;
 mod governance;
