@@ -199,15 +199,31 @@ impl Executor {
                 self.deploy(request, DeploymentKind::Config, events).await
             }
             OnChange::Reload { signal } => {
+                // Files are templates over the configuration: each instance gets them
+                // rendered with the new revision before it is signalled to re-read them.
+                let (_, extras) = self.config.extras(service, env, Some(revision))?;
+                let rendered = crate::render::render(
+                    &*self.store,
+                    &spec,
+                    &current.version,
+                    &current.digest,
+                    0,
+                    &extras,
+                )?;
                 let mut signalled = 0;
                 for (plan, _) in self.fleet.statuses() {
                     if plan.key.env != env || plan.key.service != service {
                         continue;
                     }
+                    let files = rendered
+                        .plans
+                        .iter()
+                        .find(|p| p.key == plan.key)
+                        .map_or_else(|| plan.files.clone(), |p| p.files.clone());
                     let outcome = self
                         .fleet
                         .link(&plan.key)
-                        .reload(&plan.key, revision, signal)
+                        .reload(&plan.key, revision, signal, files)
                         .await;
                     match outcome {
                         Ok(()) => signalled += 1,

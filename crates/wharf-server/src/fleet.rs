@@ -2,7 +2,7 @@
 //! agents that joined over mutual TLS. The executor asks the fleet for the agent of an
 //! instance's node and talks to it through [`AgentLink`], whichever kind it is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +36,15 @@ pub trait AgentLink: Send + Sync {
     fn log_path(&self, key: &InstanceKey) -> Option<PathBuf>;
     /// The last `lines` lines of an instance's log, wherever it runs.
     async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String>;
-    /// Has the instance sent `signal` for configuration revision `generation`.
-    async fn reload(&self, key: &InstanceKey, generation: i64, signal: &str) -> Result<(), String>;
+    /// Has the instance rewrite its `files` and send `signal` for configuration revision
+    /// `generation` (once: a generation it has seen is not signalled again).
+    async fn reload(
+        &self,
+        key: &InstanceKey,
+        generation: i64,
+        signal: &str,
+        files: BTreeMap<String, String>,
+    ) -> Result<(), String>;
 }
 
 #[async_trait]
@@ -66,8 +73,22 @@ impl AgentLink for Agent {
         Some(Agent::log_path(self, key))
     }
 
-    async fn reload(&self, key: &InstanceKey, _: i64, signal: &str) -> Result<(), String> {
-        Agent::signal(self, key, signal).await
+    async fn reload(
+        &self,
+        key: &InstanceKey,
+        generation: i64,
+        signal: &str,
+        files: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let reload = wharf_agent::Reload {
+            generation,
+            signal: signal.to_owned(),
+        };
+        match Agent::reload(self, key, reload, &files).await {
+            Some(outcome) => outcome,
+            None if Agent::plan(self, key).is_none() => Err(format!("{key} does not run here")),
+            None => Ok(()),
+        }
     }
 
     async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
@@ -113,7 +134,13 @@ impl AgentLink for NoHost {
         Err(format!("no host claims node `{}`", key.node))
     }
 
-    async fn reload(&self, key: &InstanceKey, _: i64, _: &str) -> Result<(), String> {
+    async fn reload(
+        &self,
+        key: &InstanceKey,
+        _: i64,
+        _: &str,
+        _: BTreeMap<String, String>,
+    ) -> Result<(), String> {
         Err(format!("no host claims node `{}`", key.node))
     }
 }

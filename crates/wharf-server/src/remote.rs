@@ -455,10 +455,17 @@ impl AgentLink for RemoteAgent {
     }
 
     /// The request travels in the instance's assignment; the agent signals it once.
-    async fn reload(&self, key: &InstanceKey, generation: i64, signal: &str) -> Result<(), String> {
+    async fn reload(
+        &self,
+        key: &InstanceKey,
+        generation: i64,
+        signal: &str,
+        files: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
         let mut plan = self
             .plan(key)
             .ok_or_else(|| format!("{key} is not assigned to this host"))?;
+        plan.files = files;
         plan.reload = Some(wharf_agent::Reload {
             generation,
             signal: signal.to_owned(),

@@ -6,6 +6,7 @@ mod authority;
 mod config;
 mod containers;
 mod crash;
+mod daemons;
 mod definition;
 mod docker;
 mod files;
