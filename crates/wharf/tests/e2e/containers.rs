@@ -442,3 +442,78 @@ fn a_noisy_container_stays_within_its_limits_and_its_neighbour_stays_healthy() {
     );
     p.ok(&["down", "--env", "ci"]);
 }
+
+/// A third-party style image: a static busybox whose httpd listens on its own fixed
+/// port (8080) and serves the files wharf renders into the instance's folder.
+const BUSYBOX_SERVICE: &str = r#"
+services:
+  site:
+    image: IMAGE
+    entrypoint: ["/bin/busybox"]
+    run: ["httpd", "-f", "-p", "8080", "-h", "{{ data_dir }}"]
+    port: { name: http, container: 8080 }
+    health: { http: /health, interval: 100ms }
+    resources: { memory: 32Mi }
+    files:
+      health: { content: "ok" }
+      index.html: { content: "hello from {{ env }}" }
+environments:
+  local: {}
+  ci: {}
+"#;
+
+#[test]
+fn a_stock_image_on_its_own_port_is_published_on_each_instances_port() {
+    if !crate::docker::docker_answers() {
+        return;
+    }
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/bin/busybox is missing (scripts/test installs busybox-static as root)"
+        );
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipping: /bin/busybox is missing (apt-get install busybox-static)");
+        }
+        return;
+    }
+    let mut p = Project::new("services: {}\n", &[]);
+    let image = Image(import_image(p.path(), busybox, "/bin/busybox", "busybox"));
+    p.write("wharf.yaml", &BUSYBOX_SERVICE.replace("IMAGE", &image.0));
+    // Both environments at once on one machine: the same container port, two host ports.
+    for env in ["local", "ci"] {
+        p.ok(&["deploy", "site", "--env", env, "--version", "v1"]);
+    }
+    let local = p.port("site", "local", 0);
+    let ci = p.port("site", "ci", 0);
+    assert_ne!(local, ci);
+    assert_eq!(
+        get(local, "/index.html").as_deref(),
+        Some("hello from local")
+    );
+    assert_eq!(get(ci, "/index.html").as_deref(), Some("hello from ci"));
+    let address = p.address_port("site", "ci");
+    assert_eq!(
+        get(address, "/index.html").as_deref(),
+        Some("hello from ci")
+    );
+    let container = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=wharf.service=site",
+        "--filter",
+        "label=wharf.env=ci",
+    ]);
+    let inspected = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{range $k, $v := .HostConfig.PortBindings}}{{$k}}>{{(index $v 0).HostPort}}{{end}}",
+        &container,
+    ]);
+    assert_eq!(inspected, format!("33554432 8080/tcp>{ci}"));
+    p.ok(&["down", "--env", "local"]);
+    p.ok(&["down", "--env", "ci"]);
+}
