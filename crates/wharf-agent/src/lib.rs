@@ -325,6 +325,38 @@ impl Agent {
         Ok(())
     }
 
+    /// Removes the data folders of `env` (of one `service`, or all of them), refusing
+    /// while an instance that uses one still runs here; returns the folders removed.
+    pub fn purge_data(&self, env: &str, service: Option<&str>) -> Result<Vec<PathBuf>, String> {
+        let running: Vec<String> = self
+            .lock()
+            .keys()
+            .filter(|k| k.env == env && service.is_none_or(|s| s == k.service))
+            .map(|k| k.to_string())
+            .collect();
+        if !running.is_empty() {
+            return Err(format!(
+                "{} still run(s) here; stop it first",
+                running.join(", ")
+            ));
+        }
+        let env_dir = self.data_dir.join(env);
+        let services: Vec<PathBuf> = match service {
+            Some(s) => vec![env_dir.join(s)],
+            None => match std::fs::read_dir(&env_dir) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(_) => Vec::new(),
+            },
+        };
+        let mut removed = Vec::new();
+        for dir in services.into_iter().filter(|d| d.exists()) {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+            removed.push(dir);
+        }
+        Ok(removed)
+    }
+
     /// The instance's own persistent folder: per environment, service and slot.
     fn instance_data_dir(&self, plan: &InstancePlan) -> PathBuf {
         self.data_dir

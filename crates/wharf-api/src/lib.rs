@@ -317,6 +317,9 @@ pub struct StopRequest {
     /// no longer in it in the stored definition (what `wharf deploy --env ENV` prunes).
     #[serde(default)]
     pub prune: bool,
+    /// Also remove the stopped instances' data folders (`wharf down --purge`).
+    #[serde(default)]
+    pub purge: bool,
 }
 
 /// Progress of a long operation.

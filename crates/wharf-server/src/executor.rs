@@ -1649,11 +1649,39 @@ impl Executor {
             )?;
             last = Some(id);
         }
+        let mut message = format!("stopped {count} instance(s) in `{}`", req.env);
+        if req.purge {
+            message.push_str(&self.purge_data(&req, events).await?);
+        }
         Ok(DeployEvent::Finished {
             deployment: last,
             state: DeploymentState::Succeeded,
-            message: format!("stopped {count} instance(s) in `{}`", req.env),
+            message,
         })
+    }
+
+    /// Removes the data folders of what `req` stopped, on this machine; a joined host
+    /// keeps its own (named in a warning, for its operator to remove).
+    async fn purge_data(&self, req: &StopRequest, events: &Events) -> Result<String, ServerError> {
+        for host in self.store.hosts(Some(&req.env))? {
+            events.send(DeployEvent::Warning {
+                message: format!(
+                    "host `{}` keeps its data folders of `{}`: a purge removes only this machine's",
+                    host.name, req.env
+                ),
+            });
+        }
+        let Some(local) = self.fleet.local.clone() else {
+            return Ok(String::new());
+        };
+        // Data folders can be large: removing them is blocking work.
+        let (env, service) = (req.env.clone(), req.service.clone());
+        let removed =
+            tokio::task::spawn_blocking(move || local.purge_data(&env, service.as_deref()))
+                .await
+                .map_err(|e| ServerError::internal(e.to_string()))?
+                .map_err(|e| ServerError::new(axum::http::StatusCode::CONFLICT, e))?;
+        Ok(format!("; removed {} data folder(s)", removed.len()))
     }
 }
 

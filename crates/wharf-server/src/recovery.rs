@@ -144,6 +144,7 @@ impl Executor {
                     service: Some(d.service.clone()),
                     user: RECOVERY_USER.into(),
                     prune: false,
+                    purge: false,
                 };
                 let outcome = self.stop(request, &events).await?;
                 let why = if d.kind == DeploymentKind::Stop {

@@ -153,10 +153,16 @@ pub enum Command {
         #[arg(long = "env", short = 'e')]
         env: String,
     },
-    /// Stop every service of an environment.
+    /// Stop every service of an environment (their data folders are kept).
     Down {
         #[arg(long = "env", short = 'e')]
         env: String,
+        /// Also remove the instances' data folders, after a confirmation.
+        #[arg(long)]
+        purge: bool,
+        /// Confirm `--purge` without asking (what a script or CI passes).
+        #[arg(long, short = 'y', requires = "purge")]
+        yes: bool,
     },
     /// Run the controller (with this host's agent in `--dev` mode).
     Server(ServerArgs),

@@ -181,6 +181,7 @@ async fn prune(
         service: None,
         user: current_user(),
         prune: true,
+        purge: false,
     };
     let mut view = EventView::new(printer);
     let last = client

@@ -222,6 +222,7 @@ async fn down(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<E
         service: None,
         user: current_user(),
         prune: false,
+        purge: false,
     };
     client.stop(&request, |_| {}).await.map_err(Failure::from)?;
     let mut removed = docker_provider(global)?

@@ -77,8 +77,15 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Restart { service, env } => {
             rollback::restart(global, printer, &service, &env).await
         }
-        Command::Stop { service, env } => stop::stop(global, printer, &env, Some(service)).await,
-        Command::Down { env } => stop::stop(global, printer, &env, None).await,
+        Command::Stop { service, env } => {
+            stop::stop(global, printer, &env, Some(service), false).await
+        }
+        Command::Down { env, purge, yes } => {
+            if purge && !yes {
+                stop::confirm_purge(&env)?;
+            }
+            stop::stop(global, printer, &env, None, purge).await
+        }
         Command::Server(args) => server::server(global, printer, args).await,
         Command::Agent(args) => agent::agent(global, args).await,
         Command::Token(command) => hosts::token(global, printer, command).await,

@@ -14,6 +14,7 @@ pub async fn stop(
     printer: &Printer,
     env: &str,
     service: Option<String>,
+    purge: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = crate::connect::controller(global, printer).await?;
     let request = StopRequest {
@@ -21,6 +22,7 @@ pub async fn stop(
         service: service.clone(),
         user: current_user(),
         prune: false,
+        purge,
     };
     let mut view = EventView::new(printer);
     let last = client
@@ -40,4 +42,29 @@ pub async fn stop(
         printer.json_data(&last);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks before `down --purge` removes data; without a terminal to ask on, refuses and
+/// names the flag that confirms.
+pub fn confirm_purge(env: &str) -> Result<(), Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::input(format!(
+            "`--purge` removes the data of every instance in `{env}` and there is no terminal to confirm on"
+        ))
+        .hint(format!("pass `--yes` to confirm: wharf down --env {env} --purge --yes")));
+    }
+    eprint!(
+        "This stops every service in `{env}` and removes their data folders for good. Type `{env}` to confirm: "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == env {
+        Ok(())
+    } else {
+        Err(Failure::operation(
+            "not confirmed; nothing was stopped or removed",
+        ))
+    }
 }

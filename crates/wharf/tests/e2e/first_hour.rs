@@ -271,4 +271,31 @@ environments:
     p.ok(&["down", "--env", "local"]);
     p.ok(&["deploy", "store", "--env", "local", "--version", "v2"]);
     assert_eq!(get_json(p.address_port("store", "local"))["starts"], 3);
+
+    // `--purge` removes it, but only once confirmed; no terminal here, so `--yes`.
+    let out = p.wharf(&["down", "--env", "local", "--purge"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", text(&out));
+    assert_eq!(
+        p.instances("store", "local").len(),
+        1,
+        "an unconfirmed purge stops nothing"
+    );
+    let out = p.ok(&["down", "--env", "local", "--purge", "--yes"]);
+    assert!(
+        stderr(&out).contains("removed 1 data folder(s)"),
+        "{}",
+        text(&out)
+    );
+    p.ok(&["deploy", "store", "--env", "local", "--version", "v2"]);
+    assert_eq!(
+        get_json(p.address_port("store", "local"))["starts"],
+        1,
+        "a fresh folder"
+    );
+    assert_eq!(
+        get_json(p.address_port("store", "ci"))["starts"],
+        1,
+        "the other environment's data is untouched"
+    );
 }
