@@ -54,10 +54,12 @@ pub fn confirm_purge(env: &str) -> Result<(), Failure> {
         ))
         .hint(format!("pass `--yes` to confirm: wharf down --env {env} --purge --yes")));
     }
-    eprint!(
+    let mut terminal = std::io::stderr();
+    let _ = write!(
+        terminal,
         "This stops every service in `{env}` and removes their data folders for good. Type `{env}` to confirm: "
     );
-    let _ = std::io::stderr().flush();
+    let _ = terminal.flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     if answer.trim() == env {
