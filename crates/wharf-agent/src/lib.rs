@@ -427,6 +427,8 @@ impl Agent {
             data_dir: Some(data_dir),
             container_port: plan.container_port,
             entrypoint: plan.entrypoint.clone(),
+            working_dir: plan.working_dir.as_ref().map(|d| PathBuf::from(placed(d))),
+            user: plan.user.clone(),
         })
     }
 

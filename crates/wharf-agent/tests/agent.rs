@@ -57,6 +57,8 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         files: Default::default(),
         container_port: None,
         entrypoint: None,
+        working_dir: None,
+        user: None,
         health: health.map(|probe| HealthCheck {
             probe,
             timeout: Duration::from_secs(3),

@@ -86,6 +86,12 @@ pub struct InstancePlan {
     /// For an image: the program that runs `argv`, replacing the image's ENTRYPOINT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
+    /// Where the instance starts (rendered; may hold the data folder's placeholder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Who it runs as: a user name or `UID[:GID]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 fn default_drain() -> Duration {

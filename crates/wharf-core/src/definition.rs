@@ -300,6 +300,8 @@ impl Checker<'_> {
             config,
             files,
             entrypoint: raw.entrypoint.clone(),
+            working_dir: self.working_dir(raw, &at(&["working_dir"])),
+            user: self.user(raw, &at(&["user"])),
             container_port,
             driver,
             image: raw.image.clone(),
@@ -694,6 +696,37 @@ impl Checker<'_> {
             pin,
             analysis,
         }
+    }
+
+    fn working_dir(&mut self, raw: &RawService, path: &[PathSegment]) -> Option<String> {
+        let given = raw.working_dir.as_ref()?;
+        if given.trim().is_empty() || given.contains('\0') {
+            let mut at = path.to_vec();
+            at.push(PathSegment::Value);
+            self.report(
+                &at,
+                "`working_dir` is empty".to_owned(),
+                Some("a path, e.g. `\"{{ data_dir }}\"`, or leave it out".to_owned()),
+            );
+            return None;
+        }
+        Some(given.clone())
+    }
+
+    /// `user`: a name as `useradd` takes it, or `UID[:GID]`.
+    fn user(&mut self, raw: &RawService, path: &[PathSegment]) -> Option<String> {
+        let given = raw.user.as_ref()?;
+        if crate::files::is_user(given) {
+            return Some(given.clone());
+        }
+        let mut at = path.to_vec();
+        at.push(PathSegment::Value);
+        self.report(
+            &at,
+            format!("`{given}` is not a user"),
+            Some("a user name (`www-data`) or `UID[:GID]` (`1000:1000`)".to_owned()),
+        );
+        None
     }
 
     /// `stop_signal`, as a name without `SIG` (`QUIT`); one a stop cannot be graceful
@@ -1326,6 +1359,15 @@ impl Checker<'_> {
                         );
                     }
                 }
+            }
+            if let Some(dir) = &service.working_dir
+                && let Err(e) = templates.check(dir)
+            {
+                self.report(
+                    &[key("services"), key(name), key("working_dir")],
+                    format!("`working_dir` of service `{name}`: {e}"),
+                    e.hint(),
+                );
             }
             for (i, arg) in service.run.iter().enumerate() {
                 if let Err(e) = templates.check(arg) {

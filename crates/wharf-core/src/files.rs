@@ -144,6 +144,26 @@ pub fn instance_file_problem(path: &str) -> Option<String> {
     None
 }
 
+/// A user as `user:` names it: a name `useradd` would take (`www-data`, `_apt`), or a
+/// numeric `UID` with an optional `:GID`.
+pub fn is_user(text: &str) -> bool {
+    let numeric = |part: &str| {
+        !part.is_empty() && part.len() <= 10 && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    if let Some((uid, gid)) = text.split_once(':') {
+        return numeric(uid) && numeric(gid);
+    }
+    if numeric(text) {
+        return true;
+    }
+    let mut bytes = text.bytes();
+    text.len() <= 32
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +219,16 @@ mod tests {
         assert_eq!(instance_file_problem("conf.d/site.conf"), None);
         for bad in ["", "/etc/passwd", "../x", "a//b", "./a", "a/.."] {
             assert!(instance_file_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn users_are_names_or_numbers() {
+        for good in ["nobody", "www-data", "_apt", "1000", "1000:1000", "0:0"] {
+            assert!(is_user(good), "{good}");
+        }
+        for bad in ["", "Root", "1000:", ":1", "a b", "x;rm", "-x", "1:2:3"] {
+            assert!(!is_user(bad), "{bad}");
         }
     }
 }

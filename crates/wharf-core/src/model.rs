@@ -51,6 +51,10 @@ pub struct Service {
     pub entrypoint: Option<Vec<String>>,
     /// For a container: its own fixed port, published on the instance's port.
     pub container_port: Option<u16>,
+    /// Where the instance starts (a template); `None`: the driver's default.
+    pub working_dir: Option<String>,
+    /// Who it runs as: a user name or `UID[:GID]`.
+    pub user: Option<String>,
 }
 
 /// The default of `response_timeout`.

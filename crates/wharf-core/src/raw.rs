@@ -111,6 +111,16 @@ pub struct RawService {
     /// `[]` runs `run` as it stands).
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
+    /// Where the instance starts: a template (`"{{ data_dir }}"`); relative to the
+    /// release folder for a process, absolute inside a container. Default: the release
+    /// folder (a process), the image's WORKDIR (a container).
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Who the instance runs as: a user name or `UID[:GID]` (the agent must run as root
+    /// for a process; a container passes it to the engine). Default: the agent's user,
+    /// the image's USER.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A file of `files:`: exactly one of `template` (a file beside wharf.yaml, read when

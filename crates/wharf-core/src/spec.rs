@@ -95,6 +95,12 @@ pub struct DeploySpec {
     /// For an image: the program that runs `run`, replacing the image's ENTRYPOINT.
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
+    /// Where the instance starts (a template).
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// Who it runs as: a user name or `UID[:GID]`.
+    #[serde(default)]
+    pub user: Option<String>,
     /// For a container: its own fixed port, published on the instance's port.
     #[serde(default)]
     pub container_port: Option<u16>,
@@ -324,6 +330,8 @@ impl Definition {
             tcp: svc.tcp,
             files: svc.files.clone(),
             entrypoint: svc.entrypoint.clone(),
+            working_dir: svc.working_dir.clone(),
+            user: svc.user.clone(),
             container_port: svc.container_port,
             peer_nodes: environment
                 .service_names()

@@ -341,6 +341,8 @@ impl Driver for DockerDriver {
             host_config: Some(host_config),
             // `docker stop` sends it first (the image's own when none is given).
             stop_signal: spec.stop_signal.as_ref().map(|s| format!("SIG{s}")),
+            working_dir: spec.working_dir.as_ref().map(|d| d.display().to_string()),
+            user: spec.user.clone(),
             ..Default::default()
         };
         let options = CreateContainerOptions {

@@ -134,11 +134,56 @@ impl Driver for ProcessDriver {
             });
         };
         let program = resolve_program(first, &spec.workdir);
+        let identity = spec
+            .user
+            .as_deref()
+            .map(identity_of)
+            .transpose()
+            .map_err(|reason| DriverError::Start {
+                program: first.clone(),
+                reason,
+            })?;
+        let cwd = match &spec.working_dir {
+            Some(dir) => spec.workdir.join(dir),
+            None => spec.workdir.clone(),
+        };
         let (log, log_err, pipe) = self.output(spec)?;
         let mut command = Command::new(&program);
+        if let Some((uid, gid)) = identity {
+            let me = nix::unistd::geteuid();
+            if !me.is_root() && me.as_raw() != uid {
+                return Err(DriverError::Start {
+                    program: first.clone(),
+                    reason: format!(
+                        "running as `{}` needs an agent that runs as root",
+                        spec.user.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+            // Its data folder is its own to write.
+            if let Some(data) = &spec.data_dir {
+                let _ = nix::unistd::chown(
+                    data,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                );
+            }
+            if let Some(blocked) = unreachable_for(&cwd, uid, gid) {
+                return Err(DriverError::Start {
+                    program: first.clone(),
+                    reason: format!(
+                        "`{}` cannot reach {}: {} is closed to it (make it traversable, `chmod o+x`)",
+                        spec.user.as_deref().unwrap_or_default(),
+                        cwd.display(),
+                        blocked.display()
+                    ),
+                });
+            }
+            command.uid(uid).gid(gid);
+        }
         command
             .args(args)
-            .current_dir(&spec.workdir)
+            .current_dir(&cwd)
             .env_clear()
             .envs(
                 INHERITED
@@ -217,6 +262,50 @@ impl Driver for ProcessDriver {
             }) as Box<dyn Running>
         })
     }
+}
+
+/// The first folder on the way to `dir` that `uid`/`gid` may not pass through, if any
+/// (what would fail the start with a bare "Permission denied").
+fn unreachable_for(dir: &Path, uid: u32, gid: u32) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut outermost_first: Vec<&Path> = dir.ancestors().collect();
+    outermost_first.reverse();
+    outermost_first.into_iter().find_map(|folder| {
+        let meta = std::fs::metadata(folder).ok()?;
+        let mode = meta.mode();
+        let passes = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        (!passes).then(|| folder.to_owned())
+    })
+}
+
+/// The uid and gid `user:` names: `UID[:GID]` (the gid defaults to the uid's user's
+/// group, else the uid), or a user of this host.
+fn identity_of(user: &str) -> Result<(u32, u32), String> {
+    use nix::unistd::{Uid, User};
+    let numeric = |text: &str| text.parse::<u32>().ok();
+    if let Some((uid, gid)) = user.split_once(':') {
+        return match (numeric(uid), numeric(gid)) {
+            (Some(u), Some(g)) => Ok((u, g)),
+            _ => Err(format!("`{user}` is not UID:GID")),
+        };
+    }
+    let found = match numeric(user) {
+        Some(uid) => User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or((uid, uid), |u| (uid, u.gid.as_raw())),
+        None => User::from_name(user)
+            .map_err(|e| format!("cannot look up user `{user}`: {e}"))?
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+            .ok_or_else(|| format!("there is no user `{user}` on this host"))?,
+    };
+    Ok(found)
 }
 
 fn resolve_program(program: &str, workdir: &Path) -> std::path::PathBuf {

@@ -29,6 +29,8 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         data_dir: None,
         container_port: None,
         entrypoint: None,
+        working_dir: None,
+        user: None,
     }
 }
 
@@ -125,4 +127,39 @@ async fn an_empty_command_is_an_error_not_a_panic() {
     empty.argv.clear();
     let err = driver.start(&empty).await.err().expect("refused");
     assert!(err.to_string().contains("no command"), "{err}");
+}
+
+#[tokio::test]
+async fn an_instance_runs_as_its_user_in_its_working_dir_and_owns_its_data() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let driver = ProcessDriver::new("t9/");
+    let mut launch = spec(dir.path(), "t9/a", "id -u > uid; pwd > cwd");
+    launch.user = Some("nobody".into());
+    launch.working_dir = Some("data".into());
+    launch.data_dir = Some(data.clone());
+    let mut running = driver.start(&launch).await.unwrap();
+    assert_eq!(running.wait().await, Exit::Code(0));
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let read = |name: &str| std::fs::read_to_string(data.join(name)).unwrap();
+    assert_eq!(read("uid").trim(), nobody.uid.to_string());
+    assert_eq!(read("cwd").trim(), data.display().to_string());
+
+    // A folder on the way it cannot pass is named before anything starts.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let Err(e) = driver.start(&launch).await else {
+        panic!("started in a folder its user cannot reach");
+    };
+    assert!(
+        e.to_string()
+            .contains(&format!("{} is closed to it", dir.path().display())),
+        "{e}"
+    );
 }

@@ -81,6 +81,13 @@ pub struct LaunchSpec {
     /// For an image: the program that runs `argv` instead of the image's ENTRYPOINT.
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
+    /// Where the instance starts, when not `workdir` (a process: relative to
+    /// `workdir`; a container: a path inside it).
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// Who it runs as: a user name or `UID[:GID]`.
+    #[serde(default)]
+    pub user: Option<String>,
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,

@@ -114,6 +114,11 @@ pub fn render(
             .enumerate()
             .map(|(i, arg)| in_context(format!("`run` argument {}", i + 1), arg))
             .collect::<Result<Vec<String>, ServerError>>()?;
+        let working_dir = spec
+            .working_dir
+            .as_ref()
+            .map(|dir| in_context("`working_dir`".to_owned(), dir))
+            .transpose()?;
         let mut health = spec.health.clone();
         if let Some(wharf_core::model::HealthCheck {
             probe: wharf_core::model::Probe::Command { argv },
@@ -219,6 +224,8 @@ pub fn render(
             files,
             container_port: spec.container_port,
             entrypoint: spec.entrypoint.clone(),
+            working_dir,
+            user: spec.user.clone(),
         });
     }
     let redacted: Vec<InstancePlan> = plans.iter().map(|p| p.redacted()).collect();

@@ -299,3 +299,44 @@ environments:
         "the other environment's data is untouched"
     );
 }
+
+#[test]
+fn a_user_that_cannot_reach_the_private_state_folder_is_a_clear_error() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipping: running as another user needs root");
+        }
+        return;
+    }
+    let definition = r#"
+services:
+  who:
+    build: ./who
+    run: ["python3", "app.py"]
+    port: http
+    user: USER
+environments:
+  local: {}
+"#;
+    // A dev controller keeps its state (and the instances' folders) private: another
+    // user cannot pass through it, and the deploy says where.
+    let mut p = Project::new(&definition.replace("USER", "nobody"), &["who"]);
+    let out = p.wharf(&["deploy", "who", "--env", "local", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("`nobody` cannot reach") && stderr(&out).contains("chmod o+x"),
+        "{}",
+        text(&out)
+    );
+    // A user this host lacks is named.
+    p.write("wharf.yaml", &definition.replace("USER", "no-such-user"));
+    let out = p.wharf(&["deploy", "who", "--env", "local", "--version", "v2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("there is no user `no-such-user`"),
+        "{}",
+        text(&out)
+    );
+}
