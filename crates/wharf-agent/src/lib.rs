@@ -202,6 +202,28 @@ impl Agent {
         answer.await.map_err(|_| format!("{key} is stopping"))?
     }
 
+    /// Runs `argv` once in a running instance's environment and folder (`wharf exec`).
+    pub async fn exec(
+        &self,
+        key: &InstanceKey,
+        argv: &[String],
+        limit: std::time::Duration,
+    ) -> Result<wharf_driver::ExecOutput, String> {
+        let (plan, workdir) = self
+            .lock()
+            .get(key)
+            .map(|h| (h.plan.clone(), h.workdir.clone()))
+            .ok_or_else(|| format!("{key} does not run here"))?;
+        let launch = self
+            .launch_spec(&plan, &workdir)
+            .map_err(|e| e.to_string())?;
+        let driver = self.driver(plan.driver).map_err(|e| e.to_string())?;
+        driver
+            .exec(&launch, argv, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Gives a running instance the secret values of `plan` (its own plan) when it
     /// lacks them, as after an agent restart (secrets are never on disk), so that its
     /// next restart has them.

@@ -482,3 +482,26 @@ pub struct HostView {
     pub host: HostRecord,
     pub instances: usize,
 }
+
+/// `POST /v1/exec`: runs a command once in an instance's environment and folder (`wharf
+/// exec`), as the instance's user, without a terminal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub env: String,
+    pub service: String,
+    /// The instance's number (as `wharf status` shows it); default: the first that runs.
+    #[serde(default)]
+    pub instance: Option<u32>,
+    pub argv: Vec<String>,
+}
+
+/// What a command run by `wharf exec` printed, and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// The instance it ran in (`env/service/node#N`).
+    pub instance: String,
+    /// Its exit status; `None` when a signal ended it (or the time limit did).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}

@@ -557,6 +557,16 @@ impl Client {
             .await
     }
 
+    /// Runs a command once in an instance (`wharf exec`); answers when it ended.
+    pub async fn exec(&self, request: &wharf_api::ExecRequest) -> Result<wharf_api::ExecResult> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/exec", self.base))
+                .json(request),
+        )
+        .await
+    }
+
     pub async fn create_token(&self, request: &TokenRequest) -> Result<TokenCreated> {
         self.call(
             self.http

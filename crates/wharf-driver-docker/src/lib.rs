@@ -429,6 +429,68 @@ impl Driver for DockerDriver {
         }
         Some(running)
     }
+
+    async fn exec(
+        &self,
+        spec: &LaunchSpec,
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<wharf_driver::ExecOutput, DriverError> {
+        use bollard::container::LogOutput;
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let name = container_name(&spec.tag);
+        let failed = |e: bollard::errors::Error| DriverError::Other(format!("docker exec: {e}"));
+        // The container's own environment, user and working directory apply.
+        let created = self
+            .docker
+            .create_exec(
+                &name,
+                CreateExecOptions {
+                    cmd: Some(argv.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(failed)?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let collect = async {
+            if let StartExecResults::Attached { mut output, .. } = self
+                .docker
+                .start_exec(&created.id, None)
+                .await
+                .map_err(failed)?
+            {
+                while let Some(chunk) = output.next().await {
+                    let (into, bytes) = match chunk.map_err(failed)? {
+                        LogOutput::StdOut { message } => (&mut stdout, message),
+                        LogOutput::StdErr { message } => (&mut stderr, message),
+                        _ => continue,
+                    };
+                    let room = wharf_driver::EXEC_OUTPUT_MAX.saturating_sub(into.len());
+                    into.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            }
+            Ok::<(), DriverError>(())
+        };
+        tokio::time::timeout(limit, collect).await.map_err(|_| {
+            DriverError::Other(format!(
+                "the command did not finish within {}s (it may still run in the container)",
+                limit.as_secs()
+            ))
+        })??;
+        let inspected = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(failed)?;
+        Ok(wharf_driver::ExecOutput {
+            code: inspected.exit_code.map(|c| c as i32),
+            stdout,
+            stderr,
+        })
+    }
 }
 
 /// The registry host of a reference (`registry.example.com/a/b:t`), if it names one.

@@ -134,51 +134,10 @@ impl Driver for ProcessDriver {
             });
         };
         let program = resolve_program(first, &spec.workdir);
-        let identity = spec
-            .user
-            .as_deref()
-            .map(identity_of)
-            .transpose()
-            .map_err(|reason| DriverError::Start {
-                program: first.clone(),
-                reason,
-            })?;
-        let cwd = match &spec.working_dir {
-            Some(dir) => spec.workdir.join(dir),
-            None => spec.workdir.clone(),
-        };
+        let (cwd, identity) = where_and_who(spec, first)?;
         let (log, log_err, pipe) = self.output(spec)?;
         let mut command = Command::new(&program);
         if let Some((uid, gid)) = identity {
-            let me = nix::unistd::geteuid();
-            if !me.is_root() && me.as_raw() != uid {
-                return Err(DriverError::Start {
-                    program: first.clone(),
-                    reason: format!(
-                        "running as `{}` needs an agent that runs as root",
-                        spec.user.as_deref().unwrap_or_default()
-                    ),
-                });
-            }
-            // Its data folder is its own to write.
-            if let Some(data) = &spec.data_dir {
-                let _ = nix::unistd::chown(
-                    data,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                );
-            }
-            if let Some(blocked) = unreachable_for(&cwd, uid, gid) {
-                return Err(DriverError::Start {
-                    program: first.clone(),
-                    reason: format!(
-                        "`{}` cannot reach {}: {} is closed to it (make it traversable, `chmod o+x`)",
-                        spec.user.as_deref().unwrap_or_default(),
-                        cwd.display(),
-                        blocked.display()
-                    ),
-                });
-            }
             command.uid(uid).gid(gid);
         }
         command
@@ -262,6 +221,102 @@ impl Driver for ProcessDriver {
             }) as Box<dyn Running>
         })
     }
+
+    async fn exec(
+        &self,
+        spec: &LaunchSpec,
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<wharf_driver::ExecOutput, DriverError> {
+        let Some((first, args)) = argv.split_first() else {
+            return Err(DriverError::Other("no command to run".into()));
+        };
+        let (cwd, identity) = where_and_who(spec, first)?;
+        let mut command = Command::new(resolve_program(first, &spec.workdir));
+        if let Some((uid, gid)) = identity {
+            command.uid(uid).gid(gid);
+        }
+        // The instance's environment, without its tag: a command that outlives its
+        // limit must not be taken for the instance at the next scan.
+        command
+            .args(args)
+            .current_dir(&cwd)
+            .env_clear()
+            .envs(
+                INHERITED
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .envs(&spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|e| DriverError::Start {
+            program: first.clone(),
+            reason: e.to_string(),
+        })?;
+        let output = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                DriverError::Other(format!(
+                    "`{first}` did not finish within {}s and was killed",
+                    limit.as_secs()
+                ))
+            })?
+            .map_err(|e| DriverError::Other(e.to_string()))?;
+        let cut = |mut bytes: Vec<u8>| {
+            bytes.truncate(wharf_driver::EXEC_OUTPUT_MAX);
+            bytes
+        };
+        Ok(wharf_driver::ExecOutput {
+            code: output.status.code(),
+            stdout: cut(output.stdout),
+            stderr: cut(output.stderr),
+        })
+    }
+}
+
+/// Where an instance (or a command run in it) starts, and as whom: refused with the
+/// reason when that user cannot be, or cannot reach the folder.
+fn where_and_who(
+    spec: &LaunchSpec,
+    program: &str,
+) -> Result<(PathBuf, Option<(u32, u32)>), DriverError> {
+    let refused = |reason: String| DriverError::Start {
+        program: program.to_owned(),
+        reason,
+    };
+    let cwd = match &spec.working_dir {
+        Some(dir) => spec.workdir.join(dir),
+        None => spec.workdir.clone(),
+    };
+    let Some(user) = spec.user.as_deref() else {
+        return Ok((cwd, None));
+    };
+    let (uid, gid) = identity_of(user).map_err(refused)?;
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && me.as_raw() != uid {
+        return Err(refused(format!(
+            "running as `{user}` needs an agent that runs as root"
+        )));
+    }
+    // Its data folder is its own to write.
+    if let Some(data) = &spec.data_dir {
+        let _ = nix::unistd::chown(
+            data,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+    }
+    if let Some(blocked) = unreachable_for(&cwd, uid, gid) {
+        return Err(refused(format!(
+            "`{user}` cannot reach {}: {} is closed to it (make it traversable, `chmod o+x`)",
+            cwd.display(),
+            blocked.display()
+        )));
+    }
+    Ok((cwd, Some((uid, gid))))
 }
 
 /// The first folder on the way to `dir` that `uid`/`gid` may not pass through, if any

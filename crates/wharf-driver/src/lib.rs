@@ -224,7 +224,34 @@ pub trait Driver: Send + Sync {
     /// (a driver may need it, for example to keep appending the instance's output to
     /// its log file); orphans found without a plan are adopted only to be stopped.
     async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>>;
+    /// Runs `argv` once beside the running instance `spec` started: in its environment
+    /// and folder, as its user (a container: inside it). Ends it after `limit`.
+    async fn exec(
+        &self,
+        spec: &LaunchSpec,
+        argv: &[String],
+        limit: std::time::Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        let _ = (spec, argv, limit);
+        Err(DriverError::Other(format!(
+            "the {} driver cannot run a command in an instance",
+            self.name()
+        )))
+    }
 }
+
+/// How a command run by [`Driver::exec`] ended and what it printed (each stream cut at
+/// [`EXEC_OUTPUT_MAX`] bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// `None`: a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// How much of each output stream of an exec is kept.
+pub const EXEC_OUTPUT_MAX: usize = 4 * 1024 * 1024;
 
 /// Usage of the whole control group a process is in (a container: every process in
 /// it), read from `/proc/PID/cgroup` and `/sys/fs/cgroup`, v1 or v2.

@@ -155,6 +155,31 @@ pub fn stop(req: &StopRequest) -> Result<(), ServerError> {
         .map_or(Ok(()), |s| name("service", s))
 }
 
+/// A command for `wharf exec`: named instance, and a bounded, non-empty argv.
+pub fn exec(req: &wharf_api::ExecRequest) -> Result<(), ServerError> {
+    name("environment", &req.env)?;
+    name("service", &req.service)?;
+    const MAX_ARGS: usize = 1024;
+    const MAX_BYTES: usize = 256 * 1024;
+    let bytes: usize = req.argv.iter().map(String::len).sum();
+    if req.argv.first().is_none_or(String::is_empty) {
+        return Err(ServerError::bad_request("`wharf exec` needs a command")
+            .hint("give it after `--`: wharf exec SERVICE --env ENV -- ls -la"));
+    }
+    if req.argv.len() > MAX_ARGS || bytes > MAX_BYTES {
+        return Err(ServerError::bad_request(format!(
+            "the command has {} argument(s) and {bytes} bytes; at most {MAX_ARGS} and {MAX_BYTES}",
+            req.argv.len()
+        )));
+    }
+    if req.argv.iter().any(|a| a.contains('\0')) {
+        return Err(ServerError::bad_request(
+            "an argument holds a NUL byte, which no program can receive",
+        ));
+    }
+    Ok(())
+}
+
 pub fn config_change(change: &ConfigChange) -> Result<(), ServerError> {
     for key in change.set.keys().chain(&change.unset) {
         config_key(key)?;

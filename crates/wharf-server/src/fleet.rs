@@ -45,6 +45,17 @@ pub trait AgentLink: Send + Sync {
         signal: &str,
         files: BTreeMap<String, String>,
     ) -> Result<(), String>;
+    /// Runs a command once in the instance's environment and folder (`wharf exec`).
+    async fn exec(
+        &self,
+        key: &InstanceKey,
+        _argv: &[String],
+        _limit: Duration,
+    ) -> Result<wharf_driver::ExecOutput, String> {
+        Err(format!(
+            "{key} runs on a joined host: `wharf exec` reaches only this machine's instances so far"
+        ))
+    }
 }
 
 #[async_trait]
@@ -93,6 +104,15 @@ impl AgentLink for Agent {
 
     async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
         Ok(wharf_agent::logs::tail(&Agent::log_path(self, key), lines))
+    }
+
+    async fn exec(
+        &self,
+        key: &InstanceKey,
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<wharf_driver::ExecOutput, String> {
+        Agent::exec(self, key, argv, limit).await
     }
 }
 

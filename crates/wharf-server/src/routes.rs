@@ -50,6 +50,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/stop", post(stop))
         .route("/v1/restart", post(restart))
+        .route("/v1/exec", post(exec))
         // Its own path: a controller that predates it answers 404 rather than reading a
         // prune as "stop everything".
         .route("/v1/prune", post(prune))
@@ -476,6 +477,69 @@ async fn restart(
         c.executor
             .restart(&req.service, &req.env, user, &events)
             .await
+    }))
+}
+
+/// How long a command of `wharf exec` may run.
+const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn exec(
+    State(c): Ctl,
+    caller: Caller,
+    Json(req): Json<wharf_api::ExecRequest>,
+) -> Result<Json<wharf_api::ExecResult>, ServerError> {
+    crate::edge::exec(&req)?;
+    let target = format!("{} in {}", req.service, req.env);
+    // It runs anything with the instance's secrets: as much as a deploy may.
+    authorize(&c, &caller, &req.env, Action::Deploy, "exec", &target)?;
+    c.definitions
+        .check_names(Some(&req.service), Some(&req.env))?;
+    let mut candidates: Vec<_> = c
+        .executor
+        .fleet
+        .statuses()
+        .into_iter()
+        .filter(|(plan, status)| {
+            plan.key.env == req.env
+                && plan.key.service == req.service
+                && req.instance.is_none_or(|n| n == plan.key.instance)
+                && status.state == wharf_core::lifecycle::InstanceState::Running
+        })
+        .map(|(plan, _)| plan.key)
+        .collect();
+    candidates.sort_by_key(|k| k.instance);
+    let Some(key) = candidates.into_iter().next() else {
+        let which = req
+            .instance
+            .map_or_else(|| "no instance".to_owned(), |n| format!("no instance #{n}"));
+        return Err(ServerError::not_found(format!(
+            "{which} of `{}` runs in `{}`",
+            req.service, req.env
+        ))
+        .hint(format!(
+            "`wharf status --env {}` lists the instances that run",
+            req.env
+        )));
+    };
+    let ran = c
+        .executor
+        .fleet
+        .link(&key)
+        .exec(&key, &req.argv, EXEC_LIMIT)
+        .await
+        .map_err(|e| ServerError::new(StatusCode::CONFLICT, e));
+    c.record(
+        &caller,
+        "exec",
+        &format!("{target}: {}", req.argv[0]),
+        &outcome(&ran),
+    );
+    let output = ran?;
+    Ok(Json(wharf_api::ExecResult {
+        instance: key.to_string(),
+        code: output.code,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }))
 }
 

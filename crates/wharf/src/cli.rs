@@ -132,6 +132,19 @@ pub enum Command {
         #[arg(long = "env", short = 'e')]
         env: String,
     },
+    /// Run a command once in an instance's environment and folder, as its user (inside
+    /// the container for an image), and exit with its status.
+    Exec {
+        service: String,
+        #[arg(long = "env", short = 'e')]
+        env: String,
+        /// The instance (its number, as `wharf status` shows it); default: the first.
+        #[arg(long)]
+        instance: Option<u32>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Show a service's logs.
     Logs {
         service: String,

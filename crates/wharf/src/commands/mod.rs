@@ -9,6 +9,7 @@ mod definition;
 mod deploy;
 mod env;
 mod events;
+mod exec;
 mod history;
 mod hosts;
 mod logs;
@@ -77,6 +78,12 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Restart { service, env } => {
             rollback::restart(global, printer, &service, &env).await
         }
+        Command::Exec {
+            service,
+            env,
+            instance,
+            command,
+        } => exec::exec(global, printer, &service, &env, instance, command).await,
         Command::Stop { service, env } => {
             stop::stop(global, printer, &env, Some(service), false).await
         }

@@ -514,6 +514,19 @@ fn a_stock_image_on_its_own_port_is_published_on_each_instances_port() {
         &container,
     ]);
     assert_eq!(inspected, format!("33554432 8080/tcp>{ci}"));
+    // `exec` runs inside the container, with its environment.
+    let out = p.ok(&[
+        "exec",
+        "site",
+        "--env",
+        "ci",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $PORT",
+    ]);
+    assert_eq!(stdout(&out), "8080\n", "{}", text(&out));
     p.ok(&["down", "--env", "local"]);
     p.ok(&["down", "--env", "ci"]);
 }

@@ -340,3 +340,57 @@ environments:
         text(&out)
     );
 }
+
+#[test]
+fn exec_runs_a_command_in_the_instances_environment_and_exits_with_its_status() {
+    let definition = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    port: http
+    config: { GREETING: hello }
+environments:
+  local: {}
+"#;
+    let mut p = Project::new(definition, &["web"]);
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v1"]);
+    let port = p.port("web", "local", 0);
+    let out = p.wharf(&[
+        "exec",
+        "web",
+        "--env",
+        "local",
+        "--",
+        "sh",
+        "-c",
+        "echo $PORT $GREETING; test -f app.py && echo in-release; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(stdout(&out), format!("{port} hello\nin-release\n"));
+    assert!(stderr(&out).contains("oops"), "{}", text(&out));
+
+    let out = p.wharf(&[
+        "exec",
+        "web",
+        "--env",
+        "local",
+        "--instance",
+        "7",
+        "--",
+        "true",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("no instance #7 of `web` runs in `local`"),
+        "{}",
+        text(&out)
+    );
+    let out = p.wharf(&["exec", "web", "--env", "local"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a command is required: {}",
+        text(&out)
+    );
+}
