@@ -42,6 +42,13 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented wharf.yaml from the service folders found here (Python, Rust,
+    /// Node, Go, a Dockerfile).
+    Init {
+        /// Replace an existing wharf.yaml.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check a definition file and report every problem in it.
     Validate,
     /// The version of this CLI and of the project's controller, if one runs.

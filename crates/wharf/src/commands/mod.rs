@@ -12,6 +12,7 @@ mod events;
 mod exec;
 mod history;
 mod hosts;
+mod init;
 mod logs;
 mod pipeline;
 mod rollback;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             "`wharf listener-holder` is started by the agent, not by hand",
         )
         .into()),
+        Command::Init { force } => init::init(global, printer, force),
         Command::Validate => validate::validate(global, printer),
         Command::Version => version::version(global, printer).await,
         Command::Completions { shell } => {

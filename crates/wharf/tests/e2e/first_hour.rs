@@ -394,3 +394,44 @@ environments:
         text(&out)
     );
 }
+
+#[test]
+fn init_writes_a_definition_from_the_folders_that_validates_and_deploys() {
+    let mut p = Project::new("", &["api"]);
+    std::fs::remove_file(p.path().join("wharf.yaml")).unwrap();
+    p.write(
+        "worker/Cargo.toml",
+        "[package]\nname = \"queue-worker\"\nversion = \"0.1.0\"\n",
+    );
+    p.write("web/package.json", r#"{ "name": "web", "main": "server.js" }"#);
+    p.write("gw/go.mod", "module example.com/gw\n");
+    p.write("box/Dockerfile", "FROM scratch\nEXPOSE 8080/tcp\n");
+    let out = p.ok(&["init"]);
+    assert!(
+        stderr(&out).contains("5 service(s): api, box, gw, web, worker"),
+        "{}",
+        text(&out)
+    );
+    let written = std::fs::read_to_string(p.path().join("wharf.yaml")).unwrap();
+    for expected in [
+        "run: [\"python3\", \"app.py\"]",
+        "run: [\"./queue-worker\"]",
+        "run: [\"node\", \"server.js\"]",
+        "port: { name: http, container: 8080 }",
+        "# build it first: docker build -t box:latest ./box",
+    ] {
+        assert!(written.contains(expected), "{expected}:\n{written}");
+    }
+    p.ok(&["validate"]);
+    p.ok(&["deploy", "api", "--env", "local", "--version", "v1"]);
+    assert!(get(p.address_port("api", "local"), "/").is_some());
+
+    let again = p.wharf(&["init"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(stderr(&again).contains("already exists"), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("wharf.yaml")).unwrap(),
+        written,
+        "left as it was"
+    );
+}
