@@ -307,6 +307,16 @@ pub struct RestartRequest {
     pub user: String,
 }
 
+/// `POST /v1/scale`: run `count` instances of a service in an environment (a new
+/// definition revision, then a deploy of the version that runs there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub service: String,
+    pub env: String,
+    pub count: u32,
+    pub user: String,
+}
+
 /// `POST /v1/stop`: stop one service, or all services of an environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopRequest {

@@ -402,6 +402,14 @@ impl Client {
         self.operation("/v1/restart", request, on_event).await
     }
 
+    pub async fn scale(
+        &self,
+        request: &wharf_api::ScaleRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        self.operation("/v1/scale", request, on_event).await
+    }
+
     pub async fn stop(
         &self,
         request: &StopRequest,

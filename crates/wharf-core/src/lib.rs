@@ -15,6 +15,7 @@ pub mod plan;
 pub mod quantity;
 pub mod raw;
 pub mod rollout;
+pub mod scale;
 pub mod spec;
 pub mod strategy;
 pub mod structure;

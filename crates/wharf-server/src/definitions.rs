@@ -215,13 +215,26 @@ impl Definitions {
         // The controller validated it before storing it; a failure here means the
         // stored text no longer parses with this build of wharf.
         let files = wharf_core::definition::Bundled(&record.files);
-        let definition = wharf_core::load(&record.source, &record.path, &files).map_err(|e| {
-            ServerError::internal(format!(
-                "stored definition revision {} no longer validates:\n{e}",
-                record.revision
-            ))
-            .hint("`wharf apply` a corrected wharf.yaml")
-        })?;
+        let mut definition =
+            wharf_core::load(&record.source, &record.path, &files).map_err(|e| {
+                ServerError::internal(format!(
+                    "stored definition revision {} no longer validates:\n{e}",
+                    record.revision
+                ))
+                .hint("`wharf apply` a corrected wharf.yaml")
+            })?;
+        for (target, count) in &record.scale {
+            let Some((env, service)) = target.split_once('/') else {
+                continue;
+            };
+            // Checked when it was set, against this very text.
+            if let Err(e) = wharf_core::scale::scale(&mut definition, env, service, *count) {
+                tracing::warn!(
+                    revision = record.revision,
+                    "ignoring `wharf scale` of {target}: {e}"
+                );
+            }
+        }
         let current = Arc::new(Current {
             revision: record.revision,
             digest: record.digest,
@@ -238,6 +251,45 @@ impl Definitions {
             .definition
             .deploy_spec(service, env)
             .map_err(spec_error)
+    }
+
+    /// Stores the current revision again with `service` scaled to `count` in `env`, as
+    /// a new revision (its text and files unchanged, so an apply of the same wharf.yaml
+    /// keeps it; a changed wharf.yaml applied replaces it).
+    pub fn scale(
+        &self,
+        env: &str,
+        service: &str,
+        count: u32,
+        user: &str,
+    ) -> Result<DefinitionRevision, ServerError> {
+        let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current()?;
+        let mut definition = current.definition.clone();
+        wharf_core::scale::scale(&mut definition, env, service, count).map_err(|e| {
+            let err = ServerError::bad_request(e.to_string());
+            match e.hint() {
+                Some(h) => err.hint(h),
+                None => err,
+            }
+        })?;
+        // The new count must still place: a deploy spec of it is made here.
+        definition.deploy_spec(service, env).map_err(spec_error)?;
+        let mut record = self
+            .store
+            .definition(Some(current.revision))?
+            .ok_or_else(no_definition)?;
+        record.scale.insert(format!("{env}/{service}"), count);
+        record.user = user.to_owned();
+        record.at = now_millis();
+        record.message = format!("wharf scale {service} --env {env} {count}");
+        let stored = self.store.put_definition(&record)?;
+        self.set(Arc::new(Current {
+            revision: stored.revision,
+            digest: stored.digest.clone(),
+            definition,
+        }));
+        Ok(revision_view(&stored))
     }
 
     /// Refuses an environment the stored definition does not have.
@@ -388,6 +440,7 @@ impl Definitions {
             path,
             source: submission.source,
             files: submission.files,
+            scale: Default::default(),
             user: user.to_owned(),
             at: now_millis(),
             message: submission.message.unwrap_or_default(),

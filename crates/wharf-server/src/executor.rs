@@ -1540,6 +1540,39 @@ impl Executor {
         .await
     }
 
+    /// Runs the version that runs now with the stored definition's new instance count
+    /// (new slots start, surplus ones stop last); nothing runs yet: the next deploy uses it.
+    pub async fn scale(
+        &self,
+        service: &str,
+        env: &str,
+        revision: i64,
+        user: String,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let Some(running) = self.current_deployment(service, env)? else {
+            return Ok(DeployEvent::Finished {
+                deployment: None,
+                state: DeploymentState::Succeeded,
+                message: format!(
+                    "definition revision {revision} saved; `{service}` does not run in `{env}`, its next deploy runs the new count"
+                ),
+            });
+        };
+        let order = Order {
+            spec: self.definitions.spec_for(service, env)?,
+            version: running.version.clone(),
+            user,
+            dry_run: false,
+            unregistered_digest: None,
+            // It passed the gate (or was forced past it) when it was deployed.
+            force: running.forced,
+            config_revision: None,
+            note: Some(format!("scale (definition revision {revision})")),
+        };
+        self.deploy(order, DeploymentKind::Deploy, events).await
+    }
+
     /// Stops one service or every service of an environment, recording it in history.
     pub async fn stop(
         &self,

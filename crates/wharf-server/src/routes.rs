@@ -51,6 +51,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/stop", post(stop))
         .route("/v1/restart", post(restart))
         .route("/v1/exec", post(exec))
+        .route("/v1/scale", post(scale))
         // Its own path: a controller that predates it answers 404 rather than reading a
         // prune as "stop everything".
         .route("/v1/prune", post(prune))
@@ -476,6 +477,35 @@ async fn restart(
     Ok(stream_operation(c, audit, |c, events| async move {
         c.executor
             .restart(&req.service, &req.env, user, &events)
+            .await
+    }))
+}
+
+async fn scale(
+    State(c): Ctl,
+    caller: Caller,
+    Json(req): Json<wharf_api::ScaleRequest>,
+) -> Result<Response, ServerError> {
+    crate::edge::names(&req.service, &req.env)?;
+    let target = format!("{} in {} to {}", req.service, req.env, req.count);
+    authorize(&c, &caller, &req.env, Action::Deploy, "scale", &target)?;
+    c.definitions
+        .check_names(Some(&req.service), Some(&req.env))?;
+    let user = acting_user(&c, &caller, &req.user);
+    // The revision is stored before anything runs: a refused count changes nothing.
+    let revision = c
+        .definitions
+        .scale(&req.env, &req.service, req.count, &user);
+    c.record(&caller, "scale", &target, &outcome(&revision));
+    let revision = revision?.revision;
+    let audit = Audited {
+        caller,
+        action: "scale",
+        target,
+    };
+    Ok(stream_operation(c, audit, move |c, events| async move {
+        c.executor
+            .scale(&req.service, &req.env, revision, user, &events)
             .await
     }))
 }

@@ -180,4 +180,7 @@ pub const MIGRATIONS: &[&str] = &[
     // 11: the files a definition revision refers to (env files, file templates), as a
     // JSON object of path -> text, submitted with it.
     "ALTER TABLE definitions ADD COLUMN files TEXT NOT NULL DEFAULT '{}';",
+    // 12: instance counts `wharf scale` set on a revision, as a JSON object of
+    // "ENV/SERVICE" -> count, applied over its text.
+    "ALTER TABLE definitions ADD COLUMN scale TEXT NOT NULL DEFAULT '{}';",
 ];

@@ -226,6 +226,8 @@ pub struct DefinitionRecord {
     pub source: String,
     /// The files submitted with it (env files, file templates), path -> text.
     pub files: std::collections::BTreeMap<String, String>,
+    /// Instance counts `wharf scale` set on this revision: "ENV/SERVICE" -> count.
+    pub scale: std::collections::BTreeMap<String, u32>,
     pub user: String,
     pub at: i64,
     pub message: String,

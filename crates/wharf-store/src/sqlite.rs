@@ -750,7 +750,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn()
             .query_row(
-                "SELECT revision, digest, path, source, user, at, message, state, files FROM definitions
+                "SELECT revision, digest, path, source, user, at, message, state, files, scale FROM definitions
                  WHERE revision = ?1 OR (?1 IS NULL AND state = 'active')
                  ORDER BY revision DESC LIMIT 1",
                 params![revision],
@@ -762,7 +762,7 @@ impl Store for SqliteStore {
     fn definitions(&self) -> Result<Vec<DefinitionRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT revision, digest, path, source, user, at, message, state, files FROM definitions
+            "SELECT revision, digest, path, source, user, at, message, state, files, scale FROM definitions
              ORDER BY revision DESC",
         )?;
         let rows = stmt.query_map([], definition_row)?;
@@ -1144,8 +1144,8 @@ fn insert_definition(
         |r| r.get(0),
     )?;
     tx.execute(
-        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state, files)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state, files, scale)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             revision,
             d.digest,
@@ -1155,7 +1155,8 @@ fn insert_definition(
             d.at,
             d.message,
             state,
-            serde_json::to_string(&d.files).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            serde_json::to_string(&d.files).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            serde_json::to_string(&d.scale).map_err(|e| StoreError::Corrupt(e.to_string()))?
         ],
     )?;
     Ok(DefinitionRecord {
@@ -1180,6 +1181,16 @@ fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
             serde_json::from_str(&text).map_err(|e| {
                 rusqlite::Error::FromSqlConversionFailure(
                     8,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?
+        },
+        scale: {
+            let text: String = r.get(9)?;
+            serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    9,
                     rusqlite::types::Type::Text,
                     Box::new(e),
                 )
@@ -1547,6 +1558,7 @@ mod tests {
             path: "wharf.yaml".into(),
             source: source.into(),
             files: Default::default(),
+            scale: Default::default(),
             user: "ann".into(),
             at: 1,
             message: String::new(),

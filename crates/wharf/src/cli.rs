@@ -152,6 +152,14 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// Run N instances of a service in an environment: a new definition revision (kept
+    /// until a changed wharf.yaml is applied, as `kubectl scale`), rolled out at once.
+    Scale {
+        service: String,
+        #[arg(long = "env", short = 'e')]
+        env: String,
+        count: u32,
+    },
     /// Show a service's logs.
     Logs {
         service: String,

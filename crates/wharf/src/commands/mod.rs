@@ -80,6 +80,11 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Restart { service, env } => {
             rollback::restart(global, printer, &service, &env).await
         }
+        Command::Scale {
+            service,
+            env,
+            count,
+        } => rollback::scale(global, printer, &service, &env, count).await,
         Command::Exec {
             service,
             env,

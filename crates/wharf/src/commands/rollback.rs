@@ -67,6 +67,30 @@ fn finish(
 }
 
 /// `wharf restart`: every instance replaced by a fresh one of what runs now.
+/// `wharf scale SERVICE --env ENV N`: a definition revision with the new count, then a
+/// deploy of the running version with it.
+pub async fn scale(
+    global: &Global,
+    printer: &Printer,
+    service: &str,
+    env: &str,
+    count: u32,
+) -> anyhow::Result<ExitCode> {
+    let client = crate::connect::controller(global, printer).await?;
+    let request = wharf_api::ScaleRequest {
+        service: service.to_owned(),
+        env: env.to_owned(),
+        count,
+        user: current_user(),
+    };
+    let mut view = EventView::new(printer);
+    let last = client
+        .scale(&request, |e| view.show(e))
+        .await
+        .map_err(Failure::from)?;
+    finish(printer, &last, ("scale", "scaled"), service, env)
+}
+
 pub async fn restart(
     global: &Global,
     printer: &Printer,

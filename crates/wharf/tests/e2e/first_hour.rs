@@ -403,7 +403,10 @@ fn init_writes_a_definition_from_the_folders_that_validates_and_deploys() {
         "worker/Cargo.toml",
         "[package]\nname = \"queue-worker\"\nversion = \"0.1.0\"\n",
     );
-    p.write("web/package.json", r#"{ "name": "web", "main": "server.js" }"#);
+    p.write(
+        "web/package.json",
+        r#"{ "name": "web", "main": "server.js" }"#,
+    );
     p.write("gw/go.mod", "module example.com/gw\n");
     p.write("box/Dockerfile", "FROM scratch\nEXPOSE 8080/tcp\n");
     let out = p.ok(&["init"]);
@@ -428,10 +431,53 @@ fn init_writes_a_definition_from_the_folders_that_validates_and_deploys() {
 
     let again = p.wharf(&["init"]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
-    assert!(stderr(&again).contains("already exists"), "{}", text(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        text(&again)
+    );
     assert_eq!(
         std::fs::read_to_string(p.path().join("wharf.yaml")).unwrap(),
         written,
         "left as it was"
     );
+}
+
+#[test]
+fn scale_is_a_definition_revision_rolled_out_and_kept_until_wharf_yaml_changes() {
+    let definition = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /, interval: 100ms }
+environments:
+  local: {}
+"#;
+    let mut p = Project::new(definition, &["web"]);
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v1"]);
+    let out = p.ok(&["scale", "web", "--env", "local", "3"]);
+    assert!(
+        stderr(&out).contains("scaled web in local"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(p.instances("web", "local").len(), 3);
+    let history = p.json(&["definition", "history"]);
+    assert_eq!(
+        history[0]["message"], "wharf scale web --env local 3",
+        "{history}"
+    );
+    // A deploy of the same wharf.yaml keeps the count.
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v2"]);
+    assert_eq!(p.instances("web", "local").len(), 3);
+    // Down to one: the surplus stops.
+    p.ok(&["scale", "web", "--env", "local", "1"]);
+    assert_eq!(p.instances("web", "local").len(), 1);
+    // Zero is a stop, and says so; nothing changes.
+    let out = p.wharf(&["scale", "web", "--env", "local", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("wharf stop"), "{}", text(&out));
+    assert_eq!(p.instances("web", "local").len(), 1);
 }
