@@ -446,6 +446,16 @@ impl Client {
         .await
     }
 
+    /// Asks a deploy in progress to stop and roll back; answers at once.
+    pub async fn cancel(&self, id: i64, user: &str) -> Result<DeploymentRecord> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/deployments/{id}/cancel", self.base))
+                .json(&serde_json::json!({ "user": user })),
+        )
+        .await
+    }
+
     pub async fn deployment(&self, id: i64) -> Result<DeploymentRecord> {
         self.get(&format!("/v1/deployments/{id}"), &[]).await
     }

@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<Controller>> {
         .route("/v1/deployments/{id}", get(show_deployment))
         .route("/v1/deployments/{id}/approve", post(approve))
         .route("/v1/deployments/{id}/reject", post(reject))
+        .route("/v1/deployments/{id}/cancel", post(cancel))
         .route("/v1/promote", post(promote))
 }
 
@@ -200,6 +201,40 @@ async fn reject(
     let result = c.executor.reject(id, &who);
     c.record(&caller, "reject", &target, &outcome(&result));
     result.map(Json)
+}
+
+/// Asks a deploy in progress to stop where it is and roll back what it changed; the
+/// deploy itself records how that ended.
+async fn cancel(
+    State(c): Ctl,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(who): Json<Approver>,
+) -> Result<(StatusCode, Json<DeploymentRecord>), ServerError> {
+    let d = env_of(&c, id)?;
+    let target = format!("deployment #{id} ({} in {})", d.service, d.env);
+    authorize(&c, &caller, &d.env, Action::Deploy, "cancel", &target)?;
+    let who = acting_user(&c, &caller, &who.user);
+    let result = if d.state == wharf_core::lifecycle::DeploymentState::PendingApproval {
+        Err(ServerError::new(
+            StatusCode::CONFLICT,
+            format!("deployment #{id} waits for approval; nothing of it runs"),
+        )
+        .hint(format!("`wharf reject {id}` drops it")))
+    } else if c.executor.cancels.cancel(id, &who) {
+        Ok(d)
+    } else {
+        Err(ServerError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "deployment #{id} is not in progress (it {}); nothing to cancel",
+                d.state.as_str().replace('_', " ")
+            ),
+        )
+        .hint("`wharf rollback SERVICE --env ENV` undoes a finished deploy"))
+    };
+    c.record(&caller, "cancel", &target, &outcome(&result));
+    Ok((StatusCode::ACCEPTED, Json(crate::wire::deployment(result?))))
 }
 
 async fn promote(

@@ -192,6 +192,8 @@ pub struct Executor {
     /// Held while a configuration change is decided and saved, so two cannot both be
     /// held for approval at once.
     pub config_changes: tokio::sync::Mutex<()>,
+    /// The deploys in progress here, which `wharf deployments cancel` may stop.
+    pub cancels: crate::cancels::Cancels,
 }
 
 impl Executor {
@@ -773,6 +775,7 @@ impl Executor {
             ),
         };
         let id = guard.id();
+        let _cancellable = self.cancels.register(id);
         if approved_now {
             // Held earlier: numbered against what runs now.
             self.store.set_deployment_spec(
@@ -1009,7 +1012,18 @@ impl Executor {
     ) -> Result<(), RolledBack> {
         let timeout = start_timeout(spec);
         let mut done = Vec::new();
+        let cancel = plans
+            .values()
+            .next()
+            .and_then(|p| self.cancels.watch(p.deployment_id));
+        let cancelled = |who: String| Failure {
+            reason: format!("cancelled by {who}"),
+            log_tail: String::new(),
+        };
         for batch in &plan.batches {
+            if let Some(who) = crate::cancels::cancelled_by(cancel.as_ref()) {
+                return Err(self.roll_back(cancelled(who), done, spec, events).await);
+            }
             let (started, replaced) = match self
                 .apply_batch(batch, plans, spec, events, &mut done)
                 .await
@@ -1027,8 +1041,13 @@ impl Executor {
             let checks =
                 join_all(started.iter().map(|key| async move {
                     self.fleet.link(key).wait_healthy(key, timeout).await
-                }))
-                .await;
+                }));
+            let checks = tokio::select! {
+                checks = checks => checks,
+                who = crate::cancels::until_cancelled(cancel.as_ref()) => {
+                    return Err(self.roll_back(cancelled(who), done, spec, events).await);
+                }
+            };
             let mut failure = None;
             for (key, result) in started.iter().zip(checks) {
                 match result {
@@ -1054,7 +1073,10 @@ impl Executor {
                 }
             }
             if failure.is_none() && !spec.min_healthy_time.is_zero() && !started.is_empty() {
-                failure = self.stayed_healthy(&started, spec.min_healthy_time).await;
+                failure = tokio::select! {
+                    failure = self.stayed_healthy(&started, spec.min_healthy_time) => failure,
+                    who = crate::cancels::until_cancelled(cancel.as_ref()) => Some(cancelled(who)),
+                };
             }
             if let Some(failure) = failure {
                 return Err(self.roll_back(failure, done, spec, events).await);

@@ -9,6 +9,7 @@ mod api_config;
 mod api_rollouts;
 mod artifact_store;
 mod auth;
+mod cancels;
 mod config_rollout;
 mod config_service;
 mod definitions;
@@ -331,6 +332,7 @@ pub async fn run(
         definitions: definitions.clone(),
         auth_required: auth,
         config_changes: Default::default(),
+        cancels: Default::default(),
     });
     let controller = Arc::new(Controller {
         store,

@@ -524,6 +524,12 @@ pub enum DeploymentsAction {
         #[arg(value_parser = deployment_id)]
         deployment: i64,
     },
+    /// Stop a deploy in progress where it is and roll back what it changed; waits
+    /// until it has.
+    Cancel {
+        #[arg(value_parser = deployment_id)]
+        deployment: i64,
+    },
 }
 
 /// A deployment id, with or without the `#` listings show.

@@ -121,6 +121,10 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             action: Some(crate::cli::DeploymentsAction::Show { deployment }),
             ..
         } => pipeline::show_deployment(global, printer, deployment).await,
+        Command::Deployments {
+            action: Some(crate::cli::DeploymentsAction::Cancel { deployment }),
+            ..
+        } => pipeline::cancel(global, printer, deployment).await,
         Command::Deployments { action: None, .. } => pipeline::deployments(global, printer).await,
         Command::Audit { limit } => access::audit(global, printer, limit).await,
     }

@@ -137,6 +137,42 @@ pub async fn deployments(global: &Global, printer: &Printer) -> anyhow::Result<E
 }
 
 /// `wharf deployments show ID`.
+/// `wharf deployments cancel ID`: asks, then waits for the deploy to have rolled back.
+pub async fn cancel(global: &Global, printer: &Printer, id: i64) -> anyhow::Result<ExitCode> {
+    use wharf_core::lifecycle::DeploymentState;
+    let client = crate::connect::controller(global, printer).await?;
+    let d = client
+        .cancel(id, &crate::commands::current_user())
+        .await
+        .map_err(Failure::from)?;
+    printer.info(&format!(
+        "cancelling deployment #{id} ({} {} in {}); it rolls back what it changed",
+        d.service, d.version, d.env
+    ));
+    let ended = loop {
+        let now = client.deployment(id).await.map_err(Failure::from)?;
+        if now.state != DeploymentState::InProgress {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    if printer.json() {
+        printer.json_data(&ended);
+    }
+    let line = format!(
+        "deployment #{id} {}: {}",
+        ended.state.as_str().replace('_', " "),
+        ended.message
+    );
+    match ended.state {
+        DeploymentState::RolledBack => {
+            printer.info(&line);
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(Failure::operation(line).into()),
+    }
+}
+
 pub async fn show_deployment(
     global: &Global,
     printer: &Printer,

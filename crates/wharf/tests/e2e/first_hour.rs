@@ -481,3 +481,76 @@ environments:
     assert!(stderr(&out).contains("wharf stop"), "{}", text(&out));
     assert_eq!(p.instances("web", "local").len(), 1);
 }
+
+#[test]
+fn a_deploy_in_progress_is_cancelled_and_rolled_back() {
+    let definition = r#"
+services:
+  web:
+    build: ./web
+    run: RUN
+    port: http
+    health: { http: /, interval: 100ms, timeout: 120s }
+environments:
+  local: {}
+"#;
+    let mut p = Project::new(
+        &definition.replace("RUN", r#"["python3", "app.py"]"#),
+        &["web"],
+    );
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v1"]);
+    let address = p.address_port("web", "local");
+    // v2 never answers: its deploy waits for it (up to two minutes) until cancelled.
+    p.write(
+        "wharf.yaml",
+        &definition.replace(
+            "RUN",
+            r#"["python3", "-c", "import time; time.sleep(600)"]"#,
+        ),
+    );
+    let deploy = std::process::Command::new(WHARF)
+        .args(["deploy", "web", "--env", "local", "--version", "v2"])
+        .current_dir(p.path())
+        .env_remove("WHARF_CONTROLLER")
+        .env_remove("WHARF_HOME")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = None;
+    assert!(
+        wait_until(std::time::Duration::from_secs(30), || {
+            let history = p.json(&["history", "web", "--env", "local"]);
+            id = history
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["state"] == "in_progress")
+                .and_then(|d| d["id"].as_i64());
+            id.is_some()
+        }),
+        "the deploy never started"
+    );
+    let id = id.unwrap().to_string();
+    let out = p.ok(&["deployments", "cancel", &id]);
+    assert!(
+        stderr(&out).contains(&format!("deployment #{id} rolled back")),
+        "{}",
+        text(&out)
+    );
+    let deployed = deploy.wait_with_output().unwrap();
+    assert_eq!(deployed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&deployed.stderr);
+    assert!(err.contains("cancelled by"), "{err}");
+    assert_eq!(p.instances("web", "local")[0]["version"], "v1");
+    assert!(get(address, "/").is_some(), "v1 kept serving");
+    // A finished deploy cannot be cancelled.
+    let out = p.wharf(&["deployments", "cancel", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("is not in progress"),
+        "{}",
+        text(&out)
+    );
+}
