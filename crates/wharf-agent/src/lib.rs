@@ -451,6 +451,14 @@ impl Agent {
             entrypoint: plan.entrypoint.clone(),
             working_dir: plan.working_dir.as_ref().map(|d| PathBuf::from(placed(d))),
             user: plan.user.clone(),
+            extra_ports: plan
+                .ports
+                .iter()
+                .map(|p| {
+                    let variable = wharf_core::config::port_variable(&p.name);
+                    (variable, p.host, p.container)
+                })
+                .collect(),
         })
     }
 

@@ -59,6 +59,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         entrypoint: None,
         working_dir: None,
         user: None,
+        ports: vec![],
         health: health.map(|probe| HealthCheck {
             probe,
             timeout: Duration::from_secs(3),

@@ -92,6 +92,19 @@ pub struct InstancePlan {
     /// Who it runs as: a user name or `UID[:GID]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Its other ports (`ports:`), given to it as `PORT_NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPort>,
+}
+
+/// One of an instance's other ports: the host's number, and the container's own port
+/// it is published on (the same number when none is given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub name: String,
+    pub host: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<u16>,
 }
 
 fn default_drain() -> Duration {

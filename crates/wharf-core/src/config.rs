@@ -44,7 +44,15 @@ pub fn render_instance(
     if let Some(port) = context.port {
         rendered.insert("PORT".into(), port.to_string());
     }
+    for (name, port) in &context.ports {
+        rendered.insert(port_variable(name), port.to_string());
+    }
     Ok(rendered)
+}
+
+/// The variable naming one of an instance's other ports: `admin` is `PORT_ADMIN`.
+pub fn port_variable(name: &str) -> String {
+    format!("PORT_{}", name.to_ascii_uppercase())
 }
 
 /// A short, stable digest of rendered configuration, for history and change detection.

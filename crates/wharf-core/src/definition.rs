@@ -301,6 +301,7 @@ impl Checker<'_> {
             files,
             entrypoint: raw.entrypoint.clone(),
             working_dir: self.working_dir(raw, &at(&["working_dir"])),
+            ports: self.extra_ports(name, raw, driver, &at(&["ports"])),
             user: self.user(raw, &at(&["user"])),
             container_port,
             driver,
@@ -696,6 +697,69 @@ impl Checker<'_> {
             pin,
             analysis,
         }
+    }
+
+    /// `ports:`: names as templates and variables take them, each once, a container
+    /// port only where a container runs.
+    fn extra_ports(
+        &mut self,
+        service: &str,
+        raw: &RawService,
+        driver: DriverKind,
+        path: &[PathSegment],
+    ) -> Vec<crate::model::ExtraPort> {
+        let mut ports: Vec<crate::model::ExtraPort> = Vec::new();
+        for (i, given) in raw.ports.iter().enumerate() {
+            let mut at = path.to_vec();
+            at.push(PathSegment::Index(i));
+            let port = match given {
+                crate::raw::RawExtraPort::Name(name) => crate::model::ExtraPort {
+                    name: name.clone(),
+                    fixed: None,
+                    container: None,
+                },
+                crate::raw::RawExtraPort::Mapped(m) => crate::model::ExtraPort {
+                    name: m.name.clone().unwrap_or_default(),
+                    fixed: m.host,
+                    container: Some(m.container),
+                },
+            };
+            let valid = port.name.len() <= 32
+                && port.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && port
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                self.report(
+                    &at,
+                    format!("`{}` is not a port name of service `{service}`", port.name),
+                    Some("a name of lowercase letters, digits and `_` (`admin`), as `{{ ports.admin }}` and PORT_ADMIN use it".into()),
+                );
+                continue;
+            }
+            if ports.iter().any(|p| p.name == port.name) {
+                self.report(&at, format!("port `{}` is named twice", port.name), None);
+                continue;
+            }
+            if port.container == Some(0) || port.fixed == Some(0) {
+                self.report(&at, "port 0 is not a usable port".into(), None);
+                continue;
+            }
+            if port.container.is_some() && driver != DriverKind::Docker {
+                self.report(
+                    &at,
+                    format!(
+                        "port `{}` maps a container port but `{service}` does not run a container",
+                        port.name
+                    ),
+                    Some("give just its name; a process listens on `{{ ports.NAME }}`".into()),
+                );
+                continue;
+            }
+            ports.push(port);
+        }
+        ports
     }
 
     fn working_dir(&mut self, raw: &RawService, path: &[PathSegment]) -> Option<String> {
@@ -1329,7 +1393,10 @@ impl Checker<'_> {
     fn templates(&mut self, def: &Definition) {
         let service_names: Vec<&str> = def.services.keys().map(String::as_str).collect();
         let templates = template::TemplateCheck::new(&service_names);
+        let base = templates;
         for (name, service) in &def.services {
+            let port_names: Vec<String> = service.ports.iter().map(|p| p.name.clone()).collect();
+            let templates = base.with_ports(&port_names);
             if !service.files.is_empty() {
                 // A file may use any key the service's configuration has somewhere.
                 let mut keys: BTreeSet<String> = service.config.keys().cloned().collect();
@@ -1422,6 +1489,12 @@ impl Checker<'_> {
         }
         for (env_name, env) in &def.environments {
             for (service, values) in &env.config {
+                let port_names: Vec<String> = def
+                    .services
+                    .get(service)
+                    .map(|s| s.ports.iter().map(|p| p.name.clone()).collect())
+                    .unwrap_or_default();
+                let templates = base.with_ports(&port_names);
                 for (k, v) in values {
                     if let Err(e) = templates.check(v) {
                         self.report(&[key("environments"), key(env_name), key("config"), key(service), key(k), PathSegment::Value], format!("config `{k}` of service `{service}` in environment `{env_name}`: {e}"), e.hint());

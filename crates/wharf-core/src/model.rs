@@ -53,6 +53,8 @@ pub struct Service {
     pub container_port: Option<u16>,
     /// Where the instance starts (a template); `None`: the driver's default.
     pub working_dir: Option<String>,
+    /// The instance's other ports (`ports:`).
+    pub ports: Vec<ExtraPort>,
     /// Who it runs as: a user name or `UID[:GID]`.
     pub user: Option<String>,
 }
@@ -238,6 +240,17 @@ pub enum Provider {
     Netns,
     Docker,
     Static,
+}
+
+/// A port of `ports:`: assigned per instance and kept, or `fixed` (counting up per
+/// instance); `container` is a container's own port it is published on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraPort {
+    pub name: String,
+    #[serde(default)]
+    pub fixed: Option<u16>,
+    #[serde(default)]
+    pub container: Option<u16>,
 }
 
 /// A pooled service of an environment.

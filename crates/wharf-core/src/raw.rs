@@ -116,6 +116,11 @@ pub struct RawService {
     /// folder (a process), the image's WORKDIR (a container).
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// More ports of each instance beside `port`, by name: `[admin]` (wharf assigns
+    /// one per instance and keeps it) or `{ name, host, container }`; instances get
+    /// them as `PORT_ADMIN` and `{{ ports.admin }}`.
+    #[serde(default)]
+    pub ports: Vec<RawExtraPort>,
     /// Who the instance runs as: a user name or `UID[:GID]` (the agent must run as root
     /// for a process; a container passes it to the engine). Default: the agent's user,
     /// the image's USER.
@@ -373,6 +378,15 @@ pub struct RawMappedPort {
     #[serde(default)]
     pub host: Option<u16>,
     pub container: u16,
+}
+
+/// One of `ports:`: a name, or a name with a fixed `host` number and/or a container's
+/// own `container` port.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawExtraPort {
+    Name(String),
+    Mapped(RawMappedPort),
 }
 
 /// The health check of an instance: exactly one of `http`, `tcp` or `command`.

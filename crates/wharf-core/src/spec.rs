@@ -98,6 +98,9 @@ pub struct DeploySpec {
     /// Where the instance starts (a template).
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// The instance's other ports.
+    #[serde(default)]
+    pub ports: Vec<crate::model::ExtraPort>,
     /// Who it runs as: a user name or `UID[:GID]`.
     #[serde(default)]
     pub user: Option<String>,
@@ -331,6 +334,7 @@ impl Definition {
             files: svc.files.clone(),
             entrypoint: svc.entrypoint.clone(),
             working_dir: svc.working_dir.clone(),
+            ports: svc.ports.clone(),
             user: svc.user.clone(),
             container_port: svc.container_port,
             peer_nodes: environment

@@ -10,7 +10,7 @@ use crate::suggest;
 
 /// The names a config template may use.
 pub const NAMES: &[&str] = &[
-    "port", "env", "version", "instance", "service", "node", "services", "data_dir",
+    "port", "ports", "env", "version", "instance", "service", "node", "services", "data_dir",
 ];
 
 /// The names a file template (`files:`) may use: those of [`NAMES`] and `config`, the
@@ -27,6 +27,8 @@ pub const DATA_DIR_PLACEHOLDER: &str = "${WHARF_DATA_DIR}";
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateContext {
     pub port: Option<u16>,
+    /// The instance's other ports by name (`ports:`), for `{{ ports.admin }}`.
+    pub ports: BTreeMap<String, u16>,
     pub env: String,
     pub version: String,
     pub instance: u32,
@@ -148,6 +150,7 @@ impl<'a> TemplateCheck<'a> {
             .collect();
         let context = TemplateContext {
             port: Some(1),
+            ports: BTreeMap::new(),
             env: "env".into(),
             version: "v".into(),
             instance: 0,
@@ -165,6 +168,17 @@ impl<'a> TemplateCheck<'a> {
 
     pub fn check(&self, text: &str) -> Result<(), TemplateError> {
         self.explained(text, render_with(text, &self.context, NAMES))
+    }
+
+    /// The same check for a service whose other ports are `names`.
+    pub fn with_ports(&self, names: &[String]) -> Self {
+        let mut fields = self.fields.clone();
+        fields.ports = names.iter().map(|n| (n.clone(), 1)).collect();
+        Self {
+            services: self.services,
+            context: minijinja::Value::from_serialize(&fields),
+            fields,
+        }
     }
 
     /// Checks a file template, whose `config` holds `config_keys` (every key the
@@ -252,6 +266,7 @@ mod tests {
 
     fn context() -> TemplateContext {
         TemplateContext {
+            ports: BTreeMap::new(),
             port: Some(8080),
             env: "uat".into(),
             version: "build-7".into(),

@@ -281,6 +281,13 @@ impl Driver for DockerDriver {
         if let (Some(inside), Some(_)) = (&inside, &port) {
             spec_env.insert("PORT".into(), inside.clone());
         }
+        // Every other port the same way: (the container's port, the host's).
+        let mut others: Vec<(String, String)> = Vec::new();
+        for (variable, host, container) in &spec.extra_ports {
+            let inside = container.unwrap_or(*host).to_string();
+            spec_env.insert(variable.clone(), inside.clone());
+            others.push((format!("{inside}/tcp"), host.to_string()));
+        }
         // No WHARF_TAG in the environment: that marks processes of the process driver,
         // which would otherwise claim the container's process as its own.
         let env: Vec<String> = spec_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -309,13 +316,25 @@ impl Driver for DockerDriver {
         }
         let host_config = HostConfig {
             binds: Some(binds),
-            port_bindings: published.as_ref().map(|key| {
-                let binding = PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: port.clone(),
-                };
-                [(key.clone(), Some(vec![binding]))].into_iter().collect()
-            }),
+            port_bindings: {
+                let bindings: HashMap<String, Option<Vec<PortBinding>>> = published
+                    .iter()
+                    .map(|key| (key.clone(), port.clone()))
+                    .chain(
+                        others
+                            .iter()
+                            .map(|(key, host)| (key.clone(), Some(host.clone()))),
+                    )
+                    .map(|(key, host)| {
+                        let binding = PortBinding {
+                            host_ip: Some("127.0.0.1".into()),
+                            host_port: host,
+                        };
+                        (key, Some(vec![binding]))
+                    })
+                    .collect();
+                (!bindings.is_empty()).then_some(bindings)
+            },
             nano_cpus: (spec.limits.cpu_millis > 0)
                 .then(|| (spec.limits.cpu_millis * 1_000_000) as i64),
             memory: (spec.limits.memory_bytes > 0).then_some(spec.limits.memory_bytes as i64),
@@ -337,7 +356,13 @@ impl Driver for DockerDriver {
             }),
             env: Some(env),
             labels: Some(labels),
-            exposed_ports: published.map(|key| vec![key]),
+            exposed_ports: {
+                let exposed: Vec<String> = published
+                    .into_iter()
+                    .chain(others.iter().map(|(key, _)| key.clone()))
+                    .collect();
+                (!exposed.is_empty()).then_some(exposed)
+            },
             host_config: Some(host_config),
             // `docker stop` sends it first (the image's own when none is given).
             stop_signal: spec.stop_signal.as_ref().map(|s| format!("SIG{s}")),

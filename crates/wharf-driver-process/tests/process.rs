@@ -31,6 +31,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         entrypoint: None,
         working_dir: None,
         user: None,
+        extra_ports: vec![],
     }
 }
 

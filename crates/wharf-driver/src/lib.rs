@@ -88,6 +88,10 @@ pub struct LaunchSpec {
     /// Who it runs as: a user name or `UID[:GID]`.
     #[serde(default)]
     pub user: Option<String>,
+    /// Its other ports, as (variable, host port, the container's own port): a
+    /// container gets each published and its variable set to the container's port.
+    #[serde(default)]
+    pub extra_ports: Vec<(String, u16, Option<u16>)>,
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,

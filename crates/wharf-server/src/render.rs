@@ -85,7 +85,27 @@ pub fn render(
             )?),
             None => None,
         };
+        // Other ports are kept per slot under a pseudo-node of their own (`node@name`: no
+        // node name holds `@`).
+        let mut ports = BTreeMap::new();
+        let mut published = Vec::new();
+        for extra in &spec.ports {
+            let kind = match extra.fixed {
+                Some(base) => PortSpec::Fixed(base),
+                None => PortSpec::Named(extra.name.clone()),
+            };
+            let node = format!("{}@{}", slot.node, extra.name);
+            let number =
+                instance_port(store, &spec.env, &spec.service, &node, &kind, slot.instance)?;
+            ports.insert(extra.name.clone(), number);
+            published.push(wharf_api::agent::PublishedPort {
+                name: extra.name.clone(),
+                host: number,
+                container: extra.container,
+            });
+        }
         let context = TemplateContext {
+            ports: ports.clone(),
             port,
             env: spec.env.clone(),
             version: version.to_owned(),
@@ -226,6 +246,7 @@ pub fn render(
             entrypoint: spec.entrypoint.clone(),
             working_dir,
             user: spec.user.clone(),
+            ports: published,
         });
     }
     let redacted: Vec<InstancePlan> = plans.iter().map(|p| p.redacted()).collect();

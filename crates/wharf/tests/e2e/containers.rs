@@ -450,8 +450,9 @@ services:
   site:
     image: IMAGE
     entrypoint: ["/bin/busybox"]
-    run: ["httpd", "-f", "-p", "8080", "-h", "{{ data_dir }}"]
+    run: ["sh", "-c", "/bin/busybox httpd -p 8081 -h {{ data_dir }} && exec /bin/busybox httpd -f -p 8080 -h {{ data_dir }}"]
     port: { name: http, container: 8080 }
+    ports: [{ name: admin, container: 8081 }]
     health: { http: /health, interval: 100ms }
     resources: { memory: 32Mi }
     files:
@@ -513,7 +514,41 @@ fn a_stock_image_on_its_own_port_is_published_on_each_instances_port() {
         "{{.HostConfig.Memory}} {{range $k, $v := .HostConfig.PortBindings}}{{$k}}>{{(index $v 0).HostPort}}{{end}}",
         &container,
     ]);
-    assert_eq!(inspected, format!("33554432 8080/tcp>{ci}"));
+    let admin: u16 = stdout(&p.ok(&[
+        "exec",
+        "site",
+        "--env",
+        "ci",
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $PORT_ADMIN",
+    ]))
+    .trim()
+    .parse()
+    .unwrap_or(0);
+    assert_eq!(admin, 8081, "inside, the admin port is the container's own");
+    let bindings = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{range $k, $v := .HostConfig.PortBindings}}{{$k}}>{{(index $v 0).HostPort}} {{end}}",
+        &container,
+    ]);
+    let admin_host: u16 = bindings
+        .split_whitespace()
+        .find_map(|b| b.strip_prefix("8081/tcp>"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("8081 is not published: {bindings}"));
+    assert_eq!(
+        get(admin_host, "/index.html").as_deref(),
+        Some("hello from ci"),
+        "the second port is published on a host port of its own"
+    );
+    assert!(
+        inspected.starts_with("33554432 ") && inspected.contains(&format!("8080/tcp>{ci}")),
+        "{inspected}"
+    );
     // `exec` runs inside the container, with its environment.
     let out = p.ok(&[
         "exec",

@@ -554,3 +554,77 @@ environments:
         text(&out)
     );
 }
+
+/// Answers on its port and on its admin port, each saying which it is.
+const TWO_PORTS: &str = r#"
+import os, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+def serve(port, answer):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = answer.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+threading.Thread(target=serve, args=(int(sys.argv[1]), "admin " + os.environ["PORT_ADMIN"]), daemon=True).start()
+serve(int(os.environ["PORT"]), "main")
+"#;
+
+#[test]
+fn a_second_named_port_is_assigned_per_instance_and_kept() {
+    let definition = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "two.py", "{{ ports.admin }}"]
+    port: http
+    ports: [admin]
+    health: { http: /, interval: 100ms }
+environments:
+  local: {}
+"#;
+    let mut p = Project::new(definition, &["web"]);
+    p.write("web/two.py", TWO_PORTS);
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v1"]);
+    let main = p.port("web", "local", 0);
+    let admin_of = |p: &mut Project| {
+        let log = stdout(&p.ok(&[
+            "exec",
+            "web",
+            "--env",
+            "local",
+            "--",
+            "sh",
+            "-c",
+            "echo $PORT_ADMIN",
+        ]));
+        log.trim().parse::<u16>().expect("PORT_ADMIN is a number")
+    };
+    let admin = admin_of(&mut p);
+    assert_ne!(admin, main);
+    assert_eq!(
+        get(admin, "/").as_deref(),
+        Some(format!("admin {admin}").as_str())
+    );
+    // A typo in its name is caught before anything runs.
+    p.write(
+        "wharf.yaml",
+        &definition.replace("ports.admin", "ports.admn"),
+    );
+    let out = p.wharf(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("admn"), "{}", text(&out));
+    p.write("wharf.yaml", definition);
+    // Kept across versions, per slot, as the main port is (surged instances get their own).
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v2"]);
+    p.ok(&["deploy", "web", "--env", "local", "--version", "v3"]);
+    assert_eq!(
+        admin_of(&mut p),
+        admin,
+        "the slot's admin port came back with its number"
+    );
+}
