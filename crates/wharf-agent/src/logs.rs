@@ -31,10 +31,12 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64, keep: u32) -> io::Result<bo
         let from = rotated(path, n);
         if from.exists() {
             fs::rename(&from, rotated(path, n + 1))?;
+            wharf_driver::log_times::rename(&from, &rotated(path, n + 1))?;
         }
     }
     fs::copy(path, rotated(path, 1))?;
     File::options().write(true).open(path)?.set_len(0)?;
+    wharf_driver::log_times::rename(path, &rotated(path, 1))?;
     Ok(true)
 }
 
@@ -54,6 +56,7 @@ pub fn write_rotating(
         path,
         max,
         keep,
+        times: Default::default(),
     };
     let mut buf = vec![0u8; 64 * 1024];
     // A line read in two pieces is written whole: the end of what was read waits here
@@ -95,6 +98,8 @@ struct Rotating<'a> {
     path: &'a Path,
     max: usize,
     keep: u32,
+    /// When each part was written (`wharf logs --since`).
+    times: wharf_driver::log_times::TimeIndex,
 }
 
 impl Rotating<'_> {
@@ -108,6 +113,7 @@ impl Rotating<'_> {
             };
             // The agent appends marker lines to the same file: its size, not a count.
             let size = file.metadata()?.len() as usize;
+            self.times.before_write(self.path, size as u64);
             let room = self.max.saturating_sub(size);
             if chunk.len() <= room {
                 return file.write_all(chunk);
@@ -122,21 +128,42 @@ impl Rotating<'_> {
             file.write_all(&chunk[..split])?;
             chunk = &chunk[split..];
             shift(self.path, self.keep)?;
+            self.times.restart();
             self.file = Some(open_append(self.path)?);
         }
         Ok(())
     }
 }
 
-/// Renames `path` to `path.1`, `path.1` to `path.2` and so on, dropping the oldest.
+/// Renames `path` to `path.1`, `path.1` to `path.2` and so on, dropping the oldest;
+/// their time indexes go along.
 fn shift(path: &Path, keep: u32) -> io::Result<()> {
+    use wharf_driver::log_times::rename;
     for n in (1..keep.max(1)).rev() {
         let from = rotated(path, n);
         if from.exists() {
             fs::rename(&from, rotated(path, n + 1))?;
+            rename(&from, &rotated(path, n + 1))?;
         }
     }
-    fs::rename(path, rotated(path, 1))
+    fs::rename(path, rotated(path, 1))?;
+    rename(path, &rotated(path, 1))
+}
+
+/// The lines of `path` written at or after `since` (Unix milliseconds), at most the
+/// last `lines` of them.
+pub fn tail_since(path: &Path, lines: usize, since: i64) -> String {
+    let offset = wharf_driver::log_times::offset_since(path, since);
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    if file.seek(SeekFrom::Start(offset)).is_err() || file.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Lines wharf writes into an instance's log start with this.

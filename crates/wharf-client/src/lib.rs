@@ -645,7 +645,7 @@ impl Client {
         service: &str,
         instance: Option<u32>,
         follow: bool,
-        lines: usize,
+        (lines, since): (usize, Option<i64>),
         mut on_text: impl FnMut(&str),
     ) -> Result<()> {
         let mut query = vec![
@@ -656,6 +656,9 @@ impl Client {
         ];
         if let Some(n) = instance {
             query.push(("instance", n.to_string()));
+        }
+        if let Some(since) = since {
+            query.push(("since", since.to_string()));
         }
         let response = self
             .check(

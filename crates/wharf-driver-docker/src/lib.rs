@@ -607,7 +607,10 @@ fn pump_logs_since(docker: Docker, name: String, path: std::path::PathBuf, since
         else {
             return;
         };
+        let mut times = wharf_driver::log_times::TimeIndex::default();
         while let Some(Ok(chunk)) = stream.next().await {
+            let offset = file.metadata().map(|m| m.len()).unwrap_or(0);
+            times.before_write(&path, offset);
             let _ = file.write_all(&chunk.into_bytes());
         }
     });

@@ -19,20 +19,26 @@ fn prefixed(prefix: &str, text: &str) -> String {
 }
 
 /// The last `lines` lines of each source.
-pub fn snapshot(sources: &[LogSource], lines: usize) -> String {
+pub fn snapshot(sources: &[LogSource], lines: usize, since: Option<i64>) -> String {
     sources
         .iter()
-        .map(|s| prefixed(&s.prefix, &tail(&s.path, lines)))
+        .map(|s| {
+            let text = match since {
+                Some(since) => wharf_agent::logs::tail_since(&s.path, lines, since),
+                None => tail(&s.path, lines),
+            };
+            prefixed(&s.prefix, &text)
+        })
         .collect()
 }
 
 /// The last lines, then whatever is appended, until the client goes away.
-pub fn follow(sources: Vec<LogSource>, lines: usize) -> Body {
+pub fn follow(sources: Vec<LogSource>, lines: usize, since: Option<i64>) -> Body {
     let offsets: Vec<u64> = sources
         .iter()
         .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
         .collect();
-    let first = snapshot(&sources, lines);
+    let first = snapshot(&sources, lines, since);
     let state = (sources, offsets, Some(first));
     Body::from_stream(stream::unfold(
         state,

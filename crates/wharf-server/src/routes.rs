@@ -790,6 +790,8 @@ struct LogsQuery {
     #[serde(default)]
     follow: bool,
     lines: Option<usize>,
+    /// Only what was written at or after this time (Unix milliseconds).
+    since: Option<i64>,
 }
 
 async fn logs(
@@ -854,6 +856,13 @@ async fn logs(
             None => remote.push((prefix(i), key, link)),
         }
     }
+    if q.since.is_some() && !remote.is_empty() {
+        return Err(ServerError::bad_request(format!(
+            "`{}` runs on remote hosts, whose logs `--since` cannot read yet",
+            q.service
+        ))
+        .hint("without `--since`, `wharf logs` shows their last lines"));
+    }
     if q.follow {
         if !remote.is_empty() {
             return Err(ServerError::bad_request(format!(
@@ -862,10 +871,10 @@ async fn logs(
             ))
             .hint("without `--follow`, `wharf logs` shows their last lines"));
         }
-        return Ok((content_type, logs::follow(sources, lines)).into_response());
+        return Ok((content_type, logs::follow(sources, lines, q.since)).into_response());
     }
     // Logs stay on their hosts: remote agents are asked for their tails.
-    let mut text = logs::snapshot(&sources, lines);
+    let mut text = logs::snapshot(&sources, lines, q.since);
     for (prefix, key, link) in remote {
         let tail = link
             .log_tail(&key, lines)

@@ -174,6 +174,10 @@ pub enum Command {
         /// How many lines of the past to show.
         #[arg(long, short = 'n', visible_alias = "tail", default_value_t = 100)]
         lines: usize,
+        /// Only what was written in this past stretch, e.g. `10m`, `1h30m` (to within a
+        /// second; with `--tail`, the last lines of it).
+        #[arg(long, value_parser = since_duration)]
+        since: Option<std::time::Duration>,
     },
     /// Stop a service in an environment.
     Stop {
@@ -530,6 +534,11 @@ pub enum DeploymentsAction {
         #[arg(value_parser = deployment_id)]
         deployment: i64,
     },
+}
+
+/// A duration as `--since` takes it: `30s`, `10m`, `2h`.
+fn since_duration(text: &str) -> Result<std::time::Duration, String> {
+    wharf_core::duration::parse(text).map_err(|e| format!("{e} (e.g. `30s`, `10m`, `2h`)"))
 }
 
 /// A deployment id, with or without the `#` listings show.

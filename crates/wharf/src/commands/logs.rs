@@ -4,15 +4,33 @@ use crate::cli::Global;
 use crate::failure::Failure;
 use crate::printer::Printer;
 
+/// What of the logs to show.
+pub struct View {
+    pub follow: bool,
+    pub instance: Option<u32>,
+    pub lines: usize,
+    pub since: Option<std::time::Duration>,
+}
+
 pub async fn logs(
     global: &Global,
     printer: &Printer,
     service: &str,
     env: &str,
-    follow: bool,
-    instance: Option<u32>,
-    lines: usize,
+    view: View,
 ) -> anyhow::Result<ExitCode> {
+    let View {
+        follow,
+        instance,
+        lines,
+        since,
+    } = view;
+    let since = since.map(|ago| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(ago).as_millis() as i64
+    });
     let client = crate::connect::controller(global, printer).await?;
     // With `-o json`, one JSON object per line of output (JSON Lines), as it comes.
     let mut partial = String::new();
@@ -21,7 +39,7 @@ pub async fn logs(
         serde_json::json!({ "service": service, "env": env, "line": line }).to_string()
     };
     client
-        .logs(env, service, instance, follow, lines, |text| {
+        .logs(env, service, instance, follow, (lines, since), |text| {
             if !json {
                 return printer.stream(text);
             }

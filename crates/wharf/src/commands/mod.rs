@@ -76,7 +76,16 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             follow,
             instance,
             lines,
-        } => logs::logs(global, printer, &service, &env, follow, instance, lines).await,
+            since,
+        } => {
+            let view = logs::View {
+                follow,
+                instance,
+                lines,
+                since,
+            };
+            logs::logs(global, printer, &service, &env, view).await
+        }
         Command::Restart { service, env } => {
             rollback::restart(global, printer, &service, &env).await
         }

@@ -628,3 +628,51 @@ environments:
         "the slot's admin port came back with its number"
     );
 }
+
+/// Prints a line at start, and one for each request to `/say?WORD`.
+const TALKER: &str = r#"
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+print("said at start", flush=True)
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if "?" in self.path:
+            print("said " + self.path.split("?", 1)[1], flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn logs_since_shows_only_what_was_written_in_that_stretch() {
+    let definition = r#"
+services:
+  talk:
+    build: ./talk
+    run: ["python3", "talk.py"]
+    port: http
+    health: { http: /, interval: 100ms }
+environments:
+  local: {}
+"#;
+    let mut p = Project::new(definition, &["talk"]);
+    p.write("talk/talk.py", TALKER);
+    p.ok(&["deploy", "talk", "--env", "local", "--version", "v1"]);
+    // The point is time passing: the start line must be older than the window.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let port = p.address_port("talk", "local");
+    get(port, "/say?later").expect("it answers");
+    let recent = stdout(&p.ok(&["logs", "talk", "--env", "local", "--since", "2s"]));
+    assert!(recent.contains("said later"), "{recent}");
+    assert!(!recent.contains("said at start"), "{recent}");
+    let all = stdout(&p.ok(&["logs", "talk", "--env", "local"]));
+    assert!(
+        all.contains("said at start") && all.contains("said later"),
+        "{all}"
+    );
+    let out = p.wharf(&["logs", "talk", "--env", "local", "--since", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
