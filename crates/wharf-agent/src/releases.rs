@@ -60,10 +60,43 @@ impl Releases {
             .await
             .map_err(AgentError::Artifact)?;
         let target = dest.clone();
-        tokio::task::spawn_blocking(move || wharf_artifact::unpack(&bytes, &digest, &target))
-            .await
-            .map_err(|e| AgentError::Artifact(e.to_string()))?
-            .map_err(|e| AgentError::Artifact(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            wharf_artifact::unpack(&bytes, &digest, &target).map_err(|e| e.to_string())?;
+            // Shared by every instance of the digest in every environment: none may
+            // change it for the others (data goes to each instance's own folder).
+            read_only(&target)
+                .map_err(|e| format!("cannot make {} read-only: {e}", target.display()))
+        })
+        .await
+        .map_err(|e| AgentError::Artifact(e.to_string()))?
+        .map_err(AgentError::Artifact)?;
         Ok(dest)
     }
+}
+
+/// Takes the write bits off every file and folder under `dir` (symbolic links are
+/// left as they are, and not followed).
+fn read_only(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![dir.to_owned()];
+    let mut folders = Vec::new();
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & !0o222;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            folders.push((path, mode));
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    for (path, mode) in folders.into_iter().rev() {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }

@@ -364,10 +364,14 @@ environments:
         "--",
         "sh",
         "-c",
-        "echo $PORT $GREETING; test -f app.py && echo in-release; echo oops >&2; exit 3",
+        "echo $PORT $GREETING; test -f app.py && echo in-release; stat -c %a . app.py; echo oops >&2; exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert_eq!(stdout(&out), format!("{port} hello\nin-release\n"));
+    assert_eq!(
+        stdout(&out),
+        format!("{port} hello\nin-release\n555\n444\n"),
+        "the release folder, shared by every instance of the version, is read-only"
+    );
     assert!(stderr(&out).contains("oops"), "{}", text(&out));
 
     let out = p.wharf(&[
