@@ -379,6 +379,46 @@ impl Agent {
         Ok(removed)
     }
 
+    /// A container's volumes as (source, path inside): below the environment's host
+    /// folder (one per slot, made here), else a named volume per environment and slot.
+    fn volumes_of(&self, plan: &InstancePlan) -> Result<Vec<(String, String)>, AgentError> {
+        let slot = plan.data_slot.unwrap_or(plan.key.instance);
+        plan.volumes
+            .iter()
+            .map(|v| {
+                let source = match &v.host {
+                    Some(host) => {
+                        let folder = PathBuf::from(host).join(slot.to_string());
+                        std::fs::create_dir_all(&folder).map_err(|source| AgentError::State {
+                            path: folder.clone(),
+                            source,
+                        })?;
+                        folder.display().to_string()
+                    }
+                    None => format!(
+                        "{}{}",
+                        volume_prefix(&plan.key.env, Some(&plan.key.service)),
+                        volume_slug(slot, &v.path)
+                    ),
+                };
+                Ok((source, v.path.clone()))
+            })
+            .collect()
+    }
+
+    /// Removes the named volumes of `env` (of one `service`, or all) from every driver.
+    pub async fn purge_volumes(&self, env: &str, service: Option<&str>) -> Result<usize, String> {
+        let prefix = volume_prefix(env, service);
+        let mut removed = 0;
+        for driver in self.drivers.values() {
+            removed += driver
+                .remove_volumes(&prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(removed)
+    }
+
     /// The instance's own persistent folder: per environment, service and slot.
     fn instance_data_dir(&self, plan: &InstancePlan) -> PathBuf {
         self.data_dir
@@ -451,6 +491,7 @@ impl Agent {
             entrypoint: plan.entrypoint.clone(),
             working_dir: plan.working_dir.as_ref().map(|d| PathBuf::from(placed(d))),
             user: plan.user.clone(),
+            volumes: self.volumes_of(plan)?,
             extra_ports: plan
                 .ports
                 .iter()
@@ -797,4 +838,30 @@ pub(crate) fn rotation_member(
     let serving = status.state == InstanceState::Running
         && (status.health == Health::Healthy || plan.health.is_none());
     serving.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The start of the names of an environment's named volumes (of one service); `.`,
+/// which names do not hold, keeps `ci` from matching `ci-2`.
+fn volume_prefix(env: &str, service: Option<&str>) -> String {
+    match service {
+        Some(service) => format!("wharf.{env}.{service}."),
+        None => format!("wharf.{env}."),
+    }
+}
+
+/// The rest of a named volume's name: its slot and its path (`/var/lib/x` is
+/// `0.var-lib-x`), in the characters volume names allow.
+fn volume_slug(slot: u32, path: &str) -> String {
+    let path: String = path
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{slot}.{path}")
 }

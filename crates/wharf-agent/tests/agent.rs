@@ -60,6 +60,7 @@ fn plan(digest: &str, health: Option<Probe>) -> InstancePlan {
         working_dir: None,
         user: None,
         ports: vec![],
+        volumes: vec![],
         health: health.map(|probe| HealthCheck {
             probe,
             timeout: Duration::from_secs(3),

@@ -95,6 +95,9 @@ pub struct InstancePlan {
     /// Its other ports (`ports:`), given to it as `PORT_NAME`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PublishedPort>,
+    /// For a container: its volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<wharf_core::spec::VolumeSpec>,
 }
 
 /// One of an instance's other ports: the host's number, and the container's own port

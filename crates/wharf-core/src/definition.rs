@@ -159,6 +159,7 @@ impl Checker<'_> {
         let mut definition = definition;
         self.templates(&definition);
         self.drivers(&definition);
+        self.volume_folders_declared(&definition);
         for (name, environment) in &raw.environments {
             if let Some(ingress) = &environment.ingress {
                 let checked = crate::ingress::check(self, &definition, name, ingress);
@@ -302,6 +303,7 @@ impl Checker<'_> {
             entrypoint: raw.entrypoint.clone(),
             working_dir: self.working_dir(raw, &at(&["working_dir"])),
             ports: self.extra_ports(name, raw, driver, &at(&["ports"])),
+            volumes: self.volumes(name, raw, driver, &at(&["volumes"])),
             user: self.user(raw, &at(&["user"])),
             container_port,
             driver,
@@ -762,6 +764,120 @@ impl Checker<'_> {
         ports
     }
 
+    /// An environment's host folder for a volume the service does not declare is a typo.
+    fn volume_folders_declared(&mut self, def: &Definition) {
+        for (env, environment) in &def.environments {
+            for (service, paths) in &environment.volumes {
+                let declared = def.services.get(service).map(|s| &s.volumes);
+                for inside in paths.keys() {
+                    if declared.is_some_and(|d| !d.contains(inside)) {
+                        let names: Vec<&str> =
+                            declared.into_iter().flatten().map(String::as_str).collect();
+                        self.report(
+                            &[
+                                key("environments"),
+                                key(env),
+                                key("volumes"),
+                                key(service),
+                                key(inside),
+                            ],
+                            format!("service `{service}` has no volume `{inside}`"),
+                            Some(hint_for(inside, "volume", &names)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// An environment's host folders for volumes: known services, absolute folders.
+    /// (Whether the service declares the path is checked with the services.)
+    fn environment_volumes(
+        &mut self,
+        env: &str,
+        raw: &crate::raw::RawEnvironment,
+        services: &[&str],
+        base: &[PathSegment],
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        let mut kept = BTreeMap::new();
+        for (service, paths) in &raw.volumes {
+            let mut at = base.to_vec();
+            at.extend([key("volumes"), key(service)]);
+            if !known(services, service) {
+                self.report(
+                    &at,
+                    format!("environment `{env}` has volumes for unknown service `{service}`"),
+                    Some(hint_for(service, "service", services)),
+                );
+                continue;
+            }
+            for (inside, host) in paths {
+                if !host.starts_with('/') || host.split('/').any(|p| p == "..") {
+                    let mut at = at.clone();
+                    at.extend([key(inside), PathSegment::Value]);
+                    self.report(
+                        &at,
+                        format!("`{host}` is not an absolute folder of the host"),
+                        Some(
+                            "e.g. `/srv/postgres`; each instance gets a folder of its own below it"
+                                .into(),
+                        ),
+                    );
+                    continue;
+                }
+                kept.entry(service.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .insert(
+                        inside.trim_end_matches('/').to_owned(),
+                        host.trim_end_matches('/').to_owned(),
+                    );
+            }
+        }
+        kept
+    }
+
+    /// `volumes:`: absolute paths inside a container, each once.
+    fn volumes(
+        &mut self,
+        service: &str,
+        raw: &RawService,
+        driver: DriverKind,
+        path: &[PathSegment],
+    ) -> Vec<String> {
+        if !raw.volumes.is_empty() && driver != DriverKind::Docker {
+            self.report(
+                path,
+                format!("service `{service}` has volumes but does not run a container"),
+                Some("a process keeps its data in its own folder, `{{ data_dir }}`".into()),
+            );
+            return Vec::new();
+        }
+        let mut volumes: Vec<String> = Vec::new();
+        for (i, given) in raw.volumes.iter().enumerate() {
+            let mut at = path.to_vec();
+            at.push(PathSegment::Index(i));
+            let clean = given.trim_end_matches('/');
+            if !given.starts_with('/')
+                || clean.is_empty()
+                || given.contains(':')
+                || given.split('/').any(|p| p == "..")
+            {
+                self.report(
+                    &at,
+                    format!("`{given}` is not a path inside the container"),
+                    Some("an absolute path such as `/var/lib/postgresql/data`; where it lives on the host is the environment's `volumes:`".into()),
+                );
+                continue;
+            }
+            if volumes.iter().any(|v| v == clean) {
+                self.report(&at, format!("volume `{clean}` is listed twice"), None);
+                continue;
+            }
+            volumes.push(clean.to_owned());
+        }
+        volumes
+    }
+
     fn working_dir(&mut self, raw: &RawService, path: &[PathSegment]) -> Option<String> {
         let given = raw.working_dir.as_ref()?;
         if given.trim().is_empty() || given.contains('\0') {
@@ -1218,7 +1334,9 @@ impl Checker<'_> {
             )),
             _ => None,
         };
+        let volumes = self.environment_volumes(name, raw, services, &base);
         Environment {
+            volumes,
             // Checked once the services are known (`ingresses`).
             ingress: None,
             approval,

@@ -55,6 +55,8 @@ pub struct Service {
     pub working_dir: Option<String>,
     /// The instance's other ports (`ports:`).
     pub ports: Vec<ExtraPort>,
+    /// For a container: paths inside it kept in volumes.
+    pub volumes: Vec<String>,
     /// Who it runs as: a user name or `UID[:GID]`.
     pub user: Option<String>,
 }
@@ -225,6 +227,8 @@ pub struct Environment {
     pub approval: Option<Duration>,
     /// An interrupted deploy here is resumed at start rather than rolled back.
     pub resume_interrupted: bool,
+    /// Host folders for services' volumes: service -> container path -> host folder.
+    pub volumes: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The provider and the names of an environment's hosts.

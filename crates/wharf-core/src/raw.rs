@@ -121,6 +121,11 @@ pub struct RawService {
     /// them as `PORT_ADMIN` and `{{ ports.admin }}`.
     #[serde(default)]
     pub ports: Vec<RawExtraPort>,
+    /// For a container: paths inside it whose data outlives it, each a Docker named
+    /// volume per environment and slot (`wharf.ENV.SERVICE.SLOT.PATH`), or the host
+    /// folder the environment names for it (`environments.ENV.volumes`).
+    #[serde(default)]
+    pub volumes: Vec<String>,
     /// Who the instance runs as: a user name or `UID[:GID]` (the agent must run as root
     /// for a process; a container passes it to the engine). Default: the agent's user,
     /// the image's USER.
@@ -472,6 +477,10 @@ pub struct RawEnvironment {
     /// this environment's `config:` of the service, above the service's own.
     #[serde(default)]
     pub env_file: BTreeMap<String, RawPaths>,
+    /// Host folders for services' volumes here: `{ service: { /container/path:
+    /// /host/folder } }`; each slot gets a folder of its own below it.
+    #[serde(default)]
+    pub volumes: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// `ingress: { listen, routes }` of an environment.

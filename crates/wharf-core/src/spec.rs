@@ -101,6 +101,9 @@ pub struct DeploySpec {
     /// The instance's other ports.
     #[serde(default)]
     pub ports: Vec<crate::model::ExtraPort>,
+    /// For a container: its volumes, each a named volume or under a host folder.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
     /// Who it runs as: a user name or `UID[:GID]`.
     #[serde(default)]
     pub user: Option<String>,
@@ -119,6 +122,15 @@ pub fn default_min_healthy_time(environment: &Environment) -> Duration {
     } else {
         Duration::from_secs(10)
     }
+}
+
+/// A path inside a container kept across its restarts and versions: in the host folder
+/// the environment names (a folder per slot below it), else a named volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub path: String,
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// One instance position: a node and the instance's ordinal within the service.
@@ -335,6 +347,18 @@ impl Definition {
             entrypoint: svc.entrypoint.clone(),
             working_dir: svc.working_dir.clone(),
             ports: svc.ports.clone(),
+            volumes: svc
+                .volumes
+                .iter()
+                .map(|path| VolumeSpec {
+                    path: path.clone(),
+                    host: environment
+                        .volumes
+                        .get(service)
+                        .and_then(|v| v.get(path))
+                        .cloned(),
+                })
+                .collect(),
             user: svc.user.clone(),
             container_port: svc.container_port,
             peer_nodes: environment

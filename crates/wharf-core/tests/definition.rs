@@ -581,3 +581,33 @@ fn an_https_route_names_its_host_and_the_ingress_a_tls_listen() {
         "tls_listen is checked too: {clash}"
     );
 }
+
+#[test]
+fn volumes_are_paths_inside_a_container_with_host_folders_per_environment() {
+    let text = r#"
+services:
+  db:
+    image: postgres:16
+    run: ["postgres"]
+    volumes: [/var/lib/postgresql/data]
+environments:
+  local: {}
+  prod:
+    volumes: { db: { /var/lib/postgresql/data: /srv/pg } }
+"#;
+    let def = load(text, "wharf.yaml", &FOLDERS).unwrap();
+    let local = def.deploy_spec("db", "local").unwrap();
+    assert_eq!(local.volumes[0].path, "/var/lib/postgresql/data");
+    assert_eq!(local.volumes[0].host, None, "a named volume");
+    let prod = def.deploy_spec("db", "prod").unwrap();
+    assert_eq!(prod.volumes[0].host.as_deref(), Some("/srv/pg"));
+
+    let typo = text.replace("/srv/pg } }", "/srv/pg, /var/lib/pg: /x } }");
+    let err = errors(&typo);
+    assert!(
+        err.contains("service `db` has no volume `/var/lib/pg`"),
+        "{err}"
+    );
+    let relative = text.replace("volumes: [/var/lib/postgresql/data]", "volumes: [data]");
+    assert!(errors(&relative).contains("`data` is not a path inside the container"));
+}

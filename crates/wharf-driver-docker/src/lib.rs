@@ -314,6 +314,10 @@ impl Driver for DockerDriver {
         if let Some(data) = &spec.data_dir {
             binds.push(format!("{0}:{0}", data.display()));
         }
+        // Its volumes: named ones are made by the engine on first use.
+        for (source, inside) in &spec.volumes {
+            binds.push(format!("{source}:{inside}"));
+        }
         let host_config = HostConfig {
             binds: Some(binds),
             port_bindings: {
@@ -453,6 +457,29 @@ impl Driver for DockerDriver {
             pump_logs_since(self.docker.clone(), name, launch.log_path.clone(), since);
         }
         Some(running)
+    }
+
+    async fn remove_volumes(&self, prefix: &str) -> Result<usize, DriverError> {
+        let failed = |e: bollard::errors::Error| DriverError::Other(format!("docker volumes: {e}"));
+        let listed = self
+            .docker
+            .list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)
+            .await
+            .map_err(failed)?;
+        let mut removed = 0;
+        for volume in listed.volumes.unwrap_or_default() {
+            if volume.name.starts_with(prefix) {
+                self.docker
+                    .remove_volume(
+                        &volume.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await
+                    .map_err(failed)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn exec(

@@ -32,6 +32,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         working_dir: None,
         user: None,
         extra_ports: vec![],
+        volumes: vec![],
     }
 }
 

@@ -94,6 +94,9 @@ pub struct LaunchSpec {
     /// container gets each published and its variable set to the container's port.
     #[serde(default)]
     pub extra_ports: Vec<(String, u16, Option<u16>)>,
+    /// A container's volumes, as (source, path inside): a named volume or a host folder.
+    #[serde(default)]
+    pub volumes: Vec<(String, String)>,
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,
@@ -230,6 +233,13 @@ pub trait Driver: Send + Sync {
     /// (a driver may need it, for example to keep appending the instance's output to
     /// its log file); orphans found without a plan are adopted only to be stopped.
     async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>>;
+    /// Removes the named volumes whose names start with `prefix` (`wharf down
+    /// --purge`); how many it removed.
+    async fn remove_volumes(&self, prefix: &str) -> Result<usize, DriverError> {
+        let _ = prefix;
+        Ok(0)
+    }
+
     /// Runs `argv` once beside the running instance `spec` started: in its environment
     /// and folder, as its user (a container: inside it). Ends it after `limit`.
     async fn exec(

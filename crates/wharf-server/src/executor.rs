@@ -1736,7 +1736,22 @@ impl Executor {
                 .await
                 .map_err(|e| ServerError::internal(e.to_string()))?
                 .map_err(|e| ServerError::new(axum::http::StatusCode::CONFLICT, e))?;
-        Ok(format!("; removed {} data folder(s)", removed.len()))
+        let volumes = self
+            .fleet
+            .local
+            .as_ref()
+            .map(|local| local.purge_volumes(&req.env, req.service.as_deref()));
+        let volumes = match volumes {
+            Some(purge) => purge
+                .await
+                .map_err(|e| ServerError::new(axum::http::StatusCode::CONFLICT, e))?,
+            None => 0,
+        };
+        let mut said = format!("; removed {} data folder(s)", removed.len());
+        if volumes > 0 {
+            said.push_str(&format!(" and {volumes} volume(s)"));
+        }
+        Ok(said)
     }
 }
 

@@ -247,6 +247,7 @@ pub fn render(
             working_dir,
             user: spec.user.clone(),
             ports: published,
+            volumes: spec.volumes.clone(),
         });
     }
     let redacted: Vec<InstancePlan> = plans.iter().map(|p| p.redacted()).collect();

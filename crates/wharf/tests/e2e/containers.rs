@@ -565,3 +565,77 @@ fn a_stock_image_on_its_own_port_is_published_on_each_instances_port() {
     p.ok(&["down", "--env", "local"]);
     p.ok(&["down", "--env", "ci"]);
 }
+
+/// Each start appends its environment to a file in its volume, which httpd serves.
+const VOLUME_SERVICE: &str = r#"
+services:
+  site:
+    image: IMAGE
+    entrypoint: ["/bin/busybox"]
+    run: ["sh", "-c", "echo $WHARF_ENV >> /store/runs && exec /bin/busybox httpd -f -p 8080 -h /store"]
+    port: { name: http, container: 8080 }
+    health: { tcp: true, interval: 100ms }
+    volumes: [/store]
+environments:
+  local: {}
+  ci:
+    volumes: { site: { /store: HOST } }
+"#;
+
+#[test]
+fn a_containers_volume_outlives_it_per_environment_and_slot_until_purged() {
+    if !crate::docker::docker_answers() || !Path::new("/bin/busybox").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has docker and busybox"
+        );
+        return;
+    }
+    let mut p = Project::new("services: {}\n", &[]);
+    let image = Image(import_image(
+        p.path(),
+        Path::new("/bin/busybox"),
+        "/bin/busybox",
+        "busybox",
+    ));
+    let host = p.path().join("ci-store");
+    p.write(
+        "wharf.yaml",
+        &VOLUME_SERVICE
+            .replace("IMAGE", &image.0)
+            .replace("HOST", host.to_str().unwrap()),
+    );
+    for env in ["local", "ci"] {
+        p.ok(&["deploy", "site", "--env", env, "--version", "v1"]);
+        p.ok(&["restart", "site", "--env", env]);
+    }
+    let runs = |p: &mut Project, env: &str| get(p.address_port("site", env), "/runs");
+    assert_eq!(
+        runs(&mut p, "local").as_deref(),
+        Some("local\nlocal\n"),
+        "kept across containers"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("0/runs")).unwrap(),
+        "ci\nci\n",
+        "ci's volume is the folder its environment names"
+    );
+    let named = docker(&["volume", "ls", "-q", "--filter", "name=wharf.local.site."]);
+    assert_eq!(named, "wharf.local.site.0.store");
+    let out = p.ok(&["down", "--env", "local", "--purge", "--yes"]);
+    assert!(stderr(&out).contains("1 volume(s)"), "{}", text(&out));
+    assert!(docker(&["volume", "ls", "-q", "--filter", "name=wharf.local.site."]).is_empty());
+    p.ok(&["down", "--env", "ci"]);
+    // A process has no volumes; said where.
+    p.write(
+        "wharf.yaml",
+        "services:\n  web:\n    build: .\n    run: [x]\n    volumes: [/data]\nenvironments:\n  local: {}\n",
+    );
+    let out = p.wharf(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("does not run a container"),
+        "{}",
+        text(&out)
+    );
+}
