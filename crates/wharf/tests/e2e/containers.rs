@@ -387,6 +387,7 @@ services:
     image: SHELL
     # Doubles a string, pausing between doublings: past 32Mi in a few seconds.
     run: ["/bin/sh", "-c", "s=xxxxxxxxxxxxxxxx; while :; do i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; s=$s$s; done"]
+    min_healthy_time: 0s   # killed at its limit again and again, as the test wants
     resources: { memory: 32Mi }
   quiet:
     image: INVENTORY

@@ -10,14 +10,17 @@ services:
   cpuhog:
     build: ./cpuhog
     run: ["python3", "hog.py"]
+    min_healthy_time: 0s   # not what this test is about
     resources: { cpu: 0.2 }
   memhog:
     build: ./memhog
     run: ["python3", "hog.py"]
+    min_healthy_time: 0s   # not what this test is about
     resources: { memory: 64Mi }
   quiet:
     build: ./quiet
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health }
 environments:

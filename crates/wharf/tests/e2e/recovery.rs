@@ -12,11 +12,13 @@ services:
   steady:
     build: ./steady
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health }
   slow:
     build: ./slow
     run: ["sh", "-c", "sleep 2 && exec python3 app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health, timeout: 20s }
 environments:
@@ -199,6 +201,7 @@ services:
   web:
     build: ./web
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health }
 environments:
@@ -448,6 +451,7 @@ services:
   web:
     build: ./web
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health }
     on_change: reload

@@ -15,6 +15,7 @@ services:
   web:
     build: ./web
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health, interval: 100ms }
     rollout: { strategy: blue-green, scale_down_delay: 1h }
@@ -223,6 +224,7 @@ services:
   web:
     build: ./web
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health, interval: 100ms }
     rollout:

@@ -12,11 +12,13 @@ services:
   web:
     build: ./web
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health, interval: 100ms }
   front:
     build: ./front
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     config:
       PEER_URL: "{{ services.web.url }}"
@@ -59,6 +61,7 @@ services:
   solo:
     build: ./solo
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: FIXED
     health: { http: /health, interval: 100ms }
 environments:
@@ -132,6 +135,7 @@ services:
   pair:
     build: ./pair
     run: ["python3", "app.py"]
+    min_healthy_time: 0s   # not what this test is about
     port: http
     health: { http: /health, interval: 100ms }
 environments:
