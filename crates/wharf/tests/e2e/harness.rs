@@ -52,11 +52,86 @@ pub const BROKEN_APP: &str =
 pub struct Project {
     pub dir: tempfile::TempDir,
     envs: Vec<String>,
+    /// Released after the project is brought down (fields drop after `drop`).
+    _turn: Turn,
+}
+
+/// Tests that measure traffic under load run alone: on two cores, a neighbour's
+/// deploys starve their instances and fail them for the wrong reason. The others run
+/// side by side.
+struct Turns {
+    /// (projects of side-by-side tests alive, a test running alone, tests waiting to)
+    state: std::sync::Mutex<(usize, bool, usize)>,
+    changed: std::sync::Condvar,
+}
+
+static TURNS: Turns = Turns {
+    state: std::sync::Mutex::new((0, false, 0)),
+    changed: std::sync::Condvar::new(),
+};
+
+thread_local! {
+    /// Side-by-side projects this test thread holds (a test may make several).
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+enum Turn {
+    Shared,
+    Alone,
+}
+
+impl Turn {
+    fn take(alone: bool) -> Self {
+        let lock = || TURNS.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock();
+        if alone {
+            state.2 += 1;
+            while state.1 || state.0 > 0 {
+                state = TURNS.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.2 -= 1;
+            state.1 = true;
+            return Turn::Alone;
+        }
+        // A thread that holds a turn already never waits (it would wait for itself).
+        if HELD.with(|h| h.get()) == 0 {
+            while state.1 || state.2 > 0 {
+                state = TURNS.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        state.0 += 1;
+        HELD.with(|h| h.set(h.get() + 1));
+        Turn::Shared
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut state = TURNS.state.lock().unwrap_or_else(|p| p.into_inner());
+        match self {
+            Turn::Shared => {
+                state.0 -= 1;
+                HELD.with(|h| h.set(h.get().saturating_sub(1)));
+            }
+            Turn::Alone => state.1 = false,
+        }
+        TURNS.changed.notify_all();
+    }
 }
 
 impl Project {
     /// A project with `wharf.yaml` and the given service folders, each holding [`APP`].
     pub fn new(definition: &str, services: &[&str]) -> Self {
+        Self::with_turn(definition, services, false)
+    }
+
+    /// The same, for a test that measures traffic under load: it runs alone.
+    pub fn alone(definition: &str, services: &[&str]) -> Self {
+        Self::with_turn(definition, services, true)
+    }
+
+    fn with_turn(definition: &str, services: &[&str], alone: bool) -> Self {
+        let turn = Turn::take(alone);
         let dir = tempfile::Builder::new()
             .prefix("wharf-e2e-")
             .tempdir()
@@ -70,6 +145,7 @@ impl Project {
         Self {
             dir,
             envs: Vec::new(),
+            _turn: turn,
         }
     }
 

@@ -37,7 +37,7 @@ fn limits_enforced() -> bool {
 
 #[test]
 fn a_noisy_neighbour_stays_within_its_limits_and_the_quiet_one_stays_healthy() {
-    let mut p = Project::new(NOISY, &["quiet"]);
+    let mut p = Project::alone(NOISY, &["quiet"]);
     p.write("cpuhog/hog.py", CPU_HOG);
     p.write("memhog/hog.py", MEM_HOG);
     let out = p.ok(&["deploy", "--env", "ci", "--version", "v1"]);

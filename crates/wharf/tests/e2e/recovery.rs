@@ -213,7 +213,7 @@ environments:
 
 #[test]
 fn an_instance_lost_while_the_controller_was_down_is_started_again_without_a_deploy() {
-    let mut p = Project::new(THREE, &["web"]);
+    let mut p = Project::alone(THREE, &["web"]);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     let lost = p
         .instances("web", "ci")

@@ -118,7 +118,7 @@ fn versions(p: &mut Project) -> Vec<String> {
 #[test]
 #[allow(clippy::print_stderr)]
 fn blue_green_previews_promotes_and_aborts_failing_no_request() {
-    let mut p = Project::new(BLUE_GREEN, &["web"]);
+    let mut p = Project::alone(BLUE_GREEN, &["web"]);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     let address = p.address("web", "ci");
     let client = Client::start(&address, &[]);
@@ -261,7 +261,7 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forev
 #[test]
 #[allow(clippy::print_stderr)]
 fn a_canary_answering_500_is_aborted_while_clients_pinned_to_stable_see_no_failure() {
-    let mut p = Project::new(CANARY, &["web"]);
+    let mut p = Project::alone(CANARY, &["web"]);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     let address = p.address("web", "ci");
     let pinned = Client::start(&address, &[("x-wharf-canary", "never")]);
@@ -310,7 +310,7 @@ fn a_canary_answering_500_is_aborted_while_clients_pinned_to_stable_see_no_failu
 
 #[test]
 fn a_canary_goes_on_from_its_step_after_a_controller_restart_and_pins_by_cookie() {
-    let mut p = Project::new(CANARY, &["web"]);
+    let mut p = Project::alone(CANARY, &["web"]);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     let address = p.address("web", "ci");
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v2"]);

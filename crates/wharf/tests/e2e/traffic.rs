@@ -32,7 +32,7 @@ environments:
 #[test]
 #[allow(clippy::print_stderr)]
 fn rolling_deploys_behind_the_service_address_fail_no_request() {
-    let mut p = Project::new(WEB, &["web", "front"]);
+    let mut p = Project::alone(WEB, &["web", "front"]);
     p.ok(&["deploy", "--env", "ci", "--version", "v1"]);
     let web = p.address("web", "ci");
     // Peers are given the address, not one instance.
@@ -76,7 +76,7 @@ fn a_fixed_port_instance_replaced_in_place_makes_requests_wait_not_fail() {
         .local_addr()
         .unwrap()
         .port();
-    let mut p = Project::new(&SOLO.replace("FIXED", &fixed.to_string()), &["solo"]);
+    let mut p = Project::alone(&SOLO.replace("FIXED", &fixed.to_string()), &["solo"]);
     p.ok(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
     let url = p.address("solo", "ci");
     let load = Load::start(&url, &["/"], Duration::from_secs(15));
@@ -218,7 +218,7 @@ impl Load {
 #[test]
 #[allow(clippy::print_stderr)]
 fn twenty_surged_rollouts_under_load_with_slow_requests_fail_none() {
-    let mut p = Project::new(PAIR, &[]);
+    let mut p = Project::alone(PAIR, &[]);
     p.write("pair/app.py", SLOW_APP);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v0"]);
     let url = p.address("pair", "ci");
@@ -274,7 +274,7 @@ fn twenty_surged_rollouts_under_load_with_slow_requests_fail_none() {
 #[test]
 #[allow(clippy::print_stderr)]
 fn a_killed_instance_leaves_the_rotation_failing_only_what_it_had_in_flight() {
-    let mut p = Project::new(PAIR, &[]);
+    let mut p = Project::alone(PAIR, &[]);
     p.write("pair/app.py", SLOW_APP);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
     let url = p.address("pair", "ci");
@@ -338,7 +338,7 @@ fn an_instance_failing_its_checks_leaves_the_rotation_and_rejoins_when_healthy()
             flags.path().display()
         ),
     );
-    let mut p = Project::new(&definition, &[]);
+    let mut p = Project::alone(&definition, &[]);
     p.write("pair/app.py", MOODY_APP);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
     let port = p.address_port("pair", "ci");
@@ -374,7 +374,7 @@ fn an_instance_failing_its_checks_leaves_the_rotation_and_rejoins_when_healthy()
 
 #[test]
 fn the_addresses_count_requests_per_service_and_instance_for_metrics_and_top() {
-    let mut p = Project::new(PAIR, &["pair"]);
+    let mut p = Project::alone(PAIR, &["pair"]);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
     let url = p.address("pair", "ci");
     let http = reqwest::blocking::Client::new();
@@ -447,7 +447,7 @@ fn get_once(port: u16, timeout: Duration) -> Result<(), String> {
 #[test]
 #[allow(clippy::print_stderr)]
 fn a_controller_restart_refuses_no_connection_to_the_addresses() {
-    let mut p = Project::new(PAIR, &["pair"]);
+    let mut p = Project::alone(PAIR, &["pair"]);
     p.ok(&["deploy", "pair", "--env", "ci", "--version", "v1"]);
     let port = p.address_port("pair", "ci");
     let running = Arc::new(AtomicBool::new(true));
@@ -599,7 +599,7 @@ fn long_lived_websockets_are_closed_cleanly_when_their_instance_is_drained() {
         "    health: { http: /health, interval: 100ms }\n  front:",
         "    health: { http: /health, interval: 100ms }\n    rollout: { drain_timeout: 2m }\n  front:",
     );
-    let mut p = Project::new(&definition, &["web", "front"]);
+    let mut p = Project::alone(&definition, &["web", "front"]);
     p.write("web/app.py", WEBSOCKET_APP);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     let addr = p
@@ -653,7 +653,7 @@ fn a_fixed_port_already_taken_is_refused_at_plan_time_with_its_owner_named() {
     let definition = SOLO
         .replace("FIXED", &fixed.to_string())
         .replace("  ci: {}\n", "  ci: {}\n  uat: {}\n");
-    let mut p = Project::new(&definition, &["solo"]);
+    let mut p = Project::alone(&definition, &["solo"]);
     let out = p.wharf(&["deploy", "solo", "--env", "ci", "--version", "v1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = stderr(&out);
