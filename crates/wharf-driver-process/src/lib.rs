@@ -133,25 +133,10 @@ impl Driver for ProcessDriver {
                 reason: "the instance has no command (`run` is empty)".into(),
             });
         };
-        let program = resolve_program(first, &spec.workdir);
-        let (cwd, identity) = where_and_who(spec, first)?;
+        let mut command = in_instance(spec, first, args)?;
         let (log, log_err, pipe) = self.output(spec)?;
-        let mut command = Command::new(&program);
-        if let Some((uid, gid)) = identity {
-            command.uid(uid).gid(gid);
-        }
         command
-            .args(args)
-            .current_dir(&cwd)
-            .env_clear()
-            .envs(
-                INHERITED
-                    .iter()
-                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-            )
-            .envs(&spec.env)
             .env(TAG_VARIABLE, &spec.tag)
-            .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             // Its own group, so stopping it stops its children too and signals sent to
@@ -231,24 +216,10 @@ impl Driver for ProcessDriver {
         let Some((first, args)) = argv.split_first() else {
             return Err(DriverError::Other("no command to run".into()));
         };
-        let (cwd, identity) = where_and_who(spec, first)?;
-        let mut command = Command::new(resolve_program(first, &spec.workdir));
-        if let Some((uid, gid)) = identity {
-            command.uid(uid).gid(gid);
-        }
         // The instance's environment, without its tag: a command that outlives its
         // limit must not be taken for the instance at the next scan.
+        let mut command = in_instance(spec, first, args)?;
         command
-            .args(args)
-            .current_dir(&cwd)
-            .env_clear()
-            .envs(
-                INHERITED
-                    .iter()
-                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-            )
-            .envs(&spec.env)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -275,6 +246,28 @@ impl Driver for ProcessDriver {
             stderr: cut(output.stderr),
         })
     }
+}
+
+/// `program args` as the instance `spec` runs: its folder, its user, its environment
+/// (and the few variables passed through from the agent's), no input.
+fn in_instance(spec: &LaunchSpec, program: &str, args: &[String]) -> Result<Command, DriverError> {
+    let (cwd, identity) = where_and_who(spec, program)?;
+    let mut command = Command::new(resolve_program(program, &spec.workdir));
+    if let Some((uid, gid)) = identity {
+        command.uid(uid).gid(gid);
+    }
+    command
+        .args(args)
+        .current_dir(&cwd)
+        .env_clear()
+        .envs(
+            INHERITED
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+        )
+        .envs(&spec.env)
+        .stdin(Stdio::null());
+    Ok(command)
 }
 
 /// Where an instance (or a command run in it) starts, and as whom: refused with the

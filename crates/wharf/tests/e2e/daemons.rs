@@ -8,7 +8,7 @@ use crate::harness::*;
 
 /// Whether Debian's `package` put `path` here; a skip with the reason, or (under CI,
 /// where scripts/test installs it) a failure.
-fn installed(path: &str, package: &str) -> bool {
+pub fn installed(path: &str, package: &str) -> bool {
     if std::path::Path::new(path).exists() {
         return true;
     }

@@ -22,20 +22,7 @@ environments:
 "#;
 
 fn redis_installed() -> bool {
-    if std::path::Path::new("/usr/bin/redis-server").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "Debian's redis-server is missing (scripts/test installs it as root)"
-    );
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!(
-            "skipping a redis-server test: /usr/bin/redis-server is missing (apt-get install redis-server)"
-        );
-    }
-    false
+    crate::daemons::installed("/usr/bin/redis-server", "redis-server")
 }
 
 /// One PING on a new connection to `port`: Ok once redis answered PONG.
