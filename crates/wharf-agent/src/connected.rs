@@ -341,6 +341,9 @@ pub async fn run(
     agent
         .traffic()
         .remember_splits_in(options.state_dir.join("traffic_splits.json"));
+    // Containers here reach their peers at the bridge's gateway; the controller is
+    // elsewhere, so no configuration gateway.
+    agent.open_gateways(None).await;
     let recovery = agent.recover().await;
     tracing::info!(
         adopted = recovery.adopted.len(),

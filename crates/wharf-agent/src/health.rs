@@ -150,14 +150,17 @@ async fn run(
             }
         }
         Probe::Command { argv } => {
-            // `{{ data_dir }}` is the instance's folder, which only the agent knows.
-            let argv: Vec<String> = match env.get("WHARF_DATA_DIR") {
-                Some(dir) => argv
-                    .iter()
-                    .map(|a| a.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, dir))
-                    .collect(),
-                None => argv.clone(),
-            };
+            // `{{ data_dir }}` is the instance's folder, which only the agent knows; the
+            // command runs on the host, which reaches its peers on loopback.
+            let dir = env.get("WHARF_DATA_DIR").map(String::as_str);
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| match dir {
+                    Some(dir) => a.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, dir),
+                    None => a.clone(),
+                })
+                .map(|a| a.replace(wharf_core::template::HOST_PLACEHOLDER, "127.0.0.1"))
+                .collect();
             let Some((program, args)) = argv.split_first() else {
                 return Err("the health check command is empty".into());
             };

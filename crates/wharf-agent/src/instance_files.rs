@@ -5,14 +5,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `files` (relative path -> text) under `dir`, replacing `placeholder` in each
-/// text by `dir` itself.
+/// Writes `files` (relative path -> text) under `dir`, each text passed through
+/// `place` (which fills in the placeholders only the agent can).
 pub fn write(
     dir: &Path,
     files: &BTreeMap<String, String>,
-    placeholder: &str,
+    place: &dyn Fn(&str) -> String,
 ) -> Result<(), String> {
-    let data = dir.display().to_string();
     for (relative, text) in files {
         // The controller checked the names; a name that would leave the folder is refused
         // here again all the same.
@@ -23,7 +22,7 @@ pub fn write(
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot make {}: {e}", parent.display()))?;
-        let text = text.replace(placeholder, &data);
+        let text = place(text);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = parent.join(format!(".{name}.wharf-new"));
         let written = std::fs::File::create(&temp).and_then(|mut f| {
@@ -60,7 +59,8 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        write(dir.path(), &files, "${D}").unwrap();
+        let folder = dir.path().display().to_string();
+        write(dir.path(), &files, &|t: &str| t.replace("${D}", &folder)).unwrap();
         let conf = std::fs::read_to_string(dir.path().join("nginx.conf")).unwrap();
         assert_eq!(conf, format!("pid {}/nginx.pid;", dir.path().display()));
         assert!(dir.path().join("conf.d/a.conf").is_file());
@@ -72,7 +72,7 @@ mod tests {
         let files = [("../escape".to_owned(), "x".to_owned())]
             .into_iter()
             .collect();
-        assert!(write(dir.path(), &files, "${D}").is_err());
+        assert!(write(dir.path(), &files, &|t: &str| t.to_owned()).is_err());
         assert!(!dir.path().parent().unwrap().join("escape").exists());
     }
 }

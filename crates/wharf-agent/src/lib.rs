@@ -6,6 +6,7 @@
 
 pub mod connected;
 mod entry;
+pub mod gateways;
 pub mod health;
 mod instance_files;
 pub mod listeners;
@@ -104,6 +105,8 @@ pub struct Agent {
     secret_source: Option<SecretSource>,
     /// The services' stable addresses on this host.
     traffic: Arc<traffic::Traffic>,
+    /// Where instances that do not share the host's network reach it.
+    gateways: gateways::Gateways,
 }
 
 /// Looks up the secret values of a recovered plan.
@@ -157,6 +160,7 @@ impl Agent {
             instances: Mutex::new(HashMap::new()),
             secret_source: None,
             traffic: Arc::default(),
+            gateways: Default::default(),
         })
     }
 
@@ -277,14 +281,37 @@ impl Agent {
         // Remembered on disk, so a restarted agent does not signal the same change again
         // (and writes these files, not the old ones, when it starts the instance again).
         let _ = self.write_state(&newer);
-        if let Err(e) = instance_files::write(
-            &self.instance_data_dir(&newer),
-            files,
-            wharf_core::template::DATA_DIR_PLACEHOLDER,
-        ) {
+        if let Err(e) =
+            instance_files::write(&self.instance_data_dir(&newer), files, &self.placer(&newer))
+        {
             return Some(Err(e));
         }
         Some(self.signal(key, &reload.signal).await)
+    }
+
+    /// Asks the drivers where their instances reach this host when not on loopback (a
+    /// container bridge's gateway) and opens the service addresses there too, with a
+    /// configuration gateway to the controller's API at `controller` when given. Call
+    /// it once, before recovery and before any address opens.
+    pub async fn open_gateways(&self, controller: Option<std::net::SocketAddr>) {
+        gateways::open(&self.gateways, &self.traffic, &self.drivers, controller).await;
+    }
+
+    /// Where instances of each driver reach this host, for those that do not on
+    /// loopback (known once [`Agent::open_gateways`] ran).
+    pub fn host_addresses(&self) -> BTreeMap<DriverKind, std::net::IpAddr> {
+        self.gateways.hosts()
+    }
+
+    /// Fills in what only this agent knows where the controller left placeholders: the
+    /// instance's data folder and the address it reaches this host at.
+    fn placer(&self, plan: &InstancePlan) -> impl Fn(&str) -> String + use<> {
+        let data = self.instance_data_dir(plan).display().to_string();
+        let host = self.gateways.host_for(plan.driver).to_string();
+        move |text: &str| {
+            text.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, &data)
+                .replace(wharf_core::template::HOST_PLACEHOLDER, &host)
+        }
     }
 
     /// Adds a driver (the process driver is always there).
@@ -442,22 +469,19 @@ impl Agent {
             path: data_dir.clone(),
             source,
         })?;
-        instance_files::write(
-            &data_dir,
-            &plan.files,
-            wharf_core::template::DATA_DIR_PLACEHOLDER,
-        )
-        .map_err(AgentError::Files)?;
-        let data = data_dir.display().to_string();
-        let placed =
-            |text: &String| text.replace(wharf_core::template::DATA_DIR_PLACEHOLDER, &data);
+        let place = self.placer(plan);
+        instance_files::write(&data_dir, &plan.files, &place).map_err(AgentError::Files)?;
+        let placed = |text: &String| place(text);
         // Registry credentials are for the engine, not the instance.
         let mut env: std::collections::BTreeMap<String, String> = plan
             .env
             .iter()
             .map(|(k, v)| (k.clone(), placed(v)))
             .collect();
-        env.insert("WHARF_DATA_DIR".into(), data.clone());
+        env.insert("WHARF_DATA_DIR".into(), data_dir.display().to_string());
+        if let Some(url) = env.get_mut(wharf_api::agent::CONFIG_URL_VAR) {
+            *url = self.gateways.config_url_for(plan.driver, url);
+        }
         let username = env.remove(wharf_driver::REGISTRY_USERNAME);
         let password = env.remove(wharf_driver::REGISTRY_PASSWORD);
         let pull = plan

@@ -6,7 +6,7 @@
 //! for the requests it still serves, from this host and through the mesh (the drain).
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,12 @@ pub struct Traffic {
     inbound: OnceLock<Arc<MeshInbound>>,
     /// Where listening sockets come from when they must outlive the agent.
     listeners: OnceLock<crate::listeners::Listeners>,
+    /// The other addresses of this host its instances reach it at (a container bridge's
+    /// gateway), where every service address listens too.
+    gateways: OnceLock<Vec<IpAddr>>,
+    /// Cancelled when every address stops listening: listeners that belong to no
+    /// address (the configuration gateways) stop with it.
+    pub(crate) closing: CancellationToken,
     /// Every listener's task, so a shutdown can wait for their connections.
     pub(crate) tasks: tokio_util::task::TaskTracker,
 }
@@ -158,6 +164,36 @@ impl Traffic {
         tokio::net::TcpListener::from_std(listener)
     }
 
+    /// Service addresses listen on `gateways` too from now on (set once, before any
+    /// address opens): instances that reach this host there find their peers.
+    pub fn listen_on_gateways(&self, gateways: Vec<IpAddr>) {
+        let _ = self.gateways.set(gateways);
+    }
+
+    /// A service address's listeners: on loopback (which must work) and on each
+    /// gateway (one that cannot be bound is reported and left out).
+    fn listen_everywhere(&self, port: u16) -> std::io::Result<Vec<tokio::net::TcpListener>> {
+        let mut all = vec![self.listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?];
+        for gateway in self.gateways.get().into_iter().flatten() {
+            let addr = SocketAddr::from((*gateway, port));
+            match self.listen(addr) {
+                Ok(listener) => all.push(listener),
+                Err(e) => tracing::error!(
+                    "cannot listen on {addr}: containers will not reach this address ({e})"
+                ),
+            }
+        }
+        Ok(all)
+    }
+
+    /// The service address on `port` is no longer wanted, on any of its addresses.
+    fn release_everywhere(&self, port: u16) {
+        self.release(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        for gateway in self.gateways.get().into_iter().flatten() {
+            self.release(SocketAddr::from((*gateway, port)));
+        }
+    }
+
     /// The listener on `addr` is no longer wanted: the holder closes its copy.
     pub(crate) fn release(&self, addr: SocketAddr) {
         if let Some(listeners) = self.listeners.get() {
@@ -165,11 +201,11 @@ impl Traffic {
         }
     }
 
-    /// Serves a new route on `listener` (plain TCP or HTTP), tracked for shutdown;
+    /// Serves a new route on `listeners` (plain TCP or HTTP), tracked for shutdown;
     /// `timeouts`: how long requests wait for an instance, and for its answer.
     fn serve(
         &self,
-        listener: tokio::net::TcpListener,
+        listeners: Vec<tokio::net::TcpListener>,
         tcp: bool,
         (pause, response_timeout): (Duration, Duration),
         name: String,
@@ -177,19 +213,21 @@ impl Traffic {
         let route = Arc::new(Route::default().with_pause(pause));
         route.set_response_timeout(response_timeout);
         let stop = CancellationToken::new();
-        if tcp {
-            self.tasks.spawn(wharf_proxy::serve_tcp(
-                listener,
-                route.clone(),
-                stop.clone(),
-            ));
-        } else {
-            self.tasks.spawn(wharf_proxy::serve_http(
-                listener,
-                route.clone(),
-                stop.clone(),
-                name,
-            ));
+        for listener in listeners {
+            if tcp {
+                self.tasks.spawn(wharf_proxy::serve_tcp(
+                    listener,
+                    route.clone(),
+                    stop.clone(),
+                ));
+            } else {
+                self.tasks.spawn(wharf_proxy::serve_http(
+                    listener,
+                    route.clone(),
+                    stop.clone(),
+                    name.clone(),
+                ));
+            }
         }
         (route, stop)
     }
@@ -235,18 +273,22 @@ impl Traffic {
         }
         if let Some(mut old) = all.remove(&id) {
             old.stop.cancel();
-            self.release(SocketAddr::from(([127, 0, 0, 1], old.port)));
+            self.release_everywhere(old.port);
             self.close_preview(&mut old);
         }
-        let listener = match self.listen(SocketAddr::from(([127, 0, 0, 1], port))) {
+        let listeners = match self.listen_everywhere(port) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(%service, %env, "cannot listen on the service's address 127.0.0.1:{port}: {e}");
                 return;
             }
         };
-        let (route, stop) =
-            self.serve(listener, tcp, (pause, response_timeout), service.to_owned());
+        let (route, stop) = self.serve(
+            listeners,
+            tcp,
+            (pause, response_timeout),
+            service.to_owned(),
+        );
         let split = self
             .splits
             .lock()
@@ -349,7 +391,7 @@ impl Traffic {
                 listed.is_some() || !address.members.is_empty() || !address.draining.is_empty();
             if !used {
                 address.stop.cancel();
-                self.release(SocketAddr::from(([127, 0, 0, 1], address.port)));
+                self.release_everywhere(address.port);
                 self.close_preview(address);
             }
             used
@@ -435,7 +477,7 @@ impl Traffic {
         // The preview speaks what the main address speaks, with its timeouts.
         let timeouts = (address.route.pause(), address.route.response_timeout());
         let (route, stop) = self.serve(
-            listener,
+            vec![listener],
             address.tcp,
             timeouts,
             format!("{service} (preview)"),
@@ -595,6 +637,7 @@ impl Traffic {
 
     /// Every address stops listening (the agent is going away).
     pub fn close(&self) {
+        self.closing.cancel();
         for (_, entry) in self
             .entries
             .lock()

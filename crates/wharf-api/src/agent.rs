@@ -282,7 +282,9 @@ pub struct RemoteMember {
     pub deployment: i64,
 }
 
-/// The variable holding an instance's runtime configuration token.
+/// The variables naming where an instance reads its configuration at runtime, and
+/// holding its token for it.
+pub const CONFIG_URL_VAR: &str = "WHARF_CONFIG_URL";
 pub const CONFIG_TOKEN_VAR: &str = "WHARF_CONFIG_TOKEN";
 
 /// A request for the last lines of an instance's log.

@@ -23,6 +23,11 @@ pub const FILE_NAMES: &[&str] = &[
 /// folder's path there (only it knows where that is).
 pub const DATA_DIR_PLACEHOLDER: &str = "${WHARF_DATA_DIR}";
 
+/// The host part of `{{ services.NAME.host }}` and `.url`: the agent puts there where
+/// the instance reaches the service addresses of its host (loopback for a process, the
+/// bridge's gateway for a container), which only it knows.
+pub const HOST_PLACEHOLDER: &str = "${WHARF_HOST_ADDRESS}";
+
 /// What a template sees when it is rendered for one instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct TemplateContext {

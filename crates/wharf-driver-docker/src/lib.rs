@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+
+mod gateway;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
@@ -345,6 +347,9 @@ impl Driver for DockerDriver {
             // An init process as PID 1 passes SIGTERM on, so `stop` is graceful even for
             // programs that install no signal handler (PID 1 ignores unhandled signals).
             init: Some(true),
+            // A name for the host the container runs on (its bridge gateway), where the
+            // agent's service addresses and configuration gateway also listen.
+            extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -457,6 +462,19 @@ impl Driver for DockerDriver {
             pump_logs_since(self.docker.clone(), name, launch.log_path.clone(), since);
         }
         Some(running)
+    }
+
+    async fn host_address(&self) -> Option<std::net::IpAddr> {
+        let bridge = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| tracing::debug!("cannot read the engine's bridge network: {e}"))
+            .ok()?;
+        gateway::bridge_gateway(&bridge)
     }
 
     async fn remove_volumes(&self, prefix: &str) -> Result<usize, DriverError> {

@@ -233,6 +233,12 @@ pub trait Driver: Send + Sync {
     /// (a driver may need it, for example to keep appending the instance's output to
     /// its log file); orphans found without a plan are adopted only to be stopped.
     async fn adopt(&self, found: &Found, launch: Option<&LaunchSpec>) -> Option<Box<dyn Running>>;
+    /// The address at which this driver's instances reach the host they run on, when
+    /// that is not loopback (a container on a bridge network: the bridge's gateway);
+    /// `None`: they share the host's network.
+    async fn host_address(&self) -> Option<std::net::IpAddr> {
+        None
+    }
     /// Removes the named volumes whose names start with `prefix` (`wharf down
     /// --purge`); how many it removed.
     async fn remove_volumes(&self, prefix: &str) -> Result<usize, DriverError> {

@@ -182,6 +182,9 @@ pub struct ConfigService {
     pub hub: ConfigHub,
     /// Where the HTTP API listens (instances read their configuration there).
     pub api_url: String,
+    /// Where instances of a driver reach their host's service addresses when not on
+    /// loopback (the local agent's container gateway), for the values they read.
+    pub host_addresses: BTreeMap<wharf_core::model::DriverKind, std::net::IpAddr>,
 }
 
 impl ConfigService {
@@ -316,11 +319,24 @@ impl ConfigService {
             &extras,
         )?;
         for plan in rendered.plans {
+            // Peers' addresses as the instance reaches them (its agent fills in the same
+            // in its environment): a container on a host whose gateway this controller
+            // does not know reaches it by the name the engine gives it.
+            let host = match (self.host_addresses.get(&plan.driver), plan.driver) {
+                (Some(ip), _) => ip.to_string(),
+                (None, wharf_core::model::DriverKind::Docker) => "host.docker.internal".into(),
+                (None, wharf_core::model::DriverKind::Process) => "127.0.0.1".into(),
+            };
+            let values = plan
+                .env
+                .into_iter()
+                .map(|(k, v)| (k, v.replace(wharf_core::template::HOST_PLACEHOLDER, &host)))
+                .collect();
             let body = RuntimeConfig {
                 service: service.to_owned(),
                 env: env.to_owned(),
                 revision,
-                values: plan.env,
+                values,
             };
             let bytes = serde_json::to_vec(&body).expect("configs serialize");
             by_instance.push((plan.key.instance, Bytes::from(bytes)));

@@ -250,6 +250,13 @@ pub async fn run(
     // exist are dropped.
     store.interrupt_unfinished("the controller stopped during this deploy", now_millis())?;
     let splits = rollouts::stored_splits(&*store)?;
+    // Bound before the agent recovers: containers it restarts read their configuration
+    // through a gateway to this address.
+    let listener = bind_remembered(state_dir, listen, "api-port").await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
     let agent = match mode {
         Mode::Dev(drivers) => {
             let agent = local_agent(state_dir, &store, &keyring, &artifacts, drivers)?;
@@ -267,6 +274,9 @@ pub async fn run(
             for (env, service, split) in &splits {
                 agent.traffic().set_split(env, service, Some(split.clone()));
             }
+            agent
+                .open_gateways(Some(loopback_if_unspecified(addr)))
+                .await;
             let recovery = agent.recover().await;
             tracing::info!(
                 adopted = recovery.adopted.len(),
@@ -296,11 +306,6 @@ pub async fn run(
         }
     }
 
-    let listener = bind_remembered(state_dir, listen, "api-port").await?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: listen,
-        source,
-    })?;
     let authority = Arc::new(
         wharf_pki::Authority::load_or_create(&state_dir.join("pki"))
             .map_err(|e| StartError::Pki(e.to_string()))?,
@@ -323,6 +328,10 @@ pub async fn run(
         keyring: keyring.clone(),
         hub: Default::default(),
         api_url: format!("http://{}", loopback_if_unspecified(addr)),
+        host_addresses: agent
+            .as_ref()
+            .map(|a| a.host_addresses())
+            .unwrap_or_default(),
     });
     let definitions = Arc::new(definitions::Definitions::new(store.clone(), auth));
     let executor = Arc::new(executor::Executor {

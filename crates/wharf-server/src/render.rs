@@ -31,7 +31,7 @@ pub struct Extras {
 }
 
 /// The variables naming where an instance reads its configuration at runtime.
-pub const CONFIG_URL_VAR: &str = "WHARF_CONFIG_URL";
+pub const CONFIG_URL_VAR: &str = wharf_api::agent::CONFIG_URL_VAR;
 pub const CONFIG_TOKEN_VAR: &str = wharf_api::agent::CONFIG_TOKEN_VAR;
 
 /// Renders every slot of `spec` at `version` / `digest`.
@@ -56,10 +56,11 @@ pub fn render(
             )?),
             None => None,
         };
+        let host = wharf_core::template::HOST_PLACEHOLDER;
         let address = PeerAddress {
-            host: "127.0.0.1".into(),
+            host: host.into(),
             port,
-            url: port.map(|p| format!("http://127.0.0.1:{p}")),
+            url: port.map(|p| format!("http://{host}:{p}")),
         };
         peers.insert(name.clone(), address);
     }

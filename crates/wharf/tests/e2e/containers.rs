@@ -19,7 +19,7 @@ environments:
   ci: {}
 "#;
 
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -49,7 +49,7 @@ fn shell_image(dir: &Path) -> String {
 
 /// Imports an image whose root filesystem is one program (at `to`) and the libraries
 /// it links, tagged `wharf-e2e-NAME:<unique>`.
-fn import_image(dir: &Path, program: &Path, to: &str, name: &str) -> String {
+pub(crate) fn import_image(dir: &Path, program: &Path, to: &str, name: &str) -> String {
     let rootfs = dir.join(format!("{name}-rootfs"));
     let place = |from: &Path, to: &str| {
         let dest = rootfs.join(to.trim_start_matches('/'));
@@ -90,7 +90,7 @@ fn import_image(dir: &Path, program: &Path, to: &str, name: &str) -> String {
     tag
 }
 
-struct Image(String);
+pub(crate) struct Image(pub(crate) String);
 
 impl Drop for Image {
     fn drop(&mut self) {

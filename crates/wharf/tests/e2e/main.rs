@@ -4,6 +4,7 @@ mod harness;
 
 mod authority;
 mod config;
+mod container_network;
 mod containers;
 mod crash;
 mod daemons;
