@@ -542,9 +542,21 @@ async fn watch_loop(
                     let (client, agent) = (client.clone(), agent.clone());
                     tokio::spawn(async move {
                         let path = agent.log_path(&request.key);
-                        let text = crate::logs::tail(&path, request.lines);
+                        let text = match request.since {
+                            Some(since) => crate::logs::tail_since(&path, request.lines, since),
+                            None => crate::logs::tail(&path, request.lines),
+                        };
                         if let Err(e) = client.send_log(request.id, text).await {
                             tracing::warn!("cannot send the log of {}: {e}", request.key);
+                        }
+                    });
+                }
+                for task in a.tasks {
+                    let (client, agent) = (client.clone(), agent.clone());
+                    tokio::spawn(async move {
+                        let answer = crate::tasks::run(&agent, task.work).await;
+                        if let Err(e) = client.send_answer(task.id, &answer).await {
+                            tracing::warn!("cannot send the answer to task {}: {e}", task.id);
                         }
                     });
                 }

@@ -15,6 +15,7 @@ mod plan;
 mod releases;
 mod sockets;
 mod supervisor;
+mod tasks;
 
 /// How long a stopping agent lets its addresses' connections finish what they carry.
 pub const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -247,7 +248,7 @@ impl Agent {
             handle.plan = plan.clone();
             (handle.control.clone(), handle.workdir.clone())
         };
-        if let Ok(launch) = self.launch_spec(plan, &workdir) {
+        if let Ok(launch) = self.prepared_launch(plan, &workdir) {
             let _ = control.send(Control::Relaunch(Box::new(launch))).await;
         }
     }
@@ -355,7 +356,7 @@ impl Agent {
         let driver = self.driver(plan.driver)?;
         let workdir = self.workdir(&plan).await?;
         self.write_state(&plan)?;
-        let launch = self.launch_spec(&plan, &workdir)?;
+        let launch = self.prepared_launch(&plan, &workdir)?;
         logs::mark(
             &launch.log_path,
             &format!(
@@ -454,6 +455,24 @@ impl Agent {
             .join(plan.data_slot.unwrap_or(plan.key.instance).to_string())
     }
 
+    /// What the instance of `plan` starts with, its files written into its folder first.
+    fn prepared_launch(
+        &self,
+        plan: &InstancePlan,
+        workdir: &Path,
+    ) -> Result<LaunchSpec, AgentError> {
+        let launch = self.launch_spec(plan, workdir)?;
+        instance_files::write(
+            &self.instance_data_dir(plan),
+            &plan.files,
+            &self.placer(plan),
+        )
+        .map_err(AgentError::Files)?;
+        Ok(launch)
+    }
+
+    /// What the instance of `plan` runs with (an exec runs with the same, and leaves its
+    /// files as they are).
     fn launch_spec(&self, plan: &InstancePlan, workdir: &Path) -> Result<LaunchSpec, AgentError> {
         let log_path = self.log_path(&plan.key);
         if let Some(dir) = log_path.parent() {
@@ -470,7 +489,6 @@ impl Agent {
             source,
         })?;
         let place = self.placer(plan);
-        instance_files::write(&data_dir, &plan.files, &place).map_err(AgentError::Files)?;
         let placed = |text: &String| place(text);
         // Registry credentials are for the engine, not the instance.
         let mut env: std::collections::BTreeMap<String, String> = plan
@@ -799,7 +817,7 @@ impl Agent {
                     continue;
                 }
             };
-            let Ok(launch) = self.launch_spec(&plan, &workdir) else {
+            let Ok(launch) = self.prepared_launch(&plan, &workdir) else {
                 continue;
             };
             let adopted = match found

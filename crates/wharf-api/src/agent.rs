@@ -188,6 +188,10 @@ pub struct Assignments {
     /// `POST /v1/agent/logs/{id}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_requests: Vec<LogRequest>,
+    /// Other work for the agent (`wharf exec`, `wharf down --purge`): it answers each
+    /// at `POST /v1/agent/answers/{id}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<HostTask>,
     /// A fresh runtime configuration token per `ENV/SERVICE` the plans read
     /// configuration for, with every answer: what an instance the agent restarts gets,
     /// so a token that expired or died with a key rotation is never started again.
@@ -293,6 +297,55 @@ pub struct LogRequest {
     pub id: u64,
     pub key: InstanceKey,
     pub lines: usize,
+    /// Only lines written from then on (milliseconds since the epoch: `--since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
+/// Work the controller asks of an agent beside running its plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTask {
+    pub id: u64,
+    pub work: HostWork,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HostWork {
+    /// Runs `argv` once in the instance's environment and folder, for at most
+    /// `limit_secs` (`wharf exec`).
+    Exec {
+        key: InstanceKey,
+        argv: Vec<String>,
+        limit_secs: u64,
+    },
+    /// Removes the data folders and named volumes of `env` (of one `service`, or all)
+    /// on the host (`wharf down --purge`).
+    Purge {
+        env: String,
+        #[serde(default)]
+        service: Option<String>,
+    },
+}
+
+/// An agent's answer to a [`HostTask`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HostAnswer {
+    Exec {
+        /// `None`: a signal (or the time limit) ended it.
+        code: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    Purged {
+        folders: usize,
+        volumes: usize,
+    },
+    /// The work could not be done, and why.
+    Failed {
+        error: String,
+    },
 }
 
 /// Names the plan an instance runs, without repeating it: reports stay small.

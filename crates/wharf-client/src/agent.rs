@@ -230,6 +230,26 @@ impl AgentClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Answers a task the controller gave (an exec's output, a purge's count).
+    pub async fn send_answer(
+        &self,
+        id: u64,
+        answer: &wharf_api::agent::HostAnswer,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/v1/agent/answers/{id}", self.base))
+            .json(answer)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        Ok(())
+    }
+
     /// Answers a log request with the tail of an instance's log.
     pub async fn send_log(&self, id: u64, text: String) -> Result<(), ClientError> {
         let response = self

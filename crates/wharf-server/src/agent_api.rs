@@ -39,6 +39,10 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/join", post(join))
         .route("/v1/agent/assignments", get(assignments))
         .route("/v1/agent/logs/{id}", axum::routing::post(log_tail))
+        .route(
+            "/v1/agent/answers/{id}",
+            post(answer).layer(axum::extract::DefaultBodyLimit::max(MAX_ANSWER_BYTES)),
+        )
         .route("/v1/agent/report", post(report))
         .route("/v1/agent/artifacts/{digest}", get(artifact))
         .with_state(controller)
@@ -217,6 +221,21 @@ async fn log_tail(
     c.fleet
         .remote(host.id)
         .deliver_log(id, String::from_utf8_lossy(&body).into_owned());
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The largest answer to a task: an exec's two outputs at their limit, escaped.
+const MAX_ANSWER_BYTES: usize = 4 * wharf_driver::EXEC_OUTPUT_MAX + 64 * 1024;
+
+/// An agent's answer to a task it was given (an exec's output, a purge's count).
+async fn answer(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    Path(id): Path<u64>,
+    Json(answer): Json<wharf_api::agent::HostAnswer>,
+) -> Result<StatusCode, ServerError> {
+    let host = authenticate(&c, &peer)?;
+    c.fleet.remote(host.id).deliver_answer(id, answer);
     Ok(StatusCode::NO_CONTENT)
 }
 

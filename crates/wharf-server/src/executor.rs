@@ -1715,19 +1715,47 @@ impl Executor {
         })
     }
 
-    /// Removes the data folders of what `req` stopped, on this machine; a joined host
-    /// keeps its own (named in a warning, for its operator to remove).
+    /// Removes the data folders and named volumes of what `req` stopped, on this
+    /// machine and on every connected host of the environment; a host that is away
+    /// keeps its own (named in a warning: a later purge removes them).
     async fn purge_data(&self, req: &StopRequest, events: &Events) -> Result<String, ServerError> {
+        let (mut folders, mut volumes) = (0, 0);
         for host in self.store.hosts(Some(&req.env))? {
-            events.send(DeployEvent::Warning {
+            let kept = |why: String| DeployEvent::Warning {
                 message: format!(
-                    "host `{}` keeps its data folders of `{}`: a purge removes only this machine's",
-                    host.name, req.env
+                    "host `{}` keeps its data of `{}`: {why}; `wharf down --env {} --purge` again once it is back",
+                    host.name, req.env, req.env
                 ),
-            });
+            };
+            use wharf_core::lifecycle::HostState;
+            if !matches!(host.state, HostState::Ready | HostState::Draining) {
+                events.send(kept(format!("it is {}", host.state.as_str())));
+                continue;
+            }
+            let work = wharf_api::agent::HostWork::Purge {
+                env: req.env.clone(),
+                service: req.service.clone(),
+            };
+            match self
+                .fleet
+                .remote(host.id)
+                .ask(work, crate::remote::PURGE_WAIT)
+                .await
+            {
+                Ok(wharf_api::agent::HostAnswer::Purged {
+                    folders: f,
+                    volumes: v,
+                }) => {
+                    folders += f;
+                    volumes += v;
+                }
+                Ok(wharf_api::agent::HostAnswer::Failed { error }) => events.send(kept(error)),
+                Ok(other) => events.send(kept(format!("its agent answered {other:?}"))),
+                Err(e) => events.send(kept(e)),
+            }
         }
         let Some(local) = self.fleet.local.clone() else {
-            return Ok(String::new());
+            return Ok(purged(folders, volumes));
         };
         // Data folders can be large: removing them is blocking work.
         let (env, service) = (req.env.clone(), req.service.clone());
@@ -1736,23 +1764,27 @@ impl Executor {
                 .await
                 .map_err(|e| ServerError::internal(e.to_string()))?
                 .map_err(|e| ServerError::new(axum::http::StatusCode::CONFLICT, e))?;
-        let volumes = self
+        let local_volumes = self
             .fleet
             .local
             .as_ref()
             .map(|local| local.purge_volumes(&req.env, req.service.as_deref()));
-        let volumes = match volumes {
-            Some(purge) => purge
+        if let Some(purge) = local_volumes {
+            volumes += purge
                 .await
-                .map_err(|e| ServerError::new(axum::http::StatusCode::CONFLICT, e))?,
-            None => 0,
-        };
-        let mut said = format!("; removed {} data folder(s)", removed.len());
-        if volumes > 0 {
-            said.push_str(&format!(" and {volumes} volume(s)"));
+                .map_err(|e| ServerError::new(axum::http::StatusCode::CONFLICT, e))?;
         }
-        Ok(said)
+        Ok(purged(folders + removed.len(), volumes))
     }
+}
+
+/// What a purge says it removed.
+fn purged(folders: usize, volumes: usize) -> String {
+    let mut said = format!("; removed {folders} data folder(s)");
+    if volumes > 0 {
+        said.push_str(&format!(" and {volumes} volume(s)"));
+    }
+    said
 }
 
 fn indent(text: &str) -> String {

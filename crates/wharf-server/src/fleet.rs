@@ -34,8 +34,14 @@ pub trait AgentLink: Send + Sync {
     async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy>;
     /// The log file of an instance, when it is on this machine.
     fn log_path(&self, key: &InstanceKey) -> Option<PathBuf>;
-    /// The last `lines` lines of an instance's log, wherever it runs.
-    async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String>;
+    /// The last `lines` lines of an instance's log (only those written since `since`,
+    /// when given), wherever it runs.
+    async fn log_tail(
+        &self,
+        key: &InstanceKey,
+        lines: usize,
+        since: Option<i64>,
+    ) -> Result<String, String>;
     /// Has the instance rewrite its `files` and send `signal` for configuration revision
     /// `generation` (once: a generation it has seen is not signalled again).
     async fn reload(
@@ -49,13 +55,9 @@ pub trait AgentLink: Send + Sync {
     async fn exec(
         &self,
         key: &InstanceKey,
-        _argv: &[String],
-        _limit: Duration,
-    ) -> Result<wharf_driver::ExecOutput, String> {
-        Err(format!(
-            "{key} runs on a joined host: `wharf exec` reaches only this machine's instances so far"
-        ))
-    }
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<wharf_driver::ExecOutput, String>;
 }
 
 #[async_trait]
@@ -102,8 +104,17 @@ impl AgentLink for Agent {
         }
     }
 
-    async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
-        Ok(wharf_agent::logs::tail(&Agent::log_path(self, key), lines))
+    async fn log_tail(
+        &self,
+        key: &InstanceKey,
+        lines: usize,
+        since: Option<i64>,
+    ) -> Result<String, String> {
+        let path = Agent::log_path(self, key);
+        Ok(match since {
+            Some(since) => wharf_agent::logs::tail_since(&path, lines, since),
+            None => wharf_agent::logs::tail(&path, lines),
+        })
     }
 
     async fn exec(
@@ -150,7 +161,12 @@ impl AgentLink for NoHost {
         None
     }
 
-    async fn log_tail(&self, key: &InstanceKey, _: usize) -> Result<String, String> {
+    async fn log_tail(
+        &self,
+        key: &InstanceKey,
+        _: usize,
+        _: Option<i64>,
+    ) -> Result<String, String> {
         Err(format!("no host claims node `{}`", key.node))
     }
 
@@ -161,6 +177,15 @@ impl AgentLink for NoHost {
         _: &str,
         _: BTreeMap<String, String>,
     ) -> Result<(), String> {
+        Err(format!("no host claims node `{}`", key.node))
+    }
+
+    async fn exec(
+        &self,
+        key: &InstanceKey,
+        _: &[String],
+        _: Duration,
+    ) -> Result<wharf_driver::ExecOutput, String> {
         Err(format!("no host claims node `{}`", key.node))
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 use wharf_agent::{InstancePlan, InstanceStatus, Unhealthy};
-use wharf_api::agent::{AgentReport, ReportedInstance};
+use wharf_api::agent::{AgentReport, HostAnswer, HostWork, ReportedInstance};
 use wharf_core::lifecycle::{Health, InstanceState};
 use wharf_driver::InstanceKey;
 use wharf_store::Store;
@@ -33,7 +33,12 @@ pub struct RemoteAgent {
     log_requests: Mutex<Vec<wharf_api::agent::LogRequest>>,
     /// Who waits for which log request's answer.
     log_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
-    next_log_request: std::sync::atomic::AtomicU64,
+    /// Other work asked for and not yet handed to the agent, and who waits for each
+    /// answer.
+    tasks: Mutex<Vec<wharf_api::agent::HostTask>>,
+    task_answers: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<HostAnswer>>>,
+    /// Numbers log requests and tasks.
+    next_request: std::sync::atomic::AtomicU64,
     /// Shared by every host: bumped when any host's routable instances change, so the
     /// watch of every agent answers with fresh routes.
     routes: Arc<watch::Sender<u64>>,
@@ -61,6 +66,12 @@ pub struct RouteEntry {
 /// How long `wharf logs` waits for a remote agent's answer.
 const LOG_WAIT: Duration = Duration::from_secs(10);
 
+/// How much longer than its work may take an agent's answer may take to arrive.
+const ANSWER_MARGIN: Duration = Duration::from_secs(15);
+
+/// How long a purge of a host's data may take.
+pub const PURGE_WAIT: Duration = Duration::from_secs(120);
+
 impl RemoteAgent {
     pub fn new(host_id: i64, store: Arc<dyn Store>, routes: Arc<watch::Sender<u64>>) -> Self {
         // Revisions start from the clock, so an agent still holding a revision from
@@ -78,8 +89,10 @@ impl RemoteAgent {
             reports: watch::channel(0).0,
             last_report: Mutex::new(None),
             log_requests: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            task_answers: Mutex::new(Default::default()),
             log_answers: Mutex::new(std::collections::HashMap::new()),
-            next_log_request: std::sync::atomic::AtomicU64::new(1),
+            next_request: std::sync::atomic::AtomicU64::new(1),
             routes,
             mesh_port: Mutex::new(None),
             leaving: Default::default(),
@@ -193,6 +206,7 @@ impl RemoteAgent {
             log_requests: std::mem::take(
                 &mut *self.log_requests.lock().unwrap_or_else(|p| p.into_inner()),
             ),
+            tasks: std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner())),
             // Filled in by the route that answers, with the keyring's current key.
             config_tokens: Default::default(),
             routes: Vec::new(),
@@ -201,10 +215,16 @@ impl RemoteAgent {
         }
     }
 
-    /// The last `lines` lines of an instance's log on this host, asked of its agent.
-    pub async fn fetch_log(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
+    /// The last `lines` lines of an instance's log on this host (written since `since`,
+    /// when given), asked of its agent.
+    pub async fn fetch_log(
+        &self,
+        key: &InstanceKey,
+        lines: usize,
+        since: Option<i64>,
+    ) -> Result<String, String> {
         let id = self
-            .next_log_request
+            .next_request
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.log_answers
@@ -218,6 +238,7 @@ impl RemoteAgent {
                 id,
                 key: key.clone(),
                 lines,
+                since,
             });
         self.revision.send_modify(|r| *r += 1);
         let outcome = tokio::time::timeout(LOG_WAIT, answered).await;
@@ -232,6 +253,54 @@ impl RemoteAgent {
                 key.node,
                 LOG_WAIT.as_secs()
             )),
+        }
+    }
+
+    /// Has the agent do `work`, waiting up to `wait` for its answer (the agent must be
+    /// watching its assignments: one that is cut off never answers).
+    pub async fn ask(&self, work: HostWork, wait: Duration) -> Result<HostAnswer, String> {
+        let id = self
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.task_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, answer);
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(wharf_api::agent::HostTask { id, work });
+        self.revision.send_modify(|r| *r += 1);
+        let outcome = tokio::time::timeout(wait, answered).await;
+        // Asked and not yet taken (the agent is away): it is not done later.
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|t| t.id != id);
+        self.task_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match outcome {
+            Ok(Ok(answer)) => Ok(answer),
+            _ => Err(format!(
+                "the agent of host {} did not answer within {}s: is it running and connected? (`wharf hosts`)",
+                self.host_id,
+                wait.as_secs()
+            )),
+        }
+    }
+
+    /// An agent's answer to a task; one nobody waits for any more is dropped.
+    pub fn deliver_answer(&self, id: u64, answer: HostAnswer) {
+        if let Some(waiting) = self
+            .task_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+        {
+            let _ = waiting.send(answer);
         }
     }
 
@@ -450,8 +519,39 @@ impl AgentLink for RemoteAgent {
         None
     }
 
-    async fn log_tail(&self, key: &InstanceKey, lines: usize) -> Result<String, String> {
-        self.fetch_log(key, lines).await
+    async fn log_tail(
+        &self,
+        key: &InstanceKey,
+        lines: usize,
+        since: Option<i64>,
+    ) -> Result<String, String> {
+        self.fetch_log(key, lines, since).await
+    }
+
+    async fn exec(
+        &self,
+        key: &InstanceKey,
+        argv: &[String],
+        limit: Duration,
+    ) -> Result<wharf_driver::ExecOutput, String> {
+        let work = HostWork::Exec {
+            key: key.clone(),
+            argv: argv.to_vec(),
+            limit_secs: limit.as_secs(),
+        };
+        match self.ask(work, limit + ANSWER_MARGIN).await? {
+            HostAnswer::Exec {
+                code,
+                stdout,
+                stderr,
+            } => Ok(wharf_driver::ExecOutput {
+                code,
+                stdout: stdout.into_bytes(),
+                stderr: stderr.into_bytes(),
+            }),
+            HostAnswer::Failed { error } => Err(error),
+            other => Err(format!("the agent answered an exec with {other:?}")),
+        }
     }
 
     /// The request travels in the instance's assignment; the agent signals it once.

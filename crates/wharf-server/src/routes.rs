@@ -856,13 +856,6 @@ async fn logs(
             None => remote.push((prefix(i), key, link)),
         }
     }
-    if q.since.is_some() && !remote.is_empty() {
-        return Err(ServerError::bad_request(format!(
-            "`{}` runs on remote hosts, whose logs `--since` cannot read yet",
-            q.service
-        ))
-        .hint("without `--since`, `wharf logs` shows their last lines"));
-    }
     if q.follow {
         if !remote.is_empty() {
             return Err(ServerError::bad_request(format!(
@@ -877,7 +870,7 @@ async fn logs(
     let mut text = logs::snapshot(&sources, lines, q.since);
     for (prefix, key, link) in remote {
         let tail = link
-            .log_tail(&key, lines)
+            .log_tail(&key, lines, q.since)
             .await
             .map_err(|e| ServerError::new(StatusCode::GATEWAY_TIMEOUT, e))?;
         text.extend(tail.lines().map(|l| format!("{prefix}{l}\n")));

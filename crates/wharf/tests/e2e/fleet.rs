@@ -626,3 +626,55 @@ fn out_of_file_descriptors_the_agent_port_backs_off_quietly() {
         .status
         .success()));
 }
+
+/// `wharf exec`, `wharf logs --since` and `wharf down --purge` reach instances and
+/// data on joined hosts through their agents, as they do on the controller's machine.
+#[test]
+fn exec_logs_since_and_purge_reach_joined_hosts() {
+    let mut f = fleet();
+    let p = &mut f.project;
+    p.ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    let out = p.ok(&[
+        "exec",
+        "svc",
+        "--env",
+        "fleet",
+        "--instance",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$MESSAGE\"; echo kept > \"$WHARF_DATA_DIR/kept\"",
+    ]);
+    assert!(stdout(&out).starts_with("hello from web"), "{}", text(&out));
+    let kept: Vec<_> = (1..=3)
+        .map(|n| {
+            p.path()
+                .join(format!("agent-web-{n}/data/fleet/svc/1/kept"))
+        })
+        .filter(|f| f.exists())
+        .collect();
+    assert_eq!(kept.len(), 1, "written on the host that runs #1");
+    // The command's own status is the exit status.
+    let out = p.wharf(&["exec", "svc", "--env", "fleet", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    let out = p.ok(&["logs", "svc", "--env", "fleet", "--since", "10m"]);
+    assert!(stdout(&out).contains("starting on"), "{}", text(&out));
+    let mut last = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = stdout(&p.ok(&["logs", "svc", "--env", "fleet", "--since", "1s"]));
+            !last.contains("starting on")
+        }),
+        "only what was written since: {last}"
+    );
+
+    let out = p.ok(&["down", "--env", "fleet", "--purge", "--yes"]);
+    assert!(
+        stderr(&out).contains("removed 3 data folder(s)"),
+        "{}",
+        text(&out)
+    );
+    assert!(!kept[0].exists(), "the joined host's data is gone");
+}

@@ -1,0 +1,54 @@
+//! Work a joined host's agent does when its controller asks, beside running its plans:
+//! `wharf exec` in one of its instances, `wharf down --purge` of its data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_api::agent::{HostAnswer, HostWork};
+
+use crate::Agent;
+
+/// The longest an exec may run, whatever the controller asks.
+const EXEC_LIMIT_MAX: Duration = Duration::from_secs(600);
+
+/// Does `work`; what went wrong is an answer too.
+pub async fn run(agent: &Arc<Agent>, work: HostWork) -> HostAnswer {
+    match work {
+        HostWork::Exec {
+            key,
+            argv,
+            limit_secs,
+        } => {
+            let limit = Duration::from_secs(limit_secs).min(EXEC_LIMIT_MAX);
+            match agent.exec(&key, &argv, limit).await {
+                Ok(output) => HostAnswer::Exec {
+                    code: output.code,
+                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                },
+                Err(error) => HostAnswer::Failed { error },
+            }
+        }
+        HostWork::Purge { env, service } => {
+            // Data folders can be large: removing them is blocking work.
+            let folders = {
+                let (agent, env, service) = (agent.clone(), env.clone(), service.clone());
+                tokio::task::spawn_blocking(move || agent.purge_data(&env, service.as_deref()))
+                    .await
+            };
+            let folders = match folders {
+                Ok(Ok(removed)) => removed.len(),
+                Ok(Err(error)) => return HostAnswer::Failed { error },
+                Err(e) => {
+                    return HostAnswer::Failed {
+                        error: e.to_string(),
+                    };
+                }
+            };
+            match agent.purge_volumes(&env, service.as_deref()).await {
+                Ok(volumes) => HostAnswer::Purged { folders, volumes },
+                Err(error) => HostAnswer::Failed { error },
+            }
+        }
+    }
+}
