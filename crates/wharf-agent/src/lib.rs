@@ -133,28 +133,30 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let state_dir = root.join("instances");
         let logs_dir = root.join("logs");
-        for dir in [&state_dir, &logs_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| AgentError::State {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        // Instance records, logs and the agent's id are its user's only: with the id,
-        // another user could tag a process as one of its instances.
-        {
+        let data_dir = root.join("data");
+        // Instances that run as another user (`user:`) pass through the root to their
+        // release and data folders: it and the data folder are traversable, not
+        // listable; instance records and logs are the agent's user's only, and so is
+        // its id (with it, another user could tag a process as one of its instances).
+        let layout = [
+            (root.to_owned(), 0o711),
+            (state_dir.clone(), 0o700),
+            (logs_dir.clone(), 0o700),
+            (data_dir.clone(), 0o711),
+        ];
+        for (dir, mode) in layout {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(
-                |source| AgentError::State {
-                    path: root.to_owned(),
-                    source,
-                },
-            )?;
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+                })
+                .map_err(|source| AgentError::State { path: dir, source })?;
         }
         Ok(Self {
             id: id.to_owned(),
             state_dir,
             logs_dir,
-            data_dir: root.join("data"),
+            data_dir,
             drivers: [(DriverKind::Process, driver)].into_iter().collect(),
             releases: Releases::new(root.join("releases"), source),
             sink,

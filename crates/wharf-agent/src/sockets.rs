@@ -79,9 +79,12 @@ pub fn check_listener(port: u16, group: u32) -> Result<(), String> {
         return Ok(());
     }
     // Another user's socket is refused even where its process cannot be looked into
-    // (an agent that is not root cannot read other users' open files).
+    // (an agent that is not root cannot read other users' open files). Root reads
+    // them all, and runs instances as other users (`user:`): its check is the group's.
     let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    if let Some((_, uid)) = found.iter().find(|(_, uid)| Some(*uid) != me) {
+    if me != Some(0)
+        && let Some((_, uid)) = found.iter().find(|(_, uid)| Some(*uid) != me)
+    {
         return Err(format!(
             "port {port} is held by another user (uid {uid}), not by this instance"
         ));

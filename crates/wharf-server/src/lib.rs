@@ -230,6 +230,7 @@ pub async fn run(
     owner_only(state_dir).map_err(io)?;
     // Held for the controller's life: one controller per state folder.
     let lock = File::create(state_dir.join("controller.lock")).map_err(io)?;
+    // (Holds nothing: readable by anyone who passes through, as a pid file is.)
     lock.try_lock_exclusive()
         .map_err(|_| StartError::AlreadyRunning(state_dir.to_owned()))?;
 
@@ -476,8 +477,21 @@ fn local_agent(
     Ok(Arc::new(agent))
 }
 
-/// Makes the state folder and its database files its owner's alone: they hold
-/// configuration values, token hashes and secret ciphertexts, and the agent's files.
+/// The state folder's parts that are its owner's alone: the authority's key, the
+/// artifacts; the database (configuration values, token hashes, secret ciphertexts),
+/// the master keys and the controller's log.
+const PRIVATE_DIRS: &[&str] = &["pki", "artifacts"];
+const PRIVATE_FILES: &[&str] = &[
+    "state.db",
+    "state.db-wal",
+    "state.db-shm",
+    "master.keys",
+    "server.log",
+];
+
+/// Makes the state folder its owner's: only its `agent/` folder's release and data
+/// folders are reachable by other users (instances running as them), and nothing in it
+/// can be listed by them.
 fn owner_only(state_dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let db = state_dir.join("state.db");
@@ -506,7 +520,14 @@ fn owner_only(state_dir: &Path) -> std::io::Result<()> {
             })
         });
     if ours {
-        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
+        // Traversable, not listable: instances running as another user (`user:`) pass
+        // through to their folders below `agent/`; what is not theirs is private below.
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o711))?;
+        for dir in PRIVATE_DIRS {
+            let path = state_dir.join(dir);
+            std::fs::create_dir_all(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+        }
     } else {
         tracing::warn!(
             "state folder {} is not wharf's alone; keep it private to its owner",
@@ -522,7 +543,7 @@ fn owner_only(state_dir: &Path) -> std::io::Result<()> {
             .mode(0o600)
             .open(&db)?;
     }
-    for name in ["state.db", "state.db-wal", "state.db-shm", "master.keys"] {
+    for name in PRIVATE_FILES {
         let path = state_dir.join(name);
         if path.exists() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -688,14 +709,22 @@ pub(crate) fn random_hex(bytes: usize) -> std::io::Result<String> {
 /// other projects' on the same host.
 fn agent_id(root: &Path) -> std::io::Result<String> {
     std::fs::create_dir_all(root)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = root.join("id");
     if let Ok(id) = std::fs::read_to_string(&path) {
+        // (One an older wharf wrote may be readable by others: it is not any more.)
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         return Ok(id.trim().to_owned());
     }
     let mut bytes = [0u8; 8];
-    use std::io::Read;
+    use std::io::{Read, Write};
     File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, &id)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?
+        .write_all(id.as_bytes())?;
     Ok(id)
 }

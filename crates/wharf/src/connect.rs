@@ -362,10 +362,15 @@ fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<std::
                 Failure::operation(format!("cannot create `{}`: {e}", state_dir.display()))
             })?;
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.join("server.log"))?;
+    // The controller's log is its owner's alone (the folder lets others pass through).
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(state_dir.join("server.log"))?
+    };
     let exe = std::env::current_exe()?;
     let mut command = std::process::Command::new(exe);
     command

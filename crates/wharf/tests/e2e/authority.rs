@@ -429,15 +429,31 @@ fn the_state_folder_is_its_owners_alone() {
             .mode()
             & 0o777
     };
-    assert_eq!(mode(p.state_dir()), 0o700);
+    // Others may pass through (to instances' folders) but not list it.
+    assert_eq!(mode(p.state_dir()), 0o711);
     assert_eq!(mode(p.state_dir().join("state.db")), 0o600);
     assert_eq!(mode(p.state_dir().join("master.keys")), 0o600);
+    assert_eq!(mode(p.state_dir().join("server.log")), 0o600);
     assert_eq!(
-        mode(p.state_dir().join("agent")),
-        0o700,
-        "the agent's id and logs"
+        mode(p.state_dir().join("agent/id")),
+        0o600,
+        "the agent's id"
     );
+    assert_eq!(mode(p.state_dir().join("agent/logs")), 0o700);
     assert_eq!(mode(p.state_dir().join("controller.json")), 0o600);
+    let state = p.state_dir();
+    let leaked: Vec<_> = readable_by_others(&state)
+        .into_iter()
+        .filter(|f| {
+            let rel = f.strip_prefix(&state).unwrap();
+            !(rel.starts_with("agent/releases")
+                || rel.starts_with("agent/data")
+                || ["api-port", "agent-port", "controller.lock"]
+                    .iter()
+                    .any(|n| rel == std::path::Path::new(n)))
+        })
+        .collect();
+    assert!(leaked.is_empty(), "readable by other users: {leaked:?}");
 }
 
 #[test]

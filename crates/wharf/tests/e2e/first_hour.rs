@@ -1,5 +1,4 @@
 //! The commands of a user's first hour: versions, completions, templates in `run`.
-
 use crate::harness::*;
 
 const ONE: &str = r#"
@@ -301,7 +300,7 @@ environments:
 }
 
 #[test]
-fn a_user_that_cannot_reach_the_private_state_folder_is_a_clear_error() {
+fn an_instance_runs_as_its_user_through_a_state_folder_others_cannot_read() {
     if !nix::unistd::geteuid().is_root() {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root");
         #[allow(clippy::print_stderr)]
@@ -316,29 +315,56 @@ services:
     build: ./who
     run: ["python3", "app.py"]
     port: http
+    health: { http: /health, interval: 100ms }
     user: USER
 environments:
   local: {}
 "#;
-    // A dev controller keeps its state (and the instances' folders) private: another
-    // user cannot pass through it, and the deploy says where.
+    // A folder on the way that the user cannot pass through is named, with the fix.
+    use std::os::unix::fs::PermissionsExt;
     let mut p = Project::new(&definition.replace("USER", "nobody"), &["who"]);
+    std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let out = p.wharf(&["deploy", "who", "--env", "local", "--version", "v1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let closed = format!("{} is closed to it", p.path().display());
     assert!(
-        stderr(&out).contains("`nobody` cannot reach") && stderr(&out).contains("chmod o+x"),
+        stderr(&out).contains("`nobody` cannot reach") && stderr(&out).contains(&closed),
         "{}",
         text(&out)
     );
+    // Once it is open, wharf's own state folder is no obstacle.
+    std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    p.ok(&["deploy", "who", "--env", "local", "--version", "v2"]);
+    let pid = p.instances("who", "local")[0]["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(uid, nobody.uid.to_string(), "it runs as nobody");
+    // Other users reach the instances' release and data folders and nothing else.
+    // (What else they can read is `authority::the_state_folder_is_its_owners_alone`.)
+    let readable = readable_by_others(&p.state_dir());
+    let state = p.state_dir();
+    assert!(
+        readable
+            .iter()
+            .any(|p| p.starts_with(state.join("agent/releases"))),
+        "the release is: {readable:?}"
+    );
     // A user this host lacks is named.
     p.write("wharf.yaml", &definition.replace("USER", "no-such-user"));
-    let out = p.wharf(&["deploy", "who", "--env", "local", "--version", "v2"]);
+    let out = p.wharf(&["deploy", "who", "--env", "local", "--version", "v3"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stderr(&out).contains("there is no user `no-such-user`"),
         "{}",
         text(&out)
     );
+    p.ok(&["down", "--env", "local"]);
 }
 
 #[test]

@@ -442,3 +442,33 @@ pub fn inventory_binary() -> std::path::PathBuf {
     assert!(status.success());
     target.join("release/shop-inventory")
 }
+
+/// The files and folders below `root` a user other than their owner (and not in their
+/// group) can read: every folder on the way lets others pass, and the entry lets them
+/// read it (a folder: list it).
+pub fn readable_by_others(root: &Path) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut open = vec![root.to_owned()];
+    while let Some(dir) = open.pop() {
+        let mode = |p: &Path| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0)
+        };
+        if mode(&dir) & 0o001 == 0 {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if mode(&path) & 0o004 != 0 {
+                found.push(path.clone());
+            }
+            if is_dir {
+                open.push(path);
+            }
+        }
+    }
+    found
+}

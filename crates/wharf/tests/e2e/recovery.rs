@@ -400,7 +400,11 @@ fn the_open_local_controller_answers_only_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     let mode =
         |path: std::path::PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(p.state_dir()), 0o700);
+    assert_eq!(
+        mode(p.state_dir()),
+        0o711,
+        "others pass through, never list"
+    );
     assert_eq!(mode(p.state_dir().join("controller.json")), 0o600);
     // The owner's client is served.
     assert_eq!(
