@@ -167,6 +167,12 @@ fn state_err(path: &Path, e: impl std::fmt::Display) -> ConnectError {
 }
 
 /// Loads this host's credentials, joining first if it has none.
+/// Joins with the options' token and keeps the credentials, without running: what a
+/// bootstrap does before it installs the agent as a service. Already joined: nothing.
+pub async fn join_only(options: &ConnectOptions) -> Result<(), ConnectError> {
+    credentials(options).await.map(|_| ())
+}
+
 async fn credentials(options: &ConnectOptions) -> Result<(Joined, Credentials), ConnectError> {
     let dir = &options.state_dir;
     std::fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;

@@ -1244,7 +1244,26 @@ impl Checker<'_> {
             RawProvider::Netns => Provider::Netns,
             RawProvider::Docker => Provider::Docker,
             RawProvider::Static => Provider::Static,
+            RawProvider::Ssh => Provider::Ssh,
         };
+        let mut at = base.to_vec();
+        at.push(key("hosts"));
+        if provider == Provider::Ssh {
+            let ssh = crate::ssh_hosts::check(self, raw, &at);
+            let names = ssh.machines.iter().map(|m| m.name.clone()).collect();
+            return HostsSpec {
+                provider,
+                names,
+                ssh: Some(ssh),
+            };
+        }
+        for set in crate::ssh_hosts::ssh_keys_set(raw) {
+            self.report(
+                &[at.clone(), vec![key(set)]].concat(),
+                format!("`{set}` applies only to `provider: ssh`"),
+                Some("remove it, or use `provider: ssh`".into()),
+            );
+        }
         let names: Vec<String> = match (&raw.names, raw.count) {
             (Some(names), _) => names.clone(),
             (None, Some(count)) => {
@@ -1254,8 +1273,6 @@ impl Checker<'_> {
             (None, None) if raw_nodes.is_some() => nodes.iter().map(|n| n.name.clone()).collect(),
             (None, None) => Vec::new(),
         };
-        let mut at = base.to_vec();
-        at.push(key("hosts"));
         if names.is_empty() {
             self.report(
                 &at,
@@ -1266,7 +1283,11 @@ impl Checker<'_> {
         for name in &names {
             check_name(self, name, "host", &at);
         }
-        HostsSpec { provider, names }
+        HostsSpec {
+            provider,
+            names,
+            ssh: None,
+        }
     }
 
     fn environment(
@@ -1629,7 +1650,7 @@ fn known(services: &[&str], name: &str) -> bool {
     services.binary_search(&name).is_ok()
 }
 
-fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {
+pub(crate) fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name

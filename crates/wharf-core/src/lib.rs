@@ -17,6 +17,7 @@ pub mod raw;
 pub mod rollout;
 pub mod scale;
 pub mod spec;
+pub mod ssh_hosts;
 pub mod strategy;
 pub mod structure;
 pub mod suggest;

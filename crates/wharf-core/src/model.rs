@@ -236,6 +236,8 @@ pub struct Environment {
 pub struct HostsSpec {
     pub provider: Provider,
     pub names: Vec<String>,
+    /// `provider: ssh`: how its machines are reached.
+    pub ssh: Option<SshHosts>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +246,33 @@ pub enum Provider {
     Netns,
     Docker,
     Static,
+    Ssh,
+}
+
+/// How `provider: ssh` reaches its machines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshHosts {
+    pub identity_file: String,
+    pub machines: Vec<SshMachine>,
+    pub jump: Option<SshEndpoint>,
+    /// Where the hosts reach the controller's agent port, when given.
+    pub controller: Option<String>,
+}
+
+/// One machine: its host name in wharf and how to log in to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshMachine {
+    pub name: String,
+    pub endpoint: SshEndpoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshEndpoint {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// `TYPE BASE64` as in a `.pub` file; `None`: known_hosts decides.
+    pub host_key: Option<String>,
 }
 
 /// A port of `ports:`: assigned per instance and kept, or `fixed` (counting up per

@@ -544,6 +544,51 @@ pub struct RawHosts {
     /// Name prefix for `count` hosts (default `host`).
     #[serde(default)]
     pub prefix: Option<String>,
+    /// `provider: ssh`: who logs in (default `root`; another user needs `sudo -n`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `provider: ssh`: the private key to log in with (default `~/.ssh/id_ed25519`).
+    #[serde(default)]
+    pub identity_file: Option<String>,
+    /// `provider: ssh`: the machines, each with its address and, ideally, its host key.
+    #[serde(default)]
+    pub hosts: Option<Vec<RawSshHost>>,
+    /// `provider: ssh`: a bastion every connection goes through.
+    #[serde(default)]
+    pub jump: Option<RawSshJump>,
+    /// `provider: ssh`: where the hosts reach the controller's agent port
+    /// (`https://ADDRESS:PORT`). Default: the address this machine connects from.
+    #[serde(default)]
+    pub controller: Option<String>,
+}
+
+/// One machine of `provider: ssh`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSshHost {
+    pub name: String,
+    pub address: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Its public host key, `ssh-ed25519 AAAA...` (as in `/etc/ssh/ssh_host_*.pub`).
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// Who logs in here, when not the hosts' `user`.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// The bastion of `provider: ssh`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSshJump {
+    pub address: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub host_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -552,6 +597,7 @@ pub enum RawProvider {
     Netns,
     Docker,
     Static,
+    Ssh,
 }
 
 /// A node (host) shape and the services it runs.

@@ -8,6 +8,7 @@
 
 mod docker;
 mod netns;
+pub mod ssh;
 
 pub use docker::{ContainerHost, DockerProvider, DockerRecord, write_rootfs};
 pub use netns::{NetnsHost, NetnsProvider, NetworkRecord};

@@ -354,8 +354,19 @@ pub enum SecretCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
-    /// Make the hosts the definition asks for and start their agents.
-    Up { env: String },
+    /// Make the hosts the definition asks for and start their agents (`provider: ssh`:
+    /// install, join and start the agent on each machine, at most 10 at once).
+    Up {
+        env: String,
+        /// `provider: ssh`: trust a machine's host key that neither the definition nor
+        /// a known_hosts file names, and record it in the state folder's known_hosts.
+        #[arg(long)]
+        accept_new_host_key: bool,
+        /// `provider: ssh`: the wharf binary to install (one built for the machines'
+        /// architecture; default: this one).
+        #[arg(long)]
+        agent_binary: Option<std::path::PathBuf>,
+    },
     /// Stop the environment's instances and remove every host `up` made.
     Down { env: String },
 }
@@ -457,6 +468,21 @@ pub struct AgentArgs {
     /// controller).
     #[arg(long, default_value = "0.0.0.0:0")]
     pub mesh_listen: std::net::SocketAddr,
+    /// Reads the join token from the first line of standard input (as `wharf env up`
+    /// sends it over SSH), never from argv or the environment.
+    #[arg(long, conflicts_with = "join_token")]
+    pub token_stdin: bool,
+    /// Joins and keeps the credentials, then exits (the agent is started afterwards,
+    /// as a service).
+    #[arg(long)]
+    pub join_only: bool,
+    /// Runs the agent under a supervisor that starts it again whenever it exits (where
+    /// no systemd does that); SIGTERM stops both.
+    #[arg(long, requires = "pid_file")]
+    pub supervise: bool,
+    /// Where the supervisor writes its pid.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

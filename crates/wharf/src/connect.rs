@@ -81,8 +81,8 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
         ));
         stop(&file).await;
     }
-    // Hosts in network namespaces or containers reach the agent listener through
-    // their own links, so a project that has such environments gets one beyond
+    // Hosts in network namespaces, containers or over SSH reach the agent listener
+    // through their own links, so a project that has such environments gets one beyond
     // loopback (agents authenticate with certificates, hosts join with tokens).
     let fleet = project::load(global)
         .map(|p| {
@@ -90,7 +90,9 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
                 e.hosts.as_ref().is_some_and(|h| {
                     matches!(
                         h.provider,
-                        wharf_core::model::Provider::Netns | wharf_core::model::Provider::Docker
+                        wharf_core::model::Provider::Netns
+                            | wharf_core::model::Provider::Docker
+                            | wharf_core::model::Provider::Ssh
                     )
                 })
             })

@@ -10,7 +10,21 @@ use crate::cli::{AgentArgs, Global};
 use crate::commands::server::{cancel_on_signal, init_logging};
 use crate::failure::Failure;
 
-pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
+pub async fn agent(global: &Global, mut args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.supervise
+        && let Some(pid_file) = &args.pid_file
+    {
+        return super::supervise::run(pid_file).await;
+    }
+    if args.token_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let token = line.trim();
+        if token.is_empty() {
+            return Err(Failure::input("`--token-stdin` read no token").into());
+        }
+        args.join_token = Some(token.to_owned());
+    }
     let controller = global.controller.clone().ok_or_else(|| {
         Failure::input("which controller? pass `--controller https://HOST:PORT`")
             .hint("`wharf token create` prints the address")
@@ -62,15 +76,18 @@ pub async fn agent(global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode>
         mesh_listen: args.mesh_listen,
         listener_holder: std::env::current_exe().ok(),
     };
-    connected::run(options, driver, cancel_on_signal())
-        .await
-        .map_err(|e| match e {
-            ConnectError::NotJoined | ConnectError::BadToken(_) | ConnectError::Mesh(..) => {
-                Failure::input(e.to_string())
-            }
-            ConnectError::Refused(_) => Failure::operation(e.to_string())
-                .hint("issue a new token with `wharf token create` and join again"),
-            other => Failure::operation(other.to_string()),
-        })?;
+    let ran = if args.join_only {
+        connected::join_only(&options).await
+    } else {
+        connected::run(options, driver, cancel_on_signal()).await
+    };
+    ran.map_err(|e| match e {
+        ConnectError::NotJoined | ConnectError::BadToken(_) | ConnectError::Mesh(..) => {
+            Failure::input(e.to_string())
+        }
+        ConnectError::Refused(_) => Failure::operation(e.to_string())
+            .hint("issue a new token with `wharf token create` and join again"),
+        other => Failure::operation(other.to_string()),
+    })?;
     Ok(ExitCode::SUCCESS)
 }

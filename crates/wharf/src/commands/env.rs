@@ -35,7 +35,7 @@ fn provider(global: &Global) -> anyhow::Result<NetnsProvider<SystemRunner>> {
     ))
 }
 
-fn agent_port(global: &Global) -> anyhow::Result<u16> {
+pub(crate) fn agent_port(global: &Global) -> anyhow::Result<u16> {
     let file: ControllerFile = serde_json::from_slice(&std::fs::read(
         project::state_dir(global)?.join(CONTROLLER_FILE),
     )?)?;
@@ -53,12 +53,22 @@ pub async fn env(
     command: EnvCommand,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        EnvCommand::Up { env } => up(global, printer, &env).await,
+        EnvCommand::Up {
+            env,
+            accept_new_host_key,
+            agent_binary,
+        } => up(global, printer, &env, accept_new_host_key, agent_binary).await,
         EnvCommand::Down { env } => down(global, printer, &env).await,
     }
 }
 
-async fn up(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<ExitCode> {
+async fn up(
+    global: &Global,
+    printer: &Printer,
+    env: &str,
+    accept_new_host_key: bool,
+    agent_binary: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let project = project::load(global)?;
     let environment = project.definition.environment(env).map_err(Failure::from)?;
     let Some(hosts) = &environment.hosts else {
@@ -74,6 +84,16 @@ async fn up(global: &Global, printer: &Printer, env: &str) -> anyhow::Result<Exi
             return Ok(ExitCode::SUCCESS);
         }
         Provider::Docker => return docker_up(global, printer, env, &hosts.names).await,
+        Provider::Ssh => {
+            let Some(ssh) = &hosts.ssh else {
+                return Err(Failure::input(format!("`{env}` lists no SSH machine")).into());
+            };
+            let options = super::env_ssh::Options {
+                accept_new_host_key,
+                agent_binary,
+            };
+            return super::env_ssh::up(global, printer, env, ssh, options).await;
+        }
         Provider::Netns => {}
     }
     let provider = provider(global)?;
@@ -191,7 +211,7 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
 }
 
-async fn wait_ready(client: &Client, env: &str, names: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(client: &Client, env: &str, names: &[String]) -> anyhow::Result<()> {
     let begun = Instant::now();
     loop {
         let hosts = client.hosts(Some(env)).await.map_err(Failure::from)?;

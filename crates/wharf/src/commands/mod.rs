@@ -8,6 +8,7 @@ mod config;
 mod definition;
 mod deploy;
 mod env;
+mod env_ssh;
 mod events;
 mod exec;
 mod history;
@@ -21,6 +22,7 @@ mod secret;
 mod server;
 mod status;
 mod stop;
+mod supervise;
 mod validate;
 mod version;
 

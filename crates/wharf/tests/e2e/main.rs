@@ -24,4 +24,5 @@ mod redis;
 mod registry;
 mod rollouts;
 mod shop;
+mod ssh;
 mod traffic;

@@ -29,12 +29,12 @@ environments:
 /// The fleet tests run one after another: each runs 3 hosts' agents and checks timings
 /// (hosts going down within seconds) that three fleets at once on two cores, beside the
 /// rest of the suite, would miss.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static FLEETS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     FLEETS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn runs_here() -> bool {
+pub(crate) fn runs_here() -> bool {
     let root = nix::unistd::geteuid().is_root();
     let ip = Command::new("ip")
         .args(["netns", "list"])
