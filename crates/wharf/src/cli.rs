@@ -439,6 +439,22 @@ pub enum HostCommand {
     Partition(HostArgs),
     /// Reconnect a partitioned host.
     Heal(HostArgs),
+    /// Install a new agent binary on SSH hosts, one host at a time; their instances keep
+    /// running and are adopted by the new agent.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// One host (default: every host of `--env`).
+    pub host: Option<String>,
+    #[arg(long = "env", short = 'e')]
+    pub env: Option<String>,
+    /// The wharf binary to install (default: this one).
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
+    #[arg(long)]
+    pub accept_new_host_key: bool,
 }
 
 #[derive(Debug, Args)]

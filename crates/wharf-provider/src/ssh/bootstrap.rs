@@ -295,6 +295,21 @@ async fn steps(
             return Err(fail("cannot start the agent", &ran));
         }
         outcome.started = true;
+        // Started means running: the probe sees it before this machine is done.
+        let script = format!("sh -c {}", quote(&probe_script()));
+        let mut runs = false;
+        for _ in 0..50 {
+            runs = parse_probe(&session.run(&script, b"").await?.stdout).running;
+            if runs {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        if !runs {
+            return Err(SshError::Host(format!(
+                "the agent was started but does not run: see {LOG_FILE} on the machine"
+            )));
+        }
     }
     Ok(outcome)
 }

@@ -72,12 +72,94 @@ pub async fn up(
     ssh: &SshHosts,
     options: Options,
 ) -> anyhow::Result<ExitCode> {
+    let all: Vec<&str> = ssh.machines.iter().map(|m| m.name.as_str()).collect();
+    bootstrap(global, printer, env, ssh, &options, &all, PARALLEL).await?;
+    printer.info(&format!("{} host(s) of `{env}` are up", all.len()));
+    crate::commands::hosts::list(global, printer, Some(env)).await
+}
+
+/// `wharf host upgrade [NAME] [--env ENV]`: the bootstrap again, one machine at a
+/// time, so a new binary rolls host by host (its agent restarted on it, its instances
+/// adopted as they run).
+pub async fn upgrade(
+    global: &Global,
+    printer: &Printer,
+    args: crate::cli::UpgradeArgs,
+) -> anyhow::Result<ExitCode> {
+    let project = project::load(global)?;
+    let ssh_envs: Vec<(&String, &SshHosts)> = project
+        .definition
+        .environments
+        .iter()
+        .filter(|(name, _)| args.env.as_ref().is_none_or(|e| e == *name))
+        .filter_map(|(name, e)| Some((name, e.hosts.as_ref()?.ssh.as_ref()?)))
+        .filter(|(_, ssh)| {
+            args.host
+                .as_ref()
+                .is_none_or(|h| ssh.machines.iter().any(|m| &m.name == h))
+        })
+        .collect();
+    let (env, ssh) = match (ssh_envs.as_slice(), &args.host) {
+        ([one], _) => *one,
+        ([], Some(host)) => {
+            return Err(
+                Failure::input(format!("no SSH host `{host}` in the definition"))
+                    .hint("`wharf host upgrade` reaches hosts of `provider: ssh`")
+                    .into(),
+            );
+        }
+        ([], None) => {
+            return Err(
+                Failure::input("`wharf host upgrade` needs `--env ENV` or a host name")
+                    .hint("it reaches the hosts of an environment with `provider: ssh`")
+                    .into(),
+            );
+        }
+        (_, _) => {
+            return Err(Failure::input("several environments match: name one with `--env`").into());
+        }
+    };
+    let chosen: Vec<&str> = ssh
+        .machines
+        .iter()
+        .map(|m| m.name.as_str())
+        .filter(|n| args.host.as_deref().is_none_or(|h| h == *n))
+        .collect();
+    let options = Options {
+        accept_new_host_key: args.accept_new_host_key,
+        agent_binary: args.agent_binary,
+    };
+    bootstrap(global, printer, env, ssh, &options, &chosen, 1).await?;
+    printer.info(&format!(
+        "{} host(s) of `{env}` run this agent",
+        chosen.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bootstraps the machines of `ssh` named in `only`, `parallel` at once, and waits for
+/// those that succeeded to report; an error names those that did not.
+async fn bootstrap(
+    global: &Global,
+    printer: &Printer,
+    env: &str,
+    ssh: &SshHosts,
+    options: &Options,
+    only: &[&str],
+    parallel: usize,
+) -> anyhow::Result<()> {
     let client = crate::connect::controller(global, printer).await?;
     let state_dir = project::state_dir(global)?;
-    let binary = match options.agent_binary {
-        Some(path) => path,
+    let binary = match &options.agent_binary {
+        Some(path) => path.clone(),
         None => std::env::current_exe()?,
     };
+    let machines: Vec<Login> = ssh
+        .machines
+        .iter()
+        .filter(|m| only.contains(&m.name.as_str()))
+        .map(|m| login(&m.name, &m.endpoint))
+        .collect();
     // A token only when some machine is not a ready host yet: a re-run on a ready
     // environment makes none.
     let hosts = client.hosts(Some(env)).await.map_err(Failure::from)?;
@@ -86,7 +168,7 @@ pub async fn up(
             .iter()
             .any(|h| h.host.name == name && h.host.state.can_take_instances())
     };
-    let new = ssh.machines.iter().filter(|m| !ready(&m.name)).count();
+    let new = machines.iter().filter(|m| !ready(&m.name)).count();
     let token = if new == 0 {
         None
     } else {
@@ -122,15 +204,11 @@ pub async fn up(
         jump: ssh.jump.as_ref().map(|j| login("jump host", j)),
     };
     printer.info(&format!(
-        "bootstrapping {} machine(s) of `{env}` over SSH (at most {PARALLEL} at once)",
-        ssh.machines.len()
+        "bootstrapping {} machine(s) of `{env}` over SSH (at most {parallel} at once)",
+        machines.len()
     ));
-    let machines: Vec<Login> = ssh
-        .machines
-        .iter()
-        .map(|m| login(&m.name, &m.endpoint))
-        .collect();
-    let results = bootstrap_all(machines, plan, PARALLEL).await;
+    let total = machines.len();
+    let results = bootstrap_all(machines, plan, parallel).await;
     let mut failed = Vec::new();
     let mut done = Vec::new();
     for (machine, result) in results {
@@ -148,9 +226,8 @@ pub async fn up(
     super::env::wait_ready(&client, env, &done).await?;
     if !failed.is_empty() {
         return Err(Failure::operation(format!(
-            "{} of {} machine(s) of `{env}` could not be bootstrapped: {}",
+            "{} of {total} machine(s) of `{env}` could not be bootstrapped: {}",
             failed.len(),
-            ssh.machines.len(),
             failed.join(", ")
         ))
         .hint(format!(
@@ -158,6 +235,5 @@ pub async fn up(
         ))
         .into());
     }
-    printer.info(&format!("{} host(s) of `{env}` are up", done.len()));
-    crate::commands::hosts::list(global, printer, Some(env)).await
+    Ok(())
 }

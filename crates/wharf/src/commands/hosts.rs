@@ -134,6 +134,9 @@ pub async fn act(
         HostCommand::Heal(a) => {
             return crate::commands::env::inject(global, printer, "heal", a).await;
         }
+        HostCommand::Upgrade(a) => {
+            return crate::commands::env_ssh::upgrade(global, printer, a).await;
+        }
     };
     let client = crate::connect::controller(global, printer).await?;
     let view = client

@@ -268,6 +268,68 @@ fn bare_machines_are_bootstrapped_in_parallel_and_a_rerun_changes_nothing() {
         );
     }
 
+    // A new agent binary rolls host by host; the instances keep running, adopted.
+    let next = m.binary.with_file_name("wharf-next");
+    let mut bytes = std::fs::read(&m.binary).unwrap();
+    bytes.extend_from_slice(b"\n# the next build\n");
+    std::fs::write(&next, &bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pids = |p: &mut Project| -> Vec<i64> {
+        let mut all: Vec<i64> = p
+            .instances("svc", "edge")
+            .iter()
+            .filter_map(|i| i["pid"].as_i64())
+            .collect();
+        all.sort();
+        all
+    };
+    let before = pids(&mut p);
+    let out = p.ok(&[
+        "host",
+        "upgrade",
+        "--env",
+        "edge",
+        "--agent-binary",
+        next.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&out).contains("m-2: installed wharf, started its agent"),
+        "{}",
+        text(&out)
+    );
+    let sum = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    for machine in &m.all {
+        let installed = machine.sh("sha256sum /usr/local/bin/wharf");
+        assert!(
+            String::from_utf8_lossy(&installed.stdout).starts_with(&sum),
+            "{}",
+            machine.name
+        );
+        // No agent runs the replaced file any more.
+        let old = machine.sh("ls -l /proc/$(cat /var/lib/wharf/agent.pid)/exe");
+        assert!(
+            !String::from_utf8_lossy(&old.stdout).contains("deleted"),
+            "{}: {}",
+            machine.name,
+            text(&old)
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let p = &mut p;
+            p.instances("svc", "edge")
+                .iter()
+                .all(|i| i["state"] == "running")
+                && pids(p) == before
+        }),
+        "the same processes, adopted: {before:?} vs {:?}",
+        pids(&mut p)
+    );
+
     // With the controller stopped, an agent restarts an instance that dies.
     let controller = p.controller_pid().unwrap();
     let victim = instances[0]["pid"].as_i64().unwrap() as i32;
