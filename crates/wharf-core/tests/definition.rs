@@ -611,3 +611,50 @@ environments:
     let relative = text.replace("volumes: [/var/lib/postgresql/data]", "volumes: [data]");
     assert!(errors(&relative).contains("`data` is not a path inside the container"));
 }
+
+const SSH_HOSTS: &str = r#"
+services:
+  web: { build: ./catalog, run: [x], port: http }
+environments:
+  production:
+    hosts:
+      provider: ssh
+      user: deploy
+      hosts:
+        - { name: web-1, address: 10.0.0.5, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64KeyBody" }
+        - { name: web-2, address: 10.0.0.6, port: 2222, user: ops }
+    pools:
+      web: { count: 2 }
+"#;
+
+#[test]
+fn ssh_machines_resolve_with_their_logins() {
+    let def = load(SSH_HOSTS, "wharf.yaml", &FOLDERS).unwrap();
+    let hosts = def.environments["production"].hosts.as_ref().unwrap();
+    assert_eq!(hosts.names, ["web-1", "web-2"]);
+    let ssh = hosts.ssh.as_ref().unwrap();
+    assert_eq!(ssh.identity_file, "~/.ssh/id_ed25519");
+    let second = &ssh.machines[1].endpoint;
+    assert_eq!((second.port, second.user.as_str()), (2222, "ops"));
+    assert_eq!(ssh.machines[0].endpoint.user, "deploy");
+}
+
+#[test]
+fn ssh_hosts_that_cannot_be_reached_safely_are_errors() {
+    let bad_key = errors(&SSH_HOSTS.replace("ssh-ed25519 AAAA", "AAAA"));
+    assert!(bad_key.contains("is not a host key: it needs its type"), "{bad_key}");
+    let bad_type = errors(&SSH_HOSTS.replace("ssh-ed25519 AAAA", "rsa AAAA"));
+    assert!(bad_type.contains("`rsa` is not an SSH key type"), "{bad_type}");
+    assert!(bad_key.contains("wharf.yaml:10:"), "the host's line: {bad_key}");
+    let twice = errors(&SSH_HOSTS.replace("name: web-2", "name: web-1"));
+    assert!(twice.contains("host `web-1` is listed twice"), "{twice}");
+    let jump = errors(&SSH_HOSTS.replace(
+        "      user: deploy\n",
+        "      user: deploy\n      jump: { address: bastion }\n",
+    ));
+    assert!(jump.contains("add `controller: https://"), "{jump}");
+    let counted = errors(&SSH_HOSTS.replace("      user: deploy\n", "      count: 3\n"));
+    assert!(counted.contains("`count` does not apply to `provider: ssh`"), "{counted}");
+    let elsewhere = errors(&SSH_HOSTS.replace("provider: ssh", "provider: netns"));
+    assert!(elsewhere.contains("`user` applies only to `provider: ssh`"), "{elsewhere}");
+}
