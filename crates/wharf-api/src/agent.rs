@@ -286,6 +286,10 @@ pub struct RemoteMember {
     pub deployment: i64,
 }
 
+/// The header every agent request carries its wharf version in: the controller refuses
+/// a version it does not work with (`wharf_core::skew`).
+pub const VERSION_HEADER: &str = "x-wharf-version";
+
 /// The variables naming where an instance reads its configuration at runtime, and
 /// holding its token for it.
 pub const CONFIG_URL_VAR: &str = "WHARF_CONFIG_URL";

@@ -170,7 +170,15 @@ pub(crate) fn pinned_builder(
 ) -> Result<reqwest::ClientBuilder, ClientError> {
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    // Every request says which wharf sends it, so a controller refuses an agent it
+    // does not work with before anything else.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        wharf_api::agent::VERSION_HEADER,
+        reqwest::header::HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
     Ok(reqwest::Client::builder()
+        .default_headers(headers)
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)

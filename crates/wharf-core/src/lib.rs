@@ -16,6 +16,7 @@ pub mod quantity;
 pub mod raw;
 pub mod rollout;
 pub mod scale;
+pub mod skew;
 pub mod spec;
 pub mod ssh_hosts;
 pub mod strategy;

@@ -642,10 +642,19 @@ fn ssh_machines_resolve_with_their_logins() {
 #[test]
 fn ssh_hosts_that_cannot_be_reached_safely_are_errors() {
     let bad_key = errors(&SSH_HOSTS.replace("ssh-ed25519 AAAA", "AAAA"));
-    assert!(bad_key.contains("is not a host key: it needs its type"), "{bad_key}");
+    assert!(
+        bad_key.contains("is not a host key: it needs its type"),
+        "{bad_key}"
+    );
     let bad_type = errors(&SSH_HOSTS.replace("ssh-ed25519 AAAA", "rsa AAAA"));
-    assert!(bad_type.contains("`rsa` is not an SSH key type"), "{bad_type}");
-    assert!(bad_key.contains("wharf.yaml:10:"), "the host's line: {bad_key}");
+    assert!(
+        bad_type.contains("`rsa` is not an SSH key type"),
+        "{bad_type}"
+    );
+    assert!(
+        bad_key.contains("wharf.yaml:10:"),
+        "the host's line: {bad_key}"
+    );
     let twice = errors(&SSH_HOSTS.replace("name: web-2", "name: web-1"));
     assert!(twice.contains("host `web-1` is listed twice"), "{twice}");
     let jump = errors(&SSH_HOSTS.replace(
@@ -654,7 +663,13 @@ fn ssh_hosts_that_cannot_be_reached_safely_are_errors() {
     ));
     assert!(jump.contains("add `controller: https://"), "{jump}");
     let counted = errors(&SSH_HOSTS.replace("      user: deploy\n", "      count: 3\n"));
-    assert!(counted.contains("`count` does not apply to `provider: ssh`"), "{counted}");
+    assert!(
+        counted.contains("`count` does not apply to `provider: ssh`"),
+        "{counted}"
+    );
     let elsewhere = errors(&SSH_HOSTS.replace("provider: ssh", "provider: netns"));
-    assert!(elsewhere.contains("`user` applies only to `provider: ssh`"), "{elsewhere}");
+    assert!(
+        elsewhere.contains("`user` applies only to `provider: ssh`"),
+        "{elsewhere}"
+    );
 }

@@ -45,7 +45,28 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/v1/agent/report", post(report))
         .route("/v1/agent/artifacts/{digest}", get(artifact))
+        .layer(axum::middleware::from_fn(refuse_unsupported_agents))
         .with_state(controller)
+}
+
+/// Refuses a request from an agent whose version this controller does not work with
+/// (one that names none predates the check and is let through), naming both versions.
+async fn refuse_unsupported_agents(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let controller = env!("CARGO_PKG_VERSION");
+    let agent = request
+        .headers()
+        .get(wharf_api::agent::VERSION_HEADER)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
+    if let Some(agent) = agent
+        && let Err(why) = wharf_core::skew::agent_supported(controller, &agent)
+    {
+        return ServerError::new(StatusCode::CONFLICT, why).into_response();
+    }
+    next.run(request).await
 }
 
 /// At most this many agent connections at once (each a TLS session).

@@ -678,3 +678,36 @@ fn exec_logs_since_and_purge_reach_joined_hosts() {
     );
     assert!(!kept[0].exists(), "the joined host's data is gone");
 }
+
+/// An agent of a version the controller does not work with is refused at once, and
+/// told both versions and what to upgrade.
+#[test]
+fn an_agent_of_an_unsupported_version_is_refused_naming_both() {
+    let mut p = Project::new(FLEET, &["svc"]);
+    p.ok(&["status"]);
+    let client = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let ask = |version: Option<&str>| {
+        let mut request = client.get(format!("{}/v1/join/ca", agent_url(&p)));
+        if let Some(v) = version {
+            request = request.header("x-wharf-version", v);
+        }
+        let response = request.send().unwrap();
+        (
+            response.status().as_u16(),
+            response.text().unwrap_or_default(),
+        )
+    };
+    let ours = env!("CARGO_PKG_VERSION");
+    assert_eq!(ask(Some(ours)).0, 200);
+    let (status, body) = ask(Some("99.0.0"));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains(&format!(
+            "agent 99.0.0 is not supported: this controller ({ours}) works with agents"
+        )) && body.contains("upgrade the controller first"),
+        "{body}"
+    );
+}

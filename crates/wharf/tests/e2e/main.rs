@@ -18,6 +18,7 @@ mod hostile;
 mod ingress;
 mod lifecycle;
 mod limits;
+mod machines;
 mod netns;
 mod recovery;
 mod redis;

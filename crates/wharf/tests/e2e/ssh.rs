@@ -3,68 +3,12 @@
 //! Debian's OpenSSH server; `wharf env up` installs, joins and starts an agent on each.
 //! Needs root, iproute2 and openssh-server (scripts/test installs it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use wharf_provider::{NetnsProvider, SystemRunner};
-
 use crate::harness::*;
-
-/// One bare machine: its address, its SSH server and that server's host key.
-pub struct Machine {
-    pub name: String,
-    pub address: String,
-    pub netns: String,
-    /// `ssh-ed25519 AAAA...`
-    pub host_key: String,
-    sshd: Option<Child>,
-}
-
-impl Machine {
-    /// Runs `command` in the machine's own view of the filesystem.
-    pub fn sh(&self, command: &str) -> std::process::Output {
-        let pid = self.sshd.as_ref().map(|c| c.id()).unwrap_or(0);
-        Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-m", "-n", "sh", "-c", command])
-            .output()
-            .unwrap()
-    }
-}
-
-pub struct Machines {
-    provider: NetnsProvider<SystemRunner>,
-    pub all: Vec<Machine>,
-    pub key: PathBuf,
-    /// A stripped copy of wharf, to install.
-    pub binary: PathBuf,
-}
-
-impl Drop for Machines {
-    fn drop(&mut self) {
-        // Everything started on a machine (sshd, agents, instances) ends with it.
-        for machine in &mut self.all {
-            let pids = Command::new("ip")
-                .args(["netns", "pids", &machine.netns])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for pid in pids
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            if let Some(mut sshd) = machine.sshd.take() {
-                let _ = sshd.wait();
-            }
-        }
-        let _ = self.provider.down("bare");
-    }
-}
+use crate::machines::{Machine, Machines, machines};
 
 /// Whether this machine can run SSH machines: root, `ip netns` and sshd.
 pub fn ssh_runs_here() -> bool {
@@ -85,91 +29,6 @@ pub fn ssh_runs_here() -> bool {
         );
     }
     false
-}
-
-fn run(command: &mut Command) {
-    let out = command.output().unwrap();
-    assert!(out.status.success(), "{command:?}: {}", text(&out));
-}
-
-/// `names` as bare machines; `with_sshd`: those that run an SSH server.
-pub fn machines(p: &Project, names: &[&str], with_sshd: &[&str]) -> Machines {
-    let dir = p.path().join("machines");
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("id_ed25519");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", ""])
-        .arg("-f")
-        .arg(&key));
-    std::fs::copy(key.with_extension("pub"), dir.join("authorized_keys")).unwrap();
-    let binary = dir.join("wharf");
-    run(Command::new("strip").arg("-o").arg(&binary).arg(WHARF));
-    std::fs::create_dir_all("/var/lib/wharf").unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let provider = NetnsProvider::new(SystemRunner, &dir);
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let made = provider.up("bare", &names).expect("namespaces");
-    let mut all = Vec::new();
-    for host in made {
-        let home = dir.join(&host.name);
-        std::fs::create_dir_all(&home).unwrap();
-        let host_key = home.join("ssh_host_ed25519_key");
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", ""])
-            .arg("-f")
-            .arg(&host_key));
-        let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
-        let public: Vec<&str> = public.split_whitespace().take(2).collect();
-        let config = home.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port 22\nListenAddress {}\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {}\n",
-                host.address,
-                host_key.display(),
-                dir.join("authorized_keys").display(),
-                home.join("sshd.pid").display()
-            ),
-        )
-        .unwrap();
-        let sshd = with_sshd.contains(&host.name.as_str()).then(|| {
-            Command::new("ip")
-                .args(["netns", "exec", &host.netns, "unshare", "--mount", "--propagation", "private"])
-                .args(["sh", "-c"])
-                .arg(format!(
-                    "mount -t tmpfs tmpfs /usr/local/bin && mount -t tmpfs tmpfs /var/lib/wharf && exec /usr/sbin/sshd -D -e -f {}",
-                    config.display()
-                ))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(home.join("sshd.log")).unwrap())
-                .spawn()
-                .unwrap()
-        });
-        all.push(Machine {
-            name: host.name.clone(),
-            address: host.address.clone(),
-            netns: host.netns.clone(),
-            host_key: public.join(" "),
-            sshd,
-        });
-    }
-    for machine in all.iter().filter(|m| m.sshd.is_some()) {
-        let addr: std::net::SocketAddr = format!("{}:22", machine.address).parse().unwrap();
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            }),
-            "sshd of {} listens",
-            machine.name
-        );
-    }
-    Machines {
-        provider,
-        all,
-        key,
-        binary,
-    }
 }
 
 /// A definition whose environment `edge` runs a pooled service on `machines`, with the
@@ -218,7 +77,12 @@ fn bare_machines_are_bootstrapped_in_parallel_and_a_rerun_changes_nothing() {
     }
     let _fleet = crate::netns::one_at_a_time();
     let mut p = Project::new("services: {}\n", &["svc"]);
-    let m = machines(&p, &["m-1", "m-2", "m-3"], &["m-1", "m-2", "m-3"]);
+    let m = machines(
+        p.path(),
+        WHARF,
+        &["m-1", "m-2", "m-3"],
+        &["m-1", "m-2", "m-3"],
+    );
     p.write(
         "wharf.yaml",
         &definition(&m, |_, machine| machine.host_key.clone()),
@@ -389,7 +253,7 @@ fn a_wrong_host_key_or_an_unreachable_machine_fails_alone() {
     let _fleet = crate::netns::one_at_a_time();
     let mut p = Project::new("services: {}\n", &["svc"]);
     // m-3 has no SSH server; m-1 is given m-2's host key.
-    let m = machines(&p, &["m-1", "m-2", "m-3"], &["m-1", "m-2"]);
+    let m = machines(p.path(), WHARF, &["m-1", "m-2", "m-3"], &["m-1", "m-2"]);
     let second = m.all[1].host_key.clone();
     p.write(
         "wharf.yaml",
@@ -422,4 +286,66 @@ fn a_wrong_host_key_or_an_unreachable_machine_fails_alone() {
     );
     let hosts = p.json(&["hosts", "--env", "edge"]);
     assert_eq!(hosts.as_array().map(Vec::len), Some(1), "{hosts}");
+}
+
+#[test]
+fn machines_behind_a_jump_host_are_bootstrapped_through_it() {
+    if !ssh_runs_here() {
+        return;
+    }
+    let _fleet = crate::netns::one_at_a_time();
+    let mut p = Project::new("services: {}\n", &["svc"]);
+    let m = machines(p.path(), WHARF, &["bastion", "m-1"], &["bastion", "m-1"]);
+    let (bastion, inner) = (&m.all[0], &m.all[1]);
+    let definition = |port: &str| {
+        format!(
+            r#"
+services: {{}}
+environments:
+  edge:
+    hosts:
+      provider: ssh
+      identity_file: {}
+      controller: https://{}:{port}
+      jump: {{ address: {}, host_key: "{}" }}
+      hosts:
+        - {{ name: m-1, address: {}, host_key: "{}" }}
+"#,
+            m.key.display(),
+            m.gateway,
+            bastion.address,
+            bastion.host_key,
+            inner.address,
+            inner.host_key
+        )
+    };
+    // The controller starts for a definition with SSH hosts (its agent port beyond
+    // loopback); then the hosts are told that port.
+    p.write("wharf.yaml", &definition("1"));
+    p.ok(&["status"]);
+    let port = crate::fleet::agent_url(&p)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    p.write("wharf.yaml", &definition(&port));
+    let binary = m.binary.to_str().unwrap().to_owned();
+    let out = p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert!(
+        stderr(&out).contains("m-1: installed wharf, joined"),
+        "{}",
+        text(&out)
+    );
+    // m-1's SSH server saw the connection come from the bastion, not from here.
+    let log = std::fs::read_to_string(p.path().join("machines/m-1/sshd.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("from {}", bastion.address)),
+        "m-1 was reached through the bastion: {log}"
+    );
+    let installed = bastion.sh("test -e /usr/local/bin/wharf && echo yes || echo no");
+    assert_eq!(
+        String::from_utf8_lossy(&installed.stdout).trim(),
+        "no",
+        "the bastion gets nothing"
+    );
 }
