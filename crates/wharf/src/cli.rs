@@ -442,6 +442,9 @@ pub enum HostCommand {
     /// Install a new agent binary on SSH hosts, one host at a time; their instances keep
     /// running and are adopted by the new agent.
     Upgrade(UpgradeArgs),
+    /// Remove an SSH host: drain it (its pooled instances move), stop and uninstall its
+    /// agent, and revoke its certificate.
+    Remove(HostArgs),
 }
 
 #[derive(Debug, Args)]

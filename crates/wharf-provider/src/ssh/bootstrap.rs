@@ -314,6 +314,39 @@ async fn steps(
     Ok(outcome)
 }
 
+/// Stops a machine's agent for good and removes everything wharf put there: the
+/// service (unit or supervisor), the binary and the agent's state. A removal drains the
+/// host first, so no instance runs there any more.
+pub async fn uninstall(
+    machine: &Login,
+    jump: Option<&Login>,
+    trust: &Trust,
+) -> Result<(), SshError> {
+    let session = Session::open(machine, jump, trust).await?;
+    let probe = session
+        .run(&format!("sh -c {}", quote(&probe_script())), b"")
+        .await?;
+    let found = parse_probe(&probe.stdout);
+    let sudo = if found.root { "" } else { "sudo -n " };
+    let script = format!(
+        "if [ -d /run/systemd/system ]; then systemctl disable --now wharf-agent 2>/dev/null; rm -f {UNIT}; systemctl daemon-reload; fi; \
+         p=$(cat {PID_FILE} 2>/dev/null); [ -n \"$p\" ] && kill -TERM $p 2>/dev/null; \
+         for i in $(seq 50); do [ -n \"$p\" ] && [ -d /proc/$p ] || break; sleep 0.1; done; \
+         rm -rf {STATE_DIR} {PID_FILE} {LOG_FILE} {BINARY}"
+    );
+    let ran = session
+        .run(&format!("{sudo}sh -c {}", quote(&script)), b"")
+        .await?;
+    session.close().await;
+    if !ran.ok() {
+        return Err(SshError::Host(format!(
+            "cannot remove wharf: {}",
+            ran.why()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 mod bootstrap;
 mod session;
 
-pub use bootstrap::{Bootstrap, Outcome, bootstrap_all};
+pub use bootstrap::{Bootstrap, Outcome, bootstrap_all, uninstall};
 pub use session::{Login, Ran, Session, Trust};
 
 /// Why a machine could not be bootstrapped.

@@ -137,6 +137,118 @@ pub async fn upgrade(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long a removal waits for a drained host's instances to move.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The SSH environment a host of the definition belongs to (`--env` when given).
+fn ssh_env_of<'d>(
+    project: &'d crate::project::Project,
+    host: &str,
+    env: Option<&str>,
+) -> anyhow::Result<(&'d String, &'d SshHosts)> {
+    project
+        .definition
+        .environments
+        .iter()
+        .filter(|(name, _)| env.is_none_or(|e| e == name.as_str()))
+        .filter_map(|(name, e)| Some((name, e.hosts.as_ref()?.ssh.as_ref()?)))
+        .find(|(_, ssh)| ssh.machines.iter().any(|m| m.name == host))
+        .ok_or_else(|| {
+            Failure::input(format!("no SSH host `{host}` in the definition"))
+                .hint("`wharf host remove` reaches hosts of `provider: ssh`; `wharf host revoke` any host")
+                .into()
+        })
+}
+
+/// `wharf host remove NAME`: drains the host (its pooled instances are placed
+/// elsewhere), waits until it runs nothing, uninstalls its agent over SSH and revokes
+/// its certificate.
+pub async fn remove(
+    global: &Global,
+    printer: &Printer,
+    args: crate::cli::HostArgs,
+) -> anyhow::Result<ExitCode> {
+    let project = project::load(global)?;
+    let (env, ssh) = ssh_env_of(&project, &args.host, args.env.as_deref())?;
+    let machine = ssh
+        .machines
+        .iter()
+        .find(|m| m.name == args.host)
+        .ok_or_else(|| Failure::input(format!("no SSH host `{}`", args.host)))?;
+    let client = crate::connect::controller(global, printer).await?;
+    let state_dir = project::state_dir(global)?;
+    let joined = client
+        .hosts(Some(env))
+        .await
+        .map_err(Failure::from)?
+        .into_iter()
+        .any(|h| h.host.name == args.host);
+    if joined {
+        client
+            .host_action(&args.host, "drain", Some(env))
+            .await
+            .map_err(Failure::from)?;
+        printer.info(&format!(
+            "draining `{}`: its instances move to the other hosts",
+            args.host
+        ));
+        let begun = std::time::Instant::now();
+        loop {
+            let left = client
+                .hosts(Some(env))
+                .await
+                .map_err(Failure::from)?
+                .into_iter()
+                .find(|h| h.host.name == args.host)
+                .map(|h| h.instances)
+                .unwrap_or(0);
+            if left == 0 {
+                break;
+            }
+            if begun.elapsed() > DRAIN_LIMIT {
+                return Err(Failure::operation(format!(
+                    "`{}` still runs {left} instance(s) after {}s; nothing was removed",
+                    args.host,
+                    DRAIN_LIMIT.as_secs()
+                ))
+                .hint("services on nodes of this host have nowhere to move: change the definition first")
+                .into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    let trust = Trust {
+        identity_file: expand(&ssh.identity_file),
+        known_hosts: vec![
+            home().join(".ssh/known_hosts"),
+            state_dir.join("known_hosts"),
+        ],
+        learn_into: state_dir.join("known_hosts"),
+        accept_new: false,
+    };
+    let jump = ssh.jump.as_ref().map(|j| login("jump host", j));
+    wharf_provider::ssh::uninstall(
+        &login(&machine.name, &machine.endpoint),
+        jump.as_ref(),
+        &trust,
+    )
+    .await
+    .map_err(|e| Failure::operation(format!("`{}`: {e}", args.host)))?;
+    printer.info(&format!("removed wharf from `{}`", args.host));
+    if joined {
+        client
+            .host_action(&args.host, "revoke", Some(env))
+            .await
+            .map_err(Failure::from)?;
+        printer.info(&format!("revoked the certificate of `{}`", args.host));
+    }
+    printer.info(&format!(
+        "take `{}` out of `environments.{env}.hosts` in the definition, or `wharf env up {env}` installs it again",
+        args.host
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Bootstraps the machines of `ssh` named in `only`, `parallel` at once, and waits for
 /// those that succeeded to report; an error names those that did not.
 async fn bootstrap(

@@ -349,3 +349,61 @@ environments:
         "the bastion gets nothing"
     );
 }
+
+#[test]
+fn a_removed_host_keeps_no_binary_agent_or_valid_certificate() {
+    if !ssh_runs_here() {
+        return;
+    }
+    let _fleet = crate::netns::one_at_a_time();
+    let mut p = Project::new("services: {}\n", &["svc"]);
+    let m = machines(p.path(), WHARF, &["m-1", "m-2"], &["m-1", "m-2"]);
+    p.write(
+        "wharf.yaml",
+        &definition(&m, |_, machine| machine.host_key.clone()),
+    );
+    let binary = m.binary.to_str().unwrap().to_owned();
+    p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    p.ok(&["deploy", "svc", "--env", "edge", "--version", "v1"]);
+    let supervisor = m.all[0].sh("cat /var/lib/wharf/agent.pid");
+    let supervisor = String::from_utf8_lossy(&supervisor.stdout)
+        .trim()
+        .to_owned();
+    assert!(!supervisor.is_empty());
+
+    let out = p.ok(&["host", "remove", "m-1", "--env", "edge"]);
+    assert!(
+        stderr(&out).contains("revoked the certificate of `m-1`"),
+        "{}",
+        text(&out)
+    );
+    // Its instance moved to m-2.
+    let instances = p.instances("svc", "edge");
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["node"] == "m-2" && i["state"] == "running"),
+        "{instances:?}"
+    );
+    let left = m.all[0].sh(
+        "ls /usr/local/bin/wharf /var/lib/wharf/agent /var/lib/wharf/agent.pid 2>/dev/null | wc -l",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "0",
+        "nothing of wharf is left"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{supervisor}")).exists(),
+        "its agent no longer runs"
+    );
+    let hosts = p.json(&["hosts", "--env", "edge"]);
+    let m1 = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "m-1")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(m1["state"], "revoked", "{hosts}");
+}
