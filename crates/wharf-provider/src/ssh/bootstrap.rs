@@ -69,17 +69,20 @@ pub async fn bootstrap_all(
     for machine in machines {
         let (plan, binary, checksum, gate) =
             (plan.clone(), binary.clone(), checksum.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
+        let task_machine = machine.clone();
+        let task = tokio::spawn(async move {
             let _turn = gate.acquire_owned().await;
-            let outcome = one(&machine, &plan, &binary, &checksum).await;
-            (machine, outcome)
-        }));
+            one(&task_machine, &plan, &binary, &checksum).await
+        });
+        tasks.push((machine, task));
     }
     let mut all = Vec::new();
-    for task in tasks {
-        if let Ok(done) = task.await {
-            all.push(done);
-        }
+    for (machine, task) in tasks {
+        // A task that broke still gets its line: no machine goes unreported.
+        let outcome = task
+            .await
+            .unwrap_or_else(|e| Err(SshError::Host(format!("the bootstrap broke: {e}"))));
+        all.push((machine, outcome));
     }
     all
 }
