@@ -548,10 +548,7 @@ async fn watch_loop(
                     let (client, agent) = (client.clone(), agent.clone());
                     tokio::spawn(async move {
                         let path = agent.log_path(&request.key);
-                        let text = match request.since {
-                            Some(since) => crate::logs::tail_since(&path, request.lines, since),
-                            None => crate::logs::tail(&path, request.lines),
-                        };
+                        let text = crate::logs::tail_from(&path, request.lines, request.since);
                         if let Err(e) = client.send_log(request.id, text).await {
                             tracing::warn!("cannot send the log of {}: {e}", request.key);
                         }

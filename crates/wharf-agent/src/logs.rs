@@ -150,6 +150,15 @@ fn shift(path: &Path, keep: u32) -> io::Result<()> {
     rename(path, &rotated(path, 1))
 }
 
+/// The last `lines` lines of `path`, only of those written at or after `since` when
+/// given (`wharf logs --since`).
+pub fn tail_from(path: &Path, lines: usize, since: Option<i64>) -> String {
+    match since {
+        Some(since) => tail_since(path, lines, since),
+        None => tail(path, lines),
+    }
+}
+
 /// The lines of `path` written at or after `since` (Unix milliseconds), at most the
 /// last `lines` of them.
 pub fn tail_since(path: &Path, lines: usize, since: i64) -> String {

@@ -110,11 +110,11 @@ impl AgentLink for Agent {
         lines: usize,
         since: Option<i64>,
     ) -> Result<String, String> {
-        let path = Agent::log_path(self, key);
-        Ok(match since {
-            Some(since) => wharf_agent::logs::tail_since(&path, lines, since),
-            None => wharf_agent::logs::tail(&path, lines),
-        })
+        Ok(wharf_agent::logs::tail_from(
+            &Agent::log_path(self, key),
+            lines,
+            since,
+        ))
     }
 
     async fn exec(

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::stream;
-use wharf_agent::logs::tail;
 
 /// One instance's log file and the prefix its lines get when several are shown.
 pub struct LogSource {
@@ -23,11 +22,10 @@ pub fn snapshot(sources: &[LogSource], lines: usize, since: Option<i64>) -> Stri
     sources
         .iter()
         .map(|s| {
-            let text = match since {
-                Some(since) => wharf_agent::logs::tail_since(&s.path, lines, since),
-                None => tail(&s.path, lines),
-            };
-            prefixed(&s.prefix, &text)
+            prefixed(
+                &s.prefix,
+                &wharf_agent::logs::tail_from(&s.path, lines, since),
+            )
         })
         .collect()
 }

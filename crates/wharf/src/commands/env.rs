@@ -114,23 +114,7 @@ async fn up(
     if !idle.is_empty() {
         let url = format!("https://{}:{}", record.gateway(), agent_port(global)?);
         let new_names: Vec<&str> = made.iter().map(|h| h.name.as_str()).collect();
-        let token = if made.is_empty() {
-            None
-        } else {
-            let request = TokenRequest {
-                env: env.to_owned(),
-                ttl_secs: 600,
-                uses: made.len() as u32,
-                user: current_user(),
-            };
-            Some(
-                client
-                    .create_token(&request)
-                    .await
-                    .map_err(Failure::from)?
-                    .token,
-            )
-        };
+        let token = join_token(&client, env, made.len()).await?;
         for host in &idle {
             let token = token
                 .as_deref()
@@ -209,6 +193,25 @@ fn host_dir(global: &Global, host: &NetnsHost) -> anyhow::Result<std::path::Path
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+}
+
+/// A join token good for `uses` new hosts of `env` for ten minutes; none for none.
+pub(crate) async fn join_token(
+    client: &Client,
+    env: &str,
+    uses: usize,
+) -> anyhow::Result<Option<String>> {
+    if uses == 0 {
+        return Ok(None);
+    }
+    let request = TokenRequest {
+        env: env.to_owned(),
+        ttl_secs: 600,
+        uses: uses as u32,
+        user: current_user(),
+    };
+    let created = client.create_token(&request).await.map_err(Failure::from)?;
+    Ok(Some(created.token))
 }
 
 pub(crate) async fn wait_ready(client: &Client, env: &str, names: &[String]) -> anyhow::Result<()> {
@@ -361,20 +364,10 @@ async fn docker_up(
     if !made.is_empty() {
         let record = provider.record().map_err(fail)?;
         let url = format!("https://{}:{}", record.gateway(), agent_port(global)?);
-        let request = TokenRequest {
-            env: env.to_owned(),
-            ttl_secs: 600,
-            uses: made.len() as u32,
-            user: current_user(),
-        };
-        let token = client
-            .create_token(&request)
-            .await
-            .map_err(Failure::from)?
-            .token;
+        let token = join_token(&client, env, made.len()).await?;
         for host in &made {
             provider
-                .start_agent(host, &url, Some(&token))
+                .start_agent(host, &url, token.as_deref())
                 .map_err(fail)?;
         }
     }

@@ -5,12 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use wharf_api::TokenRequest;
 use wharf_core::model::{SshEndpoint, SshHosts};
 use wharf_provider::ssh::{Bootstrap, Login, Outcome, Trust, bootstrap_all};
 
 use crate::cli::Global;
-use crate::commands::current_user;
 use crate::failure::Failure;
 use crate::printer::Printer;
 use crate::project;
@@ -34,6 +32,19 @@ fn expand(path: &str) -> PathBuf {
     match path.strip_prefix("~/") {
         Some(rest) => home().join(rest),
         None => PathBuf::from(path),
+    }
+}
+
+/// What host keys the machines of `ssh` are checked against, and who logs in.
+fn trust(ssh: &SshHosts, state_dir: &std::path::Path, accept_new: bool) -> Trust {
+    Trust {
+        identity_file: expand(&ssh.identity_file),
+        known_hosts: vec![
+            home().join(".ssh/known_hosts"),
+            state_dir.join("known_hosts"),
+        ],
+        learn_into: state_dir.join("known_hosts"),
+        accept_new,
     }
 }
 
@@ -217,15 +228,7 @@ pub async fn remove(
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
-    let trust = Trust {
-        identity_file: expand(&ssh.identity_file),
-        known_hosts: vec![
-            home().join(".ssh/known_hosts"),
-            state_dir.join("known_hosts"),
-        ],
-        learn_into: state_dir.join("known_hosts"),
-        accept_new: false,
-    };
+    let trust = trust(ssh, &state_dir, false);
     let jump = ssh.jump.as_ref().map(|j| login("jump host", j));
     wharf_provider::ssh::uninstall(
         &login(&machine.name, &machine.endpoint),
@@ -281,38 +284,14 @@ async fn bootstrap(
             .any(|h| h.host.name == name && h.host.state.can_take_instances())
     };
     let new = machines.iter().filter(|m| !ready(&m.name)).count();
-    let token = if new == 0 {
-        None
-    } else {
-        let request = TokenRequest {
-            env: env.to_owned(),
-            ttl_secs: 600,
-            uses: new as u32,
-            user: current_user(),
-        };
-        Some(
-            client
-                .create_token(&request)
-                .await
-                .map_err(Failure::from)?
-                .token,
-        )
-    };
+    let token = super::env::join_token(&client, env, new).await?;
     let plan = Bootstrap {
         env: env.to_owned(),
         binary,
         controller: ssh.controller.clone(),
         agent_port: super::env::agent_port(global)?,
         token,
-        trust: Trust {
-            identity_file: expand(&ssh.identity_file),
-            known_hosts: vec![
-                home().join(".ssh/known_hosts"),
-                state_dir.join("known_hosts"),
-            ],
-            learn_into: state_dir.join("known_hosts"),
-            accept_new: options.accept_new_host_key,
-        },
+        trust: trust(ssh, &state_dir, options.accept_new_host_key),
         jump: ssh.jump.as_ref().map(|j| login("jump host", j)),
     };
     printer.info(&format!(

@@ -1,9 +1,7 @@
 //! What a container reaches of its host: its peers' stable addresses and the
 //! configuration service, at the bridge's gateway, and nothing else of the API.
 
-use std::path::Path;
-
-use crate::containers::{Image, docker, import_image};
+use crate::containers::{busybox_image, busybox_ready, docker};
 use crate::harness::*;
 
 /// `web` is a process (busybox httpd); `site` a container that fetches `web` at the
@@ -37,33 +35,13 @@ environments:
   local: {}
 "#;
 
-fn busybox_ready() -> bool {
-    if crate::docker::docker_answers() && Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI has docker and /bin/busybox (scripts/test installs busybox-static)"
-    );
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!("skipping: needs docker and /bin/busybox (apt-get install busybox-static)");
-    }
-    false
-}
-
 #[test]
 fn a_container_reaches_its_peers_and_its_configuration_at_the_hosts_gateway() {
     if !busybox_ready() {
         return;
     }
     let mut p = Project::new("services: {}\n", &[]);
-    let image = Image(import_image(
-        p.path(),
-        Path::new("/bin/busybox"),
-        "/bin/busybox",
-        "busybox",
-    ));
+    let image = busybox_image(p.path());
     p.write("wharf.yaml", &TWO_SERVICES.replace("IMAGE", &image.0));
     p.ok(&["deploy", "web", "--env", "local", "--version", "v1"]);
     // Healthy only once it fetched both: the deploy itself says they were reached.

@@ -92,6 +92,33 @@ pub(crate) fn import_image(dir: &Path, program: &Path, to: &str, name: &str) -> 
 
 pub(crate) struct Image(pub(crate) String);
 
+/// Whether docker and a static busybox are here to make scratch images from (CI has
+/// both); a test without them skips, saying why.
+pub(crate) fn busybox_ready() -> bool {
+    if crate::docker::docker_answers() && Path::new("/bin/busybox").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI has docker and /bin/busybox (scripts/test installs busybox-static)"
+    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("skipping: needs docker and /bin/busybox (apt-get install busybox-static)");
+    }
+    false
+}
+
+/// A scratch image holding only the static busybox, at /bin/busybox.
+pub(crate) fn busybox_image(dir: &Path) -> Image {
+    Image(import_image(
+        dir,
+        Path::new("/bin/busybox"),
+        "/bin/busybox",
+        "busybox",
+    ))
+}
+
 impl Drop for Image {
     fn drop(&mut self) {
         let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
@@ -466,23 +493,11 @@ environments:
 
 #[test]
 fn a_stock_image_on_its_own_port_is_published_on_each_instances_port() {
-    if !crate::docker::docker_answers() {
-        return;
-    }
-    let busybox = Path::new("/bin/busybox");
-    if !busybox.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "/bin/busybox is missing (scripts/test installs busybox-static as root)"
-        );
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("skipping: /bin/busybox is missing (apt-get install busybox-static)");
-        }
+    if !busybox_ready() {
         return;
     }
     let mut p = Project::new("services: {}\n", &[]);
-    let image = Image(import_image(p.path(), busybox, "/bin/busybox", "busybox"));
+    let image = busybox_image(p.path());
     p.write("wharf.yaml", &BUSYBOX_SERVICE.replace("IMAGE", &image.0));
     // Both environments at once on one machine: the same container port, two host ports.
     for env in ["local", "ci"] {
@@ -585,20 +600,11 @@ environments:
 
 #[test]
 fn a_containers_volume_outlives_it_per_environment_and_slot_until_purged() {
-    if !crate::docker::docker_answers() || !Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI has docker and busybox"
-        );
+    if !busybox_ready() {
         return;
     }
     let mut p = Project::new("services: {}\n", &[]);
-    let image = Image(import_image(
-        p.path(),
-        Path::new("/bin/busybox"),
-        "/bin/busybox",
-        "busybox",
-    ));
+    let image = busybox_image(p.path());
     let host = p.path().join("ci-store");
     p.write(
         "wharf.yaml",
