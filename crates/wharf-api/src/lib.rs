@@ -317,6 +317,57 @@ pub struct ScaleRequest {
     pub user: String,
 }
 
+/// `POST /v1/ssh/{env}/hosts`: one more machine for an SSH environment (`wharf host
+/// add`), recorded as a definition revision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshHostAdd {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    /// Who logs in; `None`: the environment's `user`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `TYPE BASE64`; `None`: known_hosts decides.
+    #[serde(default)]
+    pub host_key: Option<String>,
+    #[serde(default)]
+    pub by: String,
+}
+
+/// One way in over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshEndpointView {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub host_key: Option<String>,
+}
+
+/// A machine of an SSH environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshMachineView {
+    pub name: String,
+    #[serde(flatten)]
+    pub endpoint: SshEndpointView,
+    /// Put there by `wharf host add` (not in wharf.yaml's text).
+    #[serde(default)]
+    pub added: bool,
+}
+
+/// `GET /v1/ssh/{env}`: the machines of an SSH environment, as the controller's
+/// definition in force has them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshEnvironment {
+    pub env: String,
+    pub identity_file: String,
+    pub machines: Vec<SshMachineView>,
+    #[serde(default)]
+    pub jump: Option<SshEndpointView>,
+    #[serde(default)]
+    pub controller: Option<String>,
+}
+
 /// `POST /v1/stop`: stop one service, or all services of an environment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StopRequest {

@@ -369,6 +369,34 @@ impl Client {
         self.get("/v1/definitions", &[]).await
     }
 
+    /// The machines of an SSH environment, as the definition in force has them.
+    pub async fn ssh_environment(&self, env: &str) -> Result<wharf_api::SshEnvironment> {
+        self.get(&format!("/v1/ssh/{env}"), &[]).await
+    }
+
+    /// One more machine for an SSH environment: a new definition revision.
+    pub async fn add_ssh_host(
+        &self,
+        env: &str,
+        host: &wharf_api::SshHostAdd,
+    ) -> Result<DefinitionRevision> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/ssh/{env}/hosts", self.base))
+                .json(host),
+        )
+        .await
+    }
+
+    /// Takes a machine `wharf host add` put there out again: a new definition revision.
+    pub async fn remove_ssh_host(&self, env: &str, name: &str) -> Result<DefinitionRevision> {
+        self.call(
+            self.http
+                .delete(format!("{}/v1/ssh/{env}/hosts/{name}", self.base)),
+        )
+        .await
+    }
+
     /// One revision with its text; `None`: the current one.
     pub async fn definition(&self, revision: Option<i64>) -> Result<DefinitionSource> {
         let which = revision

@@ -1650,21 +1650,26 @@ fn known(services: &[&str], name: &str) -> bool {
     services.binary_search(&name).is_ok()
 }
 
-pub(crate) fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {
-    let valid = !name.is_empty()
+/// Whether `name` may name a service, environment or host.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if !valid {
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// How to write a name [`valid_name`] refuses.
+pub const NAME_HINT: &str =
+    "use lowercase letters, digits, `-` and `_`, starting with a letter or digit";
+
+pub(crate) fn check_name(checker: &mut Checker<'_>, name: &str, what: &str, path: &[PathSegment]) {
+    if !valid_name(name) {
         checker.report(
             path,
             format!("`{name}` is not a valid {what} name"),
-            Some(
-                "use lowercase letters, digits, `-` and `_`, starting with a letter or digit"
-                    .into(),
-            ),
+            Some(NAME_HINT.into()),
         );
     }
 }

@@ -253,6 +253,8 @@ pub enum Provider {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshHosts {
     pub identity_file: String,
+    /// Who logs in where a machine names no `user` of its own.
+    pub user: String,
     pub machines: Vec<SshMachine>,
     pub jump: Option<SshEndpoint>,
     /// Where the hosts reach the controller's agent port, when given.

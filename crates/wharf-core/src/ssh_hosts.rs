@@ -125,10 +125,145 @@ pub(crate) fn check(checker: &mut Checker<'_>, raw: &RawHosts, at: &[PathSegment
             .identity_file
             .clone()
             .unwrap_or_else(|| "~/.ssh/id_ed25519".into()),
+        user,
         machines,
         jump,
         controller: raw.controller.clone(),
     }
+}
+
+/// Where `wharf host add --ssh USER@ADDRESS[:PORT]` logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub user: Option<String>,
+    pub address: String,
+    pub port: u16,
+}
+
+/// Reads `[USER@]ADDRESS[:PORT]`; an IPv6 address with a port is written `[ADDR]:PORT`.
+pub fn parse_target(text: &str) -> Result<SshTarget, String> {
+    let text = text.trim();
+    let (user, rest) = match text.rsplit_once('@') {
+        Some((user, rest)) if !user.is_empty() => (Some(user.to_owned()), rest),
+        Some(_) => return Err(format!("`{text}` names no user before `@`")),
+        None => (None, text),
+    };
+    let (address, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (address, after) = inner
+            .split_once(']')
+            .ok_or_else(|| format!("`{rest}` opens `[` and never closes it"))?;
+        match after.strip_prefix(':') {
+            Some(port) => (address, Some(port)),
+            None if after.is_empty() => (address, None),
+            None => return Err(format!("`{after}` after `]` is not `:PORT`")),
+        }
+    } else if rest.matches(':').count() == 1 {
+        let (address, port) = rest.split_once(':').unwrap_or((rest, ""));
+        (address, Some(port))
+    } else {
+        (rest, None)
+    };
+    if address.is_empty() || address.contains(char::is_whitespace) || address.contains('/') {
+        return Err(format!("`{text}` has no usable address"));
+    }
+    let port = match port {
+        None => 22,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{p}` is not a port (1-65535)"))?,
+    };
+    Ok(SshTarget {
+        user,
+        address: address.to_owned(),
+        port,
+    })
+}
+
+/// Why `wharf host add` cannot add a machine to an environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddHostError {
+    #[error("there is no environment `{0}`")]
+    NoEnvironment(String),
+    #[error("`{0}` does not use `provider: ssh`")]
+    NotSsh(String),
+    #[error("`{0}` is not a valid host name")]
+    BadName(String),
+    #[error("`{env}` already has a host `{name}`")]
+    NameTaken { name: String, env: String },
+    #[error("host `{name}` of `{env}` already is {address}:{port}")]
+    AddressTaken {
+        name: String,
+        env: String,
+        address: String,
+        port: u16,
+    },
+    #[error("{0}")]
+    BadHostKey(String),
+}
+
+impl AddHostError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::NotSsh(_) => Some(
+                "`wharf host add` adds machines reached over SSH; set `hosts: { provider: ssh }`"
+                    .into(),
+            ),
+            Self::BadName(_) => Some(crate::definition::NAME_HINT.into()),
+            Self::NameTaken { name, .. } => Some(format!(
+                "choose another name, or `wharf host remove {name}` first"
+            )),
+            Self::AddressTaken { .. } => Some("one machine is one host".into()),
+            Self::BadHostKey(_) => Some(HOST_KEY_HINT.into()),
+            Self::NoEnvironment(_) => None,
+        }
+    }
+}
+
+/// Adds `machine` to the SSH machines of `env`, as `wharf host add` records it.
+pub fn add_machine(
+    def: &mut crate::model::Definition,
+    env: &str,
+    machine: SshMachine,
+) -> Result<(), AddHostError> {
+    let ssh = def
+        .environments
+        .get_mut(env)
+        .ok_or_else(|| AddHostError::NoEnvironment(env.to_owned()))?
+        .hosts
+        .as_mut()
+        .and_then(|h| h.ssh.as_mut())
+        .ok_or_else(|| AddHostError::NotSsh(env.to_owned()))?;
+    if !crate::definition::valid_name(&machine.name) {
+        return Err(AddHostError::BadName(machine.name));
+    }
+    if let Some(problem) = machine
+        .endpoint
+        .host_key
+        .as_deref()
+        .and_then(host_key_problem)
+    {
+        return Err(AddHostError::BadHostKey(problem));
+    }
+    if ssh.machines.iter().any(|m| m.name == machine.name) {
+        return Err(AddHostError::NameTaken {
+            name: machine.name,
+            env: env.to_owned(),
+        });
+    }
+    if let Some(same) = ssh.machines.iter().find(|m| {
+        m.endpoint.address == machine.endpoint.address && m.endpoint.port == machine.endpoint.port
+    }) {
+        return Err(AddHostError::AddressTaken {
+            name: same.name.clone(),
+            env: env.to_owned(),
+            address: same.endpoint.address.clone(),
+            port: same.endpoint.port,
+        });
+    }
+    ssh.machines.push(machine);
+    Ok(())
 }
 
 const HOST_KEY_HINT: &str = "the line of the host's /etc/ssh/ssh_host_ed25519_key.pub: `ssh-ed25519 AAAA...` (`ssh-keyscan HOST` prints it)";
@@ -156,7 +291,39 @@ pub fn host_key_problem(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_key_problem;
+    use super::{SshTarget, host_key_problem, parse_target};
+
+    #[test]
+    fn targets_read_user_address_and_port() {
+        let target = |user: Option<&str>, address: &str, port| SshTarget {
+            user: user.map(str::to_owned),
+            address: address.to_owned(),
+            port,
+        };
+        for (text, expected) in [
+            ("deploy@10.0.0.5", target(Some("deploy"), "10.0.0.5", 22)),
+            (
+                "deploy@10.0.0.5:2222",
+                target(Some("deploy"), "10.0.0.5", 2222),
+            ),
+            ("web.example", target(None, "web.example", 22)),
+            ("ops@[fd00::5]:2200", target(Some("ops"), "fd00::5", 2200)),
+            ("fd00::5", target(None, "fd00::5", 22)),
+        ] {
+            assert_eq!(parse_target(text).as_ref(), Ok(&expected), "{text}");
+        }
+        for bad in [
+            "@10.0.0.5",
+            "deploy@",
+            "a@b:0",
+            "a@b:99999",
+            "a@b:x",
+            "a@[fd00::5",
+            "a@b c",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad} was accepted");
+        }
+    }
 
     #[test]
     fn host_keys_need_a_type_and_a_base64_body() {

@@ -21,6 +21,10 @@ use crate::error::ServerError;
 use crate::routes::{acting_user, outcome};
 use crate::{Controller, now_millis};
 
+mod ssh;
+
+use ssh::add_recorded_hosts;
+
 /// The service name a held definition revision is listed under.
 pub const DEFINITION_SERVICE: &str = "(definition)";
 
@@ -75,6 +79,12 @@ pub fn routes() -> Router<Arc<Controller>> {
                 )),
         )
         .route("/v1/definitions/{revision}", get(show))
+        .route("/v1/ssh/{env}", get(ssh::routes::show))
+        .route("/v1/ssh/{env}/hosts", axum::routing::post(ssh::routes::add))
+        .route(
+            "/v1/ssh/{env}/hosts/{name}",
+            axum::routing::delete(ssh::routes::remove),
+        )
 }
 
 type Ctl = State<Arc<Controller>>;
@@ -235,6 +245,7 @@ impl Definitions {
                 );
             }
         }
+        add_recorded_hosts(&mut definition, &record.ssh_hosts);
         let current = Arc::new(Current {
             revision: record.revision,
             digest: record.digest,
@@ -338,6 +349,36 @@ impl Definitions {
         Ok(())
     }
 
+    /// Refuses a change while a definition revision waits for approval: it was made
+    /// against the revision in force, and would drop what came after it.
+    fn refuse_while_held(&self, current: i64) -> Result<(), ServerError> {
+        let now = now_millis();
+        let waiting = self.store.pending_deployments()?.into_iter().find(|d| {
+            let window = d
+                .spec
+                .get("approval_expires_ms")
+                .and_then(serde_json::Value::as_u64)
+                .map(std::time::Duration::from_millis);
+            d.kind == wharf_core::lifecycle::DeploymentKind::Definition
+                && d.state.can_be_approved()
+                && !wharf_core::decide::is_expired(d.started_at, window, now)
+        });
+        match waiting {
+            None => Ok(()),
+            Some(waiting) => Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "definition revision {} waits for approval (deployment #{}); nothing was changed",
+                    waiting.config_revision, waiting.id
+                ),
+            )
+            .hint(format!(
+                "an approver decides it (`wharf approve {id}` or `wharf reject {id}`); until then revision {current} stays in force (`wharf definition show` prints it)",
+                id = waiting.id,
+            ))),
+        }
+    }
+
     /// Validates a submitted definition and stores it as the next revision, if the
     /// caller may make each change it holds. The same text as the current revision
     /// changes nothing.
@@ -375,31 +416,19 @@ impl Definitions {
                 services_changed: Vec::new(),
             });
         }
-        let now = now_millis();
-        if let Some(waiting) = self.store.pending_deployments()?.into_iter().find(|d| {
-            let window = d
-                .spec
-                .get("approval_expires_ms")
-                .and_then(serde_json::Value::as_u64)
-                .map(std::time::Duration::from_millis);
-            d.kind == wharf_core::lifecycle::DeploymentKind::Definition
-                && d.state.can_be_approved()
-                && !wharf_core::decide::is_expired(d.started_at, window, now)
-        }) {
-            return Err(ServerError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "definition revision {} waits for approval (deployment #{}); nothing was changed",
-                    waiting.config_revision, waiting.id
-                ),
-            )
-            .hint(format!(
-                "an approver decides it (`wharf approve {id}` or `wharf reject {id}`); until then revision {current} stays in force (`wharf definition show` prints it)",
-                id = waiting.id,
-                current = previous.as_ref().map_or(0, |c| c.revision),
-            )));
-        }
-        let definition = crate::edge::definition(&submission)?;
+        self.refuse_while_held(previous.as_ref().map_or(0, |c| c.revision))?;
+        let mut definition = crate::edge::definition(&submission)?;
+        // Machines `wharf host add` recorded stay, unless this text lists them itself
+        // or no longer reaches its environment over SSH.
+        let recorded = match &previous {
+            Some(p) => self
+                .store
+                .definition(Some(p.revision))?
+                .map(|r| r.ssh_hosts)
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
+        let ssh_hosts = add_recorded_hosts(&mut definition, &recorded);
         let change = revision_change(previous.as_ref().map(|c| &c.definition), &definition);
         for (env, action) in required(
             &change,
@@ -441,6 +470,7 @@ impl Definitions {
             source: submission.source,
             files: submission.files,
             scale: Default::default(),
+            ssh_hosts,
             user: user.to_owned(),
             at: now_millis(),
             message: submission.message.unwrap_or_default(),

@@ -183,4 +183,7 @@ pub const MIGRATIONS: &[&str] = &[
     // 12: instance counts `wharf scale` set on a revision, as a JSON object of
     // "ENV/SERVICE" -> count, applied over its text.
     "ALTER TABLE definitions ADD COLUMN scale TEXT NOT NULL DEFAULT '{}';",
+    // 13: machines `wharf host add` put in an SSH environment, as a JSON object of
+    // ENV -> [machine], added to its text.
+    "ALTER TABLE definitions ADD COLUMN ssh_hosts TEXT NOT NULL DEFAULT '{}';",
 ];

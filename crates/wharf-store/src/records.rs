@@ -214,6 +214,17 @@ pub struct AuditRecord {
     pub outcome: String,
 }
 
+/// A machine `wharf host add` put in an SSH environment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddedSshHost {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(default)]
+    pub host_key: Option<String>,
+}
+
 /// One revision of the definition (wharf.yaml) as the controller stores it: the source
 /// text, which the controller parsed and validated itself before storing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +239,8 @@ pub struct DefinitionRecord {
     pub files: std::collections::BTreeMap<String, String>,
     /// Instance counts `wharf scale` set on this revision: "ENV/SERVICE" -> count.
     pub scale: std::collections::BTreeMap<String, u32>,
+    /// Machines `wharf host add` put in SSH environments on this revision: ENV -> them.
+    pub ssh_hosts: std::collections::BTreeMap<String, Vec<AddedSshHost>>,
     pub user: String,
     pub at: i64,
     pub message: String,

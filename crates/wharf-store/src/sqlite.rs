@@ -750,7 +750,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn()
             .query_row(
-                "SELECT revision, digest, path, source, user, at, message, state, files, scale FROM definitions
+                "SELECT revision, digest, path, source, user, at, message, state, files, scale, ssh_hosts FROM definitions
                  WHERE revision = ?1 OR (?1 IS NULL AND state = 'active')
                  ORDER BY revision DESC LIMIT 1",
                 params![revision],
@@ -762,7 +762,7 @@ impl Store for SqliteStore {
     fn definitions(&self) -> Result<Vec<DefinitionRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT revision, digest, path, source, user, at, message, state, files, scale FROM definitions
+            "SELECT revision, digest, path, source, user, at, message, state, files, scale, ssh_hosts FROM definitions
              ORDER BY revision DESC",
         )?;
         let rows = stmt.query_map([], definition_row)?;
@@ -1144,8 +1144,8 @@ fn insert_definition(
         |r| r.get(0),
     )?;
     tx.execute(
-        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state, files, scale)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO definitions (revision, digest, path, source, user, at, message, state, files, scale, ssh_hosts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             revision,
             d.digest,
@@ -1156,7 +1156,9 @@ fn insert_definition(
             d.message,
             state,
             serde_json::to_string(&d.files).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            serde_json::to_string(&d.scale).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            serde_json::to_string(&d.scale).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            serde_json::to_string(&d.ssh_hosts)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
         ],
     )?;
     Ok(DefinitionRecord {
@@ -1176,26 +1178,20 @@ fn definition_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionRecord> {
         at: r.get(5)?,
         message: r.get(6)?,
         state: r.get(7)?,
-        files: {
-            let text: String = r.get(8)?;
-            serde_json::from_str(&text).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    8,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?
-        },
-        scale: {
-            let text: String = r.get(9)?;
-            serde_json::from_str(&text).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    9,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?
-        },
+        files: json_column(r, 8)?,
+        scale: json_column(r, 9)?,
+        ssh_hosts: json_column(r, 10)?,
+    })
+}
+
+/// A column holding JSON, read as `T`.
+fn json_column<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(index)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
     })
 }
 
@@ -1559,6 +1555,7 @@ mod tests {
             source: source.into(),
             files: Default::default(),
             scale: Default::default(),
+            ssh_hosts: Default::default(),
             user: "ann".into(),
             at: 1,
             message: String::new(),

@@ -439,6 +439,9 @@ pub enum HostCommand {
     Partition(HostArgs),
     /// Reconnect a partitioned host.
     Heal(HostArgs),
+    /// Add one more machine to an environment of `provider: ssh` (a definition
+    /// revision) and bootstrap it.
+    Add(AddArgs),
     /// Install a new agent binary on SSH hosts, one host at a time; their instances keep
     /// running and are adopted by the new agent.
     Upgrade(UpgradeArgs),
@@ -458,6 +461,25 @@ pub struct UpgradeArgs {
     pub agent_binary: Option<PathBuf>,
     #[arg(long)]
     pub accept_new_host_key: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Its host name in wharf.
+    pub host: String,
+    #[arg(long = "env", short = 'e')]
+    pub env: String,
+    /// Where to log in: `USER@ADDRESS[:PORT]` (the environment's `user` when no USER).
+    #[arg(long, value_name = "USER@ADDRESS[:PORT]")]
+    pub ssh: String,
+    /// Its host key, `TYPE BASE64` (default: known_hosts decides).
+    #[arg(long)]
+    pub host_key: Option<String>,
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// The wharf binary to install (default: this one).
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

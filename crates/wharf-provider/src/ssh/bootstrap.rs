@@ -209,7 +209,7 @@ async fn steps(
         let install = format!(
             "{sudo}sh -c {}",
             quote(&format!(
-                "mkdir -p /usr/local/bin {STATE_DIR} && cat > {BINARY}.new && chmod 755 {BINARY}.new && mv -f {BINARY}.new {BINARY}"
+                "mkdir -p /usr/local/bin {STATE_DIR} && {{ cat > {BINARY}.new && chmod 755 {BINARY}.new && mv -f {BINARY}.new {BINARY}; }} || {{ rm -f {BINARY}.new; exit 1; }}"
             ))
         );
         let ran = session.run(&install, binary).await?;

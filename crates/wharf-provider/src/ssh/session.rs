@@ -245,28 +245,25 @@ impl Session {
     /// Runs `command` (a shell command line), sending `input` on its standard input.
     pub async fn run(&self, command: &str, input: &[u8]) -> Result<Ran, SshError> {
         let lost = |e: russh::Error| SshError::Session(e.to_string());
-        let mut channel = self.handle.channel_open_session().await.map_err(lost)?;
+        let channel = self.handle.channel_open_session().await.map_err(lost)?;
         channel.exec(true, command).await.map_err(lost)?;
-        if !input.is_empty() {
-            channel.data(input).await.map_err(lost)?;
-        }
-        channel.eof().await.map_err(lost)?;
-        let mut ran = Ran::default();
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(message) = channel.wait().await {
-            match message {
-                ChannelMsg::Data { data } => out.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => ran.code = Some(exit_status),
-                ChannelMsg::ExitSignal { signal_name, .. } => {
-                    err.extend_from_slice(format!("killed by {signal_name:?}").as_bytes());
-                }
-                _ => {}
+        // Read while writing: a command that fails before it read all its input (a
+        // full disk, a read-only folder) stops taking it, and only its exit says so.
+        let (mut read, write) = channel.split();
+        let writing = async {
+            if !input.is_empty() {
+                write.data(input).await?;
             }
+            write.eof().await
+        };
+        let reading = collect(&mut read);
+        tokio::pin!(writing, reading);
+        tokio::select! {
+            // An input the machine stopped taking: its exit status says why.
+            _ = &mut writing => {}
+            ran = &mut reading => return Ok(ran),
         }
-        ran.stdout = String::from_utf8_lossy(&out).into_owned();
-        ran.stderr = String::from_utf8_lossy(&err).into_owned();
-        Ok(ran)
+        Ok(reading.await)
     }
 
     pub async fn close(self) {
@@ -275,6 +272,26 @@ impl Session {
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
+}
+
+/// What a command printed and how it ended, read until its channel closes.
+async fn collect(read: &mut russh::ChannelReadHalf) -> Ran {
+    let mut ran = Ran::default();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(message) = read.wait().await {
+        match message {
+            ChannelMsg::Data { data } => out.extend_from_slice(&data),
+            ChannelMsg::ExtendedData { data, .. } => err.extend_from_slice(&data),
+            ChannelMsg::ExitStatus { exit_status } => ran.code = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                err.extend_from_slice(format!("killed by {signal_name:?}").as_bytes());
+            }
+            _ => {}
+        }
+    }
+    ran.stdout = String::from_utf8_lossy(&out).into_owned();
+    ran.stderr = String::from_utf8_lossy(&err).into_owned();
+    ran
 }
 
 fn unreachable(login: &Login, why: String) -> SshError {

@@ -19,7 +19,7 @@ use crate::printer::Printer;
 use crate::project;
 
 /// How long `env up` waits for new hosts to join.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn provider(global: &Global) -> anyhow::Result<NetnsProvider<SystemRunner>> {
     if !nix::unistd::geteuid().is_root() {
@@ -85,14 +85,11 @@ async fn up(
         }
         Provider::Docker => return docker_up(global, printer, env, &hosts.names).await,
         Provider::Ssh => {
-            let Some(ssh) = &hosts.ssh else {
-                return Err(Failure::input(format!("`{env}` lists no SSH machine")).into());
-            };
             let options = super::env_ssh::Options {
                 accept_new_host_key,
                 agent_binary,
             };
-            return super::env_ssh::up(global, printer, env, ssh, options).await;
+            return super::env_ssh::up(global, printer, env, options).await;
         }
         Provider::Netns => {}
     }

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use wharf_core::model::{SshEndpoint, SshHosts};
+use wharf_api::{SshEndpointView, SshEnvironment};
+use wharf_client::Client;
 use wharf_provider::ssh::{Bootstrap, Login, Outcome, Trust, bootstrap_all};
 
 use crate::cli::Global;
@@ -36,7 +37,7 @@ fn expand(path: &str) -> PathBuf {
 }
 
 /// What host keys the machines of `ssh` are checked against, and who logs in.
-fn trust(ssh: &SshHosts, state_dir: &std::path::Path, accept_new: bool) -> Trust {
+fn trust(ssh: &SshEnvironment, state_dir: &std::path::Path, accept_new: bool) -> Trust {
     Trust {
         identity_file: expand(&ssh.identity_file),
         known_hosts: vec![
@@ -48,7 +49,7 @@ fn trust(ssh: &SshHosts, state_dir: &std::path::Path, accept_new: bool) -> Trust
     }
 }
 
-fn login(name: &str, endpoint: &SshEndpoint) -> Login {
+fn login(name: &str, endpoint: &SshEndpointView) -> Login {
     Login {
         name: name.to_owned(),
         address: endpoint.address.clone(),
@@ -76,117 +77,230 @@ fn describe(outcome: &Outcome) -> String {
     }
 }
 
+/// The controller, with this project's wharf.yaml in force (as a deploy applies it):
+/// which machines an environment has is the controller's definition's to say,
+/// `wharf host add`'s included.
+async fn applied_controller(global: &Global, printer: &Printer) -> anyhow::Result<Client> {
+    let project = project::load(global)?;
+    let client = crate::connect::controller(global, printer).await?;
+    crate::commands::definition::ensure_applied(&project, &client, printer).await?;
+    Ok(client)
+}
+
 pub async fn up(
     global: &Global,
     printer: &Printer,
     env: &str,
-    ssh: &SshHosts,
     options: Options,
 ) -> anyhow::Result<ExitCode> {
+    let client = applied_controller(global, printer).await?;
+    let ssh = client.ssh_environment(env).await.map_err(Failure::from)?;
     let all: Vec<&str> = ssh.machines.iter().map(|m| m.name.as_str()).collect();
-    bootstrap(global, printer, env, ssh, &options, &all, PARALLEL).await?;
+    bootstrap(global, printer, &client, &ssh, &options, &all, PARALLEL).await?;
     printer.info(&format!("{} host(s) of `{env}` are up", all.len()));
     crate::commands::hosts::list(global, printer, Some(env)).await
 }
 
+/// `wharf host add NAME --env ENV --ssh USER@ADDRESS[:PORT]`: one more machine,
+/// recorded by the controller as a definition revision, then bootstrapped.
+pub async fn add(
+    global: &Global,
+    printer: &Printer,
+    args: crate::cli::AddArgs,
+) -> anyhow::Result<ExitCode> {
+    let target = wharf_core::ssh_hosts::parse_target(&args.ssh).map_err(|e| {
+        Failure::input(format!("--ssh {e}")).hint("write it as `USER@ADDRESS[:PORT]`")
+    })?;
+    if let Some(problem) = args
+        .host_key
+        .as_deref()
+        .and_then(wharf_core::ssh_hosts::host_key_problem)
+    {
+        return Err(Failure::input(format!("--host-key: {problem}"))
+            .hint("the line of the host's /etc/ssh/ssh_host_ed25519_key.pub (`ssh-keyscan HOST` prints it)")
+            .into());
+    }
+    let client = applied_controller(global, printer).await?;
+    let request = wharf_api::SshHostAdd {
+        name: args.host.clone(),
+        address: target.address,
+        port: target.port,
+        user: target.user,
+        host_key: args.host_key,
+        by: crate::commands::current_user(),
+    };
+    let revision = client
+        .add_ssh_host(&args.env, &request)
+        .await
+        .map_err(Failure::from)?;
+    printer.info(&format!(
+        "added `{}` to `{}` as definition revision {} ({})",
+        args.host, args.env, revision.revision, revision.message
+    ));
+    let ssh = client
+        .ssh_environment(&args.env)
+        .await
+        .map_err(Failure::from)?;
+    let options = Options {
+        accept_new_host_key: args.accept_new_host_key,
+        agent_binary: args.agent_binary,
+    };
+    bootstrap(global, printer, &client, &ssh, &options, &[&args.host], 1).await?;
+    printer.info(&format!("`{}` of `{}` is up", args.host, args.env));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The SSH environments of this project that the controller knows, `only` one when
+/// given.
+async fn ssh_environments(
+    global: &Global,
+    client: &Client,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<SshEnvironment>> {
+    let project = project::load(global)?;
+    let mut found = Vec::new();
+    for (name, environment) in &project.definition.environments {
+        let ssh = environment
+            .hosts
+            .as_ref()
+            .is_some_and(|h| h.provider == wharf_core::model::Provider::Ssh);
+        if ssh && only.is_none_or(|e| e == name) {
+            found.push(client.ssh_environment(name).await.map_err(Failure::from)?);
+        }
+    }
+    if let Some(env) = only
+        && found.is_empty()
+    {
+        return Err(Failure::input(format!(
+            "`{env}` is not an environment with `provider: ssh`"
+        ))
+        .hint("these commands reach hosts of `hosts: { provider: ssh }`")
+        .into());
+    }
+    Ok(found)
+}
+
+/// The SSH environment a host belongs to (`--env` when given).
+async fn ssh_env_of(
+    global: &Global,
+    client: &Client,
+    host: &str,
+    env: Option<&str>,
+) -> anyhow::Result<SshEnvironment> {
+    ssh_environments(global, client, env)
+        .await?
+        .into_iter()
+        .find(|ssh| ssh.machines.iter().any(|m| m.name == host))
+        .ok_or_else(|| {
+            Failure::input(format!("no SSH host `{host}` in the definition"))
+                .hint("`wharf hosts` lists the hosts; `wharf host revoke` reaches any host")
+                .into()
+        })
+}
+
 /// `wharf host upgrade [NAME] [--env ENV]`: the bootstrap again, one machine at a
-/// time, so a new binary rolls host by host (its agent restarted on it, its instances
-/// adopted as they run).
+/// time, each one's new agent reporting before the next is touched, so a new binary
+/// rolls host by host (its instances adopted as they run).
 pub async fn upgrade(
     global: &Global,
     printer: &Printer,
     args: crate::cli::UpgradeArgs,
 ) -> anyhow::Result<ExitCode> {
-    let project = project::load(global)?;
-    let ssh_envs: Vec<(&String, &SshHosts)> = project
-        .definition
-        .environments
-        .iter()
-        .filter(|(name, _)| args.env.as_ref().is_none_or(|e| e == *name))
-        .filter_map(|(name, e)| Some((name, e.hosts.as_ref()?.ssh.as_ref()?)))
-        .filter(|(_, ssh)| {
-            args.host
-                .as_ref()
-                .is_none_or(|h| ssh.machines.iter().any(|m| &m.name == h))
-        })
-        .collect();
-    let (env, ssh) = match (ssh_envs.as_slice(), &args.host) {
-        ([one], _) => *one,
-        ([], Some(host)) => {
-            return Err(
-                Failure::input(format!("no SSH host `{host}` in the definition"))
-                    .hint("`wharf host upgrade` reaches hosts of `provider: ssh`")
-                    .into(),
-            );
-        }
-        ([], None) => {
+    let client = applied_controller(global, printer).await?;
+    let ssh = match (&args.host, &args.env) {
+        (Some(host), env) => ssh_env_of(global, &client, host, env.as_deref()).await?,
+        (None, Some(env)) => ssh_environments(global, &client, Some(env))
+            .await?
+            .remove(0),
+        (None, None) => {
             return Err(
                 Failure::input("`wharf host upgrade` needs `--env ENV` or a host name")
                     .hint("it reaches the hosts of an environment with `provider: ssh`")
                     .into(),
             );
         }
-        (_, _) => {
-            return Err(Failure::input("several environments match: name one with `--env`").into());
-        }
     };
-    let chosen: Vec<&str> = ssh
+    let chosen: Vec<String> = ssh
         .machines
         .iter()
-        .map(|m| m.name.as_str())
-        .filter(|n| args.host.as_deref().is_none_or(|h| h == *n))
+        .map(|m| m.name.clone())
+        .filter(|n| args.host.as_ref().is_none_or(|h| h == n))
         .collect();
     let options = Options {
         accept_new_host_key: args.accept_new_host_key,
         agent_binary: args.agent_binary,
     };
-    bootstrap(global, printer, env, ssh, &options, &chosen, 1).await?;
+    for name in &chosen {
+        let seen = last_seen(&client, &ssh.env, name).await?;
+        bootstrap(global, printer, &client, &ssh, &options, &[name], 1).await?;
+        reported_since(&client, &ssh.env, name, seen).await?;
+    }
     printer.info(&format!(
-        "{} host(s) of `{env}` run this agent",
-        chosen.len()
+        "{} host(s) of `{}` run this agent",
+        chosen.len(),
+        ssh.env
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// When the controller last heard from a host (0: never).
+async fn last_seen(client: &Client, env: &str, host: &str) -> anyhow::Result<i64> {
+    Ok(client
+        .hosts(Some(env))
+        .await
+        .map_err(Failure::from)?
+        .into_iter()
+        .find(|h| h.host.name == host)
+        .map_or(0, |h| h.host.last_seen))
+}
+
+/// Waits until a host's agent reports after `seen` and can take instances.
+async fn reported_since(client: &Client, env: &str, host: &str, seen: i64) -> anyhow::Result<()> {
+    let begun = std::time::Instant::now();
+    loop {
+        let reported = client
+            .hosts(Some(env))
+            .await
+            .map_err(Failure::from)?
+            .into_iter()
+            .any(|h| {
+                h.host.name == host && h.host.last_seen > seen && h.host.state.can_take_instances()
+            });
+        if reported {
+            return Ok(());
+        }
+        if begun.elapsed() > super::env::JOIN_TIMEOUT {
+            return Err(Failure::operation(format!(
+                "the new agent of `{host}` did not report within {}s; the hosts after it were left as they were",
+                super::env::JOIN_TIMEOUT.as_secs()
+            ))
+            .hint("its log is /var/lib/wharf/agent.log on the machine (or `journalctl -u wharf-agent`)")
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// How long a removal waits for a drained host's instances to move.
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// The SSH environment a host of the definition belongs to (`--env` when given).
-fn ssh_env_of<'d>(
-    project: &'d crate::project::Project,
-    host: &str,
-    env: Option<&str>,
-) -> anyhow::Result<(&'d String, &'d SshHosts)> {
-    project
-        .definition
-        .environments
-        .iter()
-        .filter(|(name, _)| env.is_none_or(|e| e == name.as_str()))
-        .filter_map(|(name, e)| Some((name, e.hosts.as_ref()?.ssh.as_ref()?)))
-        .find(|(_, ssh)| ssh.machines.iter().any(|m| m.name == host))
-        .ok_or_else(|| {
-            Failure::input(format!("no SSH host `{host}` in the definition"))
-                .hint("`wharf host remove` reaches hosts of `provider: ssh`; `wharf host revoke` any host")
-                .into()
-        })
-}
-
 /// `wharf host remove NAME`: drains the host (its pooled instances are placed
-/// elsewhere), waits until it runs nothing, uninstalls its agent over SSH and revokes
-/// its certificate.
+/// elsewhere), waits until it runs nothing, uninstalls its agent over SSH, revokes
+/// its certificate, and takes it out of the definition when `wharf host add` put it
+/// there.
 pub async fn remove(
     global: &Global,
     printer: &Printer,
     args: crate::cli::HostArgs,
 ) -> anyhow::Result<ExitCode> {
-    let project = project::load(global)?;
-    let (env, ssh) = ssh_env_of(&project, &args.host, args.env.as_deref())?;
+    let client = applied_controller(global, printer).await?;
+    let ssh = ssh_env_of(global, &client, &args.host, args.env.as_deref()).await?;
+    let env = ssh.env.as_str();
     let machine = ssh
         .machines
         .iter()
         .find(|m| m.name == args.host)
         .ok_or_else(|| Failure::input(format!("no SSH host `{}`", args.host)))?;
-    let client = crate::connect::controller(global, printer).await?;
     let state_dir = project::state_dir(global)?;
     let joined = client
         .hosts(Some(env))
@@ -195,49 +309,27 @@ pub async fn remove(
         .into_iter()
         .any(|h| h.host.name == args.host);
     if joined {
-        client
-            .host_action(&args.host, "drain", Some(env))
-            .await
-            .map_err(Failure::from)?;
-        printer.info(&format!(
-            "draining `{}`: its instances move to the other hosts",
-            args.host
-        ));
-        let begun = std::time::Instant::now();
-        loop {
-            let left = client
-                .hosts(Some(env))
-                .await
-                .map_err(Failure::from)?
-                .into_iter()
-                .find(|h| h.host.name == args.host)
-                .map(|h| h.instances)
-                .unwrap_or(0);
-            if left == 0 {
-                break;
-            }
-            if begun.elapsed() > DRAIN_LIMIT {
-                return Err(Failure::operation(format!(
-                    "`{}` still runs {left} instance(s) after {}s; nothing was removed",
-                    args.host,
-                    DRAIN_LIMIT.as_secs()
-                ))
-                .hint("services on nodes of this host have nowhere to move: change the definition first")
-                .into());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
+        drain(printer, &client, env, &args.host).await?;
     }
-    let trust = trust(ssh, &state_dir, false);
+    let trust = trust(&ssh, &state_dir, false);
     let jump = ssh.jump.as_ref().map(|j| login("jump host", j));
-    wharf_provider::ssh::uninstall(
+    let uninstalled = wharf_provider::ssh::uninstall(
         &login(&machine.name, &machine.endpoint),
         jump.as_ref(),
         &trust,
     )
-    .await
-    .map_err(|e| Failure::operation(format!("`{}`: {e}", args.host)))?;
-    printer.info(&format!("removed wharf from `{}`", args.host));
+    .await;
+    match uninstalled {
+        Ok(()) => printer.info(&format!("removed wharf from `{}`", args.host)),
+        // A machine that never joined may never have been reached: taking it out of
+        // the definition is what is asked.
+        Err(e) if !joined && machine.added => printer.info(&format!(
+            "{} `{}` could not be reached to uninstall anything ({e}); it never joined",
+            printer.paint("warning:", crate::printer::Tone::Warn),
+            args.host
+        )),
+        Err(e) => return Err(Failure::operation(format!("`{}`: {e}", args.host)).into()),
+    }
     if joined {
         client
             .host_action(&args.host, "revoke", Some(env))
@@ -245,11 +337,58 @@ pub async fn remove(
             .map_err(Failure::from)?;
         printer.info(&format!("revoked the certificate of `{}`", args.host));
     }
-    printer.info(&format!(
-        "take `{}` out of `environments.{env}.hosts` in the definition, or `wharf env up {env}` installs it again",
-        args.host
-    ));
+    if machine.added {
+        let revision = client
+            .remove_ssh_host(env, &args.host)
+            .await
+            .map_err(Failure::from)?;
+        printer.info(&format!(
+            "definition revision {} no longer lists `{}`",
+            revision.revision, args.host
+        ));
+    } else {
+        printer.info(&format!(
+            "take `{}` out of `environments.{env}.hosts` in wharf.yaml, or `wharf env up {env}` installs it again",
+            args.host
+        ));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Drains a host and waits until its instances have moved.
+async fn drain(printer: &Printer, client: &Client, env: &str, host: &str) -> anyhow::Result<()> {
+    client
+        .host_action(host, "drain", Some(env))
+        .await
+        .map_err(Failure::from)?;
+    printer.info(&format!(
+        "draining `{host}`: its instances move to the other hosts"
+    ));
+    let begun = std::time::Instant::now();
+    loop {
+        let left = client
+            .hosts(Some(env))
+            .await
+            .map_err(Failure::from)?
+            .into_iter()
+            .find(|h| h.host.name == host)
+            .map(|h| h.instances)
+            .unwrap_or(0);
+        if left == 0 {
+            return Ok(());
+        }
+        if begun.elapsed() > DRAIN_LIMIT {
+            return Err(Failure::operation(format!(
+                "`{host}` still runs {left} instance(s) after {}s; nothing was removed",
+                DRAIN_LIMIT.as_secs()
+            ))
+            .hint(
+                "services on nodes of this host have nowhere to move: change the definition first",
+            )
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Bootstraps the machines of `ssh` named in `only`, `parallel` at once, and waits for
@@ -257,13 +396,13 @@ pub async fn remove(
 async fn bootstrap(
     global: &Global,
     printer: &Printer,
-    env: &str,
-    ssh: &SshHosts,
+    client: &Client,
+    ssh: &SshEnvironment,
     options: &Options,
     only: &[&str],
     parallel: usize,
 ) -> anyhow::Result<()> {
-    let client = crate::connect::controller(global, printer).await?;
+    let env = ssh.env.as_str();
     let state_dir = project::state_dir(global)?;
     let binary = match &options.agent_binary {
         Some(path) => path.clone(),
@@ -284,7 +423,7 @@ async fn bootstrap(
             .any(|h| h.host.name == name && h.host.state.can_take_instances())
     };
     let new = machines.iter().filter(|m| !ready(&m.name)).count();
-    let token = super::env::join_token(&client, env, new).await?;
+    let token = super::env::join_token(client, env, new).await?;
     let plan = Bootstrap {
         env: env.to_owned(),
         binary,
@@ -314,7 +453,7 @@ async fn bootstrap(
             }
         }
     }
-    super::env::wait_ready(&client, env, &done).await?;
+    super::env::wait_ready(client, env, &done).await?;
     if !failed.is_empty() {
         return Err(Failure::operation(format!(
             "{} of {total} machine(s) of `{env}` could not be bootstrapped: {}",

@@ -137,6 +137,9 @@ pub async fn act(
         HostCommand::Upgrade(a) => {
             return crate::commands::env_ssh::upgrade(global, printer, a).await;
         }
+        HostCommand::Add(a) => {
+            return crate::commands::env_ssh::add(global, printer, a).await;
+        }
         HostCommand::Remove(a) => {
             return crate::commands::env_ssh::remove(global, printer, a).await;
         }

@@ -16,6 +16,8 @@ pub struct Machine {
     pub netns: String,
     /// `ssh-ed25519 AAAA...`
     pub host_key: String,
+    /// Its folder on this machine (sshd's configuration and log).
+    pub home: PathBuf,
     sshd: Option<Child>,
 }
 
@@ -27,6 +29,46 @@ impl Machine {
             .args(["-t", &pid.to_string(), "-m", "-n", "sh", "-c", command])
             .output()
             .unwrap()
+    }
+
+    /// Gives the machine a login of its own, `user` with `sudoers` as its sudo rule:
+    /// its own copies of /etc/passwd, group, shadow and sudoers.d, bind-mounted in its
+    /// mount namespace (this machine's files stay as they are).
+    pub fn add_user(&self, user: &str, uid: u32, sudoers: &str) {
+        let etc = self.home.join("etc");
+        std::fs::create_dir_all(etc.join("sudoers.d")).unwrap();
+        for file in ["passwd", "group", "shadow"] {
+            if !etc.join(file).exists() {
+                std::fs::copy(Path::new("/etc").join(file), etc.join(file)).unwrap();
+            }
+        }
+        let append = |file: &str, line: String| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(etc.join(file))
+                .unwrap();
+            writeln!(f, "{line}").unwrap();
+        };
+        append("passwd", format!("{user}:x:{uid}:{uid}::/tmp:/bin/sh"));
+        append("group", format!("{user}:x:{uid}:"));
+        append("shadow", format!("{user}:*:19000:0:99999:7:::"));
+        let rule = etc.join("sudoers.d").join(user);
+        std::fs::write(&rule, format!("{sudoers}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rule, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let mount = ["passwd", "group", "shadow", "sudoers.d"]
+            .iter()
+            .map(|f| {
+                format!(
+                    "grep -q ' /etc/{f} ' /proc/self/mountinfo || mount --bind {} /etc/{f}",
+                    etc.join(f).display()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let out = self.sh(&mount);
+        assert!(out.status.success(), "{}", text(&out));
     }
 }
 
@@ -130,6 +172,7 @@ pub fn machines(root: &Path, wharf: &str, names: &[&str], with_sshd: &[&str]) ->
             address: host.address.clone(),
             netns: host.netns.clone(),
             host_key: public.join(" "),
+            home,
             sshd,
         });
     }

@@ -34,10 +34,23 @@ pub fn ssh_runs_here() -> bool {
 /// A definition whose environment `edge` runs a pooled service on `machines`, with the
 /// host keys `keys` gives them.
 fn definition(m: &Machines, key_of: impl Fn(usize, &Machine) -> String) -> String {
+    let all: Vec<usize> = (0..m.all.len()).collect();
+    definition_of(m, &all, "", key_of)
+}
+
+/// [`definition`] with only the machines `listed`, `settings` (as `user: deploy\n`)
+/// among the hosts' keys.
+fn definition_of(
+    m: &Machines,
+    listed: &[usize],
+    settings: &str,
+    key_of: impl Fn(usize, &Machine) -> String,
+) -> String {
     let hosts: Vec<String> = m
         .all
         .iter()
         .enumerate()
+        .filter(|(i, _)| listed.contains(i))
         .map(|(i, machine)| {
             format!(
                 "        - {{ name: {}, address: {}, host_key: \"{}\" }}\n",
@@ -60,13 +73,17 @@ environments:
     hosts:
       provider: ssh
       identity_file: {}
-      hosts:
+{}      hosts:
 {}    pools:
       svc: {{ count: {}, spread: host }}
 "#,
         m.key.display(),
+        settings
+            .lines()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>(),
         hosts.concat(),
-        m.all.len()
+        listed.len()
     )
 }
 
@@ -406,4 +423,210 @@ fn a_removed_host_keeps_no_binary_agent_or_valid_certificate() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(m1["state"], "revoked", "{hosts}");
+}
+
+#[test]
+fn a_host_added_by_command_is_a_definition_revision_and_is_bootstrapped() {
+    if !ssh_runs_here() {
+        return;
+    }
+    let _fleet = crate::netns::one_at_a_time();
+    let mut p = Project::new("services: {}\n", &["svc"]);
+    let m = machines(p.path(), WHARF, &["m-1", "m-2"], &["m-1", "m-2"]);
+    let text_of = |m: &Machines, comment: &str| {
+        format!(
+            "# {comment}\n{}",
+            definition_of(m, &[0], "", |_, machine| machine.host_key.clone())
+        )
+    };
+    p.write("wharf.yaml", &text_of(&m, "one machine"));
+    let binary = m.binary.to_str().unwrap().to_owned();
+    p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    let second = &m.all[1];
+    let target = format!("root@{}:22", second.address);
+    let out = p.ok(&[
+        "host",
+        "add",
+        "m-2",
+        "--env",
+        "edge",
+        "--ssh",
+        &target,
+        "--host-key",
+        &second.host_key,
+        "--agent-binary",
+        &binary,
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("added `m-2` to `edge` as definition revision")
+            && err.contains("m-2: installed wharf, joined, started its agent"),
+        "{}",
+        text(&out)
+    );
+    let hosts = p.json(&["hosts", "--env", "edge"]);
+    assert_eq!(hosts.as_array().map(Vec::len), Some(2), "{hosts}");
+    let history = p.json(&["definition", "history"]);
+    assert!(
+        history[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("wharf host add m-2 --env edge --ssh root@")),
+        "{history}"
+    );
+
+    // Refused, and nothing changes: the same name, the same machine, a bad target.
+    let revisions = history.as_array().map(Vec::len);
+    let taken = p.wharf(&["host", "add", "m-2", "--env", "edge", "--ssh", &target]);
+    assert_eq!(taken.status.code(), Some(1), "{}", text(&taken));
+    assert!(
+        stderr(&taken).contains("already has a host `m-2`"),
+        "{}",
+        text(&taken)
+    );
+    let again = p.wharf(&["host", "add", "m-9", "--env", "edge", "--ssh", &target]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        stderr(&again).contains("host `m-2` of `edge` already is"),
+        "{}",
+        text(&again)
+    );
+    let bad = p.wharf(&["host", "add", "m-3", "--env", "edge", "--ssh", "root@"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        stderr(&bad).contains("USER@ADDRESS[:PORT]"),
+        "{}",
+        text(&bad)
+    );
+    let history = p.json(&["definition", "history"]);
+    assert_eq!(history.as_array().map(Vec::len), revisions, "{history}");
+
+    // A changed wharf.yaml applied keeps the machine that was added.
+    p.write("wharf.yaml", &text_of(&m, "edited"));
+    p.ok(&["apply"]);
+    let out = p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert!(
+        stderr(&out).contains("m-2: ready, nothing to do"),
+        "{}",
+        text(&out)
+    );
+
+    // Removed, it leaves the definition as well.
+    let out = p.ok(&["host", "remove", "m-2", "--env", "edge"]);
+    assert!(
+        stderr(&out).contains("no longer lists `m-2`"),
+        "{}",
+        text(&out)
+    );
+    let out = p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert!(!stderr(&out).contains("m-2:"), "{}", text(&out));
+}
+
+#[test]
+fn a_login_that_is_not_root_bootstraps_through_passwordless_sudo_only() {
+    if !ssh_runs_here() {
+        return;
+    }
+    let _fleet = crate::netns::one_at_a_time();
+    let mut p = Project::new("services: {}\n", &["svc"]);
+    let m = machines(p.path(), WHARF, &["m-1"], &["m-1"]);
+    let machine = &m.all[0];
+    machine.add_user("asker", 1501, "asker ALL=(ALL) ALL");
+    machine.add_user("deploy", 1500, "deploy ALL=(ALL) NOPASSWD:ALL");
+    let binary = m.binary.to_str().unwrap().to_owned();
+    let key = |_: usize, machine: &Machine| machine.host_key.clone();
+
+    p.write("wharf.yaml", &definition_of(&m, &[0], "user: asker\n", key));
+    let out = p.wharf(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("`asker` is not root and `sudo -n` refused"),
+        "{}",
+        text(&out)
+    );
+    let installed = machine.sh("test -e /usr/local/bin/wharf && echo yes || echo no");
+    assert_eq!(String::from_utf8_lossy(&installed.stdout).trim(), "no");
+
+    p.write(
+        "wharf.yaml",
+        &definition_of(&m, &[0], "user: deploy\n", key),
+    );
+    let out = p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert!(
+        stderr(&out).contains("m-1: installed wharf, joined, started its agent"),
+        "{}",
+        text(&out)
+    );
+    // The agent runs as root (it starts instances as their users), under the
+    // supervisor sudo started.
+    let uid = machine.sh("awk '/^Uid:/ { print $2 }' /proc/$(cat /var/lib/wharf/agent.pid)/status");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "{}",
+        text(&uid)
+    );
+    p.ok(&["deploy", "svc", "--env", "edge", "--version", "v1"]);
+    let log = std::fs::read_to_string(machine.home.join("sshd.log")).unwrap_or_default();
+    assert!(log.contains("Accepted publickey for deploy"), "{log}");
+}
+
+#[test]
+fn a_read_only_or_full_usr_local_fails_its_machine_alone_and_a_rerun_completes_it() {
+    if !ssh_runs_here() {
+        return;
+    }
+    let _fleet = crate::netns::one_at_a_time();
+    let mut p = Project::new("services: {}\n", &["svc"]);
+    let m = machines(
+        p.path(),
+        WHARF,
+        &["m-1", "m-2", "m-3"],
+        &["m-1", "m-2", "m-3"],
+    );
+    p.write(
+        "wharf.yaml",
+        &definition(&m, |_, machine| machine.host_key.clone()),
+    );
+    let (read_only, full) = (&m.all[0], &m.all[1]);
+    let out = read_only.sh("mount -o remount,ro /usr/local/bin");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = full.sh("mount -o remount,size=1m /usr/local/bin");
+    assert!(out.status.success(), "{}", text(&out));
+    let binary = m.binary.to_str().unwrap().to_owned();
+    let out = p.wharf(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("m-1: failed: cannot install /usr/local/bin/wharf")
+            && err.contains("Read-only file system"),
+        "{err}"
+    );
+    assert!(
+        err.contains("m-2: failed: cannot install /usr/local/bin/wharf")
+            && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(err.contains("m-3: installed wharf, joined"), "{err}");
+    // The full disk keeps no half-written binary.
+    let left = full.sh("ls /usr/local/bin | wc -l");
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "0",
+        "{}",
+        text(&left)
+    );
+
+    // Fixed, the next run completes them and leaves the done one as it is.
+    read_only.sh("mount -o remount,rw /usr/local/bin");
+    full.sh("mount -o remount,size=512m /usr/local/bin");
+    let out = p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("m-1: installed wharf, joined")
+            && err.contains("m-2: installed wharf, joined")
+            && err.contains("m-3: ready, nothing to do"),
+        "{err}"
+    );
+    let hosts = p.json(&["hosts", "--env", "edge"]);
+    assert_eq!(hosts.as_array().map(Vec::len), Some(3), "{hosts}");
 }
