@@ -501,6 +501,8 @@ fn owner_only(state_dir: &Path) -> std::io::Result<()> {
         "server.log",
         "controller.lock",
         "controller.json",
+        // Written by the CLI's supervisor of this controller (`wharf server --supervise`).
+        "supervisor.pid",
         "api-port",
         "agent-port",
         "auth-required",

@@ -569,6 +569,11 @@ pub struct ServerArgs {
     /// Where state is kept (default: `.wharf/` beside wharf.yaml, or WHARF_HOME).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// With `--dev`: start the controller again whenever it dies (not when it is
+    /// stopped), so its instances are watched again at once. The CLI starts its
+    /// background controller so; `supervisor.pid` in the state folder names it.
+    #[arg(long, requires = "dev")]
+    pub supervise: bool,
     /// Address to listen on (`--dev`: default 127.0.0.1 on a free port; a production
     /// controller needs it given).
     #[arg(long)]

@@ -13,6 +13,9 @@ use crate::failure::Failure;
 use crate::printer::Printer;
 use crate::project;
 
+/// The pid file of a supervised dev controller's supervisor, in its state folder.
+pub const SUPERVISOR_FILE: &str = "supervisor.pid";
+
 /// How long a freshly started local controller may take to answer (it recovers its
 /// instances and addresses first, which on a loaded machine takes a while).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -289,11 +292,36 @@ fn challenge() -> String {
 /// Stops this project's background controller, if one runs; returns its pid.
 pub async fn stop_local(global: &Global) -> anyhow::Result<Option<u32>> {
     let state_dir = project::state_dir(global)?;
+    // The supervisor first, or it starts the controller again (it passes SIGTERM on).
+    let supervised = stop_supervisor(&state_dir).await;
     let Some((_, file)) = running(&state_dir).await? else {
-        return Ok(None);
+        return Ok(supervised);
     };
     stop(&file).await;
     Ok(Some(file.pid))
+}
+
+/// Stops the supervisor of this state folder's controller, if one runs: only a
+/// `wharf server --supervise` of this very folder is signalled. Its pid, if it ran.
+async fn stop_supervisor(state_dir: &Path) -> Option<u32> {
+    let file = state_dir.join(SUPERVISOR_FILE);
+    let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let ours = args.contains(&b"--supervise".as_slice())
+        && args.contains(&state_dir.as_os_str().as_encoded_bytes());
+    if !ours {
+        return None;
+    }
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM).ok()?;
+    let begun = Instant::now();
+    while begun.elapsed() < Duration::from_secs(10)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(pid)
 }
 
 /// Stops a controller started by an older build, identified by its command line
@@ -378,6 +406,9 @@ fn start(state_dir: &Path, agents_beyond_loopback: bool) -> anyhow::Result<std::
     command
         .arg("server")
         .arg("--dev")
+        // Started again should it die: the laptop's instances are never left unwatched
+        // until the next command.
+        .arg("--supervise")
         .arg("--state-dir")
         .arg(state_dir)
         .args(

@@ -14,7 +14,8 @@ pub async fn agent(global: &Global, mut args: AgentArgs) -> anyhow::Result<ExitC
     if args.supervise
         && let Some(pid_file) = &args.pid_file
     {
-        return super::supervise::run(pid_file).await;
+        init_logging();
+        return super::supervise::run("agent", pid_file, super::supervise::Restart::Always).await;
     }
     if args.token_stdin {
         let mut line = String::new();

@@ -35,6 +35,14 @@ pub async fn server(
         None => project::state_dir(global)?,
     };
     let state_dir = std::path::absolute(&state_dir)?;
+    if args.supervise {
+        return super::supervise::run(
+            "controller",
+            &state_dir.join(crate::connect::SUPERVISOR_FILE),
+            super::supervise::Restart::WhenItDies,
+        )
+        .await;
+    }
     let shutdown = cancel_on_signal();
     let options = wharf_server::Options {
         listen: args

@@ -1,8 +1,15 @@
-//! `wharf agent --supervise --pid-file FILE`: where no systemd restarts the agent, this
-//! small process does. It writes its pid to FILE, runs the agent (the same command
-//! without those two flags) and starts it again whenever it exits, backing off when it
-//! exits soon after starting; SIGTERM is passed on to the agent and ends both (the
-//! agent's instances keep running, and are adopted by the next agent).
+//! `--supervise`: a small process that runs the same command without its supervising
+//! flags and starts it again when it dies.
+//!
+//! - `wharf agent --supervise --pid-file FILE`, where no systemd restarts the agent: the
+//!   agent is started again whenever it exits.
+//! - `wharf server --dev --supervise`, the laptop's background controller as the CLI
+//!   starts it: started again when it dies (killed, crashed), so the local agent's
+//!   instances are watched again within a second; a controller that stops on purpose
+//!   (exit 0, as after SIGTERM or `wharf server stop`) or cannot start is left stopped.
+//!
+//! Either backs off when the command dies soon after starting; SIGTERM is passed on and
+//! ends both (instances keep running, and are adopted by the next agent or controller).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,20 +17,48 @@ use std::time::{Duration, Instant};
 
 use crate::failure::Failure;
 
-/// An agent that ran this long before it exited is started again at once.
+/// A command that ran this long before it died is started again at once.
 const STEADY: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A controller that fails within this long after starting could not start: it is not
+/// started again (its log says why, and the CLI shows it).
+const START_WINDOW: Duration = Duration::from_secs(5);
 
-pub async fn run(pid_file: &Path) -> anyhow::Result<ExitCode> {
+/// When the supervised command is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Whenever it exits.
+    Always,
+    /// When it dies; not when it exits 0 (it was told to stop), nor when it fails
+    /// within [`START_WINDOW`] of starting (it cannot start).
+    WhenItDies,
+}
+
+/// What to do after the command ended with `status` having run for `ran`.
+fn again(restart: Restart, status: Option<std::process::ExitStatus>, ran: Duration) -> Option<u8> {
+    use std::os::unix::process::ExitStatusExt;
+    match restart {
+        Restart::Always => None,
+        Restart::WhenItDies => match status {
+            Some(s) if s.success() => Some(0),
+            Some(s) if s.signal().is_none() && ran < START_WINDOW => {
+                Some(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1))
+            }
+            _ => None,
+        },
+    }
+}
+
+/// Runs the supervisor (logging is set up by the caller).
+pub async fn run(what: &str, pid_file: &Path, restart: Restart) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
-    super::server::init_logging();
-    std::fs::write(pid_file, std::process::id().to_string()).map_err(|e| {
+    write_owner_only(pid_file, &std::process::id().to_string()).map_err(|e| {
         Failure::operation(format!(
             "cannot write the pid file {}: {e}",
             pid_file.display()
         ))
     })?;
-    let args = agent_args(std::env::args().skip(1));
+    let args = supervised_args(std::env::args().skip(1));
     let exe = std::env::current_exe()?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -31,18 +66,12 @@ pub async fn run(pid_file: &Path) -> anyhow::Result<ExitCode> {
     loop {
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&exe).args(&args).spawn()?;
-        let stop = tokio::select! {
-            status = child.wait() => {
-                tracing::warn!(
-                    "the agent exited ({}); starting it again",
-                    status.map(|s| s.to_string()).unwrap_or_default()
-                );
-                false
-            }
-            _ = terminate.recv() => true,
-            _ = interrupt.recv() => true,
+        let ended = tokio::select! {
+            status = child.wait() => Some(status.ok()),
+            _ = terminate.recv() => None,
+            _ = interrupt.recv() => None,
         };
-        if stop {
+        let Some(status) = ended else {
             if let Some(pid) = child.id() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -52,8 +81,17 @@ pub async fn run(pid_file: &Path) -> anyhow::Result<ExitCode> {
             let _ = child.wait().await;
             let _ = std::fs::remove_file(pid_file);
             return Ok(ExitCode::SUCCESS);
+        };
+        let ran = started.elapsed();
+        if let Some(code) = again(restart, status, ran) {
+            let _ = std::fs::remove_file(pid_file);
+            return Ok(ExitCode::from(code));
         }
-        if started.elapsed() >= STEADY {
+        tracing::warn!(
+            "the {what} ended ({}); starting it again",
+            status.map(|s| s.to_string()).unwrap_or_default()
+        );
+        if ran >= STEADY {
             backoff = Duration::from_millis(500);
         } else {
             tokio::time::sleep(backoff).await;
@@ -62,8 +100,21 @@ pub async fn run(pid_file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The supervised agent's arguments: the supervisor's own without its two flags.
-fn agent_args(all: impl Iterator<Item = String>) -> Vec<String> {
+/// Writes `text` to `path`, readable by its owner alone (as the rest of a state folder).
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// The supervised command's arguments: the supervisor's own without its flags.
+fn supervised_args(all: impl Iterator<Item = String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut skip_value = false;
     for arg in all {
@@ -83,7 +134,32 @@ fn agent_args(all: impl Iterator<Item = String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::agent_args;
+    use super::{Restart, again, supervised_args};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+    use std::time::Duration;
+
+    #[test]
+    fn a_controller_is_started_again_only_when_it_dies() {
+        let exit = |code: i32| Some(ExitStatus::from_raw(code << 8));
+        let killed = Some(ExitStatus::from_raw(9));
+        let (soon, later) = (Duration::from_secs(1), Duration::from_secs(60));
+        for (status, ran, expected) in [
+            (exit(0), later, Some(0)),
+            (exit(0), soon, Some(0)),
+            (exit(2), soon, Some(2)),
+            (exit(101), later, None),
+            (killed, soon, None),
+            (killed, later, None),
+        ] {
+            assert_eq!(
+                again(Restart::WhenItDies, status, ran),
+                expected,
+                "{status:?} after {ran:?}"
+            );
+            assert_eq!(again(Restart::Always, status, ran), None);
+        }
+    }
 
     #[test]
     fn the_agent_runs_without_the_supervisors_flags() {
@@ -97,7 +173,7 @@ mod tests {
             "--pid-file=/q",
         ];
         assert_eq!(
-            agent_args(given.iter().map(|s| s.to_string())),
+            supervised_args(given.iter().map(|s| s.to_string())),
             ["agent", "--name", "a"]
         );
     }

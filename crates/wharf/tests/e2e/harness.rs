@@ -359,6 +359,17 @@ impl Drop for Project {
                 .current_dir(self.path())
                 .output();
         }
+        // The supervisor first, or it starts the controller again.
+        if let Some(pid) = std::fs::read_to_string(self.state_dir().join("supervisor.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            wait_until(Duration::from_secs(5), || !alive(pid));
+        }
         if let Some(pid) = self.controller_pid() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),

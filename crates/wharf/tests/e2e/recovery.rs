@@ -111,6 +111,50 @@ fn a_controller_killed_mid_deploy_loses_nothing() {
 }
 
 #[test]
+fn a_killed_local_controller_comes_back_by_itself_and_restarts_an_instance_that_died() {
+    let mut p = Project::new(SLOW, &["steady", "slow"]);
+    p.ok(&["deploy", "steady", "--env", "ci", "--version", "v1"]);
+    let address = p.address_port("steady", "ci");
+    let steady = |p: &Project| -> Vec<i32> {
+        p.tagged_processes()
+            .into_iter()
+            .filter(|(_, tag)| tag.starts_with("ci/steady/"))
+            .map(|(pid, _)| pid)
+            .collect()
+    };
+    let before = steady(&p);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let controller = p.controller_pid().unwrap();
+    kill(Pid::from_raw(controller), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    // No command runs: the controller is started again by itself, and restarts the
+    // instance that died while it was down; the address answers again.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let now = steady(&p);
+            p.controller_pid()
+                .is_some_and(|c| c != controller && alive(c))
+                && !now.is_empty()
+                && !now.contains(&before[0])
+                && get(address, "/health").is_some()
+        }),
+        "controller {:?}, instances {:?}",
+        p.controller_pid(),
+        steady(&p)
+    );
+    // `wharf server stop` stops it for good: its supervisor is gone with it.
+    let supervisor: i32 = std::fs::read_to_string(p.state_dir().join("supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let restarted = p.controller_pid().unwrap();
+    p.ok(&["server", "stop"]);
+    assert!(!alive(supervisor) && !alive(restarted));
+    assert!(!steady(&p).is_empty(), "instances keep running");
+}
+
+#[test]
 fn two_projects_get_their_own_controllers_and_state() {
     let mut a = Project::new(SLOW, &["steady", "slow"]);
     let mut b = Project::new(SLOW, &["steady", "slow"]);
