@@ -227,14 +227,17 @@ pub fn add_machine(
     env: &str,
     machine: SshMachine,
 ) -> Result<(), AddHostError> {
-    let ssh = def
+    let hosts = def
         .environments
         .get_mut(env)
         .ok_or_else(|| AddHostError::NoEnvironment(env.to_owned()))?
         .hosts
         .as_mut()
-        .and_then(|h| h.ssh.as_mut())
+        .filter(|h| h.ssh.is_some())
         .ok_or_else(|| AddHostError::NotSsh(env.to_owned()))?;
+    let Some(ssh) = hosts.ssh.as_mut() else {
+        return Err(AddHostError::NotSsh(env.to_owned()));
+    };
     if !crate::definition::valid_name(&machine.name) {
         return Err(AddHostError::BadName(machine.name));
     }
@@ -262,8 +265,23 @@ pub fn add_machine(
             port: same.endpoint.port,
         });
     }
+    hosts.names.push(machine.name.clone());
     ssh.machines.push(machine);
     Ok(())
+}
+
+/// Takes the machine `name` out of the SSH machines of `env`; whether it was there.
+pub fn remove_machine(def: &mut crate::model::Definition, env: &str, name: &str) -> bool {
+    let Some(hosts) = def.environments.get_mut(env).and_then(|e| e.hosts.as_mut()) else {
+        return false;
+    };
+    let Some(ssh) = hosts.ssh.as_mut() else {
+        return false;
+    };
+    let before = ssh.machines.len();
+    ssh.machines.retain(|m| m.name != name);
+    hosts.names.retain(|n| n != name);
+    ssh.machines.len() != before
 }
 
 const HOST_KEY_HINT: &str = "the line of the host's /etc/ssh/ssh_host_ed25519_key.pub: `ssh-ed25519 AAAA...` (`ssh-keyscan HOST` prints it)";

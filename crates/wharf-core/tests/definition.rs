@@ -628,6 +628,55 @@ environments:
 "#;
 
 #[test]
+fn a_machine_added_by_command_joins_the_listed_ones_unless_it_clashes() {
+    use wharf_core::model::{SshEndpoint, SshMachine};
+    use wharf_core::ssh_hosts::{AddHostError, add_machine, remove_machine};
+    let machine = |name: &str, address: &str, port: u16| SshMachine {
+        name: name.into(),
+        endpoint: SshEndpoint {
+            address: address.into(),
+            port,
+            user: "deploy".into(),
+            host_key: None,
+        },
+    };
+    let mut def = load(SSH_HOSTS, "wharf.yaml", &FOLDERS).unwrap();
+    add_machine(&mut def, "production", machine("web-3", "10.0.0.7", 22)).unwrap();
+    let hosts = def.environments["production"].hosts.as_ref().unwrap();
+    assert_eq!(hosts.names, ["web-1", "web-2", "web-3"]);
+    assert_eq!(hosts.ssh.as_ref().unwrap().machines.len(), 3);
+    let refused = |def: &mut wharf_core::Definition, env: &str, m: SshMachine| {
+        add_machine(def, env, m).unwrap_err()
+    };
+    assert!(matches!(
+        refused(&mut def, "production", machine("web-1", "10.0.0.9", 22)),
+        AddHostError::NameTaken { .. }
+    ));
+    assert!(matches!(
+        refused(&mut def, "production", machine("web-9", "10.0.0.6", 2222)),
+        AddHostError::AddressTaken { name, .. } if name == "web-2"
+    ));
+    assert!(matches!(
+        refused(&mut def, "production", machine("Web_9", "10.0.0.9", 22)),
+        AddHostError::BadName(_)
+    ));
+    assert!(matches!(
+        refused(&mut def, "staging", machine("web-9", "10.0.0.9", 22)),
+        AddHostError::NoEnvironment(_)
+    ));
+    let mut bad_key = machine("web-9", "10.0.0.9", 22);
+    bad_key.endpoint.host_key = Some("not a key".into());
+    assert!(matches!(
+        refused(&mut def, "production", bad_key),
+        AddHostError::BadHostKey(_)
+    ));
+    assert!(remove_machine(&mut def, "production", "web-3"));
+    assert!(!remove_machine(&mut def, "production", "web-3"));
+    let hosts = def.environments["production"].hosts.as_ref().unwrap();
+    assert_eq!(hosts.names, ["web-1", "web-2"]);
+}
+
+#[test]
 fn ssh_machines_resolve_with_their_logins() {
     let def = load(SSH_HOSTS, "wharf.yaml", &FOLDERS).unwrap();
     let hosts = def.environments["production"].hosts.as_ref().unwrap();

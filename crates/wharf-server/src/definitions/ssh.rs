@@ -167,14 +167,7 @@ impl Definitions {
                 .hint(format!("`wharf hosts --env {env}` lists its hosts"))
             });
         }
-        if let Some(ssh) = definition
-            .environments
-            .get_mut(env)
-            .and_then(|e| e.hosts.as_mut())
-            .and_then(|h| h.ssh.as_mut())
-        {
-            ssh.machines.retain(|m| m.name != name);
-        }
+        wharf_core::ssh_hosts::remove_machine(&mut definition, env, name);
         let message = format!("wharf host remove {name} --env {env}");
         self.store_with(&current, definition, user, message, |hosts| {
             if let Some(list) = hosts.get_mut(env) {
