@@ -305,6 +305,7 @@ impl Checker<'_> {
             ports: self.extra_ports(name, raw, driver, &at(&["ports"])),
             volumes: self.volumes(name, raw, driver, &at(&["volumes"])),
             user: self.user(raw, &at(&["user"])),
+            dev: crate::dev::check(self, raw.dev.as_ref(), &at(&["dev"])),
             container_port,
             driver,
             image: raw.image.clone(),
@@ -1355,6 +1356,15 @@ impl Checker<'_> {
             )),
             _ => None,
         };
+        if raw.dev == Some(true) && approval.is_some() {
+            self.report(
+                &[key("environments"), key(name), key("dev")],
+                format!(
+                    "`{name}` waits for approval of every deploy, so `wharf dev` cannot run there"
+                ),
+                Some("remove `dev: true`, or `approval: required`".into()),
+            );
+        }
         let volumes = self.environment_volumes(name, raw, services, &base);
         Environment {
             volumes,
@@ -1362,6 +1372,7 @@ impl Checker<'_> {
             ingress: None,
             approval,
             resume_interrupted: raw.recovery == Some(crate::raw::RawRecovery::Resume),
+            dev: raw.dev,
             name: name.to_owned(),
             after: raw.after.clone(),
             config,

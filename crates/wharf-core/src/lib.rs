@@ -4,6 +4,7 @@
 pub mod config;
 pub mod decide;
 pub mod definition;
+pub mod dev;
 pub mod diagnostic;
 pub mod duration;
 pub mod files;

@@ -59,6 +59,8 @@ pub struct Service {
     pub volumes: Vec<String>,
     /// Who it runs as: a user name or `UID[:GID]`.
     pub user: Option<String>,
+    /// What `wharf dev` does when its folder changes.
+    pub dev: crate::dev::DevSettings,
 }
 
 /// The default of `response_timeout`.
@@ -227,6 +229,8 @@ pub struct Environment {
     pub approval: Option<Duration>,
     /// An interrupted deploy here is resumed at start rather than rolled back.
     pub resume_interrupted: bool,
+    /// `dev:` as written: `Some(true)` lets `wharf dev` run here, `Some(false)` never.
+    pub dev: Option<bool>,
     /// Host folders for services' volumes: service -> container path -> host folder.
     pub volumes: BTreeMap<String, BTreeMap<String, String>>,
 }

@@ -131,6 +131,29 @@ pub struct RawService {
     /// the image's USER.
     #[serde(default)]
     pub user: Option<String>,
+    /// What `wharf dev` does when the service's folder changes: `{ on_change: restart }`
+    /// (the default) or `{ on_change: { signal: HUP } }`, and `rebuild: ["src/**"]`,
+    /// the changes that run the build first.
+    #[serde(default)]
+    pub dev: Option<RawDev>,
+}
+
+/// A service's `dev:`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDev {
+    #[serde(default)]
+    pub on_change: Option<RawDevChange>,
+    #[serde(default)]
+    pub rebuild: Vec<String>,
+}
+
+/// `restart`, or `{ signal: HUP }`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RawDevChange {
+    Word(String),
+    Signal { signal: String },
 }
 
 /// A file of `files:`: exactly one of `template` (a file beside wharf.yaml, read when
@@ -469,6 +492,10 @@ pub struct RawEnvironment {
     /// is finished when the controller starts again.
     #[serde(default)]
     pub recovery: Option<RawRecovery>,
+    /// `true`: `wharf dev` may run here (besides the pipeline's first environment);
+    /// `false`: never, not even in the first.
+    #[serde(default)]
+    pub dev: Option<bool>,
     /// The environment's entry: one listener on each of its hosts that routes requests
     /// by host name and path to the services' addresses.
     #[serde(default)]

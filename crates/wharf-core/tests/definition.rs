@@ -722,3 +722,78 @@ fn ssh_hosts_that_cannot_be_reached_safely_are_errors() {
         "{elsewhere}"
     );
 }
+
+const DEV: &str = r#"
+services:
+  catalog:
+    build: ./catalog
+    run: ["python3", "app.py"]
+    port: http
+    dev: { on_change: { signal: HUP }, rebuild: ["src/**"] }
+  orders:
+    build: ./orders
+    run: ["./orders"]
+environments:
+  local: {}
+  ci: { after: local }
+  preview: { after: ci, dev: true }
+  uat: { after: ci, dev: false }
+  production: { after: uat, approval: required }
+"#;
+
+#[test]
+fn dev_runs_in_the_first_environment_or_one_marked_for_it() {
+    use wharf_core::dev::{DevChange, DevRefusal, default_dev_environment, dev_allowed};
+    let def = load(DEV, "wharf.yaml", &FOLDERS).unwrap();
+    for (env, allowed) in [
+        ("local", true),
+        ("preview", true),
+        ("ci", false),
+        ("uat", false),
+        ("production", false),
+    ] {
+        assert_eq!(dev_allowed(&def, env).is_ok(), allowed, "{env}");
+    }
+    assert!(matches!(
+        dev_allowed(&def, "ci"),
+        Err(DevRefusal::NotFirst { first, .. }) if first == "local"
+    ));
+    assert!(matches!(
+        dev_allowed(&def, "uat"),
+        Err(DevRefusal::MarkedOff { .. })
+    ));
+    assert!(matches!(
+        dev_allowed(&def, "production"),
+        Err(DevRefusal::Approval { .. })
+    ));
+    assert!(matches!(
+        dev_allowed(&def, "nowhere"),
+        Err(DevRefusal::NoEnvironment(_))
+    ));
+    assert_eq!(default_dev_environment(&def), Some("local"));
+    let catalog = &def.services["catalog"].dev;
+    assert_eq!(catalog.on_change, DevChange::Signal("HUP".into()));
+    assert_eq!(catalog.rebuild, ["src/**"]);
+    assert_eq!(def.services["orders"].dev.on_change, DevChange::Restart);
+}
+
+#[test]
+fn bad_dev_settings_are_errors_at_their_place() {
+    let text = DEV
+        .replace("{ signal: HUP }", "{ signal: KILL }")
+        .replace("\"src/**\"", "\"src/[\"")
+        .replace("approval: required }", "approval: required, dev: true }");
+    let err = errors(&text);
+    assert!(
+        err.contains("`KILL` is not a signal `wharf dev` sends"),
+        "{err}"
+    );
+    assert!(err.contains("`src/[` is not a glob"), "{err}");
+    assert!(err.contains("waits for approval of every deploy"), "{err}");
+    assert!(err.contains("wharf.yaml:7:"), "located: {err}");
+    let word = errors(&DEV.replace("{ signal: HUP }", "reload"));
+    assert!(
+        word.contains("`on_change: reload` is not something `wharf dev` does"),
+        "{word}"
+    );
+}

@@ -169,7 +169,7 @@ async fn steps(
     let probe = session
         .run(&format!("sh -c {}", quote(&probe_script())), b"")
         .await?;
-    let found = parse_probe(&probe.stdout);
+    let mut found = parse_probe(&probe.stdout);
     let built_for = elf_arch(binary).unwrap_or("an unknown architecture");
     if found.arch != built_for {
         return Err(SshError::Host(format!(
@@ -196,6 +196,12 @@ async fn steps(
         }
         "sudo -n "
     };
+    // What is installed is root's to see (the agent's state and pid file are its
+    // owner's alone): through sudo, the probe reads it.
+    let probe_command = format!("{sudo}sh -c {}", quote(&probe_script()));
+    if !found.root {
+        found = parse_probe(&session.run(&probe_command, b"").await?.stdout);
+    }
     let mut outcome = Outcome {
         service: if found.systemd {
             "systemd"
@@ -299,10 +305,9 @@ async fn steps(
         }
         outcome.started = true;
         // Started means running: the probe sees it before this machine is done.
-        let script = format!("sh -c {}", quote(&probe_script()));
         let mut runs = false;
         for _ in 0..50 {
-            runs = parse_probe(&session.run(&script, b"").await?.stdout).running;
+            runs = parse_probe(&session.run(&probe_command, b"").await?.stdout).running;
             if runs {
                 break;
             }

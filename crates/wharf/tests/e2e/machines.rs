@@ -176,24 +176,27 @@ pub fn machines(root: &Path, wharf: &str, names: &[&str], with_sshd: &[&str]) ->
             sshd,
         });
     }
-    for machine in all.iter().filter(|m| m.sshd.is_some()) {
-        let addr: std::net::SocketAddr = format!("{}:22", machine.address).parse().unwrap();
-        assert!(
-            wait_until(Duration::from_secs(10), || {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            }),
-            "sshd of {} listens",
-            machine.name
-        );
-    }
     let gateway = provider.record().expect("the bridge").gateway();
-    Machines {
+    // Made before anything more can fail: dropped, it takes the machines down.
+    let machines = Machines {
         provider,
         all,
         key,
         binary,
         gateway,
+    };
+    for machine in machines.all.iter().filter(|m| m.sshd.is_some()) {
+        let addr: std::net::SocketAddr = format!("{}:22", machine.address).parse().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }),
+            "sshd of {} listens: {}",
+            machine.name,
+            std::fs::read_to_string(machine.home.join("sshd.log")).unwrap_or_default()
+        );
     }
+    machines
 }
 
 fn text(out: &std::process::Output) -> String {

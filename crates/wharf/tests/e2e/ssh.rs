@@ -568,6 +568,13 @@ fn a_login_that_is_not_root_bootstraps_through_passwordless_sudo_only() {
     p.ok(&["deploy", "svc", "--env", "edge", "--version", "v1"]);
     let log = std::fs::read_to_string(machine.home.join("sshd.log")).unwrap_or_default();
     assert!(log.contains("Accepted publickey for deploy"), "{log}");
+    // What root installed is seen through sudo: a re-run finds it ready.
+    let out = p.ok(&["env", "up", "edge", "--agent-binary", &binary]);
+    assert!(
+        stderr(&out).contains("m-1: ready, nothing to do"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
