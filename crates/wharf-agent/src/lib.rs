@@ -108,6 +108,9 @@ pub struct Agent {
     traffic: Arc<traffic::Traffic>,
     /// Where instances that do not share the host's network reach it.
     gateways: gateways::Gateways,
+    /// Runs services straight from folders of this machine (`wharf dev`): only the
+    /// agent of the controller's own machine, whose folders the CLI's are.
+    source_folders: bool,
 }
 
 /// Looks up the secret values of a recovered plan.
@@ -164,7 +167,14 @@ impl Agent {
             secret_source: None,
             traffic: Arc::default(),
             gateways: Default::default(),
+            source_folders: false,
         })
+    }
+
+    /// Lets `wharf dev` run services straight from their folders on this machine.
+    pub fn with_source_folders(mut self) -> Self {
+        self.source_folders = true;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InstanceKey, Handle>> {
@@ -335,10 +345,24 @@ impl Agent {
         // An image needs nothing here; an archive is unpacked (for the docker driver, the
         // unpacked folder becomes an image's root filesystem).
         if plan.image {
-            Ok(self.state_dir.clone())
-        } else {
-            self.releases.prepare(&plan.digest).await
+            return Ok(self.state_dir.clone());
         }
+        // `wharf dev`: the service's folder itself, as it is on this machine.
+        if let Some(folder) = wharf_core::dev::source_of(&plan.digest) {
+            if !self.source_folders {
+                return Err(AgentError::Artifact(
+                    "this agent runs artifacts only: `wharf dev` runs services on the controller's own machine".into(),
+                ));
+            }
+            if !folder.is_dir() {
+                return Err(AgentError::Artifact(format!(
+                    "the folder {} `wharf dev` runs from is gone",
+                    folder.display()
+                )));
+            }
+            return Ok(folder);
+        }
+        self.releases.prepare(&plan.digest).await
     }
 
     /// The log file of an instance.

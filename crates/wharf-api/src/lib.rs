@@ -317,6 +317,19 @@ pub struct ScaleRequest {
     pub user: String,
 }
 
+/// `POST /v1/dev`: run a service straight from its folder on the controller's machine
+/// (`wharf dev`), replacing its instances the rolling way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevRequest {
+    pub service: String,
+    pub env: String,
+    /// The absolute path of the folder it runs from.
+    pub folder: String,
+    #[serde(default)]
+    pub user: String,
+}
+
 /// `POST /v1/ssh/{env}/hosts`: one more machine for an SSH environment (`wharf host
 /// add`), recorded as a definition revision.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -430,6 +430,15 @@ impl Client {
         self.operation("/v1/restart", request, on_event).await
     }
 
+    /// Runs a service straight from its folder (`wharf dev`), with progress.
+    pub async fn dev(
+        &self,
+        request: &wharf_api::DevRequest,
+        on_event: impl FnMut(&DeployEvent),
+    ) -> Result<DeployEvent> {
+        self.operation("/v1/dev", request, on_event).await
+    }
+
     pub async fn scale(
         &self,
         request: &wharf_api::ScaleRequest,

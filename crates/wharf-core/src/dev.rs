@@ -11,6 +11,24 @@ use crate::model::{Definition, RELOAD_SIGNALS};
 use crate::raw::{RawDev, RawDevChange};
 use crate::yaml::PathSegment;
 
+/// The version name of what `wharf dev` runs.
+pub const DEV_VERSION: &str = "dev";
+
+/// The artifact digest of a service run straight from `folder` by `wharf dev`: the
+/// folder itself, so every replay of the deployment (a reconcile, a recovery, a restart)
+/// runs from it again. Only the controller's own machine runs these.
+pub fn source_digest(folder: &std::path::Path) -> String {
+    format!("dev:{}", hex::encode(folder.as_os_str().as_encoded_bytes()))
+}
+
+/// The folder a [`source_digest`] names; `None` for an artifact's digest.
+pub fn source_of(digest: &str) -> Option<std::path::PathBuf> {
+    let bytes = hex::decode(digest.strip_prefix("dev:")?).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let path = std::path::PathBuf::from(text);
+    path.is_absolute().then_some(path)
+}
+
 /// A service's `dev:`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DevSettings {
@@ -175,7 +193,21 @@ pub(crate) fn check(
 
 #[cfg(test)]
 mod tests {
-    use super::{DevChange, DevSettings, needs_rebuild};
+    use super::{DevChange, DevSettings, needs_rebuild, source_digest, source_of};
+
+    #[test]
+    fn a_dev_digest_names_its_folder_and_nothing_else_does() {
+        let folder = std::path::Path::new("/home/me/shop/web");
+        assert_eq!(source_of(&source_digest(folder)).as_deref(), Some(folder));
+        for digest in [
+            "sha256:00ff",
+            "dev:zz",
+            "dev:",
+            &source_digest(std::path::Path::new("relative/web")),
+        ] {
+            assert_eq!(source_of(digest), None, "{digest}");
+        }
+    }
 
     #[test]
     fn a_change_rebuilds_only_when_it_matches() {

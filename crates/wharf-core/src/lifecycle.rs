@@ -114,6 +114,9 @@ pub enum DeploymentKind {
     /// Every instance replaced by a fresh one of the same version and configuration
     /// (`wharf restart`), the rolling way.
     Restart,
+    /// A service run straight from its folder by `wharf dev` (version `dev`): every
+    /// instance replaced, the rolling way; the pipeline gate never counts it.
+    Dev,
 }
 
 impl DeploymentKind {
@@ -129,6 +132,7 @@ impl DeploymentKind {
             Self::Recovery => "recovery",
             Self::Reconcile => "reconcile",
             Self::Restart => "restart",
+            Self::Dev => "dev",
         }
     }
 
@@ -144,6 +148,7 @@ impl DeploymentKind {
             Self::Recovery,
             Self::Reconcile,
             Self::Restart,
+            Self::Dev,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

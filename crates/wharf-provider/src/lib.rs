@@ -41,8 +41,17 @@ impl ProjectId {
 
     /// One /24 of `prefix` (`10.231`) per project, picked by its id.
     pub(crate) fn subnet(&self, prefix: &str) -> String {
-        let third = u8::from_str_radix(&self.0[..2], 16).unwrap_or(0) % 250 + 1;
-        format!("{prefix}.{third}")
+        format!("{prefix}.{}", self.third_octet())
+    }
+
+    fn third_octet(&self) -> u16 {
+        u16::from(u8::from_str_radix(self.0.get(..2).unwrap_or("00"), 16).unwrap_or(0)) % 250 + 1
+    }
+
+    /// Every /24 of `prefix`, the project's own first, then the ones after it.
+    pub(crate) fn subnets<'a>(&self, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        let first = self.third_octet();
+        (0..250u16).map(move |k| format!("{prefix}.{}", (first - 1 + k) % 250 + 1))
     }
 }
 

@@ -70,13 +70,24 @@ impl<R: Runner> NetnsProvider<R> {
         self.runner.run(&argv)
     }
 
+    /// The project's /24 of 10.231, or the next one no address of this machine is in:
+    /// a bridge of another project on the same /24 (or one left behind) would take
+    /// its traffic.
+    fn free_subnet(&self) -> String {
+        let taken = self.ip(&["-4", "-o", "addr", "show"]).unwrap_or_default();
+        self.id
+            .subnets("10.231")
+            .find(|s| !taken.contains(&format!(" {s}.")))
+            .unwrap_or_else(|| self.id.subnet("10.231"))
+    }
+
     /// Makes the bridge (once) and a namespace for every name not provisioned yet.
     /// Returns the hosts of `env` that are new.
     pub fn up(&self, env: &str, names: &[String]) -> Result<Vec<NetnsHost>, ProviderError> {
         let mut record = self.record()?;
         if record.bridge.is_empty() {
             record.bridge = format!("whb{}", self.id);
-            record.subnet = self.id.subnet("10.231");
+            record.subnet = self.free_subnet();
             self.ip(&["link", "add", &record.bridge, "type", "bridge"])?;
             self.save(&record)?;
             self.ip(&[
@@ -248,6 +259,40 @@ fn forwarding<'a>(action: &'a str, bridge: &'a str) -> Vec<&'a str> {
 mod tests {
     use super::*;
     use crate::RecordingRunner;
+
+    /// Answers `ip -4 -o addr show` with an address on `taken`'s /24.
+    struct Taken(String);
+
+    impl crate::Runner for Taken {
+        fn run(&self, argv: &[&str]) -> Result<String, crate::ProviderError> {
+            Ok(if argv.join(" ") == "ip -4 -o addr show" {
+                format!(
+                    "7: whbother    inet {}.1/24 brd {}.255 scope global whbother\n",
+                    self.0, self.0
+                )
+            } else {
+                String::new()
+            })
+        }
+    }
+
+    #[test]
+    fn a_subnet_another_bridge_holds_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = NetnsProvider::new(RecordingRunner::default(), dir.path());
+        own.up("staging", &["web-1".to_owned()]).unwrap();
+        let first = own.record().unwrap().subnet;
+        // The same project made again where that /24 is now held by another bridge.
+        let provider = NetnsProvider::new(Taken(first.clone()), dir.path());
+        std::fs::remove_file(dir.path().join("netns.json")).unwrap();
+        let made = provider.up("staging", &["web-1".to_owned()]).unwrap();
+        let subnet = provider.record().unwrap().subnet;
+        assert_ne!(subnet, first, "{first} is taken");
+        assert!(
+            made[0].address.starts_with(&format!("{subnet}.")),
+            "{made:?}"
+        );
+    }
 
     #[test]
     fn up_is_idempotent_and_down_removes_everything_it_made() {

@@ -311,6 +311,15 @@ impl crate::executor::Executor {
             .hint("only a healthy artifact is promoted; `wharf status` shows why"));
         }
         let digest = digests[0];
+        if wharf_core::dev::source_of(digest).is_some() {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!("`{service}` runs a dev version in `{env}`, straight from its folder; a dev version is never promoted"),
+            )
+            .hint(format!(
+                "build a version (`wharf build {service} --version V`), deploy it to `{env}`, then promote it"
+            )));
+        }
         let version = instances[0].version.clone();
         // The version name the instances report must still name that digest.
         match self.store.artifact(service, &version)? {

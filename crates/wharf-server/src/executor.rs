@@ -26,6 +26,8 @@ use crate::fleet::AgentLink;
 use crate::now_millis;
 use crate::render::render;
 
+mod dev;
+
 /// How long an instance without a health check may take to start.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -554,7 +556,9 @@ impl Executor {
             spec.rollout.limits.effective(surge_possible)
         };
         let mut planned = plan::plan(&desired_of(&rendered), &observed, 1);
-        if kind == DeploymentKind::Restart {
+        // A restart replaces every instance; so does `wharf dev`, whose folder changed
+        // under the same digest.
+        if matches!(kind, DeploymentKind::Restart | DeploymentKind::Dev) {
             planned = plan::replacing_unchanged(planned, &desired_of(&rendered), &observed);
         }
         let mut plan = rollout::roll(

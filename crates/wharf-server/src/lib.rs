@@ -470,7 +470,8 @@ fn local_agent(
         source,
         Arc::new(sink::StoreSink(store.clone())),
     )?
-    .with_secret_source(secret_source(store.clone(), keyring.clone()));
+    .with_secret_source(secret_source(store.clone(), keyring.clone()))
+    .with_source_folders();
     for (kind, driver) in drivers {
         agent = agent.with_driver(kind, driver);
     }

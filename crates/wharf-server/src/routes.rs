@@ -50,6 +50,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/stop", post(stop))
         .route("/v1/restart", post(restart))
+        .route("/v1/dev", post(dev))
         .route("/v1/exec", post(exec))
         .route("/v1/scale", post(scale))
         // Its own path: a controller that predates it answers 404 rather than reading a
@@ -477,6 +478,38 @@ async fn restart(
     Ok(stream_operation(c, audit, |c, events| async move {
         c.executor
             .restart(&req.service, &req.env, user, &events)
+            .await
+    }))
+}
+
+async fn dev(
+    State(c): Ctl,
+    caller: Caller,
+    Json(req): Json<wharf_api::DevRequest>,
+) -> Result<Response, ServerError> {
+    crate::edge::names(&req.service, &req.env)?;
+    if req.folder.len() > 4096 || req.folder.contains('\0') {
+        return Err(ServerError::bad_request("the folder is not a path"));
+    }
+    let target = format!("{} in {}", req.service, req.env);
+    authorize(&c, &caller, &req.env, Action::Deploy, "dev", &target)?;
+    c.definitions
+        .check_names(Some(&req.service), Some(&req.env))?;
+    let user = acting_user(&c, &caller, &req.user);
+    let audit = Audited {
+        caller,
+        action: "dev",
+        target,
+    };
+    Ok(stream_operation(c, audit, |c, events| async move {
+        c.executor
+            .dev(
+                &req.service,
+                &req.env,
+                std::path::Path::new(&req.folder),
+                user,
+                &events,
+            )
             .await
     }))
 }

@@ -97,6 +97,10 @@ pub enum Command {
     ///
     /// Also accepts the form `wharf deploy artifact=SERVICE environment=ENV version=V`.
     Deploy(DeployArgs),
+    /// Run services straight from their folders in a development environment and
+    /// answer every saved file with new instances (the old serve until those are
+    /// healthy); Ctrl-C leaves dev mode.
+    Dev(DevArgs),
     /// Show what runs where.
     Status {
         #[arg(long = "env", short = 'e')]
@@ -532,6 +536,18 @@ pub struct BuildArgs {
     /// The version name; a name never points at two different contents.
     #[arg(long)]
     pub version: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The services (default: every service of the environment built from a folder).
+    pub services: Vec<String>,
+    /// The environment (default: the pipeline's first one `wharf dev` may run in).
+    #[arg(long = "env", short = 'e')]
+    pub env: Option<String>,
+    /// On leaving, deploy again the versions that ran before dev mode.
+    #[arg(long)]
+    pub restore: bool,
 }
 
 #[derive(Debug, Args)]

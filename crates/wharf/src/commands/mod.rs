@@ -7,6 +7,7 @@ mod build;
 mod config;
 mod definition;
 mod deploy;
+mod dev;
 mod env;
 mod env_ssh;
 mod events;
@@ -58,6 +59,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
             artifacts::list(global, printer, service.as_deref()).await
         }
         Command::Deploy(args) => deploy::deploy(global, printer, args).await,
+        Command::Dev(args) => dev::dev(global, printer, args).await,
         Command::Status { env, check } => {
             status::status(global, printer, env.as_deref(), check).await
         }

@@ -208,6 +208,13 @@ impl Project {
             .expect("wharf runs")
     }
 
+    /// Brings `env` down at the end, for what a test ran there without `ok`/`wharf`.
+    pub fn remember_env(&mut self, env: &str) {
+        if !self.envs.iter().any(|e| e == env) {
+            self.envs.push(env.to_owned());
+        }
+    }
+
     /// Remembers environments touched, to bring them down at the end.
     fn remember_envs(&mut self, args: &[&str]) {
         if let Some(i) = args.iter().position(|a| *a == "--env") {

@@ -9,6 +9,7 @@ mod containers;
 mod crash;
 mod daemons;
 mod definition;
+mod dev;
 mod docker;
 mod files;
 mod first_hour;

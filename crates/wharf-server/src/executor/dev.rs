@@ -1,0 +1,85 @@
+//! `wharf dev`: a service deployed straight from its folder on this machine (version
+//! `dev`, kind `dev`), every instance replaced the rolling way, through the traffic
+//! switch, so the last good instances serve until the new ones are healthy. Where it may
+//! run is the controller's definition's to say (`wharf_core::dev::dev_allowed`).
+
+use std::path::Path;
+
+use axum::http::StatusCode;
+use wharf_api::DeployEvent;
+use wharf_core::lifecycle::DeploymentKind;
+use wharf_core::model::DriverKind;
+
+use super::{Events, Executor, Order};
+use crate::error::ServerError;
+
+impl Executor {
+    pub(crate) async fn dev(
+        &self,
+        service: &str,
+        env: &str,
+        folder: &Path,
+        user: String,
+        events: &Events,
+    ) -> Result<DeployEvent, ServerError> {
+        let current = self.definitions.current()?;
+        wharf_core::dev::dev_allowed(&current.definition, env).map_err(|e| {
+            let err = ServerError::new(
+                StatusCode::CONFLICT,
+                format!("`wharf dev` is refused in `{env}`: {e}"),
+            );
+            match e.hint() {
+                Some(h) => err.hint(h),
+                None => err,
+            }
+        })?;
+        let local_only = current
+            .definition
+            .environments
+            .get(env)
+            .is_some_and(|e| e.hosts.is_none());
+        if !local_only || self.fleet.local.is_none() {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!("`wharf dev` runs services on the controller's own machine, and `{env}` runs on hosts"),
+            )
+            .hint("run it in an environment without `hosts:`, on a local controller (`wharf server --dev`)"));
+        }
+        let spec = self.definitions.spec_for(service, env)?;
+        if spec.image || spec.driver != DriverKind::Process {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                format!("`{service}` runs in a container: `wharf dev` runs processes from their folders so far"),
+            )
+            .hint(format!("`wharf build {service}` and `wharf deploy {service} --env {env}`")));
+        }
+        if !folder.is_absolute() || !folder.is_dir() {
+            return Err(ServerError::bad_request(format!(
+                "`{}` is not a folder on the controller's machine",
+                folder.display()
+            )));
+        }
+        let digest = wharf_core::dev::source_digest(folder);
+        let req = Order {
+            spec,
+            version: wharf_core::dev::DEV_VERSION.to_owned(),
+            user,
+            dry_run: false,
+            unregistered_digest: None,
+            force: false,
+            config_revision: None,
+            note: Some(format!("from {}", folder.display())),
+        };
+        let prepared = self.prepare(&req, DeploymentKind::Dev, &digest)?;
+        self.run(
+            None,
+            &req,
+            DeploymentKind::Dev,
+            &digest,
+            prepared,
+            false,
+            events,
+        )
+        .await
+    }
+}
