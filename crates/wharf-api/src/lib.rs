@@ -326,6 +326,10 @@ pub struct DevRequest {
     pub env: String,
     /// The absolute path of the folder it runs from.
     pub folder: String,
+    /// Replace the instances even where the service's `dev.on_change` sends a signal
+    /// (the loop's start; after a build).
+    #[serde(default)]
+    pub fresh: bool,
     #[serde(default)]
     pub user: String,
 }

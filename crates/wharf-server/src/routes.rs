@@ -501,12 +501,13 @@ async fn dev(
         action: "dev",
         target,
     };
-    Ok(stream_operation(c, audit, |c, events| async move {
+    Ok(stream_operation(c, audit, move |c, events| async move {
         c.executor
             .dev(
                 &req.service,
                 &req.env,
                 std::path::Path::new(&req.folder),
+                req.fresh,
                 user,
                 &events,
             )

@@ -7,18 +7,23 @@ use std::path::Path;
 
 use axum::http::StatusCode;
 use wharf_api::DeployEvent;
-use wharf_core::lifecycle::DeploymentKind;
+use wharf_core::dev::DevChange;
+use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
 use wharf_core::model::DriverKind;
 
 use super::{Events, Executor, Order};
 use crate::error::ServerError;
 
 impl Executor {
+    /// Runs `service` from `folder`: its instances replaced (always when `fresh`: at
+    /// the loop's start, after a build), or, where its `dev.on_change` says so and they
+    /// already run from that folder, sent the signal.
     pub(crate) async fn dev(
         &self,
         service: &str,
         env: &str,
         folder: &Path,
+        fresh: bool,
         user: String,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
@@ -60,6 +65,21 @@ impl Executor {
             )));
         }
         let digest = wharf_core::dev::source_digest(folder);
+        let settings = current
+            .definition
+            .services
+            .get(service)
+            .map(|s| s.dev.clone())
+            .unwrap_or_default();
+        if let (false, DevChange::Signal(signal)) = (fresh, &settings.on_change)
+            && let Some(signalled) = self.signal_dev(service, env, &digest, signal, events).await
+        {
+            return Ok(DeployEvent::Finished {
+                deployment: None,
+                state: DeploymentState::Succeeded,
+                message: format!("sent {signal} to {signalled} instance(s)"),
+            });
+        }
         let req = Order {
             spec,
             version: wharf_core::dev::DEV_VERSION.to_owned(),
@@ -81,5 +101,37 @@ impl Executor {
             events,
         )
         .await
+    }
+
+    /// Sends `signal` to the instances of `service` in `env` when every one runs from
+    /// the folder of `digest`; how many, or `None` when they do not (they are then
+    /// replaced instead).
+    async fn signal_dev(
+        &self,
+        service: &str,
+        env: &str,
+        digest: &str,
+        signal: &str,
+        events: &Events,
+    ) -> Option<usize> {
+        let local = self.fleet.local.as_ref()?;
+        let instances: Vec<_> = local
+            .statuses()
+            .into_iter()
+            .filter(|(plan, _)| plan.key.env == env && plan.key.service == service)
+            .collect();
+        if instances.is_empty() || instances.iter().any(|(plan, _)| plan.digest != digest) {
+            return None;
+        }
+        let mut signalled = 0;
+        for (plan, _) in instances {
+            match local.signal(&plan.key, signal).await {
+                Ok(()) => signalled += 1,
+                Err(e) => events.send(DeployEvent::Warning {
+                    message: format!("{} not signalled: {e}", plan.key),
+                }),
+            }
+        }
+        Some(signalled)
     }
 }

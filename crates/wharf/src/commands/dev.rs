@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use wharf_api::{DeployEvent, DeployRequest, DevRequest};
 use wharf_client::Client;
-use wharf_core::dev::{DevChange, DevSettings, needs_rebuild};
+use wharf_core::dev::{DevSettings, needs_rebuild};
 use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
 use wharf_watch::Batch;
 
@@ -112,7 +112,7 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
         if service.build.is_some() && !run_build(printer, service) {
             continue;
         }
-        if let Some(refused) = deploy_folder(printer, &client, service, &env).await {
+        if let Some(refused) = deploy_folder(printer, &client, service, &env, true).await {
             return Err(refused.into());
         }
     }
@@ -206,21 +206,12 @@ async fn changed(
     };
     printer.info(&format!("{}: {shown} changed", service.name));
     let names: Vec<&str> = relative.iter().map(String::as_str).collect();
-    if service.build.is_some()
-        && needs_rebuild(&service.settings, &names)
-        && !run_build(printer, service)
-    {
+    // A new build is new code: its instances are replaced, not signalled.
+    let rebuilt = service.build.is_some() && needs_rebuild(&service.settings, &names);
+    if rebuilt && !run_build(printer, service) {
         return;
     }
-    if let DevChange::Signal(signal) = &service.settings.on_change {
-        // Not sent yet: the instances are replaced instead, which rereads every file.
-        printer.info(&format!(
-            "{} `on_change: {{ signal: {signal} }}` is not sent yet; `{}` is restarted instead",
-            printer.paint("note:", Tone::Warn),
-            service.name
-        ));
-    }
-    if let Some(refused) = deploy_folder(printer, client, service, env).await {
+    if let Some(refused) = deploy_folder(printer, client, service, env, rebuilt).await {
         printer.info(&format!(
             "{} `{}`: {refused}",
             printer.paint("error:", Tone::Bad),
@@ -292,15 +283,28 @@ async fn deploy_folder(
     client: &Client,
     service: &DevService,
     env: &str,
+    fresh: bool,
 ) -> Option<Failure> {
     let request = DevRequest {
         service: service.name.clone(),
         env: env.to_owned(),
         folder: service.runs_from.to_string_lossy().into_owned(),
+        fresh,
         user: current_user(),
     };
     let begun = Instant::now();
     match client.dev(&request, |_| {}).await {
+        // Signalled (`dev.on_change: { signal }`): the same processes reread their files.
+        Ok(DeployEvent::Finished {
+            deployment: None,
+            state: DeploymentState::Succeeded,
+            message,
+        }) => printer.info(&format!(
+            "{} `{}`: {message} ({} ms)",
+            printer.paint("updated", Tone::Good),
+            service.name,
+            begun.elapsed().as_millis()
+        )),
         Ok(last) if succeeded(&last) => printer.info(&format!(
             "{} `{}` answers from {} ({} ms)",
             printer.paint("updated", Tone::Good),

@@ -293,3 +293,57 @@ fn leaving_with_restore_brings_back_the_version_deployed_before() {
     );
     assert_eq!(p.instances("web", "local")[0]["version"], "v1");
 }
+
+/// Rereads note.txt on SIGHUP, as a server that reloads its files does.
+const RELOADING_APP: &str = r#"
+import json, os, signal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NOTE = [open("note.txt").read().strip()]
+
+def reread(*_):
+    NOTE[0] = open("note.txt").read().strip()
+
+signal.signal(signal.SIGHUP, reread)
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok" if self.path == "/health" else json.dumps({"note": NOTE[0], "pid": os.getpid()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn a_service_that_reloads_on_a_signal_is_sent_it_and_keeps_its_process() {
+    let definition = DEV.replace(
+        "    min_healthy_time: 0s\n",
+        "    min_healthy_time: 0s\n    dev: { on_change: { signal: HUP } }\n",
+    );
+    let mut p = Project::new(&definition, &["web"]);
+    p.write("web/app.py", RELOADING_APP);
+    p.write("web/note.txt", "one");
+    let dev = Dev::start(&mut p, &["web"]);
+    assert!(dev.wait_for("watching `web`", 1), "{}", dev.said());
+    let address = p.address_port("web", "local");
+    let pid = get_json(address)["pid"].clone();
+    assert_eq!(note(address), "one");
+    p.write("web/note.txt", "two");
+    assert!(
+        wait_until(Duration::from_secs(30), || note(address) == "two"),
+        "{}",
+        dev.said()
+    );
+    assert_eq!(get_json(address)["pid"], pid, "the same process, signalled");
+    assert!(
+        dev.said().contains("sent HUP to 1 instance(s)"),
+        "{}",
+        dev.said()
+    );
+}
