@@ -144,9 +144,14 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
             .join(", ")
     ));
     let mut snapshots: BTreeMap<usize, BTreeMap<PathBuf, wharf_watch::Stamp>> = BTreeMap::new();
+    // Made once: a Ctrl-C that comes during a restart is kept for the next look.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     loop {
         let first = tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
             next = batches.recv() => match next {
                 Some(next) => next,
                 None => break,

@@ -160,10 +160,20 @@ fn saved_files_answer_from_the_folder_and_a_broken_save_keeps_the_last_good_code
         dev.said()
     );
 
-    // Broken code: shown inline with the instance's last lines; the last good answers.
-    p.write("web/app.py", BROKEN_APP);
+    // A syntax error: shown inline with the instance's last lines; the last good code
+    // answers.
+    p.write("web/app.py", &format!("{APP}\ndef broken(:\n"));
     assert!(
         dev.wait_for("did not start from its folder", 1),
+        "{}",
+        dev.said()
+    );
+    assert!(dev.said().contains("SyntaxError"), "{}", dev.said());
+    assert_eq!(note(address), "three");
+    // A crash at start, the same.
+    p.write("web/app.py", BROKEN_APP);
+    assert!(
+        dev.wait_for("did not start from its folder", 2),
         "{}",
         dev.said()
     );
