@@ -65,14 +65,20 @@ pub enum DevRefusal {
         after: String,
         first: String,
     },
+    #[error(
+        "`{env}` is not the pipeline's first environment (`{first}` is); only that one or one with `dev: true` runs `wharf dev`"
+    )]
+    NotThePipelinesFirst { env: String, first: String },
 }
 
 impl DevRefusal {
     pub fn hint(&self) -> Option<String> {
         match self {
-            Self::NotFirst { first, env, .. } => Some(format!(
-                "`wharf dev --env {first}`, or mark `{env}` with `dev: true`; a version goes on with `wharf build` and `wharf deploy`"
-            )),
+            Self::NotFirst { first, env, .. } | Self::NotThePipelinesFirst { first, env } => {
+                Some(format!(
+                    "`wharf dev --env {first}`, or mark `{env}` with `dev: true`; a version goes on with `wharf build` and `wharf deploy`"
+                ))
+            }
             Self::Approval { .. } | Self::MarkedOff { .. } => Some(
                 "build and deploy a version (`wharf build`, `wharf deploy`) to this environment"
                     .into(),
@@ -103,9 +109,8 @@ pub fn dev_allowed(def: &Definition, env: &str) -> Result<(), DevRefusal> {
             match &environment.after {
                 None if first == env => Ok(()),
                 // Another chain's first environment: not this pipeline's start.
-                None => Err(DevRefusal::NotFirst {
+                None => Err(DevRefusal::NotThePipelinesFirst {
                     env: env.to_owned(),
-                    after: "nothing".into(),
                     first,
                 }),
                 Some(after) => Err(DevRefusal::NotFirst {
@@ -165,7 +170,8 @@ pub(crate) fn check(
             DevChange::Restart
         }
         Some(RawDevChange::Signal { signal }) => {
-            let signal = signal.trim_start_matches("SIG").to_ascii_uppercase();
+            let upper = signal.to_ascii_uppercase();
+            let signal = upper.trim_start_matches("SIG").to_owned();
             if !RELOAD_SIGNALS.contains(&signal.as_str()) {
                 checker.report(
                     &place(&[key("on_change"), key("signal")]),

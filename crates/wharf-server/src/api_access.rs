@@ -257,6 +257,7 @@ async fn promote(
         force: req.force,
         config_revision: None,
         note: None,
+        replay: None,
     };
     let audit = Audited {
         caller,

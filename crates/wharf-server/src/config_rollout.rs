@@ -158,6 +158,7 @@ impl Executor {
             force: false,
             config_revision: Some(saved.revision),
             note: None,
+            replay: Some(current.digest.clone()),
         };
         self.deploy(order, DeploymentKind::Config, events).await
     }
@@ -195,6 +196,7 @@ impl Executor {
                     force: false,
                     config_revision: Some(revision),
                     note: None,
+                    replay: Some(current.digest.clone()),
                 };
                 self.deploy(request, DeploymentKind::Config, events).await
             }

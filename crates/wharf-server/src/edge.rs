@@ -96,6 +96,12 @@ pub fn version(value: &str) -> Result<(), ServerError> {
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if value == wharf_core::dev::DEV_VERSION {
+        return Err(ServerError::bad_request(
+            "`dev` names what `wharf dev` runs from a folder, not a built version",
+        )
+        .hint("choose another version name (`wharf build` without `--version` names it after its content)"));
+    }
     if valid {
         Ok(())
     } else {

@@ -66,6 +66,9 @@ pub(crate) struct Order {
     /// Why the controller runs it on its own (recovery, reconcile): the start of the
     /// deployment's message in history.
     pub note: Option<String>,
+    /// The artifact a replay of a deployment runs: its stored digest (a `wharf dev`
+    /// folder has no registered version). `None`: the version's registered artifact.
+    pub replay: Option<String>,
 }
 
 /// A deploy placed, numbered, rendered and planned.
@@ -217,12 +220,14 @@ impl Executor {
     ) -> Result<DeployEvent, ServerError> {
         let spec = &req.spec;
         let digest = match (
+            &req.replay,
             self.store.artifact(&spec.service, &req.version)?,
             &req.unregistered_digest,
         ) {
-            (Some(artifact), _) => artifact.digest,
-            (None, Some(digest)) if req.dry_run => digest.clone(),
-            (None, _) => {
+            (Some(digest), _, _) => digest.clone(),
+            (None, Some(artifact), _) => artifact.digest,
+            (None, None, Some(digest)) if req.dry_run => digest.clone(),
+            (None, None, _) => {
                 return Err(ServerError::not_found(format!(
                     "version `{}` of `{}` is not built",
                     req.version, spec.service
@@ -235,7 +240,10 @@ impl Executor {
         };
         // Deploys and promotions follow the pipeline; they and configuration rolls wait
         // for approval where asked. Rollbacks and reschedules keep what already ran.
-        let gated = matches!(kind, DeploymentKind::Deploy | DeploymentKind::Promote);
+        // A folder `wharf dev` runs was let in by the environment's dev rule; the gate
+        // never counts it, nor applies to it.
+        let gated = matches!(kind, DeploymentKind::Deploy | DeploymentKind::Promote)
+            && wharf_core::dev::source_of(&digest).is_none();
         let held = gated || kind == DeploymentKind::Config;
         let forced = gated && self.check_pipeline(&req, &digest)?;
         if forced && !req.dry_run {
@@ -376,6 +384,7 @@ impl Executor {
             force: held.forced,
             config_revision: Some(held.config_revision),
             note: None,
+            replay: None,
         };
         let prepared = match self.prepare(&req, held.kind, &held.digest) {
             Ok(p) => p,
@@ -958,6 +967,7 @@ impl Executor {
                 force: false,
                 config_revision: None,
                 note: None,
+                replay: Some(last.digest.clone()),
             };
             // Another deploy of the service may hold the lock: try again shortly.
             for _ in 0..30 {
@@ -1532,6 +1542,7 @@ impl Executor {
             force: false,
             config_revision: Some(config_revision),
             note,
+            replay: Some(target.digest.clone()),
         };
         let outcome = self.deploy(request, kind, events).await;
         self.config
@@ -1595,6 +1606,7 @@ impl Executor {
             force: running.forced,
             config_revision: None,
             note: Some(format!("scale (definition revision {revision})")),
+            replay: Some(running.digest.clone()),
         };
         self.deploy(order, DeploymentKind::Deploy, events).await
     }

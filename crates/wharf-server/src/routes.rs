@@ -411,6 +411,7 @@ async fn deploy(
         force: req.force,
         config_revision: None,
         note: None,
+        replay: None,
     };
     let audit = Audited {
         caller,

@@ -61,6 +61,8 @@ pub enum Batch {
 pub struct Ignore {
     root: PathBuf,
     rules: Gitignore,
+    /// Folders below the root left out besides (a build's output).
+    also: Vec<PathBuf>,
 }
 
 impl Ignore {
@@ -85,12 +87,34 @@ impl Ignore {
         Ok(Self {
             root: root.to_owned(),
             rules,
+            also: Vec::new(),
         })
     }
 
-    /// Whether `path` (absolute, or relative to the folder) is left out.
+    /// Leaves out `folders` (absolute) as well.
+    pub fn and(mut self, folders: &[PathBuf]) -> Self {
+        self.also.extend(folders.iter().cloned());
+        self
+    }
+
+    /// Whether `path` (absolute, or relative to the folder) is left out. A path
+    /// outside the folder is.
     pub fn ignored(&self, path: &Path) -> bool {
-        let relative = path.strip_prefix(&self.root).unwrap_or(path);
+        let relative = if path.is_absolute() {
+            match path.strip_prefix(&self.root) {
+                Ok(relative) => relative,
+                Err(_) => return true,
+            }
+        } else {
+            path
+        };
+        if self
+            .also
+            .iter()
+            .any(|a| self.root.join(relative).starts_with(a))
+        {
+            return true;
+        }
         if relative.components().any(|c| {
             IGNORED_BY_DEFAULT
                 .iter()
@@ -119,9 +143,9 @@ impl Watch {
 }
 
 /// Watches `root` (recursively), batching changes that come within `debounce` of
-/// each other.
-pub fn watch(root: &Path, debounce: Duration) -> Result<Watch, WatchError> {
-    let ignore = Ignore::for_folder(root)?;
+/// each other; nothing below the `ignored` folders is reported.
+pub fn watch(root: &Path, debounce: Duration, ignored: &[PathBuf]) -> Result<Watch, WatchError> {
+    let ignore = Ignore::for_folder(root)?.and(ignored);
     let (send, batches) = tokio::sync::mpsc::unbounded_channel();
     let root_owned = root.to_owned();
     let handler = move |result: DebounceEventResult| {
@@ -211,9 +235,10 @@ pub struct Stamp {
     pub modified: Option<SystemTime>,
 }
 
-/// Every file of `root` the ignore rules keep, relative to it, with its stamp.
-pub fn snapshot(root: &Path) -> Result<BTreeMap<PathBuf, Stamp>, WatchError> {
-    let ignore = Ignore::for_folder(root)?;
+/// Every file of `root` the ignore rules keep (and not below `ignored`), relative to
+/// it, with its stamp.
+pub fn snapshot(root: &Path, ignored: &[PathBuf]) -> Result<BTreeMap<PathBuf, Stamp>, WatchError> {
+    let ignore = Ignore::for_folder(root)?.and(ignored);
     Ok(files_below(root, &ignore)
         .into_iter()
         .filter_map(|path| {

@@ -38,7 +38,7 @@ fn folder() -> tempfile::TempDir {
 #[tokio::test]
 async fn a_plain_write_is_one_change_of_that_file() {
     let dir = folder();
-    let mut watcher = watch(dir.path(), DEBOUNCE).unwrap();
+    let mut watcher = watch(dir.path(), DEBOUNCE, &[]).unwrap();
     std::fs::write(dir.path().join("app.py"), "print('v2')\n").unwrap();
     let seen = seen_until(&mut watcher, &set(&["app.py"])).await;
     assert_eq!(seen, set(&["app.py"]));
@@ -47,7 +47,7 @@ async fn a_plain_write_is_one_change_of_that_file() {
 #[tokio::test]
 async fn an_editors_write_to_temp_then_rename_is_a_change_of_the_saved_file() {
     let dir = folder();
-    let mut watcher = watch(dir.path(), DEBOUNCE).unwrap();
+    let mut watcher = watch(dir.path(), DEBOUNCE, &[]).unwrap();
     let temp = dir.path().join(".app.py.swp");
     std::fs::write(&temp, "print('v2')\n").unwrap();
     std::fs::rename(&temp, dir.path().join("app.py")).unwrap();
@@ -63,7 +63,7 @@ async fn ignored_paths_are_never_reported() {
     for d in ["node_modules", "__pycache__", "scratch", ".git"] {
         std::fs::create_dir_all(dir.path().join(d)).unwrap();
     }
-    let mut watcher = watch(dir.path(), DEBOUNCE).unwrap();
+    let mut watcher = watch(dir.path(), DEBOUNCE, &[]).unwrap();
     for f in [
         "node_modules/x.js",
         "__pycache__/app.cpython.pyc",
@@ -82,7 +82,7 @@ async fn ignored_paths_are_never_reported() {
 #[tokio::test]
 async fn five_thousand_files_changed_at_once_are_all_reported() {
     let dir = folder();
-    let mut watcher = watch(dir.path(), DEBOUNCE).unwrap();
+    let mut watcher = watch(dir.path(), DEBOUNCE, &[]).unwrap();
     let mut want = BTreeSet::new();
     for i in 0..5000 {
         let rel = format!("src/m{:02}/f{i}.py", i % 50);
@@ -104,16 +104,28 @@ fn a_snapshot_tells_what_changed_while_nobody_watched() {
     std::fs::write(dir.path().join("src/old.py"), "x").unwrap();
     std::fs::create_dir_all(dir.path().join("target")).unwrap();
     std::fs::write(dir.path().join("target/built"), "x").unwrap();
-    let before = snapshot(dir.path()).unwrap();
+    let before = snapshot(dir.path(), &[]).unwrap();
     assert!(!before.contains_key(Path::new("target/built")));
     std::fs::write(dir.path().join("app.py"), "print('a longer v2')\n").unwrap();
     std::fs::remove_file(dir.path().join("src/old.py")).unwrap();
     std::fs::write(dir.path().join("src/new.py"), "x").unwrap();
-    let after = snapshot(dir.path()).unwrap();
+    let after = snapshot(dir.path(), &[]).unwrap();
     assert_eq!(
         differences(&before, &after),
         ["app.py", "src/new.py", "src/old.py"]
             .map(PathBuf::from)
             .to_vec()
     );
+}
+
+#[tokio::test]
+async fn a_build_output_inside_the_folder_is_left_out() {
+    let dir = folder();
+    let output = dir.path().join("dist");
+    std::fs::create_dir_all(&output).unwrap();
+    let mut watcher = watch(dir.path(), DEBOUNCE, std::slice::from_ref(&output)).unwrap();
+    std::fs::write(output.join("bundle.js"), "x").unwrap();
+    std::fs::write(dir.path().join("src/main.js"), "x").unwrap();
+    let seen = seen_until(&mut watcher, &set(&["src/main.js"])).await;
+    assert_eq!(seen, set(&["src/main.js"]));
 }

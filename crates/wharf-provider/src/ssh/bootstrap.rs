@@ -200,7 +200,11 @@ async fn steps(
     // owner's alone): through sudo, the probe reads it.
     let probe_command = format!("{sudo}sh -c {}", quote(&probe_script()));
     if !found.root {
-        found = parse_probe(&session.run(&probe_command, b"").await?.stdout);
+        let ran = session.run(&probe_command, b"").await?;
+        if !ran.ok() {
+            return Err(fail("cannot look at the machine through sudo", &ran));
+        }
+        found = parse_probe(&ran.stdout);
     }
     let mut outcome = Outcome {
         service: if found.systemd {

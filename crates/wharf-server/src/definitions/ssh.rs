@@ -99,6 +99,7 @@ impl Definitions {
         let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current()?;
         self.refuse_while_held(current.revision)?;
+        refuse_where_approved(&current.definition, env)?;
         let mut definition = current.definition.clone();
         if host.user.is_empty() {
             host.user = ssh_of(&definition, env)?.user.clone();
@@ -139,6 +140,7 @@ impl Definitions {
         let _applying = self.applying.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current()?;
         self.refuse_while_held(current.revision)?;
+        refuse_where_approved(&current.definition, env)?;
         let mut definition = current.definition.clone();
         let record = self
             .store
@@ -203,6 +205,26 @@ impl Definitions {
         }));
         Ok(revision_view(&stored))
     }
+}
+
+/// Refuses a change of machines in an environment whose changes of policy wait for
+/// approval: one person alone may not add a machine that then gets its deploys and
+/// secrets.
+fn refuse_where_approved(def: &Definition, env: &str) -> Result<(), ServerError> {
+    if def
+        .environments
+        .get(env)
+        .is_some_and(|e| e.approval.is_some())
+    {
+        return Err(ServerError::new(
+            StatusCode::CONFLICT,
+            format!("`{env}` waits for approval of its changes; a machine added or removed by command would skip it"),
+        )
+        .hint(format!(
+            "change `environments.{env}.hosts` in wharf.yaml and `wharf apply`: the revision waits for another person's approval"
+        )));
+    }
+    Ok(())
 }
 
 /// The SSH machines of `env`, or why it has none.

@@ -14,6 +14,53 @@ use wharf_core::model::DriverKind;
 use super::{Events, Executor, Order};
 use crate::error::ServerError;
 
+/// The folder a caller names, checked against the stored definition: an existing folder
+/// of this machine that is `service`'s build folder (its path ends with the `build`
+/// output wharf.yaml gives), so a caller runs the service from its own folder only.
+fn build_folder(
+    def: &wharf_core::Definition,
+    service: &str,
+    folder: &Path,
+) -> Result<std::path::PathBuf, ServerError> {
+    use std::path::Component;
+    let build = def
+        .services
+        .get(service)
+        .and_then(|s| s.build.as_ref())
+        .ok_or_else(|| {
+            ServerError::new(
+                StatusCode::CONFLICT,
+                format!("`{service}` has no build folder to run from"),
+            )
+        })?;
+    let found = folder
+        .is_absolute()
+        .then(|| folder.canonicalize().ok())
+        .flatten()
+        .filter(|f| f.is_dir())
+        .ok_or_else(|| {
+            ServerError::bad_request(format!(
+                "`{}` is not a folder on the controller's machine",
+                folder.display()
+            ))
+        })?;
+    let declared = Path::new(&build.output);
+    let tail: std::path::PathBuf = declared
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let checkable =
+        !declared.components().any(|c| c == Component::ParentDir) && !tail.as_os_str().is_empty();
+    if checkable && !found.ends_with(&tail) {
+        return Err(ServerError::bad_request(format!(
+            "`{}` is not the build folder of `{service}` (`{}` in wharf.yaml)",
+            found.display(),
+            build.output
+        )));
+    }
+    Ok(found)
+}
+
 impl Executor {
     /// Runs `service` from `folder`: its instances replaced (always when `fresh`: at
     /// the loop's start, after a build), or, where its `dev.on_change` says so and they
@@ -43,12 +90,19 @@ impl Executor {
             .environments
             .get(env)
             .is_some_and(|e| e.hosts.is_none());
-        if !local_only || self.fleet.local.is_none() {
+        if self.fleet.local.is_none() {
+            return Err(ServerError::new(
+                StatusCode::CONFLICT,
+                "`wharf dev` runs services on the controller's own machine, and this controller runs nothing itself",
+            )
+            .hint("use the project's local controller (`wharf server --dev`, started by the CLI)"));
+        }
+        if !local_only {
             return Err(ServerError::new(
                 StatusCode::CONFLICT,
                 format!("`wharf dev` runs services on the controller's own machine, and `{env}` runs on hosts"),
             )
-            .hint("run it in an environment without `hosts:`, on a local controller (`wharf server --dev`)"));
+            .hint("run it in an environment without `hosts:`"));
         }
         let spec = self.definitions.spec_for(service, env)?;
         if spec.image || spec.driver != DriverKind::Process {
@@ -58,13 +112,15 @@ impl Executor {
             )
             .hint(format!("`wharf build {service}` and `wharf deploy {service} --env {env}`")));
         }
-        if !folder.is_absolute() || !folder.is_dir() {
-            return Err(ServerError::bad_request(format!(
-                "`{}` is not a folder on the controller's machine",
-                folder.display()
-            )));
+        let folder = build_folder(&current.definition, service, folder)?;
+        if matches!(spec.port, Some(wharf_core::model::PortSpec::Fixed(_))) {
+            events.send(DeployEvent::Warning {
+                message: format!(
+                    "`{service}` has a fixed port: its old instance stops before the new one starts, so a broken save leaves nothing serving until the next good one"
+                ),
+            });
         }
-        let digest = wharf_core::dev::source_digest(folder);
+        let digest = wharf_core::dev::source_digest(&folder);
         let settings = current
             .definition
             .services
@@ -89,6 +145,7 @@ impl Executor {
             force: false,
             config_revision: None,
             note: Some(format!("from {}", folder.display())),
+            replay: None,
         };
         let prepared = self.prepare(&req, DeploymentKind::Dev, &digest)?;
         self.run(
@@ -132,6 +189,7 @@ impl Executor {
                 }),
             }
         }
-        Some(signalled)
+        // None took it (stopping, crashed): they are replaced instead.
+        (signalled > 0).then_some(signalled)
     }
 }

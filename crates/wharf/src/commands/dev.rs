@@ -67,30 +67,48 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
     } else {
         args.services.clone()
     };
+    // Every service is checked before any runs from its folder: a refusal changes
+    // nothing. (The controller checks again; where dev may run is its to say.)
+    wharf_core::dev::dev_allowed(&project.definition, &env).map_err(|e| {
+        let failure = Failure::operation(format!("`wharf dev` is refused in `{env}`: {e}"));
+        match e.hint() {
+            Some(h) => failure.hint(h),
+            None => failure,
+        }
+    })?;
+    let base = project.dir.canonicalize().map_err(|e| {
+        Failure::input(format!("the project folder {}: {e}", project.dir.display()))
+    })?;
     let mut services = Vec::new();
     for name in &names {
-        project
+        let spec = project
             .definition
             .deploy_spec(name, &env)
             .map_err(Failure::from)?;
         let service = &project.definition.services[name.as_str()];
-        let Some(build) = &service.build else {
+        let Some(build) = service.build.as_ref().filter(|_| !spec.image) else {
             return Err(Failure::input(format!(
                 "`{name}` runs an image: `wharf dev` runs services from their folders"
             ))
             .hint("leave it out of the services named")
             .into());
         };
-        let folder = |relative: &str| -> anyhow::Result<PathBuf> {
-            let path = project.dir.join(relative);
-            Ok(path.canonicalize().map_err(|e| {
-                Failure::input(format!("`{name}`'s folder {}: {e}", path.display()))
-            })?)
-        };
+        if spec.driver != wharf_core::model::DriverKind::Process {
+            return Err(Failure::input(format!(
+                "`{name}` runs in a container: `wharf dev` runs processes from their folders so far"
+            ))
+            .hint("leave it out of the services named")
+            .into());
+        }
+        let sources = base.join(&build.context);
+        let sources = sources
+            .canonicalize()
+            .map_err(|e| Failure::input(format!("`{name}`'s folder {}: {e}", sources.display())))?;
         services.push(DevService {
             name: name.clone(),
-            sources: folder(&build.context)?,
-            runs_from: folder(&build.output).or_else(|_| folder(&build.context))?,
+            sources,
+            // Made by the build, so perhaps not there yet.
+            runs_from: lexical(&base.join(&build.output)),
             build: build.command.clone(),
             settings: service.dev.clone(),
         });
@@ -102,12 +120,17 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
                 .into(),
         );
     }
+    // Made before anything runs: a Ctrl-C at any point is seen (and one during a
+    // restart is kept for the next look).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let client = crate::connect::controller(global, printer).await?;
     crate::commands::definition::ensure_applied(&project, &client, printer).await?;
     let before = deployed_versions(&client, &services, &env).await?;
 
     // Changes made while nothing watched are in the folders: the first run takes them.
-    // A refusal by the controller (where dev may run is its to say) ends here.
+    // A refusal by the controller ends here.
     for service in &services {
         if service.build.is_some() && !run_build(printer, service) {
             continue;
@@ -118,14 +141,17 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
     }
     let (send, mut batches) = tokio::sync::mpsc::unbounded_channel::<(usize, Batch)>();
     let mut watches = Vec::new();
+    let mut snapshots = Vec::new();
     for (i, service) in services.iter().enumerate() {
-        let mut watch = wharf_watch::watch(&service.sources, DEBOUNCE).map_err(|e| {
+        let ignored = service.ignored();
+        let mut watch = wharf_watch::watch(&service.sources, DEBOUNCE, &ignored).map_err(|e| {
             let failure = Failure::operation(e.to_string());
             match e.hint() {
                 Some(h) => failure.hint(h),
                 None => failure,
             }
         })?;
+        snapshots.push(wharf_watch::snapshot(&service.sources, &ignored).unwrap_or_default());
         let send = send.clone();
         watches.push(tokio::spawn(async move {
             while let Some(batch) = watch.next().await {
@@ -143,12 +169,7 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let mut snapshots: BTreeMap<usize, BTreeMap<PathBuf, wharf_watch::Stamp>> = BTreeMap::new();
-    // Made once: a Ctrl-C that comes during a restart is kept for the next look.
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    loop {
+    'watching: loop {
         let first = tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -162,16 +183,14 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
         let mut add = |(i, batch): (usize, Batch)| match batch {
             Batch::Changed(paths) => pending.entry(i).or_default().extend(paths),
             Batch::Rescan => {
+                // Events were lost: what differs from the last look is what changed.
                 let service: &DevService = &services[i];
-                let now = wharf_watch::snapshot(&service.sources).unwrap_or_default();
-                let before = snapshots.remove(&i).unwrap_or_default();
-                let mut changed = wharf_watch::differences(&before, &now);
-                if changed.is_empty() {
-                    // Nothing to compare with: take the whole folder as changed.
-                    changed = now.keys().cloned().collect();
+                let now =
+                    wharf_watch::snapshot(&service.sources, &service.ignored()).unwrap_or_default();
+                let changed = wharf_watch::differences(&snapshots[i], &now);
+                if !changed.is_empty() {
+                    pending.entry(i).or_default().extend(changed);
                 }
-                snapshots.insert(i, now);
-                pending.entry(i).or_default().extend(changed);
             }
             Batch::Failed(why) => printer.info(&format!(
                 "{} watching `{}`: {why}",
@@ -184,13 +203,41 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
             add(more);
         }
         for (i, paths) in pending {
-            changed(printer, &client, &services[i], &env, &paths).await;
+            let service = &services[i];
+            // A Ctrl-C during a restart leaves at once (the controller finishes it).
+            tokio::select! {
+                _ = changed(printer, &client, service, &env, &paths) => {}
+                _ = interrupt.recv() => break 'watching,
+                _ = terminate.recv() => break 'watching,
+            }
+            if let Ok(now) = wharf_watch::snapshot(&service.sources, &service.ignored()) {
+                snapshots[i] = now;
+            }
         }
     }
     for watch in watches {
         watch.abort();
     }
     leave(printer, &client, &services, &env, &before, args.restore).await
+}
+
+/// `path` with its `.` parts taken out (it may not exist yet, so it is not resolved).
+fn lexical(path: &std::path::Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+impl DevService {
+    /// What the watcher leaves out besides the ignore files: the build's output, when
+    /// it is inside the sources (a build writing it is no change of its own).
+    fn ignored(&self) -> Vec<PathBuf> {
+        if self.runs_from != self.sources && self.runs_from.starts_with(&self.sources) {
+            vec![self.runs_from.clone()]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// What a batch of changed files of `service` does.
@@ -211,8 +258,10 @@ async fn changed(
     };
     printer.info(&format!("{}: {shown} changed", service.name));
     let names: Vec<&str> = relative.iter().map(String::as_str).collect();
-    // A new build is new code: its instances are replaced, not signalled.
-    let rebuilt = service.build.is_some() && needs_rebuild(&service.settings, &names);
+    // A new build is new code: its instances are replaced, not signalled. Without
+    // `dev.rebuild`, every change of a service with a build command runs it.
+    let rebuilt = service.build.is_some()
+        && (service.settings.rebuild.is_empty() || needs_rebuild(&service.settings, &names));
     if rebuilt && !run_build(printer, service) {
         return;
     }
@@ -298,7 +347,15 @@ async fn deploy_folder(
         user: current_user(),
     };
     let begun = Instant::now();
-    match client.dev(&request, |_| {}).await {
+    let warn = |event: &DeployEvent| {
+        if let DeployEvent::Warning { message } = event {
+            printer.info(&format!(
+                "{} {message}",
+                printer.paint("warning:", Tone::Warn)
+            ));
+        }
+    };
+    match client.dev(&request, warn).await {
         // Signalled (`dev.on_change: { signal }`): the same processes reread their files.
         Ok(DeployEvent::Finished {
             deployment: None,
@@ -332,26 +389,42 @@ async fn deploy_folder(
     None
 }
 
-/// The version each service ran before dev mode: its newest deployment that succeeded
-/// and was not a dev one (or a stop).
+/// What a service ran before dev mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Before {
+    /// Nothing ever ran, or a dev version only.
+    Nothing,
+    /// It was stopped.
+    Stopped,
+    Version(String),
+}
+
+/// What each service ran before dev mode: its newest deployment that succeeded and
+/// was not of a folder (a dev run, or a scale or restart of one).
 async fn deployed_versions(
     client: &Client,
     services: &[DevService],
     env: &str,
-) -> anyhow::Result<BTreeMap<String, Option<String>>> {
+) -> anyhow::Result<BTreeMap<String, Before>> {
     let mut found = BTreeMap::new();
     for service in services {
         let history = client
             .history(&service.name, env)
             .await
             .map_err(Failure::from)?;
-        let version = history
+        let newest = history
             .iter()
             .filter(|d| d.state == DeploymentState::Succeeded)
-            .filter(|d| !matches!(d.kind, DeploymentKind::Dev | DeploymentKind::Stop))
-            .max_by_key(|d| d.id)
-            .map(|d| d.version.clone());
-        found.insert(service.name.clone(), version);
+            .filter(|d| {
+                d.kind != DeploymentKind::Dev && wharf_core::dev::source_of(&d.digest).is_none()
+            })
+            .max_by_key(|d| d.id);
+        let before = match newest {
+            None => Before::Nothing,
+            Some(d) if d.kind == DeploymentKind::Stop => Before::Stopped,
+            Some(d) => Before::Version(d.version.clone()),
+        };
+        found.insert(service.name.clone(), before);
     }
     Ok(found)
 }
@@ -362,60 +435,75 @@ async fn leave(
     client: &Client,
     services: &[DevService],
     env: &str,
-    before: &BTreeMap<String, Option<String>>,
+    before: &BTreeMap<String, Before>,
     restore: bool,
 ) -> anyhow::Result<ExitCode> {
-    if !restore {
-        for service in services {
-            let back = match before.get(&service.name).cloned().flatten() {
-                Some(version) => format!(
-                    "`wharf dev --restore` or `wharf deploy {} --env {env} --version {version}` brings back `{version}`",
-                    service.name
-                ),
-                None => format!("`wharf stop {} --env {env}` stops it", service.name),
-            };
-            printer.info(&format!(
-                "left dev mode: `{}` keeps running the dev version from {} in `{env}`; {back}",
-                service.name,
-                project::display_path(&service.runs_from)
-            ));
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
     let mut failed = false;
     for service in services {
-        let Some(version) = before.get(&service.name).cloned().flatten() else {
+        let name = &service.name;
+        let before = before.get(name).cloned().unwrap_or(Before::Nothing);
+        if !restore {
+            let back = match &before {
+                Before::Version(version) => format!(
+                    "`wharf dev --restore` or `wharf deploy {name} --env {env} --version {version}` brings back `{version}`"
+                ),
+                Before::Stopped | Before::Nothing => {
+                    format!("`wharf stop {name} --env {env}` stops it")
+                }
+            };
             printer.info(&format!(
-                "left dev mode: `{}` ran no version in `{env}` before; the dev version keeps running (`wharf stop {} --env {env}` stops it)",
-                service.name, service.name
+                "left dev mode: `{name}` keeps running the dev version from {} in `{env}`; {back}",
+                project::display_path(&service.runs_from)
             ));
             continue;
+        }
+        let (last, what) = match &before {
+            Before::Nothing => {
+                printer.info(&format!(
+                    "left dev mode: `{name}` ran no version in `{env}` before; the dev version keeps running (`wharf stop {name} --env {env}` stops it)"
+                ));
+                continue;
+            }
+            Before::Stopped => {
+                let request = wharf_api::StopRequest {
+                    env: env.to_owned(),
+                    service: Some(name.clone()),
+                    user: current_user(),
+                    prune: false,
+                    purge: false,
+                };
+                let last = client.stop(&request, |_| {}).await.map_err(Failure::from)?;
+                (last, "stopped again (as before dev mode)".to_owned())
+            }
+            Before::Version(version) => {
+                let request = DeployRequest {
+                    service: name.clone(),
+                    env: env.to_owned(),
+                    version: version.clone(),
+                    user: current_user(),
+                    dry_run: false,
+                    unregistered_digest: None,
+                    force: false,
+                    proposed_definition: None,
+                };
+                let last = client
+                    .deploy(&request, |_| {})
+                    .await
+                    .map_err(Failure::from)?;
+                (last, format!("runs `{version}` again"))
+            }
         };
-        let request = DeployRequest {
-            service: service.name.clone(),
-            env: env.to_owned(),
-            version: version.clone(),
-            user: current_user(),
-            dry_run: false,
-            unregistered_digest: None,
-            force: false,
-            proposed_definition: None,
-        };
-        let last = client
-            .deploy(&request, |_| {})
-            .await
-            .map_err(Failure::from)?;
         if succeeded(&last) {
-            printer.info(&format!(
-                "left dev mode: `{}` runs `{version}` again in `{env}`",
-                service.name
-            ));
+            printer.info(&format!("left dev mode: `{name}` {what} in `{env}`"));
         } else {
             failed = true;
+            let message = match &last {
+                DeployEvent::Finished { message, .. } => message.clone(),
+                other => format!("{other:?}"),
+            };
             printer.info(&format!(
-                "{} `{}` could not get `{version}` back: {last:?}",
-                printer.paint("error:", Tone::Bad),
-                service.name
+                "{} `{name}` could not be brought back: {message}",
+                printer.paint("error:", Tone::Bad)
             ));
         }
     }

@@ -108,6 +108,15 @@ pub async fn add(
     printer: &Printer,
     args: crate::cli::AddArgs,
 ) -> anyhow::Result<ExitCode> {
+    for (what, name) in [("host", &args.host), ("environment", &args.env)] {
+        if !wharf_core::definition::valid_name(name) {
+            return Err(
+                Failure::input(format!("`{name}` is not a valid {what} name"))
+                    .hint(wharf_core::definition::NAME_HINT)
+                    .into(),
+            );
+        }
+    }
     let target = wharf_core::ssh_hosts::parse_target(&args.ssh).map_err(|e| {
         Failure::input(format!("--ssh {e}")).hint("write it as `USER@ADDRESS[:PORT]`")
     })?;
@@ -145,7 +154,15 @@ pub async fn add(
         accept_new_host_key: args.accept_new_host_key,
         agent_binary: args.agent_binary,
     };
-    bootstrap(global, printer, &client, &ssh, &options, &[&args.host], 1).await?;
+    if let Err(e) = bootstrap(global, printer, &client, &ssh, &options, &[&args.host], 1).await {
+        // Recorded all the same: fixed, `wharf env up` completes it.
+        printer.info(&format!(
+            "`{host}` stays in the definition: `wharf env up {env}` completes it once fixed, `wharf host remove {host} --env {env}` takes it out",
+            host = args.host,
+            env = args.env
+        ));
+        return Err(e);
+    }
     printer.info(&format!("`{}` of `{}` is up", args.host, args.env));
     Ok(ExitCode::SUCCESS)
 }
@@ -293,6 +310,13 @@ pub async fn remove(
     printer: &Printer,
     args: crate::cli::HostArgs,
 ) -> anyhow::Result<ExitCode> {
+    if !wharf_core::definition::valid_name(&args.host) {
+        return Err(
+            Failure::input(format!("`{}` is not a valid host name", args.host))
+                .hint(wharf_core::definition::NAME_HINT)
+                .into(),
+        );
+    }
     let client = applied_controller(global, printer).await?;
     let ssh = ssh_env_of(global, &client, &args.host, args.env.as_deref()).await?;
     let env = ssh.env.as_str();

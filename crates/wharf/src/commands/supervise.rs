@@ -79,12 +79,12 @@ pub async fn run(what: &str, pid_file: &Path, restart: Restart) -> anyhow::Resul
                 );
             }
             let _ = child.wait().await;
-            let _ = std::fs::remove_file(pid_file);
+            remove_own(pid_file);
             return Ok(ExitCode::SUCCESS);
         };
         let ran = started.elapsed();
         if let Some(code) = again(restart, status, ran) {
-            let _ = std::fs::remove_file(pid_file);
+            remove_own(pid_file);
             return Ok(ExitCode::from(code));
         }
         tracing::warn!(
@@ -94,9 +94,24 @@ pub async fn run(what: &str, pid_file: &Path, restart: Restart) -> anyhow::Resul
         if ran >= STEADY {
             backoff = Duration::from_millis(500);
         } else {
-            tokio::time::sleep(backoff).await;
+            // Told to stop while waiting: nothing more is started.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = terminate.recv() => { remove_own(pid_file); return Ok(ExitCode::SUCCESS); }
+                _ = interrupt.recv() => { remove_own(pid_file); return Ok(ExitCode::SUCCESS); }
+            }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+}
+
+/// Removes the pid file while it names this process (another supervisor of a start
+/// race may have written its own since).
+fn remove_own(pid_file: &Path) {
+    let ours =
+        std::fs::read_to_string(pid_file).is_ok_and(|p| p.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(pid_file);
     }
 }
 

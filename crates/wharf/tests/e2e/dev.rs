@@ -357,3 +357,50 @@ fn a_service_that_reloads_on_a_signal_is_sent_it_and_keeps_its_process() {
         dev.said()
     );
 }
+
+#[test]
+fn a_service_with_a_build_runs_from_its_output_rebuilt_on_each_change() {
+    let definition = DEV.replace(
+        "    build: ./web\n",
+        "    build: { context: ./web, command: [\"sh\", \"-c\", \"mkdir -p dist && cp app.py note.txt dist/\"], output: dist }\n",
+    );
+    let mut p = Project::new(&definition, &["web"]);
+    p.write("web/note.txt", "built once");
+    let dev = Dev::start(&mut p, &["web"]);
+    assert!(dev.wait_for("watching `web`", 1), "{}", dev.said());
+    let address = p.address_port("web", "local");
+    assert_eq!(note(address), "built once");
+    p.write("web/note.txt", "built twice");
+    assert!(
+        wait_until(Duration::from_secs(30), || note(address) == "built twice"),
+        "{}",
+        dev.said()
+    );
+    // What the build wrote into dist/ is no change of its own: one build, one restart.
+    assert!(dev.wait_for("`web` answers from", 2), "{}", dev.said());
+    let said = dev.said();
+    assert_eq!(said.matches("web: building").count(), 2, "{said}");
+    assert!(
+        !said
+            .lines()
+            .any(|l| l.contains("changed") && l.contains("dist")),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_restart_of_a_dev_version_runs_from_the_folder_again() {
+    let mut p = Project::new(DEV, &["web"]);
+    p.write("web/note.txt", "first");
+    let dev = Dev::start(&mut p, &["web"]);
+    assert!(dev.wait_for("watching `web`", 1), "{}", dev.said());
+    let address = p.address_port("web", "local");
+    let (code, said) = dev.interrupt();
+    assert_eq!(code, Some(0), "{said}");
+    p.write("web/note.txt", "restarted");
+    p.ok(&["restart", "web", "--env", "local"]);
+    assert_eq!(note(address), "restarted");
+    let history = p.json(&["history", "web", "--env", "local"]);
+    assert_eq!(history[0]["kind"], "restart", "{history}");
+    assert_eq!(history[0]["version"], "dev", "{history}");
+}

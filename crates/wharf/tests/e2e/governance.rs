@@ -1388,3 +1388,38 @@ fn a_change_a_token_may_not_make_is_refused_before_its_body_is_read() {
         "{audit}"
     );
 }
+
+#[test]
+fn a_machine_is_not_added_by_command_where_changes_wait_for_approval() {
+    let definition = r#"
+services: {}
+environments:
+  production:
+    approval: required
+    hosts:
+      provider: ssh
+      hosts:
+        - { name: web-1, address: 10.255.0.5, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64KeyBody" }
+"#;
+    let mut p = Project::new(definition, &[]);
+    let _controller = AuthController::start(&p);
+    p.ok(&["apply"]);
+    let revisions = p.json(&["definition", "history"]).as_array().map(Vec::len);
+    let out = p.wharf(&[
+        "host",
+        "add",
+        "web-2",
+        "--env",
+        "production",
+        "--ssh",
+        "root@10.255.0.6",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("`production` waits for approval of its changes"),
+        "{}",
+        text(&out)
+    );
+    let history = p.json(&["definition", "history"]);
+    assert_eq!(history.as_array().map(Vec::len), revisions, "{history}");
+}
