@@ -361,10 +361,18 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         for env in std::mem::take(&mut self.envs) {
-            let _ = Command::new(WHARF)
-                .args(["down", "--env", &env])
-                .current_dir(self.path())
-                .output();
+            // A deploy the test left running (a `wharf dev` left mid-restart) holds the
+            // service until it ends: the down is tried again until then.
+            wait_until(Duration::from_secs(30), || {
+                Command::new(WHARF)
+                    .args(["down", "--env", &env])
+                    .current_dir(self.path())
+                    .output()
+                    .map_or(true, |o| {
+                        o.status.success()
+                            || !String::from_utf8_lossy(&o.stderr).contains("is being deployed")
+                    })
+            });
         }
         // The supervisor first, or it starts the controller again.
         if let Some(pid) = std::fs::read_to_string(self.state_dir().join("supervisor.pid"))
