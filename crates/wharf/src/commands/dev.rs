@@ -132,7 +132,7 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
     // Changes made while nothing watched are in the folders: the first run takes them.
     // A refusal by the controller ends here.
     for service in &services {
-        if service.build.is_some() && !run_build(printer, service) {
+        if service.build.is_some() && !run_build(printer, service).await {
             continue;
         }
         if let Some(refused) = deploy_folder(printer, &client, service, &env, true).await {
@@ -262,7 +262,7 @@ async fn changed(
     // `dev.rebuild`, every change of a service with a build command runs it.
     let rebuilt = service.build.is_some()
         && (service.settings.rebuild.is_empty() || needs_rebuild(&service.settings, &names));
-    if rebuilt && !run_build(printer, service) {
+    if rebuilt && !run_build(printer, service).await {
         return;
     }
     if let Some(refused) = deploy_folder(printer, client, service, env, rebuilt).await {
@@ -276,7 +276,7 @@ async fn changed(
 
 /// Runs the service's build command in its sources; whether it succeeded (its output
 /// is shown when it did not).
-fn run_build(printer: &Printer, service: &DevService) -> bool {
+async fn run_build(printer: &Printer, service: &DevService) -> bool {
     let Some(command) = &service.build else {
         return true;
     };
@@ -288,11 +288,14 @@ fn run_build(printer: &Printer, service: &DevService) -> bool {
         service.name,
         command.join(" ")
     ));
-    match std::process::Command::new(program)
+    // Awaited, not blocked on: a Ctrl-C during a long build is seen.
+    match tokio::process::Command::new(program)
         .args(rest)
         .current_dir(&service.sources)
         .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
         .output()
+        .await
     {
         Ok(out) if out.status.success() => true,
         Ok(out) => {
