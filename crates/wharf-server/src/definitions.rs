@@ -286,14 +286,32 @@ impl Definitions {
         })?;
         // The new count must still place: a deploy spec of it is made here.
         definition.deploy_spec(service, env).map_err(spec_error)?;
-        let mut record = self
-            .store
-            .definition(Some(current.revision))?
-            .ok_or_else(no_definition)?;
+        let mut record = self.record_of(&current)?;
         record.scale.insert(format!("{env}/{service}"), count);
+        let message = format!("wharf scale {service} --env {env} {count}");
+        self.store_again(record, definition, user, message)
+    }
+
+    /// The stored record of the revision in force.
+    fn record_of(&self, current: &Current) -> Result<DefinitionRecord, ServerError> {
+        self.store
+            .definition(Some(current.revision))?
+            .ok_or_else(no_definition)
+    }
+
+    /// Stores `record` (the revision in force, changed by a command: its text and
+    /// files as they were) as the next revision, and makes `definition`, already
+    /// changed alike, the one in force.
+    fn store_again(
+        &self,
+        mut record: DefinitionRecord,
+        definition: Definition,
+        user: &str,
+        message: String,
+    ) -> Result<DefinitionRevision, ServerError> {
         record.user = user.to_owned();
         record.at = now_millis();
-        record.message = format!("wharf scale {service} --env {env} {count}");
+        record.message = message;
         let stored = self.store.put_definition(&record)?;
         self.set(Arc::new(Current {
             revision: stored.revision,
@@ -421,11 +439,7 @@ impl Definitions {
         // Machines `wharf host add` recorded stay, unless this text lists them itself
         // or no longer reaches its environment over SSH.
         let recorded = match &previous {
-            Some(p) => self
-                .store
-                .definition(Some(p.revision))?
-                .map(|r| r.ssh_hosts)
-                .unwrap_or_default(),
+            Some(p) => self.record_of(p)?.ssh_hosts,
             None => Default::default(),
         };
         let ssh_hosts = add_recorded_hosts(&mut definition, &recorded);

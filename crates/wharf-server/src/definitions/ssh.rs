@@ -4,7 +4,6 @@
 //! which machines an environment has is the controller's to say.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::http::StatusCode;
 use wharf_api::{DefinitionRevision, SshEndpointView, SshEnvironment, SshMachineView};
@@ -12,9 +11,8 @@ use wharf_core::Definition;
 use wharf_core::model::{SshEndpoint, SshMachine};
 use wharf_store::AddedSshHost;
 
-use super::{Current, Definitions, no_definition, revision_view};
+use super::Definitions;
 use crate::error::ServerError;
-use crate::now_millis;
 
 fn machine_of(host: &AddedSshHost) -> SshMachine {
     SshMachine {
@@ -63,10 +61,7 @@ impl Definitions {
     pub fn ssh_environment(&self, env: &str) -> Result<SshEnvironment, ServerError> {
         let current = self.current()?;
         let ssh = ssh_of(&current.definition, env)?;
-        let record = self
-            .store
-            .definition(Some(current.revision))?
-            .ok_or_else(no_definition)?;
+        let record = self.record_of(&current)?;
         let added: Vec<&str> = record
             .ssh_hosts
             .get(env)
@@ -124,9 +119,13 @@ impl Definitions {
             "wharf host add {} --env {env} --ssh {}@{}:{}",
             host.name, host.user, host.address, host.port
         );
-        self.store_with(&current, definition, user, message, |hosts| {
-            hosts.entry(env.to_owned()).or_default().push(host);
-        })
+        let mut record = self.record_of(&current)?;
+        record
+            .ssh_hosts
+            .entry(env.to_owned())
+            .or_default()
+            .push(host);
+        self.store_again(record, definition, user, message)
     }
 
     /// Stores the revision in force again without the machine `wharf host add` put in
@@ -142,10 +141,7 @@ impl Definitions {
         self.refuse_while_held(current.revision)?;
         refuse_where_approved(&current.definition, env)?;
         let mut definition = current.definition.clone();
-        let record = self
-            .store
-            .definition(Some(current.revision))?
-            .ok_or_else(no_definition)?;
+        let mut record = self.record_of(&current)?;
         let was_added = record
             .ssh_hosts
             .get(env)
@@ -171,39 +167,11 @@ impl Definitions {
         }
         wharf_core::ssh_hosts::remove_machine(&mut definition, env, name);
         let message = format!("wharf host remove {name} --env {env}");
-        self.store_with(&current, definition, user, message, |hosts| {
-            if let Some(list) = hosts.get_mut(env) {
-                list.retain(|h| h.name != name);
-            }
-            hosts.retain(|_, list| !list.is_empty());
-        })
-    }
-
-    /// Stores the revision in force again, its recorded machines changed by `change`,
-    /// and makes `definition` (already changed alike) the one in force.
-    fn store_with(
-        &self,
-        current: &Current,
-        definition: Definition,
-        user: &str,
-        message: String,
-        change: impl FnOnce(&mut BTreeMap<String, Vec<AddedSshHost>>),
-    ) -> Result<DefinitionRevision, ServerError> {
-        let mut record = self
-            .store
-            .definition(Some(current.revision))?
-            .ok_or_else(no_definition)?;
-        change(&mut record.ssh_hosts);
-        record.user = user.to_owned();
-        record.at = now_millis();
-        record.message = message;
-        let stored = self.store.put_definition(&record)?;
-        self.set(Arc::new(Current {
-            revision: stored.revision,
-            digest: stored.digest.clone(),
-            definition,
-        }));
-        Ok(revision_view(&stored))
+        if let Some(list) = record.ssh_hosts.get_mut(env) {
+            list.retain(|h| h.name != name);
+        }
+        record.ssh_hosts.retain(|_, list| !list.is_empty());
+        self.store_again(record, definition, user, message)
     }
 }
 
