@@ -241,6 +241,24 @@ impl Agent {
             .map_err(|e| e.to_string())
     }
 
+    /// Copies `files` (relative to the instance's folder) into a running instance, for
+    /// `wharf dev`'s sync; nothing to do for a process, which runs from the folder.
+    pub async fn copy_in(&self, key: &InstanceKey, files: &[PathBuf]) -> Result<(), String> {
+        let (plan, workdir) = self
+            .lock()
+            .get(key)
+            .map(|h| (h.plan.clone(), h.workdir.clone()))
+            .ok_or_else(|| format!("{key} does not run here"))?;
+        let launch = self
+            .launch_spec(&plan, &workdir)
+            .map_err(|e| e.to_string())?;
+        let driver = self.driver(plan.driver).map_err(|e| e.to_string())?;
+        driver
+            .copy_in(&launch, files)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Gives a running instance the secret values of `plan` (its own plan) when it
     /// lacks them, as after an agent restart (secrets are never on disk), so that its
     /// next restart has them.
@@ -568,6 +586,7 @@ impl Agent {
                     (variable, p.host, p.container)
                 })
                 .collect(),
+            from_source: wharf_core::dev::source_of(&plan.digest).is_some(),
         })
     }
 

@@ -332,7 +332,16 @@ pub struct DevRequest {
     pub fresh: bool,
     #[serde(default)]
     pub user: String,
+    /// The files that changed, relative to `folder` (`/` separated), for a sync into
+    /// running containers; `None` when the caller does not know (they are then
+    /// replaced). At most [`DEV_CHANGED_MAX`].
+    #[serde(default)]
+    pub changed: Option<Vec<String>>,
 }
+
+/// The most changed files one [`DevRequest`] names; beyond that the caller names none
+/// and the instances are replaced.
+pub const DEV_CHANGED_MAX: usize = 20_000;
 
 /// `POST /v1/ssh/{env}/hosts`: one more machine for an SSH environment (`wharf host
 /// add`), recorded as a definition revision.

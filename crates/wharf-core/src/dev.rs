@@ -46,6 +46,10 @@ pub enum DevChange {
     Restart,
     /// The instances are sent this signal (`HUP`, ...) and reread their files.
     Signal(String),
+    /// The changed files reach the running instances and nothing else happens: the
+    /// service reads them itself (a static site, templates read per request). A process
+    /// runs from the folder, so it sees them at once; a container gets them copied in.
+    Sync,
 }
 
 /// Why `wharf dev` may not run in an environment.
@@ -161,11 +165,15 @@ pub(crate) fn check(
     let on_change = match &raw.on_change {
         None => DevChange::Restart,
         Some(RawDevChange::Word(word)) if word == "restart" => DevChange::Restart,
+        Some(RawDevChange::Word(word)) if word == "sync" => DevChange::Sync,
         Some(RawDevChange::Word(word)) => {
             checker.report(
                 &place(&[key("on_change")]),
                 format!("`on_change: {word}` is not something `wharf dev` does"),
-                Some("`on_change: restart` (the default) or `on_change: { signal: HUP }`".into()),
+                Some(
+                    "`on_change: restart` (the default), `on_change: sync` or `on_change: { signal: HUP }`"
+                        .into(),
+                ),
             );
             DevChange::Restart
         }

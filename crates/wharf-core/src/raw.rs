@@ -132,8 +132,8 @@ pub struct RawService {
     #[serde(default)]
     pub user: Option<String>,
     /// What `wharf dev` does when the service's folder changes: `{ on_change: restart }`
-    /// (the default) or `{ on_change: { signal: HUP } }`, and `rebuild: ["src/**"]`,
-    /// the changes that run the build first.
+    /// (the default), `{ on_change: sync }` (the files only) or `{ on_change: { signal:
+    /// HUP } }`, and `rebuild: ["src/**"]`, the changes that run the build first.
     #[serde(default)]
     pub dev: Option<RawDev>,
 }
@@ -148,7 +148,7 @@ pub struct RawDev {
     pub rebuild: Vec<String>,
 }
 
-/// `restart`, or `{ signal: HUP }`.
+/// `restart`, `sync`, or `{ signal: HUP }`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawDevChange {

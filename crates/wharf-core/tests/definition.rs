@@ -775,6 +775,13 @@ fn dev_runs_in_the_first_environment_or_one_marked_for_it() {
     assert_eq!(catalog.on_change, DevChange::Signal("HUP".into()));
     assert_eq!(catalog.rebuild, ["src/**"]);
     assert_eq!(def.services["orders"].dev.on_change, DevChange::Restart);
+    let synced = load(
+        &DEV.replace("{ signal: HUP }", "sync"),
+        "wharf.yaml",
+        &FOLDERS,
+    )
+    .unwrap();
+    assert_eq!(synced.services["catalog"].dev.on_change, DevChange::Sync);
 }
 
 #[test]

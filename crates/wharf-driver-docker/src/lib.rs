@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 
 mod gateway;
+mod source;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListImagesOptions,
@@ -19,6 +20,7 @@ use bollard::query_parameters::{
     WaitContainerOptions,
 };
 use futures_util::StreamExt;
+pub use source::DEV_BASE_IMAGE;
 use wharf_driver::{Driver, DriverError, Exit, Found, LaunchSpec, Running};
 
 /// The label holding an instance's tag.
@@ -264,6 +266,10 @@ impl Driver for DockerDriver {
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn Running>, DriverError> {
         let image = match &spec.image {
             Some(image) => image.clone(),
+            // `wharf dev`: the folder is copied in below, as it is now.
+            None if spec.from_source => source::base_image(&self.docker)
+                .await
+                .map_err(|e| failed(source::DEV_BASE_IMAGE, e))?,
             None => {
                 self.artifact_image(&spec.workdir, &spec.key.service)
                     .await?
@@ -408,6 +414,16 @@ impl Driver for DockerDriver {
                 ),
                 other => failed(&image, other),
             })?;
+        if spec.from_source {
+            let copied = match source::folder_archive(&spec.workdir).await {
+                Ok(archive) => source::upload(&self.docker, &name, archive).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = copied {
+                let _ = remove(&self.docker, &name).await;
+                return Err(failed(&image, e));
+            }
+        }
         if let Err(e) = self.docker.start_container(&name, None).await {
             let _ = remove(&self.docker, &name).await;
             return Err(failed(&image, e));
@@ -427,6 +443,24 @@ impl Driver for DockerDriver {
             pid,
             started_at: None,
         }))
+    }
+
+    async fn copy_in(
+        &self,
+        spec: &LaunchSpec,
+        files: &[std::path::PathBuf],
+    ) -> Result<(), DriverError> {
+        if !spec.from_source {
+            return Err(DriverError::Other(
+                "only containers of `wharf dev` take files; a release's are its image's".into(),
+            ));
+        }
+        let archive = source::files_archive(&spec.workdir, files)
+            .await
+            .map_err(DriverError::Other)?;
+        source::upload(&self.docker, &container_name(&spec.tag), archive)
+            .await
+            .map_err(DriverError::Other)
     }
 
     async fn find_running(&self) -> Vec<Found> {

@@ -33,6 +33,7 @@ fn spec(dir: &std::path::Path, tag: &str, script: &str) -> LaunchSpec {
         user: None,
         extra_ports: vec![],
         volumes: vec![],
+        from_source: false,
     }
 }
 

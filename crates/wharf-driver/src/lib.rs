@@ -100,6 +100,11 @@ pub struct LaunchSpec {
     /// Where to pull `image` from when the host lacks it (never stored).
     #[serde(skip)]
     pub pull: Option<ImagePull>,
+    /// `workdir` is a service's own folder (`wharf dev`), not an unpacked artifact: it
+    /// changes while the instance runs, so an image-based driver copies its files into
+    /// each container it starts rather than making an image of it.
+    #[serde(default)]
+    pub from_source: bool,
 }
 
 /// A registry pull: the reference (`registry/name:tag`) and its credentials, which come
@@ -244,6 +249,15 @@ pub trait Driver: Send + Sync {
     async fn remove_volumes(&self, prefix: &str) -> Result<usize, DriverError> {
         let _ = prefix;
         Ok(0)
+    }
+
+    /// Copies `files` (relative to `spec.workdir`, each an existing file, folder or
+    /// link) into the running instance `spec` started, at the same place in its
+    /// filesystem (`wharf dev`'s sync). A driver whose instances run from `workdir`
+    /// itself, as processes do, has nothing to copy: they already see the files.
+    async fn copy_in(&self, spec: &LaunchSpec, files: &[PathBuf]) -> Result<(), DriverError> {
+        let _ = (spec, files);
+        Ok(())
     }
 
     /// Runs `argv` once beside the running instance `spec` started: in its environment

@@ -161,6 +161,40 @@ pub fn stop(req: &StopRequest) -> Result<(), ServerError> {
         .map_or(Ok(()), |s| name("service", s))
 }
 
+/// `wharf dev`'s request: a bounded folder path and changed files that are relative
+/// paths inside it (no `..`, no root), at most [`wharf_api::DEV_CHANGED_MAX`].
+pub fn dev(req: &wharf_api::DevRequest) -> Result<(), ServerError> {
+    names(&req.service, &req.env)?;
+    if req.folder.len() > 4096 || req.folder.contains('\0') {
+        return Err(ServerError::bad_request("the folder is not a path"));
+    }
+    let changed = req.changed.as_deref().unwrap_or_default();
+    if changed.len() > wharf_api::DEV_CHANGED_MAX {
+        return Err(ServerError::bad_request(format!(
+            "{} changed files named; at most {}",
+            changed.len(),
+            wharf_api::DEV_CHANGED_MAX
+        ))
+        .hint("name none: the instances are then replaced"));
+    }
+    for file in changed {
+        let path = std::path::Path::new(file);
+        let inside = !file.is_empty()
+            && file.len() <= 4096
+            && !file.contains('\0')
+            && path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(ServerError::bad_request(format!(
+                "changed file `{}` is not a relative path inside the folder",
+                file.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A command for `wharf exec`: named instance, and a bounded, non-empty argv.
 pub fn exec(req: &wharf_api::ExecRequest) -> Result<(), ServerError> {
     name("environment", &req.env)?;

@@ -488,10 +488,7 @@ async fn dev(
     caller: Caller,
     Json(req): Json<wharf_api::DevRequest>,
 ) -> Result<Response, ServerError> {
-    crate::edge::names(&req.service, &req.env)?;
-    if req.folder.len() > 4096 || req.folder.contains('\0') {
-        return Err(ServerError::bad_request("the folder is not a path"));
-    }
+    crate::edge::dev(&req)?;
     let target = format!("{} in {}", req.service, req.env);
     authorize(&c, &caller, &req.env, Action::Deploy, "dev", &target)?;
     c.definitions
@@ -509,6 +506,7 @@ async fn dev(
                 &req.env,
                 std::path::Path::new(&req.folder),
                 req.fresh,
+                req.changed.as_deref(),
                 user,
                 &events,
             )

@@ -1,11 +1,14 @@
 //! The dev loop: a file saved to the new code answering HTTP through the service's
-//! address, for a Python service run by `wharf dev` on the process driver; and the
-//! requests that failed meanwhile (a load thread sends them back to back the whole
-//! time).
+//! address, and the requests that failed meanwhile (a load thread sends them back to
+//! back the whole time). Two services: a Python one on the process driver, restarted
+//! through the traffic switch on every edit (it reads the file at start); and a static
+//! site in a container (busybox httpd, `dev: { on_change: sync }`), the file copied
+//! into the running container through the Engine API. The container part needs Docker
+//! and /bin/busybox (busybox-static), and says so when they are missing.
 //!
 //! Run with `cargo bench -p wharf --bench dev_loop` (WHARF_BENCH_RUNS sets the number of
-//! edits, default 50). Each edit rewrites the file the service reads at start and polls
-//! the address every millisecond until the new text answers; the next edit follows.
+//! edits, default 50). Each edit rewrites the file and polls the address every
+//! millisecond until the new text answers; the next edit follows.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
@@ -66,25 +69,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn main() {
-    let edits: usize = std::env::var("WHARF_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(50);
-    let project = tempfile::tempdir().unwrap();
-    let dir = project.path();
-    std::fs::create_dir_all(dir.join("web")).unwrap();
-    std::fs::write(dir.join("web/app.py"), APP).unwrap();
-    std::fs::write(dir.join("web/note.txt"), "start").unwrap();
-    std::fs::write(
-        dir.join("wharf.yaml"),
-        "services:\n  web:\n    build: ./web\n    run: [python3, app.py]\n    min_healthy_time: 0s\n    port: http\n    health: { http: /health }\n\
-         environments:\n  local: {}\n",
-    )
-    .unwrap();
+/// One measured loop: the project in `dir` is run by `wharf dev SERVICE`, and
+/// `file` (relative to `dir`) edited `edits` times.
+struct Loop<'a> {
+    dir: &'a Path,
+    service: &'a str,
+    file: &'a str,
+    edits: usize,
+}
+
+/// Edit to answer times (ms), requests sent and failed.
+fn measure(l: &Loop<'_>) -> (Vec<f64>, u64, u64) {
     let mut dev = Command::new(WHARF)
-        .args(["dev", "web"])
-        .current_dir(dir)
+        .args(["dev", l.service])
+        .current_dir(l.dir)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -93,7 +91,7 @@ fn main() {
         .unwrap();
     let begun = Instant::now();
     let port = loop {
-        if let Some(port) = address_port(dir).filter(|p| body(*p).as_deref() == Some("start")) {
+        if let Some(port) = address_port(l.dir).filter(|p| body(*p).as_deref() == Some("start")) {
             break port;
         }
         assert!(
@@ -116,10 +114,10 @@ fn main() {
         })
     };
     let mut took = Vec::new();
-    for i in 0..edits {
+    for i in 0..l.edits {
         let text = format!("edit {i}");
         let saved = Instant::now();
-        std::fs::write(dir.join("web/note.txt"), &text).unwrap();
+        std::fs::write(l.dir.join(l.file), &text).unwrap();
         while body(port).as_deref() != Some(text.as_str()) {
             assert!(
                 saved.elapsed() < Duration::from_secs(30),
@@ -135,18 +133,85 @@ fn main() {
         .args(["-INT", &dev.id().to_string()])
         .status();
     let _ = dev.wait();
-    wharf(dir, &["down", "--env", "local"]);
-    stop_controller(dir);
+    wharf(l.dir, &["down", "--env", "local"]);
+    stop_controller(l.dir);
     took.sort_by(f64::total_cmp);
-    println!("| edits | p50 | p95 | p99 | max | requests sent | failed |");
-    println!("|---|---|---|---|---|---|---|");
+    (
+        took,
+        sent.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn row(what: &str, edits: usize, (took, sent, failed): (Vec<f64>, u64, u64)) {
     println!(
-        "| {edits} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} | {} |",
+        "| {what} | {edits} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {sent} | {failed} |",
         percentile(&took, 50.0),
         percentile(&took, 95.0),
         percentile(&took, 99.0),
         took.last().copied().unwrap_or_default(),
-        sent.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed)
     );
+}
+
+fn python_process(edits: usize) -> (Vec<f64>, u64, u64) {
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::create_dir_all(dir.join("web")).unwrap();
+    std::fs::write(dir.join("web/app.py"), APP).unwrap();
+    std::fs::write(dir.join("web/note.txt"), "start").unwrap();
+    std::fs::write(
+        dir.join("wharf.yaml"),
+        "services:\n  web:\n    build: ./web\n    run: [python3, app.py]\n    min_healthy_time: 0s\n    port: http\n    health: { http: /health }\n\
+         environments:\n  local: {}\n",
+    )
+    .unwrap();
+    measure(&Loop {
+        dir,
+        service: "web",
+        file: "web/note.txt",
+        edits,
+    })
+}
+
+fn container_sync(edits: usize) -> Option<(Vec<f64>, u64, u64)> {
+    let docker = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !docker || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipping the container sync: it needs Docker and /bin/busybox (busybox-static)");
+        return None;
+    }
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::create_dir_all(dir.join("site/www")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("site/busybox")).unwrap();
+    std::fs::write(dir.join("site/www/index.html"), "start").unwrap();
+    std::fs::write(
+        dir.join("wharf.yaml"),
+        "services:\n  site:\n    build: ./site\n    driver: docker\n    run: [./busybox, httpd, -f, -p, \"{{ port }}\", -h, /www]\n    min_healthy_time: 0s\n    port: http\n    health: { http: / }\n    dev: { on_change: sync }\n\
+         environments:\n  local: {}\n",
+    )
+    .unwrap();
+    Some(measure(&Loop {
+        dir,
+        service: "site",
+        file: "site/www/index.html",
+        edits,
+    }))
+}
+
+fn main() {
+    let edits: usize = std::env::var("WHARF_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50);
+    let process = python_process(edits);
+    let container = container_sync(edits);
+    println!("| service | edits | p50 | p95 | p99 | max | requests sent | failed |");
+    println!("|---|---|---|---|---|---|---|---|");
+    row("Python, process driver, restart", edits, process);
+    if let Some(container) = container {
+        row("static site, container, sync", edits, container);
+    }
 }

@@ -64,13 +64,15 @@ fn build_folder(
 impl Executor {
     /// Runs `service` from `folder`: its instances replaced (always when `fresh`: at
     /// the loop's start, after a build), or, where its `dev.on_change` says so and they
-    /// already run from that folder, sent the signal.
+    /// already run from that folder, updated in place: the `changed` files copied into
+    /// containers, then the signal sent.
     pub(crate) async fn dev(
         &self,
         service: &str,
         env: &str,
         folder: &Path,
         fresh: bool,
+        changed: Option<&[String]>,
         user: String,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
@@ -105,13 +107,16 @@ impl Executor {
             .hint("run it in an environment without `hosts:`"));
         }
         let spec = self.definitions.spec_for(service, env)?;
-        if spec.image || spec.driver != DriverKind::Process {
+        if spec.image {
             return Err(ServerError::new(
                 StatusCode::CONFLICT,
-                format!("`{service}` runs in a container: `wharf dev` runs processes from their folders so far"),
+                format!("`{service}` runs an image: `wharf dev` runs services from their folders"),
             )
-            .hint(format!("`wharf build {service}` and `wharf deploy {service} --env {env}`")));
+            .hint(format!(
+                "`wharf build {service}` and `wharf deploy {service} --env {env}`"
+            )));
         }
+        let container = spec.driver == DriverKind::Docker;
         let folder = build_folder(&current.definition, service, folder)?;
         if matches!(spec.port, Some(wharf_core::model::PortSpec::Fixed(_))) {
             events.send(DeployEvent::Warning {
@@ -127,13 +132,23 @@ impl Executor {
             .get(service)
             .map(|s| s.dev.clone())
             .unwrap_or_default();
-        if let (false, DevChange::Signal(signal)) = (fresh, &settings.on_change)
-            && let Some(signalled) = self.signal_dev(service, env, &digest, signal, events).await
+        if !fresh
+            && let Some(message) = self
+                .update_in_place(
+                    service,
+                    env,
+                    &digest,
+                    &settings.on_change,
+                    container.then_some(changed).flatten(),
+                    container,
+                    events,
+                )
+                .await
         {
             return Ok(DeployEvent::Finished {
                 deployment: None,
                 state: DeploymentState::Succeeded,
-                message: format!("sent {signal} to {signalled} instance(s)"),
+                message,
             });
         }
         let req = Order {
@@ -160,36 +175,95 @@ impl Executor {
         .await
     }
 
-    /// Sends `signal` to the instances of `service` in `env` when every one runs from
-    /// the folder of `digest`; how many, or `None` when they do not (they are then
-    /// replaced instead).
-    async fn signal_dev(
+    /// Updates the instances of `service` in `env` without replacing them, where its
+    /// `dev.on_change` says so and every one already runs from the folder of `digest`:
+    /// the changed files copied into containers (`changed`, relative to the folder),
+    /// then the signal sent, if any. What it did, or `None` when they are to be replaced
+    /// instead (nothing runs from the folder, a file was removed, which a copy cannot
+    /// do, or a copy or a signal reached none).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_in_place(
         &self,
         service: &str,
         env: &str,
         digest: &str,
-        signal: &str,
+        on_change: &DevChange,
+        changed: Option<&[String]>,
+        container: bool,
         events: &Events,
-    ) -> Option<usize> {
+    ) -> Option<String> {
+        if *on_change == DevChange::Restart {
+            return None;
+        }
         let local = self.fleet.local.as_ref()?;
-        let instances: Vec<_> = local
+        let keys: Vec<_> = local
             .statuses()
             .into_iter()
             .filter(|(plan, _)| plan.key.env == env && plan.key.service == service)
+            .map(|(plan, _)| (plan.key, plan.digest))
             .collect();
-        if instances.is_empty() || instances.iter().any(|(plan, _)| plan.digest != digest) {
+        if keys.is_empty() || keys.iter().any(|(_, d)| d != digest) {
             return None;
         }
-        let mut signalled = 0;
-        for (plan, _) in instances {
-            match local.signal(&plan.key, signal).await {
-                Ok(()) => signalled += 1,
-                Err(e) => events.send(DeployEvent::Warning {
-                    message: format!("{} not signalled: {e}", plan.key),
-                }),
+        let mut done = Vec::new();
+        if container {
+            let folder = wharf_core::dev::source_of(digest)?;
+            let Some(changed) = changed else {
+                events.send(DeployEvent::Warning {
+                    message: "the changed files are not known: the containers are replaced".into(),
+                });
+                return None;
+            };
+            let files: Vec<std::path::PathBuf> =
+                changed.iter().map(std::path::PathBuf::from).collect();
+            if let Some(gone) = files
+                .iter()
+                .find(|f| std::fs::symlink_metadata(folder.join(f)).is_err())
+            {
+                events.send(DeployEvent::Warning {
+                    message: format!(
+                        "`{}` was removed, and a copy cannot remove a file: the containers are replaced",
+                        gone.display()
+                    ),
+                });
+                return None;
             }
+            for (key, _) in &keys {
+                if let Err(e) = local.copy_in(key, &files).await {
+                    events.send(DeployEvent::Warning {
+                        message: format!("{key}: {e}; the containers are replaced"),
+                    });
+                    return None;
+                }
+            }
+            done.push(format!(
+                "copied {} file(s) into {} container(s)",
+                files.len(),
+                keys.len()
+            ));
         }
-        // None took it (stopping, crashed): they are replaced instead.
-        (signalled > 0).then_some(signalled)
+        match on_change {
+            DevChange::Signal(signal) => {
+                let mut signalled = 0;
+                for (key, _) in &keys {
+                    match local.signal(key, signal).await {
+                        Ok(()) => signalled += 1,
+                        Err(e) => events.send(DeployEvent::Warning {
+                            message: format!("{key} not signalled: {e}"),
+                        }),
+                    }
+                }
+                // None took it (stopping, crashed): they are replaced instead.
+                if signalled == 0 {
+                    return None;
+                }
+                done.push(format!("sent {signal} to {signalled} instance(s)"));
+            }
+            DevChange::Sync if !container => {
+                done.push(format!("{} instance(s) read the folder itself", keys.len()));
+            }
+            DevChange::Sync | DevChange::Restart => {}
+        }
+        Some(done.join(", "))
     }
 }

@@ -34,6 +34,8 @@ struct DevService {
     runs_from: PathBuf,
     build: Option<Vec<String>>,
     settings: DevSettings,
+    /// It runs in containers: a change is copied into them (or they are replaced).
+    container: bool,
 }
 
 pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::Result<ExitCode> {
@@ -93,13 +95,6 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
             .hint("leave it out of the services named")
             .into());
         };
-        if spec.driver != wharf_core::model::DriverKind::Process {
-            return Err(Failure::input(format!(
-                "`{name}` runs in a container: `wharf dev` runs processes from their folders so far"
-            ))
-            .hint("leave it out of the services named")
-            .into());
-        }
         let sources = base.join(&build.context);
         let sources = sources
             .canonicalize()
@@ -111,6 +106,7 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
             runs_from: lexical(&base.join(&build.output)),
             build: build.command.clone(),
             settings: service.dev.clone(),
+            container: spec.driver == wharf_core::model::DriverKind::Docker,
         });
     }
     if services.is_empty() {
@@ -135,7 +131,7 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
         if service.build.is_some() && !run_build(printer, service).await {
             continue;
         }
-        if let Some(refused) = deploy_folder(printer, &client, service, &env, true).await {
+        if let Some(refused) = deploy_folder(printer, &client, service, &env, true, None).await {
             return Err(refused.into());
         }
     }
@@ -229,6 +225,24 @@ fn lexical(path: &std::path::Path) -> PathBuf {
 }
 
 impl DevService {
+    /// `changed` (relative to the sources) as paths relative to the folder that runs,
+    /// for a copy into its containers; those outside it are not what runs. `None` for
+    /// a process (it reads the folder itself), or when there are too many to name.
+    fn running_files(&self, changed: &[PathBuf]) -> Option<Vec<String>> {
+        if !self.container {
+            return None;
+        }
+        let files: Vec<String> = changed
+            .iter()
+            .filter_map(|p| {
+                let inside = self.sources.join(p);
+                let relative = inside.strip_prefix(&self.runs_from).ok()?;
+                (!relative.as_os_str().is_empty()).then(|| relative.to_string_lossy().into_owned())
+            })
+            .collect();
+        (files.len() <= wharf_api::DEV_CHANGED_MAX).then_some(files)
+    }
+
     /// What the watcher leaves out besides the ignore files: the build's output, when
     /// it is inside the sources (a build writing it is no change of its own).
     fn ignored(&self) -> Vec<PathBuf> {
@@ -265,7 +279,8 @@ async fn changed(
     if rebuilt && !run_build(printer, service).await {
         return;
     }
-    if let Some(refused) = deploy_folder(printer, client, service, env, rebuilt).await {
+    let synced = (!rebuilt).then(|| service.running_files(paths)).flatten();
+    if let Some(refused) = deploy_folder(printer, client, service, env, rebuilt, synced).await {
         printer.info(&format!(
             "{} `{}`: {refused}",
             printer.paint("error:", Tone::Bad),
@@ -341,6 +356,7 @@ async fn deploy_folder(
     service: &DevService,
     env: &str,
     fresh: bool,
+    changed: Option<Vec<String>>,
 ) -> Option<Failure> {
     let request = DevRequest {
         service: service.name.clone(),
@@ -348,6 +364,7 @@ async fn deploy_folder(
         folder: service.runs_from.to_string_lossy().into_owned(),
         fresh,
         user: current_user(),
+        changed,
     };
     let begun = Instant::now();
     let warn = |event: &DeployEvent| {

@@ -404,3 +404,98 @@ fn a_restart_of_a_dev_version_runs_from_the_folder_again() {
     assert_eq!(history[0]["kind"], "restart", "{history}");
     assert_eq!(history[0]["version"], "dev", "{history}");
 }
+
+/// A static site in a container: its folder holds only a static busybox (no `tar` on
+/// its PATH) serving `www/`, and a saved file is copied into the running container.
+const SITE: &str = r#"
+services:
+  site:
+    build: ./site
+    driver: docker
+    run: ["./busybox", "httpd", "-f", "-p", "{{ port }}", "-h", "/www"]
+    min_healthy_time: 0s
+    port: http
+    health: { http: /, timeout: 10s }
+    dev: { on_change: sync }
+environments:
+  local: {}
+"#;
+
+/// The body at `path`, when it answers 200.
+fn page(port: u16, path: &str) -> String {
+    reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.text().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The id of the one container running `site`.
+fn site_container() -> String {
+    crate::containers::docker(&["ps", "-q", "--filter", "label=wharf.service=site"])
+}
+
+#[test]
+fn a_saved_file_is_copied_into_the_running_container_without_tar_in_it() {
+    if !crate::containers::busybox_ready() {
+        return;
+    }
+    let mut p = Project::new(SITE, &[]);
+    std::fs::create_dir_all(p.path().join("site")).unwrap();
+    std::fs::copy("/bin/busybox", p.path().join("site/busybox")).unwrap();
+    p.write("site/www/index.html", "one");
+    let dev = Dev::start(&mut p, &["site"]);
+    assert!(dev.wait_for("watching `site`", 1), "{}", dev.said());
+    let address = p.address_port("site", "local");
+    assert_eq!(page(address, "/"), "one");
+    let container = site_container();
+    assert!(!container.is_empty(), "a container runs the site");
+    let tar = std::process::Command::new("docker")
+        .args(["exec", &container, "tar", "--help"])
+        .output()
+        .unwrap();
+    // The engine's message comes on either stream, depending on its version.
+    assert!(
+        !tar.status.success() && text(&tar).contains("executable file not found"),
+        "the container has no tar: {tar:?}"
+    );
+
+    // A saved file and a new folder reach the same container.
+    p.write("site/www/index.html", "two");
+    p.write("site/www/new/page.html", "new page");
+    let synced = wait_until(Duration::from_secs(30), || {
+        page(address, "/") == "two" && page(address, "/new/page.html") == "new page"
+    });
+    assert!(synced, "{}", dev.said());
+    assert_eq!(site_container(), container, "synced, not replaced");
+    assert!(dev.said().contains("into 1 container(s)"), "{}", dev.said());
+
+    // A container started again (here, killed and restarted by wharf) has the folder
+    // as it is now, not as its image was.
+    p.write("site/www/index.html", "three");
+    assert!(wait_until(Duration::from_secs(30), || page(address, "/") == "three"));
+    crate::containers::docker(&["kill", &container]);
+    let restarted = wait_until(Duration::from_secs(30), || {
+        let now = site_container();
+        !now.is_empty() && now != container && page(address, "/") == "three"
+    });
+    assert!(restarted, "{}", dev.said());
+    assert_eq!(page(address, "/new/page.html"), "new page");
+
+    // A removed file cannot be copied: the container is replaced, and it is gone.
+    let before = site_container();
+    std::fs::remove_file(p.path().join("site/www/new/page.html")).unwrap();
+    let replaced = wait_until(Duration::from_secs(30), || {
+        let now = site_container();
+        !now.is_empty() && now != before && page(address, "/new/page.html").is_empty()
+    });
+    assert!(replaced, "{}", dev.said());
+    assert_eq!(page(address, "/"), "three");
+    let (code, said) = dev.interrupt();
+    assert_eq!(code, Some(0), "{said}");
+}
