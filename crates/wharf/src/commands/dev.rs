@@ -125,16 +125,8 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
     crate::commands::definition::ensure_applied(&project, &client, printer).await?;
     let before = deployed_versions(&client, &services, &env).await?;
 
-    // Changes made while nothing watched are in the folders: the first run takes them.
-    // A refusal by the controller ends here.
-    for service in &services {
-        if service.build.is_some() && !run_build(printer, service).await {
-            continue;
-        }
-        if let Some(refused) = deploy_folder(printer, &client, service, &env, true, None).await {
-            return Err(refused.into());
-        }
-    }
+    // The folders are watched before the first run: a file saved while it starts is
+    // the next batch's, not lost.
     let (send, mut batches) = tokio::sync::mpsc::unbounded_channel::<(usize, Batch)>();
     let mut watches = Vec::new();
     let mut snapshots = Vec::new();
@@ -156,6 +148,19 @@ pub async fn dev(global: &Global, printer: &Printer, args: DevArgs) -> anyhow::R
                 }
             }
         }));
+    }
+    // Changes made while nothing watched are in the folders: the first run takes them.
+    // A refusal by the controller ends here.
+    for service in &services {
+        if service.build.is_some() && !run_build(printer, service).await {
+            continue;
+        }
+        if let Some(refused) = deploy_folder(printer, &client, service, &env, true, None).await {
+            for watch in watches {
+                watch.abort();
+            }
+            return Err(refused.into());
+        }
     }
     printer.info(&format!(
         "watching {} in `{env}` (Ctrl-C leaves dev mode)",
