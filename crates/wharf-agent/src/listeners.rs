@@ -181,8 +181,21 @@ fn caller_is_wharf(stream: &UnixStream) -> bool {
         return false;
     };
     let exe = |pid: &str| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    let (theirs, ours) = (exe(&credentials.pid().to_string()), exe("self"));
-    theirs.is_some() && theirs == ours
+    match (exe(&credentials.pid().to_string()), exe("self")) {
+        (Some(theirs), Some(ours)) => same_program(&theirs, &ours),
+        _ => false,
+    }
+}
+
+/// Whether a caller running `theirs` runs this holder's program `ours`. A binary
+/// upgraded in place (`cargo install`, `wharf host upgrade`) leaves the holder running
+/// the old file, which the kernel then names `PATH (deleted)`: the new agent at the
+/// same path is still this holder's agent, and must get its sockets back, or the
+/// addresses the holder keeps would queue connections nobody accepts.
+fn same_program(theirs: &Path, ours: &Path) -> bool {
+    let ours = ours.as_os_str().as_encoded_bytes();
+    let ours = ours.strip_suffix(b" (deleted)".as_slice()).unwrap_or(ours);
+    theirs.as_os_str().as_encoded_bytes() == ours
 }
 
 /// One request line, read within 2 s all told (a caller that trickles it is cut).
@@ -264,6 +277,20 @@ fn refuse(mut stream: &UnixStream, why: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_upgraded_in_place_is_still_the_holders_own() {
+        use std::path::Path;
+        let ours = Path::new("/usr/local/bin/wharf");
+        assert!(super::same_program(ours, ours));
+        assert!(super::same_program(
+            ours,
+            Path::new("/usr/local/bin/wharf (deleted)")
+        ));
+        for other in ["/usr/bin/python3", "/usr/local/bin/wharf (deleted)", "/usr/local/bin/wharf2"] {
+            assert!(!super::same_program(Path::new(other), ours), "{other}");
+        }
+    }
 
     #[test]
     fn a_held_socket_keeps_its_queue_while_nobody_accepts() {

@@ -55,8 +55,15 @@ pub(crate) async fn folder_archive(root: &Path) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())?
 }
 
+/// Where a synced file's new content lands first, inside the container: the engine
+/// unpacks a file by removing the old one and writing the new, so a request in between
+/// would find it missing or half written. Each file is unpacked here, then linked (a
+/// hard link) over the old name, which leaves only the swap of names between them.
+pub const SYNC_STAGING: &str = ".wharf-sync";
+
 /// `files` of `root` (relative paths inside it; a folder with what it holds) as a tar
-/// archive. A path that climbs out of `root`, or is not there, is an error.
+/// archive, each regular file staged under [`SYNC_STAGING`] and linked into place. A
+/// path that climbs out of `root`, or is not there, is an error.
 pub(crate) async fn files_archive(root: &Path, files: &[PathBuf]) -> Result<Vec<u8>, String> {
     let root = root.to_owned();
     let files = files.to_vec();
@@ -65,37 +72,52 @@ pub(crate) async fn files_archive(root: &Path, files: &[PathBuf]) -> Result<Vec<
         builder.follow_symlinks(false);
         for relative in &files {
             if relative.as_os_str().is_empty()
-                || !relative
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_)))
+                || !relative.components().all(|c| matches!(c, Component::Normal(_)))
             {
-                return Err(format!(
-                    "`{}` is not a path inside the folder",
-                    relative.display()
-                ));
+                return Err(format!("`{}` is not a path inside the folder", relative.display()));
             }
             let path = root.join(relative);
             // A folder on the way that is a link elsewhere would copy what it points at.
             if let Some(parent) = path.parent()
-                && !parent
-                    .canonicalize()
-                    .is_ok_and(|p| p.starts_with(&root) || p == root)
+                && !parent.canonicalize().is_ok_and(|p| p.starts_with(&root))
             {
                 return Err(format!("`{}` is not inside the folder", relative.display()));
             }
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|e| format!("`{}`: {e}", relative.display()))?;
-            let added = if meta.is_dir() {
-                builder.append_dir_all(relative, &path)
-            } else {
-                builder.append_path_with_name(&path, relative)
-            };
-            added.map_err(|e| format!("cannot read `{}`: {e}", relative.display()))?;
+            add(&mut builder, &root, relative)
+                .map_err(|e| format!("cannot read `{}`: {e}", relative.display()))?;
         }
         builder.into_inner().map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// Adds `relative` (a file, a link, or a folder and what it holds) to `builder`.
+fn add(builder: &mut tar::Builder<Vec<u8>>, root: &Path, relative: &Path) -> std::io::Result<()> {
+    let path = root.join(relative);
+    let meta = std::fs::symlink_metadata(&path)?;
+    if meta.is_dir() {
+        builder.append_path_with_name(&path, relative)?;
+        let mut entries: Vec<_> = std::fs::read_dir(&path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for name in entries {
+            add(builder, root, &relative.join(name))?;
+        }
+        return Ok(());
+    }
+    if !meta.is_file() {
+        // A link is copied as the link it is.
+        return builder.append_path_with_name(&path, relative);
+    }
+    let staged = Path::new(SYNC_STAGING).join(relative);
+    builder.append_path_with_name(&path, &staged)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Link);
+    header.set_size(0);
+    header.set_mode(0o644);
+    builder.append_link(&mut header, relative, &staged)
 }
 
 /// Unpacks `archive` at the root of container `name` (running or only created).
@@ -137,9 +159,17 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut packed = names(&archive);
-        packed.sort();
-        assert_eq!(packed, ["www/index.html", "www/new/", "www/new/a.css"]);
+        assert_eq!(
+            names(&archive),
+            [
+                ".wharf-sync/www/index.html",
+                "www/index.html",
+                "www/new",
+                ".wharf-sync/www/new/a.css",
+                "www/new/a.css",
+            ],
+            "each file staged, then linked into place"
+        );
         for bad in ["../etc/passwd", "/etc/passwd", "", "missing.txt"] {
             assert!(
                 super::files_archive(&root, &[PathBuf::from(bad)])
