@@ -287,7 +287,11 @@ mod tests {
             ours,
             Path::new("/usr/local/bin/wharf (deleted)")
         ));
-        for other in ["/usr/bin/python3", "/usr/local/bin/wharf (deleted)", "/usr/local/bin/wharf2"] {
+        for other in [
+            "/usr/bin/python3",
+            "/usr/local/bin/wharf (deleted)",
+            "/usr/local/bin/wharf2",
+        ] {
             assert!(!super::same_program(Path::new(other), ours), "{other}");
         }
     }

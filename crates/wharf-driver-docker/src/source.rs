@@ -72,9 +72,14 @@ pub(crate) async fn files_archive(root: &Path, files: &[PathBuf]) -> Result<Vec<
         builder.follow_symlinks(false);
         for relative in &files {
             if relative.as_os_str().is_empty()
-                || !relative.components().all(|c| matches!(c, Component::Normal(_)))
+                || !relative
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)))
             {
-                return Err(format!("`{}` is not a path inside the folder", relative.display()));
+                return Err(format!(
+                    "`{}` is not a path inside the folder",
+                    relative.display()
+                ));
             }
             let path = root.join(relative);
             // A folder on the way that is a link elsewhere would copy what it points at.
@@ -114,9 +119,10 @@ fn add(builder: &mut tar::Builder<Vec<u8>>, root: &Path, relative: &Path) -> std
     let staged = Path::new(SYNC_STAGING).join(relative);
     builder.append_path_with_name(&path, &staged)?;
     let mut header = tar::Header::new_gnu();
+    // The engine applies these to the inode both names share: the file's own.
+    header.set_metadata(&meta);
     header.set_entry_type(tar::EntryType::Link);
     header.set_size(0);
-    header.set_mode(0o644);
     builder.append_link(&mut header, relative, &staged)
 }
 

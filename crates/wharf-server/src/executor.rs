@@ -27,6 +27,7 @@ use crate::now_millis;
 use crate::render::render;
 
 mod dev;
+pub(crate) use dev::DevRun;
 
 /// How long an instance without a health check may take to start.
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);

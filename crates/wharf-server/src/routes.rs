@@ -504,9 +504,11 @@ async fn dev(
             .dev(
                 &req.service,
                 &req.env,
-                std::path::Path::new(&req.folder),
-                req.fresh,
-                req.changed.as_deref(),
+                crate::executor::DevRun {
+                    folder: std::path::Path::new(&req.folder),
+                    fresh: req.fresh,
+                    changed: req.changed.as_deref(),
+                },
                 user,
                 &events,
             )

@@ -61,6 +61,16 @@ fn build_folder(
     Ok(found)
 }
 
+/// What one `wharf dev` request asks of a service.
+pub(crate) struct DevRun<'a> {
+    /// The folder it runs from, as the caller names it (checked here).
+    pub folder: &'a Path,
+    /// Replace the instances, whatever `dev.on_change` says.
+    pub fresh: bool,
+    /// The files that changed, relative to the folder, when the caller knows them.
+    pub changed: Option<&'a [String]>,
+}
+
 impl Executor {
     /// Runs `service` from `folder`: its instances replaced (always when `fresh`: at
     /// the loop's start, after a build), or, where its `dev.on_change` says so and they
@@ -70,12 +80,15 @@ impl Executor {
         &self,
         service: &str,
         env: &str,
-        folder: &Path,
-        fresh: bool,
-        changed: Option<&[String]>,
+        run: DevRun<'_>,
         user: String,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
+        let DevRun {
+            folder,
+            fresh,
+            changed,
+        } = run;
         let current = self.definitions.current()?;
         wharf_core::dev::dev_allowed(&current.definition, env).map_err(|e| {
             let err = ServerError::new(
