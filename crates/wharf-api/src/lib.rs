@@ -339,6 +339,16 @@ pub struct DevRequest {
     pub changed: Option<Vec<String>>,
 }
 
+/// `POST /v1/ui/sign-in-codes`: an address that signs a browser in to the dashboard as
+/// the caller, once, within [`SignInCode::valid_secs`] (`wharf ui`). The caller's
+/// credential never appears in it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignInCode {
+    /// `/ui/sign-in?code=...`, relative to the controller's address.
+    pub path: String,
+    pub valid_secs: u64,
+}
+
 /// The most changed files one [`DevRequest`] names; beyond that the caller names none
 /// and the instances are replaced.
 pub const DEV_CHANGED_MAX: usize = 20_000;

@@ -497,6 +497,12 @@ impl Client {
         self.get(&format!("/v1/deployments/{id}"), &[]).await
     }
 
+    /// A one-time address that signs a browser in to the dashboard as this client.
+    pub async fn sign_in_code(&self) -> Result<SignInCode> {
+        self.call(self.http.post(format!("{}/v1/ui/sign-in-codes", self.base)))
+            .await
+    }
+
     pub async fn pending(&self) -> Result<Vec<DeploymentRecord>> {
         self.get("/v1/deployments/pending", &[]).await
     }

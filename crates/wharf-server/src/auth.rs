@@ -117,6 +117,43 @@ impl Caller {
         })
     }
 
+    /// The caller an API token (`wharf_<id>_<secret>`) names: known, matching and not
+    /// revoked, or refused (401, or 403 for a revoked one).
+    pub(crate) fn from_token(c: &Controller, token: &str) -> Result<Caller, ServerError> {
+        let unauthorized = |message: &str| {
+            ServerError::new(StatusCode::UNAUTHORIZED, message)
+                .hint("pass an API token in WHARF_TOKEN; `wharf token issue` makes one")
+        };
+        let (id, secret) = token
+            .strip_prefix("wharf_")
+            .and_then(|t| t.split_once('_'))
+            .ok_or_else(|| unauthorized("the API token is malformed"))?;
+        let (record, hash) = c
+            .store
+            .api_token(id)?
+            .ok_or_else(|| unauthorized("the API token is not known"))?;
+        if !wharf_secrets::constant_time_eq(hash.as_bytes(), hash_token_secret(secret).as_bytes()) {
+            return Err(unauthorized("the API token is not known"));
+        }
+        if record.revoked_at.is_some() {
+            // Known, but no longer allowed anything.
+            return Err(ServerError::new(
+                StatusCode::FORBIDDEN,
+                format!("the API token `{}` was revoked", record.name),
+            )
+            .hint("ask an admin for a new token (`wharf token issue`)"));
+        }
+        Ok(Caller {
+            name: record.name,
+            scopes: Some(record.scopes),
+        })
+    }
+
+    /// Whether the caller runs an open controller (no tokens at all).
+    pub fn is_open(&self) -> bool {
+        self.scopes.is_none()
+    }
+
     /// Refuses with 403 unless the caller may do `action` in `env`.
     pub fn require(&self, env: &str, action: Action) -> Result<(), ServerError> {
         if self.may(env, action) {
@@ -184,34 +221,14 @@ impl FromRequestParts<Arc<Controller>> for Caller {
                 .unwrap_or("anonymous");
             return Ok(Caller::open(user.to_owned()));
         }
-        let unauthorized = |message: &str| {
-            ServerError::new(StatusCode::UNAUTHORIZED, message)
-                .hint("pass an API token in WHARF_TOKEN; `wharf token issue` makes one")
-        };
-        let token = bearer.ok_or_else(|| unauthorized("this controller needs an API token"))?;
-        let (id, secret) = token
-            .strip_prefix("wharf_")
-            .and_then(|t| t.split_once('_'))
-            .ok_or_else(|| unauthorized("the API token is malformed"))?;
-        let (record, hash) = c
-            .store
-            .api_token(id)?
-            .ok_or_else(|| unauthorized("the API token is not known"))?;
-        if !wharf_secrets::constant_time_eq(hash.as_bytes(), hash_token_secret(secret).as_bytes()) {
-            return Err(unauthorized("the API token is not known"));
-        }
-        if record.revoked_at.is_some() {
-            // Known, but no longer allowed anything.
-            return Err(ServerError::new(
-                StatusCode::FORBIDDEN,
-                format!("the API token `{}` was revoked", record.name),
+        let token = bearer.ok_or_else(|| {
+            ServerError::new(
+                StatusCode::UNAUTHORIZED,
+                "this controller needs an API token",
             )
-            .hint("ask an admin for a new token (`wharf token issue`)"));
-        }
-        let caller = Caller {
-            name: record.name,
-            scopes: Some(record.scopes),
-        };
+            .hint("pass an API token in WHARF_TOKEN; `wharf token issue` makes one")
+        })?;
+        let caller = Caller::from_token(c, token)?;
         // Where the environment is in the path, a change it may not make is refused
         // here, before its body is read (a token must not make the controller buffer
         // bodies for environments it has no grant on).

@@ -12,6 +12,7 @@ mod auth;
 mod cancels;
 mod config_rollout;
 mod config_service;
+mod dashboard;
 mod definitions;
 mod deploy_guard;
 pub mod edge;
@@ -75,6 +76,8 @@ pub struct Controller {
     pub local_key: String,
     /// How often one caller may compare secrets between environments.
     pub(crate) compare_limit: rate::RateLimit,
+    /// The dashboard's one-time sign-in codes (`wharf ui`).
+    pub(crate) ui_codes: dashboard::SignInCodes,
 }
 
 /// The master keyring, shared by everything that uses it.
@@ -360,6 +363,7 @@ pub async fn run(
             COMPARES_PER_MINUTE,
             std::time::Duration::from_secs(60),
         ),
+        ui_codes: Default::default(),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),

@@ -68,6 +68,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .merge(crate::api_rollouts::routes())
         .merge(crate::api_access::routes())
         .merge(crate::definitions::routes())
+        .merge(crate::dashboard::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(controller)
 }
@@ -633,10 +634,10 @@ async fn stop(
     }))
 }
 
-#[derive(Deserialize)]
-struct StatusQuery {
-    env: Option<String>,
-    service: Option<String>,
+#[derive(Deserialize, Default)]
+pub(crate) struct StatusQuery {
+    pub env: Option<String>,
+    pub service: Option<String>,
 }
 
 async fn status(
@@ -644,6 +645,16 @@ async fn status(
     caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
+    status_report(&c, &caller, &q).map(Json)
+}
+
+/// What `wharf status` shows (and the dashboard's matrix is made of): each service of
+/// each environment the caller may read, or of the ones `q` names.
+pub(crate) fn status_report(
+    c: &Controller,
+    caller: &Caller,
+    q: &StatusQuery,
+) -> Result<StatusReport, ServerError> {
     if let Some(env) = &q.env {
         caller.require(env, Action::Read)?;
     }
@@ -727,10 +738,10 @@ async fn status(
             }
         })
         .collect();
-    Ok(Json(StatusReport {
+    Ok(StatusReport {
         services,
         now: now_millis(),
-    }))
+    })
 }
 
 /// Each value once, in the order first seen.

@@ -67,6 +67,12 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The controller's persistence. Every method is one transaction.
 pub trait Store: Send + Sync {
+    /// A counter that moves after every committed write, for whoever shows the state
+    /// live (the dashboard's event stream): it learns that something changed, and reads
+    /// what. `None` for a store that cannot tell.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Registers an artifact; refuses a known version with a different digest.
     fn put_artifact(&self, artifact: &ArtifactRecord) -> Result<PutOutcome>;
     fn artifact(&self, service: &str, version: &str) -> Result<Option<ArtifactRecord>>;

@@ -9,6 +9,8 @@ use crate::*;
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Counts committed writes (SQLite's commit hook): [`Store::changes`].
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl SqliteStore {
@@ -76,8 +78,16 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", n + 1)?;
             tx.commit()?;
         }
+        let changes = tokio::sync::watch::Sender::new(0u64);
+        let feed = changes.clone();
+        // Called on every committed write transaction, never for a read.
+        conn.commit_hook(Some(move || {
+            feed.send_modify(|n| *n = n.wrapping_add(1));
+            false
+        }));
         Ok(Self {
             conn: Mutex::new(conn),
+            changes,
         })
     }
 
@@ -154,6 +164,10 @@ fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
 }
 
 impl Store for SqliteStore {
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
+    }
+
     fn put_artifact(&self, a: &ArtifactRecord) -> Result<PutOutcome> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1265,6 +1279,20 @@ mod tests {
             size: 10,
             created_at: 1,
         }
+    }
+
+    #[test]
+    fn every_committed_write_moves_the_change_feed_and_a_read_does_not() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut feed = store.changes().unwrap();
+        let seen = *feed.borrow_and_update();
+        store.put_artifact(&artifact("v1", "sha256:aa")).unwrap();
+        assert!(feed.has_changed().unwrap(), "a write is announced");
+        let after_write = *feed.borrow_and_update();
+        assert!(after_write > seen);
+        store.artifacts(None).unwrap();
+        store.artifact("catalog", "v1").unwrap();
+        assert!(!feed.has_changed().unwrap(), "reads are not changes");
     }
 
     #[test]

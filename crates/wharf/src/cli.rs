@@ -258,6 +258,13 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DeploymentsAction>,
     },
+    /// Print the dashboard's address: a one-time sign-in address (valid two minutes),
+    /// or with `--open` open it in a browser.
+    Ui {
+        /// Open it with `xdg-open` instead of printing it.
+        #[arg(long)]
+        open: bool,
+    },
     /// Show the audit log of every change made through the API.
     Audit {
         /// How many entries, newest first.

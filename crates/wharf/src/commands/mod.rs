@@ -24,6 +24,7 @@ mod server;
 mod status;
 mod stop;
 mod supervise;
+mod ui;
 mod validate;
 mod version;
 
@@ -140,6 +141,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         } => pipeline::cancel(global, printer, deployment).await,
         Command::Deployments { action: None, .. } => pipeline::deployments(global, printer).await,
         Command::Audit { limit } => access::audit(global, printer, limit).await,
+        Command::Ui { open } => ui::ui(global, printer, open).await,
     }
 }
 

@@ -8,6 +8,7 @@ mod container_network;
 mod containers;
 mod crash;
 mod daemons;
+mod dashboard;
 mod definition;
 mod dev;
 mod docker;

@@ -1,0 +1,236 @@
+//! The environments by services matrix, as Octopus Deploy's dashboard: environments
+//! across in pipeline order, services down, each cell what runs there.
+
+use maud::{Markup, html};
+use serde::Serialize;
+
+use crate::layout::{Viewer, page};
+
+/// What the matrix shows: the environments in pipeline order, the services, and a cell
+/// for each pair the viewer may read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matrix {
+    pub environments: Vec<String>,
+    pub services: Vec<String>,
+    /// One per service and environment that has something to show.
+    pub cells: Vec<Cell>,
+}
+
+/// One service in one environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cell {
+    pub service: String,
+    pub env: String,
+    /// The versions running (usually one; several during a rollout).
+    pub versions: Vec<String>,
+    pub healthy: usize,
+    /// How many instances the controller's definition asks for.
+    pub desired: Option<usize>,
+    /// The previous environment of the pipeline and how many configuration keys differ
+    /// from it, when both run the service.
+    pub drift: Option<(String, usize)>,
+    /// Deploys waiting for approval here, by id.
+    pub waiting: Vec<i64>,
+}
+
+impl Matrix {
+    /// Every service in every environment, row by row: the cells given, and empty ones
+    /// where nothing runs.
+    pub fn grid(&self) -> Vec<Cell> {
+        let mut grid = Vec::with_capacity(self.services.len() * self.environments.len());
+        for service in &self.services {
+            for env in &self.environments {
+                let cell = self
+                    .cells
+                    .iter()
+                    .find(|c| &c.service == service && &c.env == env)
+                    .cloned()
+                    .unwrap_or_else(|| Cell {
+                        service: service.clone(),
+                        env: env.clone(),
+                        ..Cell::default()
+                    });
+                grid.push(cell);
+            }
+        }
+        grid
+    }
+}
+
+impl Cell {
+    /// The cell's state, as a class name the style sheet colours and a word a reader
+    /// without colour reads.
+    pub fn state(&self) -> (&'static str, &'static str) {
+        match (self.versions.is_empty(), self.desired) {
+            (true, _) => ("empty", "not deployed"),
+            (false, Some(desired)) if self.healthy < desired => ("degraded", "degraded"),
+            _ if self.versions.len() > 1 => ("rolling", "rolling"),
+            _ => ("healthy", "healthy"),
+        }
+    }
+}
+
+/// The HTML id of a cell (names are checked names: no spaces, no `@`).
+pub fn cell_id(service: &str, env: &str) -> String {
+    format!("cell-{service}@{env}")
+}
+
+/// What the event stream sends when a cell changes: the element to replace and its
+/// new class and contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CellUpdate {
+    pub id: String,
+    pub class: String,
+    pub html: String,
+}
+
+/// The update that makes a loaded page's cell show `cell`.
+pub fn cell_update(cell: &Cell) -> CellUpdate {
+    CellUpdate {
+        id: cell_id(&cell.service, &cell.env),
+        class: format!("cell {}", cell.state().0),
+        html: cell_contents(cell).into_string(),
+    }
+}
+
+fn cell_contents(cell: &Cell) -> Markup {
+    let (_, word) = cell.state();
+    html! {
+        @if cell.versions.is_empty() {
+            span.none { "—" }
+        } @else {
+            span.version { (cell.versions.join(", ")) }
+            span.count {
+                (cell.healthy) "/" (cell.desired.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+                " " (word)
+            }
+        }
+        @if let Some((previous, keys)) = &cell.drift && *keys > 0 {
+            span.drift title={ "configuration keys that differ from " (previous) } {
+                (keys) " key" @if *keys != 1 { "s" } " ≠ " (previous)
+            }
+        }
+        @for id in &cell.waiting {
+            span.badge { "#" (id) " awaits approval" }
+        }
+    }
+}
+
+/// The matrix page.
+pub fn matrix_page(viewer: &Viewer, matrix: &Matrix) -> String {
+    let grid = matrix.grid();
+    let width = matrix.environments.len().max(1);
+    page(
+        "Environments",
+        Some(viewer),
+        html! {
+            h1 { "Environments" }
+            p.live #live aria-live="polite" { "as loaded" }
+            @if matrix.services.is_empty() {
+                p { "No service is deployed yet: " code { "wharf deploy SERVICE --env ENV" } "." }
+            } @else {
+                table.matrix {
+                    caption { "Each service's version in each environment, in pipeline order" }
+                    thead {
+                        tr {
+                            th scope="col" { "service" }
+                            @for env in &matrix.environments { th scope="col" { (env) } }
+                        }
+                    }
+                    tbody {
+                        @for (service, row) in matrix.services.iter().zip(grid.chunks(width)) {
+                            tr {
+                                th scope="row" { (service) }
+                                @for cell in row {
+                                    td id=(cell_id(&cell.service, &cell.env)) class={ "cell " (cell.state().0) } {
+                                        (cell_contents(cell))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn viewer(open: bool) -> Viewer {
+        Viewer {
+            name: "ann".into(),
+            open,
+            csrf: "token123".into(),
+        }
+    }
+
+    fn shop() -> Matrix {
+        Matrix {
+            environments: vec!["ci".into(), "production".into()],
+            services: vec!["catalog".into(), "orders".into()],
+            cells: vec![
+                Cell {
+                    service: "catalog".into(),
+                    env: "ci".into(),
+                    versions: vec!["build-7".into()],
+                    healthy: 2,
+                    desired: Some(2),
+                    ..Cell::default()
+                },
+                Cell {
+                    service: "catalog".into(),
+                    env: "production".into(),
+                    versions: vec!["build-6".into()],
+                    healthy: 1,
+                    desired: Some(3),
+                    drift: Some(("ci".into(), 2)),
+                    waiting: vec![12],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_matrix_puts_environments_across_and_services_down() {
+        let html = matrix_page(&viewer(false), &shop());
+        let ci = html.find(">ci</th>").unwrap();
+        let production = html.find(">production</th>").unwrap();
+        assert!(ci < production, "pipeline order");
+        assert!(html.find(">catalog</th>").unwrap() < html.find(">orders</th>").unwrap());
+        assert!(html.contains(r#"id="cell-catalog@ci" class="cell healthy""#));
+        assert!(html.contains("2/2 healthy"));
+        assert!(html.contains(r#"id="cell-catalog@production" class="cell degraded""#));
+        assert!(html.contains("1/3 degraded"));
+        assert!(html.contains("2 keys ≠ ci"));
+        assert!(html.contains("#12 awaits approval"));
+        assert!(html.contains(r#"id="cell-orders@ci" class="cell empty""#));
+        assert!(!html.contains("This controller is open"));
+        assert!(html.len() < 100 * 1024);
+    }
+
+    #[test]
+    fn an_open_controller_says_so_and_names_are_escaped() {
+        let mut matrix = shop();
+        matrix.services.push("<script>".into());
+        let html = matrix_page(&viewer(true), &matrix);
+        assert!(html.contains("This controller is open"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(
+            !html.contains("<script>\n") && html.matches("<script").count() == 1,
+            "the only script is the page's own file: {html}"
+        );
+    }
+
+    #[test]
+    fn an_update_carries_the_cell_as_the_page_renders_it() {
+        let cell = shop().cells[1].clone();
+        let update = cell_update(&cell);
+        assert_eq!(update.id, "cell-catalog@production");
+        assert_eq!(update.class, "cell degraded");
+        let page = matrix_page(&viewer(false), &shop());
+        assert!(page.contains(&update.html), "{}", update.html);
+    }
+}

@@ -1,0 +1,263 @@
+//! The dashboard at the controller's `/`: its sign-in and headers over plain HTTP, and
+//! the live matrix in a real browser (Debian's headless Chromium, driven over WebDriver
+//! by chromium-driver and fantoccini).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const SHOP: &str = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    min_healthy_time: 0s
+    port: http
+    health: { http: /health, timeout: 10s }
+environments:
+  ci: {}
+  production: { after: ci }
+"#;
+
+/// An HTTP client that follows no redirect and keeps no cookie: the test reads both.
+fn plain() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The address `wharf ui` prints.
+fn sign_in_address(p: &mut Project) -> String {
+    let out = p.ok(&["ui"]);
+    let address = stdout(&out).trim().to_owned();
+    assert!(address.contains("/ui/sign-in?code="), "{}", text(&out));
+    address
+}
+
+#[test]
+fn the_dashboard_signs_in_once_per_address_and_guards_every_page() {
+    let mut p = Project::new(SHOP, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let base = p.controller_url();
+    let http = plain();
+
+    // Nobody signed in: the pages send to the sign-in, the stream refuses.
+    let home = http.get(format!("{base}/")).send().unwrap();
+    assert_eq!(home.status(), 303);
+    assert_eq!(home.headers()["location"], "/ui/sign-in");
+    let stream = http.get(format!("{base}/ui/events")).send().unwrap();
+    assert_eq!(stream.status(), 401);
+    let sign_in = http.get(format!("{base}/ui/sign-in")).send().unwrap();
+    let policy = sign_in.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+
+    // The address signs in once, with an HttpOnly, SameSite=Strict cookie.
+    let address = sign_in_address(&mut p);
+    let signed = http.get(&address).send().unwrap();
+    assert_eq!(signed.status(), 303, "{:?}", signed.text());
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let again = http.get(&address).send().unwrap();
+    assert_eq!(again.status(), 401, "a used address signs nobody in");
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let page = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(html.contains(r#"id="cell-web@ci""#), "{html}");
+    assert!(html.contains("v1"), "{html}");
+    assert!(html.contains("This controller is open"), "{html}");
+    assert!(html.len() < 100 * 1024);
+
+    // A change without the page's form token is refused, and changes nothing.
+    let forged = http
+        .post(format!("{base}/ui/sign-out"))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let still = http
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(still.status(), 200, "still signed in");
+}
+
+/// Whether Chromium and its WebDriver are here (scripts/test installs them as root);
+/// a test without them skips, saying why, except in CI.
+fn browser_ready() -> bool {
+    let here = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
+        .iter()
+        .all(|p| std::path::Path::new(p).exists());
+    if !here {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI has chromium and chromium-driver (scripts/test installs them)"
+        );
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "skipping: needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+            );
+        }
+    }
+    here
+}
+
+/// chromedriver on a port of its own, stopped when dropped.
+struct WebDriver {
+    child: Child,
+    port: u16,
+}
+
+impl WebDriver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let driver = Self { child, port };
+        let up = wait_until(Duration::from_secs(20), || {
+            get(port, "/status").is_some_and(|s| s.contains("ready"))
+        });
+        assert!(up, "chromedriver did not start on {port}");
+        driver
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where screenshots go: `target/screenshots/`, named in the test's output.
+fn screenshot_path(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.png"))
+}
+
+async fn screenshot(client: &fantoccini::Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    let path = screenshot_path(name);
+    std::fs::write(&path, png).unwrap();
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+async fn cell_text(client: &fantoccini::Client, id: &str) -> String {
+    match client.find(fantoccini::Locator::Id(id)).await {
+        Ok(cell) => cell.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+#[test]
+fn a_deploy_from_the_cli_changes_its_cell_live_in_a_real_browser() {
+    if !browser_ready() {
+        return;
+    }
+    let mut p = Project::new(SHOP, &["web"]);
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    let address = sign_in_address(&mut p);
+    let driver = WebDriver::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"],
+            }),
+        );
+        // chromedriver speaks plain HTTP on loopback: no TLS connector is needed.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let mut builder = fantoccini::ClientBuilder::new(connector);
+        builder.capabilities(capabilities);
+        let client = builder
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a WebDriver session");
+        client.goto(&address).await.unwrap();
+        assert!(cell_text(&client, "cell-web@ci").await.contains("v1"));
+        let body = client.source().await.unwrap();
+        assert!(body.contains("This controller is open"));
+        // The stream is open once the page says so.
+        let mut live = false;
+        for _ in 0..200 {
+            if cell_text(&client, "live").await == "live" {
+                live = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(live, "the page never went live");
+        screenshot(&client, "dashboard-matrix").await;
+        // A mark only this load of the page has: a reload would lose it.
+        client
+            .execute("window.wharfMark = 'this load'; return 1;", vec![])
+            .await
+            .unwrap();
+
+        p.ok(&["deploy", "web", "--env", "ci", "--version", "v2"]);
+        let deployed = Instant::now();
+        let mut seen = None;
+        while deployed.elapsed() < Duration::from_secs(10) {
+            // What `wharf status` says now: v2 alone, healthy.
+            let cell = cell_text(&client, "cell-web@ci").await;
+            if cell.contains("v2") && !cell.contains("v1") && cell.contains("1/1 healthy") {
+                seen = Some(deployed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = seen.unwrap_or_else(|| {
+            panic!("the cell never showed v2 alone: {:?}", p.instances("web", "ci"))
+        });
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("the cell showed v2 {seen:?} after the deploy ended");
+        }
+        assert!(
+            seen <= Duration::from_secs(1),
+            "the cell changed {seen:?} after the deploy ended"
+        );
+        let mark = client
+            .execute("return window.wharfMark || null;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(mark, serde_json::json!("this load"), "changed without a reload");
+        screenshot(&client, "dashboard-after-deploy").await;
+        client.close().await.unwrap();
+    });
+}
