@@ -101,6 +101,74 @@ fn the_dashboard_signs_in_once_per_address_and_guards_every_page() {
     assert_eq!(still.status(), 200, "still signed in");
 }
 
+#[test]
+fn a_token_signs_in_sees_only_its_environments_and_is_signed_out_when_revoked() {
+    let mut p = Project::new(SHOP, &["web"]);
+    let c = crate::governance::AuthController::start(&p);
+    let as_admin = |p: &mut Project, args: &[&str]| {
+        let mut all = vec!["--controller", c.url.as_str()];
+        all.extend_from_slice(args);
+        let out = p.wharf_with(&all, &[("WHARF_TOKEN", c.admin.as_str())], None);
+        assert!(out.status.success(), "{}", text(&out));
+        stdout(&out).trim().to_owned()
+    };
+    as_admin(&mut p, &["apply"]);
+    let reader = as_admin(&mut p, &["token", "issue", "reader", "--scope", "ci:read"]);
+    let http = plain();
+
+    let wrong = http
+        .post(format!("{}/ui/sign-in", c.url))
+        .form(&[("token", "wharf_nope_nope")])
+        .send()
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.text().unwrap().contains("not known"));
+
+    let signed = http
+        .post(format!("{}/ui/sign-in", c.url))
+        .form(&[("token", reader.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = |session: &str| {
+        http.get(format!("{}/", c.url))
+            .header("cookie", session)
+            .send()
+            .unwrap()
+    };
+    let html = page(&session).text().unwrap();
+    assert!(
+        html.contains("signed in as <strong>reader</strong>"),
+        "{html}"
+    );
+    assert!(html.contains(">ci</th>"), "{html}");
+    assert!(
+        !html.contains(">production</th>"),
+        "only its grants: {html}"
+    );
+    assert!(!html.contains("This controller is open"));
+
+    let id = as_admin(&mut p, &["token", "list", "--output", "json"]);
+    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap();
+    let id = id
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "reader")
+        .map(|t| {
+            t["id"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| t["id"].to_string())
+        })
+        .unwrap();
+    as_admin(&mut p, &["token", "revoke", &id]);
+    let after = page(&session);
+    assert_eq!(after.status(), 303, "a revoked token is signed out");
+}
+
 /// Whether Chromium and its WebDriver are here (scripts/test installs them as root);
 /// a test without them skips, saying why, except in CI.
 fn browser_ready() -> bool {

@@ -236,14 +236,14 @@ fn promotion_moves_the_healthy_digest_and_waits_for_approval() {
 }
 
 /// A controller with authentication, run as a separate process for one test.
-struct AuthController {
+pub(crate) struct AuthController {
     child: Child,
-    url: String,
-    admin: String,
+    pub(crate) url: String,
+    pub(crate) admin: String,
 }
 
 impl AuthController {
-    fn start(p: &Project) -> Self {
+    pub(crate) fn start(p: &Project) -> Self {
         let state = p.state_dir();
         let child = Command::new(WHARF)
             .args(["server", "--dev", "--auth", "--state-dir"])
