@@ -19,7 +19,11 @@
       window.location.reload();
       return;
     }
+    if (cell.dataset.v === update.v) {
+      return;
+    }
     cell.className = update.class;
     cell.innerHTML = update.html;
+    cell.dataset.v = update.v;
   });
 })();

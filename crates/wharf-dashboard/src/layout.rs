@@ -39,7 +39,10 @@ pub(crate) fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> String
                 header {
                     a.brand href="/" { "wharf" }
                     @if let Some(viewer) = viewer {
-                        nav aria-label="main" { a href="/" { "Environments" } }
+                        nav aria-label="main" {
+                            a href="/" { "Environments" } " "
+                            a href="/ui/hosts" { "Hosts" }
+                        }
                         span.who { "signed in as " strong { (viewer.name) } }
                         form.sign-out method="post" action="/ui/sign-out" {
                             input type="hidden" name="csrf" value=(viewer.csrf);
@@ -79,6 +82,19 @@ pub fn sign_in_page(problem: Option<&str>) -> String {
                 "An admin makes one with " code { "wharf token issue NAME --scope ENV:read" }
                 "; on a development controller, " code { "wharf ui" } " prints a sign-in address."
             }
+        },
+    )
+}
+
+/// A page saying what went wrong (escaped, as every page's text is).
+pub fn problem_page(message: &str) -> String {
+    page(
+        "Problem",
+        None,
+        html! {
+            h1 { "Problem" }
+            p.problem role="alert" { (message) }
+            p { a href="/" { "Back to the environments" } }
         },
     )
 }

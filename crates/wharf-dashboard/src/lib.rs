@@ -4,10 +4,12 @@
 //! that replaces a cell's HTML when the controller's event stream sends it; without
 //! JavaScript every page still reads, as of when it was loaded.
 
+mod hosts;
 mod layout;
 mod matrix;
 
-pub use layout::{Assets, Viewer, sign_in_page};
+pub use hosts::{HostRow, hosts_page};
+pub use layout::{Assets, Viewer, problem_page, sign_in_page};
 pub use matrix::{Cell, CellUpdate, Matrix, cell_id, cell_update, matrix_page};
 
 /// The Content-Security-Policy of every page: nothing but this controller's own

@@ -31,6 +31,8 @@ pub struct Cell {
     pub drift: Option<(String, usize)>,
     /// Deploys waiting for approval here, by id.
     pub waiting: Vec<i64>,
+    /// The viewer may approve or reject them (the controller checks again on the post).
+    pub can_approve: bool,
 }
 
 impl Matrix {
@@ -82,18 +84,35 @@ pub struct CellUpdate {
     pub id: String,
     pub class: String,
     pub html: String,
+    /// A digest of `class` and `html`, also on the rendered cell (`data-v`): the page
+    /// leaves a cell that already shows it alone, so a button is not replaced under a
+    /// pointer for nothing.
+    pub v: String,
 }
 
-/// The update that makes a loaded page's cell show `cell`.
-pub fn cell_update(cell: &Cell) -> CellUpdate {
+/// FNV-1a: a digest to tell two renderings apart, not a secret.
+fn digest(class: &str, html: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in class.bytes().chain([0]).chain(html.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The update that makes a loaded page's cell show `cell` to `viewer`.
+pub fn cell_update(viewer: &Viewer, cell: &Cell) -> CellUpdate {
+    let class = format!("cell {}", cell.state().0);
+    let html = cell_contents(viewer, cell).into_string();
     CellUpdate {
         id: cell_id(&cell.service, &cell.env),
-        class: format!("cell {}", cell.state().0),
-        html: cell_contents(cell).into_string(),
+        v: digest(&class, &html),
+        class,
+        html,
     }
 }
 
-fn cell_contents(cell: &Cell) -> Markup {
+fn cell_contents(viewer: &Viewer, cell: &Cell) -> Markup {
     let (_, word) = cell.state();
     html! {
         @if cell.versions.is_empty() {
@@ -112,12 +131,22 @@ fn cell_contents(cell: &Cell) -> Markup {
         }
         @for id in &cell.waiting {
             span.badge { "#" (id) " awaits approval" }
+            @if cell.can_approve {
+                form.decide method="post" action={ "/ui/deployments/" (id) "/approve" } {
+                    input type="hidden" name="csrf" value=(viewer.csrf);
+                    button type="submit" { "Approve #" (id) }
+                }
+                form.decide method="post" action={ "/ui/deployments/" (id) "/reject" } {
+                    input type="hidden" name="csrf" value=(viewer.csrf);
+                    button type="submit" { "Reject #" (id) }
+                }
+            }
         }
     }
 }
 
-/// The matrix page.
-pub fn matrix_page(viewer: &Viewer, matrix: &Matrix) -> String {
+/// The matrix page, with what the viewer's last change did, if anything.
+pub fn matrix_page(viewer: &Viewer, matrix: &Matrix, notice: Option<&str>) -> String {
     let grid = matrix.grid();
     let width = matrix.environments.len().max(1);
     page(
@@ -125,6 +154,9 @@ pub fn matrix_page(viewer: &Viewer, matrix: &Matrix) -> String {
         Some(viewer),
         html! {
             h1 { "Environments" }
+            @if let Some(notice) = notice {
+                p.notice role="status" { (notice) }
+            }
             p.live #live aria-live="polite" { "as loaded" }
             @if matrix.services.is_empty() {
                 p { "No service is deployed yet: " code { "wharf deploy SERVICE --env ENV" } "." }
@@ -142,8 +174,9 @@ pub fn matrix_page(viewer: &Viewer, matrix: &Matrix) -> String {
                             tr {
                                 th scope="row" { (service) }
                                 @for cell in row {
-                                    td id=(cell_id(&cell.service, &cell.env)) class={ "cell " (cell.state().0) } {
-                                        (cell_contents(cell))
+                                    @let update = cell_update(viewer, cell);
+                                    td id=(update.id) class=(update.class) data-v=(update.v) {
+                                        (maud::PreEscaped(update.html))
                                     }
                                 }
                             }
@@ -188,6 +221,7 @@ mod tests {
                     desired: Some(3),
                     drift: Some(("ci".into(), 2)),
                     waiting: vec![12],
+                    can_approve: false,
                 },
             ],
         }
@@ -195,7 +229,7 @@ mod tests {
 
     #[test]
     fn the_matrix_puts_environments_across_and_services_down() {
-        let html = matrix_page(&viewer(false), &shop());
+        let html = matrix_page(&viewer(false), &shop(), None);
         let ci = html.find(">ci</th>").unwrap();
         let production = html.find(">production</th>").unwrap();
         assert!(ci < production, "pipeline order");
@@ -206,16 +240,31 @@ mod tests {
         assert!(html.contains("1/3 degraded"));
         assert!(html.contains("2 keys ≠ ci"));
         assert!(html.contains("#12 awaits approval"));
+        assert!(!html.contains("Approve #12"), "no button without the grant");
         assert!(html.contains(r#"id="cell-orders@ci" class="cell empty""#));
         assert!(!html.contains("This controller is open"));
         assert!(html.len() < 100 * 1024);
     }
 
     #[test]
+    fn a_viewer_who_may_approve_gets_buttons_carrying_its_form_token() {
+        let mut matrix = shop();
+        matrix.cells[1].can_approve = true;
+        let html = matrix_page(&viewer(false), &matrix, Some("approved #12"));
+        assert!(
+            html.contains(r#"action="/ui/deployments/12/approve""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"action="/ui/deployments/12/reject""#));
+        assert!(html.contains(r#"name="csrf" value="token123""#));
+        assert!(html.contains("approved #12"));
+    }
+
+    #[test]
     fn an_open_controller_says_so_and_names_are_escaped() {
         let mut matrix = shop();
         matrix.services.push("<script>".into());
-        let html = matrix_page(&viewer(true), &matrix);
+        let html = matrix_page(&viewer(true), &matrix, None);
         assert!(html.contains("This controller is open"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(
@@ -227,10 +276,14 @@ mod tests {
     #[test]
     fn an_update_carries_the_cell_as_the_page_renders_it() {
         let cell = shop().cells[1].clone();
-        let update = cell_update(&cell);
+        let update = cell_update(&viewer(false), &cell);
         assert_eq!(update.id, "cell-catalog@production");
         assert_eq!(update.class, "cell degraded");
-        let page = matrix_page(&viewer(false), &shop());
+        let page = matrix_page(&viewer(false), &shop(), None);
         assert!(page.contains(&update.html), "{}", update.html);
+        assert!(page.contains(&format!(r#"data-v="{}""#, update.v)));
+        let mut other = cell.clone();
+        other.healthy = 3;
+        assert_ne!(cell_update(&viewer(false), &other).v, update.v);
     }
 }

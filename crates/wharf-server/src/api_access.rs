@@ -141,7 +141,7 @@ async fn show_deployment(
 
 /// Every environment whose approvers decide on a held deployment: its own, and for a
 /// held definition revision each approval environment whose policy it changes.
-fn held_envs(held: &wharf_store::DeploymentRecord) -> Vec<String> {
+pub(crate) fn held_envs(held: &wharf_store::DeploymentRecord) -> Vec<String> {
     let mut envs = vec![held.env.clone()];
     if let Some(more) = held.spec.get("envs").and_then(serde_json::Value::as_array) {
         envs.extend(more.iter().filter_map(|e| e.as_str().map(str::to_owned)));
@@ -152,7 +152,10 @@ fn held_envs(held: &wharf_store::DeploymentRecord) -> Vec<String> {
 }
 
 /// The environment of a deployment, for checking the caller's grant.
-fn env_of(c: &Controller, id: i64) -> Result<wharf_store::DeploymentRecord, ServerError> {
+pub(crate) fn env_of(
+    c: &Controller,
+    id: i64,
+) -> Result<wharf_store::DeploymentRecord, ServerError> {
     c.store
         .deployment(id)?
         .ok_or_else(|| ServerError::not_found(format!("there is no deployment #{id}")))

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -42,6 +42,9 @@ pub(crate) fn routes() -> Router<Arc<Controller>> {
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/events", get(events))
+        .route("/ui/deployments/{id}/{decision}", post(decide))
+        .route("/ui/hosts", get(hosts_page))
+        .route("/ui/hosts/{env}/{name}/{action}", post(host_action))
         .route("/ui/live.js", get(script))
         .route("/ui/style.css", get(style))
         .route("/v1/ui/sign-in-codes", post(new_sign_in_code))
@@ -128,6 +131,11 @@ fn html(status: StatusCode, body: String) -> Response {
     response
 }
 
+/// A page saying what went wrong.
+fn problem(status: StatusCode, message: &str) -> Response {
+    html(status, wharf_dashboard::problem_page(message))
+}
+
 fn secure(headers: &mut HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -162,18 +170,237 @@ fn session_cookie(credential: &str) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("wharf_session=; Max-Age=0"))
 }
 
-async fn matrix_page(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+struct Done {
+    approved: Option<i64>,
+    rejected: Option<i64>,
+}
+
+async fn matrix_page(
+    State(c): State<Arc<Controller>>,
+    headers: HeaderMap,
+    Query(done): Query<Done>,
+) -> Response {
     let Some((caller, viewer)) = viewer(&c, &headers) else {
         return to_sign_in();
     };
+    let notice = match (done.approved, done.rejected) {
+        (Some(id), _) => Some(format!(
+            "approved #{id}: it deploys now, and its cell follows"
+        )),
+        (_, Some(id)) => Some(format!("rejected #{id}: it never ships")),
+        _ => None,
+    };
+    page_with(&c, caller, &viewer, StatusCode::OK, notice.as_deref()).await
+}
+
+/// The matrix page for `viewer`, answered with `status` and a notice.
+async fn page_with(
+    c: &Arc<Controller>,
+    caller: Caller,
+    viewer: &Viewer,
+    status: StatusCode,
+    notice: Option<&str>,
+) -> Response {
     let controller = c.clone();
     match tokio::task::spawn_blocking(move || matrix(&controller, &caller)).await {
         Ok(Ok(matrix)) => html(
-            StatusCode::OK,
-            wharf_dashboard::matrix_page(&viewer, &matrix),
+            status,
+            wharf_dashboard::matrix_page(viewer, &matrix, notice),
         ),
-        Ok(Err(e)) => html(e.status, e.message),
-        Err(e) => html(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => problem(e.status, &e.message),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// How long an approval is awaited before the page returns (the deploy goes on).
+const DECISION_WAIT: Duration = Duration::from_secs(2);
+
+/// `POST /ui/deployments/{id}/approve|reject`: the page's buttons. The form token and
+/// the caller's grant are checked as the API checks them, and refusals are audited.
+async fn decide(
+    State(c): State<Arc<Controller>>,
+    headers: HeaderMap,
+    Path((id, decision)): Path<(i64, String)>,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let Some((caller, viewer)) = viewer(&c, &headers) else {
+        return to_sign_in();
+    };
+    if !wharf_secrets::constant_time_eq(form.csrf.as_bytes(), viewer.csrf.as_bytes()) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "the form token does not match: load the page again",
+        );
+    }
+    let approve = match decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return problem(StatusCode::NOT_FOUND, "no such decision"),
+    };
+    let refused = |e: ServerError, caller: Caller| {
+        let c = c.clone();
+        let viewer = viewer.clone();
+        async move { page_with(&c, caller, &viewer, e.status, Some(&e.message)).await }
+    };
+    let held = match crate::api_access::env_of(&c, id) {
+        Ok(held) => held,
+        Err(e) => return refused(e, caller).await,
+    };
+    let action = if approve { "approve" } else { "reject" };
+    let target = format!("deployment #{id} ({} in {})", held.service, held.env);
+    for env in crate::api_access::held_envs(&held) {
+        if let Err(e) =
+            crate::routes::authorize(&c, &caller, &env, Action::Approve, action, &target)
+        {
+            return refused(e, caller).await;
+        }
+    }
+    let who = crate::routes::acting_user(&c, &caller, "");
+    if !approve {
+        let result = c.executor.reject(id, &who);
+        c.record(&caller, "reject", &target, &crate::routes::outcome(&result));
+        return match result {
+            Ok(_) => Redirect::to(&format!("/?rejected={id}")).into_response(),
+            Err(e) => refused(e, caller).await,
+        };
+    }
+    // The deploy runs in a task of its own, recorded in the audit log when it ends; a
+    // refusal comes at once and is shown, a deploy under way is followed in its cell.
+    let (events, _ignored) = tokio::sync::mpsc::unbounded_channel();
+    let (controller, auditor) = (c.clone(), caller.clone());
+    let mut run = tokio::spawn(async move {
+        let result = controller
+            .executor
+            .approve(id, &who, &crate::executor::Events(events))
+            .await;
+        controller.record(
+            &auditor,
+            "approve",
+            &target,
+            &crate::routes::outcome(&result),
+        );
+        result
+    });
+    match tokio::time::timeout(DECISION_WAIT, &mut run).await {
+        Ok(Ok(Err(e))) => refused(e, caller).await,
+        _ => Redirect::to(&format!("/?approved={id}")).into_response(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct HostDone {
+    drained: Option<String>,
+    undrained: Option<String>,
+}
+
+async fn hosts_page(
+    State(c): State<Arc<Controller>>,
+    headers: HeaderMap,
+    Query(done): Query<HostDone>,
+) -> Response {
+    let Some((caller, viewer)) = viewer(&c, &headers) else {
+        return to_sign_in();
+    };
+    let notice = match (done.drained, done.undrained) {
+        (Some(host), _) => Some(format!(
+            "drained {host}: it takes no new instances, and its pooled ones move"
+        )),
+        (_, Some(host)) => Some(format!("undrained {host}: it takes instances again")),
+        _ => None,
+    };
+    hosts_with(&c, caller, &viewer, StatusCode::OK, notice.as_deref()).await
+}
+
+/// The hosts page for `viewer`, answered with `status` and a notice.
+async fn hosts_with(
+    c: &Arc<Controller>,
+    caller: Caller,
+    viewer: &Viewer,
+    status: StatusCode,
+    notice: Option<&str>,
+) -> Response {
+    let controller = c.clone();
+    let rows = tokio::task::spawn_blocking(move || host_rows(&controller, &caller)).await;
+    match rows {
+        Ok(Ok(rows)) => html(status, wharf_dashboard::hosts_page(viewer, &rows, notice)),
+        Ok(Err(e)) => problem(e.status, &e.message),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn host_rows(
+    c: &Controller,
+    caller: &Caller,
+) -> Result<Vec<wharf_dashboard::HostRow>, ServerError> {
+    let statuses = c.fleet.statuses();
+    Ok(c.store
+        .hosts(None)?
+        .into_iter()
+        .filter(|h| caller.may(&h.env, Action::Read))
+        .map(|h| wharf_dashboard::HostRow {
+            instances: statuses
+                .iter()
+                .filter(|(p, _)| p.key.env == h.env && p.key.node == h.name)
+                .count(),
+            can_admin: caller.may(&h.env, Action::Admin),
+            state: h.state.as_str().to_owned(),
+            labels: h.labels.into_iter().collect(),
+            cpu_millis: h.capacity.cpu_millis,
+            memory_bytes: h.capacity.memory_bytes,
+            address: h.address,
+            name: h.name,
+            env: h.env,
+        })
+        .collect())
+}
+
+/// `POST /ui/hosts/{env}/{name}/drain|undrain`: checked as `wharf host drain` is.
+async fn host_action(
+    State(c): State<Arc<Controller>>,
+    headers: HeaderMap,
+    Path((env, name, action)): Path<(String, String, String)>,
+    Form(form): Form<ChangeForm>,
+) -> Response {
+    let Some((caller, viewer)) = viewer(&c, &headers) else {
+        return to_sign_in();
+    };
+    if !wharf_secrets::constant_time_eq(form.csrf.as_bytes(), viewer.csrf.as_bytes()) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "the form token does not match: load the page again",
+        );
+    }
+    if !matches!(action.as_str(), "drain" | "undrain") {
+        return problem(StatusCode::NOT_FOUND, "no such host action");
+    }
+    let plain = |s: &str| {
+        (1..=253).contains(&s.len())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    if !plain(&name) || !plain(&env) {
+        return problem(StatusCode::BAD_REQUEST, "no such host");
+    }
+    let call = format!("host {action}");
+    if let Err(e) = crate::routes::authorize(&c, &caller, &env, Action::Admin, &call, &name) {
+        return hosts_with(&c, caller, &viewer, e.status, Some(&e.message)).await;
+    }
+    let query = crate::routes::HostsQuery {
+        env: Some(env.clone()),
+    };
+    let result = crate::routes::act_on_host(&c, name.clone(), action.clone(), query).await;
+    c.record(&caller, &call, &name, &crate::routes::outcome(&result));
+    match result {
+        Ok(_) => {
+            let done = if action == "drain" {
+                "drained"
+            } else {
+                "undrained"
+            };
+            Redirect::to(&format!("/ui/hosts?{done}={name}")).into_response()
+        }
+        Err(e) => hosts_with(&c, caller, &viewer, e.status, Some(&e.message)).await,
     }
 }
 
@@ -238,6 +465,8 @@ async fn sign_in(State(c): State<Arc<Controller>>, Form(form): Form<SignInForm>)
 
 #[derive(Deserialize)]
 struct ChangeForm {
+    /// Missing is refused as a wrong one is (403), not as a malformed form.
+    #[serde(default)]
     csrf: String,
 }
 
@@ -322,6 +551,7 @@ pub(crate) fn matrix(c: &Controller, caller: &Caller) -> Result<Matrix, ServerEr
             .map(|d| d.id)
             .collect();
         cells.push(Cell {
+            can_approve: caller.may(&status.env, Action::Approve),
             healthy: status
                 .instances
                 .iter()
@@ -344,6 +574,7 @@ pub(crate) fn matrix(c: &Controller, caller: &Caller) -> Result<Matrix, ServerEr
                 service: d.service.clone(),
                 env: d.env.clone(),
                 waiting: vec![d.id],
+                can_approve: caller.may(&d.env, Action::Approve),
                 ..Cell::default()
             });
         }
@@ -359,7 +590,7 @@ pub(crate) fn matrix(c: &Controller, caller: &Caller) -> Result<Matrix, ServerEr
 /// `GET /ui/events`: every cell of the viewer's matrix once, then each cell again when
 /// a committed write changed it.
 async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Response {
-    let Some((caller, _)) = viewer(&c, &headers) else {
+    let Some((caller, viewer)) = viewer(&c, &headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let Some(changes) = c.store.changes() else {
@@ -368,6 +599,7 @@ async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Respons
     struct Follow {
         c: Arc<Controller>,
         caller: Caller,
+        viewer: Viewer,
         changes: tokio::sync::watch::Receiver<u64>,
         sent: HashMap<String, CellUpdate>,
         first: bool,
@@ -375,6 +607,7 @@ async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Respons
     let start = Follow {
         c,
         caller,
+        viewer,
         changes,
         sent: HashMap::new(),
         first: true,
@@ -395,7 +628,7 @@ async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Respons
             };
             let mut news = Vec::new();
             for cell in matrix.grid() {
-                let update = wharf_dashboard::cell_update(&cell);
+                let update = wharf_dashboard::cell_update(&f.viewer, &cell);
                 if f.sent.get(&update.id) != Some(&update) {
                     f.sent.insert(update.id.clone(), update.clone());
                     news.push(update);

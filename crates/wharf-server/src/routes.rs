@@ -1012,8 +1012,8 @@ fn create_join_token(c: &Controller, req: TokenRequest) -> Result<Json<TokenCrea
 }
 
 #[derive(Deserialize)]
-struct HostsQuery {
-    env: Option<String>,
+pub(crate) struct HostsQuery {
+    pub env: Option<String>,
 }
 
 async fn list_hosts(
@@ -1059,7 +1059,7 @@ async fn host_action(
     result
 }
 
-async fn act_on_host(
+pub(crate) async fn act_on_host(
     c: &Arc<Controller>,
     name: String,
     action: String,

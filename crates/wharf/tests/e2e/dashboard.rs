@@ -20,6 +20,39 @@ environments:
   production: { after: ci }
 "#;
 
+const HELD: &str = r#"
+services:
+  web:
+    build: ./web
+    run: ["python3", "app.py"]
+    min_healthy_time: 0s
+    port: http
+    health: { http: /health, timeout: 10s }
+environments:
+  ci: {}
+  production: { after: ci, approval: required }
+"#;
+
+/// The form token in a page (every signed-in page has the sign-out form).
+fn csrf_of(html: &str) -> String {
+    let (_, rest) = html
+        .split_once(r#"name="csrf" value=""#)
+        .unwrap_or_else(|| panic!("no form token in {html}"));
+    rest.split('"').next().unwrap().to_owned()
+}
+
+/// Signs `token` in over plain HTTP; the cookie to send.
+fn session_of(http: &reqwest::blocking::Client, url: &str, token: &str) -> String {
+    let signed = http
+        .post(format!("{url}/ui/sign-in"))
+        .form(&[("token", token)])
+        .send()
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 /// An HTTP client that follows no redirect and keeps no cookie: the test reads both.
 fn plain() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -232,6 +265,26 @@ fn screenshot_path(name: &str) -> std::path::PathBuf {
     dir.join(format!("{name}.png"))
 }
 
+/// A headless Chromium session through the chromedriver on `port`.
+async fn browser_session(port: u16) -> fantoccini::Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"],
+        }),
+    );
+    // chromedriver speaks plain HTTP on loopback: no TLS connector is needed.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let mut builder = fantoccini::ClientBuilder::new(connector);
+    builder.capabilities(capabilities);
+    builder
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session")
+}
+
 async fn screenshot(client: &fantoccini::Client, name: &str) {
     let png = client.screenshot().await.unwrap();
     let path = screenshot_path(name);
@@ -260,22 +313,7 @@ fn a_deploy_from_the_cli_changes_its_cell_live_in_a_real_browser() {
     let driver = WebDriver::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,800"],
-            }),
-        );
-        // chromedriver speaks plain HTTP on loopback: no TLS connector is needed.
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let mut builder = fantoccini::ClientBuilder::new(connector);
-        builder.capabilities(capabilities);
-        let client = builder
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-            .expect("a WebDriver session");
+        let client = browser_session(driver.port).await;
         client.goto(&address).await.unwrap();
         assert!(cell_text(&client, "cell-web@ci").await.contains("v1"));
         let body = client.source().await.unwrap();
@@ -310,7 +348,10 @@ fn a_deploy_from_the_cli_changes_its_cell_live_in_a_real_browser() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let seen = seen.unwrap_or_else(|| {
-            panic!("the cell never showed v2 alone: {:?}", p.instances("web", "ci"))
+            panic!(
+                "the cell never showed v2 alone: {:?}",
+                p.instances("web", "ci")
+            )
         });
         #[allow(clippy::print_stderr)]
         {
@@ -324,8 +365,208 @@ fn a_deploy_from_the_cli_changes_its_cell_live_in_a_real_browser() {
             .execute("return window.wharfMark || null;", vec![])
             .await
             .unwrap();
-        assert_eq!(mark, serde_json::json!("this load"), "changed without a reload");
+        assert_eq!(
+            mark,
+            serde_json::json!("this load"),
+            "changed without a reload"
+        );
         screenshot(&client, "dashboard-after-deploy").await;
         client.close().await.unwrap();
     });
+}
+
+#[test]
+fn a_held_promotion_is_approved_from_the_page_and_only_by_who_may() {
+    let browser = browser_ready();
+    let mut p = Project::new(HELD, &["web"]);
+    let c = crate::governance::AuthController::start(&p);
+    // The CLI of this machine is `admin`, the author; others approve.
+    let approver = stdout(&p.ok(&[
+        "token",
+        "issue",
+        "approver",
+        "--scope",
+        "production:approve",
+        "--scope",
+        "ci:read",
+    ]))
+    .trim()
+    .to_owned();
+    let reader = stdout(&p.ok(&[
+        "token",
+        "issue",
+        "reader",
+        "--scope",
+        "production:read",
+        "--scope",
+        "ci:read",
+    ]))
+    .trim()
+    .to_owned();
+    p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
+    p.ok(&["promote", "web", "--from", "ci", "--to", "production"]);
+    p.remember_env("production");
+    let id = p.json(&["deployments", "--pending"])[0]["id"]
+        .as_i64()
+        .unwrap();
+    let http = plain();
+
+    // A reader sees the badge but no button, and its forged post is refused.
+    let session = session_of(&http, &c.url, &reader);
+    let page = http
+        .get(format!("{}/", c.url))
+        .header("cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains(&format!("#{id} awaits approval")), "{page}");
+    assert!(!page.contains(&format!("Approve #{id}")), "{page}");
+    let forged = http
+        .post(format!("{}/ui/deployments/{id}/approve", c.url))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf_of(&page).as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // Without the form token, even the approver is refused.
+    let approving = session_of(&http, &c.url, &approver);
+    // (as a form another site would post: everything but the token)
+    let bare = http
+        .post(format!("{}/ui/deployments/{id}/approve", c.url))
+        .header("cookie", &approving)
+        .form(&[("approve", "yes")])
+        .send()
+        .unwrap();
+    assert_eq!(bare.status(), 403);
+    assert_eq!(
+        p.json(&["deployments", "--pending"])[0]["id"].as_i64(),
+        Some(id),
+        "still waiting"
+    );
+    let audit = stdout(&p.ok(&["audit"]));
+    assert!(audit.contains("denied"), "{audit}");
+
+    if !browser {
+        return;
+    }
+    // The approver signs in through the form in a browser and approves.
+    let driver = WebDriver::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = browser_session(driver.port).await;
+        client.goto(&format!("{}/ui/sign-in", c.url)).await.unwrap();
+        let field = client.find(fantoccini::Locator::Id("token")).await.unwrap();
+        field.send_keys(&approver).await.unwrap();
+        client
+            .find(fantoccini::Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let button = client
+            .find(fantoccini::Locator::XPath(&format!(
+                "//button[text()='Approve #{id}']"
+            )))
+            .await
+            .expect("the approver sees the button");
+        screenshot(&client, "dashboard-held").await;
+        button.click().await.unwrap();
+        let mut deployed = false;
+        for _ in 0..600 {
+            let cell = cell_text(&client, "cell-web@production").await;
+            if cell.contains("v1") && cell.contains("1/1 healthy") && !cell.contains("awaits") {
+                deployed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        screenshot(&client, "dashboard-approved").await;
+        assert!(
+            deployed,
+            "{}",
+            cell_text(&client, "cell-web@production").await
+        );
+        client.close().await.unwrap();
+    });
+    assert_eq!(p.instances("web", "production").len(), 1);
+}
+
+const ONE_HOST: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+environments:
+  fleet:
+    nodes:
+      - name: web
+        count: 1
+        services: [svc]
+"#;
+
+#[test]
+fn the_hosts_page_lists_a_joined_host_and_drains_it_with_the_form_token_only() {
+    let mut p = Project::new(ONE_HOST, &["svc"]);
+    let token = crate::fleet::token(&mut p, "1");
+    let _agent = crate::fleet::start_agent(&p, "web-1", Some(&token));
+    let joined = wait_until(Duration::from_secs(15), || {
+        crate::fleet::hosts(&mut p)
+            .iter()
+            .any(|h| h["name"] == "web-1" && h["state"] == "ready")
+    });
+    assert!(joined, "{:?}", crate::fleet::hosts(&mut p));
+    let base = p.controller_url();
+    let http = plain();
+    let address = sign_in_address(&mut p);
+    let signed = http.get(&address).send().unwrap();
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = |http: &reqwest::blocking::Client| {
+        http.get(format!("{base}/ui/hosts"))
+            .header("cookie", &session)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let html = page(&http);
+    assert!(
+        html.contains(">web-1</th>") && html.contains("zone=test"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"action="/ui/hosts/fleet/web-1/drain""#),
+        "{html}"
+    );
+
+    let forged = http
+        .post(format!("{base}/ui/hosts/fleet/web-1/drain"))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(
+        crate::fleet::hosts(&mut p)[0]["state"],
+        "ready",
+        "nothing changed"
+    );
+
+    let drained = http
+        .post(format!("{base}/ui/hosts/fleet/web-1/drain"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf_of(&html).as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(drained.status(), 303);
+    assert_eq!(crate::fleet::hosts(&mut p)[0]["state"], "draining");
+    let html = page(&http);
+    assert!(
+        html.contains(r#"action="/ui/hosts/fleet/web-1/undrain""#),
+        "{html}"
+    );
 }
