@@ -7,10 +7,12 @@
 mod hosts;
 mod layout;
 mod matrix;
+mod service;
 
 pub use hosts::{HostRow, hosts_page};
 pub use layout::{Assets, Viewer, problem_page, sign_in_page};
 pub use matrix::{Cell, CellUpdate, Matrix, cell_id, cell_update, matrix_page};
+pub use service::{EnvSection, HistoryRow, InstanceRow, service_page};
 
 /// The Content-Security-Policy of every page: nothing but this controller's own
 /// scripts, styles and event stream; no inline script, no frames, forms only to itself.

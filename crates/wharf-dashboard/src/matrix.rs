@@ -172,7 +172,7 @@ pub fn matrix_page(viewer: &Viewer, matrix: &Matrix, notice: Option<&str>) -> St
                     tbody {
                         @for (service, row) in matrix.services.iter().zip(grid.chunks(width)) {
                             tr {
-                                th scope="row" { (service) }
+                                th scope="row" { a href={ "/ui/services/" (service) } { (service) } }
                                 @for cell in row {
                                     @let update = cell_update(viewer, cell);
                                     td id=(update.id) class=(update.class) data-v=(update.v) {
@@ -233,7 +233,7 @@ mod tests {
         let ci = html.find(">ci</th>").unwrap();
         let production = html.find(">production</th>").unwrap();
         assert!(ci < production, "pipeline order");
-        assert!(html.find(">catalog</th>").unwrap() < html.find(">orders</th>").unwrap());
+        assert!(html.find(">catalog</a>").unwrap() < html.find(">orders</a>").unwrap());
         assert!(html.contains(r#"id="cell-catalog@ci" class="cell healthy""#));
         assert!(html.contains("2/2 healthy"));
         assert!(html.contains(r#"id="cell-catalog@production" class="cell degraded""#));

@@ -118,6 +118,33 @@ fn the_dashboard_signs_in_once_per_address_and_guards_every_page() {
     assert!(html.contains("This controller is open"), "{html}");
     assert!(html.len() < 100 * 1024);
 
+    // The service's page: its instances and history per environment.
+    let service = http
+        .get(format!("{base}/ui/services/web"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(service.status(), 200);
+    let html = service.text().unwrap();
+    assert!(
+        html.contains("<h1>web</h1>") && html.contains(r#"id="env-ci""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("healthy") && html.contains("succeeded"),
+        "{html}"
+    );
+    assert!(
+        !html.contains(r#"id="env-production""#),
+        "nothing ran there: {html}"
+    );
+    let unknown = http
+        .get(format!("{base}/ui/services/nope"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert!(unknown.status().is_client_error(), "{}", unknown.status());
+
     // A change without the page's form token is refused, and changes nothing.
     let forged = http
         .post(format!("{base}/ui/sign-out"))
@@ -371,6 +398,16 @@ fn a_deploy_from_the_cli_changes_its_cell_live_in_a_real_browser() {
             "changed without a reload"
         );
         screenshot(&client, "dashboard-after-deploy").await;
+        // Every page, for the record.
+        let base = p.controller_url();
+        for (path, name) in [
+            ("/ui/services/web", "dashboard-service"),
+            ("/ui/hosts", "dashboard-hosts"),
+        ] {
+            client.goto(&format!("{base}{path}")).await.unwrap();
+            screenshot(&client, name).await;
+        }
+        assert!(client.source().await.unwrap().contains("<h1>Hosts</h1>"));
         client.close().await.unwrap();
     });
 }
