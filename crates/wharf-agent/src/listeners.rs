@@ -193,9 +193,14 @@ fn caller_is_wharf(stream: &UnixStream) -> bool {
 /// same path is still this holder's agent, and must get its sockets back, or the
 /// addresses the holder keeps would queue connections nobody accepts.
 fn same_program(theirs: &Path, ours: &Path) -> bool {
-    let ours = ours.as_os_str().as_encoded_bytes();
-    let ours = ours.strip_suffix(b" (deleted)".as_slice()).unwrap_or(ours);
-    theirs.as_os_str().as_encoded_bytes() == ours
+    let path = |p: &Path| {
+        let bytes = p.as_os_str().as_encoded_bytes();
+        bytes
+            .strip_suffix(b" (deleted)".as_slice())
+            .unwrap_or(bytes)
+            .to_vec()
+    };
+    path(theirs) == path(ours)
 }
 
 /// One request line, read within 2 s all told (a caller that trickles it is cut).
@@ -287,11 +292,11 @@ mod tests {
             ours,
             Path::new("/usr/local/bin/wharf (deleted)")
         ));
-        for other in [
-            "/usr/bin/python3",
-            "/usr/local/bin/wharf (deleted)",
-            "/usr/local/bin/wharf2",
-        ] {
+        assert!(
+            super::same_program(Path::new("/usr/local/bin/wharf (deleted)"), ours),
+            "an agent of the old binary, still running, is the holder's own too"
+        );
+        for other in ["/usr/bin/python3", "/usr/local/bin/wharf2"] {
             assert!(!super::same_program(Path::new(other), ours), "{other}");
         }
     }

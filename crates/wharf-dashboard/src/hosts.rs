@@ -64,7 +64,7 @@ pub fn hosts_page(viewer: &Viewer, hosts: &[HostRow], notice: Option<&str>) -> S
                                 td { (host.instances) }
                                 td { (host.address) }
                                 td {
-                                    @if host.can_admin {
+                                    @if host.can_admin && host.state != "revoked" {
                                         @let action = if host.state == "draining" { "undrain" } else { "drain" };
                                         form method="post" action={ "/ui/hosts/" (host.env) "/" (host.name) "/" (action) } {
                                             input type="hidden" name="csrf" value=(viewer.csrf);
@@ -114,7 +114,13 @@ mod tests {
             "{html}"
         );
         host.state = "draining".into();
-        let html = hosts_page(&viewer, &[host], None);
+        let html = hosts_page(&viewer, std::slice::from_ref(&host), None);
         assert!(html.contains(r#"action="/ui/hosts/staging/node-1/undrain""#));
+        host.state = "revoked".into();
+        let html = hosts_page(&viewer, &[host], None);
+        assert!(
+            !html.contains("/ui/hosts/staging/node-1/"),
+            "a revoked host stays revoked"
+        );
     }
 }

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,16 +23,19 @@ use serde::Deserialize;
 use wharf_core::lifecycle::Health;
 use wharf_dashboard::{Cell, CellUpdate, Matrix, Viewer};
 
+mod sessions;
+pub(crate) use sessions::Sessions;
+use sessions::{CODE_LIFETIME, Credential};
+
 use crate::Controller;
 use crate::auth::{Action, Caller};
 use crate::error::ServerError;
 
-/// The cookie holding the signed-in credential.
+/// The cookie holding the session id.
 const SESSION_COOKIE: &str = "wharf_session";
-/// How long an address of `wharf ui` signs a browser in.
-const CODE_LIFETIME: Duration = Duration::from_secs(120);
-/// Changes this close together are one update of the page.
-const COALESCE: Duration = Duration::from_millis(50);
+/// Changes this close together are one update of the page (every heartbeat is a
+/// write, so this bounds how often a page's matrix is made again).
+const COALESCE: Duration = Duration::from_millis(200);
 /// The longest credential a sign-in form may post.
 const MAX_CREDENTIAL: usize = 512;
 
@@ -51,73 +54,70 @@ pub(crate) fn routes() -> Router<Arc<Controller>> {
         .route("/v1/ui/sign-in-codes", post(new_sign_in_code))
 }
 
-/// One-time sign-in codes (`wharf ui`), each the credential it signs in with, kept in
-/// memory for [`CODE_LIFETIME`].
-#[derive(Default)]
-pub(crate) struct SignInCodes(Mutex<HashMap<String, (Instant, String)>>);
-
-impl SignInCodes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, String)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn issue(&self, credential: String) -> std::io::Result<String> {
-        let code = crate::random_hex(24)?;
-        let mut codes = self.lock();
-        codes.retain(|_, (made, _)| made.elapsed() < CODE_LIFETIME);
-        codes.insert(code.clone(), (Instant::now(), credential));
-        Ok(code)
-    }
-
-    /// The credential of `code`, once.
-    fn redeem(&self, code: &str) -> Option<String> {
-        let (made, credential) = self.lock().remove(code)?;
-        (made.elapsed() < CODE_LIFETIME).then_some(credential)
-    }
-}
-
-/// The credential a signed-in browser sends, if any.
-fn session(headers: &HeaderMap) -> Option<&str> {
+/// The session id a signed-in browser sends, if any.
+fn session(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
-        .filter(|v| !v.is_empty() && v.len() <= MAX_CREDENTIAL)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
 }
 
-/// Who a credential signs in: the open controller's own key, or an API token.
-fn caller_of(c: &Controller, credential: &str) -> Result<Caller, ServerError> {
-    if c.auth_required {
-        return Caller::from_token(c, credential);
-    }
-    if wharf_secrets::constant_time_eq(credential.as_bytes(), c.local_key.as_bytes()) {
-        Ok(Caller::open("dashboard".into()))
-    } else {
-        // The key changes with each start of the controller: sign in again.
-        Err(ServerError::new(
+/// Who a session's credential signs in, checked as the API checks a caller: a token
+/// must still be known and not revoked; an open sign-in needs an open controller.
+fn caller_of(c: &Controller, credential: &Credential) -> Result<Caller, ServerError> {
+    match (credential, c.auth_required) {
+        (Credential::Token(token), true) => Caller::from_token(c, token),
+        (Credential::Open { user }, false) => Ok(Caller::open(user.clone())),
+        _ => Err(ServerError::new(
             StatusCode::UNAUTHORIZED,
-            "this sign-in is from an earlier run of the controller",
-        ))
+            "this sign-in does not fit the controller",
+        )),
     }
 }
 
-/// The form token of a session: tied to its credential and this controller's key.
-fn csrf_token(c: &Controller, credential: &str) -> String {
-    wharf_secrets::keyed_digest(c.local_key.as_bytes(), &format!("wharf csrf\0{credential}"))
+/// The form token of a session: tied to it and to this controller's key.
+fn csrf_token(c: &Controller, session: &str) -> String {
+    wharf_secrets::keyed_digest(c.local_key.as_bytes(), &format!("wharf csrf\0{session}"))
 }
 
-/// The signed-in viewer of a request, and its credential.
+/// The signed-in viewer of a request.
 fn viewer(c: &Controller, headers: &HeaderMap) -> Option<(Caller, Viewer)> {
-    let credential = session(headers)?;
-    let caller = caller_of(c, credential).ok()?;
+    let session = session(headers)?;
+    let caller = caller_of(c, &c.ui_sessions.credential(&session)?).ok()?;
     let viewer = Viewer {
         name: caller.name.clone(),
         open: caller.is_open(),
-        csrf: csrf_token(c, credential),
+        csrf: csrf_token(c, &session),
     };
     Some((caller, viewer))
+}
+
+/// Whether a post comes from another site: a browser says so in `Sec-Fetch-Site`, or
+/// names another origin than this controller in `Origin`. (A form on another site may
+/// post to this one; SameSite keeps only the cookie back, and a sign-in needs none.)
+fn cross_site(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if value("sec-fetch-site").is_some_and(|site| !matches!(site, "same-origin" | "none")) {
+        return true;
+    }
+    match (value("origin"), value("host")) {
+        (Some(origin), Some(host)) => {
+            origin != format!("http://{host}") && origin != format!("https://{host}")
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+fn from_elsewhere() -> Response {
+    problem(
+        StatusCode::FORBIDDEN,
+        "this form was posted from another site, so nothing was done",
+    )
 }
 
 /// An HTML page with the headers every page has.
@@ -149,7 +149,7 @@ fn secure(headers: &mut HeaderMap) {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
@@ -158,15 +158,11 @@ fn to_sign_in() -> Response {
     Redirect::to("/ui/sign-in").into_response()
 }
 
-/// The cookie that keeps `credential` (or, empty, forgets it).
-fn session_cookie(credential: &str) -> HeaderValue {
-    let age = if credential.is_empty() {
-        "; Max-Age=0"
-    } else {
-        ""
-    };
+/// The cookie that keeps session `id` (or, empty, forgets it).
+fn session_cookie(id: &str) -> HeaderValue {
+    let age = if id.is_empty() { "; Max-Age=0" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={credential}; HttpOnly; SameSite=Strict; Path=/{age}"
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/{age}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("wharf_session=; Max-Age=0"))
 }
@@ -228,11 +224,8 @@ async fn decide(
     let Some((caller, viewer)) = viewer(&c, &headers) else {
         return to_sign_in();
     };
-    if !wharf_secrets::constant_time_eq(form.csrf.as_bytes(), viewer.csrf.as_bytes()) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "the form token does not match: load the page again",
-        );
+    if let Err(refused) = change_allowed(&c, &headers, &form) {
+        return refused.into_response();
     }
     let approve = match decision.as_str() {
         "approve" => true,
@@ -285,6 +278,12 @@ async fn decide(
     });
     match tokio::time::timeout(DECISION_WAIT, &mut run).await {
         Ok(Ok(Err(e))) => refused(e, caller).await,
+        Ok(Err(stopped)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!(
+                "the approval stopped before it finished ({stopped}); `wharf history` shows what it changed"
+            ),
+        ),
         _ => Redirect::to(&format!("/?approved={id}")).into_response(),
     }
 }
@@ -476,11 +475,8 @@ async fn host_action(
     let Some((caller, viewer)) = viewer(&c, &headers) else {
         return to_sign_in();
     };
-    if !wharf_secrets::constant_time_eq(form.csrf.as_bytes(), viewer.csrf.as_bytes()) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "the form token does not match: load the page again",
-        );
+    if let Err(refused) = change_allowed(&c, &headers, &form) {
+        return refused.into_response();
     }
     if !matches!(action.as_str(), "drain" | "undrain") {
         return problem(StatusCode::NOT_FOUND, "no such host action");
@@ -520,18 +516,29 @@ struct CodeQuery {
     code: Option<String>,
 }
 
+/// Signs the browser in: a new session for `credential`, its id in the cookie.
+fn signed_in(c: &Controller, credential: Credential) -> Response {
+    match c.ui_sessions.open(credential) {
+        Ok(id) => {
+            let mut response = Redirect::to("/").into_response();
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, session_cookie(&id));
+            response
+        }
+        Err(e) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot make a session: {e}"),
+        ),
+    }
+}
+
 async fn sign_in_page(State(c): State<Arc<Controller>>, Query(q): Query<CodeQuery>) -> Response {
     let Some(code) = q.code.filter(|c| c.len() <= 128) else {
         return html(StatusCode::OK, wharf_dashboard::sign_in_page(None));
     };
-    match c.ui_codes.redeem(&code) {
-        Some(credential) => {
-            let mut response = Redirect::to("/").into_response();
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, session_cookie(&credential));
-            response
-        }
+    match c.ui_sessions.redeem_code(&code) {
+        Some(credential) => signed_in(&c, credential),
         None => html(
             StatusCode::UNAUTHORIZED,
             wharf_dashboard::sign_in_page(Some(
@@ -546,7 +553,14 @@ struct SignInForm {
     token: String,
 }
 
-async fn sign_in(State(c): State<Arc<Controller>>, Form(form): Form<SignInForm>) -> Response {
+async fn sign_in(
+    State(c): State<Arc<Controller>>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    if cross_site(&headers) {
+        return from_elsewhere();
+    }
     let token = form.token.trim();
     if !c.auth_required {
         return html(
@@ -567,11 +581,7 @@ async fn sign_in(State(c): State<Arc<Controller>>, Form(form): Form<SignInForm>)
             wharf_dashboard::sign_in_page(Some(&why)),
         );
     }
-    let mut response = Redirect::to("/").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(token));
-    response
+    signed_in(&c, Credential::Token(token.to_owned()))
 }
 
 #[derive(Deserialize)]
@@ -581,21 +591,54 @@ struct ChangeForm {
     csrf: String,
 }
 
+/// Why a posted change does not go on.
+enum Refused {
+    Elsewhere,
+    NotSignedIn,
+    WrongFormToken,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Elsewhere => from_elsewhere(),
+            Self::NotSignedIn => to_sign_in(),
+            Self::WrongFormToken => problem(
+                StatusCode::FORBIDDEN,
+                "the form token does not match: load the page again",
+            ),
+        }
+    }
+}
+
+/// Whether a change may go on: posted from this controller's own page, with the form
+/// token of the session it comes with; that session.
+fn change_allowed(
+    c: &Controller,
+    headers: &HeaderMap,
+    form: &ChangeForm,
+) -> Result<String, Refused> {
+    if cross_site(headers) {
+        return Err(Refused::Elsewhere);
+    }
+    let session = session(headers).ok_or(Refused::NotSignedIn)?;
+    let expected = csrf_token(c, &session);
+    if !wharf_secrets::constant_time_eq(form.csrf.as_bytes(), expected.as_bytes()) {
+        return Err(Refused::WrongFormToken);
+    }
+    Ok(session)
+}
+
 async fn sign_out(
     State(c): State<Arc<Controller>>,
     headers: HeaderMap,
     Form(form): Form<ChangeForm>,
 ) -> Response {
-    let Some(credential) = session(&headers) else {
-        return to_sign_in();
+    let session = match change_allowed(&c, &headers, &form) {
+        Ok(session) => session,
+        Err(refused) => return refused.into_response(),
     };
-    if !wharf_secrets::constant_time_eq(form.csrf.as_bytes(), csrf_token(&c, credential).as_bytes())
-    {
-        return html(
-            StatusCode::FORBIDDEN,
-            "the form token does not match".into(),
-        );
-    }
+    c.ui_sessions.close(&session);
     let mut response = to_sign_in();
     response
         .headers_mut()
@@ -609,23 +652,35 @@ async fn new_sign_in_code(
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<Json<wharf_api::SignInCode>, ServerError> {
-    // The caller authenticated with it: the open controller's key, or its token.
+    // As the caller: the open controller's user, or the token it authenticated with.
     let credential = if caller.is_open() {
-        c.local_key.clone()
+        Credential::Open {
+            user: caller.name.clone(),
+        }
     } else {
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned)
+            .map(|t| Credential::Token(t.to_owned()))
             .ok_or_else(|| ServerError::new(StatusCode::UNAUTHORIZED, "no API token"))?
     };
-    let code = c.ui_codes.issue(credential).map_err(|e| {
-        ServerError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot make a code: {e}"),
-        )
-    })?;
+    let code = c
+        .ui_sessions
+        .issue_code(credential)
+        .map_err(|e| {
+            ServerError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot make a code: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            ServerError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many sign-in addresses wait to be used",
+            )
+            .hint("use one, or wait two minutes")
+        })?;
     Ok(Json(wharf_api::SignInCode {
         path: format!("/ui/sign-in?code={code}"),
         valid_secs: CODE_LIFETIME.as_secs(),
@@ -701,7 +756,7 @@ pub(crate) fn matrix(c: &Controller, caller: &Caller) -> Result<Matrix, ServerEr
 /// `GET /ui/events`: every cell of the viewer's matrix once, then each cell again when
 /// a committed write changed it.
 async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Response {
-    let Some((caller, viewer)) = viewer(&c, &headers) else {
+    let (Some((_, viewer)), Some(session)) = (viewer(&c, &headers), session(&headers)) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let Some(changes) = c.store.changes() else {
@@ -709,7 +764,9 @@ async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Respons
     };
     struct Follow {
         c: Arc<Controller>,
-        caller: Caller,
+        /// Checked again before each update: a session signed out or a token revoked
+        /// ends the stream.
+        session: String,
         viewer: Viewer,
         changes: tokio::sync::watch::Receiver<u64>,
         sent: HashMap<String, CellUpdate>,
@@ -717,7 +774,7 @@ async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Respons
     }
     let start = Follow {
         c,
-        caller,
+        session,
         viewer,
         changes,
         sent: HashMap::new(),
@@ -731,11 +788,17 @@ async fn events(State(c): State<Arc<Controller>>, headers: HeaderMap) -> Respons
                 f.changes.borrow_and_update();
             }
             f.first = false;
-            let (controller, caller) = (f.c.clone(), f.caller.clone());
-            let Ok(Ok(matrix)) =
-                tokio::task::spawn_blocking(move || matrix(&controller, &caller)).await
-            else {
-                continue;
+            let (controller, session) = (f.c.clone(), f.session.clone());
+            let looked = tokio::task::spawn_blocking(move || {
+                let credential = controller.ui_sessions.credential(&session)?;
+                let caller = caller_of(&controller, &credential).ok()?;
+                Some(matrix(&controller, &caller))
+            })
+            .await;
+            let matrix = match looked {
+                Ok(Some(Ok(matrix))) => matrix,
+                Ok(None) => return None,
+                _ => continue,
             };
             let mut news = Vec::new();
             for cell in matrix.grid() {

@@ -76,8 +76,8 @@ pub struct Controller {
     pub local_key: String,
     /// How often one caller may compare secrets between environments.
     pub(crate) compare_limit: rate::RateLimit,
-    /// The dashboard's one-time sign-in codes (`wharf ui`).
-    pub(crate) ui_codes: dashboard::SignInCodes,
+    /// The dashboard's sessions and one-time sign-in codes (`wharf ui`).
+    pub(crate) ui_sessions: dashboard::Sessions,
 }
 
 /// The master keyring, shared by everything that uses it.
@@ -363,7 +363,7 @@ pub async fn run(
             COMPARES_PER_MINUTE,
             std::time::Duration::from_secs(60),
         ),
-        ui_codes: Default::default(),
+        ui_sessions: Default::default(),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),

@@ -1088,6 +1088,17 @@ pub(crate) async fn act_on_host(
             instances: 0,
         }));
     }
+    // A revoked host's certificate is dead for good: draining or undraining it must
+    // not make it a host again.
+    if host.state == wharf_core::lifecycle::HostState::Revoked
+        && matches!(action.as_str(), "drain" | "undrain")
+    {
+        return Err(ServerError::new(
+            StatusCode::CONFLICT,
+            format!("host `{name}` is revoked; it cannot be drained or undrained"),
+        )
+        .hint("join the machine again with a new token (`wharf token create`)"));
+    }
     let state = match action.as_str() {
         "drain" => wharf_core::lifecycle::HostState::Draining,
         "revoke" => wharf_core::lifecycle::HostState::Revoked,

@@ -231,20 +231,24 @@ fn lexical(path: &std::path::Path) -> PathBuf {
 
 impl DevService {
     /// `changed` (relative to the sources) as paths relative to the folder that runs,
-    /// for a copy into its containers; those outside it are not what runs. `None` for
-    /// a process (it reads the folder itself), or when there are too many to name.
+    /// for a copy into its containers. `None` for a process (it reads the folder
+    /// itself), when one is outside the folder that runs, or when there are too many.
     fn running_files(&self, changed: &[PathBuf]) -> Option<Vec<String>> {
         if !self.container {
             return None;
         }
-        let files: Vec<String> = changed
-            .iter()
-            .filter_map(|p| {
-                let inside = self.sources.join(p);
-                let relative = inside.strip_prefix(&self.runs_from).ok()?;
-                (!relative.as_os_str().is_empty()).then(|| relative.to_string_lossy().into_owned())
-            })
-            .collect();
+        // Both resolved, so `output: ../public` relates too; a change that cannot be
+        // related to what runs is not copied: the containers are replaced instead.
+        let runs = self.runs_from.canonicalize().ok()?;
+        let mut files = Vec::new();
+        for path in changed {
+            let inside = self.sources.join(path);
+            let relative = inside.strip_prefix(&runs).ok()?;
+            if relative.as_os_str().is_empty() {
+                return None;
+            }
+            files.push(relative.to_string_lossy().into_owned());
+        }
         (files.len() <= wharf_api::DEV_CHANGED_MAX).then_some(files)
     }
 

@@ -153,6 +153,16 @@ fn the_dashboard_signs_in_once_per_address_and_guards_every_page() {
         .send()
         .unwrap();
     assert_eq!(forged.status(), 403);
+    // Nor does the right token help a form posted from another site.
+    let page_token = csrf_of(&html);
+    let elsewhere = http
+        .post(format!("{base}/ui/sign-out"))
+        .header("cookie", &session)
+        .header("origin", "http://elsewhere.example")
+        .form(&[("csrf", page_token.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403);
     let still = http
         .get(format!("{base}/"))
         .header("cookie", &session)
@@ -606,4 +616,16 @@ fn the_hosts_page_lists_a_joined_host_and_drains_it_with_the_form_token_only() {
         html.contains(r#"action="/ui/hosts/fleet/web-1/undrain""#),
         "{html}"
     );
+    // A revoked host stays revoked: no button, and an undrain is refused.
+    p.ok(&["host", "revoke", "web-1"]);
+    let html = page(&http);
+    assert!(!html.contains("/ui/hosts/fleet/web-1/"), "{html}");
+    let undrain = http
+        .post(format!("{base}/ui/hosts/fleet/web-1/undrain"))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf_of(&html).as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(undrain.status(), 409);
+    assert_eq!(crate::fleet::hosts(&mut p)[0]["state"], "revoked");
 }
