@@ -219,13 +219,9 @@ impl Agent {
         answer.await.map_err(|_| format!("{key} is stopping"))?
     }
 
-    /// Runs `argv` once in a running instance's environment and folder (`wharf exec`).
-    pub async fn exec(
-        &self,
-        key: &InstanceKey,
-        argv: &[String],
-        limit: std::time::Duration,
-    ) -> Result<wharf_driver::ExecOutput, String> {
+    /// What a running instance was started with, and its driver: for work done beside
+    /// it (an exec, a copy).
+    fn running_launch(&self, key: &InstanceKey) -> Result<(LaunchSpec, Arc<dyn Driver>), String> {
         let (plan, workdir) = self
             .lock()
             .get(key)
@@ -235,6 +231,17 @@ impl Agent {
             .launch_spec(&plan, &workdir)
             .map_err(|e| e.to_string())?;
         let driver = self.driver(plan.driver).map_err(|e| e.to_string())?;
+        Ok((launch, driver))
+    }
+
+    /// Runs `argv` once in a running instance's environment and folder (`wharf exec`).
+    pub async fn exec(
+        &self,
+        key: &InstanceKey,
+        argv: &[String],
+        limit: std::time::Duration,
+    ) -> Result<wharf_driver::ExecOutput, String> {
+        let (launch, driver) = self.running_launch(key)?;
         driver
             .exec(&launch, argv, limit)
             .await
@@ -244,15 +251,7 @@ impl Agent {
     /// Copies `files` (relative to the instance's folder) into a running instance, for
     /// `wharf dev`'s sync; nothing to do for a process, which runs from the folder.
     pub async fn copy_in(&self, key: &InstanceKey, files: &[PathBuf]) -> Result<(), String> {
-        let (plan, workdir) = self
-            .lock()
-            .get(key)
-            .map(|h| (h.plan.clone(), h.workdir.clone()))
-            .ok_or_else(|| format!("{key} does not run here"))?;
-        let launch = self
-            .launch_spec(&plan, &workdir)
-            .map_err(|e| e.to_string())?;
-        let driver = self.driver(plan.driver).map_err(|e| e.to_string())?;
+        let (launch, driver) = self.running_launch(key)?;
         driver
             .copy_in(&launch, files)
             .await

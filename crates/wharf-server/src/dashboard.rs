@@ -191,6 +191,22 @@ async fn matrix_page(
     page_with(&c, caller, &viewer, StatusCode::OK, notice.as_deref()).await
 }
 
+/// Reads the controller's state off the async threads (SQLite), then renders it; a
+/// failure is a page saying what went wrong.
+async fn rendered<T: Send + 'static>(
+    c: &Arc<Controller>,
+    status: StatusCode,
+    read: impl FnOnce(&Controller) -> Result<T, ServerError> + Send + 'static,
+    render: impl FnOnce(T) -> String,
+) -> Response {
+    let controller = c.clone();
+    match tokio::task::spawn_blocking(move || read(&controller)).await {
+        Ok(Ok(state)) => html(status, render(state)),
+        Ok(Err(e)) => problem(e.status, &e.message),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 /// The matrix page for `viewer`, answered with `status` and a notice.
 async fn page_with(
     c: &Arc<Controller>,
@@ -199,15 +215,13 @@ async fn page_with(
     status: StatusCode,
     notice: Option<&str>,
 ) -> Response {
-    let controller = c.clone();
-    match tokio::task::spawn_blocking(move || matrix(&controller, &caller)).await {
-        Ok(Ok(matrix)) => html(
-            status,
-            wharf_dashboard::matrix_page(viewer, &matrix, notice),
-        ),
-        Ok(Err(e)) => problem(e.status, &e.message),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    rendered(
+        c,
+        status,
+        move |c| matrix(c, &caller),
+        |matrix| wharf_dashboard::matrix_page(viewer, &matrix, notice),
+    )
+    .await
 }
 
 /// How long an approval is awaited before the page returns (the deploy goes on).
@@ -309,15 +323,14 @@ async fn service_page(
     if !plain_name(&service) {
         return problem(StatusCode::NOT_FOUND, "no such service");
     }
-    let (controller, name) = (c.clone(), service.clone());
-    match tokio::task::spawn_blocking(move || service_sections(&controller, &caller, &name)).await {
-        Ok(Ok(sections)) => html(
-            StatusCode::OK,
-            wharf_dashboard::service_page(&viewer, &service, &sections),
-        ),
-        Ok(Err(e)) => problem(e.status, &e.message),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    let name = service.clone();
+    rendered(
+        &c,
+        StatusCode::OK,
+        move |c| service_sections(c, &caller, &name),
+        |sections| wharf_dashboard::service_page(&viewer, &service, &sections),
+    )
+    .await
 }
 
 /// A Unix time in milliseconds as the pages show it (UTC, to the second).
@@ -430,13 +443,13 @@ async fn hosts_with(
     status: StatusCode,
     notice: Option<&str>,
 ) -> Response {
-    let controller = c.clone();
-    let rows = tokio::task::spawn_blocking(move || host_rows(&controller, &caller)).await;
-    match rows {
-        Ok(Ok(rows)) => html(status, wharf_dashboard::hosts_page(viewer, &rows, notice)),
-        Ok(Err(e)) => problem(e.status, &e.message),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    rendered(
+        c,
+        status,
+        move |c| host_rows(c, &caller),
+        |rows| wharf_dashboard::hosts_page(viewer, &rows, notice),
+    )
+    .await
 }
 
 fn host_rows(

@@ -229,10 +229,17 @@ impl Executor {
             };
             let files: Vec<std::path::PathBuf> =
                 changed.iter().map(std::path::PathBuf::from).collect();
-            if let Some(gone) = files
-                .iter()
-                .find(|f| std::fs::symlink_metadata(folder.join(f)).is_err())
-            {
+            // Up to 20,000 lookups on disk: off the async threads.
+            let (look_in, looked_for) = (folder.clone(), files.clone());
+            let gone = tokio::task::spawn_blocking(move || {
+                looked_for
+                    .into_iter()
+                    .find(|f| std::fs::symlink_metadata(look_in.join(f)).is_err())
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(gone) = gone {
                 events.send(DeployEvent::Warning {
                     message: format!(
                         "`{}` was removed, and a copy cannot remove a file: the containers are replaced",

@@ -20,18 +20,13 @@ environments:
   production: { after: ci }
 "#;
 
-const HELD: &str = r#"
-services:
-  web:
-    build: ./web
-    run: ["python3", "app.py"]
-    min_healthy_time: 0s
-    port: http
-    health: { http: /health, timeout: 10s }
-environments:
-  ci: {}
-  production: { after: ci, approval: required }
-"#;
+/// The shop with production behind an approval.
+fn held() -> String {
+    SHOP.replace(
+        "production: { after: ci }",
+        "production: { after: ci, approval: required }",
+    )
+}
 
 /// The form token in a page (every signed-in page has the sign-out form).
 fn csrf_of(html: &str) -> String {
@@ -425,7 +420,7 @@ fn a_deploy_from_the_cli_changes_its_cell_live_in_a_real_browser() {
 #[test]
 fn a_held_promotion_is_approved_from_the_page_and_only_by_who_may() {
     let browser = browser_ready();
-    let mut p = Project::new(HELD, &["web"]);
+    let mut p = Project::new(&held(), &["web"]);
     let c = crate::governance::AuthController::start(&p);
     // The CLI of this machine is `admin`, the author; others approve.
     let approver = stdout(&p.ok(&[
