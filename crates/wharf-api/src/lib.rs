@@ -22,7 +22,7 @@ pub const DIGEST_HEADER: &str = "x-wharf-digest";
 /// proves it holds the key it wrote to its owner-only state folder, so a CLI can tell
 /// its own controller from anything else listening on that port before it sends a
 /// token or a secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Liveness {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,7 +30,7 @@ pub struct Liveness {
 }
 
 /// `GET /v1/info`: what runs, for an authenticated caller.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ControllerInfo {
     pub version: String,
     /// The folder holding the controller's state.
@@ -43,7 +43,7 @@ pub struct ControllerInfo {
 }
 
 /// An error answer: what went wrong and, when known, how to fix it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,7 +51,7 @@ pub struct ApiError {
 }
 
 /// `POST /v1/artifacts?service=S&version=V` answers this.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtifactUploaded {
     pub artifact: ArtifactRecord,
     /// False when the same version with the same content was already registered.
@@ -60,7 +60,7 @@ pub struct ArtifactUploaded {
 
 /// `POST /v1/images`: registers a local Docker image as a service's version, pinned to
 /// its image id.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageRegistration {
     pub service: String,
     pub version: String,
@@ -71,7 +71,7 @@ pub struct ImageRegistration {
 
 /// `POST /v1/deployments`: names what to deploy, nothing more. How it runs, the
 /// pipeline and approvals come from the controller's stored definition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub service: String,
@@ -96,7 +96,7 @@ pub struct DeployRequest {
 }
 
 /// `POST /v1/promote`: deploy to `to` exactly the artifact healthy in `from`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteRequest {
     pub service: String,
@@ -110,7 +110,7 @@ pub struct PromoteRequest {
 
 /// `POST /v1/definitions`: a new revision of the definition, as the text of its file.
 /// The controller parses and validates it itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefinitionSubmission {
     /// The file's text.
@@ -127,7 +127,7 @@ pub struct DefinitionSubmission {
 }
 
 /// A stored revision of the definition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DefinitionRevision {
     pub revision: i64,
     /// sha256 of the source, hex.
@@ -142,7 +142,7 @@ pub struct DefinitionRevision {
 }
 
 /// `POST /v1/definitions` answers this.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DefinitionApplied {
     pub revision: DefinitionRevision,
     /// False when the same text was the current revision already.
@@ -158,7 +158,7 @@ pub struct DefinitionApplied {
 }
 
 /// `GET /v1/definitions/{revision}` (or `current`): a revision with its text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DefinitionSource {
     #[serde(flatten)]
     pub revision: DefinitionRevision,
@@ -169,7 +169,7 @@ pub struct DefinitionSource {
 }
 
 /// `POST /v1/config/{env}/{service}`: change the overrides, making a revision.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigChange {
     #[serde(default)]
     pub set: std::collections::BTreeMap<String, String>,
@@ -184,7 +184,7 @@ pub struct ConfigChange {
 }
 
 /// `GET /v1/config/{env}/{service}`: the overrides as they stand.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigState {
     pub service: String,
     pub env: String,
@@ -196,7 +196,7 @@ pub struct ConfigState {
 }
 
 /// What an instance reads from `WHARF_CONFIG_URL`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuntimeConfig {
     pub service: String,
     pub env: String,
@@ -205,7 +205,7 @@ pub struct RuntimeConfig {
 }
 
 /// A secret as listed: never its value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretInfo {
     pub key: String,
     pub version: i64,
@@ -214,7 +214,7 @@ pub struct SecretInfo {
 }
 
 /// How one secret compares between two environments.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SecretComparison {
     pub key: String,
     /// `same`, `differs`, or `only in ENV`.
@@ -222,14 +222,14 @@ pub struct SecretComparison {
 }
 
 /// `POST /v1/secrets/rotate-key`: the new key and how many secrets were sealed again.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyRotated {
     pub key_id: String,
     pub resealed: usize,
 }
 
 /// `POST /v1/api-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiTokenRequest {
     pub name: String,
     /// `ENV:ACTION` grants.
@@ -238,7 +238,7 @@ pub struct ApiTokenRequest {
 }
 
 /// A new API token; `token` is shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiTokenCreated {
     pub token: String,
     #[serde(flatten)]
@@ -246,7 +246,7 @@ pub struct ApiTokenCreated {
 }
 
 /// `POST /v1/rollback`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RollbackRequest {
     pub service: String,
     pub env: String,
@@ -256,7 +256,7 @@ pub struct RollbackRequest {
 }
 
 /// `POST /v1/rollouts/promote` and `/v1/rollouts/abort`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutRequest {
     pub service: String,
     pub env: String,
@@ -267,7 +267,7 @@ pub struct RolloutRequest {
 }
 
 /// A blue-green or canary rollout as `wharf rollout status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutView {
     /// The deployment of the new version.
     pub deployment: i64,
@@ -292,7 +292,7 @@ pub struct RolloutView {
 }
 
 /// One thing that happened to a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloutEvent {
     pub at: i64,
     pub by: String,
@@ -300,7 +300,7 @@ pub struct RolloutEvent {
 }
 
 /// `POST /v1/restart`: replace every instance of a service by a fresh one.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestartRequest {
     pub service: String,
     pub env: String,
@@ -309,7 +309,7 @@ pub struct RestartRequest {
 
 /// `POST /v1/scale`: run `count` instances of a service in an environment (a new
 /// definition revision, then a deploy of the version that runs there).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScaleRequest {
     pub service: String,
     pub env: String,
@@ -319,7 +319,7 @@ pub struct ScaleRequest {
 
 /// `POST /v1/dev`: run a service straight from its folder on the controller's machine
 /// (`wharf dev`), replacing its instances the rolling way.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevRequest {
     pub service: String,
@@ -342,7 +342,7 @@ pub struct DevRequest {
 /// `POST /v1/ui/sign-in-codes`: an address that signs a browser in to the dashboard as
 /// the caller, once, within [`SignInCode::valid_secs`] (`wharf ui`). The caller's
 /// credential never appears in it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignInCode {
     /// `/ui/sign-in?code=...`, relative to the controller's address.
     pub path: String,
@@ -355,7 +355,7 @@ pub const DEV_CHANGED_MAX: usize = 20_000;
 
 /// `POST /v1/ssh/{env}/hosts`: one more machine for an SSH environment (`wharf host
 /// add`), recorded as a definition revision.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshHostAdd {
     pub name: String,
     pub address: String,
@@ -371,7 +371,7 @@ pub struct SshHostAdd {
 }
 
 /// One way in over SSH.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshEndpointView {
     pub address: String,
     pub port: u16,
@@ -381,7 +381,7 @@ pub struct SshEndpointView {
 }
 
 /// A machine of an SSH environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshMachineView {
     pub name: String,
     #[serde(flatten)]
@@ -393,7 +393,7 @@ pub struct SshMachineView {
 
 /// `GET /v1/ssh/{env}`: the machines of an SSH environment, as the controller's
 /// definition in force has them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SshEnvironment {
     pub env: String,
     pub identity_file: String,
@@ -405,7 +405,7 @@ pub struct SshEnvironment {
 }
 
 /// `POST /v1/stop`: stop one service, or all services of an environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StopRequest {
     pub env: String,
     pub service: Option<String>,
@@ -420,7 +420,7 @@ pub struct StopRequest {
 }
 
 /// Progress of a long operation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum DeployEvent {
     /// The plan; `deployment` is absent for a dry run.
@@ -494,7 +494,7 @@ fn bad_request() -> u16 {
 }
 
 /// `GET /v1/status`: instances grouped by environment and service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
     /// Controller time, for computing uptimes.
@@ -502,7 +502,7 @@ pub struct StatusReport {
 }
 
 /// One service in one environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
     pub env: String,
     pub service: String,
@@ -532,7 +532,7 @@ pub struct ServiceStatus {
 }
 
 /// A deploy a controller crash interrupted, and how it was resolved.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Interruption {
     pub deployment: i64,
     /// The deployment that rolled it back, resumed it or stopped what it started; `0`
@@ -543,14 +543,14 @@ pub struct Interruption {
 }
 
 /// Configuration that differs from the previous environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Drift {
     pub previous_env: String,
     pub keys: usize,
 }
 
 /// `POST /v1/tokens`: a join token for hosts of an environment.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
     pub env: String,
     /// Seconds until it expires.
@@ -561,7 +561,7 @@ pub struct TokenRequest {
 }
 
 /// A new join token. `token` holds the secret and is shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     pub token: String,
     pub id: String,
@@ -573,7 +573,7 @@ pub struct TokenCreated {
 }
 
 /// `GET /v1/hosts`: a host and how many instances it runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostView {
     #[serde(flatten)]
     pub host: HostRecord,
@@ -582,7 +582,7 @@ pub struct HostView {
 
 /// `POST /v1/exec`: runs a command once in an instance's environment and folder (`wharf
 /// exec`), as the instance's user, without a terminal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecRequest {
     pub env: String,
     pub service: String,
@@ -593,7 +593,7 @@ pub struct ExecRequest {
 }
 
 /// What a command run by `wharf exec` printed, and how it ended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecResult {
     /// The instance it ran in (`env/service/node#N`).
     pub instance: String,

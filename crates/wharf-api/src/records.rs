@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use wharf_core::lifecycle::*;
 
 /// A built, registered artifact version of a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArtifactRecord {
     pub service: String,
     pub version: String,
@@ -18,7 +18,7 @@ pub struct ArtifactRecord {
 }
 
 /// A deployment, as history shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentRecord {
     pub id: i64,
     pub service: String,
@@ -49,7 +49,7 @@ pub struct DeploymentRecord {
 }
 
 /// An instance wharf runs, with what it last observed of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceRecord {
     pub env: String,
     pub service: String,
@@ -74,7 +74,7 @@ pub struct InstanceRecord {
 }
 
 /// What a host offers, as its agent reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
     /// CPU in thousandths of a core.
     pub cpu_millis: u64,
@@ -82,7 +82,7 @@ pub struct Capacity {
 }
 
 /// A host that joined an environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostRecord {
     pub id: i64,
     pub name: String,
@@ -99,7 +99,7 @@ pub struct HostRecord {
 }
 
 /// One revision of the `wharf config set` overrides of a service in an environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigRevision {
     pub service: String,
     pub env: String,
@@ -113,7 +113,7 @@ pub struct ConfigRevision {
 }
 
 /// An API token as listed (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiTokenRecord {
     pub id: String,
     pub name: String,
@@ -125,7 +125,7 @@ pub struct ApiTokenRecord {
 }
 
 /// One mutating call, as the audit log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: i64,

@@ -9,7 +9,7 @@ pub const BUCKET_BOUNDS_MS: [f64; 13] = [
     1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counts {
     pub requests: u64,
     pub errors: u64,
@@ -72,7 +72,7 @@ impl Counts {
 }
 
 /// One address on one agent: its totals, and per backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddressCounts {
     pub env: String,
     pub service: String,
@@ -82,7 +82,7 @@ pub struct AddressCounts {
 
 /// Requests an address sent to one instance: on the reporting host (`host_id: None`) or
 /// another, by its port there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackendCounts {
     #[serde(default)]
     pub host_id: Option<i64>,
@@ -91,7 +91,7 @@ pub struct BackendCounts {
 }
 
 /// `GET /v1/traffic`: a service's traffic through its addresses on every host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceTraffic {
     pub env: String,
     pub service: String,
@@ -99,7 +99,7 @@ pub struct ServiceTraffic {
     pub instances: Vec<InstanceTraffic>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceTraffic {
     pub node: String,
     pub instance: u32,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Identifies an instance position of one service in one environment.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Slot {
     pub node: String,
     pub instance: u32,
@@ -16,6 +17,7 @@ pub struct Slot {
 
 /// What should run in a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DesiredInstance {
     pub slot: Slot,
     pub version: String,
@@ -25,6 +27,7 @@ pub struct DesiredInstance {
 
 /// What was seen running in a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObservedInstance {
     pub slot: Slot,
     pub version: String,
@@ -43,6 +46,7 @@ impl ObservedInstance {
 /// One action on one slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Step {
     Start {
         to: DesiredInstance,

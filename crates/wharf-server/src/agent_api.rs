@@ -120,6 +120,13 @@ fn authenticate(c: &Controller, peer: &Peer) -> Result<HostRecord, ServerError> 
     Ok(host)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ca",
+    tag = "controller",
+    security(()),
+    responses((status = 200, description = "The controller's CA certificate, which clients beyond loopback pin.", content_type = "application/x-pem-file", body = String))
+)]
 pub(crate) async fn ca(State(c): Ctl) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],

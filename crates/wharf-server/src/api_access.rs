@@ -3,35 +3,43 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wharf_api::*;
 use wharf_core::lifecycle::DeploymentKind;
 
 use crate::Controller;
 use crate::auth::{Action, Caller, check_scopes, new_api_token};
 use crate::error::ServerError;
+use crate::extract::{Json, Path, Query};
 use crate::routes::{Audited, acting_user, authorize, outcome, stream_operation};
 
-pub fn routes() -> Router<Arc<Controller>> {
-    Router::new()
-        .route("/v1/api-tokens", get(list_tokens).post(issue_token))
-        .route("/v1/api-tokens/{id}", delete(revoke_token))
-        .route("/v1/audit", get(audit))
-        .route("/v1/deployments/pending", get(pending))
-        .route("/v1/deployments/{id}", get(show_deployment))
-        .route("/v1/deployments/{id}/approve", post(approve))
-        .route("/v1/deployments/{id}/reject", post(reject))
-        .route("/v1/deployments/{id}/cancel", post(cancel))
-        .route("/v1/promote", post(promote))
+pub fn routes() -> OpenApiRouter<Arc<Controller>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, issue_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(audit))
+        .routes(routes!(pending))
+        .routes(routes!(show_deployment))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
+        .routes(routes!(cancel))
+        .routes(routes!(promote))
 }
 
 type Ctl = State<Arc<Controller>>;
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-tokens",
+    tag = "access",
+    request_body = ApiTokenRequest,
+    responses((status = 200, body = ApiTokenCreated))
+)]
 async fn issue_token(
     State(c): Ctl,
     caller: Caller,
@@ -66,6 +74,12 @@ async fn issue_token(
     result.map(Json)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-tokens",
+    tag = "access",
+    responses((status = 200, body = Vec<ApiTokenRecord>))
+)]
 async fn list_tokens(
     State(c): Ctl,
     caller: Caller,
@@ -77,6 +91,13 @@ async fn list_tokens(
     )))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-tokens/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked."))
+)]
 async fn revoke_token(
     State(c): Ctl,
     caller: Caller,
@@ -96,11 +117,19 @@ async fn revoke_token(
     result
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "access",
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditRecord>))
+)]
 async fn audit(
     State(c): Ctl,
     caller: Caller,
@@ -113,6 +142,12 @@ async fn audit(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/pending",
+    tag = "deployments",
+    responses((status = 200, body = Vec<DeploymentRecord>))
+)]
 async fn pending(
     State(c): Ctl,
     caller: Caller,
@@ -126,10 +161,17 @@ async fn pending(
     Ok(Json(crate::wire::all(readable, crate::wire::deployment)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{id}",
+    tag = "deployments",
+    params(("id" = i64, Path, description = "The deployment's id")),
+    responses((status = 200, body = DeploymentRecord))
+)]
 async fn show_deployment(
     State(c): Ctl,
     caller: Caller,
-    axum::extract::Path(id): axum::extract::Path<i64>,
+    Path(id): Path<i64>,
 ) -> Result<Json<DeploymentRecord>, ServerError> {
     let d = c
         .store
@@ -161,6 +203,14 @@ pub(crate) fn env_of(
         .ok_or_else(|| ServerError::not_found(format!("there is no deployment #{id}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/approve",
+    tag = "deployments",
+    params(("id" = i64, Path, description = "The held deployment's id")),
+    request_body = Approver,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn approve(
     State(c): Ctl,
     caller: Caller,
@@ -183,12 +233,21 @@ async fn approve(
     }))
 }
 
-#[derive(Deserialize)]
+/// Who decides, as history records it (on an open controller; a token names itself).
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Approver {
     #[serde(default)]
     user: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/reject",
+    tag = "deployments",
+    params(("id" = i64, Path, description = "The held deployment's id")),
+    request_body = Approver,
+    responses((status = 200, description = "The `finished` event of the rejected deployment.", body = DeployEvent))
+)]
 async fn reject(
     State(c): Ctl,
     caller: Caller,
@@ -208,6 +267,14 @@ async fn reject(
 
 /// Asks a deploy in progress to stop where it is and roll back what it changed; the
 /// deploy itself records how that ended.
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/cancel",
+    tag = "deployments",
+    params(("id" = i64, Path, description = "The running deployment's id")),
+    request_body = Approver,
+    responses((status = 202, description = "Asked to stop; it rolls back.", body = DeploymentRecord))
+)]
 async fn cancel(
     State(c): Ctl,
     caller: Caller,
@@ -240,6 +307,13 @@ async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(crate::wire::deployment(result?))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/promote",
+    tag = "deployments",
+    request_body = PromoteRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn promote(
     State(c): Ctl,
     caller: Caller,

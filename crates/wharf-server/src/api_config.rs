@@ -4,42 +4,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wharf_api::*;
 
 use crate::Controller;
 use crate::auth::{Action, Caller};
 use crate::config_service::differing_keys;
 use crate::error::ServerError;
+use crate::extract::{Json, Path, Query};
 use crate::routes::{Audited, acting_user, authorize, outcome, stream_operation};
 
 /// The longest a watcher may wait in one request.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-pub fn routes() -> Router<Arc<Controller>> {
-    Router::new()
-        .route(
-            "/v1/config/{env}/{service}",
-            get(get_config).post(change_config),
-        )
-        .route("/v1/config/{env}/{service}/history", get(config_history))
-        .route("/v1/secrets/{env}/{service}", get(list_secrets))
-        .route(
-            "/v1/secrets/{env}/{service}/{key}",
-            put(set_secret).delete(unset_secret),
-        )
-        .route("/v1/secrets/compare", get(compare_secrets))
-        .route("/v1/secrets/rotate-key", post(rotate_key))
-        .route("/v1/runtime/config", get(runtime_config))
+pub fn routes() -> OpenApiRouter<Arc<Controller>> {
+    OpenApiRouter::new()
+        .routes(routes!(get_config, change_config))
+        .routes(routes!(config_history))
+        .routes(routes!(list_secrets))
+        .routes(routes!(set_secret, unset_secret))
+        .routes(routes!(compare_secrets))
+        .routes(routes!(rotate_key))
+        .routes(routes!(runtime_config))
 }
 
 type Ctl = State<Arc<Controller>>;
 
+#[utoipa::path(
+    get,
+    path = "/v1/config/{env}/{service}",
+    tag = "config",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition")),
+    responses((status = 200, body = ConfigState))
+)]
 async fn get_config(
     State(c): Ctl,
     caller: Caller,
@@ -63,6 +65,14 @@ async fn get_config(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/config/{env}/{service}",
+    tag = "config",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition")),
+    request_body = ConfigChange,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn change_config(
     State(c): Ctl,
     caller: Caller,
@@ -101,6 +111,13 @@ async fn change_config(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/config/{env}/{service}/history",
+    tag = "config",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition")),
+    responses((status = 200, body = Vec<ConfigRevision>))
+)]
 async fn config_history(
     State(c): Ctl,
     caller: Caller,
@@ -114,6 +131,13 @@ async fn config_history(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/secrets/{env}/{service}",
+    tag = "secrets",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition")),
+    responses((status = 200, body = Vec<SecretInfo>))
+)]
 async fn list_secrets(
     State(c): Ctl,
     caller: Caller,
@@ -135,12 +159,21 @@ async fn list_secrets(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SecretQuery {
     #[serde(default)]
     user: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/secrets/{env}/{service}/{key}",
+    tag = "secrets",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition"), ("key" = String, Path, description = "The secret's name"), SecretQuery),
+    request_body(content = Vec<u8>, description = "The value, as bytes", content_type = "application/octet-stream"),
+    responses((status = 204, description = "Stored, sealed."))
+)]
 async fn set_secret(
     State(c): Ctl,
     caller: Caller,
@@ -164,6 +197,13 @@ async fn set_secret(
     result.map(|()| StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/secrets/{env}/{service}/{key}",
+    tag = "secrets",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition"), ("key" = String, Path, description = "The secret's name")),
+    responses((status = 204, description = "Removed."))
+)]
 async fn unset_secret(
     State(c): Ctl,
     caller: Caller,
@@ -182,7 +222,8 @@ async fn unset_secret(
     result
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CompareQuery {
     service: String,
     a: String,
@@ -190,6 +231,13 @@ struct CompareQuery {
 }
 
 /// Whether each secret differs between two environments; never the values.
+#[utoipa::path(
+    get,
+    path = "/v1/secrets/compare",
+    tag = "secrets",
+    params(CompareQuery),
+    responses((status = 200, body = Vec<SecretComparison>))
+)]
 async fn compare_secrets(
     State(c): Ctl,
     caller: Caller,
@@ -238,6 +286,12 @@ async fn compare_secrets(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/secrets/rotate-key",
+    tag = "secrets",
+    responses((status = 200, body = KeyRotated))
+)]
 async fn rotate_key(State(c): Ctl, caller: Caller) -> Result<Json<KeyRotated>, ServerError> {
     authorize(
         &c,
@@ -262,7 +316,8 @@ async fn rotate_key(State(c): Ctl, caller: Caller) -> Result<Json<KeyRotated>, S
     result.map(Json)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RuntimeQuery {
     instance: Option<u32>,
     /// Answer once the revision is newer than this (a long poll).
@@ -274,12 +329,20 @@ struct RuntimeQuery {
 /// What a running instance reads: its configuration, now or once it changes. This is
 /// the hot path of the configuration service: no allocation beyond the answer's
 /// headers when the view is cached and the token known.
+#[utoipa::path(
+    get,
+    path = "/v1/runtime/config",
+    tag = "config",
+    params(RuntimeQuery),
+    security(("config_token" = [])),
+    responses((status = 200, body = RuntimeConfig))
+)]
 async fn runtime_config(
     State(c): Ctl,
     request: axum::extract::Request,
 ) -> Result<Response, ServerError> {
     let (parts, _) = request.into_parts();
-    let Query(q) = Query::<RuntimeQuery>::try_from_uri(&parts.uri)
+    let axum::extract::Query(q) = axum::extract::Query::<RuntimeQuery>::try_from_uri(&parts.uri)
         .map_err(|e| ServerError::bad_request(e.body_text()))?;
     let token = parts
         .headers

@@ -2,26 +2,35 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::extract::State;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use wharf_api::{RolloutRequest, RolloutView};
 use wharf_core::strategy::Command;
 
 use crate::Controller;
 use crate::auth::{Action, Caller};
 use crate::error::ServerError;
+use crate::extract::{Json, Path};
 use crate::routes::{acting_user, authorize, outcome};
 
-pub fn routes() -> Router<Arc<Controller>> {
-    Router::new()
-        .route("/v1/rollouts/{env}/{service}", get(status))
-        .route("/v1/rollouts/promote", post(promote))
-        .route("/v1/rollouts/abort", post(abort))
+pub fn routes() -> OpenApiRouter<Arc<Controller>> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(promote))
+        .routes(routes!(abort))
 }
 
 type Ctl = State<Arc<Controller>>;
 
+#[utoipa::path(
+    get,
+    path = "/v1/rollouts/{env}/{service}",
+    operation_id = "rollout_status",
+    tag = "rollouts",
+    params(("env" = String, Path, description = "An environment of the definition"), ("service" = String, Path, description = "A service of the definition")),
+    responses((status = 200, body = RolloutView))
+)]
 async fn status(
     State(c): Ctl,
     caller: Caller,
@@ -33,6 +42,14 @@ async fn status(
     Ok(Json(c.executor.rollout_view(&service, &env)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts/promote",
+    operation_id = "rollout_promote",
+    tag = "rollouts",
+    request_body = RolloutRequest,
+    responses((status = 200, body = RolloutView))
+)]
 async fn promote(
     State(c): Ctl,
     caller: Caller,
@@ -47,6 +64,14 @@ async fn promote(
     command_rollout(&c, caller, req, command, call).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rollouts/abort",
+    operation_id = "rollout_abort",
+    tag = "rollouts",
+    request_body = RolloutRequest,
+    responses((status = 200, body = RolloutView))
+)]
 async fn abort(
     State(c): Ctl,
     caller: Caller,

@@ -51,7 +51,6 @@ pub(crate) fn routes() -> Router<Arc<Controller>> {
         .route("/ui/hosts/{env}/{name}/{action}", post(host_action))
         .route("/ui/live.js", get(script))
         .route("/ui/style.css", get(style))
-        .route("/v1/ui/sign-in-codes", post(new_sign_in_code))
 }
 
 /// The session id a signed-in browser sends, if any.
@@ -660,7 +659,13 @@ async fn sign_out(
 }
 
 /// `wharf ui`: a one-time address signing a browser in as the caller.
-async fn new_sign_in_code(
+#[utoipa::path(
+    post,
+    path = "/v1/ui/sign-in-codes",
+    tag = "dashboard",
+    responses((status = 200, body = wharf_api::SignInCode))
+)]
+pub(crate) async fn new_sign_in_code(
     State(c): State<Arc<Controller>>,
     caller: Caller,
     headers: HeaderMap,

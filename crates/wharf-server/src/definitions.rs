@@ -6,10 +6,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::UtoipaMethodRouterExt;
+use utoipa_axum::routes;
 use wharf_api::{DefinitionApplied, DefinitionRevision, DefinitionSource, DefinitionSubmission};
 use wharf_core::Definition;
 use wharf_core::decide::{RevisionChange, revision_change};
@@ -18,6 +19,7 @@ use wharf_store::DefinitionRecord;
 
 use crate::auth::{Action, Caller};
 use crate::error::ServerError;
+use crate::extract::{Json, Path};
 use crate::routes::{acting_user, outcome};
 use crate::{Controller, now_millis};
 
@@ -68,23 +70,14 @@ impl Definitions {
     }
 }
 
-pub fn routes() -> Router<Arc<Controller>> {
-    Router::new()
-        .route(
-            "/v1/definitions",
-            get(list)
-                .post(apply)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    crate::routes::MAX_DEFINITION_BODY,
-                )),
-        )
-        .route("/v1/definitions/{revision}", get(show))
-        .route("/v1/ssh/{env}", get(ssh::routes::show))
-        .route("/v1/ssh/{env}/hosts", axum::routing::post(ssh::routes::add))
-        .route(
-            "/v1/ssh/{env}/hosts/{name}",
-            axum::routing::delete(ssh::routes::remove),
-        )
+pub fn routes() -> OpenApiRouter<Arc<Controller>> {
+    let definition_limit = axum::extract::DefaultBodyLimit::max(crate::routes::MAX_DEFINITION_BODY);
+    OpenApiRouter::new()
+        .routes(routes!(list, apply).layer(definition_limit))
+        .routes(routes!(show))
+        .routes(routes!(ssh::routes::show))
+        .routes(routes!(ssh::routes::add))
+        .routes(routes!(ssh::routes::remove))
 }
 
 type Ctl = State<Arc<Controller>>;
@@ -101,6 +94,13 @@ fn revision_view(r: &DefinitionRecord) -> DefinitionRevision {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/definitions",
+    operation_id = "list_definitions",
+    tag = "definitions",
+    responses((status = 200, body = Vec<DefinitionRevision>))
+)]
 async fn list(
     State(c): Ctl,
     _caller: Caller,
@@ -112,6 +112,14 @@ async fn list(
     Ok(Json(records.iter().map(revision_view).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/definitions/{revision}",
+    operation_id = "show_definition",
+    tag = "definitions",
+    params(("revision" = String, Path, description = "A revision number, or `current`")),
+    responses((status = 200, body = DefinitionSource))
+)]
 async fn show(
     State(c): Ctl,
     _caller: Caller,
@@ -136,6 +144,14 @@ async fn show(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/definitions",
+    operation_id = "apply_definition",
+    tag = "definitions",
+    request_body = DefinitionSubmission,
+    responses((status = 201, description = "A new revision.", body = DefinitionApplied), (status = 200, description = "The same text was the current revision.", body = DefinitionApplied))
+)]
 async fn apply(
     State(c): Ctl,
     caller: Caller,

@@ -18,12 +18,14 @@ mod deploy_guard;
 pub mod edge;
 mod error;
 mod executor;
+mod extract;
 mod fleet;
 mod hosts;
 mod ingress;
 mod listen;
 mod logs;
 mod metrics;
+mod openapi;
 mod port_owner;
 mod rate;
 mod recovery;
@@ -561,6 +563,13 @@ fn owner_only(state_dir: &Path) -> std::io::Result<()> {
 
 /// Identifies the running executable: its version, size and modification time. Two
 /// processes of the same wharf build agree on it.
+/// The API's OpenAPI 3.1 document, as `GET /v1/openapi.json` serves it (and
+/// `docs/openapi.json` holds it).
+pub fn openapi_json() -> String {
+    let (_, document) = routes::described();
+    serde_json::to_string_pretty(&document).unwrap_or_default()
+}
+
 pub fn build_id() -> String {
     let identity = std::env::current_exe()
         .and_then(std::fs::metadata)

@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::UtoipaMethodRouterExt;
+use utoipa_axum::routes;
 use wharf_api::*;
 use wharf_core::lifecycle::DeploymentKind;
 use wharf_driver::InstanceKey;
@@ -19,6 +20,7 @@ use wharf_driver::InstanceKey;
 use crate::auth::{Action, Caller};
 use crate::error::ServerError;
 use crate::executor::Events;
+use crate::extract::{Json, Path, Query};
 use crate::logs::{self, LogSource};
 use crate::{Controller, now_millis};
 
@@ -29,48 +31,62 @@ pub(crate) const MAX_DEFINITION_BODY: usize = 10 * 1024 * 1024;
 /// Every other request body: small JSON.
 const MAX_JSON_BYTES: usize = 1024 * 1024;
 
-pub fn router(controller: Arc<Controller>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/info", get(info))
-        // The CA clients pin beyond loopback (checked against WHARF_CA's fingerprint).
-        .route("/v1/ca", get(crate::agent_api::ca))
-        .route(
-            "/v1/artifacts",
-            get(list_artifacts)
-                .post(upload_artifact)
+pub fn router(controller: Arc<Controller>) -> axum::Router {
+    let (api, document) = described();
+    let document = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    let served = move || {
+        let body = document.clone();
+        std::future::ready(([(header::CONTENT_TYPE, "application/json")], body))
+    };
+    api.route("/v1/openapi.json", axum::routing::get(served))
+        .merge(crate::dashboard::routes())
+        .fallback(crate::openapi::no_such_path)
+        .method_not_allowed_fallback(crate::openapi::no_such_method)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .with_state(controller)
+}
+
+/// The API's routes, and the OpenAPI document they make.
+pub fn described() -> (axum::Router<Arc<Controller>>, utoipa::openapi::OpenApi) {
+    let (api, mut document) = operations().split_for_parts();
+    crate::openapi::finish(&mut document);
+    (api, document)
+}
+
+fn operations() -> OpenApiRouter<Arc<Controller>> {
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(info))
+        .routes(routes!(crate::agent_api::ca))
+        .routes(
+            routes!(list_artifacts, upload_artifact)
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES)),
         )
-        .route("/v1/artifacts/{digest}", get(download_artifact))
-        .route("/v1/images", post(register_image))
-        .route(
-            "/v1/deployments",
-            post(deploy).layer(axum::extract::DefaultBodyLimit::max(MAX_DEFINITION_BODY)),
-        )
-        .route("/v1/rollback", post(rollback))
-        .route("/v1/stop", post(stop))
-        .route("/v1/restart", post(restart))
-        .route("/v1/dev", post(dev))
-        .route("/v1/exec", post(exec))
-        .route("/v1/scale", post(scale))
+        .routes(routes!(download_artifact))
+        .routes(routes!(register_image))
+        .routes(routes!(deploy).layer(axum::extract::DefaultBodyLimit::max(MAX_DEFINITION_BODY)))
+        .routes(routes!(rollback))
+        .routes(routes!(stop))
+        .routes(routes!(restart))
+        .routes(routes!(dev))
+        .routes(routes!(exec))
+        .routes(routes!(scale))
         // Its own path: a controller that predates it answers 404 rather than reading a
         // prune as "stop everything".
-        .route("/v1/prune", post(prune))
-        .route("/v1/status", get(status))
-        .route("/v1/history", get(history))
-        .route("/v1/logs", get(logs))
-        .route("/v1/tokens", post(create_token))
-        .route("/metrics", get(prometheus))
-        .route("/v1/traffic", get(traffic))
-        .route("/v1/hosts", get(list_hosts))
-        .route("/v1/hosts/{name}/{action}", post(host_action))
+        .routes(routes!(prune))
+        .routes(routes!(status))
+        .routes(routes!(history))
+        .routes(routes!(logs))
+        .routes(routes!(create_token))
+        .routes(routes!(prometheus))
+        .routes(routes!(traffic))
+        .routes(routes!(list_hosts))
+        .routes(routes!(host_action))
+        .routes(routes!(crate::dashboard::new_sign_in_code))
         .merge(crate::api_config::routes())
         .merge(crate::api_rollouts::routes())
         .merge(crate::api_access::routes())
         .merge(crate::definitions::routes())
-        .merge(crate::dashboard::routes())
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .with_state(controller)
 }
 
 /// The user history records: the token's name, or on an open controller the user the
@@ -119,13 +135,22 @@ pub(crate) fn outcome<T>(result: &Result<T, ServerError>) -> String {
 
 type Ctl = State<Arc<Controller>>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HealthQuery {
     challenge: Option<String>,
 }
 
 /// Liveness for anyone; nothing about the controller unless the caller authenticates
 /// (`/v1/info`).
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "controller",
+    params(HealthQuery),
+    security(()),
+    responses((status = 200, description = "The controller runs.", body = Liveness))
+)]
 async fn health(
     State(c): Ctl,
     Query(q): Query<HealthQuery>,
@@ -150,6 +175,12 @@ async fn health(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/info",
+    tag = "controller",
+    responses((status = 200, body = ControllerInfo))
+)]
 async fn info(State(c): Ctl, _caller: Caller) -> Json<ControllerInfo> {
     Json(ControllerInfo {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -159,12 +190,20 @@ async fn info(State(c): Ctl, _caller: Caller) -> Json<ControllerInfo> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ArtifactQuery {
     service: Option<String>,
     version: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts",
+    tag = "artifacts",
+    params(ArtifactQuery),
+    responses((status = 200, body = Vec<ArtifactRecord>))
+)]
 async fn list_artifacts(
     State(c): Ctl,
     _caller: Caller,
@@ -176,6 +215,14 @@ async fn list_artifacts(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/artifacts",
+    tag = "artifacts",
+    params(ArtifactQuery, ("x-wharf-digest" = String, Header, description = "`sha256:<hex>` of the body")),
+    request_body(content = Vec<u8>, description = "The artifact: a gzipped tar archive of the build", content_type = "application/octet-stream"),
+    responses((status = 201, description = "A new version.", body = ArtifactUploaded), (status = 200, description = "The same version with the same content was there already.", body = ArtifactUploaded))
+)]
 async fn upload_artifact(
     State(c): Ctl,
     caller: Caller,
@@ -281,6 +328,13 @@ fn register(c: &Controller, record: wharf_store::ArtifactRecord) -> Result<Respo
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/images",
+    tag = "artifacts",
+    request_body = ImageRegistration,
+    responses((status = 201, description = "A new version.", body = ArtifactUploaded), (status = 200, description = "The same version with the same image was there already.", body = ArtifactUploaded))
+)]
 async fn register_image(
     State(c): Ctl,
     caller: Caller,
@@ -315,10 +369,17 @@ fn register_image_record(c: &Controller, req: ImageRegistration) -> Result<Respo
     register(c, record)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/artifacts/{digest}",
+    tag = "artifacts",
+    params(("digest" = String, Path, description = "`sha256:<hex>`")),
+    responses((status = 200, description = "The artifact's gzipped tar archive.", content_type = "application/gzip", body = Vec<u8>))
+)]
 async fn download_artifact(
     State(c): Ctl,
     _caller: Caller,
-    axum::extract::Path(digest): axum::extract::Path<String>,
+    Path(digest): Path<String>,
 ) -> Result<Response, ServerError> {
     let bytes = c.artifacts.get(&digest)?;
     Ok(([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response())
@@ -385,6 +446,13 @@ where
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/deployments",
+    tag = "deployments",
+    request_body = DeployRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn deploy(
     State(c): Ctl,
     caller: Caller,
@@ -430,6 +498,13 @@ async fn deploy(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rollback",
+    tag = "deployments",
+    request_body = RollbackRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn rollback(
     State(c): Ctl,
     caller: Caller,
@@ -451,6 +526,13 @@ async fn rollback(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/prune",
+    tag = "deployments",
+    request_body = StopRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn prune(
     State(c): Ctl,
     caller: Caller,
@@ -461,6 +543,13 @@ async fn prune(
     stop(State(c), caller, Json(req)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/restart",
+    tag = "deployments",
+    request_body = RestartRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn restart(
     State(c): Ctl,
     caller: Caller,
@@ -484,6 +573,13 @@ async fn restart(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/dev",
+    tag = "deployments",
+    request_body = DevRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn dev(
     State(c): Ctl,
     caller: Caller,
@@ -517,6 +613,13 @@ async fn dev(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/scale",
+    tag = "deployments",
+    request_body = ScaleRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn scale(
     State(c): Ctl,
     caller: Caller,
@@ -549,6 +652,13 @@ async fn scale(
 /// How long a command of `wharf exec` may run.
 const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
+#[utoipa::path(
+    post,
+    path = "/v1/exec",
+    tag = "instances",
+    request_body = ExecRequest,
+    responses((status = 200, body = ExecResult))
+)]
 async fn exec(
     State(c): Ctl,
     caller: Caller,
@@ -609,6 +719,13 @@ async fn exec(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/stop",
+    tag = "deployments",
+    request_body = StopRequest,
+    responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
+)]
 async fn stop(
     State(c): Ctl,
     caller: Caller,
@@ -634,12 +751,20 @@ async fn stop(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StatusQuery {
     pub env: Option<String>,
     pub service: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "instances",
+    params(StatusQuery),
+    responses((status = 200, body = StatusReport))
+)]
 async fn status(
     State(c): Ctl,
     caller: Caller,
@@ -809,12 +934,20 @@ fn status_warnings(
     warnings
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     service: String,
     env: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/history",
+    tag = "deployments",
+    params(HistoryQuery),
+    responses((status = 200, body = Vec<DeploymentRecord>))
+)]
 async fn history(
     State(c): Ctl,
     caller: Caller,
@@ -828,7 +961,8 @@ async fn history(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
     env: String,
     service: String,
@@ -840,6 +974,13 @@ struct LogsQuery {
     since: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/logs",
+    tag = "instances",
+    params(LogsQuery),
+    responses((status = 200, description = "The lines, oldest first; with `follow`, a stream that stays open.", content_type = "text/plain", body = String))
+)]
 async fn logs(
     State(c): Ctl,
     caller: Caller,
@@ -925,6 +1066,13 @@ async fn logs(
 }
 
 /// What the services' addresses measured, on every host (`wharf top`).
+#[utoipa::path(
+    get,
+    path = "/v1/traffic",
+    tag = "instances",
+    params(StatusQuery),
+    responses((status = 200, body = Vec<wharf_api::traffic::ServiceTraffic>))
+)]
 async fn traffic(
     State(c): Ctl,
     caller: Caller,
@@ -944,6 +1092,12 @@ async fn traffic(
     Ok(Json(all))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "instances",
+    responses((status = 200, description = "Prometheus' text format.", content_type = "text/plain", body = String))
+)]
 async fn prometheus(State(c): Ctl, caller: Caller) -> Result<Response, ServerError> {
     let readable: Vec<_> = c
         .store
@@ -960,6 +1114,13 @@ async fn prometheus(State(c): Ctl, caller: Caller) -> Result<Response, ServerErr
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "fleet",
+    request_body = TokenRequest,
+    responses((status = 200, body = TokenCreated))
+)]
 async fn create_token(
     State(c): Ctl,
     caller: Caller,
@@ -1011,11 +1172,19 @@ fn create_join_token(c: &Controller, req: TokenRequest) -> Result<Json<TokenCrea
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct HostsQuery {
     pub env: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    tag = "fleet",
+    params(HostsQuery),
+    responses((status = 200, body = Vec<HostView>))
+)]
 async fn list_hosts(
     State(c): Ctl,
     caller: Caller,
@@ -1045,10 +1214,17 @@ async fn list_hosts(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/{action}",
+    tag = "fleet",
+    params(("name" = String, Path, description = "The host's name"), ("action" = String, Path, description = "`drain`, `undrain` or `revoke`"), HostsQuery),
+    responses((status = 200, body = HostView))
+)]
 async fn host_action(
     State(c): Ctl,
     caller: Caller,
-    axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
+    Path((name, action)): Path<(String, String)>,
     Query(q): Query<HostsQuery>,
 ) -> Result<Json<HostView>, ServerError> {
     let env = q.env.clone().unwrap_or_else(|| "*".into());

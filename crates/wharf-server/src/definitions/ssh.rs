@@ -268,18 +268,26 @@ fn check_added(req: &wharf_api::SshHostAdd) -> Result<(), ServerError> {
 pub(super) mod routes {
     use std::sync::Arc;
 
-    use axum::Json;
-    use axum::extract::{Path, State};
+    use axum::extract::State;
     use wharf_api::{DefinitionRevision, SshEnvironment, SshHostAdd};
     use wharf_store::AddedSshHost;
 
     use crate::Controller;
     use crate::auth::{Action, Caller};
     use crate::error::ServerError;
+    use crate::extract::{Json, Path};
     use crate::routes::{acting_user, authorize, outcome};
 
     type Ctl = State<Arc<Controller>>;
 
+    #[utoipa::path(
+        get,
+        path = "/v1/ssh/{env}",
+        operation_id = "show_ssh_environment",
+        tag = "ssh",
+        params(("env" = String, Path, description = "An SSH environment")),
+        responses((status = 200, body = SshEnvironment))
+    )]
     pub async fn show(
         State(c): Ctl,
         caller: Caller,
@@ -295,6 +303,15 @@ pub(super) mod routes {
     }
 
     /// The machines of an environment are its policy: an admin of it may change them.
+    #[utoipa::path(
+        post,
+        path = "/v1/ssh/{env}/hosts",
+        operation_id = "add_ssh_host",
+        tag = "ssh",
+        params(("env" = String, Path, description = "An SSH environment")),
+        request_body = SshHostAdd,
+        responses((status = 200, description = "The definition revision that adds it.", body = DefinitionRevision))
+    )]
     pub async fn add(
         State(c): Ctl,
         caller: Caller,
@@ -322,6 +339,14 @@ pub(super) mod routes {
         Ok(Json(result?))
     }
 
+    #[utoipa::path(
+        delete,
+        path = "/v1/ssh/{env}/hosts/{name}",
+        operation_id = "remove_ssh_host",
+        tag = "ssh",
+        params(("env" = String, Path, description = "An SSH environment"), ("name" = String, Path, description = "A machine added by `wharf host add`")),
+        responses((status = 200, description = "The definition revision that removes it.", body = DefinitionRevision))
+    )]
     pub async fn remove(
         State(c): Ctl,
         caller: Caller,

@@ -22,6 +22,7 @@ mod lifecycle;
 mod limits;
 mod machines;
 mod netns;
+mod openapi;
 mod recovery;
 mod redis;
 mod registry;
