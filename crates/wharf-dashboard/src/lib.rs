@@ -4,15 +4,20 @@
 //! that replaces a cell's HTML when the controller's event stream sends it; without
 //! JavaScript every page still reads, as of when it was loaded.
 
+mod config_diff;
 mod hosts;
 mod layout;
 mod matrix;
 mod service;
 
+pub use config_diff::{KeyChange, config_diff};
 pub use hosts::{HostRow, hosts_page};
 pub use layout::{Assets, Viewer, problem_page, sign_in_page};
 pub use matrix::{Cell, CellUpdate, Matrix, cell_id, cell_update, matrix_page};
-pub use service::{EnvSection, HistoryRow, InstanceRow, service_page};
+pub use service::{
+    Actions, ConfigRevisionRow, EnvSection, HistoryRow, InstanceRow, LogView, PendingRow,
+    RolloutRow, service_page,
+};
 
 /// The Content-Security-Policy of every page: nothing but this controller's own
 /// scripts, styles and event stream; no inline script, no frames, forms only to itself.

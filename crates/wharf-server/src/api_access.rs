@@ -314,7 +314,7 @@ async fn cancel(
     request_body = PromoteRequest,
     responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
 )]
-async fn promote(
+pub(crate) async fn promote(
     State(c): Ctl,
     caller: Caller,
     Json(req): Json<PromoteRequest>,

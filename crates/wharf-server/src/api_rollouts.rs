@@ -50,7 +50,7 @@ async fn status(
     request_body = RolloutRequest,
     responses((status = 200, body = RolloutView))
 )]
-async fn promote(
+pub(crate) async fn promote(
     State(c): Ctl,
     caller: Caller,
     Json(req): Json<RolloutRequest>,
@@ -72,7 +72,7 @@ async fn promote(
     request_body = RolloutRequest,
     responses((status = 200, body = RolloutView))
 )]
-async fn abort(
+pub(crate) async fn abort(
     State(c): Ctl,
     caller: Caller,
     Json(req): Json<RolloutRequest>,

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use wharf_core::lifecycle::Health;
 use wharf_dashboard::{Cell, CellUpdate, Matrix, Viewer};
 
+mod service;
 mod sessions;
 pub(crate) use sessions::Sessions;
 use sessions::{CODE_LIFETIME, Credential};
@@ -47,7 +48,9 @@ pub(crate) fn routes() -> Router<Arc<Controller>> {
         .route("/ui/events", get(events))
         .route("/ui/deployments/{id}/{decision}", post(decide))
         .route("/ui/hosts", get(hosts_page))
-        .route("/ui/services/{service}", get(service_page))
+        .route("/ui/services/{service}", get(service::page))
+        .route("/ui/services/{service}/{env}/logs", get(service::logs))
+        .route("/ui/services/{service}/{env}/{action}", post(service::act))
         .route("/ui/hosts/{env}/{name}/{action}", post(host_action))
         .route("/ui/live.js", get(script))
         .route("/ui/style.css", get(style))
@@ -306,108 +309,6 @@ fn plain_name(s: &str) -> bool {
     (1..=253).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
-
-/// How many deployments of each environment a service page lists.
-const HISTORY_SHOWN: usize = 15;
-
-async fn service_page(
-    State(c): State<Arc<Controller>>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-) -> Response {
-    let Some((caller, viewer)) = viewer(&c, &headers) else {
-        return to_sign_in();
-    };
-    if !plain_name(&service) {
-        return problem(StatusCode::NOT_FOUND, "no such service");
-    }
-    let name = service.clone();
-    rendered(
-        &c,
-        StatusCode::OK,
-        move |c| service_sections(c, &caller, &name),
-        |sections| wharf_dashboard::service_page(&viewer, &service, &sections),
-    )
-    .await
-}
-
-/// A Unix time in milliseconds as the pages show it (UTC, to the second).
-fn shown_time(millis: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64);
-    humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .replace('T', " ")
-        .trim_end_matches('Z')
-        .to_owned()
-}
-
-/// The environments of `service` the caller may read, in pipeline order, each with its
-/// instances and history.
-fn service_sections(
-    c: &Controller,
-    caller: &Caller,
-    service: &str,
-) -> Result<Vec<wharf_dashboard::EnvSection>, ServerError> {
-    let query = crate::routes::StatusQuery {
-        env: None,
-        service: Some(service.to_owned()),
-    };
-    let report = crate::routes::status_report(c, caller, &query)?;
-    let pipeline = c
-        .definitions
-        .current()
-        .map(|current| current.definition.pipeline.clone())
-        .unwrap_or_default();
-    let mut sections = Vec::new();
-    for env in pipeline.iter().filter(|e| caller.may(e, Action::Read)) {
-        let status = report.services.iter().find(|s| &s.env == env);
-        let history: Vec<_> = c
-            .store
-            .history(service, env)?
-            .into_iter()
-            .take(HISTORY_SHOWN)
-            .map(|d| wharf_dashboard::HistoryRow {
-                id: d.id,
-                kind: d.kind.as_str().to_owned(),
-                version: d.version,
-                user: d.user,
-                at: shown_time(d.started_at),
-                state: d.state.as_str().replace('_', " "),
-                config_revision: d.config_revision,
-                approved_by: d.approved_by,
-                message: d.message,
-            })
-            .collect();
-        if status.is_none() && history.is_empty() {
-            continue;
-        }
-        sections.push(wharf_dashboard::EnvSection {
-            env: env.clone(),
-            address: status.and_then(|s| s.address.clone()),
-            warnings: status.map(|s| s.warnings.clone()).unwrap_or_default(),
-            instances: status
-                .map(|s| {
-                    s.instances
-                        .iter()
-                        .map(|i| wharf_dashboard::InstanceRow {
-                            node: i.node.clone(),
-                            instance: i.instance,
-                            version: i.version.clone(),
-                            state: i.state.as_str().to_owned(),
-                            health: i.health.as_str().to_owned(),
-                            restarts: i.restarts,
-                            cpu_millis: i.cpu_millis,
-                            memory_bytes: i.memory_bytes,
-                            port: i.port,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            history,
-        });
-    }
-    Ok(sections)
 }
 
 #[derive(Deserialize, Default)]

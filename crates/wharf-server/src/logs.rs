@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use futures_util::stream;
+use futures_util::{Stream, StreamExt, stream};
 
 /// One instance's log file and the prefix its lines get when several are shown.
+#[derive(Clone)]
 pub struct LogSource {
     pub prefix: String,
     pub path: PathBuf,
@@ -32,30 +33,35 @@ pub fn snapshot(sources: &[LogSource], lines: usize, since: Option<i64>) -> Stri
 
 /// The last lines, then whatever is appended, until the client goes away.
 pub fn follow(sources: Vec<LogSource>, lines: usize, since: Option<i64>) -> Body {
+    // From where the files end now, so the snapshot and what follows it overlap
+    // rather than leave a gap.
+    let rest = appended(sources.clone());
+    let first = snapshot(&sources, lines, since);
+    Body::from_stream(
+        stream::once(std::future::ready(first))
+            .chain(rest)
+            .map(Ok::<_, std::io::Error>),
+    )
+}
+
+/// What is appended to the sources from now on, a batch of whole lines at a time.
+pub fn appended(sources: Vec<LogSource>) -> impl Stream<Item = String> + Send {
     let offsets: Vec<u64> = sources
         .iter()
         .map(|s| std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0))
         .collect();
-    let first = snapshot(&sources, lines, since);
-    let state = (sources, offsets, Some(first));
-    Body::from_stream(stream::unfold(
-        state,
-        |(sources, mut offsets, first)| async move {
-            if let Some(first) = first {
-                return Some((Ok::<_, std::io::Error>(first), (sources, offsets, None)));
+    stream::unfold((sources, offsets), |(sources, mut offsets)| async move {
+        loop {
+            let mut out = String::new();
+            for (source, offset) in sources.iter().zip(offsets.iter_mut()) {
+                out.push_str(&read_new(source, offset));
             }
-            loop {
-                let mut out = String::new();
-                for (source, offset) in sources.iter().zip(offsets.iter_mut()) {
-                    out.push_str(&read_new(source, offset));
-                }
-                if !out.is_empty() {
-                    return Some((Ok(out), (sources, offsets, None)));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            if !out.is_empty() {
+                return Some((out, (sources, offsets)));
             }
-        },
-    ))
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }
 
 /// Reads what was appended since `offset`; starts over when the file was rotated.

@@ -453,7 +453,7 @@ where
     request_body = DeployRequest,
     responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
 )]
-async fn deploy(
+pub(crate) async fn deploy(
     State(c): Ctl,
     caller: Caller,
     Json(req): Json<DeployRequest>,
@@ -505,7 +505,7 @@ async fn deploy(
     request_body = RollbackRequest,
     responses((status = 200, description = "The operation's progress, one JSON event per line; the last is `finished`, or `error` when it could not run.", content_type = "application/x-ndjson", body = DeployEvent))
 )]
-async fn rollback(
+pub(crate) async fn rollback(
     State(c): Ctl,
     caller: Caller,
     Json(mut req): Json<RollbackRequest>,

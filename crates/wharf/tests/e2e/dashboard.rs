@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-const SHOP: &str = r#"
+pub(crate) const SHOP: &str = r#"
 services:
   web:
     build: ./web
@@ -21,7 +21,7 @@ environments:
 "#;
 
 /// The shop with production behind an approval.
-fn held() -> String {
+pub(crate) fn held() -> String {
     SHOP.replace(
         "production: { after: ci }",
         "production: { after: ci, approval: required }",
@@ -29,7 +29,7 @@ fn held() -> String {
 }
 
 /// The form token in a page (every signed-in page has the sign-out form).
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let (_, rest) = html
         .split_once(r#"name="csrf" value=""#)
         .unwrap_or_else(|| panic!("no form token in {html}"));
@@ -37,7 +37,7 @@ fn csrf_of(html: &str) -> String {
 }
 
 /// Signs `token` in over plain HTTP; the cookie to send.
-fn session_of(http: &reqwest::blocking::Client, url: &str, token: &str) -> String {
+pub(crate) fn session_of(http: &reqwest::blocking::Client, url: &str, token: &str) -> String {
     let signed = http
         .post(format!("{url}/ui/sign-in"))
         .form(&[("token", token)])
@@ -49,7 +49,7 @@ fn session_of(http: &reqwest::blocking::Client, url: &str, token: &str) -> Strin
 }
 
 /// An HTTP client that follows no redirect and keeps no cookie: the test reads both.
-fn plain() -> reqwest::blocking::Client {
+pub(crate) fn plain() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -58,7 +58,7 @@ fn plain() -> reqwest::blocking::Client {
 }
 
 /// The address `wharf ui` prints.
-fn sign_in_address(p: &mut Project) -> String {
+pub(crate) fn sign_in_address(p: &mut Project) -> String {
     let out = p.ok(&["ui"]);
     let address = stdout(&out).trim().to_owned();
     assert!(address.contains("/ui/sign-in?code="), "{}", text(&out));
@@ -236,7 +236,7 @@ fn a_token_signs_in_sees_only_its_environments_and_is_signed_out_when_revoked() 
 
 /// Whether Chromium and its WebDriver are here (scripts/test installs them as root);
 /// a test without them skips, saying why, except in CI.
-fn browser_ready() -> bool {
+pub(crate) fn browser_ready() -> bool {
     let here = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
         .iter()
         .all(|p| std::path::Path::new(p).exists());
@@ -256,13 +256,13 @@ fn browser_ready() -> bool {
 }
 
 /// chromedriver on a port of its own, stopped when dropped.
-struct WebDriver {
+pub(crate) struct WebDriver {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl WebDriver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -298,7 +298,7 @@ fn screenshot_path(name: &str) -> std::path::PathBuf {
 }
 
 /// A headless Chromium session through the chromedriver on `port`.
-async fn browser_session(port: u16) -> fantoccini::Client {
+pub(crate) async fn browser_session(port: u16) -> fantoccini::Client {
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
@@ -317,7 +317,7 @@ async fn browser_session(port: u16) -> fantoccini::Client {
         .expect("a WebDriver session")
 }
 
-async fn screenshot(client: &fantoccini::Client, name: &str) {
+pub(crate) async fn screenshot(client: &fantoccini::Client, name: &str) {
     let png = client.screenshot().await.unwrap();
     let path = screenshot_path(name);
     std::fs::write(&path, png).unwrap();
@@ -327,7 +327,7 @@ async fn screenshot(client: &fantoccini::Client, name: &str) {
     }
 }
 
-async fn cell_text(client: &fantoccini::Client, id: &str) -> String {
+pub(crate) async fn cell_text(client: &fantoccini::Client, id: &str) -> String {
     match client.find(fantoccini::Locator::Id(id)).await {
         Ok(cell) => cell.text().await.unwrap_or_default(),
         Err(_) => String::new(),

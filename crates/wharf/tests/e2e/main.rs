@@ -27,6 +27,7 @@ mod recovery;
 mod redis;
 mod registry;
 mod rollouts;
+mod service_page;
 mod shop;
 mod ssh;
 mod traffic;
