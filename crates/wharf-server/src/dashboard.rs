@@ -202,8 +202,24 @@ async fn rendered<T: Send + 'static>(
     render: impl FnOnce(T) -> String,
 ) -> Response {
     let controller = c.clone();
+    let begun = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || read(&controller)).await {
-        Ok(Ok(state)) => html(status, render(state)),
+        Ok(Ok(state)) => {
+            let read = begun.elapsed();
+            let page = render(state);
+            let mut response = html(status, page);
+            // How long the page took, for the browser's developer tools and the
+            // benchmark (`cargo bench -p wharf --bench dashboard`).
+            let timing = format!(
+                "read;dur={:.2}, render;dur={:.2}",
+                read.as_secs_f64() * 1000.0,
+                (begun.elapsed() - read).as_secs_f64() * 1000.0
+            );
+            if let Ok(value) = HeaderValue::from_str(&timing) {
+                response.headers_mut().insert("server-timing", value);
+            }
+            response
+        }
         Ok(Err(e)) => problem(e.status, &e.message),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

@@ -160,8 +160,9 @@ fn a_version_is_deployed_from_the_page_and_its_logs_grow_live_in_a_real_browser(
     let base = p.controller_url();
     let driver = WebDriver::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // One browser session throughout: the sign-in address works once.
+    let client = runtime.block_on(browser_session(driver.port));
     runtime.block_on(async {
-        let client = browser_session(driver.port).await;
         client.goto(&address).await.unwrap();
         client
             .goto(&format!("{base}/ui/services/web"))
@@ -181,7 +182,16 @@ fn a_version_is_deployed_from_the_page_and_its_logs_grow_live_in_a_real_browser(
             .click()
             .await
             .unwrap();
-        let source = client.source().await.unwrap();
+        // The page answers once the deploy is under way (or refused).
+        let clicked = Instant::now();
+        let mut source = String::new();
+        while clicked.elapsed() < Duration::from_secs(15) {
+            source = client.source().await.unwrap_or_default();
+            if source.contains("deploying to ci") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert!(source.contains("deploying to ci"), "{source}");
         screenshot(&client, "dashboard-service-deploy").await;
     });
@@ -197,8 +207,6 @@ fn a_version_is_deployed_from_the_page_and_its_logs_grow_live_in_a_real_browser(
     // The page, loaded once, shows a request's log line as the instance writes it.
     let port = p.address_port("web", "ci");
     runtime.block_on(async {
-        let client = browser_session(driver.port).await;
-        client.goto(&address).await.unwrap();
         client
             .goto(&format!("{base}/ui/services/web"))
             .await
@@ -218,7 +226,8 @@ fn a_version_is_deployed_from_the_page_and_its_logs_grow_live_in_a_real_browser(
         let mut seen = false;
         while asked.elapsed() < Duration::from_secs(10) {
             // Asked again until the stream is open and the line arrives.
-            let _ = get(port, &marker);
+            let asking = marker.clone();
+            let _ = tokio::task::spawn_blocking(move || get(port, &asking)).await;
             if log_text().await.contains(&marker) {
                 seen = true;
                 break;
@@ -232,6 +241,6 @@ fn a_version_is_deployed_from_the_page_and_its_logs_grow_live_in_a_real_browser(
             .unwrap();
         assert_eq!(mark, serde_json::json!("this load"), "without a reload");
         screenshot(&client, "dashboard-service-logs").await;
-        client.close().await.unwrap();
     });
+    runtime.block_on(client.close()).unwrap();
 }
