@@ -14,7 +14,6 @@ use wharf_api::*;
 
 use crate::Controller;
 use crate::auth::{Action, Caller};
-use crate::config_service::differing_keys;
 use crate::error::ServerError;
 use crate::extract::{Json, Path, Query};
 use crate::routes::{Audited, acting_user, authorize, outcome, stream_operation};
@@ -412,30 +411,4 @@ async fn runtime_config(
         }
     }
     Ok(response)
-}
-
-impl Controller {
-    /// How many configuration keys of a service differ from the previous environment
-    /// of the pipeline (secrets compared by value, never shown).
-    pub fn drift(&self, service: &str, env: &str) -> Result<Option<Drift>, ServerError> {
-        let Some(current) = self.executor.current_deployment(service, env)? else {
-            return Ok(None);
-        };
-        let spec = crate::config_service::spec_of(&current)?;
-        let Some(previous) = spec.previous_env else {
-            return Ok(None);
-        };
-        let (Some(here), Some(there)) = (
-            self.config.effective_config(service, env)?,
-            self.config.effective_config(service, &previous)?,
-        ) else {
-            return Ok(None);
-        };
-        let keys =
-            differing_keys(&here.0, &there.0).len() + differing_keys(&here.1, &there.1).len();
-        Ok(Some(Drift {
-            previous_env: previous,
-            keys,
-        }))
-    }
 }

@@ -412,6 +412,16 @@ impl ConfigService {
             return Ok(None);
         };
         let spec = spec_of(&current)?;
+        self.effective_of(service, env, &spec).map(Some)
+    }
+
+    /// [`Self::effective_config`] for the spec of the deployment running there.
+    pub fn effective_of(
+        &self,
+        service: &str,
+        env: &str,
+        spec: &DeploySpec,
+    ) -> Result<Effective, ServerError> {
         let declared = spec
             .slots
             .first()
@@ -423,10 +433,7 @@ impl ConfigService {
             .into_iter()
             .map(|(k, v, _)| (k, v))
             .collect();
-        Ok(Some((
-            wharf_core::config::layer(&declared, &overrides),
-            secrets,
-        )))
+        Ok((wharf_core::config::layer(&declared, &overrides), secrets))
     }
 }
 
@@ -439,6 +446,12 @@ pub fn running_deployment(
     with_rollout: bool,
 ) -> Result<Option<DeploymentRecord>, ServerError> {
     let history = store.history(service, env)?;
+    let id = running_in(&history, with_rollout).map(|d| d.id);
+    Ok(history.into_iter().find(|d| Some(d.id) == id))
+}
+
+/// [`running_deployment`] over a history already read.
+pub fn running_in(history: &[DeploymentRecord], with_rollout: bool) -> Option<&DeploymentRecord> {
     let facts: Vec<DeploymentFacts> = history
         .iter()
         .map(|d| DeploymentFacts {
@@ -448,10 +461,8 @@ pub fn running_deployment(
             started_at: d.started_at,
         })
         .collect();
-    let Some(chosen) = running_now(&facts, with_rollout) else {
-        return Ok(None);
-    };
-    Ok(history.into_iter().find(|d| d.id == chosen.id))
+    let chosen = running_now(&facts, with_rollout)?;
+    history.iter().find(|d| d.id == chosen.id)
 }
 
 /// How many keys differ between two configurations (a key missing on one side counts).

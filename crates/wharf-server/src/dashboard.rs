@@ -625,7 +625,7 @@ pub(crate) async fn new_sign_in_code(
 /// The matrix `caller` may see: the environments it may read, in pipeline order, and
 /// every service of the definition or running there.
 pub(crate) fn matrix(c: &Controller, caller: &Caller) -> Result<Matrix, ServerError> {
-    let report = crate::routes::status_report(c, caller, &crate::routes::StatusQuery::default())?;
+    let report = crate::status::status_report(c, caller, &crate::routes::StatusQuery::default())?;
     let (environments, mut services) = match c.definitions.current() {
         Ok(current) => {
             let def = &current.definition;

@@ -4,6 +4,7 @@
 //! as a numbered revision. Every deploy spec, pipeline rule and approval rule is derived
 //! from the stored revision, never from what a caller sends.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -35,6 +36,20 @@ pub struct Current {
     pub revision: i64,
     pub digest: String,
     pub definition: Definition,
+    /// Specs made from this revision, each once: a revision never changes, and a
+    /// status report needs every service's spec in every environment.
+    specs: Mutex<HashMap<(String, String), Arc<DeploySpec>>>,
+}
+
+impl Current {
+    fn new(revision: i64, digest: String, definition: Definition) -> Self {
+        Self {
+            revision,
+            digest,
+            definition,
+            specs: Mutex::default(),
+        }
+    }
 }
 
 /// The controller's definition: its stored revisions, the current one parsed once
@@ -262,22 +277,41 @@ impl Definitions {
             }
         }
         add_recorded_hosts(&mut definition, &record.ssh_hosts);
-        let current = Arc::new(Current {
-            revision: record.revision,
-            digest: record.digest,
-            definition,
-        });
+        let current = Arc::new(Current::new(record.revision, record.digest, definition));
         self.set(current.clone());
         Ok(current)
     }
 
     /// How `service` runs in `env`, from the stored definition.
     pub fn spec_for(&self, service: &str, env: &str) -> Result<DeploySpec, ServerError> {
+        self.spec_shared(service, env).map(|spec| (*spec).clone())
+    }
+
+    /// The same, shared: made once per revision.
+    pub fn spec_shared(&self, service: &str, env: &str) -> Result<Arc<DeploySpec>, ServerError> {
         let current = self.current()?;
+        let key = (service.to_owned(), env.to_owned());
+        let made = current
+            .specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(spec) = made {
+            return Ok(spec);
+        }
+        let spec = Arc::new(
+            current
+                .definition
+                .deploy_spec(service, env)
+                .map_err(spec_error)?,
+        );
         current
-            .definition
-            .deploy_spec(service, env)
-            .map_err(spec_error)
+            .specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, spec.clone());
+        Ok(spec)
     }
 
     /// Stores the current revision again with `service` scaled to `count` in `env`, as
@@ -329,11 +363,11 @@ impl Definitions {
         record.at = now_millis();
         record.message = message;
         let stored = self.store.put_definition(&record)?;
-        self.set(Arc::new(Current {
-            revision: stored.revision,
-            digest: stored.digest.clone(),
+        self.set(Arc::new(Current::new(
+            stored.revision,
+            stored.digest.clone(),
             definition,
-        }));
+        )));
         Ok(revision_view(&stored))
     }
 
@@ -551,11 +585,7 @@ impl Definitions {
             Some((record, id)) => (record, Some(id)),
             None => {
                 let record = self.store.put_definition(&record)?;
-                self.set(Arc::new(Current {
-                    revision: record.revision,
-                    digest,
-                    definition,
-                }));
+                self.set(Arc::new(Current::new(record.revision, digest, definition)));
                 (record, None)
             }
         };

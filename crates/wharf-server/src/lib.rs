@@ -34,6 +34,7 @@ mod render;
 mod rollouts;
 mod routes;
 mod sink;
+mod status;
 mod traffic;
 mod wire;
 
@@ -80,6 +81,8 @@ pub struct Controller {
     pub(crate) compare_limit: rate::RateLimit,
     /// The dashboard's sessions and one-time sign-in codes (`wharf ui`).
     pub(crate) ui_sessions: dashboard::Sessions,
+    /// The specs of succeeded deployments, parsed once (status reports read them).
+    pub(crate) running_specs: status::SpecCache,
 }
 
 /// The master keyring, shared by everything that uses it.
@@ -366,6 +369,7 @@ pub async fn run(
             std::time::Duration::from_secs(60),
         ),
         ui_sessions: Default::default(),
+        running_specs: Default::default(),
     });
     tokio::spawn(hosts::watch_heartbeats(
         controller.clone(),

@@ -1,6 +1,5 @@
 //! The HTTP API (`/v1/...`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -770,168 +769,7 @@ async fn status(
     caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
-    status_report(&c, &caller, &q).map(Json)
-}
-
-/// What `wharf status` shows (and the dashboard's matrix is made of): each service of
-/// each environment the caller may read, or of the ones `q` names.
-pub(crate) fn status_report(
-    c: &Controller,
-    caller: &Caller,
-    q: &StatusQuery,
-) -> Result<StatusReport, ServerError> {
-    if let Some(env) = &q.env {
-        caller.require(env, Action::Read)?;
-    }
-    c.definitions
-        .check_names(q.service.as_deref(), q.env.as_deref())?;
-    // Without `--env`, the environments the caller may read.
-    let instances: Vec<_> = c
-        .store
-        .instances(q.env.as_deref(), q.service.as_deref())?
-        .into_iter()
-        .filter(|i| caller.may(&i.env, Action::Read))
-        .collect();
-    let mut grouped: BTreeMap<(String, String), Vec<InstanceRecord>> = BTreeMap::new();
-    for i in instances {
-        grouped
-            .entry((i.env.clone(), i.service.clone()))
-            .or_default()
-            .push(crate::wire::instance(i));
-    }
-    // A service whose every instance is gone is listed too, while it should run.
-    if let Ok(current) = c.definitions.current() {
-        for (env, environment) in &current.definition.environments {
-            if q.env.as_ref().is_some_and(|e| e != env) || !caller.may(env, Action::Read) {
-                continue;
-            }
-            for service in environment.service_names() {
-                let key = (env.clone(), service.to_owned());
-                let wanted = q.service.as_deref().is_none_or(|s| s == service);
-                if wanted
-                    && !grouped.contains_key(&key)
-                    && c.executor.current_deployment(service, env)?.is_some()
-                {
-                    grouped.insert(key, Vec::new());
-                }
-            }
-        }
-    }
-    let services = grouped
-        .into_iter()
-        .map(|((env, service), instances)| {
-            let versions = distinct(instances.iter().map(|i| i.version.clone()));
-            let digests = distinct(instances.iter().map(|i| i.digest.clone()));
-            let drift = c.drift(&service, &env).unwrap_or(None);
-            let spec = c.definitions.spec_for(&service, &env).ok();
-            let desired = spec.as_ref().map(|spec| spec.slots.len());
-            let address = spec.filter(|s| s.port.is_some()).and_then(|s| {
-                let port = match s.address_port {
-                    Some(port) => Some(port),
-                    None => c
-                        .store
-                        .assigned_port(&env, &service, crate::render::ADDRESS_NODE, 0)
-                        .ok()
-                        .flatten(),
-                };
-                let scheme = if s.tcp { "tcp" } else { "http" };
-                port.map(|p| format!("{scheme}://127.0.0.1:{p}"))
-            });
-            let interrupted = c
-                .store
-                .history(&service, &env)
-                .ok()
-                .and_then(|h| latest_interruption(&h));
-            let mut warnings = status_warnings(&instances, &versions, desired);
-            if let Some(i) = interrupted.as_ref().filter(|i| i.resolved_by.is_none()) {
-                warnings.push(format!(
-                    "deploy #{} was interrupted; the controller is rolling it back (or resuming it) now",
-                    i.deployment
-                ));
-            }
-            ServiceStatus {
-                env,
-                service,
-                versions,
-                digests,
-                instances,
-                drift,
-                desired,
-                warnings,
-                interrupted,
-                address,
-            }
-        })
-        .collect();
-    Ok(StatusReport {
-        services,
-        now: now_millis(),
-    })
-}
-
-/// Each value once, in the order first seen.
-fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
-    let mut seen = Vec::new();
-    for v in values {
-        if !seen.contains(&v) {
-            seen.push(v);
-        }
-    }
-    seen
-}
-
-/// The service's latest deploy, when a crash interrupted it: only the deployment that
-/// resolved it may have run since (`history` is newest first).
-fn latest_interruption(
-    history: &[wharf_store::DeploymentRecord],
-) -> Option<wharf_api::Interruption> {
-    let position = history
-        .iter()
-        .position(|d| d.state == wharf_core::lifecycle::DeploymentState::Interrupted)?;
-    let d = &history[position];
-    let only_its_resolution = history[..position]
-        .iter()
-        .all(|newer| Some(newer.id) == d.resolved_by);
-    only_its_resolution.then(|| wharf_api::Interruption {
-        deployment: d.id,
-        resolved_by: d.resolved_by,
-        message: d.message.clone(),
-    })
-}
-
-/// What keeps a service from being converged, in words a user acts on.
-fn status_warnings(
-    instances: &[wharf_api::InstanceRecord],
-    versions: &[String],
-    desired: Option<usize>,
-) -> Vec<String> {
-    let mut warnings = Vec::new();
-    match desired {
-        Some(want) if instances.len() < want => warnings.push(format!(
-            "{} of {want} instances run; the controller starts the missing ones again (see `wharf history`)",
-            instances.len()
-        )),
-        Some(want) if instances.len() > want => warnings.push(format!(
-            "{} instances run where the definition asks for {want}",
-            instances.len()
-        )),
-        _ => {}
-    }
-    if versions.len() > 1 {
-        warnings.push(format!(
-            "runs {} versions at once ({}): a deploy is in progress or was interrupted",
-            versions.len(),
-            versions.join(", ")
-        ));
-    }
-    let unhealthy = instances
-        .iter()
-        .filter(|i| i.health == wharf_core::lifecycle::Health::Unhealthy)
-        .count();
-    if unhealthy > 0 {
-        warnings.push(format!("{unhealthy} instance(s) fail their health check"));
-    }
-    warnings
+    crate::status::status_report(&c, &caller, &q).map(Json)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -956,7 +794,7 @@ async fn history(
     caller.require(&q.env, Action::Read)?;
     c.definitions.check_names(Some(&q.service), Some(&q.env))?;
     Ok(Json(crate::wire::all(
-        c.store.history(&q.service, &q.env)?,
+        c.store.history_brief(&q.service, &q.env)?,
         crate::wire::deployment,
     )))
 }

@@ -94,6 +94,9 @@ pub trait Store: Send + Sync {
     fn deployment(&self, id: i64) -> Result<Option<DeploymentRecord>>;
     /// Deployments of a service in an environment, newest first.
     fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>>;
+    /// The same without each deployment's spec (`null`), which is most of a row: what
+    /// listings and status reports need, read at a fraction of the cost.
+    fn history_brief(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>>;
     /// Marks every in-progress deployment interrupted (at controller start); returns them.
     fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>>;
     /// Interrupted deployments not yet resolved (rolled back or resumed), oldest first.

@@ -65,6 +65,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Statements are parsed once and kept: a status report runs hundreds of reads.
+        conn.set_prepared_statement_cache_capacity(64);
         let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if applied > MIGRATIONS.len() {
             return Err(StoreError::Corrupt(format!(
@@ -212,7 +214,7 @@ impl Store for SqliteStore {
 
     fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT service, version, digest, size, created_at FROM artifacts
              WHERE ?1 IS NULL OR service = ?1 ORDER BY service, created_at, version",
         )?;
@@ -300,7 +302,18 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC"
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![service, env], deployment_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn history_brief(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
+        let conn = self.conn();
+        let columns = DEPLOYMENT_COLUMNS.replace(", spec,", ", 'null' AS spec,");
+        let sql = format!(
+            "SELECT {columns} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![service, env], deployment_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -312,7 +325,7 @@ impl Store for SqliteStore {
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'in_progress' AND {NOT_ROLLING_OUT}"
         );
         let unfinished: Vec<DeploymentRecord> = {
-            let mut stmt = tx.prepare(&sql)?;
+            let mut stmt = tx.prepare_cached(&sql)?;
             let rows = stmt.query_map([], deployment_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         };
@@ -329,7 +342,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'interrupted' AND resolved_by IS NULL ORDER BY id"
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], deployment_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -410,7 +423,7 @@ impl Store for SqliteStore {
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE (?1 IS NULL OR env = ?1) AND (?2 IS NULL OR service = ?2)
              ORDER BY env, service, instance, node"
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![env, service], instance_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -502,7 +515,7 @@ impl Store for SqliteStore {
 
     fn join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, env, expires_at, uses_left, created_at, created_by FROM join_tokens ORDER BY created_at")?;
+        let mut stmt = conn.prepare_cached("SELECT id, env, expires_at, uses_left, created_at, created_by FROM join_tokens ORDER BY created_at")?;
         let rows = stmt.query_map([], |r| {
             Ok(JoinTokenRecord {
                 id: r.get(0)?,
@@ -552,7 +565,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {HOST_COLUMNS} FROM hosts WHERE ?1 IS NULL OR env = ?1 ORDER BY env, name"
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![env], host_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -682,7 +695,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE state = 'pending_approval' ORDER BY id"
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], deployment_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -775,7 +788,7 @@ impl Store for SqliteStore {
 
     fn definitions(&self) -> Result<Vec<DefinitionRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT revision, digest, path, source, user, at, message, state, files, scale, ssh_hosts FROM definitions
              ORDER BY revision DESC",
         )?;
@@ -804,7 +817,7 @@ impl Store for SqliteStore {
 
     fn config_revisions(&self, service: &str, env: &str) -> Result<Vec<ConfigRevision>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT service, env, revision, vals, user, at, message, state FROM config_revisions
              WHERE service = ?1 AND env = ?2 ORDER BY revision DESC",
         )?;
@@ -837,7 +850,7 @@ impl Store for SqliteStore {
             "SELECT {SECRET_COLUMNS} FROM secrets WHERE (?1 IS NULL OR (service = ?1 AND env = ?2))
              ORDER BY service, env, key"
         );
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let (service, env) = scope.unzip();
         let rows = stmt.query_map(params![service, env], secret_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -887,7 +900,7 @@ impl Store for SqliteStore {
 
     fn api_tokens(&self) -> Result<Vec<ApiTokenRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, name, secret_hash, scopes, created_at, created_by, revoked_at
              FROM api_tokens ORDER BY created_at, id",
         )?;
@@ -914,7 +927,7 @@ impl Store for SqliteStore {
 
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, at, actor, action, target, outcome FROM audit ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit as i64], |r| {
@@ -961,7 +974,7 @@ impl Store for SqliteStore {
     fn rollouts_in(&self, phases: &[&str]) -> Result<Vec<RolloutRecord>> {
         let conn = self.conn();
         let sql = format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY deployment_id");
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows: Vec<Result<RolloutRecord>> = stmt
             .query_map([], rollout_row)?
             .collect::<rusqlite::Result<_>>()?;
@@ -1026,7 +1039,7 @@ impl Store for SqliteStore {
 
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT plan FROM assignments WHERE host_id = ?1 ORDER BY env, service, instance",
         )?;
         let rows = stmt.query_map(params![host_id], |r| r.get::<_, String>(0))?;
@@ -1673,6 +1686,30 @@ mod tests {
             .finish_deployment(id, DeploymentState::Succeeded, "", 2000)
             .unwrap();
         store.begin_deployment(&deployment("bob")).unwrap();
+    }
+
+    #[test]
+    fn a_brief_history_is_the_history_without_specs() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut first = deployment("alice");
+        first.spec = serde_json::json!({ "slots": [1, 2, 3] });
+        let id = store.begin_deployment(&first).unwrap();
+        store
+            .finish_deployment(id, DeploymentState::Succeeded, "ok", 2000)
+            .unwrap();
+        store.begin_deployment(&deployment("bob")).unwrap();
+        let full = store.history("catalog", "ci").unwrap();
+        let brief = store.history_brief("catalog", "ci").unwrap();
+        assert_eq!(full.len(), 2);
+        assert_eq!(full[1].spec["slots"][2], 3);
+        for (f, b) in full.iter().zip(&brief) {
+            assert_eq!(b.spec, serde_json::Value::Null);
+            let without_spec = DeploymentRecord {
+                spec: serde_json::Value::Null,
+                ..f.clone()
+            };
+            assert_eq!(*b, without_spec);
+        }
     }
 
     fn token(id: &str, expires_at: i64, uses: u32) -> JoinTokenRecord {

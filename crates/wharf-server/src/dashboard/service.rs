@@ -121,7 +121,7 @@ fn sections(
         env: None,
         service: Some(service.to_owned()),
     };
-    let report = crate::routes::status_report(c, caller, &query)?;
+    let report = crate::status::status_report(c, caller, &query)?;
     let pipeline = c
         .definitions
         .current()
@@ -139,7 +139,7 @@ fn sections(
     let mut sections = Vec::new();
     for env in pipeline.iter().filter(|e| caller.may(e, Action::Read)) {
         let status = report.services.iter().find(|s| &s.env == env);
-        let history = c.store.history(service, env)?;
+        let history = c.store.history_brief(service, env)?;
         if status.is_none() && history.is_empty() {
             continue;
         }
@@ -199,9 +199,9 @@ fn sections(
                 versions: versions.clone(),
                 promote_from: c
                     .definitions
-                    .spec_for(service, env)
+                    .spec_shared(service, env)
                     .ok()
-                    .and_then(|spec| spec.previous_env),
+                    .and_then(|spec| spec.previous_env.clone()),
                 can_roll_back: succeeded > 1,
             },
             rollout: rollout.map(|r| wharf_dashboard::RolloutRow {
