@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -178,7 +177,7 @@ async fn set_secret(
     caller: Caller,
     Path((env, service, key)): Path<(String, String, String)>,
     Query(q): Query<SecretQuery>,
-    value: Bytes,
+    crate::extract::Bytes(value): crate::extract::Bytes,
 ) -> Result<StatusCode, ServerError> {
     let target = format!("{service} in {env}: {key}");
     authorize(&c, &caller, &env, Action::Secret, "secret set", &target)?;

@@ -2,7 +2,7 @@
 //! (`{"error": ..., "hint": ...}`) instead of axum's plain text, so that every answer of
 //! the API is what its OpenAPI document says.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -39,6 +39,20 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 fn refused(e: &JsonRejection) -> ServerError {
     ServerError::new(e.status(), e.body_text()).hint(DESCRIBED)
+}
+
+/// A raw body (an artifact, a secret's value).
+pub struct Bytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Bytes {
+    type Rejection = ServerError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ServerError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Bytes)
+            .map_err(|e: BytesRejection| ServerError::new(e.status(), e.body_text()))
+    }
 }
 
 /// The query string's parameters.

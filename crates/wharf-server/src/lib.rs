@@ -565,8 +565,6 @@ fn owner_only(state_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Identifies the running executable: its version, size and modification time. Two
-/// processes of the same wharf build agree on it.
 /// The API's OpenAPI 3.1 document, as `GET /v1/openapi.json` serves it (and
 /// `docs/openapi.json` holds it).
 pub fn openapi_json() -> String {
@@ -574,6 +572,8 @@ pub fn openapi_json() -> String {
     serde_json::to_string_pretty(&document).unwrap_or_default()
 }
 
+/// Identifies the running executable: its version, size and modification time. Two
+/// processes of the same wharf build agree on it.
 pub fn build_id() -> String {
     let identity = std::env::current_exe()
         .and_then(std::fs::metadata)

@@ -227,7 +227,7 @@ async fn upload_artifact(
     caller: Caller,
     Query(q): Query<ArtifactQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::Bytes(body): crate::extract::Bytes,
 ) -> Result<Response, ServerError> {
     let (Some(service), Some(version)) = (q.service, q.version) else {
         return Err(ServerError::bad_request(

@@ -52,10 +52,7 @@ pub(crate) fn status_report(
             for service in environment.service_names() {
                 let key = (env.clone(), service.to_owned());
                 let wanted = q.service.as_deref().is_none_or(|s| s == service);
-                if wanted
-                    && !grouped.contains_key(&key)
-                    && reader.running_spec(service, env)?.is_some()
-                {
+                if wanted && !grouped.contains_key(&key) && reader.runs(service, env)? {
                     grouped.insert(key, Vec::new());
                 }
             }
@@ -186,7 +183,13 @@ impl<'a> Reader<'a> {
         Ok(history)
     }
 
-    /// The spec of the deployment running now (`wharf_core::decide::running_now`).
+    /// Whether a deployment runs there now (`wharf_core::decide::running_now`).
+    fn runs(&mut self, service: &str, env: &str) -> Result<bool, ServerError> {
+        let history = self.history(service, env)?;
+        Ok(crate::config_service::running_in(&history, false).is_some())
+    }
+
+    /// The spec of the deployment running now.
     fn running_spec(
         &mut self,
         service: &str,

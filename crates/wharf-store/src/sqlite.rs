@@ -1701,6 +1701,7 @@ mod tests {
         let full = store.history("catalog", "ci").unwrap();
         let brief = store.history_brief("catalog", "ci").unwrap();
         assert_eq!(full.len(), 2);
+        assert_eq!(brief.len(), full.len());
         assert_eq!(full[1].spec["slots"][2], 3);
         for (f, b) in full.iter().zip(&brief) {
             assert_eq!(b.spec, serde_json::Value::Null);

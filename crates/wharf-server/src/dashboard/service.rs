@@ -33,6 +33,8 @@ const HISTORY_SHOWN: usize = 15;
 /// How many configuration revisions, and registered versions, it lists.
 const REVISIONS_SHOWN: usize = 20;
 const VERSIONS_SHOWN: usize = 30;
+/// How often a log stream with nothing new checks its session again.
+const RECHECK: Duration = Duration::from_secs(15);
 /// The log lines a page starts with, per environment.
 const LOG_LINES: usize = 50;
 
@@ -50,6 +52,9 @@ fn notice_of(done: &Done) -> Option<String> {
         "promote" => format!("promoting to {env}: the instances below follow"),
         "rollback" => format!("rolling back in {env}: the instances below follow"),
         "rollout-promote" => format!("the rollout in {env} moved on"),
+        "held" => format!(
+            "the deploy to {env} waits for approval: someone else with the approve grant approves it here or with `wharf approve`"
+        ),
         "rollout-abort" => {
             format!("the rollout in {env} was aborted: the stable version takes every request")
         }
@@ -155,19 +160,10 @@ fn sections(
             .map(|i| ((i.node.clone(), i.instance), i.counts.requests))
             .collect();
         let instances = status.map(|s| s.instances.as_slice()).unwrap_or_default();
-        let share = |version: &str| {
+        let deployments: Vec<i64> = instances.iter().map(|i| i.deployment_id).collect();
+        let share = |deployment: i64| {
             let r = rollout.as_ref()?;
-            let new = version == r.version;
-            let alike = instances
-                .iter()
-                .filter(|i| (i.version == r.version) == new)
-                .count();
-            let percent = if new {
-                r.weight
-            } else {
-                100 - r.weight.min(100)
-            };
-            u8::try_from(usize::from(percent) / alike.max(1)).ok()
+            traffic_share(&deployments, r.deployment, r.weight, deployment)
         };
         let succeeded = history
             .iter()
@@ -189,7 +185,7 @@ fn sections(
                     cpu_millis: i.cpu_millis,
                     memory_bytes: i.memory_bytes,
                     port: i.port,
-                    share: share(&i.version),
+                    share: share(i.deployment_id),
                     requests: requests.get(&(i.node.clone(), i.instance)).copied(),
                 })
                 .collect(),
@@ -244,9 +240,31 @@ fn sections(
     Ok(sections)
 }
 
+/// The percent of a service's requests one instance gets during a rollout: the new
+/// set (instances of the rollout's deployment; the same version may be rolled out
+/// again with another configuration) shares `weight`, the stable set the rest.
+fn traffic_share(
+    deployments: &[i64],
+    rollout_deployment: i64,
+    weight: u8,
+    instance_deployment: i64,
+) -> Option<u8> {
+    let new = instance_deployment == rollout_deployment;
+    let alike = deployments
+        .iter()
+        .filter(|d| (**d == rollout_deployment) == new)
+        .count();
+    let percent = if new {
+        weight.min(100)
+    } else {
+        100 - weight.min(100)
+    };
+    u8::try_from((usize::from(percent) + alike / 2) / alike.max(1)).ok()
+}
+
 /// The configuration revisions, newest first, each with what it changed from the
-/// revision in force before it. A held revision stays invisible until it is approved,
-/// as in the API.
+/// revision in force before it. A held revision stays off the page until it is
+/// approved (the matrix and drift ignore it too); `wharf config history` lists it.
 fn config_rows(
     c: &Controller,
     service: &str,
@@ -359,8 +377,16 @@ pub(super) async fn logs(
                 .data(text.trim_end_matches('\n')),
         )
     };
-    let lines = futures_util::stream::once(std::future::ready(event("reset", first)))
-        .chain(rest.map(move |text| event("log", text)))
+    // A quiet log still has its session checked now and then (a tick, sent as nothing).
+    let ticks = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(RECHECK).await;
+        Some((None, ()))
+    });
+    let lines = futures_util::stream::once(std::future::ready(Some(event("reset", first))))
+        .chain(futures_util::stream::select(
+            rest.map(move |text| Some(event("log", text))),
+            ticks,
+        ))
         .then(move |event| {
             let check = still_allowed.clone();
             async move {
@@ -369,7 +395,7 @@ pub(super) async fn logs(
             }
         })
         .take_while(|(allowed, _)| std::future::ready(*allowed))
-        .map(|(_, event)| event);
+        .filter_map(|(_, event)| std::future::ready(event));
     let mut response = Sse::new(lines)
         .keep_alive(KeepAlive::default())
         .into_response();
@@ -424,6 +450,12 @@ pub(super) async fn act(
             followed(crate::routes::deploy(state, as_api, Json(request)).await).await
         }
         "promote" => {
+            let target = format!("{service} to {env}");
+            if let Err(e) =
+                crate::routes::authorize(&c, &caller, &env, Action::Deploy, "promote", &target)
+            {
+                return page_with(&c, caller, &viewer, &service, e.status, Some(&e.message)).await;
+            }
             let from = c
                 .definitions
                 .spec_for(&service, &env)
@@ -465,22 +497,34 @@ pub(super) async fn act(
             } else {
                 crate::api_rollouts::abort(state, as_api, Json(request)).await
             };
-            answer.map(|_| ())
+            answer.map(|_| Outcome::UnderWay)
         }
         _ => return problem(StatusCode::NOT_FOUND, "no such action"),
     };
     match result {
-        Ok(()) => {
-            Redirect::to(&format!("/ui/services/{service}?did={action}&env={env}")).into_response()
+        Ok(outcome) => {
+            let did = match outcome {
+                Outcome::Held => "held",
+                Outcome::UnderWay => action.as_str(),
+            };
+            Redirect::to(&format!("/ui/services/{service}?did={did}&env={env}")).into_response()
         }
         Err(e) => page_with(&c, caller, &viewer, &service, e.status, Some(&e.message)).await,
     }
 }
 
+/// What became of an operation the page started.
+enum Outcome {
+    /// It runs (or ran); the page follows it in its rows.
+    UnderWay,
+    /// It waits for an approval.
+    Held,
+}
+
 /// Follows an operation's event stream for a moment: a refusal or a failure that
 /// comes at once is the page's to show; an operation still under way goes on in the
 /// controller, and the page follows it in its rows.
-async fn followed(answer: Result<Response, ServerError>) -> Result<(), ServerError> {
+async fn followed(answer: Result<Response, ServerError>) -> Result<Outcome, ServerError> {
     let mut body = answer?.into_body().into_data_stream();
     let mut pending = Vec::new();
     let deadline = tokio::time::Instant::now() + DECISION_WAIT;
@@ -512,10 +556,35 @@ async fn followed(answer: Result<Response, ServerError>) -> Result<(), ServerErr
                         format!("{}: {message}", state.as_str().replace('_', " ")),
                     ));
                 }
-                Ok(DeployEvent::Finished { .. }) => return Ok(()),
+                Ok(DeployEvent::Finished {
+                    state: DeploymentState::PendingApproval,
+                    ..
+                }) => return Ok(Outcome::Held),
+                Ok(DeployEvent::Finished { .. }) => return Ok(Outcome::UnderWay),
                 _ => {}
             }
         }
     }
-    Ok(())
+    Ok(Outcome::UnderWay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traffic_share;
+
+    #[test]
+    fn the_new_set_shares_the_weight_and_the_stable_set_the_rest() {
+        // Deployment 7 rolls out beside two instances of deployment 5.
+        let running = [5, 5, 7];
+        assert_eq!(traffic_share(&running, 7, 20, 7), Some(20));
+        assert_eq!(traffic_share(&running, 7, 20, 5), Some(40));
+        // The same version again with another configuration: told apart by deployment.
+        let again = [7, 8, 8];
+        assert_eq!(traffic_share(&again, 8, 50, 8), Some(25));
+        assert_eq!(traffic_share(&again, 8, 50, 7), Some(50));
+        // Rounded, not truncated; never past 100.
+        assert_eq!(traffic_share(&[1, 1, 1, 2], 2, 25, 1), Some(25));
+        assert_eq!(traffic_share(&[2, 2, 2], 2, 80, 2), Some(27));
+        assert_eq!(traffic_share(&[2], 2, 200, 2), Some(100));
+    }
 }

@@ -507,8 +507,12 @@ fn a_held_promotion_is_approved_from_the_page_and_only_by_who_may() {
             .click()
             .await
             .unwrap();
+        // The sign-in answers with the matrix once the form was posted (a click does not
+        // wait for the page it leads to).
         let button = client
-            .find(fantoccini::Locator::XPath(&format!(
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(fantoccini::Locator::XPath(&format!(
                 "//button[text()='Approve #{id}']"
             )))
             .await

@@ -39,4 +39,8 @@ def deploy_events(ctx, response):
     last = events[-1].get("event")
     if last not in ("finished", "error"):
         raise ValueError(f"the stream ends with `{last}`, not `finished` or `error`")
+    # An operation that could not run says so in its last event, with the status the
+    # same error would have had as an answer: a 5xx there is a server error too.
+    if last == "error" and int(events[-1].get("status", 400)) >= 500:
+        raise ValueError(f"the operation failed inside the server: {events[-1]}")
     return events[-1]

@@ -169,7 +169,9 @@ fn a_version_is_deployed_from_the_page_and_its_logs_grow_live_in_a_real_browser(
             .await
             .unwrap();
         let select = client
-            .find(fantoccini::Locator::Id("version-ci"))
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(fantoccini::Locator::Id("version-ci"))
             .await
             .expect("a deployer sees the versions");
         select.select_by_value("v1").await.unwrap();
