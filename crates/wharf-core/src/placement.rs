@@ -71,10 +71,13 @@ pub struct HostView {
     pub used_by_others: Resources,
 }
 
-/// An instance that fits on no host, and why not on each.
+/// The instances that fit on no host, and why another fits on none, host by host.
+/// The reasons are the same for each: once an instance fits nowhere, nothing changes
+/// for the ones after it, so they are told once (10,000 instances over 1,000 hosts
+/// would otherwise be ten million reasons).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Infeasible {
-    pub instance: u32,
+    pub instances: Vec<u32>,
     pub reasons: Vec<String>,
 }
 
@@ -85,7 +88,7 @@ pub fn place(
     request: &PoolRequest,
     hosts: &[HostView],
     current: &BTreeMap<u32, String>,
-) -> Result<BTreeMap<u32, String>, Vec<Infeasible>> {
+) -> Result<BTreeMap<u32, String>, Infeasible> {
     // Per-host tallies by index: this runs for every instance over every host.
     let mut used: Vec<Resources> = hosts.iter().map(|h| h.used_by_others).collect();
     let mut count_on: Vec<u32> = vec![0; hosts.len()];
@@ -115,11 +118,10 @@ pub fn place(
         }
     }
 
-    let mut infeasible = Vec::new();
     let missing: Vec<u32> = (0..request.count)
         .filter(|i| !placed.contains_key(i))
         .collect();
-    for instance in missing {
+    for (n, &instance) in missing.iter().enumerate() {
         let rank = |h: usize| {
             let spread = if request.spread == Spread::Host {
                 count_on[h]
@@ -141,17 +143,15 @@ pub fn place(
                 count_on[h] += 1;
                 placed.insert(instance, hosts[h].name.clone());
             }
-            None => infeasible.push(Infeasible {
-                instance,
-                reasons: why_not(request, hosts, &used, &count_on, limit),
-            }),
+            None => {
+                return Err(Infeasible {
+                    instances: missing[n..].to_vec(),
+                    reasons: why_not(request, hosts, &used, &count_on, limit),
+                });
+            }
         }
     }
-    if infeasible.is_empty() {
-        Ok(placed)
-    } else {
-        Err(infeasible)
-    }
+    Ok(placed)
 }
 
 /// Why no host takes another instance, host by host.
@@ -265,15 +265,26 @@ mod tests {
     }
 
     #[test]
-    fn an_infeasible_pool_says_why_for_each_instance_that_does_not_fit() {
+    fn an_infeasible_pool_names_the_instances_that_do_not_fit_and_why_per_host() {
         let hosts = [host("a", 1000, true), host("b", 4000, false)];
         let err = place(&pool(3, 600), &hosts, &BTreeMap::new()).unwrap_err();
-        assert_eq!(err.len(), 2, "one fits on `a`, two do not");
-        let reasons = err[0].reasons.join("; ");
+        assert_eq!(err.instances, [1, 2], "one fits on `a`, two do not");
+        assert_eq!(err.reasons.len(), 2, "a reason per host, once");
+        let reasons = err.reasons.join("; ");
         assert!(reasons.contains("`b` is down"), "{reasons}");
         assert!(reasons.contains("`a` has 0.4 cpu"), "{reasons}");
         let none = place(&pool(1, 1), &[], &BTreeMap::new()).unwrap_err();
-        assert!(none[0].reasons[0].contains("no host has joined"));
+        assert!(none.reasons[0].contains("no host has joined"));
+    }
+
+    #[test]
+    fn a_large_infeasible_pool_is_told_once_not_per_instance() {
+        let hosts: Vec<HostView> = (0..1000)
+            .map(|i| host(&format!("h{i}"), 1000, false))
+            .collect();
+        let err = place(&pool(10_000, 100), &hosts, &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.instances.len(), 10_000);
+        assert_eq!(err.reasons.len(), 1000);
     }
 
     #[test]
@@ -284,7 +295,7 @@ mod tests {
             ..pool(3, 100)
         };
         let err = place(&request, &hosts, &BTreeMap::new()).unwrap_err();
-        assert!(err[0].reasons.iter().all(|r| r.contains("max_per_host")));
+        assert!(err.reasons.iter().all(|r| r.contains("max_per_host")));
     }
 
     fn cluster() -> impl Strategy<Value = (Vec<HostView>, PoolRequest)> {

@@ -908,14 +908,14 @@ impl Executor {
             .map(|(rank, s)| (rank as u32, s.node.clone()))
             .collect();
         let placement = placement::place(pool, &hosts, &current).map_err(|infeasible| {
-            let reasons: Vec<String> = infeasible.iter().map(|i| format!("instance {}: {}", i.instance, i.reasons.join("; "))).collect();
             ServerError::bad_request(format!(
-                "cannot place {} of {} instance(s) of `{}` in `{}`:\n  {}",
-                infeasible.len(),
+                "cannot place {} of {} instance(s) of `{}` in `{}` ({}): no host takes another:\n  {}",
+                infeasible.instances.len(),
                 pool.count,
                 spec.service,
                 spec.env,
-                reasons.join("\n  ")
+                instance_list(&infeasible.instances),
+                reason_list(&infeasible.reasons)
             ))
             .hint("join more hosts (`wharf token create`), lower the pool's count or resources, or undrain a host")
         })?;
@@ -1809,4 +1809,29 @@ fn indent(text: &str) -> String {
         .map(|l| format!("  | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Instances by number, the first few of many: `instances 3, 4, 5 and 9,995 more`.
+fn instance_list(instances: &[u32]) -> String {
+    const SHOWN: usize = 10;
+    let shown: Vec<String> = instances.iter().take(SHOWN).map(u32::to_string).collect();
+    let word = if instances.len() == 1 {
+        "instance"
+    } else {
+        "instances"
+    };
+    match instances.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{word} {} and {more} more", shown.join(", ")),
+        _ => format!("{word} {}", shown.join(", ")),
+    }
+}
+
+/// A reason per host, the first few of many hosts.
+fn reason_list(reasons: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut lines: Vec<String> = reasons.iter().take(SHOWN).cloned().collect();
+    if reasons.len() > SHOWN {
+        lines.push(format!("... and {} more hosts", reasons.len() - SHOWN));
+    }
+    lines.join("\n  ")
 }

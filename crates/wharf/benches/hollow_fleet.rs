@@ -45,10 +45,22 @@ async fn hollow(url: String, token: JoinToken, name: String) {
         cpu_millis: 64_000,
         memory_bytes: 256 << 30,
     };
-    let (_, credentials) =
-        wharf_client::agent::join(&url, &token, &name, BTreeMap::new(), capacity)
+    // A join refused for the moment (the controller busy with hundreds of handshakes)
+    // is tried again, as a real agent would.
+    let mut tries = 0;
+    let credentials = loop {
+        match wharf_client::agent::join(&url, &token, &name, BTreeMap::new(), capacity.clone())
             .await
-            .expect("join");
+        {
+            Ok((_, credentials)) => break credentials,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("{name}: join failed ({e:?}), trying again");
+                tokio::time::sleep(Duration::from_millis(250 * tries)).await;
+            }
+            Err(e) => panic!("{name}: join: {e:?}"),
+        }
+    };
     let client = AgentClient::connect(&url, &credentials)
         .await
         .expect("connect");

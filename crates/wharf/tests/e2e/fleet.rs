@@ -344,7 +344,8 @@ fn pooled_instances_spread_move_off_a_lost_host_and_converge_when_it_returns() {
     .len()
         == 3));
 
-    // Infeasible placements are refused at plan time, with a reason per instance.
+    // Infeasible placements are refused at plan time, naming the instances and why
+    // no host takes them.
     let out = f
         .project
         .wharf(&["deploy", "huge", "--env", "fleet", "--version", "v1"]);
@@ -355,7 +356,7 @@ fn pooled_instances_spread_move_off_a_lost_host_and_converge_when_it_returns() {
         "{err}"
     );
     assert!(
-        err.contains("instance 0:") && err.contains("instance 1:") && err.contains("requests"),
+        err.contains("(instances 0, 1)") && err.contains("requests"),
         "{err}"
     );
     assert!(f.project.instances("huge", "fleet").is_empty());
