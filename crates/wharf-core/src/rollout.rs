@@ -8,6 +8,7 @@
 //! therefore change across surged rollouts; [`number_slots`] keeps every desired slot on
 //! the number its node already runs, so a deploy that changes nothing replaces nothing.
 
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -88,45 +89,89 @@ impl Limits {
 /// under a new number still counts as that slot's. `desired` and `observed` are
 /// (node, number) pairs; the result is in the order of `desired`.
 pub fn number_slots(desired: &[Slot], observed: &[Slot]) -> Vec<u32> {
+    // Sets, not scans: a pool of 10,000 instances compares every slot with every other.
+    let running: HashSet<&Slot> = observed.iter().collect();
+    let wanted: HashSet<&Slot> = desired.iter().collect();
     let mut numbers: Vec<Option<u32>> = desired
         .iter()
-        .map(|d| observed.contains(d).then_some(d.instance))
+        .map(|d| running.contains(d).then_some(d.instance))
         .collect();
-    let mut spare: Vec<&Slot> = observed.iter().filter(|o| !desired.contains(o)).collect();
-    spare.sort();
+    // The spare instances of each node, lowest number first.
+    let mut spare: BTreeMap<&str, VecDeque<u32>> = BTreeMap::new();
+    let mut unclaimed: Vec<&Slot> = observed.iter().filter(|o| !wanted.contains(o)).collect();
+    unclaimed.sort();
+    for o in unclaimed {
+        spare
+            .entry(o.node.as_str())
+            .or_default()
+            .push_back(o.instance);
+    }
     for (i, want) in desired.iter().enumerate() {
         if numbers[i].is_some() {
             continue;
         }
-        if let Some(at) = spare.iter().position(|o| o.node == want.node) {
-            numbers[i] = Some(spare.remove(at).instance);
+        if let Some(n) = spare
+            .get_mut(want.node.as_str())
+            .and_then(VecDeque::pop_front)
+        {
+            numbers[i] = Some(n);
         }
     }
     // A slot left without a running instance keeps its own number unless another node
     // runs an instance under it (two instances of one number would share a view).
-    let mut used: Vec<u32> = numbers
-        .iter()
-        .flatten()
-        .copied()
-        .chain(observed.iter().map(|o| o.instance))
-        .collect();
+    let mut used = Used::new(
+        numbers
+            .iter()
+            .flatten()
+            .copied()
+            .chain(observed.iter().map(|o| o.instance)),
+    );
     for (i, want) in desired.iter().enumerate() {
         if numbers[i].is_none() {
-            let n = if used.contains(&want.instance) {
-                fresh(&used)
+            let n = if used.contains(want.instance) {
+                used.fresh()
             } else {
+                used.insert(want.instance);
                 want.instance
             };
-            used.push(n);
             numbers[i] = Some(n);
         }
     }
     numbers.into_iter().map(|n| n.unwrap_or_default()).collect()
 }
 
-/// The lowest number not in `used`.
-fn fresh(used: &[u32]) -> u32 {
-    (0..).find(|n| !used.contains(n)).unwrap_or(u32::MAX)
+/// Instance numbers in use, handing out the lowest free one. Numbers are only ever
+/// added, so the lowest free one only moves up: each is found once, not by a scan.
+struct Used {
+    taken: HashSet<u32>,
+    lowest_free: u32,
+}
+
+impl Used {
+    fn new(numbers: impl IntoIterator<Item = u32>) -> Self {
+        Self {
+            taken: numbers.into_iter().collect(),
+            lowest_free: 0,
+        }
+    }
+
+    fn contains(&self, n: u32) -> bool {
+        self.taken.contains(&n)
+    }
+
+    fn insert(&mut self, n: u32) {
+        self.taken.insert(n);
+    }
+
+    /// The lowest number not in use, now in use.
+    fn fresh(&mut self) -> u32 {
+        while self.taken.contains(&self.lowest_free) {
+            self.lowest_free = self.lowest_free.saturating_add(1);
+        }
+        let n = self.lowest_free;
+        self.taken.insert(n);
+        n
+    }
 }
 
 /// Re-batches the replacements of `plan` under `limits`. Of each batch, up to
@@ -135,9 +180,13 @@ fn fresh(used: &[u32]) -> u32 {
 /// surplus instances still stop last. The caller renders the surged slots under their
 /// new numbers.
 pub fn roll(plan: Plan, limits: Limits, taken: &[u32]) -> Plan {
-    let mut used: Vec<u32> = taken.to_vec();
-    used.extend(plan.steps().map(|s| s.slot().instance));
-    used.extend(plan.unchanged.iter().map(|s| s.instance));
+    let mut used = Used::new(
+        taken
+            .iter()
+            .copied()
+            .chain(plan.steps().map(|s| s.slot().instance))
+            .chain(plan.unchanged.iter().map(|s| s.instance)),
+    );
     let mut starts = Vec::new();
     let mut replaces = Vec::new();
     let mut stops = Vec::new();
@@ -160,9 +209,7 @@ pub fn roll(plan: Plan, limits: Limits, taken: &[u32]) -> Plan {
             .enumerate()
             .map(|(i, step)| match step {
                 Step::Replace { from, mut to } if (i as u32) < limits.max_surge => {
-                    let n = fresh(&used);
-                    used.push(n);
-                    to.slot.instance = n;
+                    to.slot.instance = used.fresh();
                     Step::Replace { from, to }
                 }
                 other => other,
@@ -213,6 +260,25 @@ mod tests {
             config_digest: "c".into(),
             healthy: true,
         }
+    }
+
+    #[test]
+    fn a_large_pool_moving_hosts_gets_distinct_numbers() {
+        // 10,000 instances leave 1,000 hosts for 1,000 others: every new slot needs a
+        // number no running instance has.
+        let observed: Vec<Slot> = (0..10_000)
+            .map(|n| slot(&format!("old-{}", n % 1000), n))
+            .collect();
+        let desired: Vec<Slot> = (0..10_000)
+            .map(|n| slot(&format!("new-{}", n % 1000), n))
+            .collect();
+        let numbers = number_slots(&desired, &observed);
+        let distinct: HashSet<u32> = numbers.iter().copied().collect();
+        assert_eq!(distinct.len(), 10_000);
+        assert!(
+            numbers.iter().all(|n| *n >= 10_000),
+            "none shares a running number"
+        );
     }
 
     #[test]
