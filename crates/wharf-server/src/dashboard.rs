@@ -410,12 +410,7 @@ async fn host_action(
     if !matches!(action.as_str(), "drain" | "undrain") {
         return problem(StatusCode::NOT_FOUND, "no such host action");
     }
-    let plain = |s: &str| {
-        (1..=253).contains(&s.len())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    if !plain(&name) || !plain(&env) {
+    if !plain_name(&name) || !plain_name(&env) {
         return problem(StatusCode::BAD_REQUEST, "no such host");
     }
     let call = format!("host {action}");

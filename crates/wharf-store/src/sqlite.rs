@@ -93,6 +93,17 @@ impl SqliteStore {
         })
     }
 
+    /// A service's deployments in an environment, newest first, as `columns` read them.
+    fn history_of(&self, columns: &str, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT {columns} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![service, env], deployment_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done transaction behind
         // (SQLite rolls it back), so a poisoned lock is safe to reuse.
@@ -111,6 +122,9 @@ fn artifact_row(r: &Row<'_>) -> rusqlite::Result<ArtifactRecord> {
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, spec, user, started_at, finished_at, state, message, config_revision, forced, approved_by, resolved_by";
+
+/// [`DEPLOYMENT_COLUMNS`] with the spec left out (read as `null`).
+const DEPLOYMENT_BRIEF_COLUMNS: &str = "id, service, env, kind, version, digest, config_digest, 'null' AS spec, user, started_at, finished_at, state, message, config_revision, forced, approved_by, resolved_by";
 
 fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
     let text = |i: usize| -> rusqlite::Result<String> { r.get(i) };
@@ -298,24 +312,11 @@ impl Store for SqliteStore {
     }
 
     fn history(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
-        let conn = self.conn();
-        let sql = format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![service, env], deployment_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.history_of(DEPLOYMENT_COLUMNS, service, env)
     }
 
     fn history_brief(&self, service: &str, env: &str) -> Result<Vec<DeploymentRecord>> {
-        let conn = self.conn();
-        let columns = DEPLOYMENT_COLUMNS.replace(", spec,", ", 'null' AS spec,");
-        let sql = format!(
-            "SELECT {columns} FROM deployments WHERE service = ?1 AND env = ?2 ORDER BY id DESC"
-        );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![service, env], deployment_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.history_of(DEPLOYMENT_BRIEF_COLUMNS, service, env)
     }
 
     fn interrupt_unfinished(&self, message: &str, at: i64) -> Result<Vec<DeploymentRecord>> {

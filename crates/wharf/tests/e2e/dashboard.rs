@@ -170,13 +170,7 @@ fn the_dashboard_signs_in_once_per_address_and_guards_every_page() {
 fn a_token_signs_in_sees_only_its_environments_and_is_signed_out_when_revoked() {
     let mut p = Project::new(SHOP, &["web"]);
     let c = crate::governance::AuthController::start(&p);
-    let as_admin = |p: &mut Project, args: &[&str]| {
-        let mut all = vec!["--controller", c.url.as_str()];
-        all.extend_from_slice(args);
-        let out = p.wharf_with(&all, &[("WHARF_TOKEN", c.admin.as_str())], None);
-        assert!(out.status.success(), "{}", text(&out));
-        stdout(&out).trim().to_owned()
-    };
+    let as_admin = |p: &mut Project, args: &[&str]| c.as_admin(p, args);
     as_admin(&mut p, &["apply"]);
     let reader = as_admin(&mut p, &["token", "issue", "reader", "--scope", "ci:read"]);
     let http = plain();

@@ -268,6 +268,17 @@ impl AuthController {
     }
 }
 
+impl AuthController {
+    /// Runs wharf against this controller with its admin token; what it printed.
+    pub(crate) fn as_admin(&self, p: &mut Project, args: &[&str]) -> String {
+        let mut all = vec!["--controller", self.url.as_str()];
+        all.extend_from_slice(args);
+        let out = p.wharf_with(&all, &[("WHARF_TOKEN", self.admin.as_str())], None);
+        assert!(out.status.success(), "{}", text(&out));
+        stdout(&out).trim().to_owned()
+    }
+}
+
 impl Drop for AuthController {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(

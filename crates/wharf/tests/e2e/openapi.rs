@@ -83,13 +83,7 @@ fn every_operation_answers_as_its_document_says() {
     };
     let mut p = Project::new(SHOP, &["web"]);
     let c = crate::governance::AuthController::start(&p);
-    let as_admin = |p: &mut Project, args: &[&str]| {
-        let mut all = vec!["--controller", c.url.as_str()];
-        all.extend_from_slice(args);
-        let out = p.wharf_with(&all, &[("WHARF_TOKEN", c.admin.as_str())], None);
-        assert!(out.status.success(), "{}", text(&out));
-        stdout(&out).trim().to_owned()
-    };
+    let as_admin = |p: &mut Project, args: &[&str]| c.as_admin(p, args);
     as_admin(&mut p, &["apply"]);
     as_admin(&mut p, &["deploy", "web", "--env", "ci", "--version", "v1"]);
     let fuzz = as_admin(&mut p, &["token", "issue", "fuzz", "--scope", "*:*"]);

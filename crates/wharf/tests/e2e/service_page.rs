@@ -31,14 +31,7 @@ fn a_reader_sees_no_button_and_its_forged_deploy_and_a_post_without_the_form_tok
     let mut p = Project::new(SHOP, &["web"]);
     let c = crate::governance::AuthController::start(&p);
     let issue = |p: &mut Project, name: &str, scope: &str| {
-        let args = ["--controller", c.url.as_str(), "token", "issue", name];
-        let out = p.wharf_with(
-            &[&args[..], &["--scope", scope]].concat(),
-            &[("WHARF_TOKEN", c.admin.as_str())],
-            None,
-        );
-        assert!(out.status.success(), "{}", text(&out));
-        stdout(&out).trim().to_owned()
+        c.as_admin(p, &["token", "issue", name, "--scope", scope])
     };
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v1"]);
     p.ok(&["deploy", "web", "--env", "ci", "--version", "v2"]);
