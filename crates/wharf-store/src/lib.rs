@@ -2,9 +2,13 @@
 //! one SQLite file in WAL mode, so a crash at any point leaves the last committed state.
 
 mod migrations;
+pub mod postgres;
 mod records;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
+pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -33,6 +37,17 @@ pub enum StoreError {
     TokenRefused(String),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(String),
+    /// The database could not be reached or did not answer in time.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
+    /// A write by a controller whose leader lease was taken over (or never held): it
+    /// changed nothing.
+    #[error(
+        "this controller no longer leads (its lease epoch {epoch} is not the database's), so it wrote nothing; the leader takes writes"
+    )]
+    Fenced { epoch: i64 },
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     /// A state change lost a race: the deployment had already moved on.
