@@ -290,7 +290,7 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), ConnectError> {
     let (joined, credentials) = credentials(&options).await?;
-    let client = AgentClient::connect(&joined.controller, &credentials).await?;
+    let client = AgentClient::connect(&options.controller, &credentials).await?;
     let changed = Arc::new(Notify::new());
     // Unique on this machine even when agents of several controllers share it: the
     // driver finds (and adopts or stops) only processes tagged with this id.

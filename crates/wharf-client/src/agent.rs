@@ -82,6 +82,26 @@ async fn api_error(response: reqwest::Response) -> ClientError {
 /// Joins the controller at `url` with `token`: checks the controller's CA against the
 /// token's pin, then trades a signing request for a client certificate.
 pub async fn join(
+    list: &str,
+    token: &JoinToken,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    capacity: wharf_api::agent::Capacity,
+) -> Result<(JoinResponse, Credentials), ClientError> {
+    // Of several controllers only the leader listens for agents: the first that answers.
+    let mut last = None;
+    for url in controller_urls(list) {
+        match join_one(url, token, name, labels.clone(), capacity.clone()).await {
+            Err(e @ ClientError::Unreachable { .. }) => last = Some(e),
+            done => return done,
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ClientError::Protocol(format!("`{list}` names no controller address"))
+    }))
+}
+
+async fn join_one(
     url: &str,
     token: &JoinToken,
     name: &str,
@@ -186,44 +206,87 @@ pub(crate) fn pinned_builder(
         .connect_timeout(Duration::from_secs(5)))
 }
 
-/// A joined agent's connection to its controller.
-#[derive(Clone)]
-pub struct AgentClient {
+/// One controller an agent may reach.
+struct Endpoint {
     base: String,
     url: String,
     http: reqwest::Client,
 }
 
+/// A joined agent's connection to its controller: to whichever of the controllers it
+/// was given answers (they share one database; only the leader listens for agents), the
+/// next one tried whenever the one in use cannot be reached.
+#[derive(Clone)]
+pub struct AgentClient {
+    endpoints: std::sync::Arc<Vec<Endpoint>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The addresses in a `--controller` list (comma-separated).
+pub fn controller_urls(list: &str) -> Vec<&str> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
 impl AgentClient {
-    pub async fn connect(url: &str, credentials: &Credentials) -> Result<Self, ClientError> {
-        let (addr, base) = resolve(url).await?;
-        let identity = reqwest::Identity::from_pem(
-            format!("{}\n{}", credentials.cert_pem, credentials.key_pem).as_bytes(),
-        )
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let http = pinned_builder(&credentials.ca_pem, addr)?
-            .identity(identity)
-            .build()
+    /// A client of the controllers in `list` (one address, or several comma-separated).
+    pub async fn connect(list: &str, credentials: &Credentials) -> Result<Self, ClientError> {
+        let mut endpoints = Vec::new();
+        for url in controller_urls(list) {
+            let (addr, base) = resolve(url).await?;
+            let identity = reqwest::Identity::from_pem(
+                format!("{}\n{}", credentials.cert_pem, credentials.key_pem).as_bytes(),
+            )
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let http = pinned_builder(&credentials.ca_pem, addr)?
+                .identity(identity)
+                .build()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            endpoints.push(Endpoint {
+                base,
+                url: url.into(),
+                http,
+            });
+        }
+        if endpoints.is_empty() {
+            return Err(ClientError::Protocol(format!(
+                "`{list}` names no controller address like https://10.0.0.1:7443"
+            )));
+        }
         Ok(Self {
-            base,
-            url: url.into(),
-            http,
+            endpoints: std::sync::Arc::new(endpoints),
+            current: Default::default(),
         })
     }
 
+    fn endpoint(&self) -> &Endpoint {
+        let n = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.endpoints[n % self.endpoints.len()]
+    }
+
+    /// A request to the controller in use.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let endpoint = self.endpoint();
+        endpoint
+            .http
+            .request(method, format!("{}{path}", endpoint.base))
+    }
+
+    /// The controller in use could not be reached: the next one is tried from now on.
     fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        let url = self.endpoint().url.clone();
+        if self.endpoints.len() > 1 {
+            self.current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         ClientError::Unreachable {
-            url: self.url.clone(),
+            url,
             reason: e.to_string(),
         }
     }
 
     /// Blocks until the assignments differ from `index` (or the controller's wait ends).
     pub async fn assignments(&self, index: u64) -> Result<Assignments, ClientError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/agent/assignments", self.base))
+        let response = self.request(reqwest::Method::GET, &format!("/v1/agent/assignments"))
             .query(&[("index", index)])
             .timeout(Duration::from_secs(60))
             .send()
@@ -244,9 +307,7 @@ impl AgentClient {
         id: u64,
         answer: &wharf_api::agent::HostAnswer,
     ) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/agent/answers/{id}", self.base))
+        let response = self.request(reqwest::Method::POST, &format!("/v1/agent/answers/{id}"))
             .json(answer)
             .timeout(Duration::from_secs(30))
             .send()
@@ -260,9 +321,7 @@ impl AgentClient {
 
     /// Answers a log request with the tail of an instance's log.
     pub async fn send_log(&self, id: u64, text: String) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/agent/logs/{id}", self.base))
+        let response = self.request(reqwest::Method::POST, &format!("/v1/agent/logs/{id}"))
             .body(text)
             .timeout(Duration::from_secs(10))
             .send()
@@ -275,9 +334,7 @@ impl AgentClient {
     }
 
     pub async fn report(&self, report: &AgentReport) -> Result<(), ClientError> {
-        let response = self
-            .http
-            .post(format!("{}/v1/agent/report", self.base))
+        let response = self.request(reqwest::Method::POST, &format!("/v1/agent/report"))
             .json(report)
             .timeout(Duration::from_secs(10))
             .send()
@@ -324,9 +381,7 @@ impl AgentClient {
             .await
             .map(|m| m.len())
             .unwrap_or(0);
-        let mut request = self
-            .http
-            .get(format!("{}/v1/agent/artifacts/{digest_hex}", self.base));
+        let mut request = self.request(reqwest::Method::GET, &format!("/v1/agent/artifacts/{digest_hex}"));
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }

@@ -91,6 +91,19 @@ fn identity_headers(
     headers
 }
 
+/// The header a follower names the leader's API address in.
+pub const LEADER_HEADER: &str = "wharf-leader";
+
+/// A controller's part among several sharing one database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// It follows `leader` (if it knows who leads).
+    Follower { leader: Option<String> },
+    /// Nobody leads right now: an election is under way.
+    Electing,
+}
+
 /// A connection to one controller.
 #[derive(Clone)]
 pub struct Client {
@@ -222,6 +235,33 @@ impl Client {
             request = request.query(&[("challenge", challenge)]);
         }
         self.call(request).await
+    }
+
+    /// Whether this controller leads, among several sharing one database: a follower
+    /// answers `421` naming the leader in the `wharf-leader` header, and `503` while an
+    /// election is under way. A controller alone always leads.
+    pub async fn role(&self) -> Result<Role> {
+        let response = self
+            .http
+            .get(format!("{}/v1/health", self.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        match response.status().as_u16() {
+            421 => Ok(Role::Follower {
+                leader: response
+                    .headers()
+                    .get(LEADER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            }),
+            503 => Ok(Role::Electing),
+            _ => {
+                self.check(Ok(response)).await?;
+                Ok(Role::Leader)
+            }
+        }
     }
 
     /// What the controller runs (version, build, pid, state folder).

@@ -1,7 +1,11 @@
 //! The controller's artifact files: `<state>/artifacts/<hex>.tar.gz`, written atomically
-//! and only after their digest has been checked.
+//! and only after their digest has been checked. Controllers sharing a store keep each
+//! archive in it too, so whichever leads serves every artifact (its folder is a cache).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wharf_store::Store;
 
 use wharf_artifact::ArtifactDigest;
 
@@ -9,12 +13,26 @@ use crate::error::ServerError;
 
 pub struct ArtifactStore {
     dir: PathBuf,
+    /// The store the controllers share, when they do.
+    shared: Option<Arc<dyn Store>>,
 }
 
 impl ArtifactStore {
     pub fn new(dir: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self { dir, shared: None })
+    }
+
+    /// Keeps archives in `store` too when several controllers share it.
+    pub fn shared_through(mut self, store: Arc<dyn Store>) -> Self {
+        if store.shares_files() {
+            self.shared = Some(store);
+        }
+        self
+    }
+
+    fn shared_name(digest: &ArtifactDigest) -> String {
+        format!("artifacts/{}", digest.hex())
     }
 
     pub fn dir(&self) -> &Path {
@@ -35,9 +53,18 @@ impl ArtifactStore {
             ))
             .hint("build and upload again"));
         }
-        let path = self.path(&actual);
+        if let Some(store) = &self.shared {
+            // Kept for every controller before it is acknowledged.
+            store.put_shared_file(&Self::shared_name(&actual), bytes)?;
+        }
+        self.write(&actual, bytes)?;
+        Ok(actual)
+    }
+
+    fn write(&self, actual: &ArtifactDigest, bytes: &[u8]) -> Result<(), ServerError> {
+        let path = self.path(actual);
         if path.exists() {
-            return Ok(actual);
+            return Ok(());
         }
         let tmp = self.dir.join(format!(".{}.partial", actual.hex()));
         let write = || -> std::io::Result<()> {
@@ -49,14 +76,27 @@ impl ArtifactStore {
         };
         write().map_err(|e| {
             ServerError::internal(format!("cannot store artifact `{}`: {e}", path.display()))
-        })?;
-        Ok(actual)
+        })
     }
 
     /// The archive bytes of a digest.
     pub fn get(&self, digest: &str) -> Result<Vec<u8>, ServerError> {
         let digest: ArtifactDigest = digest.parse().map_err(ServerError::bad_request)?;
-        std::fs::read(self.path(&digest))
-            .map_err(|_| ServerError::not_found(format!("no artifact with digest {digest}")))
+        if let Ok(bytes) = std::fs::read(self.path(&digest)) {
+            return Ok(bytes);
+        }
+        let missing = || ServerError::not_found(format!("no artifact with digest {digest}"));
+        let store = self.shared.as_ref().ok_or_else(missing)?;
+        let bytes = store
+            .shared_file(&Self::shared_name(&digest))?
+            .ok_or_else(missing)?;
+        if ArtifactDigest::of(&bytes) != digest {
+            return Err(ServerError::internal(format!(
+                "the copy of artifact {digest} in the database is corrupt"
+            )));
+        }
+        // Cached here for the next time; serving does not wait on it succeeding.
+        let _ = self.write(&digest, &bytes);
+        Ok(bytes)
     }
 }

@@ -73,6 +73,10 @@ impl From<StoreError> for ServerError {
             )),
             StoreError::NoDeployment(_) => ServerError::not_found(e.to_string())
                 .hint("`wharf deployments --pending` lists what waits for approval"),
+            StoreError::Fenced { .. } => ServerError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                .hint("retry: the CLI finds the new leader among the addresses in --controller"),
+            StoreError::Unavailable(_) => ServerError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                .hint("nothing was changed; retry once the database answers"),
             _ => ServerError::internal(e.to_string()),
         }
     }

@@ -26,8 +26,12 @@ pub fn state_after_silence(state: HostState, silent_for: Duration) -> HostState 
     }
 }
 
-/// Marks silent hosts down and lost, until `shutdown`.
+/// Marks silent hosts down and lost, until `shutdown`. Silence counts from this
+/// controller's start at the earliest: hosts could not report to a controller that was
+/// not running (or, after a failover, reported to the one before), and are not moved
+/// for it.
 pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
+    let started = now_millis();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -36,7 +40,8 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
         }
         let now = now_millis();
         for host in c.store.hosts(None).unwrap_or_default() {
-            let silent = Duration::from_millis((now - host.last_seen).max(0) as u64);
+            let heard = host.last_seen.max(started);
+            let silent = Duration::from_millis((now - heard).max(0) as u64);
             let next = state_after_silence(host.state, silent);
             if next != host.state {
                 tracing::warn!(host = %host.name, env = %host.env, "host is {} after {}s without a report", next.as_str(), silent.as_secs());

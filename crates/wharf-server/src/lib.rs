@@ -30,6 +30,7 @@ mod port_owner;
 mod rate;
 mod recovery;
 mod remote;
+mod replicated;
 mod render;
 mod rollouts;
 mod routes;
@@ -169,6 +170,10 @@ pub enum StartError {
     Pki(String),
     #[error("the local agent was given no driver")]
     NoDriver,
+    #[error(
+        "a development controller keeps its state in its own folder; several controllers share PostgreSQL as production controllers (drop `--dev`)"
+    )]
+    DevShared,
 }
 
 /// How a controller runs.
@@ -185,6 +190,12 @@ pub struct Options {
     /// The program (`wharf`) that holds the local agent's listening sockets across
     /// controller restarts; `None` binds them in this process.
     pub listener_holder: Option<PathBuf>,
+    /// A PostgreSQL database (`postgres://USER@HOST/DB`) shared with other controllers,
+    /// one of which leads; `None`: SQLite in the state folder, this controller alone.
+    pub store: Option<String>,
+    /// The API address followers name to callers while this controller leads
+    /// (default: `http://` or `https://` and the listening address).
+    pub advertise: Option<String>,
 }
 
 /// The file a controller with authentication writes its first admin token to.
@@ -222,6 +233,8 @@ pub async fn run(
         auth,
         master_key_file,
         listener_holder,
+        store,
+        advertise,
     } = options;
     // Once a state folder ran with authentication it keeps it: a controller restarted
     // without `--auth` (say, by a CLI after an upgrade) must not come back open. A
@@ -242,7 +255,60 @@ pub async fn run(
     lock.try_lock_exclusive()
         .map_err(|_| StartError::AlreadyRunning(state_dir.to_owned()))?;
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
+    let held = Held {
+        lock,
+        listen,
+        agent_listen,
+        auth,
+        master_key_file,
+        listener_holder,
+    };
+    match store {
+        None => {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
+            serve(state_dir, held, mode, store, shutdown).await
+        }
+        Some(url) => {
+            if matches!(mode, Mode::Dev(_)) {
+                return Err(StartError::DevShared);
+            }
+            replicated::run(state_dir, held, url, advertise, shutdown).await
+        }
+    }
+}
+
+/// What [`run`] checked and holds, for the controller it serves as.
+pub(crate) struct Held {
+    /// One controller per state folder, held for its life.
+    pub lock: File,
+    pub listen: SocketAddr,
+    pub agent_listen: SocketAddr,
+    pub auth: bool,
+    pub master_key_file: Option<PathBuf>,
+    pub listener_holder: Option<PathBuf>,
+}
+
+/// Serves as the controller of `store` until `shutdown`: this one alone (SQLite), or
+/// the leader of the controllers sharing it (PostgreSQL).
+pub(crate) async fn serve(
+    state_dir: &Path,
+    held: Held,
+    mode: Mode,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let Held {
+        lock,
+        listen,
+        agent_listen,
+        auth,
+        master_key_file,
+        listener_holder,
+    } = held;
+    let io = |source| StartError::StateDir {
+        path: state_dir.to_owned(),
+        source,
+    };
     let keyring = wharf_secrets::Keyring::load_or_create(
         &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
     )?;
@@ -253,7 +319,9 @@ pub async fn run(
         std::fs::write(state_dir.join(AUTH_MARKER), "").map_err(io)?;
         bootstrap_admin_token(&*store, state_dir).map_err(io)?;
     }
-    let artifacts = ArtifactStore::new(state_dir.join("artifacts")).map_err(io)?;
+    let artifacts = ArtifactStore::new(state_dir.join("artifacts"))
+        .map_err(io)?
+        .shared_through(store.clone());
     // Recover before serving: interrupted deploys are marked (and resolved once the
     // controller runs, below), instances adopted, and rows of instances that no longer
     // exist are dropped.
@@ -315,6 +383,9 @@ pub async fn run(
         }
     }
 
+    if store.shares_files() {
+        replicated::share_authority(&*store, &keyring, &state_dir.join("pki"))?;
+    }
     let authority = Arc::new(
         wharf_pki::Authority::load_or_create(&state_dir.join("pki"))
             .map_err(|e| StartError::Pki(e.to_string()))?,

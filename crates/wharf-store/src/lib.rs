@@ -8,7 +8,7 @@ mod sqlite;
 #[cfg(test)]
 mod suite;
 
-pub use postgres::PgStore;
+pub use postgres::{LeaseState, PgStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -88,6 +88,22 @@ pub trait Store: Send + Sync {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+    /// Whether several controllers share this store, one leading: then the files they
+    /// must see alike (the certificate authority, artifact archives) live in it too
+    /// ([`Store::shared_file`]). SQLite is one controller's, whose files are its folder's.
+    fn shares_files(&self) -> bool {
+        false
+    }
+    /// A file kept for every controller sharing this store, by name.
+    fn shared_file(&self, _name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Keeps a file for every controller sharing this store; a name already kept keeps
+    /// its first contents (names are content digests, or written once, as the CA is).
+    fn put_shared_file(&self, _name: &str, _data: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
     /// Registers an artifact; refuses a known version with a different digest.
     fn put_artifact(&self, artifact: &ArtifactRecord) -> Result<PutOutcome>;
     fn artifact(&self, service: &str, version: &str) -> Result<Option<ArtifactRecord>>;

@@ -613,6 +613,15 @@ pub struct ServerArgs {
     /// folder). Keep it apart from the database's backups.
     #[arg(long, env = "WHARF_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Keep state in PostgreSQL (`postgres://USER@HOST[:PORT]/DB`, the password in
+    /// PGPASSWORD) shared with other controllers, one of which leads; the others answer
+    /// with its address and take over when it stops. Default: SQLite in the state folder.
+    #[arg(long, env = "WHARF_STORE", conflicts_with = "dev")]
+    pub store: Option<String>,
+    /// The API address followers give callers while this controller leads (default:
+    /// the `--listen` address).
+    #[arg(long, requires = "store")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -152,7 +152,54 @@ pub async fn controller(global: &Global, printer: &Printer) -> anyhow::Result<Cl
 
 /// A client of a controller given by address: over TLS pinned to `WHARF_CA` beyond
 /// loopback, where plain HTTP would carry the token in clear.
-async fn remote(url: &str) -> anyhow::Result<Client> {
+/// How long a CLI given several controllers waits for one of them to lead (a
+/// failover elects a new leader within a few seconds).
+const ELECTION_WAIT: Duration = Duration::from_secs(15);
+
+/// The controller `--controller` names: with several addresses (comma-separated, the
+/// controllers sharing one database), the one that leads, found by asking each.
+async fn remote(list: &str) -> anyhow::Result<Client> {
+    let urls: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.len() <= 1 {
+        return remote_one(urls.first().copied().unwrap_or(list)).await;
+    }
+    let begun = Instant::now();
+    loop {
+        let mut heard = Vec::new();
+        for url in &urls {
+            let client = remote_one(url).await?;
+            match client.role().await {
+                Ok(wharf_client::Role::Leader) => return Ok(client),
+                Ok(wharf_client::Role::Follower {
+                    leader: Some(leader),
+                }) => {
+                    let leading = remote_one(&leader).await?;
+                    if let Ok(wharf_client::Role::Leader) = leading.role().await {
+                        return Ok(leading);
+                    }
+                    heard.push(format!("{url}: follows {leader}, which does not lead now"));
+                }
+                Ok(role) => heard.push(format!("{url}: {role:?}")),
+                Err(e) => heard.push(format!("{url}: {e}")),
+            }
+        }
+        if begun.elapsed() >= ELECTION_WAIT {
+            return Err(Failure::operation(format!(
+                "none of the controllers leads: {}",
+                heard.join("; ")
+            ))
+            .hint("are they running, and do they reach their database? each logs what it does")
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn remote_one(url: &str) -> anyhow::Result<Client> {
     let token = token(None);
     let user = crate::commands::current_user();
     if url.starts_with("https://") {

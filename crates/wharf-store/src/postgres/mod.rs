@@ -74,6 +74,8 @@ impl PgStore {
             config.password(password);
         }
         config.application_name("wharf");
+        // Notices (say, "already exists, skipping") are not the controller's news.
+        config.options("-c client_min_messages=warning");
         config.connect_timeout(CALL_TIMEOUT);
         let location = location(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()

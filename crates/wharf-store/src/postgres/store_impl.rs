@@ -231,6 +231,35 @@ impl Store for PgStore {
         Some(self.changes.subscribe())
     }
 
+    fn shares_files(&self) -> bool {
+        true
+    }
+
+    fn shared_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Box::pin(async move {
+                let row = query_opt(c, "SELECT data FROM blobs WHERE name = $1", &[&name]).await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?)
+            })
+        })
+    }
+
+    fn put_shared_file(&self, name: &str, data: &[u8]) -> Result<()> {
+        let (name, data) = (name.to_owned(), data.to_vec());
+        self.write(move |tx| {
+            Box::pin(async move {
+                execute(
+                    tx,
+                    "INSERT INTO blobs (name, data) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    &[&name, &data],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
     fn put_artifact(&self, a: &ArtifactRecord) -> Result<PutOutcome> {
         let a = a.clone();
         self.write(move |tx| {

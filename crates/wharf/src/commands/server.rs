@@ -52,6 +52,8 @@ pub async fn server(
         auth: args.auth,
         master_key_file: args.master_key_file,
         listener_holder: std::env::current_exe().ok(),
+        store: args.store,
+        advertise: args.advertise,
     };
     let mode = if args.dev {
         wharf_server::Mode::Dev(Box::new(local_drivers))

@@ -208,6 +208,12 @@ impl Project {
             .expect("wharf runs")
     }
 
+    /// Brings nothing down at the end: the test's own controllers did, and the local
+    /// one this would start knows nothing of them.
+    pub fn forget_envs(&mut self) {
+        self.envs.clear();
+    }
+
     /// Brings `env` down at the end, for what a test ran there without `ok`/`wharf`.
     pub fn remember_env(&mut self, env: &str) {
         if !self.envs.iter().any(|e| e == env) {

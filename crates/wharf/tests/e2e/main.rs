@@ -26,6 +26,7 @@ mod openapi;
 mod recovery;
 mod redis;
 mod registry;
+mod replicated;
 mod rollouts;
 mod service_page;
 mod shop;

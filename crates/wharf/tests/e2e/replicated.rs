@@ -1,0 +1,429 @@
+//! Several production controllers on one PostgreSQL (the one `scripts/test` starts,
+//! named by WHARF_TEST_POSTGRES), each test on a database of its own: one leads, the
+//! others name it, a killed or paused leader is replaced within seconds, its late
+//! writes are refused, and instances on agents never restart because of it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::fleet::AgentProcess;
+use crate::harness::*;
+
+const FLEET: &str = r#"
+services:
+  svc:
+    build: ./svc
+    run: ["python3", "app.py"]
+    port: http
+    health: { http: /health, timeout: 5s }
+environments:
+  fleet:
+    nodes:
+      - name: web
+        count: 2
+        services: [svc]
+"#;
+
+/// The test server's address, or None (saying why) where there is none outside CI.
+#[allow(clippy::print_stderr)]
+fn postgres_server() -> Option<String> {
+    match std::env::var("WHARF_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but WHARF_TEST_POSTGRES is not: ./scripts/test starts PostgreSQL")
+        }
+        _ => {
+            eprintln!("skipped: WHARF_TEST_POSTGRES names no PostgreSQL server (./scripts/test starts one)");
+            None
+        }
+    }
+}
+
+/// A new database on the test server; its address.
+fn new_database(server: &str, name: &str) -> String {
+    let out = Command::new("psql")
+        .args([server, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let (base, _) = server.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Controller {
+    child: Option<Child>,
+    api: u16,
+    agent: u16,
+    dir: PathBuf,
+}
+
+impl Controller {
+    fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+/// Controllers sharing one database, the agents of environment `fleet`, and a project.
+struct Cluster {
+    project: Project,
+    database: String,
+    controllers: Vec<Controller>,
+    agents: Vec<AgentProcess>,
+}
+
+impl Cluster {
+    fn new(controllers: usize, name: &str) -> Option<Self> {
+        let server = postgres_server()?;
+        let database = new_database(&server, &format!("{name}_{}", std::process::id()));
+        let project = Project::new(FLEET, &["svc"]);
+        let controllers = (0..controllers)
+            .map(|n| Controller {
+                child: None,
+                api: free_port(),
+                agent: free_port(),
+                dir: project.path().join(format!("controller-{n}")),
+            })
+            .collect();
+        let mut cluster = Self {
+            project,
+            database,
+            controllers,
+            agents: Vec::new(),
+        };
+        // The first makes the master keyring the others are given.
+        cluster.start(0);
+        assert!(cluster.wait_leader(Duration::from_secs(20)).is_some(), "{}", cluster.controllers[0].log());
+        for n in 1..cluster.controllers.len() {
+            cluster.start(n);
+        }
+        Some(cluster)
+    }
+
+    fn start(&mut self, n: usize) {
+        let keys = self.project.path().join("master.keys");
+        let c = &mut self.controllers[n];
+        std::fs::create_dir_all(&c.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(c.dir.join("server.log"))
+            .unwrap();
+        let child = Command::new(WHARF)
+            .args(["server", "--listen"])
+            .arg(format!("127.0.0.1:{}", c.api))
+            .arg("--agent-listen")
+            .arg(format!("127.0.0.1:{}", c.agent))
+            .arg("--state-dir")
+            .arg(&c.dir)
+            .arg("--master-key-file")
+            .arg(&keys)
+            .args(["--store", &self.database])
+            .env("WHARF_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        c.child = Some(child);
+    }
+
+    fn signal(&mut self, n: usize, signal: Signal) {
+        if let Some(pid) = self.controllers[n].pid() {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    fn kill(&mut self, n: usize) {
+        self.signal(n, Signal::SIGKILL);
+        if let Some(mut child) = self.controllers[n].child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Which controller answers as the leader now.
+    fn leader(&self) -> Option<usize> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        self.controllers.iter().position(|c| {
+            c.child.is_some()
+                && http
+                    .get(format!("http://127.0.0.1:{}/v1/health", c.api))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+        })
+    }
+
+    fn wait_leader(&self, limit: Duration) -> Option<usize> {
+        let mut found = None;
+        wait_until(limit, || {
+            found = self.leader();
+            found.is_some()
+        });
+        found
+    }
+
+    fn controllers_list(&self) -> String {
+        let urls: Vec<String> = self
+            .controllers
+            .iter()
+            .map(|c| format!("http://127.0.0.1:{}", c.api))
+            .collect();
+        urls.join(",")
+    }
+
+    fn agent_list(&self) -> String {
+        let urls: Vec<String> = self
+            .controllers
+            .iter()
+            .map(|c| format!("https://127.0.0.1:{}", c.agent))
+            .collect();
+        urls.join(",")
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.controllers[0].dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs the CLI against the controllers, given all of them.
+    fn wharf(&mut self, args: &[&str]) -> Output {
+        let (list, token) = (self.controllers_list(), self.admin_token());
+        let out = self.project.wharf_with(
+            args,
+            &[("WHARF_CONTROLLER", &list), ("WHARF_TOKEN", &token)],
+            None,
+        );
+        self.project.forget_envs();
+        out
+    }
+
+    fn ok(&mut self, args: &[&str]) -> Output {
+        let out = self.wharf(args);
+        assert!(out.status.success(), "`wharf {}` failed:\n{}", args.join(" "), text(&out));
+        out
+    }
+
+    fn json(&mut self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_slice(&self.ok(&all).stdout).unwrap()
+    }
+
+    /// Joins `count` agents to `fleet`, each given every controller's agent address.
+    fn join_agents(&mut self, count: usize) {
+        let out = self.ok(&["token", "create", "--env", "fleet", "--uses", &count.to_string()]);
+        let token = stdout(&out).trim().to_owned();
+        for n in 1..=count {
+            let name = format!("web-{n}");
+            let dir = self.project.path().join(format!("agent-{name}"));
+            let child = Command::new(WHARF)
+                .args(["agent", "--controller", &self.agent_list(), "--name", &name])
+                .arg("--state-dir")
+                .arg(&dir)
+                .env("WHARF_JOIN_TOKEN", &token)
+                .env("WHARF_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.project.path().join(format!("agent-{name}.log"))).unwrap())
+                .spawn()
+                .unwrap();
+            self.agents.push(AgentProcess { child, name });
+        }
+        let joined = wait_until(Duration::from_secs(20), || self.hosts_ready() == count);
+        assert!(joined, "agents did not join");
+    }
+
+    fn hosts_ready(&mut self) -> usize {
+        let out = self.wharf(&["hosts", "--output", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .map_or(0, |hosts| hosts.iter().filter(|h| h["state"] == "ready").count())
+    }
+
+    /// The pids of `svc`'s running instances, by instance.
+    fn pids(&mut self) -> Vec<(u64, i64)> {
+        let status = self.json(&["status", "--env", "fleet"]);
+        let mut pids: Vec<(u64, i64)> = status["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+            .filter(|i| i["state"] == "running")
+            .map(|i| (i["instance"].as_u64().unwrap_or(0), i["pid"].as_i64().unwrap_or(0)))
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    fn history(&mut self) -> Vec<Value> {
+        self.json(&["history", "svc", "--env", "fleet"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.wharf(&["down", "--env", "fleet"]);
+        self.agents.clear();
+        for n in 0..self.controllers.len() {
+            self.signal(n, Signal::SIGCONT);
+            self.kill(n);
+        }
+    }
+}
+
+#[test]
+fn followers_name_the_leader_and_the_cli_finds_it() {
+    let Some(mut cluster) = Cluster::new(2, "names") else { return };
+    // The second answers once it has started following.
+    let follower_url = format!("http://127.0.0.1:{}/v1/status", cluster.controllers[1].api);
+    let mut answer = None;
+    wait_until(Duration::from_secs(10), || {
+        answer = reqwest::blocking::get(&follower_url).ok();
+        answer.as_ref().is_some_and(|a| a.status().as_u16() != 503)
+    });
+    let answer = answer.expect("the follower answers");
+    assert_eq!(answer.status().as_u16(), 421);
+    let leader = format!("http://127.0.0.1:{}", cluster.controllers[0].api);
+    assert_eq!(answer.headers()["wharf-leader"].to_str().unwrap(), leader);
+    let body: Value = answer.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains(&leader), "{body}");
+    // The CLI, given the follower first, ends up at the leader.
+    let follower_first = format!(
+        "http://127.0.0.1:{},http://127.0.0.1:{}",
+        cluster.controllers[1].api, cluster.controllers[0].api
+    );
+    let token = cluster.admin_token();
+    let out = cluster.project.wharf_with(
+        &["hosts"],
+        &[("WHARF_CONTROLLER", &follower_first), ("WHARF_TOKEN", &token)],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_password_in_the_store_address_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(WHARF)
+        .args(["server", "--listen", "127.0.0.1:0", "--store", "postgres://ann:hunter2@127.0.0.1:1/wharf"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("PGPASSWORD"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances() {
+    let Some(mut cluster) = Cluster::new(3, "failover") else { return };
+    cluster.join_agents(2);
+    cluster.ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    let before = cluster.pids();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // A failover with nothing deploying: no instance restarts.
+    let first = cluster.leader().unwrap();
+    let killed_at = Instant::now();
+    cluster.kill(first);
+    let second = cluster.wait_leader(Duration::from_secs(10)).expect("a new leader");
+    assert_ne!(first, second);
+    assert!(killed_at.elapsed() < Duration::from_secs(10));
+    assert!(wait_until(Duration::from_secs(20), || cluster.hosts_ready() == 2));
+    assert_eq!(cluster.pids(), before, "no instance restarted for the failover");
+    cluster.start(first);
+
+    // A failover in the middle of a deploy: it ends finished or rolled back.
+    cluster.project.write("svc/note.txt", "v2");
+    let list = cluster.controllers_list();
+    let token = cluster.admin_token();
+    let mut deploying = Command::new(WHARF)
+        .args(["deploy", "svc", "--env", "fleet", "--version", "v2"])
+        .current_dir(cluster.project.path())
+        .env("WHARF_CONTROLLER", &list)
+        .env("WHARF_TOKEN", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_until(Duration::from_secs(30), || {
+        cluster.history().first().is_some_and(|d| d["version"] == "v2")
+    });
+    assert!(started, "{:?}", cluster.history());
+    cluster.kill(second);
+    let _ = deploying.wait();
+    let third = cluster.wait_leader(Duration::from_secs(10)).expect("a new leader");
+    let settled = wait_until(Duration::from_secs(60), || {
+        cluster.history().first().is_some_and(|d| {
+            d["state"] == "succeeded"
+                || d["state"] == "rolled_back"
+                || d["state"] == "failed"
+                || (d["state"] == "interrupted" && !d["resolved_by"].is_null())
+        })
+    });
+    assert!(settled, "the deploy was left half done: {:?}", cluster.history().first());
+    // What runs is whole: both instances running the same version.
+    assert!(wait_until(Duration::from_secs(30), || {
+        let status = cluster.json(&["status", "--env", "fleet"]);
+        let instances = status["services"][0]["instances"].as_array().cloned().unwrap_or_default();
+        instances.len() == 2
+            && instances.iter().all(|i| i["state"] == "running")
+            && instances.windows(2).all(|w| w[0]["version"] == w[1]["version"])
+    }));
+    // And the new leader serves deploys.
+    cluster.project.write("svc/note.txt", "v3");
+    cluster.ok(&["deploy", "svc", "--env", "fleet", "--version", "v3"]);
+    assert_eq!(cluster.history()[0]["state"], "succeeded");
+    assert!(cluster.controllers[third].log().contains("leading the controllers"));
+}
+
+#[test]
+fn a_paused_leader_past_its_lease_writes_nothing_and_steps_down() {
+    let Some(mut cluster) = Cluster::new(2, "fence") else { return };
+    let first = cluster.leader().unwrap();
+    cluster.signal(first, Signal::SIGSTOP);
+    // The other takes over once the paused one's lease runs out.
+    let second = cluster.wait_leader(Duration::from_secs(15)).expect("a new leader");
+    assert_ne!(first, second);
+    cluster.ok(&["token", "create", "--env", "fleet"]);
+    let audit_before = cluster.json(&["audit"]);
+    cluster.signal(first, Signal::SIGCONT);
+    // It finds its lease gone and exits rather than act as the leader.
+    let exited = wait_until(Duration::from_secs(10), || {
+        cluster.controllers[first]
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    });
+    assert!(exited, "the deposed leader kept running:\n{}", cluster.controllers[first].log());
+    let status = cluster.controllers[first].child.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(cluster.controllers[first].log().contains("no longer the leader"));
+    assert_eq!(cluster.json(&["audit"]), audit_before, "the deposed leader wrote nothing");
+    assert_eq!(cluster.leader(), Some(second));
+}
