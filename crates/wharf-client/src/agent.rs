@@ -96,9 +96,8 @@ pub async fn join(
             done => return done,
         }
     }
-    Err(last.unwrap_or_else(|| {
-        ClientError::Protocol(format!("`{list}` names no controller address"))
-    }))
+    Err(last
+        .unwrap_or_else(|| ClientError::Protocol(format!("`{list}` names no controller address"))))
 }
 
 async fn join_one(
@@ -224,7 +223,10 @@ pub struct AgentClient {
 
 /// The addresses in a `--controller` list (comma-separated).
 pub fn controller_urls(list: &str) -> Vec<&str> {
-    list.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 impl AgentClient {
@@ -286,7 +288,8 @@ impl AgentClient {
 
     /// Blocks until the assignments differ from `index` (or the controller's wait ends).
     pub async fn assignments(&self, index: u64) -> Result<Assignments, ClientError> {
-        let response = self.request(reqwest::Method::GET, &format!("/v1/agent/assignments"))
+        let response = self
+            .request(reqwest::Method::GET, "/v1/agent/assignments")
             .query(&[("index", index)])
             .timeout(Duration::from_secs(60))
             .send()
@@ -307,7 +310,8 @@ impl AgentClient {
         id: u64,
         answer: &wharf_api::agent::HostAnswer,
     ) -> Result<(), ClientError> {
-        let response = self.request(reqwest::Method::POST, &format!("/v1/agent/answers/{id}"))
+        let response = self
+            .request(reqwest::Method::POST, &format!("/v1/agent/answers/{id}"))
             .json(answer)
             .timeout(Duration::from_secs(30))
             .send()
@@ -321,7 +325,8 @@ impl AgentClient {
 
     /// Answers a log request with the tail of an instance's log.
     pub async fn send_log(&self, id: u64, text: String) -> Result<(), ClientError> {
-        let response = self.request(reqwest::Method::POST, &format!("/v1/agent/logs/{id}"))
+        let response = self
+            .request(reqwest::Method::POST, &format!("/v1/agent/logs/{id}"))
             .body(text)
             .timeout(Duration::from_secs(10))
             .send()
@@ -334,7 +339,8 @@ impl AgentClient {
     }
 
     pub async fn report(&self, report: &AgentReport) -> Result<(), ClientError> {
-        let response = self.request(reqwest::Method::POST, &format!("/v1/agent/report"))
+        let response = self
+            .request(reqwest::Method::POST, "/v1/agent/report")
             .json(report)
             .timeout(Duration::from_secs(10))
             .send()
@@ -381,7 +387,10 @@ impl AgentClient {
             .await
             .map(|m| m.len())
             .unwrap_or(0);
-        let mut request = self.request(reqwest::Method::GET, &format!("/v1/agent/artifacts/{digest_hex}"));
+        let mut request = self.request(
+            reqwest::Method::GET,
+            &format!("/v1/agent/artifacts/{digest_hex}"),
+        );
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }

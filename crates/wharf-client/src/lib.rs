@@ -99,7 +99,9 @@ pub const LEADER_HEADER: &str = "wharf-leader";
 pub enum Role {
     Leader,
     /// It follows `leader` (if it knows who leads).
-    Follower { leader: Option<String> },
+    Follower {
+        leader: Option<String>,
+    },
     /// Nobody leads right now: an election is under way.
     Electing,
 }

@@ -45,7 +45,11 @@ pub(crate) async fn run(
 ) -> Result<(), StartError> {
     let store = Arc::new(blocking(move || PgStore::connect(&url)).await?);
     let advertise = advertise.unwrap_or_else(|| default_advertise(held.listen));
-    let holder = format!("{}-{}", std::process::id(), crate::random_hex(6).unwrap_or_default());
+    let holder = format!(
+        "{}-{}",
+        std::process::id(),
+        crate::random_hex(6).unwrap_or_default()
+    );
     let mut changes = store.leader_changes()?;
     tracing::info!(
         "following the controllers on {}; campaigning to lead as {advertise}",
@@ -84,11 +88,21 @@ pub(crate) async fn run(
     tracing::info!(epoch, "leading the controllers on {}", store.location());
     tokio::spawn(keep_lease(store.clone(), holder.clone(), epoch));
 
-    let served = crate::serve(state_dir, held, Mode::Production, store.clone() as Arc<dyn Store>, shutdown).await;
+    let served = crate::serve(
+        state_dir,
+        held,
+        Mode::Production,
+        store.clone() as Arc<dyn Store>,
+        shutdown,
+    )
+    .await;
     // Stopped on purpose (or failed to start): a follower takes over at once.
     let s = store.clone();
     if let Err(e) = blocking(move || s.resign(&holder, epoch)).await {
-        tracing::warn!("could not give the lease up ({e}); it runs out within {}s", LEASE_TTL.as_secs());
+        tracing::warn!(
+            "could not give the lease up ({e}); it runs out within {}s",
+            LEASE_TTL.as_secs()
+        );
     }
     served
 }
@@ -103,10 +117,16 @@ async fn keep_lease(store: Arc<PgStore>, holder: String, epoch: i64) {
         let asked = Instant::now();
         match blocking(move || s.renew(&h, epoch, LEASE_TTL)).await {
             Ok(true) => renewed_at = asked,
-            Ok(false) => step_down(&store, &format!("another controller took the lease over (this one held epoch {epoch})")),
+            Ok(false) => step_down(
+                &store,
+                &format!("another controller took the lease over (this one held epoch {epoch})"),
+            ),
             Err(e) if renewed_at.elapsed() + RENEW_EVERY >= LEASE_TTL => step_down(
                 &store,
-                &format!("the lease could not be renewed for {}s ({e})", renewed_at.elapsed().as_secs()),
+                &format!(
+                    "the lease could not be renewed for {}s ({e})",
+                    renewed_at.elapsed().as_secs()
+                ),
             ),
             Err(e) => tracing::warn!("cannot renew the lease yet: {e}"),
         }
@@ -116,7 +136,9 @@ async fn keep_lease(store: Arc<PgStore>, holder: String, epoch: i64) {
 /// Stops leading at once: no write goes out under the lease from here on.
 fn step_down(store: &PgStore, why: &str) -> ! {
     store.give_up_fence();
-    tracing::error!("no longer the leader: {why}; exiting so that nothing acts on it (a supervisor restarts this controller as a follower)");
+    tracing::error!(
+        "no longer the leader: {why}; exiting so that nothing acts on it (a supervisor restarts this controller as a follower)"
+    );
     std::process::exit(1);
 }
 
@@ -182,7 +204,11 @@ fn misdirected(seen: Option<LeaseState>) -> Response {
 }
 
 fn default_advertise(listen: SocketAddr) -> String {
-    let scheme = if listen.ip().is_loopback() { "http" } else { "https" };
+    let scheme = if listen.ip().is_loopback() {
+        "http"
+    } else {
+        "https"
+    };
     format!("{scheme}://{listen}")
 }
 
@@ -266,9 +292,11 @@ impl From<SealedFile> for wharf_secrets::Sealed {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("the store call failed: {e}"))))
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(StoreError::Unavailable(format!(
+            "the store call failed: {e}"
+        )))
+    })
 }
 
 #[cfg(test)]

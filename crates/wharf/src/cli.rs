@@ -23,7 +23,9 @@ pub struct Global {
     #[arg(short = 'F', long = "file", global = true, env = "WHARF_FILE")]
     pub file: Option<PathBuf>,
     /// The controller to use (default: this project's local controller, started if needed).
-    /// For `wharf agent`: the controller's agent address, as `wharf token create` prints it.
+    /// Several controllers sharing one database: their addresses, comma-separated (the
+    /// leader is found). For `wharf agent`: the controllers' agent addresses, as
+    /// `wharf token create` prints them.
     #[arg(long, global = true, env = "WHARF_CONTROLLER")]
     pub controller: Option<String>,
     /// Output format of listings.

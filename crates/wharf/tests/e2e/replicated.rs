@@ -38,7 +38,9 @@ fn postgres_server() -> Option<String> {
             panic!("CI is set but WHARF_TEST_POSTGRES is not: ./scripts/test starts PostgreSQL")
         }
         _ => {
-            eprintln!("skipped: WHARF_TEST_POSTGRES names no PostgreSQL server (./scripts/test starts one)");
+            eprintln!(
+                "skipped: WHARF_TEST_POSTGRES names no PostgreSQL server (./scripts/test starts one)"
+            );
             None
         }
     }
@@ -109,7 +111,11 @@ impl Cluster {
         };
         // The first makes the master keyring the others are given.
         cluster.start(0);
-        assert!(cluster.wait_leader(Duration::from_secs(20)).is_some(), "{}", cluster.controllers[0].log());
+        assert!(
+            cluster.wait_leader(Duration::from_secs(20)).is_some(),
+            "{}",
+            cluster.controllers[0].log()
+        );
         for n in 1..cluster.controllers.len() {
             cluster.start(n);
         }
@@ -219,7 +225,12 @@ impl Cluster {
 
     fn ok(&mut self, args: &[&str]) -> Output {
         let out = self.wharf(args);
-        assert!(out.status.success(), "`wharf {}` failed:\n{}", args.join(" "), text(&out));
+        assert!(
+            out.status.success(),
+            "`wharf {}` failed:\n{}",
+            args.join(" "),
+            text(&out)
+        );
         out
     }
 
@@ -231,7 +242,14 @@ impl Cluster {
 
     /// Joins `count` agents to `fleet`, each given every controller's agent address.
     fn join_agents(&mut self, count: usize) {
-        let out = self.ok(&["token", "create", "--env", "fleet", "--uses", &count.to_string()]);
+        let out = self.ok(&[
+            "token",
+            "create",
+            "--env",
+            "fleet",
+            "--uses",
+            &count.to_string(),
+        ]);
         let token = stdout(&out).trim().to_owned();
         for n in 1..=count {
             let name = format!("web-{n}");
@@ -243,7 +261,10 @@ impl Cluster {
                 .env("WHARF_JOIN_TOKEN", &token)
                 .env("WHARF_LOG", "info")
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(self.project.path().join(format!("agent-{name}.log"))).unwrap())
+                .stderr(
+                    std::fs::File::create(self.project.path().join(format!("agent-{name}.log")))
+                        .unwrap(),
+                )
                 .spawn()
                 .unwrap();
             self.agents.push(AgentProcess { child, name });
@@ -257,7 +278,9 @@ impl Cluster {
         serde_json::from_slice::<Value>(&out.stdout)
             .ok()
             .and_then(|v| v.as_array().cloned())
-            .map_or(0, |hosts| hosts.iter().filter(|h| h["state"] == "ready").count())
+            .map_or(0, |hosts| {
+                hosts.iter().filter(|h| h["state"] == "ready").count()
+            })
     }
 
     /// The pids of `svc`'s running instances, by instance.
@@ -269,7 +292,12 @@ impl Cluster {
             .flatten()
             .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
             .filter(|i| i["state"] == "running")
-            .map(|i| (i["instance"].as_u64().unwrap_or(0), i["pid"].as_i64().unwrap_or(0)))
+            .map(|i| {
+                (
+                    i["instance"].as_u64().unwrap_or(0),
+                    i["pid"].as_i64().unwrap_or(0),
+                )
+            })
             .collect();
         pids.sort();
         pids
@@ -296,7 +324,9 @@ impl Drop for Cluster {
 
 #[test]
 fn followers_name_the_leader_and_the_cli_finds_it() {
-    let Some(mut cluster) = Cluster::new(2, "names") else { return };
+    let Some(mut cluster) = Cluster::new(2, "names") else {
+        return;
+    };
     // The second answers once it has started following.
     let follower_url = format!("http://127.0.0.1:{}/v1/status", cluster.controllers[1].api);
     let mut answer = None;
@@ -318,7 +348,10 @@ fn followers_name_the_leader_and_the_cli_finds_it() {
     let token = cluster.admin_token();
     let out = cluster.project.wharf_with(
         &["hosts"],
-        &[("WHARF_CONTROLLER", &follower_first), ("WHARF_TOKEN", &token)],
+        &[
+            ("WHARF_CONTROLLER", &follower_first),
+            ("WHARF_TOKEN", &token),
+        ],
         None,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -328,7 +361,13 @@ fn followers_name_the_leader_and_the_cli_finds_it() {
 fn a_password_in_the_store_address_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(WHARF)
-        .args(["server", "--listen", "127.0.0.1:0", "--store", "postgres://ann:hunter2@127.0.0.1:1/wharf"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "postgres://ann:hunter2@127.0.0.1:1/wharf",
+        ])
         .arg("--state-dir")
         .arg(dir.path())
         .output()
@@ -341,7 +380,9 @@ fn a_password_in_the_store_address_is_refused_before_anything_starts() {
 
 #[test]
 fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances() {
-    let Some(mut cluster) = Cluster::new(3, "failover") else { return };
+    let Some(mut cluster) = Cluster::new(3, "failover") else {
+        return;
+    };
     cluster.join_agents(2);
     cluster.ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
     let before = cluster.pids();
@@ -351,11 +392,19 @@ fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances(
     let first = cluster.leader().unwrap();
     let killed_at = Instant::now();
     cluster.kill(first);
-    let second = cluster.wait_leader(Duration::from_secs(10)).expect("a new leader");
+    let second = cluster
+        .wait_leader(Duration::from_secs(10))
+        .expect("a new leader");
     assert_ne!(first, second);
     assert!(killed_at.elapsed() < Duration::from_secs(10));
-    assert!(wait_until(Duration::from_secs(20), || cluster.hosts_ready() == 2));
-    assert_eq!(cluster.pids(), before, "no instance restarted for the failover");
+    assert!(wait_until(Duration::from_secs(20), || cluster
+        .hosts_ready()
+        == 2));
+    assert_eq!(
+        cluster.pids(),
+        before,
+        "no instance restarted for the failover"
+    );
     cluster.start(first);
 
     // A failover in the middle of a deploy: it ends finished or rolled back.
@@ -372,12 +421,17 @@ fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances(
         .spawn()
         .unwrap();
     let started = wait_until(Duration::from_secs(30), || {
-        cluster.history().first().is_some_and(|d| d["version"] == "v2")
+        cluster
+            .history()
+            .first()
+            .is_some_and(|d| d["version"] == "v2")
     });
     assert!(started, "{:?}", cluster.history());
     cluster.kill(second);
     let _ = deploying.wait();
-    let third = cluster.wait_leader(Duration::from_secs(10)).expect("a new leader");
+    let third = cluster
+        .wait_leader(Duration::from_secs(10))
+        .expect("a new leader");
     let settled = wait_until(Duration::from_secs(60), || {
         cluster.history().first().is_some_and(|d| {
             d["state"] == "succeeded"
@@ -386,29 +440,46 @@ fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances(
                 || (d["state"] == "interrupted" && !d["resolved_by"].is_null())
         })
     });
-    assert!(settled, "the deploy was left half done: {:?}", cluster.history().first());
+    assert!(
+        settled,
+        "the deploy was left half done: {:?}",
+        cluster.history().first()
+    );
     // What runs is whole: both instances running the same version.
     assert!(wait_until(Duration::from_secs(30), || {
         let status = cluster.json(&["status", "--env", "fleet"]);
-        let instances = status["services"][0]["instances"].as_array().cloned().unwrap_or_default();
+        let instances = status["services"][0]["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         instances.len() == 2
             && instances.iter().all(|i| i["state"] == "running")
-            && instances.windows(2).all(|w| w[0]["version"] == w[1]["version"])
+            && instances
+                .windows(2)
+                .all(|w| w[0]["version"] == w[1]["version"])
     }));
     // And the new leader serves deploys.
     cluster.project.write("svc/note.txt", "v3");
     cluster.ok(&["deploy", "svc", "--env", "fleet", "--version", "v3"]);
     assert_eq!(cluster.history()[0]["state"], "succeeded");
-    assert!(cluster.controllers[third].log().contains("leading the controllers"));
+    assert!(
+        cluster.controllers[third]
+            .log()
+            .contains("leading the controllers")
+    );
 }
 
 #[test]
 fn a_paused_leader_past_its_lease_writes_nothing_and_steps_down() {
-    let Some(mut cluster) = Cluster::new(2, "fence") else { return };
+    let Some(mut cluster) = Cluster::new(2, "fence") else {
+        return;
+    };
     let first = cluster.leader().unwrap();
     cluster.signal(first, Signal::SIGSTOP);
     // The other takes over once the paused one's lease runs out.
-    let second = cluster.wait_leader(Duration::from_secs(15)).expect("a new leader");
+    let second = cluster
+        .wait_leader(Duration::from_secs(15))
+        .expect("a new leader");
     assert_ne!(first, second);
     cluster.ok(&["token", "create", "--env", "fleet"]);
     let audit_before = cluster.json(&["audit"]);
@@ -420,10 +491,27 @@ fn a_paused_leader_past_its_lease_writes_nothing_and_steps_down() {
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     });
-    assert!(exited, "the deposed leader kept running:\n{}", cluster.controllers[first].log());
-    let status = cluster.controllers[first].child.take().unwrap().wait().unwrap();
+    assert!(
+        exited,
+        "the deposed leader kept running:\n{}",
+        cluster.controllers[first].log()
+    );
+    let status = cluster.controllers[first]
+        .child
+        .take()
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(status.code(), Some(1));
-    assert!(cluster.controllers[first].log().contains("no longer the leader"));
-    assert_eq!(cluster.json(&["audit"]), audit_before, "the deposed leader wrote nothing");
+    assert!(
+        cluster.controllers[first]
+            .log()
+            .contains("no longer the leader")
+    );
+    assert_eq!(
+        cluster.json(&["audit"]),
+        audit_before,
+        "the deposed leader wrote nothing"
+    );
     assert_eq!(cluster.leader(), Some(second));
 }
