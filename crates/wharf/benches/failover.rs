@@ -351,9 +351,12 @@ fn main() {
         });
         let history = b.json(&["history", "svc", "--env", "fleet"]);
         let last = &history[0];
-        *outcomes
-            .entry(last["state"].as_str().unwrap_or("?").to_owned())
-            .or_default() += 1;
+        let outcome = match last["state"].as_str().unwrap_or("?") {
+            "succeeded" if last["version"] == version.as_str() => "carried through".to_owned(),
+            "succeeded" => "rolled back to the version before".to_owned(),
+            other => other.to_owned(),
+        };
+        *outcomes.entry(outcome.clone()).or_default() += 1;
         if !settled {
             unsettled += 1;
         }
@@ -380,10 +383,9 @@ fn main() {
             .count();
         b.start(leader);
         eprintln!(
-            "round {round}: killed controller {leader} {:.0?} into the deploy; served again after {:.0} ms; deploy {}",
+            "round {round}: killed controller {leader} {:.0?} into the deploy; served again after {:.0} ms; the deploy was {outcome}",
             delay,
             takeover.last().unwrap(),
-            last["state"]
         );
     }
     let (p50, p99) = p50_p99(takeover.clone());

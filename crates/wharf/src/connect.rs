@@ -199,6 +199,87 @@ async fn remote(list: &str) -> anyhow::Result<Client> {
     }
 }
 
+/// How long a CLI waits for the next leader to resolve a deploy the last one left.
+const RESOLVE_WAIT: Duration = Duration::from_secs(180);
+
+/// After the leader running deployment `id` stopped answering, with several controllers
+/// given: finds the next leader and waits until the deployment is resolved there (it
+/// resumes or rolls back what the last one left), then says how. `Ok(true)`: it
+/// finished; `Ok(false)`: it did not (rolled back, failed); `None`: one controller only,
+/// so nobody else will resolve it now.
+pub async fn after_failover(
+    global: &Global,
+    printer: &Printer,
+    id: i64,
+) -> anyhow::Result<Option<bool>> {
+    use wharf_core::lifecycle::{DeploymentKind, DeploymentState};
+    let Some(list) = global.controller.as_deref() else {
+        return Ok(None);
+    };
+    if list.split(',').filter(|u| !u.trim().is_empty()).count() < 2 {
+        return Ok(None);
+    }
+    printer.info(&format!(
+        "the controller running deployment #{id} stopped answering; waiting for the next leader to resolve it"
+    ));
+    let begun = Instant::now();
+    let mut watched = id;
+    // What it was to ship: a recovery that rolled back ships what ran before instead.
+    let mut version = None;
+    while begun.elapsed() < RESOLVE_WAIT {
+        let found = match remote(list).await {
+            Ok(client) => client.deployment(watched).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(d) = found {
+            let version = version.get_or_insert_with(|| d.version.clone());
+            match d.state {
+                DeploymentState::InProgress => {}
+                DeploymentState::Interrupted => match d.resolved_by {
+                    Some(by) if by > 0 => {
+                        printer.info(&format!(
+                            "deployment #{watched} is resolved by deployment #{by}"
+                        ));
+                        watched = by;
+                        continue;
+                    }
+                    Some(_) => {
+                        printer.info(&format!(
+                            "deployment #{watched} was interrupted and left as it stood: {}",
+                            d.message
+                        ));
+                        return Ok(Some(false));
+                    }
+                    None => {}
+                },
+                DeploymentState::Succeeded
+                    if d.kind != DeploymentKind::Rollback && d.version == *version =>
+                {
+                    printer.info(&format!("deployment #{watched} finished: {}", d.message));
+                    return Ok(Some(true));
+                }
+                _ => {
+                    printer.info(&format!(
+                        "deployment #{watched} ended {}: {}",
+                        d.state.as_str(),
+                        d.message
+                    ));
+                    return Ok(Some(false));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(Failure::operation(format!(
+        "no controller resolved deployment #{id} within {}s",
+        RESOLVE_WAIT.as_secs()
+    ))
+    .hint(format!(
+        "`wharf deployments show {id}` shows where it stands"
+    ))
+    .into())
+}
+
 async fn remote_one(url: &str) -> anyhow::Result<Client> {
     let token = token(None);
     let user = crate::commands::current_user();

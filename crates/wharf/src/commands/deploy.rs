@@ -81,12 +81,12 @@ pub async fn deploy(
             .deploy_spec(service, &env)
             .map_err(Failure::from)?;
     }
-    let client = crate::connect::controller(global, printer).await?;
+    let mut client = crate::connect::controller(global, printer).await?;
     if !args.dry_run {
         crate::commands::definition::ensure_applied(&project, &client, printer).await?;
     }
     let mut finished = Vec::new();
-    for service in services.clone() {
+    'services: for service in services.clone() {
         let (version, unregistered_digest) = ensure_built(
             &project,
             &client,
@@ -127,6 +127,30 @@ pub async fn deploy(
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 }
+                Err(wharf_client::ClientError::Interrupted {
+                    deployment: Some(id),
+                    reason,
+                }) => match crate::connect::after_failover(global, printer, id).await? {
+                    Some(true) => {
+                        // The rest go to the controller that leads now.
+                        client = crate::connect::controller(global, printer).await?;
+                        continue 'services;
+                    }
+                    Some(false) => {
+                        return Err(Failure::operation(format!(
+                            "deployment #{id} did not finish: its controller stopped ({reason}) and the next one did not carry it through"
+                        ))
+                        .hint(format!("`wharf deployments show {id}` says how it was resolved"))
+                        .into());
+                    }
+                    None => {
+                        break Err(wharf_client::ClientError::Interrupted {
+                            deployment: Some(id),
+                            reason,
+                        })
+                        .map_err(Failure::from)?;
+                    }
+                },
                 other => break other.map_err(Failure::from)?,
             }
         };

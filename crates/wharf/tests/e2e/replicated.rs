@@ -411,13 +411,13 @@ fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances(
     cluster.project.write("svc/note.txt", "v2");
     let list = cluster.controllers_list();
     let token = cluster.admin_token();
-    let mut deploying = Command::new(WHARF)
+    let deploying = Command::new(WHARF)
         .args(["deploy", "svc", "--env", "fleet", "--version", "v2"])
         .current_dir(cluster.project.path())
         .env("WHARF_CONTROLLER", &list)
         .env("WHARF_TOKEN", &token)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = wait_until(Duration::from_secs(30), || {
@@ -428,7 +428,8 @@ fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances(
     });
     assert!(started, "{:?}", cluster.history());
     cluster.kill(second);
-    let _ = deploying.wait();
+    // The CLI follows the deploy to the next leader and says how it ended.
+    let said = deploying.wait_with_output().unwrap();
     let third = cluster
         .wait_leader(Duration::from_secs(10))
         .expect("a new leader");
@@ -445,6 +446,14 @@ fn a_killed_leader_is_replaced_and_its_deploy_ends_without_restarting_instances(
         "the deploy was left half done: {:?}",
         cluster.history().first()
     );
+    let last = cluster.history()[0].clone();
+    // Carried through (resumed, or done before the kill), or rolled back to v1.
+    let finished = last["state"] == "succeeded" && last["version"] == "v2";
+    let cli = text(&said);
+    assert_eq!(said.status.success(), finished, "{cli}\n{last}");
+    if !said.status.success() {
+        assert!(cli.contains("did not finish"), "{cli}");
+    }
     // What runs is whole: both instances running the same version.
     assert!(wait_until(Duration::from_secs(30), || {
         let status = cluster.json(&["status", "--env", "fleet"]);
