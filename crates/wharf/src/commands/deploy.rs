@@ -144,11 +144,11 @@ pub async fn deploy(
                         .into());
                     }
                     None => {
-                        break Err(wharf_client::ClientError::Interrupted {
+                        return Err(Failure::from(wharf_client::ClientError::Interrupted {
                             deployment: Some(id),
                             reason,
                         })
-                        .map_err(Failure::from)?;
+                        .into());
                     }
                 },
                 other => break other.map_err(Failure::from)?,
