@@ -46,9 +46,13 @@ fn postgres_server() -> Option<String> {
     }
 }
 
-/// A new database on the test server; its address.
-fn new_database(server: &str, name: &str) -> String {
-    let out = Command::new("psql")
+/// A new database on a server (its password, when not the environment's); its address.
+fn new_database(server: &str, password: Option<&str>, name: &str) -> String {
+    let mut psql = Command::new("psql");
+    if let Some(password) = password {
+        psql.env("PGPASSWORD", password);
+    }
+    let out = psql
         .args([server, "-q", "-c", &format!("CREATE DATABASE {name}")])
         .output()
         .expect("psql runs");
@@ -86,14 +90,20 @@ impl Controller {
 struct Cluster {
     project: Project,
     database: String,
+    /// The database's password, when not the environment's PGPASSWORD.
+    password: Option<String>,
     controllers: Vec<Controller>,
     agents: Vec<AgentProcess>,
 }
 
 impl Cluster {
     fn new(controllers: usize, name: &str) -> Option<Self> {
-        let server = postgres_server()?;
-        let database = new_database(&server, &format!("{name}_{}", std::process::id()));
+        Some(Self::on(&postgres_server()?, None, controllers, name))
+    }
+
+    /// Controllers on a database made on `server`.
+    fn on(server: &str, password: Option<&str>, controllers: usize, name: &str) -> Self {
+        let database = new_database(server, password, &format!("{name}_{}", std::process::id()));
         let project = Project::new(FLEET, &["svc"]);
         let controllers = (0..controllers)
             .map(|n| Controller {
@@ -106,6 +116,7 @@ impl Cluster {
         let mut cluster = Self {
             project,
             database,
+            password: password.map(str::to_owned),
             controllers,
             agents: Vec::new(),
         };
@@ -119,7 +130,7 @@ impl Cluster {
         for n in 1..cluster.controllers.len() {
             cluster.start(n);
         }
-        Some(cluster)
+        cluster
     }
 
     fn start(&mut self, n: usize) {
@@ -131,7 +142,11 @@ impl Cluster {
             .append(true)
             .open(c.dir.join("server.log"))
             .unwrap();
-        let child = Command::new(WHARF)
+        let mut command = Command::new(WHARF);
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        let child = command
             .args(["server", "--listen"])
             .arg(format!("127.0.0.1:{}", c.api))
             .arg("--agent-listen")
@@ -523,4 +538,81 @@ fn a_paused_leader_past_its_lease_writes_nothing_and_steps_down() {
         "the deposed leader wrote nothing"
     );
     assert_eq!(cluster.leader(), Some(second));
+}
+
+/// A PostgreSQL of the test's own (`scripts/postgres-temp`), to restart under its
+/// controllers without disturbing the other tests' server; stopped when dropped.
+struct OwnPostgres {
+    url: String,
+    password: String,
+    dir: String,
+}
+
+impl OwnPostgres {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres-temp")
+    }
+
+    fn start() -> Option<Self> {
+        postgres_server()?;
+        let out = Command::new(Self::script()).arg("start").output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let said = stdout(&out);
+        let var = |name: &str| {
+            said.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        Some(Self {
+            url: var("WHARF_TEST_POSTGRES"),
+            password: var("PGPASSWORD"),
+            dir: var("WHARF_PG_DIR"),
+        })
+    }
+
+    fn restart(&self) {
+        let out = Command::new(Self::script())
+            .args(["restart", &self.dir])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .args(["stop", &self.dir])
+            .output();
+    }
+}
+
+#[test]
+fn the_database_restarted_under_the_controllers_loses_nothing_and_restarts_no_instance() {
+    let Some(postgres) = OwnPostgres::start() else {
+        return;
+    };
+    let mut cluster = Cluster::on(&postgres.url, Some(&postgres.password), 2, "restarted");
+    cluster.join_agents(2);
+    cluster.ok(&["deploy", "svc", "--env", "fleet", "--version", "v1"]);
+    let before = cluster.pids();
+    postgres.restart();
+    // A controller leads again (the same one, or the other if the first could not
+    // renew in time and stepped down), with every record, and serves deploys.
+    assert!(cluster.wait_leader(Duration::from_secs(20)).is_some());
+    assert!(wait_until(Duration::from_secs(20), || cluster
+        .hosts_ready()
+        == 2));
+    assert_eq!(cluster.pids(), before, "no instance restarted");
+    assert_eq!(cluster.history()[0]["version"], "v1");
+    cluster.project.write("svc/note.txt", "v2");
+    let deployed = wait_until(Duration::from_secs(30), || {
+        cluster
+            .wharf(&["deploy", "svc", "--env", "fleet", "--version", "v2"])
+            .status
+            .success()
+    });
+    assert!(deployed, "{:?}", cluster.history());
+    drop(cluster);
 }
