@@ -93,8 +93,11 @@ pub fn plan(desired: &[DesiredInstance], observed: &[ObservedInstance], max_para
     let mut starts = Vec::new();
     let mut replaces = Vec::new();
     let mut unchanged = Vec::new();
+    // By slot: a pool of 10,000 instances is planned in milliseconds, not seconds.
+    let seen_at = by_slot(observed, |o| &o.slot);
+    let wanted_at = by_slot(desired, |d| &d.slot);
     for want in desired {
-        match observed.iter().find(|o| o.slot == want.slot) {
+        match seen_at.get(&want.slot).copied() {
             None => starts.push(Step::Start { to: want.clone() }),
             Some(seen) if seen.satisfies(want) => unchanged.push(want.slot.clone()),
             Some(seen) => replaces.push(Step::Replace {
@@ -105,7 +108,7 @@ pub fn plan(desired: &[DesiredInstance], observed: &[ObservedInstance], max_para
     }
     let stops: Vec<Step> = observed
         .iter()
-        .filter(|o| !desired.iter().any(|d| d.slot == o.slot))
+        .filter(|o| !wanted_at.contains_key(&o.slot))
         .map(|o| Step::Stop { from: o.clone() })
         .collect();
 
@@ -124,6 +127,18 @@ pub fn plan(desired: &[DesiredInstance], observed: &[ObservedInstance], max_para
     Plan { batches, unchanged }
 }
 
+/// Items by their slot (the first, where a slot repeats).
+pub fn by_slot<'a, T>(
+    items: &'a [T],
+    slot: impl Fn(&T) -> &Slot,
+) -> std::collections::HashMap<&'a Slot, &'a T> {
+    let mut index = std::collections::HashMap::with_capacity(items.len());
+    for item in items {
+        index.entry(slot(item)).or_insert(item);
+    }
+    index
+}
+
 /// The plan of a restart: every instance already running what is desired is replaced
 /// too, by a fresh one (in one batch; the rollout re-batches).
 pub fn replacing_unchanged(
@@ -131,11 +146,15 @@ pub fn replacing_unchanged(
     desired: &[DesiredInstance],
     observed: &[ObservedInstance],
 ) -> Plan {
+    let (seen_at, wanted_at) = (
+        by_slot(observed, |o| &o.slot),
+        by_slot(desired, |d| &d.slot),
+    );
     let replaces: Vec<Step> = std::mem::take(&mut plan.unchanged)
         .into_iter()
         .filter_map(|slot| {
-            let from = observed.iter().find(|o| o.slot == slot)?.clone();
-            let to = desired.iter().find(|d| d.slot == slot)?.clone();
+            let from = (*seen_at.get(&slot)?).clone();
+            let to = (*wanted_at.get(&slot)?).clone();
             Some(Step::Replace { from, to })
         })
         .collect();

@@ -585,21 +585,25 @@ impl Executor {
             })
             .collect();
         if !surged.is_empty() {
+            // By slot: a rolled pool has as many surged slots as instances.
+            let moved: HashMap<&Slot, u32> = surged.iter().map(|(from, n)| (from, *n)).collect();
             for slot in &mut placed.slots {
-                if let Some((_, n)) = surged
-                    .iter()
-                    .find(|(from, _)| from.node == slot.node && from.instance == slot.instance)
-                {
+                let at = Slot {
+                    node: slot.node.clone(),
+                    instance: slot.instance,
+                };
+                if let Some(n) = moved.get(&at) {
                     slot.instance = *n;
                 }
             }
             rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
             let desired = desired_of(&rendered);
+            let now_at = wharf_core::plan::by_slot(&desired, |d| &d.slot);
             for step in plan.batches.iter_mut().flatten() {
                 if let Step::Replace { to, .. } = step
-                    && let Some(now) = desired.iter().find(|d| d.slot == to.slot)
+                    && let Some(now) = now_at.get(&to.slot)
                 {
-                    *to = now.clone();
+                    *to = (*now).clone();
                 }
             }
         }
@@ -1311,8 +1315,9 @@ impl Executor {
                 }
             }
         }
-        self.stop_all(&stops, |key| starts.iter().any(|p| &p.key == key))
-            .await;
+        let restarting: std::collections::HashSet<&InstanceKey> =
+            starts.iter().map(|p| &p.key).collect();
+        self.stop_all(&stops, |key| restarting.contains(key)).await;
         let started: Vec<InstanceKey> = starts.iter().map(|p| p.key.clone()).collect();
         let mut by_agent: HashMap<usize, (Arc<dyn AgentLink>, Vec<InstancePlan>)> = HashMap::new();
         for plan in starts {
