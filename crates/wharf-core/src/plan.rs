@@ -128,10 +128,7 @@ pub fn plan(desired: &[DesiredInstance], observed: &[ObservedInstance], max_para
 }
 
 /// Items by their slot (the first, where a slot repeats).
-pub fn by_slot<T>(
-    items: &[T],
-    slot: impl Fn(&T) -> &Slot,
-) -> std::collections::HashMap<&Slot, &T> {
+pub fn by_slot<T>(items: &[T], slot: impl Fn(&T) -> &Slot) -> std::collections::HashMap<&Slot, &T> {
     let mut index = std::collections::HashMap::with_capacity(items.len());
     for item in items {
         index.entry(slot(item)).or_insert(item);

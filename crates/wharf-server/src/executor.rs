@@ -200,6 +200,58 @@ pub struct Executor {
     pub config_changes: tokio::sync::Mutex<()>,
     /// The deploys in progress here, which `wharf deployments cancel` may stop.
     pub cancels: crate::cancels::Cancels,
+    /// Environments being rescheduled, and whether another pass was asked for since.
+    pub reschedules: Reschedules,
+}
+
+/// One reschedule per environment at a time: hosts going down together (a rack, a
+/// controller too busy to hear them) ask for one pass each, and all but the first only
+/// ask for one more pass after it. Without this, a thousand hosts seen down at once
+/// started a thousand deploys of the same pool, each planning every instance.
+#[derive(Default)]
+pub struct Reschedules(std::sync::Mutex<HashMap<String, bool>>);
+
+impl Reschedules {
+    /// Takes `env`'s turn, or (when a pass runs) asks it for one more and returns None.
+    fn take(&self, env: &str) -> Option<RescheduleTurn<'_>> {
+        let mut running = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(again) = running.get_mut(env) {
+            *again = true;
+            return None;
+        }
+        running.insert(env.to_owned(), false);
+        Some(RescheduleTurn {
+            of: self,
+            env: env.to_owned(),
+        })
+    }
+}
+
+/// An environment's reschedule turn, given back however the task holding it ends.
+struct RescheduleTurn<'a> {
+    of: &'a Reschedules,
+    env: String,
+}
+
+impl RescheduleTurn<'_> {
+    /// Whether another pass was asked for since the last (and clears the request).
+    fn again(&self) -> bool {
+        let mut running = self.of.0.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .get_mut(&self.env)
+            .map(|again| std::mem::take(again))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for RescheduleTurn<'_> {
+    fn drop(&mut self) {
+        self.of
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.env);
+    }
 }
 
 impl Executor {
@@ -938,8 +990,21 @@ impl Executor {
     }
 
     /// Moves pooled instances of `env` off hosts that no longer take instances, by
-    /// deploying each affected service again at the version it runs now.
+    /// deploying each affected service again at the version it runs now. Asked while a
+    /// pass runs, it only makes that pass run once more.
     pub async fn reschedule(&self, env: &str) {
+        let Some(turn) = self.reschedules.take(env) else {
+            return;
+        };
+        loop {
+            self.reschedule_pass(env).await;
+            if !turn.again() {
+                break;
+            }
+        }
+    }
+
+    async fn reschedule_pass(&self, env: &str) {
         let hosts = self.store.hosts(Some(env)).unwrap_or_default();
         let unusable: Vec<&str> = hosts
             .iter()
@@ -1839,4 +1904,30 @@ fn reason_list(reasons: &[String]) -> String {
         lines.push(format!("... and {} more hosts", reasons.len() - SHOWN));
     }
     lines.join("\n  ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reschedules_of_one_environment_coalesce_into_one_more_pass() {
+        let reschedules = Reschedules::default();
+        let turn = reschedules.take("scale").expect("the first takes the turn");
+        assert!(!turn.again(), "nobody asked yet");
+        for _ in 0..1000 {
+            assert!(reschedules.take("scale").is_none(), "a pass runs already");
+        }
+        assert!(
+            reschedules.take("other").is_some(),
+            "environments are apart"
+        );
+        assert!(turn.again(), "a thousand asks make one more pass");
+        assert!(!turn.again());
+        drop(turn);
+        assert!(
+            reschedules.take("scale").is_some(),
+            "given back when it ends"
+        );
+    }
 }

@@ -422,6 +422,7 @@ pub(crate) async fn serve(
         auth_required: auth,
         config_changes: Default::default(),
         cancels: Default::default(),
+        reschedules: Default::default(),
     });
     let controller = Arc::new(Controller {
         store,

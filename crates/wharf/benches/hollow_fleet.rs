@@ -6,11 +6,14 @@
 //! WHARF_BENCH_INSTANCES (default 10000) set the size. Reports placements per second
 //! durably committed, the time to roll a new version across every instance, the
 //! controller's peak RSS, and the RSS of one real agent idle and with 100 instances.
+//! With WHARF_BENCH_STORE=postgres the controller is a production one on a new database
+//! of the PostgreSQL WHARF_TEST_POSTGRES names (PGPASSWORD for its password) instead of
+//! the project's own on SQLite.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod common;
 
-use common::{WHARF, wharf};
+use common::WHARF;
 
 use std::collections::BTreeMap;
 
@@ -104,6 +107,108 @@ async fn hollow(url: String, token: JoinToken, name: String) {
     }
 }
 
+/// The controller under test: the project's own (SQLite), or a production controller
+/// on PostgreSQL, which every command is pointed at.
+struct Target {
+    /// `WHARF_CONTROLLER` and `WHARF_TOKEN` for a production controller.
+    remote: Option<(String, String)>,
+    server: Option<Child>,
+}
+
+impl Target {
+    fn wharf(&self, dir: &std::path::Path, args: &[&str]) -> String {
+        let mut command = Command::new(WHARF);
+        command
+            .args(args)
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .env_remove("WHARF_HOME")
+            .env_remove("WHARF_CONTROLLER");
+        if let Some((url, token)) = &self.remote {
+            command
+                .env("WHARF_CONTROLLER", url)
+                .env("WHARF_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "wharf {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts the controller; its pid and agent address.
+    fn start(&mut self, dir: &std::path::Path) -> (u32, String) {
+        if std::env::var("WHARF_BENCH_STORE").as_deref() != Ok("postgres") {
+            self.wharf(dir, &["status"]);
+            let file: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join(".wharf/controller.json")).unwrap())
+                    .unwrap();
+            return (
+                file["pid"].as_u64().unwrap() as u32,
+                file["agent_url"].as_str().unwrap().to_owned(),
+            );
+        }
+        let server = std::env::var("WHARF_TEST_POSTGRES").expect(
+            "WHARF_BENCH_STORE=postgres needs WHARF_TEST_POSTGRES (scripts/postgres-temp start)",
+        );
+        let name = format!("hollow_{}", std::process::id());
+        let made = Command::new("psql")
+            .args([
+                server.as_str(),
+                "-q",
+                "-c",
+                &format!("CREATE DATABASE {name}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let database = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+        let port = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (api, agent) = (port(()), port(()));
+        let state = dir.join("controller");
+        let child = Command::new(WHARF)
+            .args(["server", "--listen", &format!("127.0.0.1:{api}")])
+            .args(["--agent-listen", &format!("127.0.0.1:{agent}")])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--store", &database])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.server = Some(child);
+        let token_file = state.join("admin.token");
+        let begun = Instant::now();
+        while !token_file.exists() && begun.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        self.remote = Some((format!("http://127.0.0.1:{api}"), token));
+        (pid, format!("https://127.0.0.1:{agent}"))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = Command::new("kill").arg(server.id().to_string()).status();
+            let _ = server.wait();
+        }
+    }
+}
+
 fn main() {
     let hosts = env_number("WHARF_BENCH_HOSTS", 1000);
     let instances = env_number("WHARF_BENCH_INSTANCES", 10_000);
@@ -120,12 +225,12 @@ fn main() {
         ),
     )
     .unwrap();
-    wharf(dir, &["status"]);
-    let controller_file: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(".wharf/controller.json")).unwrap())
-            .unwrap();
-    let controller_pid = controller_file["pid"].as_u64().unwrap() as u32;
-    let url = controller_file["agent_url"].as_str().unwrap().to_owned();
+    let mut target = Target {
+        remote: None,
+        server: None,
+    };
+    let (controller_pid, url) = target.start(dir);
+    let wharf = |dir: &std::path::Path, args: &[&str]| target.wharf(dir, args);
     let token: JoinToken = wharf(
         dir,
         &[
@@ -245,12 +350,20 @@ fn main() {
     wharf(dir, &["down", "--env", "solo", "--quiet"]);
     let _ = agent.kill();
     let _ = agent.wait();
-    let _ = Command::new("kill")
-        .arg(controller_pid.to_string())
-        .status();
+    if target.server.is_none() {
+        let _ = Command::new("kill")
+            .arg(controller_pid.to_string())
+            .status();
+    }
 
     println!("| measure | value |");
     println!("|---|---|");
+    let store = if target.server.is_some() {
+        "PostgreSQL (a production controller)"
+    } else {
+        "SQLite (the project's controller)"
+    };
+    println!("| store | {store} |");
     println!("| hosts (hollow agents) | {hosts} (joined in {join_secs:.1} s) |");
     println!("| instances | {instances} |");
     println!(
