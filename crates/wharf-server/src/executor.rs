@@ -239,7 +239,7 @@ impl RescheduleTurn<'_> {
         let mut running = self.of.0.lock().unwrap_or_else(|p| p.into_inner());
         running
             .get_mut(&self.env)
-            .map(|again| std::mem::take(again))
+            .map(std::mem::take)
             .unwrap_or(false)
     }
 }
