@@ -204,6 +204,19 @@ pub struct Executor {
     pub reschedules: Reschedules,
 }
 
+/// Runs CPU-bound work (planning a deploy renders and compares every instance of a
+/// pool) without holding an async worker: the runtime moves its other tasks (agents'
+/// reports, which are their heartbeats) to another thread meanwhile. A pool of 10,000
+/// took a worker for seconds, and hosts whose reports waited behind it were seen down.
+fn off_the_async_threads<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// One reschedule per environment at a time: hosts going down together (a rack, a
 /// controller too busy to hear them) ask for one pass each, and all but the first only
 /// ask for one more pass after it. Without this, a thousand hosts seen down at once
@@ -319,7 +332,7 @@ impl Executor {
             )
             .hint("run the controller with `--auth` (API tokens name who approves)"));
         }
-        let prepared = self.prepare(&req, kind, &digest)?;
+        let prepared = off_the_async_threads(|| self.prepare(&req, kind, &digest))?;
         if needs_approval && !req.dry_run {
             let id = self.store.begin_deployment(&NewDeployment {
                 pending_approval: true,
@@ -439,7 +452,7 @@ impl Executor {
             note: None,
             replay: None,
         };
-        let prepared = match self.prepare(&req, held.kind, &held.digest) {
+        let prepared = match off_the_async_threads(|| self.prepare(&req, held.kind, &held.digest)) {
             Ok(p) => p,
             Err(e) => {
                 guard.finish(DeploymentState::Failed, &e.message)?;
