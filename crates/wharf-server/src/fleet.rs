@@ -207,6 +207,9 @@ pub struct Fleet {
     /// Hosts by (environment, name), read from the store at most every [`HOSTS_TTL`]:
     /// a deploy of thousands of instances looks hosts up for each of them.
     hosts: Mutex<HostIndex>,
+    /// Each environment's hosts in order, read at most every [`HOSTS_TTL`] too: every
+    /// agent's answer lists its environment's routes, and a change answers them all.
+    env_hosts: Mutex<HashMap<String, (Instant, Arc<Vec<HostRecord>>)>>,
     /// Bumped when what other hosts route to changes (see [`RemoteAgent::watch`]).
     routes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The traffic splits of the rollouts in progress, by (environment, service).
@@ -226,6 +229,7 @@ impl Fleet {
             remotes: Mutex::new(HashMap::new()),
             store,
             hosts: Mutex::new((None, HashMap::new())),
+            env_hosts: Mutex::new(HashMap::new()),
             routes: Arc::new(tokio::sync::watch::channel(0).0),
             splits: Mutex::new(HashMap::new()),
         }
@@ -256,6 +260,25 @@ impl Fleet {
             .cloned()
     }
 
+    /// The hosts of `env`, as the store listed them at most [`HOSTS_TTL`] ago.
+    fn hosts_of(&self, env: &str) -> Result<Arc<Vec<HostRecord>>, wharf_store::StoreError> {
+        if let Some((at, hosts)) = self
+            .env_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(env)
+            && at.elapsed() <= HOSTS_TTL
+        {
+            return Ok(hosts.clone());
+        }
+        let hosts = Arc::new(self.store.hosts(Some(env))?);
+        self.env_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_owned(), (Instant::now(), hosts.clone()));
+        Ok(hosts)
+    }
+
     /// The host named `node` in `env`, if one joined.
     fn host(&self, env: &str, node: &str) -> Option<HostRecord> {
         let mut cache = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,6 +296,10 @@ impl Fleet {
     /// Forgets the host index, after a change the next lookup must see.
     pub fn hosts_changed(&self) {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).0 = None;
+        self.env_hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         // A host that went down or came back changes where traffic may go.
         self.routes_changed();
     }
@@ -291,10 +318,10 @@ impl Fleet {
     ) -> Result<(Vec<ServiceRoute>, Vec<MeshPeer>), wharf_store::StoreError> {
         // A store that fails now fails the answer: the agent keeps the routes it has
         // rather than being told there are none.
-        let hosts = self.store.hosts(Some(&host.env))?;
+        let hosts = self.hosts_of(&host.env)?;
         let mut routes: std::collections::BTreeMap<String, ServiceRoute> = Default::default();
         let mut peers = Vec::new();
-        for other in &hosts {
+        for other in hosts.iter() {
             let serves = matches!(other.state, HostState::Ready | HostState::Draining);
             if other.id != host.id && serves {
                 peers.push((other.id, other.cert_serial));

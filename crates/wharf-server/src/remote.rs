@@ -118,13 +118,16 @@ impl RemoteAgent {
 
     /// Its service addresses and the instances that may take traffic, in a stable order.
     pub fn route_entries(&self) -> Vec<RouteEntry> {
-        let mut entries: Vec<RouteEntry> = self
-            .assigned()
+        let assigned = self.assigned();
+        // Borrowed, not cloned: every agent's answer reads every host's entries.
+        let reported = self.reported();
+        let mut entries: Vec<RouteEntry> = assigned
             .values()
             .filter_map(|plan| {
                 let address = plan.address?;
-                let serving = self
-                    .reported_for(plan)
+                let serving = reported
+                    .get(&plan.key)
+                    .filter(|r| r.plan.names(plan))
                     .filter(|r| {
                         r.status.state == InstanceState::Running
                             && (r.status.health == Health::Healthy || plan.health.is_none())
@@ -368,11 +371,14 @@ impl RemoteAgent {
 #[async_trait]
 impl AgentLink for RemoteAgent {
     fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
-        self.assigned()
+        let assigned = self.assigned();
+        let reported = self.reported();
+        assigned
             .values()
             .map(|plan| {
-                let status = match self.reported_for(plan) {
-                    Some(r) => r.status,
+                let seen = reported.get(&plan.key).filter(|r| r.plan.names(plan));
+                let status = match seen {
+                    Some(r) => r.status.clone(),
                     None => InstanceStatus {
                         plan_version: plan.version.clone(),
                         key: plan.key.clone(),
