@@ -209,7 +209,7 @@ pub struct Fleet {
     hosts: Mutex<HostIndex>,
     /// Each environment's hosts in order, read at most every [`HOSTS_TTL`] too: every
     /// agent's answer lists its environment's routes, and a change answers them all.
-    env_hosts: Mutex<HashMap<String, (Instant, Arc<Vec<HostRecord>>)>>,
+    env_hosts: Mutex<HashMap<String, EnvHosts>>,
     /// Bumped when what other hosts route to changes (see [`RemoteAgent::watch`]).
     routes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The traffic splits of the rollouts in progress, by (environment, service).
@@ -218,6 +218,9 @@ pub struct Fleet {
 
 /// Hosts by (environment, name), and when they were read.
 type HostIndex = (Option<Instant>, HashMap<(String, String), HostRecord>);
+
+/// An environment's hosts, and when they were read.
+type EnvHosts = (Instant, Arc<Vec<HostRecord>>);
 
 /// How stale the host index may be. Host states change on heartbeats (seconds).
 const HOSTS_TTL: Duration = Duration::from_millis(250);
