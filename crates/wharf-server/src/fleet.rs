@@ -210,6 +210,8 @@ pub struct Fleet {
     /// Each environment's hosts in order, read at most every [`HOSTS_TTL`] too: every
     /// agent's answer lists its environment's routes, and a change answers them all.
     env_hosts: Mutex<HashMap<String, EnvHosts>>,
+    /// Each environment's [`RouteTable`], by routes generation.
+    route_tables: Mutex<HashMap<String, Arc<RouteTable>>>,
     /// Bumped when what other hosts route to changes (see [`RemoteAgent::watch`]).
     routes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The traffic splits of the rollouts in progress, by (environment, service).
@@ -218,6 +220,26 @@ pub struct Fleet {
 
 /// Hosts by (environment, name), and when they were read.
 type HostIndex = (Option<Instant>, HashMap<(String, String), HostRecord>);
+
+/// What each host of an environment adds to routes, as of a routes generation.
+struct RouteTable {
+    generation: u64,
+    made: Instant,
+    hosts: Vec<HostRoutes>,
+}
+
+/// One host's part of its environment's routes.
+struct HostRoutes {
+    id: i64,
+    cert_serial: u64,
+    /// Ready or draining: a peer the others admit.
+    ready: bool,
+    /// Takes new traffic from the others.
+    serves: bool,
+    /// Where its mesh listener is.
+    via: Option<std::net::SocketAddr>,
+    entries: Vec<crate::remote::RouteEntry>,
+}
 
 /// An environment's hosts, and when they were read.
 type EnvHosts = (Instant, Arc<Vec<HostRecord>>);
@@ -233,6 +255,7 @@ impl Fleet {
             store,
             hosts: Mutex::new((None, HashMap::new())),
             env_hosts: Mutex::new(HashMap::new()),
+            route_tables: Mutex::new(HashMap::new()),
             routes: Arc::new(tokio::sync::watch::channel(0).0),
             splits: Mutex::new(HashMap::new()),
         }
@@ -282,6 +305,53 @@ impl Fleet {
         Ok(hosts)
     }
 
+    /// What each host of `env` adds to its routes, worked out once per change of
+    /// routes (and at most [`HOSTS_TTL`] old): a change answers every agent's watch, and
+    /// each answer would otherwise ask every host again, a thousand times a thousand.
+    fn route_table(&self, env: &str) -> Result<Arc<RouteTable>, wharf_store::StoreError> {
+        let generation = *self.routes.borrow();
+        if let Some(table) = self
+            .route_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(env)
+            && table.generation == generation
+            && table.made.elapsed() <= HOSTS_TTL
+        {
+            return Ok(table.clone());
+        }
+        let hosts = self.hosts_of(env)?;
+        let table = Arc::new(RouteTable {
+            generation,
+            made: Instant::now(),
+            hosts: hosts
+                .iter()
+                .map(|other| {
+                    let ready = matches!(other.state, HostState::Ready | HostState::Draining);
+                    let remote = self.remote(other.id);
+                    HostRoutes {
+                        id: other.id,
+                        cert_serial: other.cert_serial,
+                        ready,
+                        // A host whose agent is stopping takes no new traffic from the
+                        // others (its peers keep admitting it, for what is in flight).
+                        serves: ready && !remote.is_leaving(),
+                        via: remote.mesh_port().and_then(|port| {
+                            let ip: std::net::IpAddr = other.address.parse().ok()?;
+                            Some(std::net::SocketAddr::new(ip, port))
+                        }),
+                        entries: remote.route_entries(),
+                    }
+                })
+                .collect(),
+        });
+        self.route_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_owned(), table.clone());
+        Ok(table)
+    }
+
     /// The host named `node` in `env`, if one joined.
     fn host(&self, env: &str, node: &str) -> Option<HostRecord> {
         let mut cache = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
@@ -321,23 +391,15 @@ impl Fleet {
     ) -> Result<(Vec<ServiceRoute>, Vec<MeshPeer>), wharf_store::StoreError> {
         // A store that fails now fails the answer: the agent keeps the routes it has
         // rather than being told there are none.
-        let hosts = self.hosts_of(&host.env)?;
+        let table = self.route_table(&host.env)?;
         let mut routes: std::collections::BTreeMap<String, ServiceRoute> = Default::default();
         let mut peers = Vec::new();
-        for other in hosts.iter() {
-            let serves = matches!(other.state, HostState::Ready | HostState::Draining);
-            if other.id != host.id && serves {
+        for other in &table.hosts {
+            if other.id != host.id && other.ready {
                 peers.push((other.id, other.cert_serial));
             }
-            let remote = self.remote(other.id);
-            // A host whose agent is stopping takes no new traffic from the others (its
-            // peers keep admitting it, for what is in flight).
-            let serves = serves && !remote.is_leaving();
-            let via = remote.mesh_port().and_then(|port| {
-                let ip: std::net::IpAddr = other.address.parse().ok()?;
-                Some(std::net::SocketAddr::new(ip, port))
-            });
-            for entry in remote.route_entries() {
+            let (serves, via) = (other.serves, other.via);
+            for entry in other.entries.iter().cloned() {
                 let route = routes
                     .entry(entry.service.clone())
                     .or_insert_with(|| ServiceRoute {
