@@ -110,11 +110,17 @@ fn authenticate(c: &Controller, peer: &Peer) -> Result<HostRecord, ServerError> 
         .identity
         .as_ref()
         .ok_or_else(|| forbidden("a client certificate is required; join with a token first"))?;
+    // Every report and watch of every agent comes here: a host as listed a moment ago
+    // lets it in; anything else is decided on the store's own row.
+    let admitted = |h: &HostRecord| h.cert_serial == identity.serial && h.state.can_connect();
+    if let Some(host) = c.fleet.cached_host(identity.host_id).filter(admitted) {
+        return Ok(host);
+    }
     let host = c
         .store
         .host(identity.host_id)?
         .ok_or_else(|| forbidden("unknown host"))?;
-    if host.cert_serial != identity.serial || !host.state.can_connect() {
+    if !admitted(&host) {
         return Err(forbidden("this credential was revoked or replaced"));
     }
     Ok(host)

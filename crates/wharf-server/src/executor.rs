@@ -1283,13 +1283,7 @@ impl Executor {
     /// The first instance of `batch` that no longer runs its first process healthily.
     fn unsteady(&self, batch: &[InstanceKey], min_healthy_time: Duration) -> Option<Failure> {
         for key in batch {
-            let status = self
-                .fleet
-                .link(key)
-                .statuses()
-                .into_iter()
-                .find(|(p, _)| &p.key == key)
-                .map(|(_, s)| s);
+            let status = self.fleet.link(key).status(key);
             let steady = status
                 .as_ref()
                 .is_some_and(|s| decide::is_steady(s.state, s.health, s.restarts));

@@ -21,6 +21,13 @@ use crate::remote::RemoteAgent;
 pub trait AgentLink: Send + Sync {
     /// Instances it runs, with what was last observed of each.
     fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)>;
+    /// What was last observed of one instance (without copying every plan).
+    fn status(&self, key: &InstanceKey) -> Option<InstanceStatus> {
+        self.statuses()
+            .into_iter()
+            .find(|(p, _)| &p.key == key)
+            .map(|(_, s)| s)
+    }
     fn plan(&self, key: &InstanceKey) -> Option<InstancePlan>;
     async fn start(&self, plan: InstancePlan) -> Result<(), String>;
     /// Starts several instances; remote agents take them in one assignment change.
@@ -350,6 +357,21 @@ impl Fleet {
             .unwrap_or_else(|p| p.into_inner())
             .insert(env.to_owned(), table.clone());
         Ok(table)
+    }
+
+    /// A joined host by id, as the store listed it at most [`HOSTS_TTL`] ago (none when
+    /// the store cannot be read: the caller asks it again).
+    pub fn cached_host(&self, id: i64) -> Option<HostRecord> {
+        let mut cache = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0.is_none_or(|at| at.elapsed() > HOSTS_TTL) {
+            let hosts = self.store.hosts(None).ok()?;
+            cache.1 = hosts
+                .into_iter()
+                .map(|h| ((h.env.clone(), h.name.clone()), h))
+                .collect();
+            cache.0 = Some(Instant::now());
+        }
+        cache.1.values().find(|h| h.id == id).cloned()
     }
 
     /// The host named `node` in `env`, if one joined.

@@ -397,6 +397,27 @@ impl AgentLink for RemoteAgent {
             .collect()
     }
 
+    fn status(&self, key: &InstanceKey) -> Option<InstanceStatus> {
+        let assigned = self.assigned();
+        let plan = assigned.get(key)?;
+        let reported = self.reported();
+        Some(match reported.get(key).filter(|r| r.plan.names(plan)) {
+            Some(r) => r.status.clone(),
+            None => InstanceStatus {
+                plan_version: plan.version.clone(),
+                key: plan.key.clone(),
+                pid: None,
+                state: InstanceState::Starting,
+                health: Health::Unknown,
+                restarts: 0,
+                started_at: 0,
+                last_exit: None,
+                cpu_millis: None,
+                memory_bytes: None,
+            },
+        })
+    }
+
     fn plan(&self, key: &InstanceKey) -> Option<InstancePlan> {
         self.assigned().get(key).cloned()
     }
