@@ -347,9 +347,15 @@ pub async fn run(
     agent
         .traffic()
         .remember_splits_in(options.state_dir.join("traffic_splits.json"));
-    // Containers here reach their peers at the bridge's gateway; the controller is
-    // elsewhere, so no configuration gateway.
-    agent.open_gateways(None).await;
+    // Containers here reach their peers at the bridge's gateway. The controller is
+    // elsewhere: instances read their configuration from this agent's gateway, which
+    // passes the reads to whichever controller leads.
+    agent
+        .open_gateways(Some(crate::gateways::ConfigUpstream::Controllers {
+            client: client.clone(),
+            port_file: options.state_dir.join("config-gateway.port"),
+        }))
+        .await;
     let recovery = agent.recover().await;
     tracing::info!(
         adopted = recovery.adopted.len(),
@@ -372,6 +378,7 @@ pub async fn run(
         mesh.port,
     ));
     let watching = Watching {
+        host_id: joined.host_id,
         client: &client,
         agent: &agent,
         env: &joined.env,
@@ -474,6 +481,8 @@ type Tokens = Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>
 
 /// What the watch loop works with.
 struct Watching<'a> {
+    /// This host's id: its own instances are left out of the routes it is sent.
+    host_id: i64,
     client: &'a AgentClient,
     agent: &'a Arc<Agent>,
     env: &'a str,
@@ -525,6 +534,7 @@ async fn watch_loop(
     stop: &CancellationToken,
 ) -> Result<(), ConnectError> {
     let Watching {
+        host_id,
         client,
         agent,
         env,
@@ -541,6 +551,7 @@ async fn watch_loop(
         };
         match assignments {
             Ok(a) => {
+                let a = a.for_host(host_id);
                 backoff = Duration::from_millis(200);
                 index = a.revision;
                 *tokens.write().unwrap_or_else(|p| p.into_inner()) = a.config_tokens;

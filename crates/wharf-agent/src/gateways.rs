@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wharf_core::model::DriverKind;
+use wharf_proxy::answer::{Answer, Asked};
 use wharf_proxy::ingress::{Ingress, IngressRoute};
 use wharf_proxy::{Route, Target};
 
@@ -31,6 +32,23 @@ const ASK_LIMIT: Duration = Duration::from_secs(3);
 #[derive(Default)]
 pub struct Gateways {
     by_driver: OnceLock<BTreeMap<DriverKind, Gateway>>,
+    /// On a joined host, the configuration gateway for instances on the host's own
+    /// network (processes): the controller is elsewhere.
+    loopback_config: OnceLock<SocketAddr>,
+}
+
+/// Where the configuration gateway sends runtime configuration reads.
+#[derive(Clone)]
+pub enum ConfigUpstream {
+    /// The controller's API on this machine (a dev controller's own agent).
+    Api(SocketAddr),
+    /// The controllers this joined agent is connected to, over its mutual TLS, so a
+    /// read follows them through a failover. `port_file` remembers the gateway's port,
+    /// so instances adopted after the agent restarts keep a working URL.
+    Controllers {
+        client: wharf_client::agent::AgentClient,
+        port_file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +68,8 @@ impl Gateways {
     /// `url` (the controller's runtime configuration URL) as instances of `kind` reach
     /// it: through the configuration gateway when they do not share the host's network.
     pub fn config_url_for(&self, kind: DriverKind, url: &str) -> String {
-        let Some(gateway) = self.gateway(kind).and_then(|g| g.config) else {
+        let gateway = self.gateway(kind).and_then(|g| g.config);
+        let Some(gateway) = gateway.or_else(|| self.loopback_config.get().copied()) else {
             return url.to_owned();
         };
         match url.find(RUNTIME_CONFIG_PATH) {
@@ -82,8 +101,9 @@ pub async fn open(
     gateways: &Gateways,
     traffic: &Arc<Traffic>,
     drivers: &BTreeMap<DriverKind, Arc<dyn wharf_driver::Driver>>,
-    controller: Option<SocketAddr>,
+    upstream: Option<ConfigUpstream>,
 ) {
+    let port = remembered_port(upstream.as_ref());
     let mut found = BTreeMap::new();
     for (kind, driver) in drivers {
         // An engine that does not answer soon is taken as having no gateway.
@@ -98,7 +118,9 @@ pub async fn open(
                 );
                 continue;
             }
-            let config = controller.and_then(|api| serve_config(traffic, host, api));
+            let config = upstream
+                .clone()
+                .and_then(|up| serve_config(traffic, host, up, port));
             tracing::info!(
                 driver = driver.name(),
                 "instances reach this host at {host}{}",
@@ -109,26 +131,71 @@ pub async fn open(
             found.insert(*kind, Gateway { host, config });
         }
     }
+    if let Some(up @ ConfigUpstream::Controllers { .. }) = &upstream
+        && let Some(addr) = serve_config(traffic, IpAddr::V4(Ipv4Addr::LOCALHOST), up.clone(), port)
+    {
+        tracing::info!("instances on this host read their configuration at http://{addr}");
+        let _ = gateways.loopback_config.set(addr);
+    }
+    if let (Some(ConfigUpstream::Controllers { port_file, .. }), Some(addr)) = (
+        &upstream,
+        gateways
+            .loopback_config
+            .get()
+            .or_else(|| found.values().find_map(|g| g.config.as_ref())),
+    ) && let Err(e) = std::fs::write(port_file, addr.port().to_string())
+    {
+        tracing::warn!(
+            "cannot remember the configuration gateway's port in {}: {e}",
+            port_file.display()
+        );
+    }
     let mut hosts: Vec<IpAddr> = found.values().map(|g| g.host).collect();
     hosts.dedup();
     traffic.listen_on_gateways(hosts);
     let _ = gateways.by_driver.set(found);
 }
 
-/// Serves the configuration gateway on `host`; its address, or `None` (logged).
+/// The port the configuration gateway had before, when it passes reads to the
+/// controllers (a dev controller's agent takes the API's port instead).
+fn remembered_port(upstream: Option<&ConfigUpstream>) -> u16 {
+    match upstream {
+        Some(ConfigUpstream::Api(api)) => api.port(),
+        Some(ConfigUpstream::Controllers { port_file, .. }) => std::fs::read_to_string(port_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// Serves the configuration gateway on `host`, on `port` when it is free there;
+/// its address, or `None` (logged).
 fn serve_config(
     traffic: &Arc<Traffic>,
     host: IpAddr,
-    controller: SocketAddr,
+    upstream: ConfigUpstream,
+    port: u16,
 ) -> Option<SocketAddr> {
     let listener = traffic
-        .listen(SocketAddr::new(host, controller.port()))
+        .listen(SocketAddr::new(host, port))
         .or_else(|_| traffic.listen(SocketAddr::new(host, 0)))
         .map_err(|e| {
             tracing::error!("cannot open the configuration gateway on {host}: {e}; containers cannot read WHARF_CONFIG_URL")
         })
         .ok()?;
     let addr = listener.local_addr().ok()?;
+    let controller = match upstream {
+        ConfigUpstream::Api(controller) => controller,
+        ConfigUpstream::Controllers { client, .. } => {
+            traffic.tasks.spawn(wharf_proxy::answer::serve_answers(
+                listener,
+                traffic.closing.child_token(),
+                move |asked| pass_on(client.clone(), asked),
+            ));
+            return Some(addr);
+        }
+    };
     let route = Arc::new(Route::new(&[Target::Local(controller)]));
     route.set_response_timeout(LONG_POLL);
     let ingress = Ingress::new(
@@ -147,6 +214,52 @@ fn serve_config(
         traffic.closing.child_token(),
     ));
     Some(addr)
+}
+
+/// A request to a joined host's configuration gateway: a runtime configuration read
+/// goes to the controller in use, anything else is not found.
+async fn pass_on(client: wharf_client::agent::AgentClient, asked: Asked) -> Answer {
+    if asked.method != "GET" || asked.path != RUNTIME_CONFIG_PATH {
+        return answer_error(
+            404,
+            "this gateway passes on runtime configuration reads only",
+        );
+    }
+    match client
+        .runtime_config(&asked.query, asked.authorization.as_deref())
+        .await
+    {
+        Ok(read) => {
+            let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+            if let Some(revision) = read.revision {
+                headers.push(("x-wharf-revision".into(), revision));
+            }
+            if let Some(token) = read.fresh_token {
+                headers.push(("x-wharf-config-token".into(), token));
+            }
+            Answer {
+                status: read.status,
+                headers,
+                body: read.body,
+            }
+        }
+        Err(e) => answer_error(
+            503,
+            &format!("this host's agent cannot reach a controller: {e}"),
+        ),
+    }
+}
+
+fn answer_error(status: u16, error: &str) -> Answer {
+    let body = wharf_api::ApiError {
+        error: error.to_owned(),
+        hint: None,
+    };
+    Answer {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

@@ -323,8 +323,8 @@ impl Agent {
     /// container bridge's gateway) and opens the service addresses there too, with a
     /// configuration gateway to the controller's API at `controller` when given. Call
     /// it once, before recovery and before any address opens.
-    pub async fn open_gateways(&self, controller: Option<std::net::SocketAddr>) {
-        gateways::open(&self.gateways, &self.traffic, &self.drivers, controller).await;
+    pub async fn open_gateways(&self, upstream: Option<gateways::ConfigUpstream>) {
+        gateways::open(&self.gateways, &self.traffic, &self.drivers, upstream).await;
     }
 
     /// Where instances of each driver reach this host, for those that do not on

@@ -210,6 +210,20 @@ pub struct Assignments {
     pub ingress: Option<IngressPlan>,
 }
 
+impl Assignments {
+    /// The answer as the agent of host `host_id` uses it: the environment's routes and
+    /// peers are the same for every host (the controller makes them once per change),
+    /// so each agent leaves out its own instances (it reaches those directly) and
+    /// itself.
+    pub fn for_host(mut self, host_id: i64) -> Self {
+        for route in &mut self.routes {
+            route.members.retain(|m| m.host_id != host_id);
+        }
+        self.mesh_peers.retain(|(id, _)| *id != host_id);
+        self
+    }
+}
+
 /// An environment's entry, with the certificates of its HTTPS routes opened from their
 /// secrets (sent over the agent's mutual TLS, kept in memory only).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -411,4 +425,44 @@ pub struct AgentReport {
     /// more through the mesh to its instances until it reports again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leaving: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(host_id: i64) -> RemoteMember {
+        RemoteMember {
+            host_id,
+            via: "10.0.0.1:7000".parse().unwrap(),
+            port: 8000,
+            deployment: 1,
+        }
+    }
+
+    #[test]
+    fn an_agent_leaves_itself_out_of_the_shared_routes_and_peers() {
+        let answer = Assignments {
+            revision: 1,
+            plans: Vec::new(),
+            log_requests: Vec::new(),
+            tasks: Vec::new(),
+            config_tokens: BTreeMap::new(),
+            routes: vec![ServiceRoute {
+                service: "web".into(),
+                port: 9000,
+                tcp: false,
+                pause_timeout: Duration::from_secs(1),
+                response_timeout: Duration::from_secs(1),
+                members: vec![member(1), member(2), member(3)],
+                split: None,
+            }],
+            mesh_peers: vec![(1, 10), (2, 20), (3, 30)],
+            ingress: None,
+        }
+        .for_host(2);
+        let hosts: Vec<i64> = answer.routes[0].members.iter().map(|m| m.host_id).collect();
+        assert_eq!(hosts, [1, 3]);
+        assert_eq!(answer.mesh_peers, [(1, 10), (3, 30)]);
+    }
 }

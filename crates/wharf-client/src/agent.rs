@@ -32,6 +32,22 @@ impl std::str::FromStr for JoinToken {
     }
 }
 
+/// How long a runtime configuration read may take (a long poll waits up to 300 s).
+const RUNTIME_WAIT: Duration = Duration::from_secs(330);
+/// How long a runtime configuration read follows the controllers before it fails.
+pub const RUNTIME_FAILOVER: Duration = Duration::from_secs(20);
+
+/// The controller's answer to a runtime configuration read.
+#[derive(Debug, Clone)]
+pub struct RuntimeAnswer {
+    pub status: u16,
+    /// `x-wharf-revision`.
+    pub revision: Option<String>,
+    /// `x-wharf-config-token`: a renewed token, when the controller gave one.
+    pub fresh_token: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// Credentials a host got by joining.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -302,6 +318,60 @@ impl AgentClient {
             .json()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// An instance's runtime configuration read (`/v1/runtime/config` with `query` and
+    /// its token), passed to the controller in use over this agent's mutual TLS. A
+    /// controller that cannot be reached (a failover) is followed by the next for up to
+    /// [`RUNTIME_FAILOVER`], so a watching instance sees an answer, not an error.
+    pub async fn runtime_config(
+        &self,
+        query: &str,
+        authorization: Option<&str>,
+    ) -> Result<RuntimeAnswer, ClientError> {
+        let begun = std::time::Instant::now();
+        loop {
+            let mut request = self
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/v1/agent/runtime/config?{query}"),
+                )
+                .timeout(RUNTIME_WAIT);
+            if let Some(value) = authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let header = |name: &str| {
+                        response
+                            .headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let (revision, fresh_token) =
+                        (header("x-wharf-revision"), header("x-wharf-config-token"));
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    return Ok(RuntimeAnswer {
+                        status,
+                        revision,
+                        fresh_token,
+                        body: body.to_vec(),
+                    });
+                }
+                Err(e) => {
+                    let error = self.unreachable(e);
+                    if begun.elapsed() >= RUNTIME_FAILOVER {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
 
     /// Answers a task the controller gave (an exec's output, a purge's count).

@@ -8,6 +8,7 @@
 //! replaces the backend set as instances become healthy or leave.
 
 mod accept;
+pub mod answer;
 mod balance;
 mod http;
 pub mod ingress;

@@ -45,6 +45,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         )
         .route("/v1/agent/report", post(report))
         .route("/v1/agent/artifacts/{digest}", get(artifact))
+        .route("/v1/agent/runtime/config", get(runtime_config))
         .layer(axum::middleware::from_fn(refuse_unsupported_agents))
         .with_state(controller)
 }
@@ -217,7 +218,7 @@ async fn assignments(
     State(c): Ctl,
     Extension(peer): Extension<Peer>,
     Query(q): Query<WatchQuery>,
-) -> Result<Json<Assignments>, ServerError> {
+) -> Result<axum::response::Response, ServerError> {
     let host = authenticate(&c, &peer)?;
     let remote = c.fleet.remote(host.id);
     let mut assignments = remote.watch(q.index, WATCH_WAIT).await;
@@ -239,9 +240,45 @@ async fn assignments(
         }
     }
     drop(keyring);
-    (assignments.routes, assignments.mesh_peers) = c.fleet.routes_for(&host)?;
+    let shared = c.fleet.shared_routes_json(&host.env)?;
     assignments.ingress = crate::ingress::plan_of_env(&c, &host.env)?.map(|(plan, _)| plan);
-    Ok(Json(assignments))
+    Ok(with_shared_routes(&assignments, shared))
+}
+
+/// The answer to an agent's watch: its own assignments, and its environment's routes
+/// as the bytes every agent of it is sent (not a copy per agent: a change answers a
+/// thousand agents at once, each routes list naming thousands of instances).
+fn with_shared_routes(assignments: &Assignments, shared: Bytes) -> axum::response::Response {
+    // Its routes and peers are empty, so left out: the object's members end it.
+    let mut own = serde_json::to_vec(assignments).unwrap_or_else(|_| b"{}".to_vec());
+    own.pop();
+    if !shared.is_empty() {
+        own.push(b',');
+    }
+    let parts = [Bytes::from(own), shared, Bytes::from_static(b"}")];
+    let body = axum::body::Body::from_stream(futures_util::stream::iter(
+        parts.map(Ok::<_, std::convert::Infallible>),
+    ));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// An instance's runtime configuration read, passed on by the agent of its host (whose
+/// configuration gateway follows the controllers through a failover): the agent must
+/// be a joined host, and the instance's token must be for that host's environment.
+async fn runtime_config(
+    State(c): Ctl,
+    Extension(peer): Extension<Peer>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ServerError> {
+    let host = authenticate(&c, &peer)?;
+    crate::api_config::answer_runtime(&c, request, Some(&host.env)).await
 }
 
 /// An agent's answer to a log request: the tail of one instance's log.
@@ -350,5 +387,31 @@ mod tests {
         assert_eq!(super::resume_offset("bytes=0-"), Some(0));
         assert_eq!(super::resume_offset("bytes=1-5"), None);
         assert_eq!(super::resume_offset("items=1-"), None);
+    }
+
+    #[tokio::test]
+    async fn an_answer_joins_its_own_assignments_with_the_shared_routes() {
+        use wharf_api::agent::Assignments;
+        let own = Assignments {
+            revision: 7,
+            plans: Vec::new(),
+            log_requests: Vec::new(),
+            tasks: Vec::new(),
+            config_tokens: [("ci/web".to_owned(), "token".to_owned())].into(),
+            routes: Vec::new(),
+            mesh_peers: Vec::new(),
+            ingress: None,
+        };
+        let shared =
+            r#""routes":[{"service":"web","port":9000,"members":[]}],"mesh_peers":[[2,20]]"#;
+        let response = super::with_shared_routes(&own, shared.into());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let read: Assignments = serde_json::from_slice(&body).unwrap();
+        assert_eq!(read.revision, 7);
+        assert_eq!(read.config_tokens["ci/web"], "token");
+        assert_eq!(read.routes[0].service, "web");
+        assert_eq!(read.mesh_peers, [(2, 20)]);
     }
 }

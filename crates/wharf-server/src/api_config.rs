@@ -339,6 +339,16 @@ async fn runtime_config(
     State(c): Ctl,
     request: axum::extract::Request,
 ) -> Result<Response, ServerError> {
+    answer_runtime(&c, request, None).await
+}
+
+/// A runtime configuration read, from an instance (`env`: none) or passed on by the
+/// agent of a host in `env`, which may read for its own environment only.
+pub(crate) async fn answer_runtime(
+    c: &Controller,
+    request: axum::extract::Request,
+    env: Option<&str>,
+) -> Result<Response, ServerError> {
     let (parts, _) = request.into_parts();
     let axum::extract::Query(q) = axum::extract::Query::<RuntimeQuery>::try_from_uri(&parts.uri)
         .map_err(|e| ServerError::bad_request(e.body_text()))?;
@@ -348,7 +358,12 @@ async fn runtime_config(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let Some(scope) = c.config.hub.check_token(&c.config.keyring, token) else {
+    let Some(scope) = c
+        .config
+        .hub
+        .check_token(&c.config.keyring, token)
+        .filter(|scope| env.is_none_or(|env| scope.env == env))
+    else {
         return Err(ServerError::new(
             StatusCode::UNAUTHORIZED,
             "a configuration read needs the instance's WHARF_CONFIG_TOKEN",

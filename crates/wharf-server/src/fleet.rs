@@ -228,24 +228,20 @@ pub struct Fleet {
 /// Hosts by (environment, name), and when they were read.
 type HostIndex = (Option<Instant>, HashMap<(String, String), HostRecord>);
 
-/// What each host of an environment adds to routes, as of a routes generation.
+/// An environment's routes and mesh peers as of a routes generation, serialized once
+/// for every agent's answer (each agent leaves itself out: `Assignments::for_host`).
 struct RouteTable {
     generation: u64,
     made: Instant,
-    hosts: Vec<HostRoutes>,
+    /// `"routes":[...],"mesh_peers":[...]`, the members of a JSON object.
+    json: axum::body::Bytes,
 }
 
-/// One host's part of its environment's routes.
-struct HostRoutes {
-    id: i64,
-    cert_serial: u64,
-    /// Ready or draining: a peer the others admit.
-    ready: bool,
-    /// Takes new traffic from the others.
-    serves: bool,
-    /// Where its mesh listener is.
-    via: Option<std::net::SocketAddr>,
-    entries: Vec<crate::remote::RouteEntry>,
+/// The environment's part of every agent's answer.
+#[derive(serde::Serialize)]
+struct SharedRoutes {
+    routes: Vec<ServiceRoute>,
+    mesh_peers: Vec<MeshPeer>,
 }
 
 /// An environment's hosts, and when they were read.
@@ -312,9 +308,10 @@ impl Fleet {
         Ok(hosts)
     }
 
-    /// What each host of `env` adds to its routes, worked out once per change of
+    /// The routes and peers of `env`, worked out and serialized once per change of
     /// routes (and at most [`HOSTS_TTL`] old): a change answers every agent's watch, and
-    /// each answer would otherwise ask every host again, a thousand times a thousand.
+    /// each answer would otherwise ask every host again, a thousand times a thousand,
+    /// and carry its own copy of the same thousands of members.
     fn route_table(&self, env: &str) -> Result<Arc<RouteTable>, wharf_store::StoreError> {
         let generation = *self.routes.borrow();
         if let Some(table) = self
@@ -328,35 +325,69 @@ impl Fleet {
             return Ok(table.clone());
         }
         let hosts = self.hosts_of(env)?;
+        let shared = self.shared_routes(env, &hosts);
+        let json = serde_json::to_vec(&shared).unwrap_or_else(|_| b"{}".to_vec());
+        // The object's members only: the caller puts them into each answer.
+        let members = json
+            .get(1..json.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_vec();
         let table = Arc::new(RouteTable {
             generation,
             made: Instant::now(),
-            hosts: hosts
-                .iter()
-                .map(|other| {
-                    let ready = matches!(other.state, HostState::Ready | HostState::Draining);
-                    let remote = self.remote(other.id);
-                    HostRoutes {
-                        id: other.id,
-                        cert_serial: other.cert_serial,
-                        ready,
-                        // A host whose agent is stopping takes no new traffic from the
-                        // others (its peers keep admitting it, for what is in flight).
-                        serves: ready && !remote.is_leaving(),
-                        via: remote.mesh_port().and_then(|port| {
-                            let ip: std::net::IpAddr = other.address.parse().ok()?;
-                            Some(std::net::SocketAddr::new(ip, port))
-                        }),
-                        entries: remote.route_entries(),
-                    }
-                })
-                .collect(),
+            json: members.into(),
         });
         self.route_tables
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(env.to_owned(), table.clone());
         Ok(table)
+    }
+
+    /// Every service address of `env`, with the instances that serve on each host
+    /// (through its mesh listener), and the hosts that may reach one another.
+    fn shared_routes(&self, env: &str, hosts: &[HostRecord]) -> SharedRoutes {
+        let mut routes: BTreeMap<String, ServiceRoute> = BTreeMap::new();
+        let mut peers = Vec::new();
+        for host in hosts {
+            let ready = matches!(host.state, HostState::Ready | HostState::Draining);
+            if ready {
+                peers.push((host.id, host.cert_serial));
+            }
+            let remote = self.remote(host.id);
+            // A host whose agent is stopping takes no new traffic from the others (its
+            // peers keep admitting it, for what is in flight).
+            let serves = ready && !remote.is_leaving();
+            let via = remote.mesh_port().and_then(|port| {
+                let ip: std::net::IpAddr = host.address.parse().ok()?;
+                Some(std::net::SocketAddr::new(ip, port))
+            });
+            for entry in remote.route_entries() {
+                let route = routes
+                    .entry(entry.service.clone())
+                    .or_insert_with(|| ServiceRoute {
+                        service: entry.service.clone(),
+                        port: entry.address,
+                        tcp: entry.tcp,
+                        pause_timeout: entry.pause_timeout,
+                        response_timeout: entry.response_timeout,
+                        members: Vec::new(),
+                        split: self.split_of(env, &entry.service),
+                    });
+                if let (true, Some(via), Some(port)) = (serves, via, entry.serving) {
+                    route.members.push(RemoteMember {
+                        host_id: host.id,
+                        via,
+                        port,
+                        deployment: entry.deployment,
+                    });
+                }
+            }
+        }
+        SharedRoutes {
+            routes: routes.into_values().collect(),
+            mesh_peers: peers,
+        }
     }
 
     /// A joined host by id, as the store listed it at most [`HOSTS_TTL`] ago (none when
@@ -404,50 +435,15 @@ impl Fleet {
         self.routes.send_modify(|r| *r += 1);
     }
 
-    /// What `host`'s agent routes: every service address of its environment, with the
-    /// healthy instances on the environment's other hosts that take traffic (ready or
-    /// draining, their mesh listener known); and which hosts may reach its instances.
-    pub fn routes_for(
+    /// The routes and mesh peers of `env` as the members of a JSON object, the same
+    /// bytes for every agent of the environment until routes change. A store that fails
+    /// now fails the answer: the agent keeps the routes it has rather than being told
+    /// there are none.
+    pub fn shared_routes_json(
         &self,
-        host: &HostRecord,
-    ) -> Result<(Vec<ServiceRoute>, Vec<MeshPeer>), wharf_store::StoreError> {
-        // A store that fails now fails the answer: the agent keeps the routes it has
-        // rather than being told there are none.
-        let table = self.route_table(&host.env)?;
-        let mut routes: std::collections::BTreeMap<String, ServiceRoute> = Default::default();
-        let mut peers = Vec::new();
-        for other in &table.hosts {
-            if other.id != host.id && other.ready {
-                peers.push((other.id, other.cert_serial));
-            }
-            let (serves, via) = (other.serves, other.via);
-            for entry in other.entries.iter().cloned() {
-                let route = routes
-                    .entry(entry.service.clone())
-                    .or_insert_with(|| ServiceRoute {
-                        service: entry.service.clone(),
-                        port: entry.address,
-                        tcp: entry.tcp,
-                        pause_timeout: entry.pause_timeout,
-                        response_timeout: entry.response_timeout,
-                        members: Vec::new(),
-                        split: self.split_of(&host.env, &entry.service),
-                    });
-                let member = (other.id != host.id && serves)
-                    .then_some(())
-                    .and(via)
-                    .zip(entry.serving);
-                if let Some((via, port)) = member {
-                    route.members.push(RemoteMember {
-                        host_id: other.id,
-                        via,
-                        port,
-                        deployment: entry.deployment,
-                    });
-                }
-            }
-        }
-        Ok((routes.into_values().collect(), peers))
+        env: &str,
+    ) -> Result<axum::body::Bytes, wharf_store::StoreError> {
+        Ok(self.route_table(env)?.json.clone())
     }
 
     fn remotes(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<RemoteAgent>>> {

@@ -352,7 +352,9 @@ pub(crate) async fn serve(
                 agent.traffic().set_split(env, service, Some(split.clone()));
             }
             agent
-                .open_gateways(Some(loopback_if_unspecified(addr)))
+                .open_gateways(Some(wharf_agent::gateways::ConfigUpstream::Api(
+                    loopback_if_unspecified(addr),
+                )))
                 .await;
             let recovery = agent.recover().await;
             tracing::info!(
@@ -370,7 +372,9 @@ pub(crate) async fn serve(
         fleet.set_split(&env, &service, Some(split));
     }
     fleet.restore(&secret_source(store.clone(), keyring.clone()));
-    let live: Vec<_> = fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
+    // A set: a new leader of 10,000 instances checks each row against it.
+    let live: std::collections::HashSet<_> =
+        fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
     for row in store.instances(None, None)? {
         let key = wharf_driver::InstanceKey {
             env: row.env.clone(),
