@@ -58,20 +58,35 @@ pub(crate) async fn run(
 
     // Followers answer on the API address; the agent address opens once this leads.
     let s = store.clone();
-    let seen = blocking(move || s.lease()).await.ok();
+    let seen = Seen::from(blocking(move || s.lease()).await);
     let leader = Arc::new(RwLock::new(seen));
     let follower_stop = CancellationToken::new();
     let listener = crate::bind_remembered(state_dir, held.listen, "api-port").await?;
-    let follower = tokio::spawn(follow(listener, leader.clone(), follower_stop.clone()));
+    let tls = {
+        let s = store.clone();
+        let (dir, listen, keys) = (
+            state_dir.to_owned(),
+            held.listen,
+            held.master_key_file.clone(),
+        );
+        tokio::task::spawn_blocking(move || follower_tls(&dir, listen, keys, &*s))
+            .await
+            .map_err(|e| StartError::Pki(e.to_string()))??
+    };
+    let follower = tokio::spawn(follow(listener, tls, leader.clone(), follower_stop.clone()));
     let epoch = loop {
         let (s, h, a) = (store.clone(), holder.clone(), advertise.clone());
-        match blocking(move || s.campaign(&h, &a, LEASE_TTL)).await {
+        let seen = match blocking(move || s.campaign(&h, &a, LEASE_TTL)).await {
             Ok(Some(epoch)) => break epoch,
-            Ok(None) => {}
-            Err(e) => tracing::warn!("cannot campaign for the lease: {e}"),
-        }
-        let s = store.clone();
-        let seen = blocking(move || s.lease()).await.ok();
+            Ok(None) => {
+                let s = store.clone();
+                Seen::from(blocking(move || s.lease()).await)
+            }
+            Err(e) => {
+                tracing::warn!("cannot campaign for the lease: {e}");
+                Seen::Unreachable(e.to_string())
+            }
+        };
         *leader.write().unwrap_or_else(|p| p.into_inner()) = seen;
         tokio::select! {
             _ = changes.changed() => {}
@@ -142,10 +157,28 @@ fn step_down(store: &PgStore, why: &str) -> ! {
     std::process::exit(1);
 }
 
+/// What a follower last learnt of the lease.
+#[derive(Debug, Clone)]
+enum Seen {
+    Lease(LeaseState),
+    /// The database did not answer: this controller cannot tell who leads.
+    Unreachable(String),
+}
+
+impl From<Result<LeaseState, StoreError>> for Seen {
+    fn from(read: Result<LeaseState, StoreError>) -> Self {
+        match read {
+            Ok(lease) => Self::Lease(lease),
+            Err(e) => Self::Unreachable(e.to_string()),
+        }
+    }
+}
+
 /// Answers every API call with where the leader is, until `stop`.
 async fn follow(
     listener: tokio::net::TcpListener,
-    leader: Arc<RwLock<Option<LeaseState>>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    leader: Arc<RwLock<Seen>>,
     stop: CancellationToken,
 ) {
     let app = axum::Router::new().fallback(move || {
@@ -160,7 +193,7 @@ async fn follow(
     let tag: listen::Tagger<()> = Arc::new(|_, _| ());
     listen::serve(
         listener,
-        listen::Security::LoopbackPlain(None),
+        listen::Security::LoopbackPlain(tls),
         app,
         bounds,
         stop,
@@ -170,9 +203,22 @@ async fn follow(
     .await;
 }
 
-/// A follower's answer: the leader's address, or that an election is under way.
-fn misdirected(seen: Option<LeaseState>) -> Response {
-    match seen.filter(LeaseState::held) {
+/// A follower's answer: the leader's address, that an election is under way, or that
+/// this controller cannot reach the database (and so cannot know who leads).
+fn misdirected(seen: Seen) -> Response {
+    let lease = match seen {
+        Seen::Lease(lease) => Some(lease),
+        Seen::Unreachable(why) => {
+            let body = wharf_api::ApiError {
+                error: format!("this controller cannot reach the database ({why}), so it cannot tell who leads"),
+                hint: Some(
+                    "send requests to another controller (`--controller URL,URL,...` tries each); this one follows again once the database answers".into(),
+                ),
+            };
+            return unavailable(body);
+        }
+    };
+    match lease.filter(LeaseState::held) {
         Some(lease) => {
             let body = wharf_api::ApiError {
                 error: format!(
@@ -189,18 +235,19 @@ fn misdirected(seen: Option<LeaseState>) -> Response {
             }
             response
         }
-        None => {
-            let body = wharf_api::ApiError {
-                error: "no controller leads right now: an election is under way".into(),
-                hint: Some("retry in a few seconds".into()),
-            };
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-            response
-        }
+        None => unavailable(wharf_api::ApiError {
+            error: "no controller leads right now: an election is under way".into(),
+            hint: Some("retry in a few seconds".into()),
+        }),
     }
+}
+
+fn unavailable(body: wharf_api::ApiError) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
 }
 
 fn default_advertise(listen: SocketAddr) -> String {
@@ -227,26 +274,10 @@ pub(crate) fn share_authority(
     keyring: &SharedKeyring,
     dir: &Path,
 ) -> Result<(), StartError> {
-    let pki = |e: &dyn std::fmt::Display| StartError::Pki(e.to_string());
-    let (cert, key) = (store.shared_file(CA_CERT)?, store.shared_file(CA_KEY)?);
-    if let (Some(cert), Some(sealed)) = (cert, key) {
-        let sealed: SealedFile = serde_json::from_slice(&sealed).map_err(|e| pki(&e))?;
-        let key = keyring
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .open(&sealed.into(), CA_KEY_CONTEXT)
-            .map_err(|e| {
-                StartError::Pki(format!(
-                    "cannot open the certificate authority's key kept in the database ({e}): give this controller the same master keyring as the others (`--master-key-file`)"
-                ))
-            })?;
-        let key = String::from_utf8(key).map_err(|e| pki(&e))?;
-        let cert = String::from_utf8(cert).map_err(|e| pki(&e))?;
-        std::fs::create_dir_all(dir).map_err(|e| pki(&e))?;
-        wharf_pki::write_private(&dir.join("ca.key"), &key).map_err(|e| pki(&e))?;
-        std::fs::write(dir.join("ca.pem"), cert).map_err(|e| pki(&e))?;
+    if open_shared_authority(store, keyring, dir)? {
         return Ok(());
     }
+    let pki = |e: &dyn std::fmt::Display| StartError::Pki(e.to_string());
     let authority = wharf_pki::Authority::load_or_create(dir).map_err(|e| pki(&e))?;
     let key = std::fs::read(dir.join("ca.key")).map_err(|e| pki(&e))?;
     let sealed = keyring
@@ -258,6 +289,66 @@ pub(crate) fn share_authority(
     store.put_shared_file(CA_KEY, &sealed)?;
     store.put_shared_file(CA_CERT, authority.cert_pem().as_bytes())?;
     Ok(())
+}
+
+/// Writes the certificate authority kept in the database into `dir`, its key opened
+/// with the master keyring; false when the database keeps none yet.
+fn open_shared_authority(
+    store: &dyn Store,
+    keyring: &SharedKeyring,
+    dir: &Path,
+) -> Result<bool, StartError> {
+    let pki = |e: &dyn std::fmt::Display| StartError::Pki(e.to_string());
+    let (Some(cert), Some(sealed)) = (store.shared_file(CA_CERT)?, store.shared_file(CA_KEY)?)
+    else {
+        return Ok(false);
+    };
+    let sealed: SealedFile = serde_json::from_slice(&sealed).map_err(|e| pki(&e))?;
+    let key = keyring
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .open(&sealed.into(), CA_KEY_CONTEXT)
+        .map_err(|e| {
+            StartError::Pki(format!(
+                "cannot open the certificate authority's key kept in the database ({e}): give this controller the same master keyring as the others (`--master-key-file`)"
+            ))
+        })?;
+    let key = String::from_utf8(key).map_err(|e| pki(&e))?;
+    let cert = String::from_utf8(cert).map_err(|e| pki(&e))?;
+    std::fs::create_dir_all(dir).map_err(|e| pki(&e))?;
+    wharf_pki::write_private(&dir.join("ca.key"), &key).map_err(|e| pki(&e))?;
+    std::fs::write(dir.join("ca.pem"), cert).map_err(|e| pki(&e))?;
+    Ok(true)
+}
+
+/// The TLS a follower listening beyond loopback answers with: a certificate of the
+/// controllers' shared authority, which clients pin (`WHARF_CA`) as they do the
+/// leader's. None on loopback, and before any controller led (no authority yet: the
+/// follower then answers loopback callers only).
+fn follower_tls(
+    state_dir: &Path,
+    listen: SocketAddr,
+    master_key_file: Option<std::path::PathBuf>,
+    store: &dyn Store,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+    if listen.ip().is_loopback() {
+        return Ok(None);
+    }
+    let keyring = wharf_secrets::Keyring::load_or_create(
+        &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
+    )?;
+    let keyring: SharedKeyring = Arc::new(RwLock::new(keyring));
+    let dir = state_dir.join("pki");
+    if !open_shared_authority(store, &keyring, &dir)? {
+        tracing::warn!(
+            "no controller has led yet, so there is no certificate authority: this follower answers loopback callers only until it leads"
+        );
+        return Ok(None);
+    }
+    let pki = |e: &dyn std::fmt::Display| StartError::Pki(e.to_string());
+    let authority = wharf_pki::Authority::load_or_create(&dir).map_err(|e| pki(&e))?;
+    let config = authority.api_server_config().map_err(|e| pki(&e))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(config)))
 }
 
 /// A sealed value as kept in the database.
@@ -311,12 +402,29 @@ mod tests {
             epoch: 3,
             expires_in_ms,
         };
-        let held = misdirected(Some(lease(2000)));
+        let held = misdirected(Seen::Lease(lease(2000)));
         assert_eq!(held.status(), StatusCode::MISDIRECTED_REQUEST);
         assert_eq!(held.headers()[LEADER_HEADER], "http://127.0.0.1:7000");
-        let expired = misdirected(Some(lease(-5)));
+        let expired = misdirected(Seen::Lease(lease(-5)));
         assert_eq!(expired.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(expired.headers().get(LEADER_HEADER).is_none());
-        assert_eq!(misdirected(None).status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_follower_cut_off_from_the_database_says_so_and_names_no_leader() {
+        let answer = misdirected(Seen::Unreachable("no answer within 10s".into()));
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(answer.headers().get(LEADER_HEADER).is_none());
+        let body = axum::body::to_bytes(answer.into_body(), 4096)
+            .await
+            .unwrap();
+        let error: wharf_api::ApiError = serde_json::from_slice(&body).unwrap();
+        assert!(
+            error
+                .error
+                .contains("cannot reach the database (no answer within 10s)"),
+            "{}",
+            error.error
+        );
     }
 }

@@ -74,6 +74,8 @@ struct Controller {
     api: u16,
     agent: u16,
     dir: PathBuf,
+    /// Its own way to the database (through a [`Partition`]), when not the shared one.
+    store: Option<String>,
 }
 
 impl Controller {
@@ -103,14 +105,31 @@ impl Cluster {
 
     /// Controllers on a database made on `server`.
     fn on(server: &str, password: Option<&str>, controllers: usize, name: &str) -> Self {
+        Self::of(
+            Project::new(FLEET, &["svc"]),
+            server,
+            password,
+            controllers,
+            name,
+        )
+    }
+
+    /// Controllers of `project` on a database made on `server`.
+    fn of(
+        project: Project,
+        server: &str,
+        password: Option<&str>,
+        controllers: usize,
+        name: &str,
+    ) -> Self {
         let database = new_database(server, password, &format!("{name}_{}", std::process::id()));
-        let project = Project::new(FLEET, &["svc"]);
         let controllers = (0..controllers)
             .map(|n| Controller {
                 child: None,
                 api: free_port(),
                 agent: free_port(),
                 dir: project.path().join(format!("controller-{n}")),
+                store: None,
             })
             .collect();
         let mut cluster = Self {
@@ -136,6 +155,7 @@ impl Cluster {
     fn start(&mut self, n: usize) {
         let keys = self.project.path().join("master.keys");
         let c = &mut self.controllers[n];
+        let store = c.store.clone().unwrap_or_else(|| self.database.clone());
         std::fs::create_dir_all(&c.dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -155,7 +175,7 @@ impl Cluster {
             .arg(&c.dir)
             .arg("--master-key-file")
             .arg(&keys)
-            .args(["--store", &self.database])
+            .args(["--store", &store])
             .env("WHARF_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -190,6 +210,23 @@ impl Cluster {
                     .send()
                     .is_ok_and(|r| r.status().is_success())
         })
+    }
+
+    /// Controller `n`'s answer to a health check: its status and body.
+    fn answer(&self, n: usize) -> Option<(u16, Value)> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let answer = http
+            .get(format!(
+                "http://127.0.0.1:{}/v1/health",
+                self.controllers[n].api
+            ))
+            .send()
+            .ok()?;
+        let status = answer.status().as_u16();
+        Some((status, answer.json().unwrap_or(Value::Null)))
     }
 
     fn wait_leader(&self, limit: Duration) -> Option<usize> {
@@ -615,4 +652,202 @@ fn the_database_restarted_under_the_controllers_loses_nothing_and_restarts_no_in
     });
     assert!(deployed, "{:?}", cluster.history());
     drop(cluster);
+}
+
+/// A way to the database that can be cut as a network partition would: once cut,
+/// nothing more passes either way (connections stay open, unanswered), until healed.
+struct Partition {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    fn to(server: &str) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let target = server
+            .split_once('@')
+            .map_or(server, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let cut = flag.clone();
+                    std::thread::spawn(move || {
+                        from.set_read_timeout(Some(Duration::from_millis(50)))
+                            .unwrap();
+                        let mut buffer = [0u8; 16384];
+                        loop {
+                            if cut.load(Ordering::SeqCst) {
+                                // Unread bytes wait in the kernel: the peer hears nothing.
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                            match from.read(&mut buffer) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buffer[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Self { port, cut }
+    }
+
+    /// The database's address through this way.
+    fn address(&self, database: &str) -> String {
+        let (scheme_user, rest) = database.split_once('@').unwrap();
+        let (_, name) = rest.split_once('/').unwrap();
+        format!("{scheme_user}@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_follower_cut_off_from_the_database_never_leads_and_follows_again_once_healed() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let mut cluster = Cluster::on(&server, None, 2, "partition");
+    let partition = Partition::to(&server);
+    let cut_off = cluster.controllers.len();
+    cluster.controllers.push(Controller {
+        child: None,
+        api: free_port(),
+        agent: free_port(),
+        dir: cluster.project.path().join("controller-cut"),
+        store: Some(partition.address(&cluster.database)),
+    });
+    cluster.start(cut_off);
+    let names_leader = |cluster: &Cluster, leader: usize| {
+        cluster.answer(cut_off).is_some_and(|(status, body)| {
+            status == 421
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(&cluster.controllers[leader].api.to_string()))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || names_leader(&cluster, 0)),
+        "{}",
+        cluster.controllers[cut_off].log()
+    );
+
+    partition.set_cut(true);
+    let mut said = None;
+    let told = wait_until(Duration::from_secs(30), || {
+        said = cluster.answer(cut_off);
+        said.as_ref().is_some_and(|(status, _)| *status == 503)
+    });
+    assert!(told, "{said:?}");
+    let (_, body) = said.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the database"),
+        "{body}"
+    );
+    // The CLI, given every controller, still reaches the leader and writes.
+    cluster.ok(&["config", "set", "svc", "--env", "fleet", "A=1"]);
+
+    // The leader dies: the follower that reaches the database takes over, the one cut
+    // off does not (it cannot campaign), and says so rather than naming anyone.
+    cluster.kill(0);
+    let mut leader = None;
+    wait_until(Duration::from_secs(10), || {
+        leader = cluster.leader();
+        leader.is_some()
+    });
+    assert_eq!(leader, Some(1), "{}", cluster.controllers[1].log());
+    cluster.ok(&["config", "set", "svc", "--env", "fleet", "A=2"]);
+    assert_eq!(cluster.answer(cut_off).map(|(s, _)| s), Some(503));
+
+    partition.set_cut(false);
+    assert!(
+        wait_until(Duration::from_secs(30), || names_leader(&cluster, 1)),
+        "{}",
+        cluster.controllers[cut_off].log()
+    );
+    assert!(
+        cluster.controllers[cut_off]
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none()),
+        "the follower cut off kept running"
+    );
+    let config = cluster.json(&["config", "get", "svc", "--env", "fleet"]);
+    assert!(config.to_string().contains("\"2\""), "{config}");
+}
+
+#[test]
+fn an_instance_watching_its_configuration_follows_the_controllers_through_a_failover() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let definition = format!(
+        "{}environments:\n  fleet:\n    nodes:\n      - name: web\n        count: 1\n        services: [watcher]\n",
+        crate::config::WATCHER_SERVICE
+    );
+    let project = Project::new(&definition.replace("@SEEN@", "placeholder"), &[]);
+    let seen = project.path().join("seen.log");
+    project.write(
+        "wharf.yaml",
+        &definition.replace("@SEEN@", seen.to_str().unwrap()),
+    );
+    project.write("watcher/app.py", crate::config::WATCHER);
+    let mut cluster = Cluster::of(project, &server, None, 2, "watch");
+    cluster.join_agents(1);
+    cluster.ok(&["deploy", "watcher", "--env", "fleet", "--version", "v1"]);
+    let lines = || std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(20), || lines().contains("KEY=start")),
+        "{}",
+        lines()
+    );
+    let pid =
+        cluster.json(&["status", "--env", "fleet"])["services"][0]["instances"][0]["pid"].as_i64();
+    // Its read waits at the leader (a long poll) when the leader dies.
+    cluster.kill(0);
+    assert_eq!(cluster.wait_leader(Duration::from_secs(10)), Some(1));
+    cluster.ok(&["config", "set", "watcher", "--env", "fleet", "KEY=after"]);
+    // The same watch (one thread, which stops at its first failed read) sees the change.
+    assert!(
+        wait_until(Duration::from_secs(30), || lines().contains("KEY=after")),
+        "the watch did not follow the new leader:\n{}\nagent: {}",
+        lines(),
+        std::fs::read_to_string(cluster.project.path().join("agent-web-1.log")).unwrap_or_default()
+    );
+    let now =
+        cluster.json(&["status", "--env", "fleet"])["services"][0]["instances"][0]["pid"].as_i64();
+    assert_eq!(now, pid, "the instance was not restarted");
 }
