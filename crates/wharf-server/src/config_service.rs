@@ -445,9 +445,13 @@ pub fn running_deployment(
     env: &str,
     with_rollout: bool,
 ) -> Result<Option<DeploymentRecord>, ServerError> {
-    let history = store.history(service, env)?;
-    let id = running_in(&history, with_rollout).map(|d| d.id);
-    Ok(history.into_iter().find(|d| Some(d.id) == id))
+    // Chosen from the history without specs (a pool's spec is megabytes, and every
+    // deployment has one); only the one chosen is read whole.
+    let history = store.history_brief(service, env)?;
+    match running_in(&history, with_rollout) {
+        Some(running) => Ok(store.deployment(running.id)?),
+        None => Ok(None),
+    }
 }
 
 /// [`running_deployment`] over a history already read.

@@ -661,6 +661,9 @@ impl Executor {
                     slot.instance = *n;
                 }
             }
+            // The first rendering goes before the second is made: at 10,000 instances
+            // each is tens of megabytes.
+            drop(std::mem::take(&mut rendered.plans));
             rendered = render(&*self.store, &placed, &req.version, digest, 0, &extras)?;
             let desired = desired_of(&rendered);
             let now_at = wharf_core::plan::by_slot(&desired, |d| &d.slot);
@@ -1083,9 +1086,9 @@ impl Executor {
             .filter(|(p, _)| p.key.env == env && p.key.service == service)
             .map(|(p, s)| ObservedInstance {
                 slot: slot_of(&p.key),
-                version: p.version,
-                digest: p.digest,
-                config_digest: p.config_digest,
+                version: p.version.clone(),
+                digest: p.digest.clone(),
+                config_digest: p.config_digest.clone(),
                 healthy: decide::counts_as_healthy(
                     s.state,
                     s.health,
@@ -1728,7 +1731,7 @@ impl Executor {
                 by_service
                     .entry(plan.key.service.clone())
                     .or_default()
-                    .push(plan);
+                    .push(Arc::unwrap_or_clone(plan));
             }
         }
         // A service whose instances are all gone still runs as far as history says: its

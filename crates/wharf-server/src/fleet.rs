@@ -16,11 +16,15 @@ use wharf_store::{HostRecord, Store};
 
 use crate::remote::RemoteAgent;
 
+/// A plan as the controller holds it: shared, not copied, by every listing of what
+/// runs (10,000 plans copied per listing were most of a large controller's memory).
+pub type SharedPlan = Arc<InstancePlan>;
+
 /// What the executor needs of an agent.
 #[async_trait]
 pub trait AgentLink: Send + Sync {
     /// Instances it runs, with what was last observed of each.
-    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)>;
+    fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)>;
     /// What was last observed of one instance (without copying every plan).
     fn status(&self, key: &InstanceKey) -> Option<InstanceStatus> {
         self.statuses()
@@ -69,8 +73,11 @@ pub trait AgentLink: Send + Sync {
 
 #[async_trait]
 impl AgentLink for Agent {
-    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+    fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)> {
         Agent::statuses(self)
+            .into_iter()
+            .map(|(plan, status)| (Arc::new(plan), status))
+            .collect()
     }
 
     fn plan(&self, key: &InstanceKey) -> Option<InstancePlan> {
@@ -140,7 +147,7 @@ struct NoHost;
 
 #[async_trait]
 impl AgentLink for NoHost {
-    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+    fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)> {
         Vec::new()
     }
 
@@ -497,11 +504,11 @@ impl Fleet {
     }
 
     /// Every instance of every agent.
-    pub fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+    pub fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)> {
         let mut all = self
             .local
             .as_ref()
-            .map(|l| l.statuses())
+            .map(|l| AgentLink::statuses(&**l))
             .unwrap_or_default();
         let remotes: Vec<Arc<RemoteAgent>> = self.remotes().values().cloned().collect();
         for remote in remotes {
@@ -534,16 +541,19 @@ impl Fleet {
     /// Instances by where they listen: (host, env, service, port) -> (node, instance).
     pub fn plans_by_port(&self) -> HashMap<PortKey, (String, u32)> {
         let mut by_port = HashMap::new();
-        let mut add = |host: Option<i64>, plans: Vec<(InstancePlan, InstanceStatus)>| {
+        let mut add = |host: Option<i64>, plans: Vec<(SharedPlan, InstanceStatus)>| {
             for (plan, _) in plans {
                 if let Some(port) = plan.port {
-                    let k = plan.key;
-                    by_port.insert((host, k.env, k.service, port), (k.node, k.instance));
+                    let k = &plan.key;
+                    by_port.insert(
+                        (host, k.env.clone(), k.service.clone(), port),
+                        (k.node.clone(), k.instance),
+                    );
                 }
             }
         };
         if let Some(local) = &self.local {
-            add(None, local.statuses());
+            add(None, AgentLink::statuses(&**local));
         }
         for (id, remote) in self.joined() {
             add(Some(id), AgentLink::statuses(&*remote));

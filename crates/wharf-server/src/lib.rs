@@ -373,8 +373,11 @@ pub(crate) async fn serve(
     }
     fleet.restore(&secret_source(store.clone(), keyring.clone()));
     // A set: a new leader of 10,000 instances checks each row against it.
-    let live: std::collections::HashSet<_> =
-        fleet.statuses().into_iter().map(|(p, _)| p.key).collect();
+    let live: std::collections::HashSet<_> = fleet
+        .statuses()
+        .into_iter()
+        .map(|(p, _)| p.key.clone())
+        .collect();
     for row in store.instances(None, None)? {
         let key = wharf_driver::InstanceKey {
             env: row.env.clone(),

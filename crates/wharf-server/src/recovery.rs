@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_api::{DeployEvent, StopRequest};
@@ -235,7 +236,9 @@ impl Executor {
         env: &str,
         observed: &[(u32, &str)],
     ) -> Option<(DeploymentRecord, String)> {
-        let history = self.store.history(service, env).ok()?;
+        // Without specs: a pool's is megabytes, and this runs for every service on
+        // every pass.
+        let history = self.store.history_brief(service, env).ok()?;
         if history
             .iter()
             .any(|d| d.state == DeploymentState::InProgress)
@@ -243,7 +246,7 @@ impl Executor {
             return None;
         }
         let running = self.current_deployment(service, env).ok()??;
-        let spec: DeploySpec = serde_json::from_value(running.spec.clone()).ok()?;
+        let spec = DeploySpec::deserialize(&running.spec).ok()?;
         let wanted: Vec<u32> = spec.slots.iter().map(|s| s.instance).collect();
         let reason = decide::reconcile_reason(&wanted, &running.version, observed)?;
         Some((running, reason))

@@ -14,7 +14,7 @@ use wharf_core::lifecycle::{Health, InstanceState};
 use wharf_driver::InstanceKey;
 use wharf_store::Store;
 
-use crate::fleet::AgentLink;
+use crate::fleet::{AgentLink, SharedPlan};
 
 /// How long a stopped instance may take to disappear from the agent's report.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -22,7 +22,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct RemoteAgent {
     host_id: i64,
     store: Arc<dyn Store>,
-    assignments: Mutex<BTreeMap<InstanceKey, InstancePlan>>,
+    assignments: Mutex<BTreeMap<InstanceKey, SharedPlan>>,
     /// Bumped on every change of `assignments`; agents long-poll on it.
     revision: watch::Sender<u64>,
     reported: Mutex<BTreeMap<InstanceKey, ReportedInstance>>,
@@ -152,7 +152,7 @@ impl RemoteAgent {
         self.routes.send_modify(|r| *r += 1);
     }
 
-    fn assigned(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceKey, InstancePlan>> {
+    fn assigned(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceKey, SharedPlan>> {
         self.assignments.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -174,7 +174,7 @@ impl RemoteAgent {
             if !plan.secret_keys.is_empty() {
                 plan.env.extend(secrets(&plan));
             }
-            assigned.insert(plan.key.clone(), plan);
+            assigned.insert(plan.key.clone(), Arc::new(plan));
         }
         drop(assigned);
         self.revision.send_modify(|r| *r += 1);
@@ -205,7 +205,7 @@ impl RemoteAgent {
         let revision = now();
         wharf_api::agent::Assignments {
             revision,
-            plans: self.assigned().values().cloned().collect(),
+            plans: self.assigned().values().map(|p| (**p).clone()).collect(),
             log_requests: std::mem::take(
                 &mut *self.log_requests.lock().unwrap_or_else(|p| p.into_inner()),
             ),
@@ -370,7 +370,7 @@ impl RemoteAgent {
 
 #[async_trait]
 impl AgentLink for RemoteAgent {
-    fn statuses(&self) -> Vec<(InstancePlan, InstanceStatus)> {
+    fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)> {
         let assigned = self.assigned();
         let reported = self.reported();
         assigned
@@ -419,7 +419,7 @@ impl AgentLink for RemoteAgent {
     }
 
     fn plan(&self, key: &InstanceKey) -> Option<InstancePlan> {
-        self.assigned().get(key).cloned()
+        self.assigned().get(key).map(|p| (**p).clone())
     }
 
     async fn start(&self, plan: InstancePlan) -> Result<(), String> {
@@ -436,7 +436,7 @@ impl AgentLink for RemoteAgent {
                 &value,
             )
             .map_err(|e| e.to_string())?;
-        self.assigned().insert(plan.key.clone(), plan);
+        self.assigned().insert(plan.key.clone(), Arc::new(plan));
         self.revision.send_modify(|r| *r += 1);
         self.routes_changed();
         Ok(())
@@ -463,7 +463,7 @@ impl AgentLink for RemoteAgent {
             .map_err(|e| e.to_string())?;
         let mut assigned = self.assigned();
         for plan in plans {
-            assigned.insert(plan.key.clone(), plan);
+            assigned.insert(plan.key.clone(), Arc::new(plan));
         }
         drop(assigned);
         self.revision.send_modify(|r| *r += 1);

@@ -680,7 +680,7 @@ async fn exec(
                 && req.instance.is_none_or(|n| n == plan.key.instance)
                 && status.state == wharf_core::lifecycle::InstanceState::Running
         })
-        .map(|(plan, _)| plan.key)
+        .map(|(plan, _)| plan.key.clone())
         .collect();
     candidates.sort_by_key(|k| k.instance);
     let Some(key) = candidates.into_iter().next() else {
