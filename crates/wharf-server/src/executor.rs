@@ -22,7 +22,7 @@ use wharf_store::NewDeployment;
 
 use crate::deploy_guard::DeployGuard;
 use crate::error::ServerError;
-use crate::fleet::AgentLink;
+use crate::fleet::{AgentLink, SharedPlan};
 use crate::now_millis;
 use crate::render::render;
 
@@ -82,14 +82,15 @@ struct Prepared {
     spec: DeploySpec,
 }
 
-/// What a step changed, so a rollback can undo it.
+/// What a step changed, so a rollback can undo it. Previous plans are shared with
+/// the agent link, not copied: a rollout of 10,000 instances keeps every one it stops.
 enum Done {
     Started(InstanceKey),
     Replaced {
         key: InstanceKey,
-        previous: Option<InstancePlan>,
+        previous: Option<SharedPlan>,
     },
-    Stopped(InstancePlan),
+    Stopped(SharedPlan),
 }
 
 /// The first instance of a batch that failed.
@@ -1230,7 +1231,7 @@ impl Executor {
     async fn retire(&self, replaced: &[(InstanceKey, u32)], events: &Events, done: &mut Vec<Done>) {
         let mut stopping = Vec::new();
         for (key, successor) in replaced {
-            let Some(previous) = self.fleet.link(key).plan(key) else {
+            let Some(previous) = self.fleet.link(key).shared_plan(key) else {
                 continue;
             };
             events.progress(
@@ -1363,7 +1364,7 @@ impl Executor {
                         format!("replacing {} with {}", from.version, to.version)
                     };
                     events.progress(&key, message);
-                    let previous = self.fleet.link(&key).plan(&key);
+                    let previous = self.fleet.link(&key).shared_plan(&key);
                     done.push(Done::Replaced {
                         key: key.clone(),
                         previous,
@@ -1378,7 +1379,7 @@ impl Executor {
                         node: from.slot.node.clone(),
                         instance: from.slot.instance,
                     };
-                    let Some(previous) = self.fleet.link(&key).plan(&key) else {
+                    let Some(previous) = self.fleet.link(&key).shared_plan(&key) else {
                         continue;
                     };
                     events.progress(
@@ -1460,7 +1461,7 @@ impl Executor {
             let key = previous.key.clone();
             events.progress(&key, format!("restoring {}", previous.version));
             let link = self.fleet.link(&key);
-            let ok = match link.start(previous).await {
+            let ok = match link.start(Arc::unwrap_or_clone(previous)).await {
                 Ok(()) => link.wait_healthy(&key, timeout).await.is_ok(),
                 Err(_) => false,
             };

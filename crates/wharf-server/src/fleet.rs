@@ -33,6 +33,10 @@ pub trait AgentLink: Send + Sync {
             .map(|(_, s)| s)
     }
     fn plan(&self, key: &InstanceKey) -> Option<InstancePlan>;
+    /// The same plan, shared where the link keeps it shared.
+    fn shared_plan(&self, key: &InstanceKey) -> Option<SharedPlan> {
+        self.plan(key).map(Arc::new)
+    }
     async fn start(&self, plan: InstancePlan) -> Result<(), String>;
     /// Starts several instances; remote agents take them in one assignment change.
     async fn start_all(&self, plans: Vec<InstancePlan>) -> Result<(), String> {

@@ -422,6 +422,10 @@ impl AgentLink for RemoteAgent {
         self.assigned().get(key).map(|p| (**p).clone())
     }
 
+    fn shared_plan(&self, key: &InstanceKey) -> Option<SharedPlan> {
+        self.assigned().get(key).cloned()
+    }
+
     async fn start(&self, plan: InstancePlan) -> Result<(), String> {
         let k = &plan.key;
         // Secrets never reach the database; a restarted controller opens them again.
