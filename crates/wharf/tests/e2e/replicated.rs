@@ -850,4 +850,14 @@ fn an_instance_watching_its_configuration_follows_the_controllers_through_a_fail
     let now =
         cluster.json(&["status", "--env", "fleet"])["services"][0]["instances"][0]["pid"].as_i64();
     assert_eq!(now, pid, "the instance was not restarted");
+    // The new leader stops it too (and nothing is left running after the test).
+    cluster.ok(&["down", "--env", "fleet"]);
+    let pid = pid.expect("the watcher runs");
+    assert!(
+        wait_until(Duration::from_secs(20), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "`wharf down` on the new leader did not stop the watcher (pid {pid})"
+    );
 }
