@@ -277,6 +277,16 @@ pub async fn run(
     }
 }
 
+/// The master keyring: `--master-key-file`, else `master.keys` in the state folder.
+pub(crate) fn open_keyring(
+    state_dir: &Path,
+    master_key_file: Option<PathBuf>,
+) -> Result<wharf_secrets::Keyring, StartError> {
+    Ok(wharf_secrets::Keyring::load_or_create(
+        &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
+    )?)
+}
+
 /// What [`run`] checked and holds, for the controller it serves as.
 pub(crate) struct Held {
     /// One controller per state folder, held for its life.
@@ -309,9 +319,7 @@ pub(crate) async fn serve(
         path: state_dir.to_owned(),
         source,
     };
-    let keyring = wharf_secrets::Keyring::load_or_create(
-        &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
-    )?;
+    let keyring = open_keyring(state_dir, master_key_file)?;
     // One keyring for everything that seals, opens or signs: a rotation is seen at once
     // by the configuration service and by whatever gives recovered plans their secrets.
     let keyring: SharedKeyring = Arc::new(std::sync::RwLock::new(keyring));

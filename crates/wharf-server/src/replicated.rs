@@ -334,9 +334,7 @@ fn follower_tls(
     if listen.ip().is_loopback() {
         return Ok(None);
     }
-    let keyring = wharf_secrets::Keyring::load_or_create(
-        &master_key_file.unwrap_or_else(|| state_dir.join("master.keys")),
-    )?;
+    let keyring = crate::open_keyring(state_dir, master_key_file)?;
     let keyring: SharedKeyring = Arc::new(RwLock::new(keyring));
     let dir = state_dir.join("pki");
     if !open_shared_authority(store, &keyring, &dir)? {
