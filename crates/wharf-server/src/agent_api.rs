@@ -316,8 +316,8 @@ async fn report(
     Json(report): Json<AgentReport>,
 ) -> Result<StatusCode, ServerError> {
     let host = authenticate(&c, &peer)?;
-    c.store
-        .touch_host(host.id, now_millis(), &peer.address.ip().to_string())?;
+    c.fleet
+        .heard(host.id, now_millis(), peer.address.ip().to_string());
     crate::hosts::heard_from(&c, &host)?;
     let remote = c.fleet.remote(host.id);
     // An instance the host should no longer run (it was moved while the host was cut

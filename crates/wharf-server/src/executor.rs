@@ -22,7 +22,7 @@ use wharf_store::NewDeployment;
 
 use crate::deploy_guard::DeployGuard;
 use crate::error::ServerError;
-use crate::fleet::{AgentLink, SharedPlan};
+use crate::fleet::SharedPlan;
 use crate::now_millis;
 use crate::render::render;
 
@@ -139,7 +139,7 @@ impl RolledBack {
 
 /// The rendered plan of a slot the reconciler named; a slot without one is a bug
 /// reported as an error, not a panic.
-fn plan_of(plans: &HashMap<Slot, InstancePlan>, slot: &Slot) -> Result<InstancePlan, String> {
+fn plan_of(plans: &HashMap<Slot, SharedPlan>, slot: &Slot) -> Result<SharedPlan, String> {
     plans.get(slot).cloned().ok_or_else(|| {
         format!(
             "internal error: no plan for instance {} on `{}`",
@@ -889,12 +889,12 @@ impl Executor {
                 });
             }
         }
-        let plans: HashMap<Slot, InstancePlan> = rendered
+        let plans: HashMap<Slot, SharedPlan> = rendered
             .plans
             .into_iter()
             .map(|mut p| {
                 p.deployment_id = id;
-                (slot_of(&p.key), p)
+                (slot_of(&p.key), Arc::new(p))
             })
             .collect();
         let replaces = plan.steps().any(|s| matches!(s, Step::Replace { .. }));
@@ -1106,7 +1106,7 @@ impl Executor {
     pub(crate) async fn execute(
         &self,
         plan: &Plan,
-        plans: &HashMap<Slot, InstancePlan>,
+        plans: &HashMap<Slot, SharedPlan>,
         spec: &DeploySpec,
         events: &Events,
         keep_replaced: bool,
@@ -1192,12 +1192,7 @@ impl Executor {
 
     /// Says how much of the service's traffic the new version takes now: the share of
     /// its instances in the rotation that run it.
-    fn traffic_moved(
-        &self,
-        plans: &HashMap<Slot, InstancePlan>,
-        spec: &DeploySpec,
-        events: &Events,
-    ) {
+    fn traffic_moved(&self, plans: &HashMap<Slot, SharedPlan>, spec: &DeploySpec, events: &Events) {
         let Some(new) = plans.values().next().filter(|_| spec.port.is_some()) else {
             return;
         };
@@ -1315,7 +1310,7 @@ impl Executor {
     async fn apply_batch(
         &self,
         batch: &[Step],
-        plans: &HashMap<Slot, InstancePlan>,
+        plans: &HashMap<Slot, SharedPlan>,
         spec: &DeploySpec,
         events: &Events,
         done: &mut Vec<Done>,
@@ -1395,21 +1390,10 @@ impl Executor {
             starts.iter().map(|p| &p.key).collect();
         self.stop_all(&stops, |key| restarting.contains(key)).await;
         let started: Vec<InstanceKey> = starts.iter().map(|p| p.key.clone()).collect();
-        let mut by_agent: HashMap<usize, (Arc<dyn AgentLink>, Vec<InstancePlan>)> = HashMap::new();
-        for plan in starts {
-            let link = self.fleet.link(&plan.key);
-            let id = Arc::as_ptr(&link) as *const () as usize;
-            by_agent
-                .entry(id)
-                .or_insert_with(|| (link, Vec::new()))
-                .1
-                .push(plan);
-        }
-        for (link, plans) in by_agent.into_values() {
-            link.start_all(plans)
-                .await
-                .map_err(|e| format!("cannot start instances of `{}`: {e}", spec.service))?;
-        }
+        self.fleet
+            .start_all(starts)
+            .await
+            .map_err(|e| format!("cannot start instances of `{}`: {e}", spec.service))?;
         Ok((started, replaced))
     }
 

@@ -12,7 +12,7 @@ use wharf_agent::{Agent, InstancePlan, InstanceStatus, Unhealthy};
 use wharf_api::agent::{RemoteMember, ServiceRoute, TrafficSplit};
 use wharf_core::lifecycle::HostState;
 use wharf_driver::InstanceKey;
-use wharf_store::{HostRecord, Store};
+use wharf_store::{Heartbeat, HostRecord, Store};
 
 use crate::remote::RemoteAgent;
 
@@ -39,9 +39,9 @@ pub trait AgentLink: Send + Sync {
     }
     async fn start(&self, plan: InstancePlan) -> Result<(), String>;
     /// Starts several instances; remote agents take them in one assignment change.
-    async fn start_all(&self, plans: Vec<InstancePlan>) -> Result<(), String> {
+    async fn start_all(&self, plans: Vec<SharedPlan>) -> Result<(), String> {
         for plan in plans {
-            self.start(plan).await?;
+            self.start(Arc::unwrap_or_clone(plan)).await?;
         }
         Ok(())
     }
@@ -234,6 +234,9 @@ pub struct Fleet {
     routes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The traffic splits of the rollouts in progress, by (environment, service).
     splits: Mutex<HashMap<(String, String), TrafficSplit>>,
+    /// Hosts' latest reports not yet stored, by host id: a thousand hosts report every
+    /// couple of seconds, and their heartbeats are stored together once a second.
+    heartbeats: Mutex<HashMap<i64, Heartbeat>>,
 }
 
 /// Hosts by (environment, name), and when they were read.
@@ -272,7 +275,69 @@ impl Fleet {
             route_tables: Mutex::new(HashMap::new()),
             routes: Arc::new(tokio::sync::watch::channel(0).0),
             splits: Mutex::new(HashMap::new()),
+            heartbeats: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A report arrived from `host_id` (stored with the next [`Fleet::take_heartbeats`]).
+    pub fn heard(&self, host_id: i64, at: i64, address: String) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                host_id,
+                Heartbeat {
+                    host_id,
+                    at,
+                    address,
+                },
+            );
+    }
+
+    /// The heartbeats heard since the last call, to be stored.
+    pub fn take_heartbeats(&self) -> Vec<Heartbeat> {
+        let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *heard).into_values().collect()
+    }
+
+    /// Starts `plans` wherever their nodes are: the joined hosts' shares recorded in one
+    /// transaction (a batch spans hundreds of hosts), each host then told at once.
+    pub async fn start_all(&self, plans: Vec<SharedPlan>) -> Result<(), String> {
+        let mut remote: HashMap<i64, (Arc<RemoteAgent>, Vec<SharedPlan>)> = HashMap::new();
+        let mut elsewhere: Vec<SharedPlan> = Vec::new();
+        for plan in plans {
+            match self.host(&plan.key.env, &plan.key.node) {
+                Some(host) => remote
+                    .entry(host.id)
+                    .or_insert_with(|| (self.remote(host.id), Vec::new()))
+                    .1
+                    .push(plan),
+                None => elsewhere.push(plan),
+            }
+        }
+        if !remote.is_empty() {
+            let rows: Vec<_> = remote
+                .iter()
+                .flat_map(|(host_id, (_, plans))| {
+                    plans
+                        .iter()
+                        .map(|p| (*host_id, crate::remote::assignment_row(p)))
+                })
+                .map(|(host_id, (key, plan))| (host_id, key, plan))
+                .collect();
+            // Durable before any agent can see it.
+            self.store
+                .put_assignments(&rows)
+                .map_err(|e| e.to_string())?;
+            for (agent, plans) in remote.into_values() {
+                agent.assigned_now(plans);
+            }
+        }
+        if !elsewhere.is_empty() {
+            let link = self.link(&elsewhere[0].key);
+            link.start_all(elsewhere).await?;
+        }
+        Ok(())
     }
 
     /// Splits a service's traffic between a rollout's new set and the old one, on every

@@ -38,6 +38,10 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        // Reports heard since the last tick, stored together.
+        if let Err(e) = c.store.touch_hosts(&c.fleet.take_heartbeats()) {
+            tracing::warn!("cannot record hosts' heartbeats: {e}");
+        }
         let now = now_millis();
         for host in c.store.hosts(None).unwrap_or_default() {
             let heard = host.last_seen.max(started);

@@ -160,6 +160,17 @@ impl RemoteAgent {
         self.reported.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Gives the agent `plans`, already stored as its assignments.
+    pub fn assigned_now(&self, plans: Vec<SharedPlan>) {
+        let mut assigned = self.assigned();
+        for plan in plans {
+            assigned.insert(plan.key.clone(), plan);
+        }
+        drop(assigned);
+        self.revision.send_modify(|r| *r += 1);
+        self.routes_changed();
+    }
+
     /// Loads this host's assignments from the store, their secrets from `secrets`.
     pub fn restore(&self, secrets: &wharf_agent::SecretSource) {
         let plans: Vec<InstancePlan> = self
@@ -446,32 +457,19 @@ impl AgentLink for RemoteAgent {
         Ok(())
     }
 
-    async fn start_all(&self, plans: Vec<InstancePlan>) -> Result<(), String> {
+    async fn start_all(&self, plans: Vec<SharedPlan>) -> Result<(), String> {
         let rows: Vec<_> = plans
             .iter()
             .map(|p| {
-                (
-                    (
-                        p.key.env.as_str(),
-                        p.key.service.as_str(),
-                        p.key.node.as_str(),
-                        p.key.instance,
-                    ),
-                    serde_json::to_value(p.redacted()).expect("plans serialize"),
-                )
+                let (key, plan) = assignment_row(p);
+                (self.host_id, key, plan)
             })
             .collect();
         // Durable before the agent can see it: one transaction for the whole batch.
         self.store
-            .put_assignments(self.host_id, &rows)
+            .put_assignments(&rows)
             .map_err(|e| e.to_string())?;
-        let mut assigned = self.assigned();
-        for plan in plans {
-            assigned.insert(plan.key.clone(), Arc::new(plan));
-        }
-        drop(assigned);
-        self.revision.send_modify(|r| *r += 1);
-        self.routes_changed();
+        self.assigned_now(plans);
         Ok(())
     }
 
@@ -603,4 +601,19 @@ impl AgentLink for RemoteAgent {
         });
         self.start(plan).await
     }
+}
+
+/// A plan as its assignment row: its slot, and the plan without its secrets (those never
+/// reach the database; a restarted controller opens them again).
+pub fn assignment_row(plan: &InstancePlan) -> (wharf_store::InstanceKeyRef<'_>, serde_json::Value) {
+    let k = &plan.key;
+    (
+        (
+            k.env.as_str(),
+            k.service.as_str(),
+            k.node.as_str(),
+            k.instance,
+        ),
+        serde_json::to_value(plan.redacted()).expect("plans serialize"),
+    )
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
-use wharf_agent::InstancePlan;
 use wharf_api::agent::TrafficSplit;
 use wharf_api::traffic::Counts;
 use wharf_api::{DeployEvent, RolloutEvent, RolloutView};
@@ -25,7 +24,7 @@ use wharf_store::{RolloutRecord, Store};
 use crate::deploy_guard::DeployGuard;
 use crate::error::ServerError;
 use crate::executor::{Events, Executor, Order};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, SharedPlan};
 use crate::now_millis;
 
 /// How often a rollout looks for commands and timers.
@@ -153,7 +152,7 @@ impl Executor {
         guard: DeployGuard,
         req: &Order,
         plan: &Plan,
-        plans: &HashMap<Slot, InstancePlan>,
+        plans: &HashMap<Slot, SharedPlan>,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
         let spec = &req.spec;

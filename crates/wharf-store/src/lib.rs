@@ -178,8 +178,8 @@ pub trait Store: Send + Sync {
     fn register_host(&self, host: &NewHost) -> Result<HostRecord>;
     fn host(&self, id: i64) -> Result<Option<HostRecord>>;
     fn hosts(&self, env: Option<&str>) -> Result<Vec<HostRecord>>;
-    /// Records a heartbeat.
-    fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()>;
+    /// Records hosts' latest heartbeats, in one transaction.
+    fn touch_hosts(&self, heard: &[Heartbeat]) -> Result<()>;
     fn set_host_state(&self, id: i64, state: HostState) -> Result<()>;
     /// Forgets a host and what was assigned to it.
     fn remove_host(&self, id: i64) -> Result<()>;
@@ -195,12 +195,9 @@ pub trait Store: Send + Sync {
         plan: &serde_json::Value,
     ) -> Result<()>;
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
-    /// Records many assignments of one host in one transaction.
-    fn put_assignments(
-        &self,
-        host_id: i64,
-        plans: &[(InstanceKeyRef<'_>, serde_json::Value)],
-    ) -> Result<()>;
+    /// Records many assignments, each with the id of its host, in one transaction.
+    fn put_assignments(&self, plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)])
+    -> Result<()>;
     /// Plans assigned to a host.
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;
 

@@ -127,6 +127,14 @@ pub struct NewHost {
     pub at: i64,
 }
 
+/// A report heard from a host: when, and from which address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub host_id: i64,
+    pub at: i64,
+    pub address: String,
+}
+
 /// A join token as listed (its secret is kept only as a hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinTokenRecord {

@@ -571,11 +571,20 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE hosts SET last_seen = ?2, address = ?3 WHERE id = ?1",
-            params![id, at, address],
-        )?;
+    fn touch_hosts(&self, heard: &[Heartbeat]) -> Result<()> {
+        if heard.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE hosts SET last_seen = ?2, address = ?3 WHERE id = ?1")?;
+            for h in heard {
+                stmt.execute(params![h.host_id, h.at, h.address])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -598,14 +607,13 @@ impl Store for SqliteStore {
 
     fn put_assignments(
         &self,
-        host_id: i64,
-        plans: &[(InstanceKeyRef<'_>, serde_json::Value)],
+        plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)],
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO assignments (env, service, node, instance, host_id, plan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-            for ((env, service, node, instance), plan) in plans {
+            for (host_id, (env, service, node, instance), plan) in plans {
                 stmt.execute(params![
                     env,
                     service,

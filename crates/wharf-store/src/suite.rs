@@ -523,6 +523,38 @@ mod cases {
         assert!(store.instances(Some("prod"), None).unwrap().is_empty());
     }
 
+    pub fn heartbeats_of_many_hosts_land_together(store: &dyn Store) {
+        let join = |name: &str| {
+            store
+                .register_host(&NewHost {
+                    name: name.into(),
+                    env: "ci".into(),
+                    labels: Default::default(),
+                    capacity: Default::default(),
+                    address: "10.0.0.1".into(),
+                    at: 1,
+                })
+                .unwrap()
+        };
+        let (a, b, quiet) = (join("a"), join("b"), join("quiet"));
+        let heard = |host_id, at, address: &str| Heartbeat {
+            host_id,
+            at,
+            address: address.into(),
+        };
+        store
+            .touch_hosts(&[heard(a.id, 50, "10.0.0.7"), heard(b.id, 60, "10.0.0.8")])
+            .unwrap();
+        store.touch_hosts(&[]).unwrap();
+        let seen = |id| {
+            let h = store.host(id).unwrap().unwrap();
+            (h.last_seen, h.address)
+        };
+        assert_eq!(seen(a.id), (50, "10.0.0.7".to_owned()));
+        assert_eq!(seen(b.id), (60, "10.0.0.8".to_owned()));
+        assert_eq!(seen(quiet.id), (quiet.last_seen, "10.0.0.1".to_owned()));
+    }
+
     pub fn assignments_and_ports_belong_to_a_slot(store: &dyn Store) {
         let host = store
             .register_host(&NewHost {
@@ -535,9 +567,15 @@ mod cases {
             })
             .unwrap();
         let plans: Vec<_> = (0..3u32)
-            .map(|n| (("ci", "catalog", "web", n), serde_json::json!({ "n": n })))
+            .map(|n| {
+                (
+                    host.id,
+                    ("ci", "catalog", "web", n),
+                    serde_json::json!({ "n": n }),
+                )
+            })
             .collect();
-        store.put_assignments(host.id, &plans).unwrap();
+        store.put_assignments(&plans).unwrap();
         store
             .put_assignment(
                 host.id,
@@ -648,6 +686,7 @@ suite!(
     rejoining_hosts_keep_their_id_and_get_a_new_serial,
     instances_round_trip_in_order_and_replace_by_slot,
     assignments_and_ports_belong_to_a_slot,
+    heartbeats_of_many_hosts_land_together,
     the_audit_log_reads_newest_first,
     unfinished_deployments_are_interrupted_once,
 );

@@ -10,6 +10,7 @@
 //! runs its own small runtime: a call sends its job there and waits for the answer, as a
 //! SQLite call waits for its file. Nothing calls the store from that runtime.
 
+mod group_commit;
 mod lease;
 mod rows;
 mod schema;
@@ -18,7 +19,7 @@ mod store_impl;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -46,6 +47,8 @@ pub struct PgStore {
     fence: Arc<AtomicI64>,
     /// Counts this controller's committed writes ([`crate::Store::changes`]).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Where writes wait for the group-committing writer.
+    writes: tokio::sync::mpsc::UnboundedSender<group_commit::Queued>,
     /// Where the database is, without credentials, for messages.
     location: String,
     /// How to connect, for the connection that listens for a change of leader.
@@ -103,11 +106,21 @@ impl PgStore {
                 .build()
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?
         };
+        let fence = Arc::new(AtomicI64::new(0));
+        let changes = tokio::sync::watch::Sender::new(0);
+        let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(group_commit::run(
+            pool.clone(),
+            fence.clone(),
+            queue,
+            changes.clone(),
+        ));
         let store = Self {
             runtime: Some(runtime),
             pool,
-            fence: Arc::new(AtomicI64::new(0)),
-            changes: tokio::sync::watch::Sender::new(0),
+            fence,
+            changes,
+            writes,
             location,
             config,
         };
@@ -180,37 +193,38 @@ impl PgStore {
             };
             let _ = answer.send(out);
         });
-        answered
-            .recv()
+        wait(|| answered.recv())
             .map_err(|_| StoreError::Unavailable("the database task stopped".into()))?
     }
 
     /// Runs `job` inside a transaction fenced by this controller's lease epoch: the
     /// lease row is locked first, so a write either commits while the lease is ours or
-    /// is refused ([`StoreError::Fenced`]), and writes commit one at a time as in SQLite.
+    /// is refused ([`StoreError::Fenced`]), and writes commit one at a time as in SQLite
+    /// (several to a transaction when they queue: `group_commit`).
     fn write<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&'t Transaction<'t>) -> Job<'t, T> + Send + 'static,
     {
-        let epoch = self.fence.load(Ordering::SeqCst);
-        let out = self.call(move |mut client| async move {
-            let tx = client.transaction().await?;
-            let held = tx
-                .query_opt(
-                    "SELECT 1 FROM leader_lease WHERE id = 1 AND epoch = $1 AND $1 > 0 FOR UPDATE",
-                    &[&epoch],
-                )
-                .await?;
-            if held.is_none() {
-                return Err(StoreError::Fenced { epoch });
-            }
-            let out = job(&tx).await?;
-            tx.commit().await?;
-            Ok(out)
-        })?;
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        Ok(out)
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let refuse = answer.clone();
+        let queued = group_commit::Queued {
+            run: Box::new(move |tx| {
+                Box::pin(async move {
+                    let out = job(tx).await;
+                    Box::new(group_commit::Answer { out, to: answer })
+                        as Box<dyn group_commit::Outcome>
+                })
+            }),
+            refuse: Box::new(move |why| {
+                let _ = refuse.send(Err(why));
+            }),
+        };
+        if self.writes.send(queued).is_err() {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        wait(|| answered.recv())
+            .map_err(|_| StoreError::Unavailable("the database did not answer".into()))?
     }
 
     /// Runs a read with a pooled connection.
@@ -220,6 +234,18 @@ impl PgStore {
         F: for<'c> FnOnce(&'c deadpool_postgres::Object) -> Job<'c, T> + Send + 'static,
     {
         self.call(move |client| async move { job(&client).await })
+    }
+}
+
+/// Waits for the database's answer. On a controller's worker thread the wait is
+/// announced (`block_in_place`), so the thread's other tasks move on meanwhile: a round
+/// trip to the database is milliseconds, not SQLite's microseconds.
+fn wait<T>(answer: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(answer)
+        }
+        _ => answer(),
     }
 }
 

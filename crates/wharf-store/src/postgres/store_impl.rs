@@ -746,14 +746,21 @@ impl Store for PgStore {
         })
     }
 
-    fn touch_host(&self, id: i64, at: i64, address: &str) -> Result<()> {
-        let address = address.to_owned();
+    fn touch_hosts(&self, heard: &[Heartbeat]) -> Result<()> {
+        if heard.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = heard.iter().map(|h| h.host_id).collect();
+        let at: Vec<i64> = heard.iter().map(|h| h.at).collect();
+        let address: Vec<String> = heard.iter().map(|h| h.address.clone()).collect();
         self.write(move |tx| {
             Box::pin(async move {
                 execute(
                     tx,
-                    "UPDATE hosts SET last_seen = $2, address = $3 WHERE id = $1",
-                    &[&id, &at, &address],
+                    "UPDATE hosts SET last_seen = u.at, address = u.address
+                     FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(id, at, address)
+                     WHERE hosts.id = u.id",
+                    &[&ids, &at, &address],
                 )
                 .await?;
                 Ok(())
@@ -794,7 +801,7 @@ impl Store for PgStore {
         instance: u32,
         plan: &serde_json::Value,
     ) -> Result<()> {
-        self.put_assignments(host_id, &[((env, service, node, instance), plan.clone())])
+        self.put_assignments(&[(host_id, (env, service, node, instance), plan.clone())])
     }
 
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()> {
@@ -819,15 +826,21 @@ impl Store for PgStore {
 
     fn put_assignments(
         &self,
-        host_id: i64,
-        plans: &[(InstanceKeyRef<'_>, serde_json::Value)],
+        plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)],
     ) -> Result<()> {
         if plans.is_empty() {
             return Ok(());
         }
-        let (mut env, mut service, mut node, mut instance, mut plan) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((e, s, n, i), p) in plans {
+        let (mut host_id, mut env, mut service, mut node, mut instance, mut plan) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for (h, (e, s, n, i), p) in plans {
+            host_id.push(*h);
             env.push(e.to_string());
             service.push(s.to_string());
             node.push(n.to_string());
@@ -839,7 +852,7 @@ impl Store for PgStore {
                 execute(
                     tx,
                     "INSERT INTO assignments (env, service, node, instance, host_id, plan)
-                     SELECT e, s, n, i, $5, p FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $6::text[]) AS u(e, s, n, i, p)
+                     SELECT e, s, n, i, h, p FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) AS u(e, s, n, i, h, p)
                      ON CONFLICT (env, service, node, instance) DO UPDATE SET host_id = EXCLUDED.host_id, plan = EXCLUDED.plan",
                     &[&env, &service, &node, &instance, &host_id, &plan],
                 )
