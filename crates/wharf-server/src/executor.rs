@@ -1245,15 +1245,14 @@ impl Executor {
     /// Stops `keys` at once (each agent drains before it stops) and forgets the
     /// instances that `restarting` does not name.
     async fn stop_all(&self, keys: &[InstanceKey], restarting: impl Fn(&InstanceKey) -> bool) {
-        join_all(
-            keys.iter()
-                .map(|key| async move { self.fleet.link(key).stop(key).await }),
-        )
-        .await;
-        for key in keys.iter().filter(|key| !restarting(key)) {
-            let _ = self
-                .store
-                .remove_instance(&key.env, &key.service, &key.node, key.instance);
+        self.fleet.stop_all(keys).await;
+        let forgotten: Vec<_> = keys
+            .iter()
+            .filter(|key| !restarting(key))
+            .map(crate::fleet::slot_ref)
+            .collect();
+        if let Err(e) = self.store.remove_instances(&forgotten) {
+            tracing::warn!("cannot forget {} stopped instance(s): {e}", forgotten.len());
         }
     }
 

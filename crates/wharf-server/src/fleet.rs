@@ -300,6 +300,47 @@ impl Fleet {
         std::mem::take(&mut *heard).into_values().collect()
     }
 
+    /// Stops `keys` wherever they run, at once: the joined hosts' assignments removed in
+    /// one transaction, then each agent's confirmation awaited (an agent drains before
+    /// it stops).
+    pub async fn stop_all(&self, keys: &[InstanceKey]) {
+        let mut remote: HashMap<i64, (Arc<RemoteAgent>, Vec<InstanceKey>)> = HashMap::new();
+        let mut elsewhere: Vec<&InstanceKey> = Vec::new();
+        for key in keys {
+            match self.host(&key.env, &key.node) {
+                Some(host) => remote
+                    .entry(host.id)
+                    .or_insert_with(|| (self.remote(host.id), Vec::new()))
+                    .1
+                    .push(key.clone()),
+                None => elsewhere.push(key),
+            }
+        }
+        let slots: Vec<_> = remote
+            .values()
+            .flat_map(|(_, keys)| keys)
+            .map(slot_ref)
+            .collect();
+        if let Err(e) = self.store.remove_assignments(&slots) {
+            tracing::warn!(
+                "cannot remove the assignments of {} instance(s): {e}",
+                slots.len()
+            );
+        }
+        for (agent, keys) in remote.values() {
+            agent.unassigned_now(keys);
+        }
+        let confirmed = remote.values().map(|(agent, keys)| agent.stopped(keys));
+        let local = elsewhere
+            .iter()
+            .map(|key| async move { self.link(key).stop(key).await });
+        futures_util::future::join(
+            futures_util::future::join_all(confirmed),
+            futures_util::future::join_all(local),
+        )
+        .await;
+    }
+
     /// Starts `plans` wherever their nodes are: the joined hosts' shares recorded in one
     /// transaction (a batch spans hundreds of hosts), each host then told at once.
     pub async fn start_all(&self, plans: Vec<SharedPlan>) -> Result<(), String> {
@@ -636,4 +677,14 @@ impl Fleet {
             self.remote(host.id).restore(secrets);
         }
     }
+}
+
+/// An instance's slot as the store's key.
+pub fn slot_ref(key: &InstanceKey) -> wharf_store::InstanceKeyRef<'_> {
+    (
+        key.env.as_str(),
+        key.service.as_str(),
+        key.node.as_str(),
+        key.instance,
+    )
 }

@@ -171,6 +171,45 @@ impl RemoteAgent {
         self.routes_changed();
     }
 
+    /// Takes `keys` from the agent's assignments, already removed from the store.
+    pub fn unassigned_now(&self, keys: &[InstanceKey]) {
+        let mut assigned = self.assigned();
+        for key in keys {
+            assigned.remove(key);
+        }
+        drop(assigned);
+        self.revision.send_modify(|r| *r += 1);
+        // Other hosts' proxies let go of them as they stop.
+        self.routes_changed();
+    }
+
+    /// Waits (up to [`STOP_GRACE`]) until the agent no longer reports `keys`, which were
+    /// taken from its assignments.
+    pub async fn stopped(&self, keys: &[InstanceKey]) {
+        // A silent agent will not confirm; it stops the instances when it is back.
+        let fresh = self
+            .last_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+        if !fresh {
+            let mut reported = self.reported();
+            for key in keys {
+                reported.remove(key);
+            }
+            return;
+        }
+        let mut reports = self.reports.subscribe();
+        let gone = async {
+            while keys.iter().any(|key| self.reported().contains_key(key)) {
+                if reports.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(STOP_GRACE, gone).await;
+    }
+
     /// Loads this host's assignments from the store, their secrets from `secrets`.
     pub fn restore(&self, secrets: &wharf_agent::SecretSource) {
         let plans: Vec<InstancePlan> = self
@@ -477,29 +516,8 @@ impl AgentLink for RemoteAgent {
         let _ = self
             .store
             .remove_assignment(&key.env, &key.service, &key.node, key.instance);
-        self.assigned().remove(key);
-        self.revision.send_modify(|r| *r += 1);
-        // Other hosts' proxies let go of it as it stops.
-        self.routes_changed();
-        // A silent agent will not confirm; it stops the instance when it is back.
-        let fresh = self
-            .last_report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-        if !fresh {
-            self.reported().remove(key);
-            return;
-        }
-        let mut reports = self.reports.subscribe();
-        let gone = async {
-            while self.reported().contains_key(key) {
-                if reports.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(STOP_GRACE, gone).await;
+        self.unassigned_now(std::slice::from_ref(key));
+        self.stopped(std::slice::from_ref(key)).await;
     }
 
     async fn wait_healthy(&self, key: &InstanceKey, timeout: Duration) -> Result<(), Unhealthy> {

@@ -143,6 +143,8 @@ pub trait Store: Send + Sync {
     /// Writes many instance rows in one transaction.
     fn put_instances(&self, instances: &[InstanceRecord]) -> Result<()>;
     fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
+    /// Removes many instance rows in one transaction.
+    fn remove_instances(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()>;
     /// Instances, optionally of one environment and service.
     fn instances(&self, env: Option<&str>, service: Option<&str>) -> Result<Vec<InstanceRecord>>;
 
@@ -195,6 +197,8 @@ pub trait Store: Send + Sync {
         plan: &serde_json::Value,
     ) -> Result<()>;
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
+    /// Removes many assignments in one transaction.
+    fn remove_assignments(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()>;
     /// Records many assignments, each with the id of its host, in one transaction.
     fn put_assignments(&self, plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)])
     -> Result<()>;

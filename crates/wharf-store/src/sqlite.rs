@@ -179,6 +179,28 @@ fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
     })
 }
 
+impl SqliteStore {
+    /// Deletes the rows of `slots` from `table` (a table keyed by slot) in one
+    /// transaction.
+    fn delete_slots(&self, table: &str, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "DELETE FROM {table} WHERE env = ?1 AND service = ?2 AND node = ?3 AND instance = ?4"
+            ))?;
+            for (env, service, node, instance) in slots {
+                stmt.execute(params![env, service, node, instance])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
 impl Store for SqliteStore {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.changes.subscribe())
@@ -418,6 +440,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn remove_instances(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
+        self.delete_slots("instances", slots)
+    }
+
     fn instances(&self, env: Option<&str>, service: Option<&str>) -> Result<Vec<InstanceRecord>> {
         let conn = self.conn();
         let sql = format!(
@@ -650,6 +676,10 @@ impl Store for SqliteStore {
             params![env, service, node, instance],
         )?;
         Ok(())
+    }
+
+    fn remove_assignments(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
+        self.delete_slots("assignments", slots)
     }
 
     fn approve_deployment(&self, id: i64, approver: &str, at: i64) -> Result<()> {

@@ -520,6 +520,10 @@ mod cases {
         assert_eq!((again[0].version.as_str(), again[0].pid), ("v2", None));
         store.remove_instance("ci", "catalog", "web", 0).unwrap();
         assert_eq!(store.instances(Some("ci"), None).unwrap().len(), 299);
+        store
+            .remove_instances(&[("ci", "catalog", "Web", 1), ("ci", "catalog", "web", 2)])
+            .unwrap();
+        assert_eq!(store.instances(Some("ci"), None).unwrap().len(), 297);
         assert!(store.instances(Some("prod"), None).unwrap().is_empty());
     }
 
@@ -596,6 +600,13 @@ mod cases {
         );
         store.remove_assignment("ci", "catalog", "web", 0).unwrap();
         assert_eq!(store.assignments(host.id).unwrap().len(), 2);
+        store
+            .remove_assignments(&[("ci", "catalog", "web", 2), ("ci", "catalog", "web", 7)])
+            .unwrap();
+        assert_eq!(
+            store.assignments(host.id).unwrap(),
+            vec![serde_json::json!({ "n": 10 })]
+        );
         assert_eq!(
             store.assigned_port("ci", "catalog", "web", 0).unwrap(),
             None

@@ -226,6 +226,34 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Deletes the rows of `slots` from `table` (a table keyed by slot) in one statement
+    /// over arrays.
+    fn delete_slots(&self, table: &'static str, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let (mut env, mut service, mut node, mut instance) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (e, s, n, i) in slots {
+            env.push(e.to_string());
+            service.push(s.to_string());
+            node.push(n.to_string());
+            instance.push(i64::from(*i));
+        }
+        let sql = format!(
+            "DELETE FROM {table} t USING UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(e, s, n, i)
+             WHERE t.env = u.e AND t.service = u.s AND t.node = u.n AND t.instance = u.i"
+        );
+        self.write(move |tx| {
+            Box::pin(async move {
+                execute(tx, &sql, &[&env, &service, &node, &instance]).await?;
+                Ok(())
+            })
+        })
+    }
+}
+
 impl Store for PgStore {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.changes.subscribe())
@@ -525,6 +553,10 @@ impl Store for PgStore {
         })
     }
 
+    fn remove_instances(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
+        self.delete_slots("instances", slots)
+    }
+
     fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()> {
         let (env, service, node, instance) = (
             env.to_owned(),
@@ -802,6 +834,10 @@ impl Store for PgStore {
         plan: &serde_json::Value,
     ) -> Result<()> {
         self.put_assignments(&[(host_id, (env, service, node, instance), plan.clone())])
+    }
+
+    fn remove_assignments(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
+        self.delete_slots("assignments", slots)
     }
 
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()> {
