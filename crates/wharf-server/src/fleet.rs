@@ -261,6 +261,9 @@ struct SharedRoutes {
 /// An environment's hosts, and when they were read.
 type EnvHosts = (Instant, Arc<Vec<HostRecord>>);
 
+/// Assignments recorded per store write when a batch starts many instances.
+const ASSIGNMENTS_PER_WRITE: usize = 1_000;
+
 /// How stale the host index may be. Host states change on heartbeats (seconds).
 const HOSTS_TTL: Duration = Duration::from_millis(250);
 
@@ -357,19 +360,25 @@ impl Fleet {
             }
         }
         if !remote.is_empty() {
-            let rows: Vec<_> = remote
+            let all: Vec<(i64, &SharedPlan)> = remote
                 .iter()
-                .flat_map(|(host_id, (_, plans))| {
-                    plans
-                        .iter()
-                        .map(|p| (*host_id, crate::remote::assignment_row(p)))
-                })
-                .map(|(host_id, (key, plan))| (host_id, key, plan))
+                .flat_map(|(host_id, (_, plans))| plans.iter().map(|p| (*host_id, p)))
                 .collect();
-            // Durable before any agent can see it.
-            self.store
-                .put_assignments(&rows)
-                .map_err(|e| e.to_string())?;
+            // Durable before any agent can see it; written a slice at a time, so a
+            // pool's first deploy does not hold every plan's text at once.
+            for slice in all.chunks(ASSIGNMENTS_PER_WRITE) {
+                let rows: Vec<_> = slice
+                    .iter()
+                    .map(|(host_id, plan)| {
+                        let (key, text) = crate::remote::assignment_row(plan);
+                        (*host_id, key, text)
+                    })
+                    .collect();
+                self.store
+                    .put_assignments(&rows)
+                    .map_err(|e| e.to_string())?;
+            }
+            drop(all);
             for (agent, plans) in remote.into_values() {
                 agent.assigned_now(plans);
             }

@@ -621,10 +621,17 @@ impl AgentLink for RemoteAgent {
     }
 }
 
-/// A plan as its assignment row: its slot, and the plan without its secrets (those never
-/// reach the database; a restarted controller opens them again).
-pub fn assignment_row(plan: &InstancePlan) -> (wharf_store::InstanceKeyRef<'_>, serde_json::Value) {
+/// A plan as its assignment row: its slot, and the plan as JSON text without its
+/// secrets (those never reach the database; a restarted controller opens them again).
+/// Written straight to text: a tree of JSON values per plan was tens of megabytes for a
+/// pool's first deploy.
+pub fn assignment_row(plan: &InstancePlan) -> (wharf_store::InstanceKeyRef<'_>, String) {
     let k = &plan.key;
+    let text = if plan.secret_keys.is_empty() {
+        serde_json::to_string(plan)
+    } else {
+        serde_json::to_string(&plan.redacted())
+    };
     (
         (
             k.env.as_str(),
@@ -632,6 +639,6 @@ pub fn assignment_row(plan: &InstancePlan) -> (wharf_store::InstanceKeyRef<'_>, 
             k.node.as_str(),
             k.instance,
         ),
-        serde_json::to_value(plan.redacted()).expect("plans serialize"),
+        text.expect("plans serialize"),
     )
 }

@@ -199,9 +199,9 @@ pub trait Store: Send + Sync {
     fn remove_assignment(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
     /// Removes many assignments in one transaction.
     fn remove_assignments(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()>;
-    /// Records many assignments, each with the id of its host, in one transaction.
-    fn put_assignments(&self, plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)])
-    -> Result<()>;
+    /// Records many assignments, each with the id of its host and its plan as JSON
+    /// text, in one transaction.
+    fn put_assignments(&self, plans: &[(i64, InstanceKeyRef<'_>, String)]) -> Result<()>;
     /// Plans assigned to a host.
     fn assignments(&self, host_id: i64) -> Result<Vec<serde_json::Value>>;
 

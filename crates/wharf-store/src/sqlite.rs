@@ -631,23 +631,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn put_assignments(
-        &self,
-        plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)],
-    ) -> Result<()> {
+    fn put_assignments(&self, plans: &[(i64, InstanceKeyRef<'_>, String)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO assignments (env, service, node, instance, host_id, plan) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
             for (host_id, (env, service, node, instance), plan) in plans {
-                stmt.execute(params![
-                    env,
-                    service,
-                    node,
-                    instance,
-                    host_id,
-                    plan.to_string()
-                ])?;
+                stmt.execute(params![env, service, node, instance, host_id, plan])?;
             }
         }
         tx.commit()?;

@@ -575,7 +575,7 @@ mod cases {
                 (
                     host.id,
                     ("ci", "catalog", "web", n),
-                    serde_json::json!({ "n": n }),
+                    serde_json::json!({ "n": n }).to_string(),
                 )
             })
             .collect();

@@ -833,7 +833,7 @@ impl Store for PgStore {
         instance: u32,
         plan: &serde_json::Value,
     ) -> Result<()> {
-        self.put_assignments(&[(host_id, (env, service, node, instance), plan.clone())])
+        self.put_assignments(&[(host_id, (env, service, node, instance), plan.to_string())])
     }
 
     fn remove_assignments(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
@@ -860,10 +860,7 @@ impl Store for PgStore {
         })
     }
 
-    fn put_assignments(
-        &self,
-        plans: &[(i64, InstanceKeyRef<'_>, serde_json::Value)],
-    ) -> Result<()> {
+    fn put_assignments(&self, plans: &[(i64, InstanceKeyRef<'_>, String)]) -> Result<()> {
         if plans.is_empty() {
             return Ok(());
         }
@@ -881,7 +878,7 @@ impl Store for PgStore {
             service.push(s.to_string());
             node.push(n.to_string());
             instance.push(i64::from(*i));
-            plan.push(p.to_string());
+            plan.push(p.clone());
         }
         self.write(move |tx| {
             Box::pin(async move {
