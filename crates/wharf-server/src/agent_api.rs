@@ -332,7 +332,7 @@ async fn report(
             Some(crate::sink::record(&plan, &instance.status))
         })
         .collect();
-    c.store.put_instances(&rows)?;
+    c.fleet.observed(rows);
     Ok(StatusCode::NO_CONTENT)
 }
 

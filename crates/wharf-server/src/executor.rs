@@ -830,12 +830,12 @@ impl Executor {
         req: &Order,
         kind: DeploymentKind,
         digest: &str,
-        prepared: Prepared,
+        mut prepared: Prepared,
         forced: bool,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
         let spec = &req.spec;
-        let plan = prepared.plan.clone();
+        let plan = std::mem::take(&mut prepared.plan);
         let planned = |deployment| DeployEvent::Planned {
             deployment,
             service: spec.service.clone(),

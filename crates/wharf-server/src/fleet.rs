@@ -12,7 +12,7 @@ use wharf_agent::{Agent, InstancePlan, InstanceStatus, Unhealthy};
 use wharf_api::agent::{RemoteMember, ServiceRoute, TrafficSplit};
 use wharf_core::lifecycle::HostState;
 use wharf_driver::InstanceKey;
-use wharf_store::{Heartbeat, HostRecord, Store};
+use wharf_store::{Heartbeat, HostRecord, InstanceRecord, Store};
 
 use crate::remote::RemoteAgent;
 
@@ -237,6 +237,10 @@ pub struct Fleet {
     /// Hosts' latest reports not yet stored, by host id: a thousand hosts report every
     /// couple of seconds, and their heartbeats are stored together once a second.
     heartbeats: Mutex<HashMap<i64, Heartbeat>>,
+    /// Instance rows that joined hosts reported, not yet stored, by slot (the latest).
+    observed: Mutex<HashMap<(String, String, String, u32), InstanceRecord>>,
+    /// Wakes the writer of `observed`.
+    observed_arrived: tokio::sync::Notify,
 }
 
 /// Hosts by (environment, name), and when they were read.
@@ -279,7 +283,40 @@ impl Fleet {
             routes: Arc::new(tokio::sync::watch::channel(0).0),
             splits: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(HashMap::new()),
+            observed: Mutex::new(HashMap::new()),
+            observed_arrived: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Instance rows a joined host reported, to be stored by the observations' writer
+    /// (`hosts::store_observations`).
+    pub fn observed(&self, rows: Vec<InstanceRecord>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let slot = (
+                row.env.clone(),
+                row.service.clone(),
+                row.node.clone(),
+                row.instance,
+            );
+            observed.insert(slot, row);
+        }
+        drop(observed);
+        self.observed_arrived.notify_one();
+    }
+
+    /// Waits until reported rows wait to be stored.
+    pub async fn observations_arrived(&self) {
+        self.observed_arrived.notified().await;
+    }
+
+    /// The reported rows not yet stored.
+    pub fn take_observed(&self) -> Vec<InstanceRecord> {
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *observed).into_values().collect()
     }
 
     /// A report arrived from `host_id` (stored with the next [`Fleet::take_heartbeats`]).

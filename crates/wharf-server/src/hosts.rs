@@ -60,6 +60,25 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
     }
 }
 
+/// Stores what joined hosts report, until `shutdown`: the rows that arrived while the
+/// last write ran go together in the next, so a thousand hosts' reports cost a few
+/// writes, not one each (nor a waiting request each).
+pub async fn store_observations(c: Arc<Controller>, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            _ = c.fleet.observations_arrived() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        let rows = c.fleet.take_observed();
+        if let Err(e) = c.store.put_observed_instances(&rows) {
+            tracing::warn!("cannot record {} instance report(s): {e}", rows.len());
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// A report arrived: a down or lost host is ready again.
 pub fn heard_from(c: &Controller, host: &HostRecord) -> Result<(), ServerError> {
     if matches!(host.state, HostState::Down | HostState::Lost) {

@@ -462,6 +462,10 @@ pub(crate) async fn serve(
         controller.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(hosts::store_observations(
+        controller.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(ingress::watch(controller.clone(), shutdown.clone()));
     {
         let (executor, shutdown) = (controller.executor.clone(), shutdown.clone());

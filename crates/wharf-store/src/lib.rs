@@ -142,6 +142,10 @@ pub trait Store: Send + Sync {
     fn put_instance(&self, instance: &InstanceRecord) -> Result<()>;
     /// Writes many instance rows in one transaction.
     fn put_instances(&self, instances: &[InstanceRecord]) -> Result<()>;
+    /// Writes instance rows that joined hosts reported, in one transaction, skipping
+    /// those whose slot is no longer assigned: a report written late never brings back
+    /// the row of an instance stopped meanwhile.
+    fn put_observed_instances(&self, instances: &[InstanceRecord]) -> Result<()>;
     fn remove_instance(&self, env: &str, service: &str, node: &str, instance: u32) -> Result<()>;
     /// Removes many instance rows in one transaction.
     fn remove_instances(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()>;

@@ -180,6 +180,49 @@ fn instance_row(r: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
 }
 
 impl SqliteStore {
+    /// Writes instance rows in one transaction; with `only_assigned`, only those whose
+    /// slot has an assignment.
+    fn put_instance_rows(&self, rows: &[InstanceRecord], only_assigned: bool) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let guard = if only_assigned {
+                " WHERE EXISTS (SELECT 1 FROM assignments WHERE env = ?1 AND service = ?2 AND node = ?3 AND instance = ?4)"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16{guard}"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for i in rows {
+                stmt.execute(params![
+                    i.env,
+                    i.service,
+                    i.node,
+                    i.instance,
+                    i.version,
+                    i.digest,
+                    i.config_digest,
+                    i.deployment_id,
+                    i.pid,
+                    i.port,
+                    i.state.as_str(),
+                    i.health.as_str(),
+                    i.restarts,
+                    i.started_at,
+                    i.cpu_millis.map(|v| v as i64),
+                    i.memory_bytes.map(|v| v as i64)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Deletes the rows of `slots` from `table` (a table keyed by slot) in one
     /// transaction.
     fn delete_slots(&self, table: &str, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
@@ -393,39 +436,11 @@ impl Store for SqliteStore {
     }
 
     fn put_instances(&self, rows: &[InstanceRecord]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let sql = format!(
-                "INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-            );
-            let mut stmt = tx.prepare_cached(&sql)?;
-            for i in rows {
-                stmt.execute(params![
-                    i.env,
-                    i.service,
-                    i.node,
-                    i.instance,
-                    i.version,
-                    i.digest,
-                    i.config_digest,
-                    i.deployment_id,
-                    i.pid,
-                    i.port,
-                    i.state.as_str(),
-                    i.health.as_str(),
-                    i.restarts,
-                    i.started_at,
-                    i.cpu_millis.map(|v| v as i64),
-                    i.memory_bytes.map(|v| v as i64)
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.put_instance_rows(rows, false)
+    }
+
+    fn put_observed_instances(&self, rows: &[InstanceRecord]) -> Result<()> {
+        self.put_instance_rows(rows, true)
     }
 
     fn put_instance(&self, instance: &InstanceRecord) -> Result<()> {

@@ -527,6 +527,31 @@ mod cases {
         assert!(store.instances(Some("prod"), None).unwrap().is_empty());
     }
 
+    pub fn observed_instances_are_written_only_while_assigned(store: &dyn Store) {
+        let host = store
+            .register_host(&NewHost {
+                name: "web".into(),
+                env: "ci".into(),
+                labels: Default::default(),
+                capacity: Default::default(),
+                address: "10.0.0.1".into(),
+                at: 1,
+            })
+            .unwrap();
+        store
+            .put_assignments(&[(host.id, ("ci", "catalog", "web", 0), "{}".to_owned())])
+            .unwrap();
+        store
+            .put_observed_instances(&[instance("web", 0), instance("web", 1)])
+            .unwrap();
+        let rows = store.instances(Some("ci"), None).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.instance).collect::<Vec<_>>(),
+            [0],
+            "a slot stopped meanwhile stays gone"
+        );
+    }
+
     pub fn heartbeats_of_many_hosts_land_together(store: &dyn Store) {
         let join = |name: &str| {
             store
@@ -698,6 +723,7 @@ suite!(
     instances_round_trip_in_order_and_replace_by_slot,
     assignments_and_ports_belong_to_a_slot,
     heartbeats_of_many_hosts_land_together,
+    observed_instances_are_written_only_while_assigned,
     the_audit_log_reads_newest_first,
     unfinished_deployments_are_interrupted_once,
 );

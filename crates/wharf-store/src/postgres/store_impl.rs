@@ -227,6 +227,54 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Writes instance rows in one statement; with `only_assigned`, only those whose
+    /// slot has an assignment.
+    fn put_instance_rows(&self, instances: &[InstanceRecord], only_assigned: bool) -> Result<()> {
+        if instances.is_empty() {
+            return Ok(());
+        }
+        // One statement over arrays, whatever the count: one round trip.
+        let mut c = InstanceColumns::default();
+        for i in instances {
+            c.push(i);
+        }
+        self.write(move |tx| {
+            Box::pin(async move {
+                let guard = if only_assigned {
+                    "WHERE EXISTS (SELECT 1 FROM assignments a WHERE a.env = u.env AND a.service = u.service
+                         AND a.node = u.node AND a.instance = u.instance)"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "INSERT INTO instances ({INSTANCE_COLUMNS})
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                         $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
+                         $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[]) AS u({INSTANCE_COLUMNS})
+                     {guard}
+                     ON CONFLICT (env, service, node, instance) DO UPDATE SET
+                         version = EXCLUDED.version, digest = EXCLUDED.digest,
+                         config_digest = EXCLUDED.config_digest, deployment_id = EXCLUDED.deployment_id,
+                         pid = EXCLUDED.pid, port = EXCLUDED.port, state = EXCLUDED.state,
+                         health = EXCLUDED.health, restarts = EXCLUDED.restarts,
+                         started_at = EXCLUDED.started_at, cpu_millis = EXCLUDED.cpu_millis,
+                         memory_bytes = EXCLUDED.memory_bytes"
+                );
+                execute(
+                    tx,
+                    &sql,
+                    &[
+                        &c.env, &c.service, &c.node, &c.instance, &c.version, &c.digest,
+                        &c.config_digest, &c.deployment_id, &c.pid, &c.port, &c.state, &c.health,
+                        &c.restarts, &c.started_at, &c.cpu_millis, &c.memory_bytes,
+                    ],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
     /// Deletes the rows of `slots` from `table` (a table keyed by slot) in one statement
     /// over arrays.
     fn delete_slots(&self, table: &'static str, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
@@ -515,42 +563,11 @@ impl Store for PgStore {
     }
 
     fn put_instances(&self, instances: &[InstanceRecord]) -> Result<()> {
-        if instances.is_empty() {
-            return Ok(());
-        }
-        // One statement over arrays, whatever the count: one round trip.
-        let mut c = InstanceColumns::default();
-        for i in instances {
-            c.push(i);
-        }
-        self.write(move |tx| {
-            Box::pin(async move {
-                let sql = format!(
-                    "INSERT INTO instances ({INSTANCE_COLUMNS})
-                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                         $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::text[],
-                         $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
-                     ON CONFLICT (env, service, node, instance) DO UPDATE SET
-                         version = EXCLUDED.version, digest = EXCLUDED.digest,
-                         config_digest = EXCLUDED.config_digest, deployment_id = EXCLUDED.deployment_id,
-                         pid = EXCLUDED.pid, port = EXCLUDED.port, state = EXCLUDED.state,
-                         health = EXCLUDED.health, restarts = EXCLUDED.restarts,
-                         started_at = EXCLUDED.started_at, cpu_millis = EXCLUDED.cpu_millis,
-                         memory_bytes = EXCLUDED.memory_bytes"
-                );
-                execute(
-                    tx,
-                    &sql,
-                    &[
-                        &c.env, &c.service, &c.node, &c.instance, &c.version, &c.digest,
-                        &c.config_digest, &c.deployment_id, &c.pid, &c.port, &c.state, &c.health,
-                        &c.restarts, &c.started_at, &c.cpu_millis, &c.memory_bytes,
-                    ],
-                )
-                .await?;
-                Ok(())
-            })
-        })
+        self.put_instance_rows(instances, false)
+    }
+
+    fn put_observed_instances(&self, instances: &[InstanceRecord]) -> Result<()> {
+        self.put_instance_rows(instances, true)
     }
 
     fn remove_instances(&self, slots: &[InstanceKeyRef<'_>]) -> Result<()> {
