@@ -175,6 +175,34 @@ pub fn tail_since(path: &Path, lines: usize, since: i64) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The most a follow reads of a log at once; the rest comes with the next read.
+const APPENDED_MAX: u64 = 1 << 20;
+
+/// The whole lines appended to `path` past `offset`, which moves past them; from the
+/// start when the log was rotated (it is shorter than `offset`).
+pub fn read_appended(path: &Path, offset: &mut u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        *offset = 0;
+    }
+    if len == *offset || file.seek(SeekFrom::Start(*offset)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = (&mut file).take(APPENDED_MAX).read_to_end(&mut buf);
+    // Only whole lines; the rest waits for its newline (or is a line longer than a read).
+    let whole = match buf.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None if buf.len() as u64 == APPENDED_MAX => buf.len(),
+        None => 0,
+    };
+    *offset += whole as u64;
+    String::from_utf8_lossy(&buf[..whole]).into_owned()
+}
+
 /// Lines wharf writes into an instance's log start with this.
 pub const MARKER: &str = "--- wharf: ";
 

@@ -50,5 +50,29 @@ pub async fn run(agent: &Arc<Agent>, work: HostWork) -> HostAnswer {
                 Err(error) => HostAnswer::Failed { error },
             }
         }
+        HostWork::FollowLog {
+            key,
+            lines,
+            since,
+            offset,
+        } => {
+            let path = agent.log_path(&key);
+            let read = tokio::task::spawn_blocking(move || match offset {
+                // Where it ends first, so what follows overlaps the tail rather than
+                // leaves a gap.
+                None => {
+                    let end = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    (crate::logs::tail_from(&path, lines, since), end)
+                }
+                Some(mut offset) => (crate::logs::read_appended(&path, &mut offset), offset),
+            })
+            .await;
+            match read {
+                Ok((text, offset)) => HostAnswer::Log { text, offset },
+                Err(e) => HostAnswer::Failed {
+                    error: e.to_string(),
+                },
+            }
+        }
     }
 }

@@ -344,6 +344,17 @@ pub enum HostWork {
         #[serde(default)]
         service: Option<String>,
     },
+    /// What an instance's log holds past byte `offset` (whole lines, a bounded amount);
+    /// without an offset, its last `lines` lines (written since `since`) and where the
+    /// log ends: `wharf logs --follow` of an instance on the host.
+    FollowLog {
+        key: InstanceKey,
+        lines: usize,
+        #[serde(default)]
+        since: Option<i64>,
+        #[serde(default)]
+        offset: Option<u64>,
+    },
 }
 
 /// An agent's answer to a [`HostTask`].
@@ -359,6 +370,11 @@ pub enum HostAnswer {
     Purged {
         folders: usize,
         volumes: usize,
+    },
+    /// A log's text, and the offset to ask from next.
+    Log {
+        text: String,
+        offset: u64,
     },
     /// The work could not be done, and why.
     Failed {

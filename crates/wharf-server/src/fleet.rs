@@ -57,6 +57,18 @@ pub trait AgentLink: Send + Sync {
         lines: usize,
         since: Option<i64>,
     ) -> Result<String, String>;
+    /// For `wharf logs --follow` of an instance on another host: its last `lines` lines
+    /// (written since `since`) and where its log ends, or (given `offset`) what was
+    /// appended past it and where to ask from next.
+    async fn follow_log(
+        &self,
+        key: &InstanceKey,
+        _lines: usize,
+        _since: Option<i64>,
+        _offset: Option<u64>,
+    ) -> Result<(String, u64), String> {
+        Err(format!("the log of {key} is not on another host"))
+    }
     /// Has the instance rewrite its `files` and send `signal` for configuration revision
     /// `generation` (once: a generation it has seen is not signalled again).
     async fn reload(

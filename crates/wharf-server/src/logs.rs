@@ -1,6 +1,5 @@
 //! Serving instance logs: the last lines, and following them as they grow.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,17 +30,66 @@ pub fn snapshot(sources: &[LogSource], lines: usize, since: Option<i64>) -> Stri
         .collect()
 }
 
-/// The last lines, then whatever is appended, until the client goes away.
-pub fn follow(sources: Vec<LogSource>, lines: usize, since: Option<i64>) -> Body {
+/// An instance's log on another host, read through its agent.
+pub struct RemoteLog {
+    pub prefix: String,
+    pub key: wharf_driver::InstanceKey,
+    pub link: std::sync::Arc<dyn crate::fleet::AgentLink>,
+}
+
+/// How often a followed log on another host is read.
+const REMOTE_POLL: Duration = Duration::from_millis(500);
+
+/// The last lines, then whatever is appended, until the client goes away: of the logs
+/// on this machine, and of those on other hosts.
+pub fn follow(
+    sources: Vec<LogSource>,
+    remote: Vec<RemoteLog>,
+    lines: usize,
+    since: Option<i64>,
+) -> Body {
     // From where the files end now, so the snapshot and what follows it overlap
     // rather than leave a gap.
     let rest = appended(sources.clone());
     let first = snapshot(&sources, lines, since);
-    Body::from_stream(
-        stream::once(std::future::ready(first))
-            .chain(rest)
-            .map(Ok::<_, std::io::Error>),
-    )
+    let here = stream::once(std::future::ready(first)).chain(rest).boxed();
+    let mut all = vec![here];
+    all.extend(
+        remote
+            .into_iter()
+            .map(|log| followed_remotely(log, lines, since).boxed()),
+    );
+    Body::from_stream(stream::select_all(all).map(Ok::<_, std::io::Error>))
+}
+
+/// One log on another host: its last lines, then what its agent finds appended each
+/// time it is asked. A read that fails says so in the stream, and the log is asked
+/// again from where it was.
+fn followed_remotely(
+    log: RemoteLog,
+    lines: usize,
+    since: Option<i64>,
+) -> impl Stream<Item = String> + Send {
+    stream::unfold((log, None::<u64>), move |(log, mut offset)| async move {
+        loop {
+            if offset.is_some() {
+                tokio::time::sleep(REMOTE_POLL).await;
+            }
+            match log.link.follow_log(&log.key, lines, since, offset).await {
+                Ok((text, next)) => {
+                    offset = Some(next);
+                    if !text.is_empty() {
+                        return Some((prefixed(&log.prefix, &text), (log, offset)));
+                    }
+                }
+                Err(e) => {
+                    let said = format!("{}{}{e} ---\n", log.prefix, wharf_agent::logs::MARKER);
+                    tokio::time::sleep(REMOTE_POLL).await;
+                    return Some((said, (log, offset)));
+                }
+            }
+        }
+    })
 }
 
 /// What is appended to the sources from now on, a batch of whole lines at a time.
@@ -66,24 +114,8 @@ pub fn appended(sources: Vec<LogSource>) -> impl Stream<Item = String> + Send {
 
 /// Reads what was appended since `offset`; starts over when the file was rotated.
 fn read_new(source: &LogSource, offset: &mut u64) -> String {
-    let Ok(mut file) = std::fs::File::open(&source.path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < *offset {
-        *offset = 0;
-    }
-    if len == *offset || file.seek(SeekFrom::Start(*offset)).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    let _ = file.read_to_end(&mut buf);
-    // Only hand out whole lines; the rest waits for its newline.
-    let whole = buf
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    *offset += whole as u64;
-    prefixed(&source.prefix, &String::from_utf8_lossy(&buf[..whole]))
+    prefixed(
+        &source.prefix,
+        &wharf_agent::logs::read_appended(&source.path, offset),
+    )
 }

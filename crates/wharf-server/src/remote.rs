@@ -575,6 +575,26 @@ impl AgentLink for RemoteAgent {
         self.fetch_log(key, lines, since).await
     }
 
+    async fn follow_log(
+        &self,
+        key: &InstanceKey,
+        lines: usize,
+        since: Option<i64>,
+        offset: Option<u64>,
+    ) -> Result<(String, u64), String> {
+        let work = HostWork::FollowLog {
+            key: key.clone(),
+            lines,
+            since,
+            offset,
+        };
+        match self.ask(work, LOG_WAIT).await? {
+            HostAnswer::Log { text, offset } => Ok((text, offset)),
+            HostAnswer::Failed { error } => Err(error),
+            other => Err(format!("the agent answered a log read with {other:?}")),
+        }
+    }
+
     async fn exec(
         &self,
         key: &InstanceKey,

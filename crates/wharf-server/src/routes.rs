@@ -882,14 +882,11 @@ async fn logs(
         }
     }
     if q.follow {
-        if !remote.is_empty() {
-            return Err(ServerError::bad_request(format!(
-                "`{}` runs on remote hosts, whose logs cannot be followed yet",
-                q.service
-            ))
-            .hint("without `--follow`, `wharf logs` shows their last lines"));
-        }
-        return Ok((content_type, logs::follow(sources, lines, q.since)).into_response());
+        let remote = remote
+            .into_iter()
+            .map(|(prefix, key, link)| logs::RemoteLog { prefix, key, link })
+            .collect();
+        return Ok((content_type, logs::follow(sources, remote, lines, q.since)).into_response());
     }
     // Logs stay on their hosts: remote agents are asked for their tails.
     let mut text = logs::snapshot(&sources, lines, q.since);

@@ -199,6 +199,15 @@ async fn remote(list: &str) -> anyhow::Result<Client> {
     }
 }
 
+/// Whether `--controller` names several controllers (sharing one database), so that
+/// another takes over when the one answering goes.
+pub fn several_controllers(global: &Global) -> bool {
+    global
+        .controller
+        .as_deref()
+        .is_some_and(|list| list.split(',').filter(|u| !u.trim().is_empty()).count() > 1)
+}
+
 /// How long a CLI waits for the next leader to resolve a deploy the last one left.
 const RESOLVE_WAIT: Duration = Duration::from_secs(180);
 
@@ -216,7 +225,7 @@ pub async fn after_failover(
     let Some(list) = global.controller.as_deref() else {
         return Ok(None);
     };
-    if list.split(',').filter(|u| !u.trim().is_empty()).count() < 2 {
+    if !several_controllers(global) {
         return Ok(None);
     }
     printer.info(&format!(

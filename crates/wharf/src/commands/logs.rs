@@ -12,6 +12,17 @@ pub struct View {
     pub since: Option<std::time::Duration>,
 }
 
+/// The most lines a follow resumed on the next leader shows of what was written while
+/// it moved.
+const RESUMED_LINES: usize = 10_000;
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
 pub async fn logs(
     global: &Global,
     printer: &Printer,
@@ -25,32 +36,44 @@ pub async fn logs(
         lines,
         since,
     } = view;
-    let since = since.map(|ago| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        now.saturating_sub(ago).as_millis() as i64
-    });
-    let client = crate::connect::controller(global, printer).await?;
+    let since = since.map(|ago| now_millis() - ago.as_millis() as i64);
+    let mut client = crate::connect::controller(global, printer).await?;
     // With `-o json`, one JSON object per line of output (JSON Lines), as it comes.
     let mut partial = String::new();
     let json = printer.json();
     let as_json = |line: &str| {
         serde_json::json!({ "service": service, "env": env, "line": line }).to_string()
     };
-    client
-        .logs(env, service, instance, follow, (lines, since), |text| {
-            if !json {
-                return printer.stream(text);
-            }
-            partial.push_str(text);
-            while let Some(end) = partial.find('\n') {
-                let line: String = partial.drain(..=end).collect();
-                printer.data(&as_json(line.trim_end_matches(['\n', '\r'])));
-            }
-        })
-        .await
-        .map_err(Failure::from)?;
+    let mut asked = (lines, since);
+    loop {
+        let mut heard_at = now_millis();
+        let outcome = client
+            .logs(env, service, instance, follow, asked, |text| {
+                heard_at = now_millis();
+                if !json {
+                    return printer.stream(text);
+                }
+                partial.push_str(text);
+                while let Some(end) = partial.find('\n') {
+                    let line: String = partial.drain(..=end).collect();
+                    printer.data(&as_json(line.trim_end_matches(['\n', '\r'])));
+                }
+            })
+            .await;
+        // A follow ends only when its controller goes: with several controllers, it
+        // goes on at the next leader, from the moment the last one stopped answering.
+        let resumable = matches!(
+            outcome,
+            Ok(()) | Err(wharf_client::ClientError::Unreachable { .. })
+        );
+        if !(follow && resumable && crate::connect::several_controllers(global)) {
+            outcome.map_err(Failure::from)?;
+            break;
+        }
+        printer.info("the controller stopped answering; following the logs on the next leader");
+        client = crate::connect::controller(global, printer).await?;
+        asked = (RESUMED_LINES, Some(heard_at));
+    }
     if json && !partial.is_empty() {
         printer.data(&as_json(&partial));
     }

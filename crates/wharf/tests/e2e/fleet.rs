@@ -712,3 +712,79 @@ fn an_agent_of_an_unsupported_version_is_refused_naming_both() {
         "{body}"
     );
 }
+
+/// A service that says the time, in milliseconds, five times a second.
+pub const TICKER: &str = r#"
+services:
+  ticker:
+    build: ./ticker
+    run: ["sh", "-c", "while true; do echo tick $(date +%s%3N); sleep 0.2; done"]
+environments:
+  fleet:
+    nodes:
+      - name: web
+        count: 1
+        services: [ticker]
+"#;
+
+/// The times the ticks in `output` name.
+pub fn ticks(output: &str) -> Vec<i64> {
+    output
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "tick").nth(1))
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn logs_of_an_instance_on_a_joined_host_can_be_followed() {
+    let mut project = Project::new(TICKER, &["ticker"]);
+    let token = token(&mut project, "1");
+    let agent = start_agent(&project, "web", Some(&token));
+    // Dropped, it stops the ticker with `wharf down`, then the agent.
+    let mut f = Fleet {
+        project,
+        agents: vec![agent],
+    };
+    let p = &mut f.project;
+    assert!(
+        wait_until(Duration::from_secs(10), || hosts(p)
+            .iter()
+            .any(|h| h["state"] == "ready")),
+        "the agent did not join"
+    );
+    p.ok(&["deploy", "ticker", "--env", "fleet", "--version", "v1"]);
+    let output = p.path().join("followed.log");
+    let began = now_millis();
+    let mut follow = Command::new(WHARF)
+        .args(["logs", "ticker", "--env", "fleet", "--follow"])
+        .env_remove("WHARF_CONTROLLER")
+        .env_remove("WHARF_HOME")
+        .env_remove("WHARF_FILE")
+        .env_remove("WHARF_TOKEN")
+        .current_dir(p.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::fs::File::create(p.path().join("follow.err")).unwrap())
+        .spawn()
+        .unwrap();
+    // Ticks said well after the follow began: it follows, not only shows the tail.
+    let followed = wait_until(Duration::from_secs(20), || {
+        ticks(&std::fs::read_to_string(&output).unwrap_or_default())
+            .iter()
+            .any(|t| *t > began + 2_000)
+    });
+    let running = follow.try_wait().unwrap().is_none();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let said = std::fs::read_to_string(p.path().join("follow.err")).unwrap();
+    assert!(followed && running, "not followed: {said}");
+}

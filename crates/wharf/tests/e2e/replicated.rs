@@ -861,3 +861,63 @@ fn an_instance_watching_its_configuration_follows_the_controllers_through_a_fail
         "`wharf down` on the new leader did not stop the watcher (pid {pid})"
     );
 }
+
+#[test]
+fn logs_followed_through_a_failover_go_on_at_the_next_leader() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let mut cluster = Cluster::of(
+        Project::new(crate::fleet::TICKER, &["ticker"]),
+        &server,
+        None,
+        2,
+        "logs",
+    );
+    cluster.join_agents(1);
+    cluster.ok(&["deploy", "ticker", "--env", "fleet", "--version", "v1"]);
+    let output = cluster.project.path().join("followed.log");
+    let mut follow = Command::new(WHARF)
+        .args(["logs", "ticker", "--env", "fleet", "--follow"])
+        .env_remove("WHARF_CONTROLLER")
+        .env_remove("WHARF_HOME")
+        .env_remove("WHARF_FILE")
+        .env_remove("WHARF_TOKEN")
+        .current_dir(cluster.project.path())
+        .env("WHARF_CONTROLLER", cluster.controllers_list())
+        .env("WHARF_TOKEN", cluster.admin_token())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(std::fs::File::create(cluster.project.path().join("follow.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let seen = || crate::fleet::ticks(&std::fs::read_to_string(&output).unwrap_or_default());
+    assert!(
+        wait_until(Duration::from_secs(20), || !seen().is_empty()),
+        "no ticks followed"
+    );
+    cluster.kill(0);
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(cluster.wait_leader(Duration::from_secs(10)), Some(1));
+    // Ticks said after the leader died reach the same `wharf logs --follow`.
+    let went_on = wait_until(Duration::from_secs(30), || {
+        seen().iter().any(|t| *t > killed_at + 1_000)
+    });
+    let said = std::fs::read_to_string(cluster.project.path().join("follow.err")).unwrap();
+    let still_following = follow.try_wait().unwrap().is_none();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        went_on && still_following,
+        "the follow did not go on at the next leader:\n{said}"
+    );
+    assert!(
+        said.contains("following the logs on the next leader"),
+        "{said}"
+    );
+    cluster.ok(&["down", "--env", "fleet"]);
+}
