@@ -108,7 +108,7 @@ pub(super) async fn run(
 async fn commit(pool: &Pool, epoch: i64, jobs: Vec<Queued>) -> (Result<()>, Vec<Box<dyn Outcome>>) {
     let mut client = match pool.get().await {
         Ok(client) => client,
-        Err(e) => return refused(jobs, StoreError::Unavailable(e.to_string())),
+        Err(e) => return refused(jobs, StoreError::Unavailable(super::with_causes(&e))),
     };
     let tx = match client.transaction().await {
         Ok(tx) => tx,

@@ -144,12 +144,12 @@ impl PgStore {
             return Err(StoreError::Unavailable("the store is closed".into()));
         };
         let (tell, told) = tokio::sync::watch::channel(0u64);
-        let config = self.config.clone();
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         runtime.spawn(async move {
             while !tell.is_closed() {
-                if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                if let Ok((client, mut messages)) =
+                    super::connect_alone(&config, tls.as_ref()).await
+                {
                     let statement = format!("LISTEN {CHANNEL}");
                     let listen = client.batch_execute(&statement);
                     // The connection makes progress only while its messages are polled.

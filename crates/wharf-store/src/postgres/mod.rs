@@ -25,6 +25,8 @@ use std::time::Duration;
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use lease::LeaseState;
 
@@ -53,6 +55,8 @@ pub struct PgStore {
     location: String,
     /// How to connect, for the connection that listens for a change of leader.
     config: tokio_postgres::Config,
+    /// TLS to the database, when its address asks for it (`sslmode=require`).
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl PgStore {
@@ -87,13 +91,17 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot start its runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(client_tls()?),
+            _ => None,
+        };
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), recycling),
+            None => Manager::from_config(config.clone(), NoTls, recycling),
+        };
         let pool = {
             // The pool's timers run on the store's runtime.
             let _entered = runtime.enter();
@@ -123,6 +131,7 @@ impl PgStore {
             writes,
             location,
             config,
+            tls,
         };
         store.migrate()?;
         Ok(store)
@@ -181,7 +190,7 @@ impl PgStore {
                 let client = pool
                     .get()
                     .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    .map_err(|e| StoreError::Unavailable(with_causes(&e)))?;
                 job(client).await
             };
             let out = match tokio::time::timeout(CALL_TIMEOUT, work).await {
@@ -258,6 +267,82 @@ impl Drop for PgStore {
     }
 }
 
+/// The TLS client for `sslmode=require`: the database's certificate must chain to the
+/// CA in the PEM file `PGSSLROOTCERT` names (libpq's variable; `~/.postgresql/root.crt`
+/// without it) and name the host it is reached by, as libpq's `verify-full` checks.
+fn client_tls() -> Result<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let path = std::env::var_os("PGSSLROOTCERT")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| std::path::Path::new(&home).join(".postgresql/root.crt"))
+        })
+        .ok_or_else(|| {
+            StoreError::Unavailable(
+                "sslmode=require needs the CA of the database's certificate: set PGSSLROOTCERT to its PEM file".into(),
+            )
+        })?;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!(
+            "cannot read the database's CA `{}` (PGSSLROOTCERT): {e}",
+            path.display()
+        ))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&path).map_err(|e| unreadable(&e))? {
+        roots
+            .add(cert.map_err(|e| unreadable(&e))?)
+            .map_err(|e| unreadable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(unreadable(&"it holds no certificate"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// A connection of its own (not pooled), with its messages (notifications) as a stream.
+async fn connect_alone(
+    config: &tokio_postgres::Config,
+    tls: Option<&MakeRustlsConnect>,
+) -> std::result::Result<(tokio_postgres::Client, Messages), tokio_postgres::Error> {
+    fn messages<S, T>(mut connection: tokio_postgres::Connection<S, T>) -> Messages
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        Box::pin(futures_util::stream::poll_fn(move |cx| {
+            connection.poll_message(cx)
+        }))
+    }
+    Ok(match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            (client, messages(connection))
+        }
+        None => {
+            let (client, connection) = config.connect(NoTls).await?;
+            (client, messages(connection))
+        }
+    })
+}
+
+/// What a connection of its own receives besides answers.
+type Messages = Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = std::result::Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>,
+            > + Send,
+    >,
+>;
+
 /// `HOST:PORT/DB` of a connection's settings.
 fn location(config: &tokio_postgres::Config) -> String {
     let host = config
@@ -287,10 +372,25 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// An error with the causes its message leaves out ("error performing TLS handshake:
+/// invalid peer certificate: UnknownIssuer"), each said once.
+pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() || e.as_db_error().is_none() && e.code().is_none() {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(with_causes(&e))
         } else {
             StoreError::Postgres(
                 e.as_db_error()

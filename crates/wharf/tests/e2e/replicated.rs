@@ -921,3 +921,122 @@ fn logs_followed_through_a_failover_go_on_at_the_next_leader() {
     );
     cluster.ok(&["down", "--env", "fleet"]);
 }
+
+/// A CA and, signed by it, a certificate for 127.0.0.1 with its key, as PEM.
+fn database_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "test database CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Turns TLS on in `postgres` with a certificate its new CA signed; the CA's PEM file.
+fn database_tls(postgres: &OwnPostgres) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (ca, cert, key) = database_certificate();
+    let dir = PathBuf::from(&postgres.dir);
+    let owner = std::fs::metadata(&dir).unwrap();
+    for (name, pem) in [("server.crt", &cert), ("server.key", &key)] {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let sql = format!(
+        "ALTER SYSTEM SET ssl_cert_file = '{0}/server.crt'; ALTER SYSTEM SET ssl_key_file = '{0}/server.key'; ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();",
+        dir.display()
+    );
+    for statement in sql.split_inclusive(';') {
+        let out = Command::new("psql")
+            .env("PGPASSWORD", &postgres.password)
+            .args([postgres.url.as_str(), "-q", "-c", statement])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{statement}: {}", text(&out));
+    }
+    ca_file
+}
+
+/// Starts a controller on `store`, trusting `ca` for the database; its child and log.
+fn controller_on(
+    store: &str,
+    password: &str,
+    ca: &std::path::Path,
+    dir: &std::path::Path,
+) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    Command::new(WHARF)
+        .args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--agent-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--state-dir")
+        .arg(dir)
+        .args(["--store", store])
+        .env("PGPASSWORD", password)
+        .env("PGSSLROOTCERT", ca)
+        .env("WHARF_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn with_sslmode_require_the_controller_talks_tls_to_the_database_and_checks_its_certificate() {
+    let Some(postgres) = OwnPostgres::start() else {
+        return;
+    };
+    let ca = database_tls(&postgres);
+    let database = new_database(&postgres.url, Some(&postgres.password), "tls");
+    let store = format!("{database}?sslmode=require");
+    let project = Project::new(FLEET, &[]);
+    let mut server = controller_on(&store, &postgres.password, &ca, &project.path().join("c"));
+    let token = project.path().join("c/admin.token");
+    let led = wait_until(Duration::from_secs(20), || token.exists());
+    let log = || std::fs::read_to_string(project.path().join("c/server.log")).unwrap_or_default();
+    assert!(led, "{}", log());
+    // Every connection of the controller's is encrypted.
+    let out = Command::new("psql")
+        .env("PGPASSWORD", &postgres.password)
+        .args([
+            postgres.url.as_str(),
+            "-Atc",
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'wharf'",
+        ])
+        .output()
+        .unwrap();
+    let seen = stdout(&out);
+    assert!(
+        !seen.trim().is_empty() && seen.lines().all(|l| l == "t"),
+        "connections' TLS: {seen:?} ({})",
+        text(&out)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // A certificate the given CA did not sign is refused, and the message says why.
+    let (other_ca, _, _) = database_certificate();
+    let wrong = project.path().join("other-ca.pem");
+    std::fs::write(&wrong, other_ca).unwrap();
+    let refused = controller_on(
+        &store,
+        &postgres.password,
+        &wrong,
+        &project.path().join("d"),
+    )
+    .wait_with_output()
+    .unwrap();
+    let said = std::fs::read_to_string(project.path().join("d/server.log")).unwrap();
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("certificate"), "{said}");
+}
