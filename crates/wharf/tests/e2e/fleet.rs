@@ -163,13 +163,6 @@ fn three_agents_join_and_a_rollout_rolls_host_by_host_and_back() {
     for n in 0..3 {
         assert!(all.contains(&format!("[svc #{n}] starting on")), "{all}");
     }
-    let out = p.wharf(&["logs", "svc", "--env", "fleet", "--follow"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        stderr(&out).contains("cannot be followed yet"),
-        "{}",
-        text(&out)
-    );
     // The instances are the agents' children, not the controller's.
     let controller = p.controller_pid().unwrap();
     for instance in p.instances("svc", "fleet") {
