@@ -74,5 +74,11 @@ pub async fn run(agent: &Arc<Agent>, work: HostWork) -> HostAnswer {
                 },
             }
         }
+        HostWork::Unknown => HostAnswer::Failed {
+            error: format!(
+                "this agent ({}) does not know the task; upgrade it (`wharf host upgrade`)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        },
     }
 }

@@ -355,6 +355,10 @@ pub enum HostWork {
         #[serde(default)]
         offset: Option<u64>,
     },
+    /// Work of a kind this agent does not know (its controller is newer): answered as
+    /// failed, rather than failing the whole answer that carries it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// An agent's answer to a [`HostTask`].
@@ -445,6 +449,14 @@ pub struct AgentReport {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_task_of_a_kind_the_agent_does_not_know_is_read_as_unknown() {
+        let task: HostTask =
+            serde_json::from_str(r#"{"id":3,"work":{"kind":"defragment","depth":2}}"#).unwrap();
+        assert_eq!(task.id, 3);
+        assert_eq!(task.work, HostWork::Unknown);
+    }
+
     use super::*;
 
     fn member(host_id: i64) -> RemoteMember {

@@ -1245,7 +1245,10 @@ impl Executor {
     /// Stops `keys` at once (each agent drains before it stops) and forgets the
     /// instances that `restarting` does not name.
     async fn stop_all(&self, keys: &[InstanceKey], restarting: impl Fn(&InstanceKey) -> bool) {
-        self.fleet.stop_all(keys).await;
+        if !self.fleet.stop_all(keys).await {
+            // Their assignments are still stored: so are their rows, which say so.
+            return;
+        }
         let forgotten: Vec<_> = keys
             .iter()
             .filter(|key| !restarting(key))

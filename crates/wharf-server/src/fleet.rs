@@ -249,6 +249,9 @@ pub struct Fleet {
     /// Hosts' latest reports not yet stored, by host id: a thousand hosts report every
     /// couple of seconds, and their heartbeats are stored together once a second.
     heartbeats: Mutex<HashMap<i64, Heartbeat>>,
+    /// When each host was last heard from, by this controller (stored or not): what
+    /// liveness judges silence by, so a heartbeat not yet stored still counts.
+    last_heard: Mutex<HashMap<i64, i64>>,
     /// Instance rows that joined hosts reported, not yet stored, by slot (the latest).
     observed: Mutex<HashMap<(String, String, String, u32), InstanceRecord>>,
     /// Wakes the writer of `observed`.
@@ -295,6 +298,7 @@ impl Fleet {
             routes: Arc::new(tokio::sync::watch::channel(0).0),
             splits: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(HashMap::new()),
+            last_heard: Mutex::new(HashMap::new()),
             observed: Mutex::new(HashMap::new()),
             observed_arrived: tokio::sync::Notify::new(),
         }
@@ -320,6 +324,11 @@ impl Fleet {
         self.observed_arrived.notify_one();
     }
 
+    /// Wakes the observations' writer (rows it put back wait).
+    pub fn observations_waiting(&self) {
+        self.observed_arrived.notify_one();
+    }
+
     /// Waits until reported rows wait to be stored.
     pub async fn observations_arrived(&self) {
         self.observed_arrived.notified().await;
@@ -331,8 +340,27 @@ impl Fleet {
         std::mem::take(&mut *observed).into_values().collect()
     }
 
+    /// Reported rows whose write failed, kept for the next (unless newer ones came):
+    /// a host reports an instance again only when it changes.
+    pub fn untaken_observed(&self, rows: Vec<InstanceRecord>) {
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let slot = (
+                row.env.clone(),
+                row.service.clone(),
+                row.node.clone(),
+                row.instance,
+            );
+            observed.entry(slot).or_insert(row);
+        }
+    }
+
     /// A report arrived from `host_id` (stored with the next [`Fleet::take_heartbeats`]).
     pub fn heard(&self, host_id: i64, at: i64, address: String) {
+        self.last_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host_id, at);
         self.heartbeats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -352,10 +380,29 @@ impl Fleet {
         std::mem::take(&mut *heard).into_values().collect()
     }
 
+    /// Heartbeats whose write failed, kept for the next (unless newer ones came).
+    pub fn untaken_heartbeats(&self, heartbeats: Vec<Heartbeat>) {
+        let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        for h in heartbeats {
+            heard.entry(h.host_id).or_insert(h);
+        }
+    }
+
+    /// When this controller last heard from `host_id` (0: not since it started).
+    pub fn last_heard(&self, host_id: i64) -> i64 {
+        self.last_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Stops `keys` wherever they run, at once: the joined hosts' assignments removed in
     /// one transaction, then each agent's confirmation awaited (an agent drains before
-    /// it stops).
-    pub async fn stop_all(&self, keys: &[InstanceKey]) {
+    /// it stops). Whether the store forgot the assignments (if not, the instances stop
+    /// anyway, and a restarted controller would start them again).
+    pub async fn stop_all(&self, keys: &[InstanceKey]) -> bool {
         let mut remote: HashMap<i64, (Arc<RemoteAgent>, Vec<InstanceKey>)> = HashMap::new();
         let mut elsewhere: Vec<&InstanceKey> = Vec::new();
         for key in keys {
@@ -373,12 +420,16 @@ impl Fleet {
             .flat_map(|(_, keys)| keys)
             .map(slot_ref)
             .collect();
-        if let Err(e) = self.store.remove_assignments(&slots) {
-            tracing::warn!(
-                "cannot remove the assignments of {} instance(s): {e}",
-                slots.len()
-            );
-        }
+        let forgotten = match self.store.remove_assignments(&slots) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot remove the assignments of {} instance(s): {e}",
+                    slots.len()
+                );
+                false
+            }
+        };
         for (agent, keys) in remote.values() {
             agent.unassigned_now(keys);
         }
@@ -391,6 +442,7 @@ impl Fleet {
             futures_util::future::join_all(local),
         )
         .await;
+        forgotten
     }
 
     /// Starts `plans` wherever their nodes are: the joined hosts' shares recorded in one

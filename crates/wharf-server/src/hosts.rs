@@ -39,12 +39,16 @@ pub async fn watch_heartbeats(c: Arc<Controller>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         // Reports heard since the last tick, stored together.
-        if let Err(e) = c.store.touch_hosts(&c.fleet.take_heartbeats()) {
+        let heartbeats = c.fleet.take_heartbeats();
+        if let Err(e) = c.store.touch_hosts(&heartbeats) {
             tracing::warn!("cannot record hosts' heartbeats: {e}");
+            c.fleet.untaken_heartbeats(heartbeats);
         }
         let now = now_millis();
         for host in c.store.hosts(None).unwrap_or_default() {
-            let heard = host.last_seen.max(started);
+            // What this controller heard counts whether or not it is stored yet: a
+            // host back from down reports (and is ready) before its heartbeat is.
+            let heard = host.last_seen.max(c.fleet.last_heard(host.id)).max(started);
             let silent = Duration::from_millis((now - heard).max(0) as u64);
             let next = state_after_silence(host.state, silent);
             if next != host.state {
@@ -72,6 +76,14 @@ pub async fn store_observations(c: Arc<Controller>, shutdown: CancellationToken)
         let rows = c.fleet.take_observed();
         if let Err(e) = c.store.put_observed_instances(&rows) {
             tracing::warn!("cannot record {} instance report(s): {e}", rows.len());
+            c.fleet.untaken_observed(rows);
+            // Tried again after a pause, not at once, while the store is away.
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            c.fleet.observations_waiting();
+            continue;
         }
         if stopping {
             return;

@@ -10,13 +10,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 
+use std::panic::AssertUnwindSafe;
+
 use deadpool_postgres::{Pool, Transaction};
+use futures_util::FutureExt;
 
 use super::CALL_TIMEOUT;
 use crate::{Result, StoreError};
 
-/// The most writes one transaction carries: a batch stays well inside the call timeout.
+/// The most writes one transaction carries.
 const MAX_BATCH: usize = 256;
+
+/// How long a batch takes more of its writes: it holds the lease row's lock, which the
+/// lease's renewal waits for, so a batch of long writes commits and leaves the rest to
+/// the next rather than hold the lock for seconds.
+const BATCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A write's outcome, held until the transaction it ran in commits or fails.
 pub(super) trait Outcome: Send {
@@ -77,13 +85,29 @@ pub(super) async fn run(
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Queued>,
     changes: tokio::sync::watch::Sender<u64>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let jobs = std::mem::take(&mut batch);
+    let mut waiting = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if waiting.is_empty() {
+            if queue.recv_many(&mut waiting, MAX_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            // Left over from the last batch: with whatever queued since, at once.
+            while waiting.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => waiting.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let jobs = std::mem::take(&mut waiting);
         let epoch = fence.load(Ordering::SeqCst);
         let (committed, outcomes) =
             match tokio::time::timeout(CALL_TIMEOUT, commit(&pool, epoch, jobs)).await {
-                Ok(done) => done,
+                Ok((committed, outcomes, left)) => {
+                    waiting = left;
+                    (committed, outcomes)
+                }
                 Err(_) => (
                     Err(StoreError::Unavailable(format!(
                         "no answer within {}s",
@@ -103,9 +127,11 @@ pub(super) async fn run(
     }
 }
 
-/// Runs `jobs` in one fenced transaction; whether it committed, and the outcomes of
-/// the jobs that ran (those that did not have been told why).
-async fn commit(pool: &Pool, epoch: i64, jobs: Vec<Queued>) -> (Result<()>, Vec<Box<dyn Outcome>>) {
+/// Runs `jobs` in one fenced transaction, for [`BATCH_BUDGET`] at most; whether it
+/// committed, the outcomes of the jobs that ran (those refused have been told why),
+/// and the jobs left for the next batch.
+async fn commit(pool: &Pool, epoch: i64, jobs: Vec<Queued>) -> Batch {
+    let begun = std::time::Instant::now();
     let mut client = match pool.get().await {
         Ok(client) => client,
         Err(e) => return refused(jobs, StoreError::Unavailable(super::with_causes(&e))),
@@ -138,31 +164,51 @@ async fn commit(pool: &Pool, epoch: i64, jobs: Vec<Queued>) -> (Result<()>, Vec<
         if let Err(e) = opened {
             let e = StoreError::from(e);
             tell(std::iter::once(job).chain(jobs), &e);
-            return (Err(e), outcomes);
+            return (Err(e), outcomes, Vec::new());
         }
-        let outcome = (job.run)(&tx).await;
-        let settled = match (alone, outcome.failed()) {
+        // A write that panics fails alone (its caller hears the database did not
+        // answer); the writer goes on.
+        let ran = AssertUnwindSafe((job.run)(&tx)).catch_unwind().await;
+        let failed = ran.as_ref().map_or(true, |outcome| outcome.failed());
+        let settled = match (alone, failed) {
             (true, _) => Ok(()),
             (false, false) => tx.batch_execute("RELEASE SAVEPOINT write").await,
             (false, true) => tx.batch_execute("ROLLBACK TO SAVEPOINT write").await,
         };
-        outcomes.push(outcome);
+        if let Ok(outcome) = ran {
+            outcomes.push(outcome);
+        } else if alone {
+            let _ = tx.rollback().await;
+            return (Ok(()), outcomes, Vec::new());
+        }
         if let Err(e) = settled {
             let e = StoreError::from(e);
             tell(jobs, &e);
-            return (Err(e), outcomes);
+            return (Err(e), outcomes, Vec::new());
+        }
+        if begun.elapsed() >= BATCH_BUDGET {
+            break;
         }
     }
+    let left: Vec<Queued> = jobs.collect();
     if alone && outcomes.iter().all(|o| o.failed()) {
         // Its one write failed: nothing to keep.
         let _ = tx.rollback().await;
-        return (Ok(()), outcomes);
+        return (Ok(()), outcomes, left);
     }
     match tx.commit().await {
-        Ok(()) => (Ok(()), outcomes),
-        Err(e) => (Err(e.into()), outcomes),
+        Ok(()) => (Ok(()), outcomes, left),
+        Err(e) => {
+            let e = StoreError::from(e);
+            tell(left, &e);
+            (Err(e), outcomes, Vec::new())
+        }
     }
 }
+
+/// What a batch did: whether it committed, the outcomes of its writes, and the writes
+/// left for the next batch.
+type Batch = (Result<()>, Vec<Box<dyn Outcome>>, Vec<Queued>);
 
 /// Tells each caller of `jobs`, which did not run, why.
 fn tell(jobs: impl IntoIterator<Item = Queued>, why: &StoreError) {
@@ -172,7 +218,7 @@ fn tell(jobs: impl IntoIterator<Item = Queued>, why: &StoreError) {
 }
 
 /// A batch that never started: every caller hears why.
-fn refused(jobs: Vec<Queued>, why: StoreError) -> (Result<()>, Vec<Box<dyn Outcome>>) {
+fn refused(jobs: Vec<Queued>, why: StoreError) -> Batch {
     tell(jobs, &why);
-    (Err(why), Vec::new())
+    (Err(why), Vec::new(), Vec::new())
 }

@@ -16,6 +16,9 @@ pub struct View {
 /// it moved.
 const RESUMED_LINES: usize = 10_000;
 
+/// How far before the last line shown a follow resumed on the next leader starts.
+const RESUME_OVERLAP_MS: i64 = 2_000;
+
 fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -45,11 +48,12 @@ pub async fn logs(
         serde_json::json!({ "service": service, "env": env, "line": line }).to_string()
     };
     let mut asked = (lines, since);
+    // Until when (by this machine's clock) the follow has shown what was written.
+    let mut shown_until = now_millis();
     loop {
-        let mut heard_at = now_millis();
         let outcome = client
             .logs(env, service, instance, follow, asked, |text| {
-                heard_at = now_millis();
+                shown_until = now_millis();
                 if !json {
                     return printer.stream(text);
                 }
@@ -72,7 +76,10 @@ pub async fn logs(
         }
         printer.info("the controller stopped answering; following the logs on the next leader");
         client = crate::connect::controller(global, printer).await?;
-        asked = (RESUMED_LINES, Some(heard_at));
+        // A little earlier than that: lines the last leader had not passed on yet, or
+        // stamped by a host's clock a little behind, show twice rather than not at all.
+        partial.clear();
+        asked = (RESUMED_LINES, Some(shown_until - RESUME_OVERLAP_MS));
     }
     if json && !partial.is_empty() {
         printer.data(&as_json(&partial));
