@@ -312,13 +312,7 @@ impl Fleet {
         }
         let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
         for row in rows {
-            let slot = (
-                row.env.clone(),
-                row.service.clone(),
-                row.node.clone(),
-                row.instance,
-            );
-            observed.insert(slot, row);
+            observed.insert(row_slot(&row), row);
         }
         drop(observed);
         self.observed_arrived.notify_one();
@@ -345,13 +339,7 @@ impl Fleet {
     pub fn untaken_observed(&self, rows: Vec<InstanceRecord>) {
         let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
         for row in rows {
-            let slot = (
-                row.env.clone(),
-                row.service.clone(),
-                row.node.clone(),
-                row.instance,
-            );
-            observed.entry(slot).or_insert(row);
+            observed.entry(row_slot(&row)).or_insert(row);
         }
     }
 
@@ -403,18 +391,7 @@ impl Fleet {
     /// it stops). Whether the store forgot the assignments (if not, the instances stop
     /// anyway, and a restarted controller would start them again).
     pub async fn stop_all(&self, keys: &[InstanceKey]) -> bool {
-        let mut remote: HashMap<i64, (Arc<RemoteAgent>, Vec<InstanceKey>)> = HashMap::new();
-        let mut elsewhere: Vec<&InstanceKey> = Vec::new();
-        for key in keys {
-            match self.host(&key.env, &key.node) {
-                Some(host) => remote
-                    .entry(host.id)
-                    .or_insert_with(|| (self.remote(host.id), Vec::new()))
-                    .1
-                    .push(key.clone()),
-                None => elsewhere.push(key),
-            }
-        }
+        let (remote, elsewhere) = self.by_host(keys.iter().cloned(), |key| key);
         let slots: Vec<_> = remote
             .values()
             .flat_map(|(_, keys)| keys)
@@ -448,18 +425,7 @@ impl Fleet {
     /// Starts `plans` wherever their nodes are: the joined hosts' shares recorded in one
     /// transaction (a batch spans hundreds of hosts), each host then told at once.
     pub async fn start_all(&self, plans: Vec<SharedPlan>) -> Result<(), String> {
-        let mut remote: HashMap<i64, (Arc<RemoteAgent>, Vec<SharedPlan>)> = HashMap::new();
-        let mut elsewhere: Vec<SharedPlan> = Vec::new();
-        for plan in plans {
-            match self.host(&plan.key.env, &plan.key.node) {
-                Some(host) => remote
-                    .entry(host.id)
-                    .or_insert_with(|| (self.remote(host.id), Vec::new()))
-                    .1
-                    .push(plan),
-                None => elsewhere.push(plan),
-            }
-        }
+        let (remote, elsewhere) = self.by_host(plans, |plan| &plan.key);
         if !remote.is_empty() {
             let all: Vec<(i64, &SharedPlan)> = remote
                 .iter()
@@ -484,11 +450,36 @@ impl Fleet {
                 agent.assigned_now(plans);
             }
         }
-        if !elsewhere.is_empty() {
-            let link = self.link(&elsewhere[0].key);
+        // Every node no host claims has the same link: this machine's agent, or none.
+        if let Some(first) = elsewhere.first() {
+            let link = self.link(&first.key);
             link.start_all(elsewhere).await?;
         }
         Ok(())
+    }
+
+    /// `items` by the joined host that runs their instance (with its handle), and those
+    /// whose node no host claims.
+    #[allow(clippy::type_complexity)]
+    fn by_host<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> &InstanceKey,
+    ) -> (HashMap<i64, (Arc<RemoteAgent>, Vec<T>)>, Vec<T>) {
+        let mut remote: HashMap<i64, (Arc<RemoteAgent>, Vec<T>)> = HashMap::new();
+        let mut elsewhere = Vec::new();
+        for item in items {
+            let k = key(&item);
+            match self.host(&k.env, &k.node) {
+                Some(host) => remote
+                    .entry(host.id)
+                    .or_insert_with(|| (self.remote(host.id), Vec::new()))
+                    .1
+                    .push(item),
+                None => elsewhere.push(item),
+            }
+        }
+        (remote, elsewhere)
     }
 
     /// Splits a service's traffic between a rollout's new set and the old one, on every
@@ -796,5 +787,15 @@ pub fn slot_ref(key: &InstanceKey) -> wharf_store::InstanceKeyRef<'_> {
         key.service.as_str(),
         key.node.as_str(),
         key.instance,
+    )
+}
+
+/// A reported row's slot, which the rows waiting to be stored are kept by.
+fn row_slot(row: &InstanceRecord) -> (String, String, String, u32) {
+    (
+        row.env.clone(),
+        row.service.clone(),
+        row.node.clone(),
+        row.instance,
     )
 }

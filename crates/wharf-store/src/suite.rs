@@ -474,6 +474,20 @@ mod cases {
         assert!(store.assignments(first.id).unwrap().is_empty());
     }
 
+    /// Host `name` joined to `ci` (at 10.0.0.1, at time 1).
+    fn joined(store: &dyn Store, name: &str) -> HostRecord {
+        store
+            .register_host(&NewHost {
+                name: name.into(),
+                env: "ci".into(),
+                labels: Default::default(),
+                capacity: Default::default(),
+                address: "10.0.0.1".into(),
+                at: 1,
+            })
+            .unwrap()
+    }
+
     fn instance(node: &str, n: u32) -> InstanceRecord {
         InstanceRecord {
             env: "ci".into(),
@@ -528,16 +542,7 @@ mod cases {
     }
 
     pub fn observed_instances_are_written_only_while_assigned(store: &dyn Store) {
-        let host = store
-            .register_host(&NewHost {
-                name: "web".into(),
-                env: "ci".into(),
-                labels: Default::default(),
-                capacity: Default::default(),
-                address: "10.0.0.1".into(),
-                at: 1,
-            })
-            .unwrap();
+        let host = joined(store, "web");
         store
             .put_assignments(&[(host.id, ("ci", "catalog", "web", 0), "{}".to_owned())])
             .unwrap();
@@ -553,18 +558,7 @@ mod cases {
     }
 
     pub fn heartbeats_of_many_hosts_land_together(store: &dyn Store) {
-        let join = |name: &str| {
-            store
-                .register_host(&NewHost {
-                    name: name.into(),
-                    env: "ci".into(),
-                    labels: Default::default(),
-                    capacity: Default::default(),
-                    address: "10.0.0.1".into(),
-                    at: 1,
-                })
-                .unwrap()
-        };
+        let join = |name| joined(store, name);
         let (a, b, quiet) = (join("a"), join("b"), join("quiet"));
         let heard = |host_id, at, address: &str| Heartbeat {
             host_id,

@@ -720,6 +720,25 @@ environments:
         services: [ticker]
 "#;
 
+/// Starts `wharf logs ticker --env fleet --follow` in `project` with `vars`, its output
+/// going to `followed.log` there and its messages to `follow.err`.
+pub fn follow_ticker(project: &std::path::Path, vars: &[(&str, &str)]) -> Child {
+    Command::new(WHARF)
+        .args(["logs", "ticker", "--env", "fleet", "--follow"])
+        .env_remove("WHARF_CONTROLLER")
+        .env_remove("WHARF_HOME")
+        .env_remove("WHARF_FILE")
+        .env_remove("WHARF_TOKEN")
+        .envs(vars.iter().copied())
+        .env("NO_COLOR", "1")
+        .current_dir(project)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(project.join("followed.log")).unwrap())
+        .stderr(std::fs::File::create(project.join("follow.err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// The times the ticks in `output` name.
 pub fn ticks(output: &str) -> Vec<i64> {
     output
@@ -756,19 +775,7 @@ fn logs_of_an_instance_on_a_joined_host_can_be_followed() {
     p.ok(&["deploy", "ticker", "--env", "fleet", "--version", "v1"]);
     let output = p.path().join("followed.log");
     let began = now_millis();
-    let mut follow = Command::new(WHARF)
-        .args(["logs", "ticker", "--env", "fleet", "--follow"])
-        .env_remove("WHARF_CONTROLLER")
-        .env_remove("WHARF_HOME")
-        .env_remove("WHARF_FILE")
-        .env_remove("WHARF_TOKEN")
-        .current_dir(p.path())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&output).unwrap())
-        .stderr(std::fs::File::create(p.path().join("follow.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut follow = follow_ticker(p.path(), &[]);
     // Ticks said well after the follow began: it follows, not only shows the tail.
     let followed = wait_until(Duration::from_secs(20), || {
         ticks(&std::fs::read_to_string(&output).unwrap_or_default())

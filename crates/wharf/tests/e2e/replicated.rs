@@ -877,21 +877,11 @@ fn logs_followed_through_a_failover_go_on_at_the_next_leader() {
     cluster.join_agents(1);
     cluster.ok(&["deploy", "ticker", "--env", "fleet", "--version", "v1"]);
     let output = cluster.project.path().join("followed.log");
-    let mut follow = Command::new(WHARF)
-        .args(["logs", "ticker", "--env", "fleet", "--follow"])
-        .env_remove("WHARF_CONTROLLER")
-        .env_remove("WHARF_HOME")
-        .env_remove("WHARF_FILE")
-        .env_remove("WHARF_TOKEN")
-        .current_dir(cluster.project.path())
-        .env("WHARF_CONTROLLER", cluster.controllers_list())
-        .env("WHARF_TOKEN", cluster.admin_token())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&output).unwrap())
-        .stderr(std::fs::File::create(cluster.project.path().join("follow.err")).unwrap())
-        .spawn()
-        .unwrap();
+    let (list, token) = (cluster.controllers_list(), cluster.admin_token());
+    let mut follow = crate::fleet::follow_ticker(
+        cluster.project.path(),
+        &[("WHARF_CONTROLLER", &list), ("WHARF_TOKEN", &token)],
+    );
     let seen = || crate::fleet::ticks(&std::fs::read_to_string(&output).unwrap_or_default());
     assert!(
         wait_until(Duration::from_secs(20), || !seen().is_empty()),
