@@ -56,7 +56,12 @@ pub fn port_variable(name: &str) -> String {
 }
 
 /// A short, stable digest of rendered configuration, for history and change detection.
-pub fn config_digest<'a>(configs: impl IntoIterator<Item = &'a ConfigMap>) -> String {
+/// Each item is one map's entries (a `&ConfigMap`, or its entries filtered), so a
+/// caller leaving secrets out need not copy the maps.
+pub fn config_digest<'a, M>(configs: impl IntoIterator<Item = M>) -> String
+where
+    M: IntoIterator<Item = (&'a String, &'a String)>,
+{
     let mut hasher = Sha256::new();
     for config in configs {
         for (k, v) in config {

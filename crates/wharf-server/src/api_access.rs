@@ -185,7 +185,7 @@ async fn show_deployment(
 /// held definition revision each approval environment whose policy it changes.
 pub(crate) fn held_envs(held: &wharf_store::DeploymentRecord) -> Vec<String> {
     let mut envs = vec![held.env.clone()];
-    if let Some(more) = held.spec.get("envs").and_then(serde_json::Value::as_array) {
+    if let Some(serde_json::Value::Array(more)) = held.spec.field("envs") {
         envs.extend(more.iter().filter_map(|e| e.as_str().map(str::to_owned)));
     }
     envs.sort();

@@ -519,7 +519,7 @@ fn sealed_of(s: &SecretRecord) -> Sealed {
 }
 
 pub fn spec_of(d: &DeploymentRecord) -> Result<DeploySpec, ServerError> {
-    serde_json::from_value(d.spec.clone()).map_err(|e| {
+    d.spec.parse().map_err(|e| {
         ServerError::internal(format!("deployment #{} has an unreadable spec: {e}", d.id))
     })
 }

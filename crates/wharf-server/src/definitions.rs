@@ -424,8 +424,8 @@ impl Definitions {
         let waiting = self.store.pending_deployments()?.into_iter().find(|d| {
             let window = d
                 .spec
-                .get("approval_expires_ms")
-                .and_then(serde_json::Value::as_u64)
+                .field("approval_expires_ms")
+                .and_then(|v| v.as_u64())
                 .map(std::time::Duration::from_millis);
             d.kind == wharf_core::lifecycle::DeploymentKind::Definition
                 && d.state.can_be_approved()
@@ -567,10 +567,10 @@ impl Definitions {
                 version: String::new(),
                 digest: digest.clone(),
                 config_digest: String::new(),
-                spec: serde_json::json!({
+                spec: wharf_store::SpecJson::of(&serde_json::json!({
                     "envs": envs,
                     "approval_expires_ms": window.as_millis() as u64,
-                }),
+                })),
                 user: user.to_owned(),
                 started_at: now_millis(),
                 config_revision: 0,

@@ -75,7 +75,7 @@ mod tests {
             version: "v1".into(),
             digest: "sha256:a".into(),
             config_digest: String::new(),
-            spec: serde_json::Value::Null,
+            spec: wharf_store::SpecJson::null(),
             user: "ann".into(),
             started_at: 1,
             config_revision: 0,

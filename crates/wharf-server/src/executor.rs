@@ -525,8 +525,8 @@ impl Executor {
         // Every held kind records its approval window in its spec.
         let window = held
             .spec
-            .get("approval_expires_ms")
-            .and_then(serde_json::Value::as_u64)
+            .field("approval_expires_ms")
+            .and_then(|v| v.as_u64())
             .map(Duration::from_millis);
         if decide::is_expired(held.started_at, window, now_millis()) {
             self.store.finish_deployment(
@@ -579,7 +579,7 @@ impl Executor {
             version: req.version.clone(),
             digest: digest.to_owned(),
             config_digest: prepared.rendered.config_digest.clone(),
-            spec: serde_json::to_value(&prepared.spec).expect("specs serialize"),
+            spec: wharf_store::SpecJson::of(&prepared.spec),
             user: req.user.clone(),
             started_at: now_millis(),
             config_revision: prepared.config_revision,
@@ -865,10 +865,8 @@ impl Executor {
         let _cancellable = self.cancels.register(id);
         if approved_now {
             // Held earlier: numbered against what runs now.
-            self.store.set_deployment_spec(
-                id,
-                &serde_json::to_value(&prepared.spec).expect("specs serialize"),
-            )?;
+            self.store
+                .set_deployment_spec(id, &wharf_store::SpecJson::of(&prepared.spec))?;
         }
         events.send(planned(Some(id)));
         self.config.hub.invalidate(&spec.env, &spec.service);
@@ -942,7 +940,10 @@ impl Executor {
         let Some(pool) = &spec.pool else {
             return Ok(spec.clone());
         };
-        let statuses = self.fleet.statuses();
+        // What the environment's other services take of each host.
+        let statuses = self
+            .fleet
+            .statuses_where(&|p| p.key.env == spec.env && p.key.service != spec.service);
         let hosts: Vec<HostView> = self
             .store
             .hosts(Some(&spec.env))?
@@ -1039,7 +1040,7 @@ impl Executor {
             let Ok(Some(last)) = self.current_deployment(&service, env) else {
                 continue;
             };
-            let Ok(spec) = serde_json::from_value::<DeploySpec>(last.spec.clone()) else {
+            let Ok(spec) = last.spec.parse::<DeploySpec>() else {
                 continue;
             };
             if spec.pool.is_none() {
@@ -1082,9 +1083,8 @@ impl Executor {
     /// What runs now for one service in one environment, as the reconciler sees it.
     fn observed(&self, env: &str, service: &str) -> Vec<ObservedInstance> {
         self.fleet
-            .statuses()
+            .statuses_of(env, Some(service))
             .into_iter()
-            .filter(|(p, _)| p.key.env == env && p.key.service == service)
             .map(|(p, s)| ObservedInstance {
                 slot: slot_of(&p.key),
                 version: p.version.clone(),
@@ -1198,7 +1198,7 @@ impl Executor {
         };
         let serving: Vec<bool> = self
             .fleet
-            .statuses()
+            .statuses_of(&spec.env, Some(&spec.service))
             .into_iter()
             .filter(|(p, s)| {
                 p.key.env == spec.env
@@ -1565,7 +1565,7 @@ impl Executor {
         restore_config: bool,
         events: &Events,
     ) -> Result<DeployEvent, ServerError> {
-        let spec: DeploySpec = serde_json::from_value(target.spec.clone()).map_err(|e| {
+        let spec: DeploySpec = target.spec.parse().map_err(|e| {
             ServerError::internal(format!(
                 "deployment #{} has an unreadable spec: {e}",
                 target.id
@@ -1762,7 +1762,7 @@ impl Executor {
                 version,
                 digest,
                 config_digest: String::new(),
-                spec: serde_json::Value::Null,
+                spec: wharf_store::SpecJson::null(),
                 user: req.user.clone(),
                 started_at: now_millis(),
                 config_revision: 0,

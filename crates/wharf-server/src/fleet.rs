@@ -25,6 +25,15 @@ pub type SharedPlan = Arc<InstancePlan>;
 pub trait AgentLink: Send + Sync {
     /// Instances it runs, with what was last observed of each.
     fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)>;
+    /// Those of [`AgentLink::statuses`] whose plan `keep` takes, the others not copied.
+    fn statuses_where(
+        &self,
+        keep: &dyn Fn(&InstancePlan) -> bool,
+    ) -> Vec<(SharedPlan, InstanceStatus)> {
+        let mut all = self.statuses();
+        all.retain(|(plan, _)| keep(plan));
+        all
+    }
     /// What was last observed of one instance (without copying every plan).
     fn status(&self, key: &InstanceKey) -> Option<InstanceStatus> {
         self.statuses()
@@ -712,6 +721,34 @@ impl Fleet {
             Some(host) => host.state.can_take_instances(),
             None => true,
         }
+    }
+
+    /// The instances of one environment (and one service, when named), on every agent:
+    /// during a pool's deploy, copying every other instance's status was megabytes each
+    /// time.
+    pub fn statuses_of(
+        &self,
+        env: &str,
+        service: Option<&str>,
+    ) -> Vec<(SharedPlan, InstanceStatus)> {
+        self.statuses_where(&|p| p.key.env == env && service.is_none_or(|s| p.key.service == s))
+    }
+
+    /// The instances whose plan `keep` takes, on every agent, the others not copied.
+    pub fn statuses_where(
+        &self,
+        keep: &dyn Fn(&InstancePlan) -> bool,
+    ) -> Vec<(SharedPlan, InstanceStatus)> {
+        let mut all = self
+            .local
+            .as_ref()
+            .map(|l| AgentLink::statuses_where(&**l, keep))
+            .unwrap_or_default();
+        let remotes: Vec<Arc<RemoteAgent>> = self.remotes().values().cloned().collect();
+        for remote in remotes {
+            all.extend(AgentLink::statuses_where(&*remote, keep));
+        }
+        all
     }
 
     /// Every instance of every agent.

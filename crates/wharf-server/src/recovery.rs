@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wharf_api::{DeployEvent, StopRequest};
@@ -90,7 +89,9 @@ impl Executor {
     async fn resolve(&self, d: &DeploymentRecord) -> Result<(i64, String), ServerError> {
         let history = self.store.history(&d.service, &d.env)?;
         let all: Vec<DeploymentFacts> = history.iter().map(facts).collect();
-        let resume = serde_json::from_value::<DeploySpec>(d.spec.clone())
+        let resume = d
+            .spec
+            .parse::<DeploySpec>()
             .map(|s| s.resume_interrupted)
             .unwrap_or(false);
         let events = unheard();
@@ -246,7 +247,7 @@ impl Executor {
             return None;
         }
         let running = self.current_deployment(service, env).ok()??;
-        let spec = DeploySpec::deserialize(&running.spec).ok()?;
+        let spec = running.spec.parse::<DeploySpec>().ok()?;
         let wanted: Vec<u32> = spec.slots.iter().map(|s| s.instance).collect();
         let reason = decide::reconcile_reason(&wanted, &running.version, observed)?;
         Some((running, reason))

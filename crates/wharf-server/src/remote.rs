@@ -421,10 +421,18 @@ impl RemoteAgent {
 #[async_trait]
 impl AgentLink for RemoteAgent {
     fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)> {
+        self.statuses_where(&|_| true)
+    }
+
+    fn statuses_where(
+        &self,
+        keep: &dyn Fn(&InstancePlan) -> bool,
+    ) -> Vec<(SharedPlan, InstanceStatus)> {
         let assigned = self.assigned();
         let reported = self.reported();
         assigned
             .values()
+            .filter(|plan| keep(plan))
             .map(|plan| {
                 let seen = reported.get(&plan.key).filter(|r| r.plan.names(plan));
                 let status = match seen {

@@ -73,7 +73,7 @@ pub fn render(
         )?),
         None => None,
     };
-    let mut plans = Vec::new();
+    let mut plans = Vec::with_capacity(spec.slots.len());
     for (rank, slot) in spec.slots.iter().enumerate() {
         let port = match &spec.port {
             Some(p) => Some(instance_port(
@@ -251,8 +251,12 @@ pub fn render(
             volumes: spec.volumes.clone(),
         });
     }
-    let redacted: Vec<InstancePlan> = plans.iter().map(|p| p.redacted()).collect();
-    let config_digest = config_digest(redacted.iter().map(|p| &p.env));
+    // Secrets left out as `InstancePlan::redacted` leaves them, without copying plans.
+    let config_digest = config_digest(plans.iter().map(|p| {
+        p.env
+            .iter()
+            .filter(move |(k, _)| !p.secret_keys.contains(k))
+    }));
     Ok(Rendered {
         plans,
         config_digest,

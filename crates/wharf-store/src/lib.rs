@@ -137,7 +137,7 @@ pub trait Store: Send + Sync {
     fn resolve_interruption(&self, id: i64, by: i64, message: &str) -> Result<()>;
     /// Replaces the spec of an in-progress deployment: a held deployment approved later
     /// numbers its instances against what runs then.
-    fn set_deployment_spec(&self, id: i64, spec: &serde_json::Value) -> Result<()>;
+    fn set_deployment_spec(&self, id: i64, spec: &SpecJson) -> Result<()>;
 
     fn put_instance(&self, instance: &InstanceRecord) -> Result<()>;
     /// Writes many instance rows in one transaction.

@@ -27,7 +27,7 @@ pub struct DeploymentRecord {
     /// Digest of the rendered configuration of every instance.
     pub config_digest: String,
     /// The deploy spec it ran with (JSON), so a rollback restores exactly this.
-    pub spec: serde_json::Value,
+    pub spec: SpecJson,
     pub user: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -57,7 +57,7 @@ pub struct NewDeployment {
     pub version: String,
     pub digest: String,
     pub config_digest: String,
-    pub spec: serde_json::Value,
+    pub spec: SpecJson,
     pub user: String,
     pub started_at: i64,
     pub config_revision: i64,
@@ -254,4 +254,52 @@ pub struct DefinitionRecord {
     pub message: String,
     /// `active`; `held` while its approval is pending (not in force); `rejected`.
     pub state: String,
+}
+
+/// A deployment's spec as the JSON text it is stored as. Kept as text, not a tree of
+/// JSON values: a pool's spec lists every slot, and at 10,000 instances the tree was
+/// megabytes more than the text each time a deployment was read or written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpecJson(Box<serde_json::value::RawValue>);
+
+impl SpecJson {
+    /// `null`, for a record that runs no spec (a stop).
+    pub fn null() -> Self {
+        Self::of(&serde_json::Value::Null)
+    }
+
+    /// The JSON of `spec`, written straight to text.
+    pub fn of<T: Serialize + ?Sized>(spec: &T) -> Self {
+        // Specs are plain data (strings, numbers, maps with string keys): they always
+        // serialize.
+        Self(serde_json::value::to_raw_value(spec).expect("specs serialize"))
+    }
+
+    /// Checks that `text` is JSON.
+    pub fn from_text(text: String) -> serde_json::Result<Self> {
+        serde_json::value::RawValue::from_string(text).map(Self)
+    }
+
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// One top-level field, for the small specs of held revisions and approvals.
+    pub fn field(&self, name: &str) -> Option<serde_json::Value> {
+        match self.parse::<serde_json::Value>() {
+            Ok(serde_json::Value::Object(mut fields)) => fields.remove(name),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for SpecJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
 }

@@ -139,7 +139,7 @@ fn deployment_row(r: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
         version: text(4)?,
         digest: text(5)?,
         config_digest: text(6)?,
-        spec: serde_json::from_str(&text(7)?).map_err(|_| bad(7, "deploy spec"))?,
+        spec: SpecJson::from_text(text(7)?).map_err(|_| bad(7, "deploy spec"))?,
         user: text(8)?,
         started_at: r.get(9)?,
         finished_at: r.get(10)?,
@@ -332,7 +332,7 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state, config_revision, forced)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![d.service, d.env, d.kind.as_str(), d.version, d.digest, d.config_digest, d.spec.to_string(), d.user, d.started_at, state.as_str(), d.config_revision, d.forced],
+            params![d.service, d.env, d.kind.as_str(), d.version, d.digest, d.config_digest, d.spec.text(), d.user, d.started_at, state.as_str(), d.config_revision, d.forced],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -424,10 +424,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn set_deployment_spec(&self, id: i64, spec: &serde_json::Value) -> Result<()> {
+    fn set_deployment_spec(&self, id: i64, spec: &SpecJson) -> Result<()> {
         let changed = self.conn().execute(
             "UPDATE deployments SET spec = ?2 WHERE id = ?1 AND state = 'in_progress'",
-            params![id, spec.to_string()],
+            params![id, spec.text()],
         )?;
         if changed == 0 {
             return Err(StoreError::NoDeployment(id));
@@ -810,7 +810,7 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, user, started_at, state, config_revision, forced)
              VALUES (?1, ?2, 'definition', ?3, ?4, '', ?5, ?6, ?7, 'pending_approval', ?8, 0)",
-            params![a.service, a.env, format!("r{revision}"), d.digest, a.spec.to_string(), a.user, a.started_at, revision],
+            params![a.service, a.env, format!("r{revision}"), d.digest, a.spec.text(), a.user, a.started_at, revision],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;

@@ -90,7 +90,7 @@ mod cases {
             version: "v1".into(),
             digest: "sha256:a".into(),
             config_digest: "c".into(),
-            spec: serde_json::json!({}),
+            spec: SpecJson::of(&serde_json::json!({})),
             user: user.into(),
             started_at: 1000,
             config_revision: 0,
@@ -392,7 +392,7 @@ mod cases {
 
     pub fn a_brief_history_is_the_history_without_specs(store: &dyn Store) {
         let mut first = deployment("alice");
-        first.spec = serde_json::json!({ "slots": [1, 2, 3] });
+        first.spec = SpecJson::of(&serde_json::json!({ "slots": [1, 2, 3] }));
         let id = store.begin_deployment(&first).unwrap();
         store
             .finish_deployment(id, DeploymentState::Succeeded, "ok", 2000)
@@ -402,11 +402,11 @@ mod cases {
         let brief = store.history_brief("catalog", "ci").unwrap();
         assert_eq!(full.len(), 2);
         assert_eq!(brief.len(), full.len());
-        assert_eq!(full[1].spec["slots"][2], 3);
+        assert_eq!(full[1].spec.field("slots").unwrap()[2], 3);
         for (f, b) in full.iter().zip(&brief) {
-            assert_eq!(b.spec, serde_json::Value::Null);
+            assert_eq!(b.spec, SpecJson::null());
             let without_spec = DeploymentRecord {
-                spec: serde_json::Value::Null,
+                spec: SpecJson::null(),
                 ..f.clone()
             };
             assert_eq!(*b, without_spec);

@@ -279,6 +279,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let join_secs = joined.elapsed().as_secs_f64();
+    let peak_joined = memory_kb(controller_pid, "VmHWM:");
 
     let begun = Instant::now();
     let _guard = runtime.enter();
@@ -295,6 +296,7 @@ fn main() {
         ],
     );
     let first = begun.elapsed().as_secs_f64();
+    let peak_first = memory_kb(controller_pid, "VmHWM:");
     std::fs::write(dir.join("svc/note.txt"), "v2").unwrap();
     let begun = Instant::now();
     wharf(
@@ -375,8 +377,10 @@ fn main() {
         (instances / 20).max(1)
     );
     println!(
-        "| controller peak RSS | {:.1} MB |",
-        controller_peak as f64 / 1024.0
+        "| controller peak RSS | {:.1} MB (after the joins {:.1} MB, after the first deploy {:.1} MB) |",
+        controller_peak as f64 / 1024.0,
+        peak_joined as f64 / 1024.0,
+        peak_first as f64 / 1024.0
     );
     println!(
         "| one real agent, idle | {:.1} MB |",

@@ -67,7 +67,10 @@ pub fn deployment(r: &Row) -> Result<DeploymentRecord> {
         version: r.try_get(4)?,
         digest: r.try_get(5)?,
         config_digest: r.try_get(6)?,
-        spec: json(r, 7, "deploy spec")?,
+        spec: {
+            let text: String = r.try_get(7)?;
+            SpecJson::from_text(text).map_err(|e| corrupt("deploy spec", e))?
+        },
         user: r.try_get(8)?,
         started_at: r.try_get(9)?,
         finished_at: r.try_get(10)?,

@@ -421,7 +421,7 @@ impl Store for PgStore {
                 } else {
                     DeploymentState::InProgress
                 };
-                let spec = d.spec.to_string();
+                let spec = d.spec.text().to_owned();
                 let row = query_opt(
                     tx,
                     r#"INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, "user", started_at, state, config_revision, forced)
@@ -540,8 +540,8 @@ impl Store for PgStore {
         })
     }
 
-    fn set_deployment_spec(&self, id: i64, spec: &serde_json::Value) -> Result<()> {
-        let spec = spec.to_string();
+    fn set_deployment_spec(&self, id: i64, spec: &SpecJson) -> Result<()> {
+        let spec = spec.text().to_owned();
         self.write(move |tx| {
             Box::pin(async move {
                 let changed = execute(
@@ -1252,7 +1252,7 @@ impl Store for PgStore {
             Box::pin(async move {
                 let record = insert_definition(tx, &d, "held").await?;
                 let revision = record.revision;
-                let (version, spec) = (format!("r{revision}"), a.spec.to_string());
+                let (version, spec) = (format!("r{revision}"), a.spec.text().to_owned());
                 let row = query_opt(
                     tx,
                     r#"INSERT INTO deployments (service, env, kind, version, digest, config_digest, spec, "user", started_at, state, config_revision, forced)
