@@ -37,8 +37,11 @@ impl DeployGuard {
     /// Ends the deployment as it turned out.
     pub fn finish(mut self, state: DeploymentState, message: &str) -> Result<(), StoreError> {
         self.ended = true;
-        self.store
-            .finish_deployment(self.id, state, message, now_millis())
+        let finished = self
+            .store
+            .finish_deployment(self.id, state, message, now_millis());
+        crate::deploy_ended();
+        finished
     }
 }
 
@@ -47,6 +50,7 @@ impl Drop for DeployGuard {
         if self.ended {
             return;
         }
+        crate::deploy_ended();
         if let Err(e) =
             self.store
                 .finish_deployment(self.id, DeploymentState::Failed, ABANDONED, now_millis())

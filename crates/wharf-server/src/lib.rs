@@ -298,6 +298,21 @@ pub(crate) struct Held {
     pub listener_holder: Option<PathBuf>,
 }
 
+/// What runs when a deployment ends, set once by the binary (which hands the deploy's
+/// freed memory back to the system; this crate does not choose the allocator).
+static DEPLOY_ENDED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs each time a deployment ends; only the first call counts.
+pub fn on_deploy_ended(hook: fn()) {
+    let _ = DEPLOY_ENDED.set(hook);
+}
+
+pub(crate) fn deploy_ended() {
+    if let Some(hook) = DEPLOY_ENDED.get() {
+        hook();
+    }
+}
+
 /// Serves as the controller of `store` until `shutdown`: this one alone (SQLite), or
 /// the leader of the controllers sharing it (PostgreSQL).
 pub(crate) async fn serve(

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod connect;
 mod failure;
+mod memory;
 mod printer;
 mod project;
 mod table;

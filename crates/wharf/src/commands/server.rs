@@ -104,7 +104,7 @@ fn raise_open_file_limit() {
 
 /// Logs of long-running processes go to stderr; WHARF_LOG sets the filter.
 pub fn init_logging() {
-    limit_malloc_arenas();
+    crate::memory::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
@@ -133,21 +133,4 @@ pub fn cancel_on_signal() -> CancellationToken {
         signal.cancel();
     });
     shutdown
-}
-
-/// glibc gives every thread its own malloc arena, which for a long-running server with
-/// many worker threads holds on to memory it no longer uses. Two arenas keep the
-/// resident size close to what is live, at no measurable cost here.
-///
-/// glibc also raises its mmap threshold each time a large block is freed, so a deploy's
-/// large buffers (a 10,000-instance plan, its rendering) come from an arena after the
-/// first and stay resident once freed. A fixed threshold keeps them mapped apart and
-/// returned when freed.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator tuning; called before other threads allocate much.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
 }
