@@ -1366,7 +1366,12 @@ impl Checker<'_> {
             );
         }
         let volumes = self.environment_volumes(name, raw, services, &base);
+        let engine = raw
+            .engine
+            .as_ref()
+            .map(|engine| self.engine(name, raw, engine, &base));
         Environment {
+            engine,
             volumes,
             // Checked once the services are known (`ingresses`).
             ingress: None,
@@ -1379,6 +1384,61 @@ impl Checker<'_> {
             nodes,
             pools,
             hosts,
+        }
+    }
+
+    /// An environment's cluster engine: the engine places instances, so the
+    /// environment names no nodes and no hosts of its own.
+    fn engine(
+        &mut self,
+        env: &str,
+        raw: &RawEnvironment,
+        engine: &crate::raw::RawEngine,
+        base: &[PathSegment],
+    ) -> Engine {
+        let at = |k: &str| {
+            let mut p = base.to_vec();
+            p.push(key(k));
+            p
+        };
+        let kind = match engine.kind {
+            crate::raw::RawEngineKind::Swarm => "swarm",
+            crate::raw::RawEngineKind::Kubernetes => "kubernetes",
+        };
+        for (field, given) in [
+            ("nodes", raw.nodes.is_some()),
+            ("hosts", raw.hosts.is_some()),
+        ] {
+            if given {
+                self.report(
+                    &at(field),
+                    format!("environment `{env}` runs on {kind}, which places its instances: it takes no `{field}`"),
+                    Some("remove it; give a service's replicas as `pools: { SERVICE: { count: N } }`".into()),
+                );
+            }
+        }
+        match engine.kind {
+            crate::raw::RawEngineKind::Swarm => {
+                for (field, given) in [
+                    ("context", engine.context.is_some()),
+                    ("namespace", engine.namespace.is_some()),
+                ] {
+                    if given {
+                        let mut p = at("engine");
+                        p.push(key(field));
+                        self.report(
+                            &p,
+                            format!("`{field}` is for `kind: kubernetes`; a swarm is the Docker engine's own"),
+                            Some(format!("remove `{field}`")),
+                        );
+                    }
+                }
+                Engine::Swarm
+            }
+            crate::raw::RawEngineKind::Kubernetes => Engine::Kubernetes {
+                context: engine.context.clone(),
+                namespace: engine.namespace.clone().unwrap_or_else(|| "default".into()),
+            },
         }
     }
 

@@ -233,6 +233,20 @@ pub struct Environment {
     pub dev: Option<bool>,
     /// Host folders for services' volumes: service -> container path -> host folder.
     pub volumes: BTreeMap<String, BTreeMap<String, String>>,
+    /// The cluster engine that places and supervises the instances, if not wharf.
+    pub engine: Option<Engine>,
+}
+
+/// A cluster engine an environment hands its instances to (R11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Engine {
+    Swarm,
+    Kubernetes {
+        /// None: the kubeconfig's current context.
+        context: Option<String>,
+        namespace: String,
+    },
 }
 
 /// The provider and the names of an environment's hosts.

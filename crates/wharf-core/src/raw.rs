@@ -508,6 +508,32 @@ pub struct RawEnvironment {
     /// /host/folder } }`; each slot gets a folder of its own below it.
     #[serde(default)]
     pub volumes: BTreeMap<String, BTreeMap<String, String>>,
+    /// An existing cluster engine that places and supervises this environment's
+    /// instances: `{ kind: swarm }` or `{ kind: kubernetes, context, namespace }`.
+    #[serde(default)]
+    pub engine: Option<RawEngine>,
+}
+
+/// `engine:` of an environment.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    pub kind: RawEngineKind,
+    /// Kubernetes: the kubeconfig context (default: the current one).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Kubernetes: the namespace (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawEngineKind {
+    /// Docker's Swarm mode, on the Docker engine the controller reaches.
+    Swarm,
+    /// A Kubernetes cluster, through a kubeconfig context.
+    Kubernetes,
 }
 
 /// `ingress: { listen, routes }` of an environment.

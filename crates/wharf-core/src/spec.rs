@@ -110,6 +110,10 @@ pub struct DeploySpec {
     /// For a container: its own fixed port, published on the instance's port.
     #[serde(default)]
     pub container_port: Option<u16>,
+    /// The cluster engine the environment hands its instances to; `slots` then only
+    /// count the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::model::Engine>,
 }
 
 /// How long new instances must stay healthy when the service does not say: 1s in the
@@ -314,6 +318,7 @@ impl Definition {
             })
             .collect();
         Ok(DeploySpec {
+            engine: environment.engine.clone(),
             peer_address_ports,
             service: service.to_owned(),
             env: env.to_owned(),

@@ -804,3 +804,74 @@ fn bad_dev_settings_are_errors_at_their_place() {
         "{word}"
     );
 }
+
+const ENGINE: &str = r#"
+services:
+  catalog:
+    build: ./catalog
+    run: ["python3", "app.py"]
+    port: http
+environments:
+  swarm:
+    engine: { kind: swarm }
+    pools:
+      catalog: { count: 3 }
+  k8s:
+    after: swarm
+    engine: { kind: kubernetes, context: kind-dev }
+"#;
+
+#[test]
+fn an_engine_environment_hands_its_replicas_to_the_engine() {
+    let def = load(ENGINE, "wharf.yaml", &FOLDERS).unwrap();
+    let swarm = def.deploy_spec("catalog", "swarm").unwrap();
+    assert_eq!(swarm.engine, Some(wharf_core::model::Engine::Swarm));
+    assert_eq!(swarm.slots.len(), 3);
+    let k8s = def.deploy_spec("catalog", "k8s").unwrap();
+    assert_eq!(
+        k8s.engine,
+        Some(wharf_core::model::Engine::Kubernetes {
+            context: Some("kind-dev".into()),
+            namespace: "default".into()
+        })
+    );
+    assert_eq!(k8s.slots.len(), 1);
+}
+
+#[test]
+fn an_engine_environment_names_no_nodes_of_its_own() {
+    let text = ENGINE.replace(
+        "    engine: { kind: swarm }\n",
+        "    engine: { kind: swarm }\n    nodes: [{ name: web, services: [catalog] }]\n",
+    );
+    let out = errors(&text);
+    assert!(
+        out.contains(
+            "environment `swarm` runs on swarm, which places its instances: it takes no `nodes`"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("wharf.yaml:10:5"), "{out}");
+    assert!(out.contains("pools: { SERVICE: { count: N } }"), "{out}");
+}
+
+#[test]
+fn a_swarm_takes_no_kubernetes_namespace() {
+    let text = ENGINE.replace(
+        "engine: { kind: swarm }",
+        "engine: { kind: swarm, namespace: shop }",
+    );
+    let out = errors(&text);
+    assert!(
+        out.contains("`namespace` is for `kind: kubernetes`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_unknown_engine_kind_is_refused_with_the_kinds_there_are() {
+    let text = ENGINE.replace("kind: swarm", "kind: nomad");
+    let out = errors(&text);
+    assert!(out.contains("nomad"), "{out}");
+    assert!(out.contains("swarm"), "{out}");
+}
