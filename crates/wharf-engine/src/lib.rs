@@ -29,7 +29,7 @@ pub struct EngineService {
     /// `/run/secrets/KEY`), never in the service's spec.
     pub secrets: BTreeMap<String, String>,
     /// The port the container listens on, and the one the engine publishes it on.
-    pub port: Option<PublishedPort>,
+    pub port: Option<ServicePort>,
     pub health: Option<HealthCheck>,
     /// How many replicas are replaced at once.
     pub parallelism: u32,
@@ -40,9 +40,12 @@ pub struct EngineService {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublishedPort {
+pub struct ServicePort {
+    /// Where each replica listens.
     pub target: u16,
-    pub published: u16,
+    /// Where the engine publishes it (Swarm: on every node, through the routing mesh);
+    /// None: reached only inside the engine's networks.
+    pub published: Option<u16>,
 }
 
 /// How an applied service ended up.

@@ -146,15 +146,17 @@ pub fn service_spec(s: &EngineService, secrets: &[(String, String, String)]) -> 
             ..Default::default()
         }),
         // Through the routing mesh: every node of the swarm answers on the port.
-        endpoint_spec: s.port.map(|p| EndpointSpec {
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(i64::from(p.target)),
-                published_port: Some(i64::from(p.published)),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::INGRESS),
+        endpoint_spec: s.port.and_then(|p| Some((p.target, p.published?))).map(
+            |(target, published)| EndpointSpec {
+                ports: Some(vec![EndpointPortConfig {
+                    target_port: Some(i64::from(target)),
+                    published_port: Some(i64::from(published)),
+                    publish_mode: Some(EndpointPortConfigPublishModeEnum::INGRESS),
+                    ..Default::default()
+                }]),
                 ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+            },
+        ),
         ..Default::default()
     }
 }
@@ -456,9 +458,9 @@ mod tests {
             entrypoint: None,
             config: BTreeMap::from([("LOG_LEVEL".into(), "debug".into())]),
             secrets: BTreeMap::from([("DB_PASSWORD".into(), "hunter2".into())]),
-            port: Some(crate::PublishedPort {
+            port: Some(crate::ServicePort {
                 target: 8080,
-                published: 18080,
+                published: Some(18080),
             }),
             health: Some(HealthCheck {
                 probe: Probe::Http {
