@@ -27,6 +27,7 @@ use crate::now_millis;
 use crate::render::render;
 
 mod dev;
+mod engine;
 pub(crate) use dev::DevRun;
 
 /// How long an instance without a health check may take to start.
@@ -600,6 +601,9 @@ impl Executor {
         let (config_revision, extras) =
             self.config
                 .extras(&spec.service, &spec.env, req.config_revision)?;
+        if spec.engine.is_some() {
+            return engine::prepare(&*self.store, req, digest, config_revision, &extras);
+        }
         let observed = self.observed(&spec.env, &spec.service);
         let mut placed = self.place(spec, &observed)?;
         self.check_hosts(&placed)?;
@@ -870,6 +874,9 @@ impl Executor {
         }
         events.send(planned(Some(id)));
         self.config.hub.invalidate(&spec.env, &spec.service);
+        if let Some(engine) = &spec.engine {
+            return engine::run(guard, req, engine, prepared.rendered, events).await;
+        }
         let rendered = prepared.rendered;
         if spec.resources.cpu_millis > 0 || spec.resources.memory_bytes > 0 {
             let local = rendered.plans.iter().any(|p| self.fleet.is_local(&p.key));

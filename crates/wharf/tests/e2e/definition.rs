@@ -59,3 +59,19 @@ fn unknown_names_on_the_command_line_are_input_errors_with_hints() {
     let out = p.wharf(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_deploy_to_an_engine_environment_is_refused_until_the_controller_hands_off() {
+    let mut p = Project::new(
+        "services:\n  catalog: { build: ./catalog, run: [python3, app.py] }\nenvironments:\n  swarm:\n    engine: { kind: swarm }\n    pools:\n      catalog: { count: 2 }\n",
+        &["catalog"],
+    );
+    p.ok(&["validate"]);
+    p.ok(&["build", "catalog", "--version", "v1"]);
+    let out = p.wharf(&["deploy", "catalog", "--env", "swarm", "--version", "v1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("hands its instances to swarm"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(p.instances("catalog", "swarm").is_empty());
+}

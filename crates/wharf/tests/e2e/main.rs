@@ -12,6 +12,7 @@ mod dashboard;
 mod definition;
 mod dev;
 mod docker;
+mod engines;
 mod files;
 mod first_hour;
 mod fleet;

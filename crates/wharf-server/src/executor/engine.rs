@@ -1,0 +1,166 @@
+//! Deploys to an environment whose `engine:` places and supervises its instances. The
+//! deploy is the same up to the hand-off (the pipeline gate, approvals, configuration
+//! and secrets rendered, the deployment recorded); then the engine gets one service
+//! spec, rolls it out itself, and wharf follows its rollout until it converges or the
+//! engine rolls it back, and records which.
+
+use std::time::Duration;
+
+use wharf_api::DeployEvent;
+use wharf_api::agent::InstancePlan;
+use wharf_core::lifecycle::DeploymentState;
+use wharf_core::model::{Engine, PortSpec};
+use wharf_engine::swarm::Swarm;
+use wharf_engine::{EngineService, Outcome, ServicePort};
+use wharf_store::Store;
+
+use super::{Events, Order, Prepared};
+use crate::deploy_guard::DeployGuard;
+use crate::error::ServerError;
+use crate::render::{CONFIG_TOKEN_VAR, CONFIG_URL_VAR, Extras, Rendered, render};
+
+/// How long a rollout may take beyond each replica's own start allowance.
+const ROLLOUT_MARGIN: Duration = Duration::from_secs(120);
+
+/// Renders an engine deploy: one slot per replica, numbered in order; nothing is
+/// placed (the engine places) and nothing is planned step by step (the engine rolls).
+pub(super) fn prepare(
+    store: &dyn Store,
+    req: &Order,
+    digest: &str,
+    config_revision: i64,
+    extras: &Extras,
+) -> Result<Prepared, ServerError> {
+    let mut placed = req.spec.clone();
+    for (rank, slot) in placed.slots.iter_mut().enumerate() {
+        slot.node = "engine".into();
+        slot.instance = u32::try_from(rank).unwrap_or(u32::MAX);
+    }
+    let rendered = render(store, &placed, &req.version, digest, 0, extras)?;
+    Ok(Prepared {
+        rendered,
+        config_revision,
+        plan: Default::default(),
+        spec: placed,
+    })
+}
+
+/// The engine's service of a rendered deploy: the configuration of its first replica
+/// (what differs between replicas, such as `{{ instance }}`, is the first one's), its
+/// secrets apart.
+fn engine_service(req: &Order, first: &InstancePlan, replicas: usize, id: i64) -> EngineService {
+    let spec = &req.spec;
+    let hidden = |k: &String| k == CONFIG_URL_VAR || k == CONFIG_TOKEN_VAR;
+    let secret = |k: &String| first.secret_keys.contains(k);
+    let config = first
+        .env
+        .iter()
+        .filter(|(k, _)| !hidden(k) && !secret(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let secrets = first
+        .env
+        .iter()
+        .filter(|(k, _)| !hidden(k) && secret(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let published = match spec.port {
+        Some(PortSpec::Fixed(port)) => Some(port),
+        _ => None,
+    };
+    let port = spec
+        .container_port
+        .or(first.port)
+        .map(|target| ServicePort { target, published });
+    EngineService {
+        env: spec.env.clone(),
+        service: spec.service.clone(),
+        version: req.version.clone(),
+        deployment_id: id,
+        image: first.digest.clone(),
+        replicas: replicas as u64,
+        args: first.argv.clone(),
+        entrypoint: first.entrypoint.clone(),
+        config,
+        secrets,
+        port,
+        health: spec.health.clone(),
+        parallelism: spec.max_parallel,
+        monitor: spec.min_healthy_time,
+        stop_grace: spec.stop_timeout,
+        stop_signal: spec.stop_signal.clone(),
+    }
+}
+
+/// Hands a deploy to its engine and records how its rollout ended.
+pub(super) async fn run(
+    guard: DeployGuard,
+    req: &Order,
+    engine: &Engine,
+    rendered: Rendered,
+    _events: &Events,
+) -> Result<DeployEvent, ServerError> {
+    let spec = &req.spec;
+    let id = guard.id();
+    let end = |guard: DeployGuard, state: DeploymentState, message: String| {
+        guard.finish(state, &message)?;
+        Ok(DeployEvent::Finished {
+            deployment: Some(id),
+            state,
+            message,
+        })
+    };
+    if let Engine::Kubernetes { .. } = engine {
+        return end(
+            guard,
+            DeploymentState::Failed,
+            format!(
+                "`{}` hands its instances to kubernetes, which this controller cannot deploy to yet; nothing was changed",
+                spec.env
+            ),
+        );
+    }
+    if !spec.image {
+        return end(
+            guard,
+            DeploymentState::Failed,
+            format!(
+                "`{}` is built by wharf (`build:`), and a swarm runs images; nothing was changed. Give the service `image:` to run it on `{}`",
+                spec.service, spec.env
+            ),
+        );
+    }
+    let Some(first) = rendered.plans.first() else {
+        return end(
+            guard,
+            DeploymentState::Failed,
+            format!("`{}` has no replicas in `{}`", spec.service, spec.env),
+        );
+    };
+    let service = engine_service(req, first, rendered.plans.len(), id);
+    let swarm = match Swarm::connect().await {
+        Ok(swarm) => swarm,
+        Err(e) => return end(guard, DeploymentState::Failed, e.to_string()),
+    };
+    let allowance =
+        spec.health.as_ref().map(|h| h.timeout).unwrap_or_default() + spec.min_healthy_time;
+    let timeout =
+        allowance * u32::try_from(service.replicas).unwrap_or(u32::MAX).max(1) + ROLLOUT_MARGIN;
+    match swarm.apply(&service, timeout).await {
+        Ok(Outcome::Converged) => end(
+            guard,
+            DeploymentState::Succeeded,
+            format!(
+                "{} replica(s) of {} run on the swarm",
+                service.replicas, req.version
+            ),
+        ),
+        Ok(Outcome::RolledBack(why)) => end(
+            guard,
+            DeploymentState::RolledBack,
+            format!("the swarm rolled {} back: {why}", req.version),
+        ),
+        Ok(Outcome::Failed(why)) => end(guard, DeploymentState::Failed, why),
+        Err(e) => end(guard, DeploymentState::Failed, e.to_string()),
+    }
+}
