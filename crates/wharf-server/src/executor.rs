@@ -1706,6 +1706,12 @@ impl Executor {
                     .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
             })
             .unwrap_or_default();
+        // An engine environment's replicas are the engine's to remove.
+        let engine = self
+            .definitions
+            .current()
+            .ok()
+            .and_then(|c| c.definition.environments.get(&req.env)?.engine.clone());
         if req.prune && defined.is_empty() {
             return Err(ServerError::new(
                 axum::http::StatusCode::CONFLICT,
@@ -1778,6 +1784,22 @@ impl Executor {
             })?;
             let guard = DeployGuard::new(self.store.clone(), id);
             self.config.hub.invalidate(&req.env, &service);
+            let mut stopped_here = plans.len();
+            if let Some(engine) = &engine {
+                match engine::remove(engine, &req.env, &service).await {
+                    Ok(removed) => {
+                        count += removed;
+                        stopped_here += removed;
+                    }
+                    Err(why) => {
+                        guard.finish(DeploymentState::Failed, &why)?;
+                        return Err(ServerError::new(axum::http::StatusCode::BAD_GATEWAY, why)
+                            .hint(
+                                "check the engine (`docker service ls`) and run `wharf down` again",
+                            ));
+                    }
+                }
+            }
             for plan in &plans {
                 events.progress(&plan.key, format!("stopping {} {}", service, plan.version));
                 self.fleet.link(&plan.key).stop(&plan.key).await;
@@ -1791,7 +1813,7 @@ impl Executor {
             }
             guard.finish(
                 DeploymentState::Succeeded,
-                &format!("stopped {} instance(s)", plans.len()),
+                &format!("stopped {stopped_here} instance(s)"),
             )?;
             last = Some(id);
         }

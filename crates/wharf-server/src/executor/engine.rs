@@ -164,3 +164,20 @@ pub(super) async fn run(
         Err(e) => end(guard, DeploymentState::Failed, e.to_string()),
     }
 }
+
+/// Removes a service from its engine with its secrets; how many replicas it had.
+pub(super) async fn remove(engine: &Engine, env: &str, service: &str) -> Result<usize, String> {
+    let Engine::Swarm = engine else {
+        return Ok(0);
+    };
+    let swarm = Swarm::connect().await.map_err(|e| e.to_string())?;
+    let replicas = swarm
+        .replicas(env, service)
+        .await
+        .map_err(|e| e.to_string())?;
+    swarm
+        .remove(env, service)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(replicas.len())
+}

@@ -114,7 +114,26 @@ fn a_swarm_environment_runs_the_same_deploy_and_history_through_swarm() {
     busybox_image(&p.path().join("image"), &tag, "one");
     p.write("wharf.yaml", &SWARM.replace("IMAGE", &tag));
 
+    let out = p.wharf_with(
+        &["secret", "set", "web", "--env", "swarm", "API_KEY"],
+        &[],
+        Some(b"swarm-secret-value\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
     p.ok(&["deploy", "web", "--env", "swarm", "--version", "v1"]);
+    // The secret is a Swarm secret, a file in each replica, and not in the service.
+    let (_, ids) = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        "label=com.docker.swarm.service.name=wharf-swarm-web",
+    ]);
+    let first = ids.split_whitespace().next().expect("a replica");
+    let (_, secret) = docker(&["exec", first, "cat", "/run/secrets/API_KEY"]);
+    assert_eq!(secret.trim(), "swarm-secret-value");
+    let (_, service) = docker(&["service", "inspect", "wharf-swarm-web"]);
+    assert!(!service.contains("swarm-secret-value"), "{service}");
     let greeting = "hello from swarm".to_owned();
     assert_eq!(
         replicas(),
@@ -150,4 +169,14 @@ fn a_swarm_environment_runs_the_same_deploy_and_history_through_swarm() {
         .collect();
     assert!(states.contains(&"succeeded"), "{history}");
     assert!(states.contains(&"rolled_back"), "{history}");
+
+    // Down: the Swarm service is gone, and history says so.
+    let out = p.ok(&["down", "--env", "swarm"]);
+    assert!(
+        stderr(&out).contains("stopped 2 instance(s)"),
+        "{}",
+        text(&out)
+    );
+    let (_, services) = docker(&["service", "ls", "--format", "{{.Name}}"]);
+    assert!(!services.contains("wharf-swarm-web"), "{services}");
 }
