@@ -329,13 +329,18 @@ impl Swarm {
             }
         }
         // Created, or an update Swarm did not need (nothing changed) or finished: done
-        // once every replica of this version runs.
-        let replicas = self.replicas(&s.env, &s.service).await?;
-        let running = replicas
+        // once every replica of this version runs and no replica of another still does
+        // (Swarm calls an update complete while the old ones are still stopping).
+        let wanted = self.replicas(&s.env, &s.service).await?;
+        let running = wanted
             .iter()
             .filter(|r| r.state == "running" && r.version == s.version)
             .count() as u64;
-        let others = replicas.iter().any(|r| r.version != s.version);
+        let others = self
+            .tasks(name, false)
+            .await?
+            .iter()
+            .any(|r| r.version != s.version && r.state == "running");
         Ok((running == s.replicas && !others).then_some(Outcome::Converged))
     }
 

@@ -170,6 +170,28 @@ fn a_swarm_environment_runs_the_same_deploy_and_history_through_swarm() {
     assert!(states.contains(&"succeeded"), "{history}");
     assert!(states.contains(&"rolled_back"), "{history}");
 
+    // A new image, then a rollback to the one before: Swarm runs v1's image again.
+    let tag_two = format!("{tag}-two");
+    busybox_image(&p.path().join("image-two"), &tag_two, "two");
+    p.write("wharf.yaml", &SWARM.replace("IMAGE", &tag_two));
+    p.ok(&["deploy", "web", "--env", "swarm", "--version", "v3"]);
+    assert_eq!(
+        replicas(),
+        [
+            ("two".to_owned(), greeting.clone()),
+            ("two".to_owned(), greeting.clone())
+        ]
+    );
+    p.ok(&["rollback", "web", "--env", "swarm"]);
+    assert_eq!(
+        replicas(),
+        [
+            ("one".to_owned(), greeting.clone()),
+            ("one".to_owned(), greeting.clone())
+        ]
+    );
+    let _ = docker(&["image", "rm", "-f", &tag_two]);
+
     // Down: the Swarm service is gone, and history says so.
     let out = p.ok(&["down", "--env", "swarm"]);
     assert!(
