@@ -27,7 +27,7 @@ use crate::now_millis;
 use crate::render::render;
 
 mod dev;
-mod engine;
+pub(crate) mod engine;
 pub(crate) use dev::DevRun;
 
 /// How long an instance without a health check may take to start.

@@ -769,7 +769,27 @@ async fn status(
     caller: Caller,
     Query(q): Query<StatusQuery>,
 ) -> Result<Json<StatusReport>, ServerError> {
-    crate::status::status_report(&c, &caller, &q).map(Json)
+    if let Some(env) = &q.env {
+        caller.require(env, Action::Read)?;
+    }
+    let swarm = crate::status::engine_services(&c, &caller, &q);
+    let engine = match crate::executor::engine::swarm_instances(swarm).await {
+        Ok(replicas) => replicas,
+        // Asked for the swarm environment itself: say why it cannot be shown.
+        Err(e) if q.env.is_some() => {
+            return Err(ServerError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                format!("cannot read the swarm's replicas: {e}"),
+            )
+            .hint("check the Docker engine (`docker service ls`)"));
+        }
+        // A listing of every environment still shows the others.
+        Err(e) => {
+            tracing::warn!("cannot read the swarm's replicas for `wharf status`: {e}");
+            Vec::new()
+        }
+    };
+    crate::status::status_report_with(&c, &caller, &q, engine).map(Json)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -23,6 +23,41 @@ pub(crate) fn status_report(
     caller: &Caller,
     q: &StatusQuery,
 ) -> Result<StatusReport, ServerError> {
+    status_report_with(c, caller, q, Vec::new())
+}
+
+/// The swarm services `q` asks for, of the environments the caller may read.
+pub(crate) fn engine_services(
+    c: &Controller,
+    caller: &Caller,
+    q: &StatusQuery,
+) -> Vec<(String, String)> {
+    let Ok(current) = c.definitions.current() else {
+        return Vec::new();
+    };
+    let mut wanted = Vec::new();
+    for (env, environment) in &current.definition.environments {
+        let swarm = environment.engine == Some(wharf_core::model::Engine::Swarm);
+        if !swarm || q.env.as_ref().is_some_and(|e| e != env) || !caller.may(env, Action::Read) {
+            continue;
+        }
+        for service in environment.service_names() {
+            if q.service.as_deref().is_none_or(|s| s == service) {
+                wanted.push((env.clone(), service.to_owned()));
+            }
+        }
+    }
+    wanted
+}
+
+/// [`status_report`] with the replicas an engine reports (`engine`), beside the
+/// instances of wharf's own hosts.
+pub(crate) fn status_report_with(
+    c: &Controller,
+    caller: &Caller,
+    q: &StatusQuery,
+    engine: Vec<InstanceRecord>,
+) -> Result<StatusReport, ServerError> {
     if let Some(env) = &q.env {
         caller.require(env, Action::Read)?;
     }
@@ -41,6 +76,12 @@ pub(crate) fn status_report(
             .entry((i.env.clone(), i.service.clone()))
             .or_default()
             .push(crate::wire::instance(i));
+    }
+    for i in engine {
+        grouped
+            .entry((i.env.clone(), i.service.clone()))
+            .or_default()
+            .push(i);
     }
     let mut reader = Reader::new(c);
     // A service whose every instance is gone is listed too, while it should run.

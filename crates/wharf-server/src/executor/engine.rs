@@ -181,3 +181,55 @@ pub(super) async fn remove(engine: &Engine, env: &str, service: &str) -> Result<
         .map_err(|e| e.to_string())?;
     Ok(replicas.len())
 }
+
+/// The replicas Swarm wants running of each named service of the swarm environments,
+/// as `wharf status` lists instances (node `swarm`, numbered from Swarm's slots).
+/// Read from the engine when asked: wharf keeps no copy that could be stale.
+pub(crate) async fn swarm_instances(
+    services: Vec<(String, String)>,
+) -> Result<Vec<wharf_api::InstanceRecord>, String> {
+    if services.is_empty() {
+        return Ok(Vec::new());
+    }
+    let swarm = Swarm::connect().await.map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    for (env, service) in services {
+        let replicas = swarm
+            .replicas(&env, &service)
+            .await
+            .map_err(|e| e.to_string())?;
+        all.extend(replicas.into_iter().map(|r| instance_of(&env, &service, r)));
+    }
+    Ok(all)
+}
+
+fn instance_of(env: &str, service: &str, r: wharf_engine::Replica) -> wharf_api::InstanceRecord {
+    use wharf_core::lifecycle::{Health, InstanceState};
+    // Swarm holds a replica with a health check in `starting` until it passes.
+    let (state, health) = match r.state.as_str() {
+        "running" => (InstanceState::Running, Health::Healthy),
+        "failed" | "rejected" => (InstanceState::Restarting, Health::Unhealthy),
+        "shutdown" | "complete" | "orphaned" | "remove" => {
+            (InstanceState::Stopping, Health::Unknown)
+        }
+        _ => (InstanceState::Starting, Health::Unknown),
+    };
+    wharf_api::InstanceRecord {
+        env: env.to_owned(),
+        service: service.to_owned(),
+        node: "swarm".into(),
+        instance: u32::try_from(r.slot.saturating_sub(1)).unwrap_or(u32::MAX),
+        version: r.version,
+        digest: String::new(),
+        config_digest: String::new(),
+        deployment_id: 0,
+        pid: None,
+        port: None,
+        state,
+        health,
+        restarts: 0,
+        started_at: 0,
+        cpu_millis: None,
+        memory_bytes: None,
+    }
+}

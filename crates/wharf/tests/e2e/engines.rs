@@ -135,6 +135,13 @@ fn a_swarm_environment_runs_the_same_deploy_and_history_through_swarm() {
     let (_, service) = docker(&["service", "inspect", "wharf-swarm-web"]);
     assert!(!service.contains("swarm-secret-value"), "{service}");
     let greeting = "hello from swarm".to_owned();
+    // `wharf status` reads the replicas from Swarm.
+    let running: Vec<serde_json::Value> = p
+        .instances("web", "swarm")
+        .into_iter()
+        .filter(|i| i["state"] == "running" && i["version"] == "v1")
+        .collect();
+    assert_eq!(running.len(), 2, "{running:?}");
     assert_eq!(
         replicas(),
         [
