@@ -65,6 +65,9 @@ pub struct Replica {
     pub id: String,
     pub slot: u64,
     pub version: String,
+    /// The wharf deployment that made its spec (every deploy makes a new one, so a
+    /// replica of the same version from an earlier deploy is told apart).
+    pub deployment: String,
     /// The engine's state (`running`, `starting`, `failed`, ...).
     pub state: String,
     pub message: String,

@@ -239,11 +239,14 @@ impl Swarm {
         let name = engine_name(&s.env, &s.service);
         let secrets = self.secrets(s).await?;
         let spec = service_spec(s, &secrets);
-        // Subscribed before the change, so no event of it is missed.
+        // The engine's events wake the loop below; its checks do not depend on them.
         let filters = HashMap::from([("type", vec!["service", "container"])]);
-        let mut events = self.docker.events(Some(
-            EventsOptionsBuilder::default().filters(&filters).build(),
-        ));
+        let mut events = self
+            .docker
+            .events(Some(
+                EventsOptionsBuilder::default().filters(&filters).build(),
+            ))
+            .fuse();
         let before = self.inspect(&name).await?;
         let previous_update = before
             .as_ref()
@@ -279,8 +282,13 @@ impl Swarm {
                     waited: timeout,
                 });
             }
-            // Woken by the engine's events; a second at most in case one was dropped.
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), events.next()).await;
+            // Woken by the engine's events; a second at most in case one was dropped,
+            // and a second each once the stream has ended.
+            let tick = left.min(Duration::from_secs(1));
+            match tokio::time::timeout(tick, events.next()).await {
+                Ok(Some(Ok(_))) | Err(_) => {}
+                Ok(Some(Err(_)) | None) => tokio::time::sleep(tick).await,
+            }
         }
     }
 
@@ -328,19 +336,22 @@ impl Swarm {
                 _ => return Ok(None),
             }
         }
-        // Created, or an update Swarm did not need (nothing changed) or finished: done
-        // once every replica of this version runs and no replica of another still does
-        // (Swarm calls an update complete while the old ones are still stopping).
+        // Created, or an update not begun yet (Swarm clears the status until its
+        // updater starts) or finished: done once every replica of this deployment runs
+        // and no replica of another still does (Swarm calls an update complete while
+        // the old ones are still stopping). Each deploy labels its replicas with its
+        // id, so a replica of the same version from before never counts.
+        let ours = s.deployment_id.to_string();
         let wanted = self.replicas(&s.env, &s.service).await?;
         let running = wanted
             .iter()
-            .filter(|r| r.state == "running" && r.version == s.version)
+            .filter(|r| r.state == "running" && r.deployment == ours)
             .count() as u64;
         let others = self
             .tasks(name, false)
             .await?
             .iter()
-            .any(|r| r.version != s.version && r.state == "running");
+            .any(|r| r.deployment != ours && r.state == "running");
         Ok((running == s.replicas && !others).then_some(Outcome::Converged))
     }
 
@@ -387,16 +398,18 @@ impl Swarm {
             .into_iter()
             .map(|t| {
                 let status = t.status.unwrap_or_default();
-                let version = t
+                let labels = t
                     .spec
                     .and_then(|s| s.container_spec)
                     .and_then(|c| c.labels)
-                    .and_then(|l| l.get(LABEL_VERSION).cloned())
                     .unwrap_or_default();
+                let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
+                let (version, deployment) = (label(LABEL_VERSION), label(LABEL_DEPLOYMENT));
                 Replica {
                     id: t.id.unwrap_or_default(),
                     slot: t.slot.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
                     version,
+                    deployment,
                     state: status.state.map(|s| s.to_string()).unwrap_or_default(),
                     message: status.err.or(status.message).unwrap_or_default(),
                     container: status.container_status.and_then(|c| c.container_id),

@@ -97,12 +97,12 @@ fn image(dir: &std::path::Path, tag: &str, page: &str, fails: bool) -> String {
     id.trim().to_owned()
 }
 
-fn web(version: &str, image: &str, replicas: u64) -> EngineService {
+fn web(version: &str, image: &str, replicas: u64, deployment: i64) -> EngineService {
     EngineService {
         env: "swarmtest".into(),
         service: "web".into(),
         version: version.into(),
-        deployment_id: 1,
+        deployment_id: deployment,
         image: image.into(),
         replicas,
         args: Vec::new(),
@@ -169,7 +169,7 @@ async fn a_service_rolls_out_rolls_back_scales_and_goes_on_a_real_swarm() {
     let wait = Duration::from_secs(120);
 
     // A first deploy: two replicas, each serving, each with its secret as a file.
-    let outcome = swarm.apply(&web("v1", &v1, 2), wait).await.unwrap();
+    let outcome = swarm.apply(&web("v1", &v1, 2, 1), wait).await.unwrap();
     assert_eq!(outcome, Outcome::Converged);
     let replicas = swarm.replicas("swarmtest", "web").await.unwrap();
     assert_eq!(served(&replicas), ["one", "one"]);
@@ -180,13 +180,13 @@ async fn a_service_rolls_out_rolls_back_scales_and_goes_on_a_real_swarm() {
     assert!(!inspected.contains("s3cr3t-value"), "{inspected}");
 
     // A new version replaces every replica.
-    let outcome = swarm.apply(&web("v2", &v2, 2), wait).await.unwrap();
+    let outcome = swarm.apply(&web("v2", &v2, 2, 2), wait).await.unwrap();
     assert_eq!(outcome, Outcome::Converged);
     let replicas = swarm.replicas("swarmtest", "web").await.unwrap();
     assert_eq!(served(&replicas), ["two", "two"]);
 
     // A release that cannot start is rolled back by Swarm, and the old one serves on.
-    let outcome = swarm.apply(&web("v3", &broken, 2), wait).await.unwrap();
+    let outcome = swarm.apply(&web("v3", &broken, 2, 3), wait).await.unwrap();
     let Outcome::RolledBack(why) = outcome else {
         panic!("expected a rollback, got {outcome:?}");
     };
@@ -194,8 +194,21 @@ async fn a_service_rolls_out_rolls_back_scales_and_goes_on_a_real_swarm() {
     let replicas = swarm.replicas("swarmtest", "web").await.unwrap();
     assert_eq!(served(&replicas), ["two", "two"]);
 
+    // The same version deployed again (a restart, a configuration change) waits for
+    // new replicas: none of the old ones counts.
+    let old: Vec<String> = replicas.iter().map(|r| r.id.clone()).collect();
+    let outcome = swarm.apply(&web("v2", &v2, 2, 4), wait).await.unwrap();
+    assert_eq!(outcome, Outcome::Converged);
+    let replicas = swarm.replicas("swarmtest", "web").await.unwrap();
+    assert_eq!(served(&replicas), ["two", "two"]);
+    assert!(
+        replicas
+            .iter()
+            .all(|r| !old.contains(&r.id) && r.deployment == "4")
+    );
+
     // Scaled to three.
-    let outcome = swarm.apply(&web("v2", &v2, 3), wait).await.unwrap();
+    let outcome = swarm.apply(&web("v2", &v2, 3, 4), wait).await.unwrap();
     assert_eq!(outcome, Outcome::Converged);
     let replicas = swarm.replicas("swarmtest", "web").await.unwrap();
     assert_eq!(served(&replicas), ["two", "two", "two"]);

@@ -170,6 +170,10 @@ impl Executor {
         };
         let statuses = self.fleet.statuses();
         for (env, environment) in &current.definition.environments {
+            // An engine supervises its own replicas; wharf's agents report none of them.
+            if environment.engine.is_some() {
+                continue;
+            }
             for service in environment.service_names() {
                 let key = (env.clone(), service.to_owned());
                 if backoff
@@ -248,6 +252,9 @@ impl Executor {
         }
         let running = self.current_deployment(service, env).ok()??;
         let spec = running.spec.parse::<DeploySpec>().ok()?;
+        if spec.engine.is_some() {
+            return None;
+        }
         let wanted: Vec<u32> = spec.slots.iter().map(|s| s.instance).collect();
         let reason = decide::reconcile_reason(&wanted, &running.version, observed)?;
         Some((running, reason))

@@ -142,10 +142,16 @@ pub(super) async fn run(
         Ok(swarm) => swarm,
         Err(e) => return end(guard, DeploymentState::Failed, e.to_string()),
     };
-    let allowance =
-        spec.health.as_ref().map(|h| h.timeout).unwrap_or_default() + spec.min_healthy_time;
-    let timeout =
-        allowance * u32::try_from(service.replicas).unwrap_or(u32::MAX).max(1) + ROLLOUT_MARGIN;
+    // Saturating: the durations come from the definition.
+    let allowance = spec
+        .health
+        .as_ref()
+        .map(|h| h.timeout)
+        .unwrap_or_default()
+        .saturating_add(spec.min_healthy_time);
+    let timeout = allowance
+        .saturating_mul(u32::try_from(service.replicas).unwrap_or(u32::MAX).max(1))
+        .saturating_add(ROLLOUT_MARGIN);
     match swarm.apply(&service, timeout).await {
         Ok(Outcome::Converged) => end(
             guard,

@@ -176,6 +176,14 @@ fn a_swarm_environment_runs_the_same_deploy_and_history_through_swarm() {
         .collect();
     assert!(states.contains(&"succeeded"), "{history}");
     assert!(states.contains(&"rolled_back"), "{history}");
+    // The periodic reconcile (every few seconds) leaves the engine's replicas alone.
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.contains(&"reconcile"), "{history}");
 
     // A new image, then a rollback to the one before: Swarm runs v1's image again.
     let tag_two = format!("{tag}-two");
