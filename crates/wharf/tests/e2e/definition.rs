@@ -61,7 +61,7 @@ fn unknown_names_on_the_command_line_are_input_errors_with_hints() {
 }
 
 #[test]
-fn a_deploy_to_an_engine_environment_is_refused_until_the_controller_hands_off() {
+fn a_built_service_is_refused_by_a_swarm_environment_with_a_hint() {
     let mut p = Project::new(
         "services:\n  catalog: { build: ./catalog, run: [python3, app.py] }\nenvironments:\n  swarm:\n    engine: { kind: swarm }\n    pools:\n      catalog: { count: 2 }\n",
         &["catalog"],
@@ -71,7 +71,12 @@ fn a_deploy_to_an_engine_environment_is_refused_until_the_controller_hands_off()
     let out = p.wharf(&["deploy", "catalog", "--env", "swarm", "--version", "v1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = stderr(&out);
-    assert!(err.contains("hands its instances to swarm"), "{err}");
-    assert!(err.contains("nothing was changed"), "{err}");
-    assert!(p.instances("catalog", "swarm").is_empty());
+    assert!(err.contains("a swarm runs images"), "{err}");
+    assert!(err.contains("Give the service `image:`"), "{err}");
+    let history: serde_json::Value = serde_json::from_slice(
+        &p.ok(&["history", "catalog", "--env", "swarm", "-o", "json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(history[0]["state"], "failed", "{history}");
 }
