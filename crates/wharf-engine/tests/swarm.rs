@@ -69,6 +69,9 @@ impl Drop for SwarmMode {
         if self.made {
             let _ = docker(&["swarm", "leave", "--force"]);
         }
+        for tag in ["v1", "v2", "v3"] {
+            let _ = docker(&["image", "rm", "-f", &format!("wharf-swarmtest:{tag}")]);
+        }
     }
 }
 
