@@ -337,22 +337,15 @@ impl Swarm {
             }
         }
         // Created, or an update not begun yet (Swarm clears the status until its
-        // updater starts) or finished: done once every replica of this deployment runs
+        // updater starts) or finished: done once exactly its replicas of this deployment run
         // and no replica of another still does (Swarm calls an update complete while
         // the old ones are still stopping). Each deploy labels its replicas with its
         // id, so a replica of the same version from before never counts.
         let ours = s.deployment_id.to_string();
-        let wanted = self.replicas(&s.env, &s.service).await?;
-        let running = wanted
-            .iter()
-            .filter(|r| r.state == "running" && r.deployment == ours)
-            .count() as u64;
-        let others = self
-            .tasks(name, false)
-            .await?
-            .iter()
-            .any(|r| r.deployment != ours && r.state == "running");
-        Ok((running == s.replicas && !others).then_some(Outcome::Converged))
+        let tasks = self.tasks(name, false).await?;
+        let running = tasks.iter().filter(|r| r.state == "running");
+        let (mine, others) = running.partition::<Vec<_>, _>(|r| r.deployment == ours);
+        Ok((mine.len() as u64 == s.replicas && others.is_empty()).then_some(Outcome::Converged))
     }
 
     /// Swarm's message, with the last failed replica's error.

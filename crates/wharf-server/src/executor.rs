@@ -1207,10 +1207,8 @@ impl Executor {
             .fleet
             .statuses_of(&spec.env, Some(&spec.service))
             .into_iter()
-            .filter(|(p, s)| {
-                p.key.env == spec.env
-                    && p.key.service == spec.service
-                    && s.state == wharf_core::lifecycle::InstanceState::Running
+            .filter(|(_, s)| {
+                s.state == wharf_core::lifecycle::InstanceState::Running
                     && s.health == wharf_core::lifecycle::Health::Healthy
             })
             .map(|(p, _)| p.deployment_id == new.deployment_id)
@@ -1694,24 +1692,16 @@ impl Executor {
     ) -> Result<DeployEvent, ServerError> {
         let mut by_service: std::collections::BTreeMap<String, Vec<InstancePlan>> =
             Default::default();
+        let current = self.definitions.current().ok();
+        let environment = current
+            .as_ref()
+            .and_then(|c| c.definition.environments.get(&req.env));
         // What the stored definition runs in the environment: a prune stops the rest.
-        let defined: Vec<String> = self
-            .definitions
-            .current()
-            .ok()
-            .and_then(|c| {
-                c.definition
-                    .environments
-                    .get(&req.env)
-                    .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
-            })
+        let defined: Vec<String> = environment
+            .map(|e| e.service_names().into_iter().map(str::to_owned).collect())
             .unwrap_or_default();
         // An engine environment's replicas are the engine's to remove.
-        let engine = self
-            .definitions
-            .current()
-            .ok()
-            .and_then(|c| c.definition.environments.get(&req.env)?.engine.clone());
+        let engine = environment.and_then(|e| e.engine.clone());
         if req.prune && defined.is_empty() {
             return Err(ServerError::new(
                 axum::http::StatusCode::CONFLICT,

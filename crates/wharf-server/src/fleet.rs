@@ -753,16 +753,7 @@ impl Fleet {
 
     /// Every instance of every agent.
     pub fn statuses(&self) -> Vec<(SharedPlan, InstanceStatus)> {
-        let mut all = self
-            .local
-            .as_ref()
-            .map(|l| AgentLink::statuses(&**l))
-            .unwrap_or_default();
-        let remotes: Vec<Arc<RemoteAgent>> = self.remotes().values().cloned().collect();
-        for remote in remotes {
-            all.extend(AgentLink::statuses(&*remote));
-        }
-        all
+        self.statuses_where(&|_| true)
     }
 
     /// The joined hosts' handles by id, taken out of the lock (their calls may block).
